@@ -1,0 +1,3 @@
+from selfensemble.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Dataset loaders; each yields a Dataset of Items (see base.py)."""
