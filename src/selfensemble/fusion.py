@@ -1,0 +1,103 @@
+"""Next-token fusion rules: pure functions from N prompts' logits to one distribution.
+
+Every rule takes raw logits of shape (N, vocab) (one row per prompt) and optional weights (N,),
+and returns normalised log-probabilities of shape (vocab,). Inputs are never modified.
+
+Worked example (vocab of 2): probabilities [[.9, .1], [.2, .8]]
+  avg          → [.55, .45]
+  max          → max per token [.9, .8] renormalised → [.529, .471]
+  weighted_avg with w = [1, 3] → [.375, .625]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+FusionFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def _check(logits: torch.Tensor, weights: torch.Tensor | None, needs_weights: bool) -> torch.Tensor | None:
+    if logits.dim() != 2 or logits.shape[0] == 0:
+        raise ValueError(f"logits must have shape (N, vocab) with N >= 1, got {tuple(logits.shape)}")
+    if weights is None:
+        if needs_weights:
+            raise ValueError("this fusion rule needs one weight per prompt, got none")
+        return None
+    weights = torch.as_tensor(weights, dtype=torch.float32, device=logits.device)
+    if weights.shape != (logits.shape[0],):
+        raise ValueError(f"weights must have shape ({logits.shape[0]},), got {tuple(weights.shape)}")
+    if not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"weights must be finite, non-negative and not all zero, got {weights.tolist()}")
+    return weights / weights.sum()
+
+
+def identity(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """One prompt (origin, per_prompt, flex): just normalise."""
+    _check(logits, weights, needs_weights=False)
+    if logits.shape[0] != 1:
+        raise ValueError(f"identity fusion takes exactly one row, got {logits.shape[0]}")
+    return torch.log_softmax(logits[0].float(), dim=-1)
+
+
+def _log_weighted_mean(logp: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(logp + w.log()[:, None], dim=0)
+
+
+def avg(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of the N probability distributions (a mixture: every prompt gets a vote per token)."""
+    _check(logits, weights, needs_weights=False)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    w = torch.full((logp.shape[0],), 1.0 / logp.shape[0], device=logp.device)
+    return _log_weighted_mean(logp, w)
+
+
+def max_(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token max probability over prompts, renormalised: trusts whichever prompt is most sure."""
+    _check(logits, weights, needs_weights=False)
+    logp = torch.log_softmax(logits.float(), dim=-1).amax(dim=0)
+    return logp - torch.logsumexp(logp, dim=0)
+
+
+def weighted_avg(logits: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mixture with per-prompt weights (e.g. confidence estimates); weights are normalised to sum 1."""
+    w = _check(logits, weights, needs_weights=True)
+    return _log_weighted_mean(torch.log_softmax(logits.float(), dim=-1), w)
+
+
+def weighted_max(logits: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Per-token max of weight × probability, renormalised."""
+    w = _check(logits, weights, needs_weights=True)
+    logp = (torch.log_softmax(logits.float(), dim=-1) + w.clamp_min(1e-30).log()[:, None]).amax(dim=0)
+    return logp - torch.logsumexp(logp, dim=0)
+
+
+FUSIONS: dict[str, FusionFn] = {
+    "avg": avg,
+    "max": max_,
+    "weighted_avg": weighted_avg,
+    "weighted_max": weighted_max,
+}
+WEIGHTED = {"weighted_avg", "weighted_max"}
+
+
+def select_token(logp: torch.Tensor, do_sample: bool, temperature: float = 1.0, top_p: float = 1.0,
+                 top_k: int = 0, generator: torch.Generator | None = None) -> int:
+    """Greedy argmax, or sampling with temperature / top-k / top-p from fused log-probs (vocab,)."""
+    if not do_sample:
+        return int(torch.argmax(logp))
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    scores = logp.float() / temperature
+    if top_k > 0:
+        kth = torch.topk(scores, min(top_k, scores.numel())).values[-1]
+        scores = scores.masked_fill(scores < kth, -math.inf)
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=True)
+        cum = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
+        drop = cum - torch.softmax(sorted_scores, dim=-1) > top_p  # keep the token that crosses top_p
+        scores = scores.scatter(0, order, sorted_scores.masked_fill(drop, -math.inf))
+    probs = torch.softmax(scores, dim=-1)
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))

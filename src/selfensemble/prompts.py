@@ -1,0 +1,118 @@
+"""Instruction, few-shot examples and paraphrases → token pieces: shared prefix | segments | cue.
+
+Every method tokenises the same pieces and concatenates ids, so a one-prompt ``flex`` row and the
+``origin`` row are the very same tokens. The answer cue (``A:`` or a chat template's assistant
+header) is its own piece: attention fusion places it once, after all paraphrases, where it sees
+them all.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+from selfensemble.data.base import Example
+from selfensemble.errors import SelfEnsembleError
+
+CHAT_PLACEHOLDER = "\x00SELFENSEMBLE_QUESTION\x00"
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a question is shown to the model.
+
+    ``question_template`` wraps every prompt (paraphrase or few-shot question); ``cue`` follows once.
+    With ``chat=True`` the tokenizer's chat template wraps the whole user turn and its assistant
+    header becomes part of the cue.
+    """
+
+    instruction: str = ""
+    examples: tuple[Example, ...] = ()
+    question_template: str = "Q: {question}\n"
+    answer_template: str = "A: {answer}\n\n"
+    cue: str = "A:"
+    chat: bool = False
+
+    def prefix_text(self) -> str:
+        parts = [self.instruction.strip() + "\n\n"] if self.instruction.strip() else []
+        for ex in self.examples:
+            parts += [self.question_template.format(question=p) for p in ex.prompts]
+            parts.append(self.answer_template.format(answer=ex.answer))
+        return "".join(parts)
+
+
+@dataclass
+class PromptParts:
+    """Token ids of one query: ``prefix`` is shared by all prompts, one ``segment`` per prompt."""
+
+    prefix: list[int]
+    segments: list[list[int]]
+    cue: list[int]
+    prompts: list[str]
+    notes: list[str] = field(default_factory=list)
+    kept_indices: list[int] = field(default_factory=list)
+
+    def full(self, i: int) -> list[int]:
+        """Prompt i alone, as origin / per_prompt / logit fusion see it."""
+        return self.prefix + self.segments[i] + self.cue
+
+
+def clean_prompts(prompts: list[str]) -> tuple[list[str], list[str], list[int]]:
+    """Reject empty input, drop duplicates (keeping the first) and say which were dropped.
+
+    Returns the kept prompts, one note per dropped duplicate, and the kept prompts' original indices.
+    """
+    if not prompts:
+        raise SelfEnsembleError("No prompts given: pass a question (and optionally paraphrases).")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or not p.strip():
+            raise SelfEnsembleError(f"Prompt {i} is empty or whitespace; every paraphrase needs text.")
+    kept, notes, seen, indices = [], [], {}, []
+    for i, p in enumerate(prompts):
+        key = " ".join(p.split())
+        if key in seen:
+            notes.append(f"dropped duplicate prompt {i} (same as prompt {seen[key]}): {p!r}")
+            continue
+        seen[key] = i
+        kept.append(p.strip())
+        indices.append(i)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return kept, notes, indices
+
+
+def _adds_bos(tokenizer) -> bool:
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    return tokenizer("a").input_ids[:1] == [bos] and tokenizer("a", add_special_tokens=False).input_ids[:1] != [bos]
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False).input_ids) if text else []
+
+
+def _chat_frame(tokenizer) -> tuple[str, str]:
+    if not getattr(tokenizer, "chat_template", None):
+        raise SelfEnsembleError("This tokenizer has no chat template; drop --chat to use the Q:/A: format.")
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": CHAT_PLACEHOLDER}], tokenize=False, add_generation_prompt=True
+    )
+    before, _, after = text.partition(CHAT_PLACEHOLDER)
+    return before, after
+
+
+def build_parts(tokenizer, fmt: PromptFormat, prompts: list[str]) -> PromptParts:
+    """Tokenise prefix, one segment per prompt, and the cue; BOS (if the model wants one) opens the prefix."""
+    prompts, notes, kept = clean_prompts(list(prompts))
+    prefix_text, cue_text = fmt.prefix_text(), fmt.cue
+    if fmt.chat:
+        before, after = _chat_frame(tokenizer)
+        prefix_text = before + prefix_text
+        cue_text = after + (fmt.cue if fmt.cue != "A:" else "")
+    prefix = _encode(tokenizer, prefix_text)
+    if _adds_bos(tokenizer) and not fmt.chat:
+        prefix = [tokenizer.bos_token_id] + prefix
+    segments = [_encode(tokenizer, fmt.question_template.format(question=p)) for p in prompts]
+    return PromptParts(prefix=prefix, segments=segments, cue=_encode(tokenizer, cue_text),
+                       prompts=prompts, notes=notes, kept_indices=kept)
