@@ -1,0 +1,133 @@
+"""ParaRel (Elazar et al., 2021): T-REx facts asked through human-written paraphrased templates.
+
+Each fact becomes one Item whose prompts are every template of its relation, filled with the
+subject and a [MASK] for the object. Paraphrases are exactly what self-ensembling fuses.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import SelfEnsembleError, did_you_mean
+from ._common import (
+    ClozeFact,
+    build_cloze_dataset,
+    check_limit,
+    dedupe,
+    fill_template,
+    get_str,
+    option_int,
+    option_list,
+    read_jsonl,
+    reject_unknown_options,
+    require_path,
+)
+from .base import Dataset
+
+OPTIONS = ("relations", "max_facts_per_relation", "max_templates", "num_train")
+DEFAULT_NUM_TRAIN = 10
+
+
+def load_pararel(
+    path: str | Path | None,
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    seed: int = 0,
+    data_dir: Path | None = None,
+    **options: Any,
+) -> Dataset:
+    """Items for `split` of the relations chosen; few-shot pools per relation (examples[relation]).
+
+    Options: relations (e.g. ["P19", "P20"]), max_facts_per_relation, max_templates (first N
+    templates of each relation), num_train (facts per relation held out as few-shot pool, default 10).
+    """
+    reject_unknown_options("pararel", options, OPTIONS)
+    check_limit(limit)
+    if path is None:
+        if data_dir is None:
+            raise SelfEnsembleError(
+                "No ParaRel data folder found; pass --data-path to a folder with patterns/ and facts/ "
+                "(or set SELFENSEMBLE_DATA_DIR to a folder containing pararel/)."
+            )
+        path = data_dir / "pararel"
+    root = require_path(path, "ParaRel data folder", kind="dir")
+    patterns_dir = require_path(root / "patterns", "ParaRel patterns folder", kind="dir")
+    facts_dir = require_path(root / "facts", "ParaRel facts folder", kind="dir")
+
+    available = sorted((p.stem for p in patterns_dir.glob("P*.jsonl")), key=_relation_order)
+    if not available:
+        raise SelfEnsembleError(f"No patterns/P*.jsonl files in {patterns_dir}")
+    wanted = option_list(options.get("relations"), "relations")
+    if wanted is not None:
+        for rel in wanted:
+            if rel not in available:
+                raise SelfEnsembleError(
+                    f"Unknown ParaRel relation {rel!r} (available: {', '.join(available)}).{did_you_mean(rel, available)}"
+                )
+        relations = sorted(dict.fromkeys(wanted), key=_relation_order)
+    else:
+        relations = available
+    max_templates = option_int(options.get("max_templates"), "max_templates", minimum=1)
+    max_facts = option_int(options.get("max_facts_per_relation"), "max_facts_per_relation", minimum=0)
+    num_train = option_int(options.get("num_train", DEFAULT_NUM_TRAIN), "num_train")
+
+    facts: dict[str, list[ClozeFact]] = {}
+    for rel in relations:
+        templates = _read_templates(patterns_dir / f"{rel}.jsonl", max_templates)
+        fact_file = facts_dir / f"{rel}.jsonl"
+        if not fact_file.is_file():
+            raise SelfEnsembleError(f"ParaRel facts file not found: {fact_file}")
+        facts[rel] = _read_facts(fact_file, rel, templates)
+    return build_cloze_dataset(
+        "pararel",
+        facts,
+        split=split,
+        seed=seed,
+        limit=limit,
+        num_train=num_train if num_train is not None else DEFAULT_NUM_TRAIN,
+        max_facts_per_group=max_facts,
+    )
+
+
+def _relation_order(rel: str) -> tuple[int, str]:
+    """P17 before P101: numeric order, as relations are usually listed."""
+    m = re.fullmatch(r"P(\d+)", rel)
+    return (int(m.group(1)), rel) if m else (1 << 30, rel)
+
+
+def _read_templates(path: Path, max_templates: int | None) -> list[str]:
+    templates = []
+    for line_no, rec in read_jsonl(path):
+        pattern = get_str(rec, "pattern", path, line_no)
+        if "[X]" not in pattern or "[Y]" not in pattern:
+            raise SelfEnsembleError(f"{path}:{line_no}: pattern {pattern!r} must contain both [X] and [Y].")
+        templates.append(pattern)
+    if not templates:
+        raise SelfEnsembleError(f"{path}: no patterns.")
+    return templates[:max_templates] if max_templates else templates
+
+
+def _read_facts(path: Path, rel: str, templates: list[str]) -> list[ClozeFact]:
+    out: list[ClozeFact] = []
+    seen: set[str] = set()
+    for line_no, rec in read_jsonl(path):
+        sub = get_str(rec, "sub_label", path, line_no)
+        obj = get_str(rec, "obj_label", path, line_no)
+        uuid = get_str(rec, "uuid", path, line_no)
+        if uuid in seen:
+            raise SelfEnsembleError(f"{path}:{line_no}: duplicate uuid {uuid!r}.")
+        seen.add(uuid)
+        prompts = dedupe(fill_template(t, sub) for t in templates)
+        out.append(
+            ClozeFact(
+                id=f"{rel}:{uuid}",
+                group=rel,
+                prompts=prompts,
+                answers=(obj,),
+                meta={"relation": rel, "subject": sub},
+            )
+        )
+    return out

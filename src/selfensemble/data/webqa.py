@@ -1,0 +1,113 @@
+"""WebQuestions (Berant et al., 2013): open questions about Freebase entities with short answers.
+
+Read from a local folder with train.jsonl / test.jsonl (the shared data layout), or from the
+Hugging Face hub (`stanfordnlp/web_questions`) when no local copy exists and `datasets` is installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import SelfEnsembleError
+from ._common import check_limit, check_split, get_str, get_str_list, read_jsonl, reject_unknown_options
+from .base import Dataset, Example, Item
+
+INSTRUCTION = "Answer the question in a few words."
+HUB_NAME = "stanfordnlp/web_questions"
+
+
+def load_webqa(
+    path: str | Path | None,
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    seed: int = 0,
+    data_dir: Path | None = None,
+    **options: Any,
+) -> Dataset:
+    """Items from `split`; the train split is the few-shot pool (examples[""]).
+
+    `path` may be the folder or one .jsonl file (then few-shot examples come from a sibling
+    train.jsonl when there is one). With no path, the shared data folder is used, else the hub.
+    """
+    reject_unknown_options("webqa", options, ())
+    check_split(split)
+    check_limit(limit)
+    if path is None:
+        folder = data_dir / "webquestions" if data_dir is not None else None
+        if folder is None or not folder.is_dir():
+            return _load_from_hub(split, limit)
+        path = folder
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise SelfEnsembleError(f"WebQuestions data not found: {p} (expected a folder with {split}.jsonl).")
+    if p.is_dir():
+        item_file, train_file = p / f"{split}.jsonl", p / "train.jsonl"
+        if not item_file.is_file():
+            raise SelfEnsembleError(f"WebQuestions split file not found: {item_file}")
+    else:
+        item_file, train_file = p, p.parent / "train.jsonl"
+    items = _read_items(item_file, split, limit)
+    examples = (
+        [Example(prompts=it.prompts, answer=it.answers[0]) for it in _read_items(train_file, "train", None)]
+        if train_file.is_file()
+        else []
+    )
+    return Dataset(name="webqa", items=items, instruction=INSTRUCTION, examples={"": examples})
+
+
+def _read_items(path: Path, split: str, limit: int | None) -> list[Item]:
+    items: list[Item] = []
+    seen: set[str] = set()
+    for line_no, rec in read_jsonl(path):
+        if limit is not None and len(items) >= limit:
+            break
+        question = get_str(rec, "question", path, line_no)
+        if "answers" not in rec:
+            raise SelfEnsembleError(f"{path}:{line_no}: missing field 'answers'.")
+        answers = get_str_list(rec["answers"], "answers", path, line_no)
+        item_id = rec.get("id")
+        item_id = str(item_id) if item_id not in (None, "") else f"{split}-{line_no}"
+        if item_id in seen:
+            raise SelfEnsembleError(f"{path}:{line_no}: duplicate id {item_id!r}.")
+        seen.add(item_id)
+        items.append(Item(id=item_id, prompts=(question,), answers=answers))
+    return items
+
+
+def _load_from_hub(split: str, limit: int | None) -> Dataset:
+    """The hub copy; imported lazily because `datasets` is an optional extra."""
+    hint = (
+        "pass --data-path to a folder with train.jsonl/test.jsonl "
+        "(or set SELFENSEMBLE_DATA_DIR to a folder containing webquestions/)"
+    )
+    try:
+        import datasets  # type: ignore[import-not-found]
+    except ImportError:
+        raise SelfEnsembleError(
+            f"No local WebQuestions data found and the 'datasets' package is not installed; {hint}, "
+            "or pip install 'selfensemble[hub]'."
+        ) from None
+    try:
+        test = datasets.load_dataset(HUB_NAME, split=split)
+        train = datasets.load_dataset(HUB_NAME, split="train")
+    except Exception as exc:  # network errors come in many types
+        raise SelfEnsembleError(f"Could not load {HUB_NAME} from the hub ({exc}); {hint}.") from exc
+
+    def to_items(rows: Any, name: str, cap: int | None) -> list[Item]:
+        out = []
+        for i, row in enumerate(rows):
+            if cap is not None and len(out) >= cap:
+                break
+            where = f"{HUB_NAME}[{name}] row {i}"
+            question = (row.get("question") or "").strip()
+            answers = tuple(a.strip() for a in row.get("answers") or [] if isinstance(a, str) and a.strip())
+            if not question or not answers:
+                raise SelfEnsembleError(f"{where}: empty question or answers.")
+            out.append(Item(id=f"{name}-{i}", prompts=(question,), answers=answers))
+        return out
+
+    items = to_items(test, split, limit)
+    examples = [Example(prompts=it.prompts, answer=it.answers[0]) for it in to_items(train, "train", None)]
+    return Dataset(name="webqa", items=items, instruction=INSTRUCTION, examples={"": examples})
