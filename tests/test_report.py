@@ -1,0 +1,170 @@
+"""Reports on hand-made runs whose numbers are worked out by hand in the comments."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from rich.console import Console
+
+from selfensemble.errors import SelfEnsembleError
+from selfensemble.report import (
+    _simple_normalize,
+    compare,
+    consistency,
+    expected_calibration_error,
+    find_runs,
+    report,
+    summarize,
+    to_markdown,
+)
+from selfensemble.store import RunStore
+
+IDS = ["q0", "q1", "q2", "q3", "q4"]
+ORIGIN = [True, True, True, False, False]  # 3/5
+AVG = [True, True, True, True, False]  # 4/5 -> paired diff vs origin = mean(0,0,0,1,0) = 0.2
+# per prompt (3 prompts): column accuracies 3/5, 2/5, 2/5 -> mean 7/15, min 0.4, max 0.6
+PER_PROMPT_CORRECT = [[True, True, False], [True, False, False], [True, True, True],
+                      [False, False, True], [False, False, False]]
+# agreeing pairs per question: 1/3, 3/3, 3/3, 0/3, 1/3 -> consistency (1/3+1+1+0+1/3)/5 = 8/15
+PER_PROMPT_ANSWERS = [["Paris", "paris.", "London"], ["The Beatles", "beatles", "Beatles!"], ["42", "42", "42"],
+                      ["red", "blue", "green"], ["New York", "new  york", "Boston"]]
+
+
+def _records(correct, per_prompt=False, seconds=1.0):
+    out = []
+    for i, (rid, c) in enumerate(zip(IDS, correct, strict=False)):
+        r = {"id": rid, "prompts": ["p0", "p1", "p2"], "gold": ["g"], "prediction": "x", "generation": "x",
+             "correct": c, "seconds": seconds + i}
+        if per_prompt:
+            r["per_prompt"] = PER_PROMPT_ANSWERS[i]
+            r["per_prompt_correct"] = PER_PROMPT_CORRECT[i]
+        out.append(r)
+    return out
+
+
+def _manifest(method):
+    return {"config": {"method": method, "model": "tiny", "dataset": "toy", "num_paraphrases": 3}}
+
+
+def _write_runs(root):
+    runs = {"origin": _records(ORIGIN), "avg": _records(AVG),
+            "per_prompt": _records([c[0] for c in PER_PROMPT_CORRECT], per_prompt=True)}
+    for method, recs in runs.items():
+        with RunStore(root / method, _manifest(method)["config"]) as store:
+            for r in recs:
+                store.append(r)
+    return runs
+
+
+def test_summarize_exact_numbers():
+    row = summarize(_records(ORIGIN), _manifest("origin"))
+    assert row["method"] == "origin" and row["n"] == 5
+    assert row["accuracy"] == pytest.approx(0.6)
+    assert row["ci_low"] <= 0.6 <= row["ci_high"] and row["ci_low"] < row["ci_high"]
+    assert row["ci_low"] >= 0.0 and row["ci_high"] <= 1.0
+    assert row["seconds_per_item"] == pytest.approx(3.0)  # mean of 1..5
+    assert row["per_prompt_mean"] is None and row["consistency"] is None and row["ece"] is None
+    json.dumps(row)  # JSON-able, no NaN
+
+
+def test_summarize_per_prompt_stats_and_consistency():
+    row = summarize(_records(ORIGIN, per_prompt=True), _manifest("per_prompt"))
+    assert row["per_prompt_accuracy"] == pytest.approx([0.6, 0.4, 0.4])
+    assert row["per_prompt_mean"] == pytest.approx(7 / 15)
+    assert row["per_prompt_min"] == pytest.approx(0.4)
+    assert row["per_prompt_max"] == pytest.approx(0.6)
+    assert row["per_prompt_std"] == pytest.approx((((0.6 - 7 / 15) ** 2 + 2 * (0.4 - 7 / 15) ** 2) / 3) ** 0.5)
+    assert row["consistency"] == pytest.approx(8 / 15)
+
+
+def test_consistency_and_ece_by_hand():
+    assert consistency([["a b", "A  b"], ["x", "y", "x", "y"]]) == pytest.approx((1 + 2 / 6) / 2)
+    assert consistency([["only one"]]) != consistency([["only one"]])  # NaN: nothing to compare
+    # the local fallback (used when scoring is unavailable) agrees on the hand-computed case
+    assert consistency(PER_PROMPT_ANSWERS, normalize=_simple_normalize) == pytest.approx(8 / 15)
+    assert _simple_normalize("  The  Beatles!! ") == "beatles"
+    # bin 9: acc 0.5 vs conf 0.95 -> 0.45 * 1/2; bin 1: acc 0 vs conf 0.15 -> 0.15 * 1/2
+    assert expected_calibration_error([0.95, 0.95, 0.15, 0.15], [True, False, False, False]) == pytest.approx(0.3)
+    recs = _records(ORIGIN)
+    for r, c in zip(recs, [0.95, 0.95, 0.15, 0.15, 0.15], strict=True):
+        r["confidence"] = c
+    # items: (0.95,T) (0.95,T) (0.15,T) (0.15,F) (0.15,F): |1-0.95|*2/5 + |1/3-0.15|*3/5
+    assert summarize(recs, _manifest("avg"))["ece"] == pytest.approx(0.05 * 0.4 + (1 / 3 - 0.15) * 0.6)
+
+
+def test_compare_paired_diffs():
+    runs = [("origin", _records(ORIGIN)), ("avg", _records(AVG)),
+            ("per_prompt", _records([c[0] for c in PER_PROMPT_CORRECT], per_prompt=True))]
+    rows = {r["method"]: r for r in compare(runs)}
+    assert set(rows) == {"avg", "per_prompt"}
+    avg = rows["avg"]
+    assert avg["diff_mean"] == pytest.approx(0.2) and avg["n_paired"] == 5
+    assert avg["diff_low"] <= 0.2 <= avg["diff_high"]
+    # vs mean single prompt: AVG - (2/3, 1/3, 1, 1/3, 0) = (1/3, 2/3, 0, 2/3, 0) -> mean 1/3
+    assert avg["single_source"] == "per_prompt"
+    assert avg["vs_single_mean"] == pytest.approx(1 / 3) and avg["vs_single_n"] == 5
+    assert avg["vs_single_low"] <= 1 / 3 <= avg["vs_single_high"]
+    assert rows["per_prompt"]["diff_mean"] == pytest.approx(0.0)
+
+
+def test_compare_pairs_only_shared_ids_and_handles_missing_baseline():
+    short = _records(AVG)[:4]  # avg stopped early: q0..q3 -> diff mean(0,0,0,1) = 0.25
+    rows = compare([("origin", _records(ORIGIN)), ("avg", short)])
+    assert rows[0]["n_paired"] == 4 and rows[0]["diff_mean"] == pytest.approx(0.25)
+    assert rows[0]["vs_single_mean"] is None
+    rows = compare([("avg", _records(AVG))], baseline="origin")
+    assert rows[0]["baseline"] is None and rows[0]["diff_mean"] is None and rows[0]["n_paired"] == 0
+
+
+def test_report_on_dir_with_method_subfolders(tmp_path):
+    _write_runs(tmp_path / "runs")
+    buf = io.StringIO()
+    out_png = tmp_path / "out" / "accuracy.png"
+    result = report([tmp_path / "runs"], out_png, console=Console(file=buf, width=220))
+    assert out_png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    names = [r["name"] for r in result["runs"]]
+    assert sorted(names) == ["avg", "origin", "per_prompt"]
+    by = {r["name"]: r for r in result["runs"]}
+    assert by["origin"]["accuracy"] == pytest.approx(0.6) and by["avg"]["accuracy"] == pytest.approx(0.8)
+    assert by["per_prompt"]["per_prompt_mean"] == pytest.approx(7 / 15)
+    diffs = {r["method"]: r for r in result["comparisons"]}
+    assert diffs["avg"]["diff_mean"] == pytest.approx(0.2)
+    text = buf.getvalue()
+    assert "Accuracy by method" in text and "Paired differences" in text
+    assert "0.600 [" in text and "+0.200 [" in text
+
+
+def test_report_accepts_run_dirs_directly_and_groups_models(tmp_path):
+    _write_runs(tmp_path / "a")
+    with RunStore(tmp_path / "b" / "origin", {"method": "origin", "model": "other", "dataset": "toy"}) as s:
+        for r in _records(AVG):
+            s.append(r)
+    result = report([tmp_path / "a" / "origin", tmp_path / "a" / "avg", tmp_path / "b"], None,
+                    console=Console(file=io.StringIO()))
+    assert len(result["runs"]) == 3 and "png" not in result
+    # the other model's origin run is not paired with tiny's avg run
+    assert [(d["method"], d["model"]) for d in result["comparisons"]] == [("avg", "tiny")]
+    assert result["comparisons"][0]["diff_mean"] == pytest.approx(0.2)
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_find_runs_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SelfEnsembleError, match="no results.jsonl"):
+        find_runs([tmp_path / "empty"])
+    with pytest.raises(SelfEnsembleError, match="no such directory"):
+        find_runs([tmp_path / "missing"])
+
+
+def test_to_markdown():
+    rows = [summarize(_records(ORIGIN), _manifest("origin")),
+            summarize(_records(AVG, per_prompt=True), _manifest("per_prompt"))]
+    md = to_markdown(rows)
+    lines = md.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| method | n | accuracy")
+    assert "| origin | 5 | 0.600 [" in lines[2]
+    assert "0.467 (0.400–0.600)" in lines[3]

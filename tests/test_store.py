@@ -1,0 +1,233 @@
+"""Resumable run store: a kill loses at most one line, and resuming never mixes settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from selfensemble.errors import SelfEnsembleError
+from selfensemble.store import RunStore, load_run
+
+CONFIG = {"method": "avg", "model": "tiny", "dataset": "toy", "num_paraphrases": 3, "seed": 0,
+          "limit": 10, "batch_size": 4, "out": "runs/x"}
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _rec(i: int) -> dict:
+    return {"id": f"q{i}", "prediction": f"answer {i}", "correct": i % 2 == 0, "seconds": 0.1}
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def test_fresh_run_writes_manifest_and_records(tmp_path):
+    run = tmp_path / "run"
+    with RunStore(run, CONFIG) as store:
+        assert store.done_ids() == set()
+        for i in range(3):
+            store.append(_rec(i))
+        store.write_metrics({"accuracy": 2 / 3})
+        store.update_manifest(wall_time=1.5, attention_path="sdpa")
+        assert [r["id"] for r in store.records()] == ["q0", "q1", "q2"]
+    manifest, records, metrics = load_run(run)
+    assert manifest["config"] == CONFIG
+    assert manifest["seed"] == 0
+    assert manifest["wall_time"] == 1.5 and manifest["attention_path"] == "sdpa"
+    assert manifest["versions"]["python"] and "start_time" in manifest and "hostname" in manifest
+    assert [r["id"] for r in records] == ["q0", "q1", "q2"]
+    assert metrics == {"accuracy": 2 / 3}
+    assert not list(run.glob("*.tmp")), "atomic writes must not leave temp files"
+
+
+def test_resume_after_truncated_last_line(tmp_path):
+    run = tmp_path / "run"
+    with RunStore(run, CONFIG) as store:
+        for i in range(3):
+            store.append(_rec(i))
+    results = run / "results.jsonl"
+    good = results.read_bytes()
+    with open(results, "ab") as f:  # what a kill -9 mid-write leaves behind
+        f.write(b'{"id": "q3", "predic')
+
+    store = RunStore(run, CONFIG)
+    with pytest.warns(RuntimeWarning, match="incomplete last line"):
+        store.open()
+    assert store.done_ids() == {"q0", "q1", "q2"}
+    assert len(store.repairs) == 1 and "q3" in store.repairs[0] and "line 4" in store.repairs[0]
+    assert results.read_bytes() == good, "file must be cut back to the last complete line"
+    store.append(_rec(3))
+    with pytest.raises(ValueError, match="already"):
+        store.append(_rec(1))
+    store.close()
+    ids = [json.loads(line)["id"] for line in _lines(results)]
+    assert ids == ["q0", "q1", "q2", "q3"]
+
+
+def test_valid_json_without_newline_is_also_dropped(tmp_path):
+    run = tmp_path / "run"
+    with RunStore(run, CONFIG) as store:
+        store.append(_rec(0))
+    with open(run / "results.jsonl", "ab") as f:
+        f.write(json.dumps(_rec(1)).encode())  # killed between the JSON and its newline
+    with pytest.warns(RuntimeWarning), RunStore(run, CONFIG) as store:
+        assert store.done_ids() == {"q0"}
+
+
+def test_invalid_complete_last_line_is_repaired(tmp_path):
+    run = tmp_path / "run"
+    with RunStore(run, CONFIG) as store:
+        store.append(_rec(0))
+    with open(run / "results.jsonl", "ab") as f:
+        f.write(b'{"id": "q1", \x00garbage\n')
+    with pytest.warns(RuntimeWarning), RunStore(run, CONFIG) as store:
+        assert store.done_ids() == {"q0"}
+    assert len(_lines(run / "results.jsonl")) == 1
+
+
+def test_corrupt_middle_line_raises_with_line_number(tmp_path):
+    run = tmp_path / "run"
+    with RunStore(run, CONFIG) as store:
+        for i in range(3):
+            store.append(_rec(i))
+    results = run / "results.jsonl"
+    lines = _lines(results)
+    lines[1] = lines[1][:10]
+    results.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    before = results.read_bytes()
+    with pytest.raises(SelfEnsembleError, match=r"results\.jsonl: line 2 is corrupt"):
+        RunStore(run, CONFIG).open()
+    assert results.read_bytes() == before, "a middle corruption must not be 'repaired' away"
+    with pytest.raises(SelfEnsembleError, match="line 2"):
+        load_run(run)
+
+
+def test_config_mismatch_raises_and_names_keys(tmp_path):
+    run = tmp_path / "run"
+    with RunStore(run, CONFIG) as store:
+        store.append(_rec(0))
+    other = {**CONFIG, "method": "max", "num_paraphrases": 5}
+    with pytest.raises(SelfEnsembleError) as e:
+        RunStore(run, other).open()
+    msg = str(e.value)
+    assert "method" in msg and "num_paraphrases" in msg and "'avg'" in msg and "'max'" in msg
+    assert "seed" not in msg
+    missing = {k: v for k, v in CONFIG.items() if k != "seed"}
+    with pytest.raises(SelfEnsembleError, match="seed"):
+        RunStore(run, missing).open()
+
+
+def test_volatile_keys_may_change_on_resume(tmp_path):
+    run = tmp_path / "run"
+    with RunStore(run, CONFIG) as store:
+        store.append(_rec(0))
+    bigger = {**CONFIG, "limit": 100, "batch_size": 16, "out": "elsewhere"}
+    with RunStore(run, bigger) as store:
+        assert store.done_ids() == {"q0"}
+        assert store.manifest()["config"]["limit"] == 100
+        assert len(store.manifest()["resumed_at"]) == 1
+
+
+def test_duplicate_and_missing_id(tmp_path):
+    with RunStore(tmp_path / "run", CONFIG) as store:
+        store.append(_rec(0))
+        with pytest.raises(ValueError, match="already"):
+            store.append(_rec(0))
+        with pytest.raises(ValueError, match='"id"'):
+            store.append({"prediction": "x"})
+        assert len(store.records()) == 1
+
+
+def test_load_run_errors_and_readonly_partial_line(tmp_path):
+    with pytest.raises(SelfEnsembleError, match="no such run directory"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SelfEnsembleError, match="results.jsonl"):
+        load_run(tmp_path / "empty")
+    run = tmp_path / "run"
+    with RunStore(run, CONFIG) as store:
+        store.append(_rec(0))
+    with open(run / "results.jsonl", "ab") as f:
+        f.write(b'{"id": "q1"')
+    size = (run / "results.jsonl").stat().st_size
+    with pytest.warns(RuntimeWarning, match="incomplete last line"):
+        _, records, metrics = load_run(run)
+    assert [r["id"] for r in records] == ["q0"] and metrics == {}
+    assert (run / "results.jsonl").stat().st_size == size, "a reader must not truncate a writer's file"
+    (run / "manifest.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(SelfEnsembleError, match="manifest is not valid JSON"):
+        load_run(run)
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from selfensemble.store import RunStore
+    store = RunStore(sys.argv[1], {"method": "avg", "model": "tiny"}).open()
+    start = len(store.done_ids())
+    print("ready", flush=True)
+    i = start
+    while True:
+        # long-ish lines make it likelier that the kill lands mid-write
+        store.append({"id": f"q{i}", "i": i, "payload": "x" * 20000})
+        i += 1
+        time.sleep(0.002)
+    """
+)
+
+
+def _kill_writer(run: Path, after: float) -> None:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(run)], stdout=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(after)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+@pytest.mark.filterwarnings("ignore:.*incomplete last line:RuntimeWarning")
+def test_real_sigkill_then_resume(tmp_path):
+    run = tmp_path / "run"
+    for round_ in range(3):
+        _kill_writer(run, after=0.3 + 0.1 * round_)
+        # every complete line is valid JSON (a trailing partial one may exist before repair)
+        with RunStore(run, {"method": "avg", "model": "tiny"}) as store:
+            ids = store.done_ids()
+            records = store.records()
+        raw = (run / "results.jsonl").read_bytes()
+        assert raw.endswith(b"\n")
+        lines = raw.decode("utf-8").splitlines()
+        parsed = [json.loads(line) for line in lines]
+        assert [r["i"] for r in parsed] == list(range(len(parsed))), "ids must be contiguous from the start"
+        assert len(ids) == len(parsed) == len(records) > 0
+    assert len({r["id"] for r in parsed}) == len(parsed)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+@pytest.mark.filterwarnings("ignore:.*incomplete last line:RuntimeWarning")
+def test_second_process_is_refused_while_first_writes(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(run)], stdout=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        with pytest.raises(SelfEnsembleError, match="in use by another process"):
+            RunStore(run, {"method": "avg", "model": "tiny"}).open()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    # the kernel drops the lock with the process, so a resume works right after a kill
+    with RunStore(run, {"method": "avg", "model": "tiny"}) as store:
+        assert store.done_ids()
