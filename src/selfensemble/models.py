@@ -105,6 +105,23 @@ def _embedded_tokenizer():
     return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
+def load_tokenizer(spec: str = DEFAULT_MODEL):
+    """Just the tokenizer of a spec (fast: no weights), e.g. to draw a mask picture."""
+    from transformers import AutoTokenizer
+
+    if spec == DEFAULT_MODEL or spec.startswith("random:"):
+        return _embedded_tokenizer()
+    if spec.endswith(".gguf"):
+        path = Path(spec)
+        if not path.exists():
+            raise SelfEnsembleError(f"GGUF file not found: {spec}")
+        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    try:
+        return AutoTokenizer.from_pretrained(spec)
+    except (OSError, ValueError) as err:
+        raise SelfEnsembleError(f"Could not load the tokenizer of {spec!r}: {str(err).splitlines()[0]}") from err
+
+
 def _random_model(arch: str, dtype: torch.dtype, seed: int):
     from transformers import AutoConfig, AutoModelForCausalLM
 

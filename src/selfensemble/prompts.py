@@ -116,3 +116,18 @@ def build_parts(tokenizer, fmt: PromptFormat, prompts: list[str]) -> PromptParts
     segments = [_encode(tokenizer, fmt.question_template.format(question=p)) for p in prompts]
     return PromptParts(prefix=prefix, segments=segments, cue=_encode(tokenizer, cue_text),
                        prompts=prompts, notes=notes, kept_indices=kept)
+
+
+# Generic few-shot demonstrations for ad-hoc questions (``selfensemble ask``): they teach the
+# model the short "Q: … / A: …" answer format. Datasets bring their own.
+DEFAULT_INSTRUCTION = "Answer the question in a few words."
+DEFAULT_EXAMPLES: tuple[Example, ...] = (
+    Example(("What is the capital of Germany?",), "Berlin"),
+    Example(("Who wrote the play Hamlet?",), "William Shakespeare"),
+    Example(("What language do people speak in Brazil?",), "Portuguese"),
+    Example(("Which planet is closest to the sun?",), "Mercury"),
+)
+
+
+def default_format(few_shot: bool = True, chat: bool = False) -> PromptFormat:
+    return PromptFormat(instruction=DEFAULT_INSTRUCTION, examples=DEFAULT_EXAMPLES if few_shot else (), chat=chat)

