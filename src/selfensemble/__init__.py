@@ -1,3 +1,27 @@
 """selfensemble: ask one question through N paraphrases and fuse them into one answer."""
 
+from __future__ import annotations
+
 __version__ = "0.1.0"
+
+# Public API, imported lazily so `import selfensemble` (and the CLI's start) stays cheap.
+_EXPORTS = {
+    "load_model": "selfensemble.models",
+    "Engine": "selfensemble.methods",
+    "EngineConfig": "selfensemble.methods",
+    "Query": "selfensemble.methods",
+    "Answer": "selfensemble.methods",
+    "METHODS": "selfensemble.methods",
+    "GenerationConfig": "selfensemble.decoding",
+    "PromptFormat": "selfensemble.prompts",
+    "SelfEnsembleError": "selfensemble.errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'selfensemble' has no attribute {name!r}")
