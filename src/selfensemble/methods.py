@@ -23,6 +23,7 @@ import torch
 
 from selfensemble import attention as attn
 from selfensemble import fusion
+from selfensemble.cache import new_cache
 from selfensemble.decoding import Decoded, GenerationConfig, generate, prefill
 from selfensemble.errors import SelfEnsembleError, did_you_mean
 from selfensemble.models import LoadedModel
@@ -146,17 +147,6 @@ def _weights(method: str, query: Query, parts: PromptParts) -> torch.Tensor | No
     return w
 
 
-def _copy_cache(src, batch: int, config):
-    """A fresh cache holding ``batch`` copies of a one-row prefix cache."""
-    from transformers import DynamicCache
-
-    dst = DynamicCache(config=config)
-    for i, layer in enumerate(src.layers):
-        dst.update(layer.keys.expand(batch, -1, -1, -1).contiguous(),
-                   layer.values.expand(batch, -1, -1, -1).contiguous(), i)
-    return dst
-
-
 class Engine:
     """Load a model once, then answer many questions by any method."""
 
@@ -190,12 +180,14 @@ class Engine:
         return attn.compile_count()
 
     # -- prefix KV reuse -----------------------------------------------------------------------
-    def _prefix_cache(self, prefix: list[int]):
-        from transformers import DynamicCache
+    @property
+    def _num_layers(self) -> int:
+        return self.lm.model.config.get_text_config().num_hidden_layers
 
+    def _prefix_cache(self, prefix: list[int]):
         key = tuple(prefix)
         if key not in self._prefix_caches:
-            cache = DynamicCache(config=self.lm.model.config)
+            cache = new_cache(self._num_layers, len(prefix))
             row = Row(list(prefix), [SHARED] * len(prefix), list(range(len(prefix))))
             batch = PackedBatch.from_rows([row], 0, self._pad_id, 1, self.lm.device)
             with torch.inference_mode():
@@ -281,7 +273,8 @@ class Engine:
                 )
         multiple = self.config.pad_multiple if self.attention == "flex" else 1
         batch = PackedBatch.from_rows(rows, len(prefix), self._pad_id, multiple, self.lm.device)
-        cache = self._batch_cache(prefix, len(rows))
+        capacity = len(prefix) + batch.shape[1] + gen.max_new_tokens
+        cache = new_cache(self._num_layers, capacity, self._prefix_cache(prefix) if prefix else None)
         with torch.inference_mode():
             decoded = generate(self.lm.model, self.lm.tokenizer, batch, cache, groups, _fuse_for(method), gen,
                                attention=self.attention, eos_ids=self.lm.eos_token_ids,
@@ -292,13 +285,6 @@ class Engine:
         return [self._answer(method, p, [d for d, o in zip(decoded, owner, strict=True) if o == q],
                              sum(len(r.tokens) for r in plan.rows) + len(prefix), seconds)
                 for q, (p, plan) in enumerate(zip(parts, plans, strict=True))]
-
-    def _batch_cache(self, prefix: list[int], rows: int):
-        from transformers import DynamicCache
-
-        if not prefix:
-            return DynamicCache(config=self.lm.model.config)
-        return _copy_cache(self._prefix_cache(prefix), rows, self.lm.model.config)
 
     def _answer(self, method: str, parts: PromptParts, decoded: list[Decoded], prefill_tokens: int,
                 seconds: float) -> Answer:
