@@ -68,7 +68,14 @@ class ConfidenceCache:
     def __init__(self, model: str, cfg: ConfidenceConfig, root: Path | None = None):
         key = hashlib.sha256(json.dumps([model, cfg.__dict__], sort_keys=True).encode()).hexdigest()[:16]
         self.path = (root or cache_dir()) / "confidence" / f"{key}.json"
-        self.data: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.data: dict[str, dict] = {}
+        if self.path.exists():
+            try:
+                self.data = json.loads(self.path.read_text())
+            except json.JSONDecodeError:
+                import warnings
+
+                warnings.warn(f"confidence cache {self.path} is corrupt; re-estimating", stacklevel=2)
 
     @staticmethod
     def key(prompt: str, fmt) -> str:
