@@ -10,10 +10,7 @@ from rich.console import Console
 
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.report import (
-    _simple_normalize,
     compare,
-    consistency,
-    expected_calibration_error,
     find_runs,
     report,
     summarize,
@@ -79,14 +76,7 @@ def test_summarize_per_prompt_stats_and_consistency():
     assert row["consistency"] == pytest.approx(8 / 15)
 
 
-def test_consistency_and_ece_by_hand():
-    assert consistency([["a b", "A  b"], ["x", "y", "x", "y"]]) == pytest.approx((1 + 2 / 6) / 2)
-    assert consistency([["only one"]]) != consistency([["only one"]])  # NaN: nothing to compare
-    # the local fallback (used when scoring is unavailable) agrees on the hand-computed case
-    assert consistency(PER_PROMPT_ANSWERS, normalize=_simple_normalize) == pytest.approx(8 / 15)
-    assert _simple_normalize("  The  Beatles!! ") == "beatles"
-    # bin 9: acc 0.5 vs conf 0.95 -> 0.45 * 1/2; bin 1: acc 0 vs conf 0.15 -> 0.15 * 1/2
-    assert expected_calibration_error([0.95, 0.95, 0.15, 0.15], [True, False, False, False]) == pytest.approx(0.3)
+def test_ece_in_summary_by_hand():
     recs = _records(ORIGIN)
     for r, c in zip(recs, [0.95, 0.95, 0.15, 0.15, 0.15], strict=True):
         r["confidence"] = c

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
-import string
-from collections.abc import Callable, Hashable, Sequence
-from itertools import combinations
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from selfensemble.errors import SelfEnsembleError
+from selfensemble.scoring import bootstrap_ci, consistency, ece, paired_bootstrap_diff
 from selfensemble.store import is_run_dir, load_run
 
 BOOTSTRAP_N = 1000
@@ -30,106 +28,14 @@ SINGLE_PROMPT_RUN = "per_prompt"  # the method whose per-prompt answers define "
 # is not imported here because it pulls in torch).
 _METHOD_ORDER = ("origin", "per_prompt", "vote", "avg", "max", "weighted_avg", "weighted_max", "flex")
 
-# -- statistics --------------------------------------------------------------------------------
-
-
-def _bootstrap_ci(values: Sequence[float], n: int = BOOTSTRAP_N, seed: int = SEED,
-                  alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile interval of the mean over items resampled with replacement (seeded: reports are reproducible)."""
-    x = np.asarray(values, dtype=float)
-    if x.size == 0:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n, x.size))].mean(axis=1)
-    return (float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2)))
-
-
-def _paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], n: int = BOOTSTRAP_N,
-                           seed: int = SEED, alpha: float = 0.05) -> dict:
-    """Mean of a-b with a bootstrap over *pairs*, which cancels per-question difficulty."""
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if x.shape != y.shape:
-        raise ValueError(f"paired samples differ in length: {x.size} vs {y.size}")
-    if x.size == 0:
-        return {"mean": math.nan, "low": math.nan, "high": math.nan, "p_value_like": math.nan, "n": 0}
-    d = x - y
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, d.size, size=(n, d.size))].mean(axis=1)
-    # two-sided: how often the resampled difference lands on the other side of zero
-    p = min(1.0, 2 * min(float((boots <= 0).mean()), float((boots >= 0).mean())))
-    return {
-        "mean": float(d.mean()),
-        "low": float(np.quantile(boots, alpha / 2)),
-        "high": float(np.quantile(boots, 1 - alpha / 2)),
-        "p_value_like": p,
-        "n": int(d.size),
-    }
-
-
-def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], bins: int = ECE_BINS) -> float:
-    """ECE with equal-width bins: does a 0.8-confidence answer turn out right 80% of the time?"""
-    c = np.clip(np.asarray(confidences, dtype=float), 0.0, 1.0)
-    y = np.asarray(correct, dtype=float)
-    if c.size == 0:
-        return math.nan
-    idx = np.minimum((c * bins).astype(int), bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            ece += m.mean() * abs(y[m].mean() - c[m].mean())
-    return float(ece)
-
-
-# -- answer agreement --------------------------------------------------------------------------
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans("", "", string.punctuation)
-
-
-def _simple_normalize(text: str) -> str:
-    """SQuAD-style: lowercase, drop punctuation and articles, collapse whitespace."""
-    text = str(text).lower().translate(_PUNCT)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def _normalizer() -> Callable[[str], Hashable]:
-    """The key two answers must share to agree: scoring.answer_key (what voting uses) when available,
-    else scoring.normalize, else a local SQuAD-style normalisation, so consistency counts the same
-    answers as equal that the vote method would."""
-    try:
-        from selfensemble import scoring
-    except Exception:
-        return _simple_normalize
-    for name in ("answer_key", "normalize"):
-        fn = getattr(scoring, name, None)
-        if fn is None:
-            continue
-        try:
-            fn("The Test.")
-        except Exception:
-            continue
-        return fn
-    return _simple_normalize
-
-
-def consistency(per_prompt_answers: Sequence[Sequence[str]], normalize: Callable[[str], Hashable] | None = None) -> float:
-    """Mean over questions of the share of prompt pairs whose answers agree.
-
-    Each question counts once however many prompts it has; questions with fewer than two answers
-    carry no agreement information and are skipped. NaN when no question qualifies.
-    """
-    norm = normalize or _normalizer()
-    shares = []
-    for answers in per_prompt_answers:
-        normed = [norm(a) for a in answers]
-        pairs = list(combinations(normed, 2))
-        if pairs:
-            shares.append(sum(x == y for x, y in pairs) / len(pairs))
-    return float(np.mean(shares)) if shares else math.nan
+# Statistics (bootstrap intervals, paired differences, ECE, consistency) live in scoring.py.
 
 
 # -- summaries ---------------------------------------------------------------------------------
+
+
+def _paired(a: Sequence[float], b: Sequence[float], seed: int) -> dict:
+    return {**paired_bootstrap_diff(a, b, n=BOOTSTRAP_N, seed=seed), "n": len(a)}
 
 
 def _config(manifest: dict) -> dict:
@@ -167,7 +73,7 @@ def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED) -> dict
     correct = [_correct(r) for r in records]
     n = len(records)
     acc = float(np.mean(correct)) if n else math.nan
-    low, high = _bootstrap_ci(correct, seed=seed)
+    low, high = bootstrap_ci(correct, n=BOOTSTRAP_N, seed=seed)
     pp = _per_prompt_accuracies(records)
     answers = [r["per_prompt"] for r in records if r.get("per_prompt")]
     conf = [(float(r["confidence"]), c) for r, c in zip(records, correct, strict=True)
@@ -188,7 +94,7 @@ def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED) -> dict
         "per_prompt_max": float(np.max(pp)) if pp else math.nan,
         "per_prompt_std": float(np.std(pp)) if pp else math.nan,  # population std over prompt indices
         "consistency": consistency(answers) if answers else math.nan,
-        "ece": expected_calibration_error([c for c, _ in conf], [y for _, y in conf]) if conf else math.nan,
+        "ece": ece([min(max(c, 0.0), 1.0) for c, _ in conf], [y for _, y in conf], ECE_BINS) if conf else math.nan,
         "seconds_per_item": float(np.mean(secs)) if secs else math.nan,
     }
     return {k: ([_nan_to_none(v) for v in val] if isinstance(val, list) else _nan_to_none(val))
@@ -223,15 +129,15 @@ def compare(runs: Sequence[tuple[str, Sequence[dict]]], baseline: str = "origin"
         row: dict[str, Any] = {"method": name, "baseline": baseline if base is not None else None}
         if base is not None:
             ids = [i for i in mine if i in base]
-            d = _paired_bootstrap_diff([mine[i] for i in ids], [base[i] for i in ids], seed=seed)
+            d = _paired([mine[i] for i in ids], [base[i] for i in ids], seed=seed)
         else:
-            d = _paired_bootstrap_diff([], [], seed=seed)
+            d = _paired([], [], seed=seed)
         row.update(diff_mean=d["mean"], diff_low=d["low"], diff_high=d["high"],
                    p_value_like=d["p_value_like"], n_paired=d["n"])
         if single is not None:
             src, means = single
             ids = [i for i in mine if i in means]
-            s = _paired_bootstrap_diff([mine[i] for i in ids], [means[i] for i in ids], seed=seed)
+            s = _paired([mine[i] for i in ids], [means[i] for i in ids], seed=seed)
             row.update(single_source=src, vs_single_mean=s["mean"], vs_single_low=s["low"],
                        vs_single_high=s["high"], vs_single_n=s["n"])
         else:
