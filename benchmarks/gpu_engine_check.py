@@ -1,0 +1,103 @@
+"""Engine invariants on a CUDA device (run by gpu_check.sh; CPU CI covers them on CPU).
+
+1. origin == flex with one prompt: one paraphrase packed alone is the original prompt, token for token.
+2. cached engine == slow reference decoder (no cache, no padding) for avg and flex, N=3.
+3. batch 4 == batch 1: padding and batching change no answer.
+
+Runs each under compiled flex, eager flex and SDPA. A random tiny llama is re-drawn at std 0.3
+(as the test suite does): at the default init it barely reads its input, so a wrong mask would pass.
+Exit status 1 on any mismatch; a JSON report goes to --out.
+
+    python benchmarks/gpu_engine_check.py --device cuda --out $OUT/engine_check.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from selfensemble import attention as attn
+from selfensemble import fusion
+from selfensemble.bench import load_questions, make_queries
+from selfensemble.decoding import GenerationConfig
+from selfensemble.methods import Engine, EngineConfig, _plan
+from selfensemble.models import LoadedModel, load_model
+from selfensemble.prompts import build_parts
+from selfensemble.reference import reference_generate
+
+MAX_NEW = 6
+GEN = GenerationConfig(max_new_tokens=MAX_NEW, stop_at_newline=False)
+
+
+def sharpen(lm: LoadedModel, std: float = 0.3, seed: int = 1) -> None:
+    """Re-draw matrices and biases so every context token moves the answer."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in lm.model.named_parameters():
+            if p.dim() == 2 or name.endswith(".bias"):
+                p.copy_((torch.randn(p.shape, generator=gen) * std).to(p.device, p.dtype))
+
+
+def check_path(lm: LoadedModel, attention: str, questions: int) -> list[dict]:
+    """All three invariants under one attention path; one record per comparison."""
+    qs = load_questions(questions, few_shot=3)
+    one, three = make_queries(qs, 1), make_queries(qs, 3)
+    engine = Engine(lm, EngineConfig(attention=attention, batch_size=1))
+    batched = Engine(lm, EngineConfig(attention=attention, batch_size=4))
+    records = []
+    origin = engine.answer_many(one, "origin", GEN)
+    flex_one = engine.answer_many(one, "flex", GEN)
+    records += [{"check": "origin == flex(1 prompt)", "question": i, "ok": a.tokens == b.tokens}
+                for i, (a, b) in enumerate(zip(origin, flex_one, strict=True))]
+    for method in ("avg", "flex"):
+        cached = engine.answer_many(three, method, GEN)
+        for i, (q, a) in enumerate(zip(three, cached, strict=True)):
+            plan = _plan(method, build_parts(lm.tokenizer, q.fmt, list(q.prompts)), None, EngineConfig(), False)
+            ref = reference_generate(lm.model, plan.rows, fusion.FUSIONS.get(method, fusion.identity), MAX_NEW,
+                                     lm.eos_token_ids)
+            records.append({"check": f"{method} cached == reference", "question": i, "ok": a.tokens == ref})
+        in_batch = batched.answer_many(three, method, GEN)
+        records += [{"check": f"{method} batch 4 == batch 1", "question": i, "ok": a.tokens == b.tokens}
+                    for i, (a, b) in enumerate(zip(cached, in_batch, strict=True))]
+    for r in records:
+        r["attention"] = f"{attention} ({engine.attention_note})"
+    return records
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--model", default="random:llama")
+    parser.add_argument("--questions", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    lm = load_model(args.model, device=args.device, dtype="float32")
+    if args.model.startswith("random:"):
+        sharpen(lm)
+    records = []
+    for compiled, attention in ((True, "flex"), (False, "flex"), (True, "sdpa")):
+        attn.COMPILE_FLEX = compiled
+        path = check_path(lm, attention, args.questions)
+        records += path
+        bad = [r for r in path if not r["ok"]]
+        print(f"{attention:4s} compiled={compiled!s:5s}: {len(path) - len(bad)}/{len(path)} ok", flush=True)
+    failed = [r for r in records if not r["ok"]]
+    report = {"device": str(lm.device), "device_name": torch.cuda.get_device_name() if lm.device.type == "cuda"
+              else "cpu", "torch": torch.__version__, "model": args.model, "passed": not failed,
+              "records": records}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for r in failed:
+        print(f"MISMATCH: {r}", file=sys.stderr)
+    print("engine check:", "PASSED" if not failed else f"FAILED ({len(failed)} mismatches)")
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
