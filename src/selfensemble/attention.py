@@ -104,10 +104,12 @@ def flex_available(device: torch.device | str = "cpu") -> tuple[bool, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            q = torch.randn(1, 2, 40, 16, device=device)
+            # distinct q, k, v: flex(q, q, q) crashes in dynamo (TypeError) once flex has run with a
+            # tensor-capturing mask_mod in this process (torch 2.13; see tests/test_attention.py)
+            q, k, v = (torch.randn(1, 2, 40, 16, device=device) for _ in range(3))
             bm = create_block_mask(lambda b, h, qi, kv: qi >= kv, 1, None, 40, 40, device=device)
-            out = _flex()(q, q, q, block_mask=bm)
-            ref = torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+            out = _flex()(q, k, v, block_mask=bm)
+            ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
         if not torch.allclose(out, ref, atol=1e-4):
             return False, "compiled FlexAttention disagrees with SDPA on a probe"
     except Exception as err:  # noqa: BLE001 - reported to the caller, never swallowed silently
