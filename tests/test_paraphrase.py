@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from selfensemble.paraphrase import ParaphraseCache, ParaphraseConfig, generate_paraphrases, paraphrase_format
+from selfensemble.paraphrase import (
+    ParaphraseCache,
+    ParaphraseConfig,
+    acceptable,
+    generate_paraphrases,
+    paraphrase_format,
+)
 
 
 @dataclass
@@ -27,17 +33,24 @@ class ScriptedEngine:
 
 
 def test_filters_empty_identical_and_duplicates():
-    eng = ScriptedEngine(["", "What is X?", "Tell me X.", "tell me x", "Which X is it?", "Name X."])
-    out = generate_paraphrases(eng, ["What is X?"], ParaphraseConfig(num_paraphrases=3, attempts=2))
-    assert out == [["Tell me X.", "Which X is it?", "Name X."]]
+    eng = ScriptedEngine(["", "What is X?", "Is it X?", "is it x?", "X.", "Which X is it?", "Name X?"])
+    out = generate_paraphrases(eng, ["What is X?"], ParaphraseConfig(num_paraphrases=3, attempts=3))
+    assert out == [["Is it X?", "Which X is it?", "Name X?"]]
     assert all(method == "origin" and sampled for _, method, sampled, _ in eng.calls)
     assert len({seed for *_, seed in eng.calls}) == len(eng.calls)  # a fresh seed per pass
 
 
 def test_gives_up_after_attempts_with_fewer():
-    eng = ScriptedEngine(["same"] * 20)
+    eng = ScriptedEngine(["Same?"] * 20)
     out = generate_paraphrases(eng, ["Q?"], ParaphraseConfig(num_paraphrases=3, attempts=2))
-    assert out == [["same"]]
+    assert out == [["Same?"]]
+
+
+def test_rejects_non_questions_and_odd_lengths():
+    assert acceptable("Which city is the capital?", "What is the capital city?")
+    assert not acceptable("Paris.", "What is the capital city?")
+    assert not acceptable("What?", "What is the name of the capital city of France?")
+    assert not acceptable("What " * 30 + "?", "What is the capital?")
 
 
 def test_formats_differ_per_index_and_are_seeded():

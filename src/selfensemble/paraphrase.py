@@ -2,7 +2,8 @@
 
 A few-shot paraphrasing prompt (a different few-shot set for each paraphrase index, so the N
 paraphrases differ in style), sampled with temperature / top-p from a seeded generator. Outputs that
-are empty, identical to the original, or duplicates are dropped and retried a few times.
+are empty, identical to the original, duplicates, no longer a question, or of a very different
+length are dropped, and missing paraphrases are retried a few times.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ def paraphrase_format(index: int, cfg: ParaphraseConfig) -> PromptFormat:
                         cue="Paraphrase:")
 
 
+def acceptable(text: str, original: str) -> bool:
+    """Cheap sanity filter for a small model's output: a question stays a question, of similar length."""
+    words, orig = len(text.split()), max(len(original.split()), 1)
+    if original.rstrip().endswith("?") and not text.rstrip().endswith("?"):
+        return False
+    return 0.5 <= words / orig <= 2.5
+
+
 def _key(text: str) -> str:
     return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
 
@@ -77,7 +86,8 @@ def generate_paraphrases(engine, questions: Sequence[str], cfg: ParaphraseConfig
             for i, a in zip(todo, answers, strict=True):
                 text = a.answer.strip()
                 seen = {_key(questions[i])} | {_key(p) for p in found[i]}
-                if text and _key(text) and _key(text) not in seen and len(found[i]) < cfg.num_paraphrases:
+                if (_key(text) and _key(text) not in seen and acceptable(text, questions[i])
+                        and len(found[i]) < cfg.num_paraphrases):
                     found[i].append(text)
             if progress:
                 progress(len(todo))
