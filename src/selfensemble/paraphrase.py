@@ -35,6 +35,7 @@ QUESTION_PAIRS: tuple[tuple[str, str], ...] = (
     ("where is mount kilimanjaro?", "In which country can Mount Kilimanjaro be found?"),
 )
 INSTRUCTION = "Rewrite the question in different words. Keep its meaning."
+CACHE_VERSION = 2  # bump when the prompt or the filters change, so stale caches are not reused
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class ParaphraseCache:
     """JSON file of {question: [paraphrases]} keyed by model, dataset and settings."""
 
     def __init__(self, model: str, dataset: str, cfg: ParaphraseConfig, root: Path | None = None):
-        key = hashlib.sha256(json.dumps([model, dataset, asdict(cfg)], sort_keys=True).encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps([CACHE_VERSION, model, dataset, asdict(cfg)], sort_keys=True).encode()).hexdigest()[:16]
         self.path = (root or cache_dir()) / "paraphrases" / f"{dataset}-{key}.json"
         self.data: dict[str, list[str]] = {}
         if self.path.exists():
