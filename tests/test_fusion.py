@@ -1,0 +1,187 @@
+"""Fusion rules on hand-made logits with exact expected values; token selection."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from selfensemble import fusion
+from selfensemble.fusion import FUSIONS, avg, identity, max_, select_token, weighted_avg, weighted_max
+
+# The docstring example: probabilities [[.9, .1], [.2, .8]] given as logits (log-probs are logits).
+PROBS = torch.tensor([[0.9, 0.1], [0.2, 0.8]], dtype=torch.float64)
+LOGITS = PROBS.log().float()
+
+
+def probs(logp: torch.Tensor) -> list[float]:
+    return logp.exp().double().tolist()
+
+
+def test_avg_docstring_example():
+    assert probs(avg(LOGITS)) == pytest.approx([0.55, 0.45], abs=1e-6)
+
+
+def test_max_docstring_example():
+    # max per token [.9, .8] → renormalised by 1.7
+    assert probs(max_(LOGITS)) == pytest.approx([0.9 / 1.7, 0.8 / 1.7], abs=1e-6)
+    assert probs(max_(LOGITS)) == pytest.approx([0.529, 0.471], abs=1e-3)
+
+
+def test_weighted_avg_docstring_example():
+    # (1 * .9 + 3 * .2) / 4 = .375 ; (1 * .1 + 3 * .8) / 4 = .625
+    assert probs(weighted_avg(LOGITS, torch.tensor([1.0, 3.0]))) == pytest.approx([0.375, 0.625], abs=1e-6)
+
+
+def test_weighted_max_exact():
+    # w = [.25, .75]: per token max(.25*.9, .75*.2) = .225, max(.25*.1, .75*.8) = .6 → / .825
+    out = probs(weighted_max(LOGITS, torch.tensor([1.0, 3.0])))
+    assert out == pytest.approx([0.225 / 0.825, 0.6 / 0.825], abs=1e-6)
+
+
+def test_rules_take_logits_not_probabilities():
+    # Shifting a row's logits by a constant does not change its distribution.
+    shifted = LOGITS + torch.tensor([[5.0], [-3.0]])
+    for name, fn in FUSIONS.items():
+        w = torch.tensor([1.0, 3.0]) if name in fusion.WEIGHTED else None
+        assert torch.allclose(fn(shifted, w), fn(LOGITS, w), atol=1e-6), name
+
+
+def test_three_prompts_three_tokens_exact():
+    p = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.6, 0.2, 0.2]], dtype=torch.float64)
+    logits = p.log().float()
+    assert probs(avg(logits)) == pytest.approx((p.sum(0) / 3).tolist(), abs=1e-6)
+    m = p.max(0).values
+    assert probs(max_(logits)) == pytest.approx((m / m.sum()).tolist(), abs=1e-6)
+    w = torch.tensor([2.0, 1.0, 1.0])
+    assert probs(weighted_avg(logits, w)) == pytest.approx(((w[:, None].double() / 4) * p).sum(0).tolist(), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(FUSIONS))
+def test_output_is_normalised_log_probs(name):
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 3
+    w = torch.tensor([1.0, 2.0, 0.5, 0.0]) if name in fusion.WEIGHTED else None
+    out = FUSIONS[name](logits, w)
+    assert out.shape == (50,)
+    assert torch.logsumexp(out, 0).item() == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(FUSIONS))
+def test_inputs_not_modified(name):
+    logits = torch.randn(3, 10, generator=torch.Generator().manual_seed(1))
+    w = torch.tensor([1.0, 2.0, 3.0])
+    before_l, before_w = logits.clone(), w.clone()
+    FUSIONS[name](logits, w if name in fusion.WEIGHTED else None)
+    assert torch.equal(logits, before_l) and torch.equal(w, before_w)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_avg_and_max_of_identical_rows_is_identity(n):
+    row = torch.randn(1, 30, generator=torch.Generator().manual_seed(2)) * 4
+    rows = row.expand(n, -1).clone()
+    want = identity(row)
+    assert torch.allclose(avg(rows), want, atol=1e-5)
+    assert torch.allclose(max_(rows), want, atol=1e-5)
+    w = torch.arange(1.0, n + 1)
+    assert torch.allclose(weighted_avg(rows, w), want, atol=1e-5)
+    assert torch.allclose(weighted_max(rows, w), want, atol=1e-5)
+
+
+def test_zero_weight_prompt_is_ignored():
+    # weighted_avg with w = [1, 0] is prompt 0 alone.
+    assert torch.allclose(weighted_avg(LOGITS, torch.tensor([1.0, 0.0])), identity(LOGITS[:1]), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(FUSIONS) + ["identity"])
+@pytest.mark.parametrize("bad", [torch.zeros(5), torch.zeros(0, 5), torch.zeros(2, 3, 4)])
+def test_bad_logit_shapes(name, bad):
+    fn = FUSIONS.get(name, identity)
+    w = torch.ones(bad.shape[0]) if bad.dim() >= 1 and bad.shape[0] else None
+    with pytest.raises(ValueError, match="shape"):
+        fn(bad, w)
+
+
+def test_identity_rejects_several_rows():
+    with pytest.raises(ValueError, match="exactly one row"):
+        identity(LOGITS)
+
+
+@pytest.mark.parametrize("fn", [weighted_avg, weighted_max])
+def test_weighted_rules_need_weights(fn):
+    with pytest.raises(ValueError, match="needs one weight"):
+        fn(LOGITS, None)
+
+
+@pytest.mark.parametrize("fn", [avg, max_, weighted_avg, weighted_max])
+@pytest.mark.parametrize(
+    "w, match",
+    [
+        (torch.tensor([1.0]), "shape"),
+        (torch.tensor([1.0, 2.0, 3.0]), "shape"),
+        (torch.tensor([[1.0, 2.0]]), "shape"),
+        (torch.tensor([1.0, -0.5]), "non-negative"),
+        (torch.tensor([0.0, 0.0]), "not all zero"),
+        (torch.tensor([1.0, math.nan]), "finite"),
+        (torch.tensor([1.0, math.inf]), "finite"),
+    ],
+)
+def test_bad_weights(fn, w, match):
+    with pytest.raises(ValueError, match=match):
+        fn(LOGITS, w)
+
+
+def test_weights_as_list_are_accepted():
+    assert torch.allclose(weighted_avg(LOGITS, [1.0, 3.0]), weighted_avg(LOGITS, torch.tensor([1.0, 3.0])))
+
+
+# --------------------------------------------------------------------------- select_token
+
+
+def test_greedy_is_argmax():
+    logp = torch.log_softmax(torch.tensor([0.1, 2.0, -1.0, 1.9]), 0)
+    assert select_token(logp, do_sample=False) == 1
+    # sampling knobs are ignored when greedy
+    assert select_token(logp, False, temperature=5.0, top_p=0.1, top_k=3) == 1
+
+
+def test_sampling_reproducible_with_seeded_generator():
+    logp = torch.log_softmax(torch.randn(100, generator=torch.Generator().manual_seed(3)), 0)
+
+    def draw(seed):
+        g = torch.Generator().manual_seed(seed)
+        return [select_token(logp, True, temperature=2.0, generator=g) for _ in range(30)]
+
+    assert draw(7) == draw(7)
+    assert draw(7) != draw(8)
+    assert len(set(draw(7))) > 5  # really sampling at temperature 2 over 100 tokens
+
+
+def test_top_k_1_is_greedy():
+    logp = torch.log_softmax(torch.randn(100, generator=torch.Generator().manual_seed(4)), 0)
+    g = torch.Generator().manual_seed(0)
+    picks = {select_token(logp, True, temperature=10.0, top_k=1, generator=g) for _ in range(50)}
+    assert picks == {int(logp.argmax())}
+
+
+def test_top_k_and_top_p_restrict_support():
+    logp = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    g = torch.Generator().manual_seed(0)
+    assert {select_token(logp, True, top_k=2, generator=g) for _ in range(200)} == {0, 1}
+    # top_p = 0.6: keep 0 (.5) and the token that crosses .6 (1), never 2 or 3
+    assert {select_token(logp, True, top_p=0.6, generator=g) for _ in range(200)} == {0, 1}
+    # top_p = 0.4: token 0 alone already crosses it
+    assert {select_token(logp, True, top_p=0.4, generator=g) for _ in range(50)} == {0}
+
+
+def test_sampling_frequencies_follow_the_distribution():
+    logp = torch.log(torch.tensor([0.7, 0.2, 0.1]))
+    g = torch.Generator().manual_seed(5)
+    draws = [select_token(logp, True, generator=g) for _ in range(3000)]
+    freq = [draws.count(i) / len(draws) for i in range(3)]
+    assert freq == pytest.approx([0.7, 0.2, 0.1], abs=0.03)
+
+
+def test_bad_temperature():
+    with pytest.raises(ValueError, match="temperature"):
+        select_token(torch.zeros(3), True, temperature=0.0)

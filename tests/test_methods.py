@@ -1,0 +1,246 @@
+"""Methods through the Engine: flex with one prompt is origin, fusion is real (order-free, not the
+last paraphrase), answers do not depend on batching or prefix reuse, bad input is a clear error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selfensemble import fusion
+from selfensemble.decoding import GenerationConfig
+from selfensemble.errors import SelfEnsembleError
+from selfensemble.methods import METHODS, Engine, EngineConfig, Query, check_method
+from selfensemble.packing import pack_row
+from selfensemble.prompts import PromptFormat, build_parts
+from selfensemble.reference import row_logits
+
+GEN = GenerationConfig(max_new_tokens=6, stop_at_newline=False)
+ONE = ["What is the capital of France?"]
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "flex"])
+@pytest.mark.parametrize("layout", ["shared", "full"])
+def test_flex_with_one_prompt_is_origin(any_lm, fewshot_fmt, layout, attention, eager_flex):
+    engine = Engine(any_lm, EngineConfig(attention=attention, layout=layout))
+    origin = engine.answer(ONE, "origin", GEN, fewshot_fmt)
+    flex = engine.answer(ONE, "flex", GEN, fewshot_fmt)
+    assert flex.tokens == origin.tokens and len(origin.tokens) >= 4
+    assert flex.logprob == pytest.approx(origin.logprob, abs=1e-3)
+    # per_prompt / avg / max with one prompt are origin as well
+    for method in ("per_prompt", "avg", "max"):
+        assert engine.answer(ONE, method, GEN, fewshot_fmt).tokens == origin.tokens, method
+
+
+def test_methods_differ_on_random_model(random_lm, fewshot_fmt):
+    """Control for the test above: with several prompts the methods do give different tokens."""
+    engine = Engine(random_lm("llama"), EngineConfig(attention="sdpa"))
+    prompts = ONE + ["Which city is the capital of France?", "Name France's capital city."]
+    got = {m: tuple(engine.answer(prompts, m, GEN, fewshot_fmt).tokens) for m in ("origin", "avg", "flex")}
+    assert len(set(got.values())) == 3, got
+
+
+def test_per_prompt_and_vote(random_lm, fewshot_fmt):
+    lm = random_lm("phi3")
+    engine = Engine(lm, EngineConfig(attention="sdpa"))
+    prompts = ONE + ["Which city is the capital of France?"]
+    gen = GenerationConfig(max_new_tokens=4)
+    per = engine.answer(prompts, "per_prompt", gen, fewshot_fmt)
+    singles = [engine.answer([p], "origin", gen, fewshot_fmt).answer for p in prompts]
+    assert per.per_prompt == singles
+    assert per.answer == singles[0]
+    vote = engine.answer(prompts, "vote", gen, fewshot_fmt)
+    assert vote.per_prompt == singles and vote.answer in singles
+
+
+# --------------------------------------------------------------------------- fusion is real
+
+PERMUTE = [
+    ["What is the capital of France?", "Which city is the capital of France?", "France's capital city is which city?"],
+    ["Who painted the Mona Lisa?", "The Mona Lisa was painted by whom?", "Which artist painted the Mona Lisa?"],
+    ["What is the largest ocean on Earth?", "Which ocean is the biggest?", "Name the largest ocean in the world."],
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompts", PERMUTE, ids=["france", "mona-lisa", "ocean"])
+def test_flex_answer_does_not_depend_on_paraphrase_order(smollm, fewshot_fmt, prompts):
+    engine = Engine(smollm, EngineConfig(attention="sdpa", positions="restart"))
+    gen = GenerationConfig(max_new_tokens=6, stop_at_newline=False)
+    base = engine.answer(prompts, "flex", gen, fewshot_fmt)
+    for order in ([2, 0, 1], [1, 2, 0]):
+        assert engine.answer([prompts[i] for i in order], "flex", gen, fewshot_fmt).tokens == base.tokens
+
+
+@pytest.mark.slow
+def test_shared_cue_fuses_while_a_per_segment_cue_is_just_the_last_paraphrase(smollm, fewshot_fmt):
+    """Two paraphrases ask about France, the last about Germany.
+
+    The shared cue sees all three and answers Paris; packing each prompt with its own "A:" and
+    reading the last position (the cue trap) gives exactly the last paraphrase's own answer.
+    """
+    prompts = ["What is the capital of France?", "Which city is the capital of France?",
+               "What is the capital of Germany?"]
+    tok = smollm.tokenizer
+    engine = Engine(smollm, EngineConfig(attention="sdpa", positions="restart"))
+    gen = GenerationConfig(max_new_tokens=6)
+    fused = engine.answer(prompts, "flex", gen, fewshot_fmt)
+    last_alone = engine.answer(prompts[-1:], "origin", gen, fewshot_fmt)
+    assert fused.answer == "Paris"
+    assert last_alone.answer == "Berlin"
+
+    parts = build_parts(tok, fewshot_fmt, prompts)
+    trap = pack_row(parts.prefix, [seg + parts.cue for seg in parts.segments], [])  # no shared cue
+    trap_logits = row_logits(smollm.model, trap)
+    alone_logits = row_logits(smollm.model, pack_row(parts.prefix, [parts.segments[-1]], parts.cue))
+    torch.testing.assert_close(trap_logits, alone_logits, atol=1e-4, rtol=1e-5)
+    assert int(trap_logits.argmax()) == last_alone.tokens[0] != fused.tokens[0]
+
+
+# --------------------------------------------------------------------------- batch invariance
+
+TARGET = ["Who wrote the novel Pride and Prejudice?", "Pride and Prejudice was written by whom?"]
+NEIGHBOURS = [
+    ["What is the boiling point of water at sea level in degrees Celsius?",
+     "At sea level, water boils at how many degrees Celsius, on the Celsius scale?",
+     "Water at sea level boils at what temperature in Celsius?"],
+    ["Who is Zeus?"],
+    ["What is the capital of Japan?", "Japan's capital is which city?"],
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attention", ["sdpa", "flex"])
+@pytest.mark.parametrize("method", ["origin", "avg", "flex"])
+def test_answer_does_not_depend_on_batch_neighbours(smollm, fewshot_fmt, method, attention, eager_flex):
+    gen = GenerationConfig(max_new_tokens=6, stop_at_newline=False)
+    alone = Engine(smollm, EngineConfig(attention=attention, batch_size=1)).answer(TARGET, method, gen, fewshot_fmt)
+    queries = [Query(NEIGHBOURS[0], fewshot_fmt), Query(TARGET, fewshot_fmt),
+               Query(NEIGHBOURS[1], fewshot_fmt), Query(NEIGHBOURS[2], fewshot_fmt)]
+    batched = Engine(smollm, EngineConfig(attention=attention, batch_size=4)).answer_many(queries, method, gen)
+    assert batched[1].tokens == alone.tokens
+    assert batched[1].prompts == TARGET
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["origin", "avg", "flex"])
+def test_prefix_reuse_does_not_change_answers(smollm, fewshot_fmt, method):
+    gen = GenerationConfig(max_new_tokens=6, stop_at_newline=False)
+    reuse = Engine(smollm, EngineConfig(attention="sdpa", reuse_prefix=True))
+    fresh = Engine(smollm, EngineConfig(attention="sdpa", reuse_prefix=False))
+    a, b = reuse.answer(TARGET, method, gen, fewshot_fmt), fresh.answer(TARGET, method, gen, fewshot_fmt)
+    assert a.tokens == b.tokens
+    assert reuse.stats["prefix_tokens_encoded"] > 0 and fresh.stats["prefix_tokens_encoded"] == 0
+    # the prefix is counted once with reuse, once per row without
+    assert a.prefill_tokens <= b.prefill_tokens
+
+
+@pytest.mark.parametrize("method", ["origin", "avg", "flex"])
+def test_batching_random_arch_mixed_formats(random_lm, fewshot_fmt, method, eager_flex):
+    """Queries with different few-shot prefixes in one call: grouped by prefix, order kept, same tokens."""
+    lm = random_lm("gemma")
+    other = PromptFormat(instruction="Reply briefly.")
+    queries = [Query(NEIGHBOURS[0], fewshot_fmt), Query(TARGET, other), Query(NEIGHBOURS[1], fewshot_fmt),
+               Query(NEIGHBOURS[2], other)]
+    gen = GenerationConfig(max_new_tokens=5, stop_at_newline=False)
+    alone = [Engine(lm, EngineConfig(attention="flex", batch_size=1)).answer(q.prompts, method, gen, q.fmt)
+             for q in queries]
+    done = []
+    batched = Engine(lm, EngineConfig(attention="flex", batch_size=4)).answer_many(
+        queries, method, gen, on_done=lambda i, a: done.append(i))
+    assert [a.tokens for a in batched] == [a.tokens for a in alone]
+    assert sorted(done) == [0, 1, 2, 3]
+    assert len({tuple(a.tokens) for a in alone}) > 1
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def engine(random_lm):
+    return Engine(random_lm("llama"), EngineConfig(attention="sdpa"))
+
+
+def test_empty_prompt_list(engine):
+    with pytest.raises(SelfEnsembleError, match="No prompts given"):
+        engine.answer([], "flex")
+
+
+def test_whitespace_paraphrase(engine):
+    with pytest.raises(SelfEnsembleError, match="Prompt 1 is empty or whitespace"):
+        engine.answer(["What is the capital of France?", "  \n\t"], "avg")
+
+
+def test_duplicate_paraphrases_are_dropped_with_a_note(engine, fewshot_fmt):
+    prompts = ONE + ["  What is the capital  of France? ", "Which city is the capital of France?", ONE[0]]
+    with pytest.warns(UserWarning, match="dropped duplicate prompt 1"):
+        answer = engine.answer(prompts, "avg", GEN, fewshot_fmt)
+    assert answer.prompts == [ONE[0], "Which city is the capital of France?"]
+    assert len(answer.notes) == 2
+    assert "dropped duplicate prompt 1 (same as prompt 0)" in answer.notes[0]
+    assert "dropped duplicate prompt 3 (same as prompt 0)" in answer.notes[1]
+    clean = engine.answer(answer.prompts, "avg", GEN, fewshot_fmt)
+    assert answer.tokens == clean.tokens and clean.notes == []
+
+
+def test_all_duplicates_leave_origin(engine, fewshot_fmt):
+    with pytest.warns(UserWarning):
+        avg = engine.answer(ONE * 3, "avg", GEN, fewshot_fmt)
+    assert avg.prompts == ONE and len(avg.notes) == 2
+    assert avg.tokens == engine.answer(ONE, "origin", GEN, fewshot_fmt).tokens
+
+
+def test_weights_follow_dedupe(engine, fewshot_fmt):
+    """Weights are given per original prompt; a dropped duplicate drops its weight."""
+    prompts = ONE + ONE + ["Which city is the capital of France?"]
+    with pytest.warns(UserWarning):
+        a = engine.answer(prompts, "weighted_avg", GEN, fewshot_fmt, weights=[1.0, 5.0, 0.0])
+    assert a.tokens == engine.answer(ONE, "origin", GEN, fewshot_fmt).tokens
+
+
+@pytest.mark.parametrize("layout, hint", [("shared", "few-shot examples."), ("full", "or layout 'shared'.")])
+def test_prompt_longer_than_context(random_lm, fewshot_fmt, monkeypatch, layout, hint):
+    lm = random_lm("qwen2")
+    monkeypatch.setattr(lm.model.config, "max_position_embeddings", 64)
+    assert lm.max_context == 64
+    engine = Engine(lm, EngineConfig(attention="sdpa", layout=layout))
+    with pytest.raises(SelfEnsembleError, match="Prompt too long for the model's context") as err:
+        engine.answer(ONE + ["Which city is the capital of France?"], "flex", GEN, fewshot_fmt)
+    assert "> 64" in str(err.value) and str(err.value).endswith(hint)
+    # a short prompt without few-shot still fits
+    assert engine.answer(["Capital of France?"], "flex", GenerationConfig(max_new_tokens=2), PromptFormat())
+
+
+@pytest.mark.parametrize("method", sorted(fusion.WEIGHTED))
+def test_weights_missing_or_wrong(engine, method):
+    prompts = ONE + ["Which city is the capital of France?"]
+    with pytest.raises(SelfEnsembleError, match=f"Method {method} needs one weight per prompt"):
+        engine.answer(prompts, method)
+    with pytest.raises(SelfEnsembleError, match="got 3 weights for 2 prompts"):
+        engine.answer(prompts, method, weights=[1, 2, 3])
+    with pytest.raises(SelfEnsembleError, match="non-negative"):
+        engine.answer(prompts, method, weights=[1, -1])
+    with pytest.raises(SelfEnsembleError, match="not all zero"):
+        engine.answer(prompts, method, weights=[0, 0])
+
+
+def test_unknown_method(engine):
+    with pytest.raises(SelfEnsembleError, match="Unknown method 'flx'.*Did you mean 'flex'"):
+        engine.answer(ONE, "flx")
+    assert [check_method(m) for m in METHODS] == list(METHODS)
+
+
+@pytest.mark.parametrize("field, value, match", [("attention", "flash", "Unknown attention 'flash'"),
+                                                  ("layout", "packed", "Unknown layout 'packed'"),
+                                                  ("positions", "left", "Unknown positions 'left'"),
+                                                  ("batch_size", 0, "batch_size must be >= 1")])
+def test_bad_engine_config(field, value, match):
+    with pytest.raises(SelfEnsembleError, match=match):
+        EngineConfig(**{field: value})
+
+
+def test_answer_record(engine, fewshot_fmt):
+    a = engine.answer(ONE, "flex", GenerationConfig(max_new_tokens=3), fewshot_fmt)
+    d = a.to_dict()
+    assert d["method"] == "flex" and d["prompts"] == ONE and d["tokens"] == a.tokens
+    assert d["prob"] == pytest.approx(a.prob) and a.prefill_tokens > len(a.tokens)
+    assert engine.stats["prefill_tokens"] > 0 and engine.stats["generated_tokens"] >= len(a.tokens)
