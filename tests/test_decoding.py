@@ -159,3 +159,17 @@ def test_sampling_reproducible_and_seed_dependent(smollm, fewshot_fmt):
     greedy = engine.answer(question, "origin", GenerationConfig(max_new_tokens=8, stop_at_newline=False),
                            fewshot_fmt).tokens
     assert {tuple(first)} | others != {tuple(greedy)}
+
+
+def test_sampling_does_not_depend_on_batch_neighbours(load_random):
+    """Each group draws from its own seeded generator, so a sampled answer is batch-invariant."""
+    from selfensemble.methods import Engine, EngineConfig, Query
+    from selfensemble.prompts import PromptFormat
+
+    lm = load_random("llama")
+    gen = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=1.5, seed=3, stop_at_newline=False)
+    target = Query(["What is the capital of France?"], PromptFormat())
+    others = [Query([f"Question number {i} about something else?"], PromptFormat()) for i in range(3)]
+    alone = Engine(lm, EngineConfig(attention="sdpa", batch_size=1)).answer_many([target], "origin", gen)[0]
+    mixed = Engine(lm, EngineConfig(attention="sdpa", batch_size=4)).answer_many([*others, target], "origin", gen)
+    assert mixed[-1].tokens == alone.tokens

@@ -103,7 +103,8 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
         raise ValueError("every row must belong to exactly one group")
     weights = list(weights) if weights is not None else [None] * len(groups)
     rescale_n = max(n_prompts) if (rescale and n_prompts) else None
-    generator = torch.Generator().manual_seed(gen.seed) if gen.do_sample else None
+    # one generator per group, all seeded alike: a sampled answer does not depend on its batch neighbours
+    generators = [torch.Generator().manual_seed(gen.seed) if gen.do_sample else None for _ in groups]
     dev = batch.input_ids.device
 
     logits = prefill(model, batch, cache, attention, rescale_n)
@@ -116,7 +117,7 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
         for g in list(active):
             rows = list(groups[g])
             logp = fuse(logits[rows], weights[g])
-            token = select_token(logp, gen.do_sample, gen.temperature, gen.top_p, gen.top_k, generator)
+            token = select_token(logp, gen.do_sample, gen.temperature, gen.top_p, gen.top_k, generators[g])
             next_tokens[rows] = token
             if token in eos_ids:
                 out[g].finish = "eos"

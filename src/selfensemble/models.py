@@ -8,6 +8,7 @@ benchmarks; it borrows the embedded tokenizer so no download is needed).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -98,7 +99,9 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return names[dtype]
 
 
+@functools.lru_cache(maxsize=1)
 def _embedded_tokenizer():
+    """Parsed from the GGUF once per process (~3 s); random models share it."""
     from transformers import AutoTokenizer
 
     path = embedded_model_path()
