@@ -67,11 +67,10 @@ def test_tiny_naive_prefix_storm_and_targets(tiny_run):
     assert {r["method"] for r in result["naive"]} == {"avg", "flex"}
     assert all(_positive(r["s_per_q"]) and _positive(r["speedup"]) for r in result["naive"])
     by_setting = {(r["method"], r["layout"], r["reuse_prefix"]): r for r in result["prefix"]}
-    # reusing the prefix's KV must prefill fewer row tokens than repeating it (deterministic counts)
-    assert by_setting[("flex", "shared", True)]["row_prefill_tokens_per_q"] < \
-        by_setting[("flex", "full", True)]["row_prefill_tokens_per_q"]
-    assert by_setting[("avg", None, True)]["row_prefill_tokens_per_q"] < \
-        by_setting[("avg", None, False)]["row_prefill_tokens_per_q"]
+    # reusing the prefix's KV must prefill fewer row tokens than keeping the prefix in the rows
+    for method, layout in (("flex", "shared"), ("flex", "full"), ("avg", None)):
+        assert by_setting[(method, layout, True)]["row_prefill_tokens_per_q"] < \
+            by_setting[(method, layout, False)]["row_prefill_tokens_per_q"]
     assert result["storm"]["runs"][0]["questions"] == 4
     assert all(t["status"] in ("met", "missed", "not measured") for t in result["targets"])
     assert any("naive" in t["target"] for t in result["targets"])

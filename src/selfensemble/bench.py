@@ -110,6 +110,7 @@ class BenchConfig:
     device: str = "cpu"
     dtype: str = "auto"
     seed: int = 0
+    threads: int | None = None  # torch CPU threads; None keeps torch's default
     data_dir: str | None = None  # None: selfensemble.data.default_data_dir(), else built-in questions
 
     def __post_init__(self):
@@ -129,6 +130,8 @@ class BenchConfig:
         for name in ("questions", "max_new_tokens", "storm_new_tokens", "warmup_questions", "pad_multiple"):
             if getattr(self, name) < 1:
                 raise SelfEnsembleError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.threads is not None and self.threads < 1:
+            raise SelfEnsembleError(f"threads must be >= 1, got {self.threads}.")
         if self.naive_questions < 0 or self.storm_questions < 0 or self.few_shot < 0:
             raise SelfEnsembleError("naive_questions, storm_questions and few_shot must be >= 0.")
 
@@ -340,7 +343,7 @@ def engine_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> tuple[
                     rows.append(row)
                     answers[(method, n, bs, layout)] = ans
                     _progress(f"{method:7s} N={n:<2d} batch={bs:<2d} layout={layout or '-':6s} "
-                              f"{row['s_per_q']:.3f} s/q")
+                              f"{row['s_per_q']:.3f} s/q, compiles {row['compiles_warmup']}/{row['compiles_timed']}")
     return rows, answers
 
 
@@ -443,7 +446,7 @@ def naive_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig, rows: list
 PREFIX_SETTINGS = (  # (method, layout, reuse_prefix)
     ("origin", None, True), ("origin", None, False),
     ("avg", None, True), ("avg", None, False),
-    ("flex", "shared", True), ("flex", "full", True), ("flex", "shared", False),
+    ("flex", "shared", True), ("flex", "shared", False), ("flex", "full", True), ("flex", "full", False),
 )
 
 
@@ -608,11 +611,16 @@ def _progress(message: str) -> None:
 
 def run_benchmark(config: BenchConfig) -> dict:
     """Run every section on one loaded model; returns a JSON-serialisable dict (see module doc)."""
+    import torch
+
     from selfensemble import attention as attn
     from selfensemble.models import load_model
     from selfensemble.prompts import build_parts
 
     saved, attn.COMPILE_FLEX = attn.COMPILE_FLEX, config.compile_flex
+    saved_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
     try:
         t0 = time.perf_counter()
         lm = load_model(config.model, device=config.device, dtype=config.dtype, seed=config.seed)
@@ -639,6 +647,7 @@ def run_benchmark(config: BenchConfig) -> dict:
         return result
     finally:
         attn.COMPILE_FLEX = saved
+        torch.set_num_threads(saved_threads)
 
 
 # -- markdown ------------------------------------------------------------------------------------
@@ -669,6 +678,11 @@ def _engine_table(rows: list[dict]) -> str:
     return _table(headers, lines)
 
 
+def _load(env: dict) -> str:
+    load = env.get("load_average")
+    return "/".join(f"{x:.1f}" for x in load) if load else "?"
+
+
 def format_table(result: dict) -> str:
     """The whole result as markdown: environment, one table per section, then the targets."""
     env, cfg = result["environment"], result["config"]
@@ -676,7 +690,7 @@ def format_table(result: dict) -> str:
         "## selfensemble benchmark",
         f"{env['model']} ({env['parameters'] / 1e6:.1f} M params, {env['dtype']}) on {env['device']} "
         f"[{env['device_name']}], {env['cpu_count']} CPUs, torch {env['torch']}, transformers "
-        f"{env['transformers']}, commit {(env['git_commit'] or '?')[:10]}{' (dirty)' if env['git_dirty'] else ''}",
+        f"{env['transformers']}, {env['torch_threads']} torch threads, load {_load(env)}, commit {(env['git_commit'] or '?')[:10]}{' (dirty)' if env['git_dirty'] else ''}",
         f"{cfg['questions']} questions ({result['questions_source']}), {cfg['max_new_tokens']} new tokens, "
         f"prefix {result['prompt_tokens']['prefix']} tokens, first prompt {result['prompt_tokens']['first_prompt']} "
         f"tokens, flex {'compiled' if result['compile_flex'] else 'eager'}",
@@ -749,13 +763,15 @@ def bench_command(
     compile_flex: bool = typer.Option(True, "--compile-flex/--eager-flex", help="torch.compile flex attention."),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
+    threads: int | None = typer.Option(None, help="torch CPU threads (1 is steadier on a busy machine)."),
     out: Path | None = typer.Option(None, help="Write the full result as JSON here."),
     tiny: bool = typer.Option(False, help="CI size: random:llama, 2 questions, N=2, 2 new tokens."),
 ) -> None:
     """Time the methods on one model: s/question, prefill tokens, compiles, memory, targets."""
     options = dict(methods=_csv(methods, "--methods"), batch_sizes=_csv(batch_sizes, "--batch-sizes", int),
                    layouts=_csv(layouts, "--layouts"), attention=attention, naive=naive,
-                   naive_questions=naive_questions, compile_flex=compile_flex, device=device, dtype=dtype)
+                   naive_questions=naive_questions, compile_flex=compile_flex, device=device, dtype=dtype,
+                   threads=threads)
     if tiny:
         config = BenchConfig.tiny(**options, **({"ns": _csv(n, "--n", int)} if n else {}),
                                   storm_questions=min(storm_questions, 10))
