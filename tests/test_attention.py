@@ -266,3 +266,4 @@ def test_flex_available_after_other_flex_calls(eager_flex):
         assert attn.flex_available("cpu") == (True, "ok")
     finally:
         torch._dynamo.reset()
+

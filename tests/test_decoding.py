@@ -81,7 +81,7 @@ def test_n_identical_rows_fuse_to_origin(random_lm, fewshot_fmt, method):
     engine = Engine(lm, EngineConfig(attention="sdpa"))
     parts = build_parts(lm.tokenizer, fewshot_fmt, PROMPTS[:1])
     parts.segments = parts.segments * 3
-    fused = engine._run_chunk_once(method, [parts], [None], parts.prefix, GEN)[0]
+    fused = engine._run_chunk_once(method, [parts], [None], parts.prefix, 1, GEN)[0]
     origin = engine.answer(PROMPTS[:1], "origin", GEN, fewshot_fmt)
     assert fused.tokens == origin.tokens and len(origin.tokens) == STEPS
     assert fused.logprob == pytest.approx(origin.logprob, abs=1e-3)

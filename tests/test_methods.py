@@ -244,3 +244,19 @@ def test_answer_record(engine, fewshot_fmt):
     assert d["method"] == "flex" and d["prompts"] == ONE and d["tokens"] == a.tokens
     assert d["prob"] == pytest.approx(a.prob) and a.prefill_tokens > len(a.tokens)
     assert engine.stats["prefill_tokens"] > 0 and engine.stats["generated_tokens"] >= len(a.tokens)
+
+
+def test_full_layout_encodes_its_prefix_once_and_matches_no_reuse(random_lm, fewshot_fmt):
+    """Full layout, restart positions: one encoding of the prefix serves every paraphrase's copy."""
+    from selfensemble.decoding import GenerationConfig
+    from selfensemble.methods import Engine, EngineConfig
+
+    lm = random_lm("llama")
+    prompts = ["What is the capital of France?", "Which city is France's capital?", "Name France's capital."]
+    gen = GenerationConfig(max_new_tokens=5, stop_at_newline=False)
+    reuse = Engine(lm, EngineConfig(attention="sdpa", layout="full"))
+    plain = Engine(lm, EngineConfig(attention="sdpa", layout="full", reuse_prefix=False))
+    a, b = reuse.answer(prompts, "flex", gen, fewshot_fmt), plain.answer(prompts, "flex", gen, fewshot_fmt)
+    assert a.tokens == b.tokens
+    assert reuse.stats["prefill_tokens"] < plain.stats["prefill_tokens"] / 2
+    assert reuse.stats["prefix_tokens_encoded"] > 0 and plain.stats["prefix_tokens_encoded"] == 0

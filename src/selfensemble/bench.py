@@ -95,7 +95,7 @@ class BenchConfig:
     layouts: tuple[str, ...] = ("shared", "full")
     questions: int = 8
     max_new_tokens: int = 10
-    attention: str = "auto"
+    attention: str | None = None
     naive: bool = True
     naive_questions: int = 2
     hf_reference: bool = True
@@ -121,7 +121,7 @@ class BenchConfig:
         for lay in self.layouts:
             if lay not in LAYOUTS:
                 raise SelfEnsembleError(f"Unknown layout {lay!r}; use one of {', '.join(LAYOUTS)}.")
-        if self.attention not in ATTENTION:
+        if self.attention is not None and self.attention not in ATTENTION:
             raise SelfEnsembleError(f"Unknown attention {self.attention!r}; use one of {', '.join(ATTENTION)}.")
         if not self.ns or any(n < 1 or n > MAX_N for n in self.ns):
             raise SelfEnsembleError(f"Every N must be between 1 and {MAX_N} (template paraphrases), got {self.ns}.")
@@ -756,7 +756,7 @@ def bench_command(
     layouts: str = typer.Option("shared,full", help="flex layouts: shared,full."),
     questions: int = typer.Option(8, help="Questions per timed pass."),
     max_new_tokens: int = typer.Option(10, help="Answer length in tokens (newlines do not stop it)."),
-    attention: str = typer.Option("auto", help="auto | flex | sdpa"),
+    attention: str = typer.Option(None, help="flex | sdpa | auto; default: sdpa on CPU, auto on CUDA"),
     naive: bool = typer.Option(True, "--naive/--no-naive", help="Time the full-recompute baseline (slow)."),
     naive_questions: int = typer.Option(2, help="Questions for the naive baseline."),
     storm_questions: int = typer.Option(100, help="Questions for the compile-storm section (0: skip)."),

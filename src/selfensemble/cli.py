@@ -16,6 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ask one question through N paraphrases and fuse them into one answer.")
 
 MODEL_HELP = "smollm2-135m (embedded default), a hub id, a local folder, a .gguf path, or random:<arch>."
+ATTENTION_HELP = ("flex (compiled FlexAttention) | sdpa (same mask, dense) | auto (flex, loud fallback to sdpa). "
+                  "Default: sdpa on CPU, auto on CUDA.")
 METHOD_HELP = "origin | per_prompt | vote | avg | max | weighted_avg | weighted_max | flex"
 
 
@@ -50,7 +52,7 @@ def ask(
     weights: str | None = typer.Option(None, help="Per-prompt weights for weighted_* methods, e.g. 1,0.5,0.8"),
     layout: str = typer.Option("shared", help="flex layout: shared (one prefix) | full (prefix per paraphrase)"),
     positions: str = typer.Option("restart", help="flex positions: restart | right | sequential"),
-    attention: str = typer.Option("auto", help="auto | flex | sdpa (dense mask)"),
+    attention: str = typer.Option(None, help=ATTENTION_HELP),
     rescale: bool = typer.Option(False, help="flex: down-weight paraphrase keys by 1/N for fusion tokens."),
     few_shot: bool = typer.Option(True, help="Prefix generic few-shot Q/A examples."),
     chat: bool = typer.Option(False, help="Wrap the prompt in the model's chat template."),

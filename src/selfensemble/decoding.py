@@ -60,7 +60,7 @@ def model_forward(model, input_ids, position_ids, mask, cache, score_mod=None) -
 def prefill(model, batch: PackedBatch, cache, attention: str, rescale_n: int | None = None) -> torch.Tensor:
     """Run the packed rows through the model under their segment mask; returns (B, vocab)."""
     if attention == "flex":
-        score_mod = (masks.rescale_score_mod(batch.segment_ids, batch.prefix_len, rescale_n)
+        score_mod = (masks.rescale_score_mod(batch.segment_ids, batch.prefix_len, rescale_n, batch.prefix_segments)
                      if rescale_n else None)
         mask = masks.block_mask(batch)
     elif attention == "sdpa":

@@ -37,7 +37,7 @@ class RunConfig:
     dtype: str = "auto"
     batch_size: int = 8
     max_new_tokens: int = 16
-    attention: str = "auto"
+    attention: str | None = None
     layout: str = "shared"
     positions: str = "restart"
     rescale: bool = False
@@ -270,7 +270,7 @@ def run_command(
     dtype: str = typer.Option("auto"),
     batch_size: int = typer.Option(8),
     max_new_tokens: int = typer.Option(16),
-    attention: str = typer.Option("auto", help="auto | flex | sdpa"),
+    attention: str = typer.Option(None, help="flex | sdpa | auto (flex, loud fallback); default: sdpa on CPU, auto on CUDA"),
     layout: str = typer.Option("shared", help="flex layout: shared | full"),
     positions: str = typer.Option("restart", help="flex positions: restart | right | sequential"),
     rescale: bool = typer.Option(False),

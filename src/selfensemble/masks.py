@@ -21,29 +21,42 @@ import torch
 from selfensemble.packing import CUE, PAD, SHARED, PackedBatch
 
 
-def packed_mask_mod(segment_ids: torch.Tensor, prefix_len: int):
-    """mask_mod(b, h, q, kv) for a left-padded batch with ``prefix_len`` cached tokens before it."""
-    seg = segment_ids
+def key_segments(segment_ids: torch.Tensor, prefix_len: int, prefix_segments: torch.Tensor | None = None):
+    """(B, P + L) segment id of every key: the cached prefix slots, then the row's own tokens.
+
+    Prefix slots are SHARED, or k for a per-paraphrase copy of the prefix (the "full" layout with
+    its prefix encoded once), which only paraphrase k and fusion tokens see.
+    """
+    B = segment_ids.shape[0]
+    if prefix_segments is None:
+        prefix_segments = torch.full((prefix_len,), SHARED, dtype=torch.long, device=segment_ids.device)
+    return torch.cat([prefix_segments[None, :].expand(B, -1), segment_ids], dim=1)
+
+
+def packed_mask_mod(segment_ids: torch.Tensor, prefix_len: int, prefix_segments: torch.Tensor | None = None):
+    """mask_mod(b, h, q, kv) for a left-padded batch with ``prefix_len`` cached tokens before it.
+
+    Kept to two table lookups and comparisons: richer index arithmetic (clamps, where) inside a
+    mask_mod broke torch 2.13's compiled CPU flex kernel (C++ codegen error, cur_kvSplitSize).
+    """
+    qseg, kseg, P = segment_ids, key_segments(segment_ids, prefix_len, prefix_segments), prefix_len
 
     def packed_segments(b, h, q, kv):
-        r = kv - prefix_len
-        rc = r.clamp(min=0)
-        sq, sk = seg[b, q], seg[b, rc]
+        sq, sk = qseg[b, q], kseg[b, kv]
         sees = (sk == SHARED) | (sk == CUE) | (sq == CUE) | (sq == sk)
-        row = (q >= r) & (sk != PAD) & (sq != PAD) & sees
-        return (r < 0) & (sq != PAD) | row | ((sq == PAD) & (r == q))
+        return ((q + P >= kv) & (sk != PAD) & (sq != PAD) & sees) | ((sq == PAD) & (kv == q + P))
 
     return packed_segments
 
 
-def rescale_score_mod(segment_ids: torch.Tensor, prefix_len: int, n_prompts: int):
+def rescale_score_mod(segment_ids: torch.Tensor, prefix_len: int, n_prompts: int,
+                      prefix_segments: torch.Tensor | None = None):
     """Structured-prompting style rescale: fusion queries (cue) down-weight paraphrase keys by 1/N."""
-    seg, bias = segment_ids, -math.log(max(n_prompts, 1))
+    qseg, kseg = segment_ids, key_segments(segment_ids, prefix_len, prefix_segments)
+    bias = -math.log(max(n_prompts, 1))
 
     def rescale_paraphrases(score, b, h, q, kv):
-        rc = (kv - prefix_len).clamp(min=0)
-        hit = (seg[b, q] == CUE) & (kv >= prefix_len) & (seg[b, rc] > 0)
-        return torch.where(hit, score + bias, score)
+        return torch.where((qseg[b, q] == CUE) & (kseg[b, kv] > 0), score + bias, score)
 
     return rescale_paraphrases
 
@@ -55,7 +68,7 @@ def dense_mask(batch: PackedBatch) -> torch.Tensor:
     b = torch.arange(B, device=dev)[:, None, None]
     q = torch.arange(L, device=dev)[None, :, None]
     kv = torch.arange(batch.prefix_len + L, device=dev)[None, None, :]
-    return packed_mask_mod(batch.segment_ids, batch.prefix_len)(b, None, q, kv)[:, None]
+    return packed_mask_mod(batch.segment_ids, batch.prefix_len, batch.prefix_segments)(b, None, q, kv)[:, None]
 
 
 def dense_rescale_bias(batch: PackedBatch, n_prompts: int) -> torch.Tensor:
@@ -66,7 +79,7 @@ def dense_rescale_bias(batch: PackedBatch, n_prompts: int) -> torch.Tensor:
     q = torch.arange(L, device=dev)[None, :, None]
     kv = torch.arange(batch.prefix_len + L, device=dev)[None, None, :]
     zero = torch.zeros((), device=dev)
-    return rescale_score_mod(batch.segment_ids, batch.prefix_len, n_prompts)(zero, b, None, q, kv)[:, None]
+    return rescale_score_mod(batch.segment_ids, batch.prefix_len, n_prompts, batch.prefix_segments)(zero, b, None, q, kv)[:, None]
 
 
 def block_mask(batch: PackedBatch):
@@ -74,7 +87,7 @@ def block_mask(batch: PackedBatch):
     from torch.nn.attention.flex_attention import create_block_mask
 
     B, L = batch.shape
-    return create_block_mask(packed_mask_mod(batch.segment_ids, batch.prefix_len), B, None, L,
+    return create_block_mask(packed_mask_mod(batch.segment_ids, batch.prefix_len, batch.prefix_segments), B, None, L,
                              batch.prefix_len + L, device=batch.segment_ids.device)
 
 
@@ -89,6 +102,6 @@ def decode_bias(batch: PackedBatch, n_prompts: int, rescale: bool) -> torch.Tens
     visible = decode_visibility(batch)
     bias = torch.zeros(visible.shape, dtype=torch.float32, device=visible.device)
     if rescale:
-        para = torch.cat([torch.zeros_like(visible[:, : batch.prefix_len]), batch.segment_ids > 0], dim=1)
+        para = key_segments(batch.segment_ids, batch.prefix_len, batch.prefix_segments) > 0
         bias = bias.masked_fill(para, -math.log(max(n_prompts, 1)))
     return bias.masked_fill(~visible, -math.inf)

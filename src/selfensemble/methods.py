@@ -39,7 +39,7 @@ ATTENTION = ("auto", "flex", "sdpa")
 class EngineConfig:
     """How rows are laid out and run. ``layout`` and ``positions`` only matter for ``flex``."""
 
-    attention: str = "auto"
+    attention: str | None = None  # None: "auto" on CUDA, "sdpa" on CPU (see Engine._resolve_attention)
     layout: str = "shared"
     positions: str = "restart"
     rescale: bool = False
@@ -48,7 +48,7 @@ class EngineConfig:
     pad_multiple: int = 32
 
     def __post_init__(self):
-        for name, value, allowed in (("attention", self.attention, ATTENTION), ("layout", self.layout, LAYOUTS),
+        for name, value, allowed in (("attention", self.attention or "auto", ATTENTION), ("layout", self.layout, LAYOUTS),
                                      ("positions", self.positions, ("restart", "right", "sequential"))):
             if value not in allowed:
                 raise SelfEnsembleError(f"Unknown {name} {value!r}; use one of {', '.join(allowed)}.")
@@ -119,7 +119,9 @@ def _plan(method: str, parts: PromptParts, weights: torch.Tensor | None, cfg: En
         rows = [pack_row(shared, [s], parts.cue, start) for s in parts.segments]
         return _Plan(rows, [[i] for i in range(n)], [None] * n)
     if method == "flex":
-        if cfg.layout == "full":
+        if cfg.layout == "full" and cached_prefix:  # one cached copy of the prefix per paraphrase
+            row = pack_row([], parts.segments, parts.cue, start, cfg.positions)
+        elif cfg.layout == "full":
             row = pack_row([], [parts.prefix + s for s in parts.segments], parts.cue, 0, cfg.positions)
         else:
             row = pack_row(shared, parts.segments, parts.cue, start, cfg.positions)
@@ -158,7 +160,11 @@ class Engine:
         self.stats = {"prefill_tokens": 0, "generated_tokens": 0, "prefix_tokens_encoded": 0}
 
     # -- attention path -------------------------------------------------------------------------
-    def _resolve_attention(self, requested: str) -> tuple[str, str]:
+    def _resolve_attention(self, requested: str | None) -> tuple[str, str]:
+        if requested is None and self.lm.device.type == "cpu":
+            # torch 2.13's compiled CPU flex kernel fails to build (C++ codegen: cur_qSplitSize) for some
+            # shapes once lengths vary; see tests/test_attention.py. The dense mask is the same mask.
+            return "sdpa", "sdpa (dense mask; default on CPU, use --attention flex to try compiled flex)"
         if requested == "sdpa":
             return "sdpa", "sdpa (dense mask, as requested)"
         ok, why = attn.flex_available(self.lm.device)
@@ -184,7 +190,21 @@ class Engine:
     def _num_layers(self) -> int:
         return self.lm.model.config.get_text_config().num_hidden_layers
 
-    def _prefix_cache(self, prefix: list[int]):
+    def _prefix_cache(self, prefix: list[int], copies: int = 1):
+        """KV of the prefix, encoded once; ``copies`` > 1 lays it out once per paraphrase (full layout).
+
+        With restarted positions every paraphrase's own copy of the prefix has identical keys and
+        values (same tokens, same positions, attending only to itself), so one encoding serves all.
+        """
+        if copies > 1:
+            key = (tuple(prefix), copies)
+            if key not in self._prefix_caches:
+                one = self._prefix_cache(prefix)
+                cache = new_cache(self._num_layers, len(prefix) * copies)
+                for i, layer in enumerate(one.layers):
+                    cache.update(layer.keys.repeat(1, 1, copies, 1), layer.values.repeat(1, 1, copies, 1), i)
+                self._prefix_caches[key] = cache
+            return self._prefix_caches[key]
         key = tuple(prefix)
         if key not in self._prefix_caches:
             cache = new_cache(self._num_layers, len(prefix))
@@ -217,27 +237,35 @@ class Engine:
         gen = gen or GenerationConfig()
         parts = [build_parts(self.lm.tokenizer, q.fmt, list(q.prompts)) for q in queries]
         weights = [_weights(method, q, p) for q, p in zip(queries, parts, strict=True)]
-        reuse = self.config.reuse_prefix and not (method == "flex" and self.config.layout == "full")
-        by_prefix: dict[tuple[int, ...], list[int]] = {}
+        by_prefix: dict[tuple[tuple[int, ...], int], list[int]] = {}
         for i, p in enumerate(parts):
-            by_prefix.setdefault(tuple(p.prefix) if reuse else (), []).append(i)
+            by_prefix.setdefault(self._prefix_layout(method, p), []).append(i)
         results: list[Answer | None] = [None] * len(queries)
         bs = self.config.batch_size
-        for prefix, idx in by_prefix.items():
+        for (prefix, copies), idx in by_prefix.items():
             for c in range(0, len(idx), bs):
                 chunk = idx[c:c + bs]
                 answers = self._run_chunk(method, [parts[i] for i in chunk], [weights[i] for i in chunk],
-                                          list(prefix) if reuse else [], gen)
+                                          list(prefix), copies, gen)
                 for i, a in zip(chunk, answers, strict=True):
                     results[i] = a
                     if on_done:
                         on_done(i, a)
         return results  # type: ignore[return-value]
 
-    def _run_chunk(self, method: str, parts: list[PromptParts], weights: list, prefix: list[int],
+    def _prefix_layout(self, method: str, parts: PromptParts) -> tuple[tuple[int, ...], int]:
+        """(prefix tokens kept in the KV cache, copies): 0 copies = the prefix stays in the rows."""
+        if not self.config.reuse_prefix or not parts.prefix:
+            return (), 0
+        if method == "flex" and self.config.layout == "full":
+            # copies share one encoding only when every copy sits at the same positions
+            return ((tuple(parts.prefix), len(parts.segments)) if self.config.positions == "restart" else ((), 0))
+        return tuple(parts.prefix), 1
+
+    def _run_chunk(self, method: str, parts: list[PromptParts], weights: list, prefix: list[int], copies: int,
                    gen: GenerationConfig) -> list[Answer]:
         try:
-            return self._run_chunk_once(method, parts, weights, prefix, gen)
+            return self._run_chunk_once(method, parts, weights, prefix, copies, gen)
         except SelfEnsembleError:
             raise
         except Exception as err:
@@ -248,12 +276,12 @@ class Engine:
                 raise SelfEnsembleError(f"FlexAttention failed during a forward pass: {why}. "
                                         "Use --attention sdpa.") from err
             self.attention, self.attention_note = self._fall_back(why)
-            return self._run_chunk_once(method, parts, weights, prefix, gen)
+            return self._run_chunk_once(method, parts, weights, prefix, copies, gen)
 
     def _run_chunk_once(self, method: str, parts: list[PromptParts], weights: list, prefix: list[int],
-                        gen: GenerationConfig) -> list[Answer]:
+                        copies: int, gen: GenerationConfig) -> list[Answer]:
         t0 = time.perf_counter()
-        plans = [_plan(method, p, w, self.config, bool(prefix)) for p, w in zip(parts, weights, strict=True)]
+        plans = [_plan(method, p, w, self.config, copies > 0) for p, w in zip(parts, weights, strict=True)]
         rows, groups, group_weights, n_prompts, owner = [], [], [], [], []
         for q, (plan, p) in enumerate(zip(plans, parts, strict=True)):
             offset = len(rows)
@@ -264,7 +292,7 @@ class Engine:
             owner += [q] * len(plan.groups)
         limit = self.lm.max_context
         for plan in plans:
-            need = len(prefix) + max(len(r.tokens) for r in plan.rows) + gen.max_new_tokens
+            need = max(r.next_position for r in plan.rows) + gen.max_new_tokens  # positions, not KV slots
             if need > limit:
                 raise SelfEnsembleError(
                     f"Prompt too long for the model's context: {need} tokens (prompt + {gen.max_new_tokens} new) "
@@ -272,9 +300,11 @@ class Engine:
                     + (", or layout 'shared'." if method == "flex" and self.config.layout == "full" else ".")
                 )
         multiple = self.config.pad_multiple if self.attention == "flex" else 1
-        batch = PackedBatch.from_rows(rows, len(prefix), self._pad_id, multiple, self.lm.device)
-        capacity = len(prefix) + batch.shape[1] + gen.max_new_tokens
-        cache = new_cache(self._num_layers, capacity, self._prefix_cache(prefix) if prefix else None)
+        cached = len(prefix) * copies
+        pseg = [k for k in range(1, copies + 1) for _ in prefix] if copies > 1 else None
+        batch = PackedBatch.from_rows(rows, cached, self._pad_id, multiple, self.lm.device, pseg)
+        capacity = cached + batch.shape[1] + gen.max_new_tokens
+        cache = new_cache(self._num_layers, capacity, self._prefix_cache(prefix, copies) if copies else None)
         with torch.inference_mode():
             decoded = generate(self.lm.model, self.lm.tokenizer, batch, cache, groups, _fuse_for(method), gen,
                                attention=self.attention, eos_ids=self.lm.eos_token_ids,

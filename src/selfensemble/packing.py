@@ -78,6 +78,7 @@ class PackedBatch:
     position_ids: torch.Tensor  # (B, L)
     next_position: torch.Tensor  # (B,) position of the first generated token
     prefix_len: int
+    prefix_segments: torch.Tensor | None = None  # (prefix_len,) segment id per cached slot; None = SHARED
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -85,7 +86,7 @@ class PackedBatch:
 
     @classmethod
     def from_rows(cls, rows: list[Row], prefix_len: int = 0, pad_id: int = 0, multiple_of: int = 1,
-                  device: torch.device | str = "cpu") -> PackedBatch:
+                  device: torch.device | str = "cpu", prefix_segments: list[int] | None = None) -> PackedBatch:
         """Left-pad to the longest row, rounded up to ``multiple_of`` (few distinct shapes → few compiles)."""
         if not rows:
             raise ValueError("no rows to pack")
@@ -100,4 +101,9 @@ class PackedBatch:
             seg[b, length - n:] = torch.tensor(r.segments)
             pos[b, length - n:] = torch.tensor(r.positions)
         nxt = torch.tensor([r.next_position for r in rows], dtype=torch.long)
-        return cls(ids.to(device), seg.to(device), pos.to(device), nxt.to(device), prefix_len)
+        pseg = None
+        if prefix_segments is not None:
+            if len(prefix_segments) != prefix_len:
+                raise ValueError(f"{len(prefix_segments)} prefix segment ids for a prefix of {prefix_len}")
+            pseg = torch.tensor(prefix_segments, dtype=torch.long, device=device)
+        return cls(ids.to(device), seg.to(device), pos.to(device), nxt.to(device), prefix_len, pseg)
