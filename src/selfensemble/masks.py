@@ -1,15 +1,16 @@
 """Attention masks for packed rows, as small mask_mod closures (FlexAttention style).
 
-One rule serves every method; query index q runs over the row's L tokens, key index kv over the
-cached prefix (P tokens) followed by the row:
+One rule serves every method. Query q runs over the row's L tokens; key kv over the P cached
+prefix slots followed by the row (query q sits at key position q + P). With sq = the query's
+segment and sk = the key's segment (key_segments: prefix slots, then the row's own ids):
 
-  kv <  P               the shared prefix: always visible
-  kv >= P, r = kv - P   visible iff causal (q >= r), r is not padding, and
-                        (seg[r] is SHARED or CUE, or q is CUE, or seg[q] == seg[r])
+  visible iff  causal (q + P >= kv), neither is padding, and
+               (sk is SHARED or CUE, or sq is CUE, or sq == sk)
   padding queries see only themselves (a fully masked row would give NaN in SDPA)
 
-The same closure builds a FlexAttention ``BlockMask`` or, evaluated on a broadcast grid, a dense
-boolean mask for SDPA, so both paths are the same mask by construction.
+Prefix slots are SHARED, or k for per-paraphrase copies of the prefix (the "full" layout with its
+prefix encoded once). The same closure builds a FlexAttention ``BlockMask`` or, evaluated on a
+broadcast grid, a dense boolean mask for SDPA, so both paths are the same mask by construction.
 """
 
 from __future__ import annotations
