@@ -131,3 +131,13 @@ def test_kill_minus_9_then_resume(tmp_path):
     ids = [r["id"] for r in lines(results)]
     assert ids == [f"s{i:02d}" for i in range(1, 9)]
     assert json.loads((out / "metrics.json").read_text())["n"] == 8
+
+
+def test_fill_in_the_blank_items_keep_their_templates(tmp_path, engine):
+    """A ParaRel-style item with fewer templates than N is not padded with generated sentences."""
+    data = tmp_path / "blank.jsonl"
+    data.write_text(json.dumps({"id": "f1", "question": "Paris is the capital of [MASK].", "answers": ["France"],
+                                "paraphrases": ["[MASK] has Paris as its capital."]}) + "\n")
+    run_experiment(cfg(tmp_path / "run", data_path=str(data), num_paraphrases=4), engine=engine)
+    rec = lines(tmp_path / "run" / "origin" / "results.jsonl")[0]
+    assert rec["prompts"] == ["Paris is the capital of [MASK].", "[MASK] has Paris as its capital."]

@@ -51,6 +51,8 @@ def test_rejects_non_questions_and_odd_lengths():
     assert not acceptable("Paris.", "What is the capital city?")
     assert not acceptable("What?", "What is the name of the capital city of France?")
     assert not acceptable("What " * 30 + "?", "What is the capital?")
+    assert acceptable("The capital of France is [MASK].", "[MASK] is the capital of France.")
+    assert not acceptable("The capital of France is Paris.", "[MASK] is the capital of France.")
 
 
 def test_formats_differ_per_index_and_are_seeded():

@@ -68,10 +68,19 @@ def load_items(cfg: RunConfig) -> tuple[Dataset, list[Item]]:
 
 
 def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], console) -> list[Item]:
-    """Items with fewer than N prompts get model-written paraphrases (cached on disk)."""
+    """Questions with fewer than N prompts get model-written paraphrases (cached on disk).
+
+    Fill-in-the-blank items (templates with [MASK]) keep the templates their dataset has: a
+    relation with fewer than N templates is asked through fewer prompts, and the run says so.
+    """
     from selfensemble.paraphrase import ParaphraseCache, ParaphraseConfig, generate_paraphrases
 
-    need = [it for it in items if len(it.prompts) < cfg.num_paraphrases]
+    short = [it for it in items if len(it.prompts) < cfg.num_paraphrases]
+    blanks = [it for it in short if "[MASK]" in it.question]
+    if blanks:
+        console.print(f"{len(blanks)} fill-in-the-blank items have fewer than {cfg.num_paraphrases} templates; "
+                      "they are asked through the templates they have (no generated paraphrases).")
+    need = [it for it in short if "[MASK]" not in it.question]
     if not need:
         return items
     pcfg = ParaphraseConfig(num_paraphrases=cfg.num_paraphrases - 1, seed=cfg.seed)

@@ -60,6 +60,8 @@ def paraphrase_format(index: int, cfg: ParaphraseConfig) -> PromptFormat:
 def acceptable(text: str, original: str) -> bool:
     """Cheap sanity filter for a small model's output: a question stays a question, of similar length."""
     words, orig = len(text.split()), max(len(original.split()), 1)
+    if "[MASK]" in original and text.count("[MASK]") != 1:
+        return False
     if original.rstrip().endswith("?") and not text.rstrip().endswith("?"):
         return False
     return 0.5 <= words / orig <= 2.5
