@@ -225,6 +225,10 @@ def test_second_process_is_refused_while_first_writes(tmp_path):
         assert proc.stdout.readline().strip() == b"ready"
         with pytest.raises(SelfEnsembleError, match="in use by another process"):
             RunStore(run, {"method": "avg", "model": "tiny"}).open()
+        deadline = time.time() + 60  # on a busy machine the writer may not have written yet
+        results = run / "results.jsonl"
+        while time.time() < deadline and not (results.exists() and b"\n" in results.read_bytes()):
+            time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)

@@ -221,6 +221,7 @@ def to_markdown(summary_rows: Sequence[dict]) -> str:
 
 def _print_tables(summary_rows: list[dict], diff_rows: list[dict], console) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -228,14 +229,14 @@ def _print_tables(summary_rows: list[dict], diff_rows: list[dict], console) -> N
     for i, h in enumerate(_SUMMARY_HEADERS):
         t.add_column(h, justify="left" if i == 0 else "right")
     for r in summary_rows:
-        t.add_row(*_summary_cells(r))
+        t.add_row(*(escape(c) for c in _summary_cells(r)))  # run names like 'flex [dir]' are not markup
     console.print(t)
     if diff_rows:
         d = Table(title="Paired differences (bootstrap over shared questions)")
         for i, h in enumerate(_DIFF_HEADERS):
             d.add_column(h, justify="left" if i < 2 else "right")
         for r in diff_rows:
-            d.add_row(*_diff_cells(r))
+            d.add_row(*(escape(c) for c in _diff_cells(r)))
         console.print(d)
 
 
