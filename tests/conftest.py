@@ -70,19 +70,12 @@ def embedded_tokenizer():
 
 @pytest.fixture(scope="session")
 def load_random(embedded_tokenizer):
-    """``load_random(arch, seed=0, dtype="auto")``: load_model("random:<arch>") reusing the
-    session's tokenizer instead of parsing it again for every load."""
+    """``load_random(arch, seed=0, dtype="auto")``: load_model("random:<arch>") (the tokenizer is parsed
+    once per process by models._embedded_tokenizer, which this fixture's dependency warms)."""
     from selfensemble import models
 
-    tokenizer = embedded_tokenizer
-
     def load(arch: str, seed: int = 0, dtype: str = "auto"):
-        original = models._embedded_tokenizer
-        models._embedded_tokenizer = lambda: tokenizer
-        try:
-            return models.load_model(f"random:{arch}", dtype=dtype, seed=seed)
-        finally:
-            models._embedded_tokenizer = original
+        return models.load_model(f"random:{arch}", dtype=dtype, seed=seed)
 
     return load
 

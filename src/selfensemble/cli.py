@@ -127,12 +127,9 @@ def report(
 def _register_optional_commands() -> None:
     """Commands whose modules are large live in their own modules; register them here."""
     from selfensemble import experiment
+    from selfensemble.bench import bench_command
 
     experiment.register(app)
-    try:
-        from selfensemble.bench import bench_command
-    except ImportError:  # pragma: no cover - bench module missing in a partial install
-        return
     app.command("bench", help="Benchmark methods: s/question, prefill tokens, memory, compiles.")(bench_command)
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from selfensemble.decoding import GenerationConfig
 from selfensemble.paraphrase import cache_dir
+from selfensemble.store import atomic_write_json, read_json_cache
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,7 @@ class ConfidenceCache:
     def __init__(self, model: str, cfg: ConfidenceConfig, root: Path | None = None):
         key = hashlib.sha256(json.dumps([model, cfg.__dict__], sort_keys=True).encode()).hexdigest()[:16]
         self.path = (root or cache_dir()) / "confidence" / f"{key}.json"
-        self.data: dict[str, dict] = {}
-        if self.path.exists():
-            try:
-                self.data = json.loads(self.path.read_text())
-            except json.JSONDecodeError:
-                import warnings
-
-                warnings.warn(f"confidence cache {self.path} is corrupt; re-estimating", stacklevel=2)
+        self.data: dict[str, dict] = read_json_cache(self.path, "confidence")
 
     @staticmethod
     def key(prompt: str, fmt) -> str:
@@ -90,6 +83,4 @@ class ConfidenceCache:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, ensure_ascii=False))
-        os.replace(tmp, self.path)
+        atomic_write_json(self.path, self.data)

@@ -27,7 +27,7 @@ from selfensemble.cache import new_cache
 from selfensemble.decoding import Decoded, GenerationConfig, generate, prefill
 from selfensemble.errors import SelfEnsembleError, did_you_mean
 from selfensemble.models import LoadedModel
-from selfensemble.packing import SHARED, PackedBatch, Row, pack_row
+from selfensemble.packing import POSITION_MODES, SHARED, PackedBatch, Row, pack_row
 from selfensemble.prompts import PromptFormat, PromptParts, build_parts
 
 METHODS = ("origin", "per_prompt", "vote", "avg", "max", "weighted_avg", "weighted_max", "flex")
@@ -49,7 +49,7 @@ class EngineConfig:
 
     def __post_init__(self):
         for name, value, allowed in (("attention", self.attention or "auto", ATTENTION), ("layout", self.layout, LAYOUTS),
-                                     ("positions", self.positions, ("restart", "right", "sequential"))):
+                                     ("positions", self.positions, POSITION_MODES)):
             if value not in allowed:
                 raise SelfEnsembleError(f"Unknown {name} {value!r}; use one of {', '.join(allowed)}.")
         if self.batch_size < 1:
@@ -88,9 +88,8 @@ class Answer:
         return math.exp(self.logprob)
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items()}
-        d["prob"] = self.prob
-        return d
+        """JSON-able record of the answer, probability included."""
+        return {**self.__dict__, "prob": self.prob}
 
 
 def check_method(method: str) -> str:

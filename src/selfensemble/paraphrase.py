@@ -19,6 +19,7 @@ from pathlib import Path
 from selfensemble.data.base import Example
 from selfensemble.decoding import GenerationConfig
 from selfensemble.prompts import PromptFormat
+from selfensemble.store import atomic_write_json, read_json_cache
 
 QUESTION_PAIRS: tuple[tuple[str, str], ...] = (
     ("what country is the grand bahama island in?", "In which country is Grand Bahama Island located?"),
@@ -109,14 +110,7 @@ class ParaphraseCache:
     def __init__(self, model: str, dataset: str, cfg: ParaphraseConfig, root: Path | None = None):
         key = hashlib.sha256(json.dumps([CACHE_VERSION, model, dataset, asdict(cfg)], sort_keys=True).encode()).hexdigest()[:16]
         self.path = (root or cache_dir()) / "paraphrases" / f"{dataset}-{key}.json"
-        self.data: dict[str, list[str]] = {}
-        if self.path.exists():
-            try:
-                self.data = json.loads(self.path.read_text())
-            except json.JSONDecodeError:
-                import warnings
-
-                warnings.warn(f"paraphrase cache {self.path} is corrupt; regenerating", stacklevel=2)
+        self.data: dict[str, list[str]] = read_json_cache(self.path, "paraphrase")
 
     def get(self, question: str) -> list[str] | None:
         return self.data.get(question)
@@ -124,6 +118,4 @@ class ParaphraseCache:
     def put_many(self, items: dict[str, list[str]]) -> None:
         self.data.update(items)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, ensure_ascii=False, indent=0))
-        os.replace(tmp, self.path)
+        atomic_write_json(self.path, self.data)

@@ -62,7 +62,7 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=_json_default))
 
 
-def _atomic_write_json(path: Path, data: Any) -> None:
+def atomic_write_json(path: Path, data: Any) -> None:
     """Write JSON so readers see the old file or the new one, never a half-written one."""
     text = json.dumps(data, indent=2, sort_keys=True, default=_json_default, ensure_ascii=False) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -77,6 +77,17 @@ def _atomic_write_json(path: Path, data: Any) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def read_json_cache(path: Path, what: str) -> dict:
+    """A cache file's contents, or {} (with a warning) when it is missing or corrupt: caches are rebuilt."""
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        warnings.warn(f"{what} cache {path} is corrupt; rebuilding it", stacklevel=3)
+        return {}
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -291,7 +302,7 @@ class RunStore:
                     "hostname": socket.gethostname(),
                 }
             manifest["versions"] = package_versions()
-            _atomic_write_json(self.manifest_path, manifest)
+            atomic_write_json(self.manifest_path, manifest)
             self._opened = True
             self.done_ids()
         except BaseException:
@@ -378,14 +389,14 @@ class RunStore:
     def write_metrics(self, metrics: dict) -> None:
         """Replace metrics.json atomically."""
         self._require_open()
-        _atomic_write_json(self.metrics_path, metrics)
+        atomic_write_json(self.metrics_path, metrics)
 
     def update_manifest(self, **fields: Any) -> dict:
         """Merge fields (e.g. wall_time, attention_path) into manifest.json atomically; returns the manifest."""
         self._require_open()
         manifest = self._read_manifest() or {}
         manifest.update(fields)
-        _atomic_write_json(self.manifest_path, manifest)
+        atomic_write_json(self.manifest_path, manifest)
         return manifest
 
     def manifest(self) -> dict:
