@@ -17,12 +17,12 @@ from typer.testing import CliRunner
 from selfensemble.bench import (
     MAX_N,
     BenchConfig,
-    bench_command,
     format_table,
     load_questions,
     make_queries,
     paraphrases,
 )
+from selfensemble.cli.bench import bench_command
 from selfensemble.errors import SelfEnsembleError
 
 ENGINE_KEYS = {"method", "n", "batch_size", "layout", "s_per_q", "q_per_s", "prefill_tokens_per_q",

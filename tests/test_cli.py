@@ -70,3 +70,19 @@ def test_mask_picture(tmp_path: Path):
             "Name France's capital.", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args, message", [(["check-paraphrase"], "No such command"),
+                                           (["ask", "Q?", "--bogus"], "No such option")])
+def test_usage_errors_are_the_frameworks_own(args, message):
+    r = cli(*args)
+    assert r.returncode == 2
+    assert message in r.stderr and "internal error" not in r.stderr
+
+
+def test_library_modules_do_not_import_the_cli_framework():
+    code = ("import sys, selfensemble.experiment, selfensemble.bench, selfensemble.report; "
+            "print('typer' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"

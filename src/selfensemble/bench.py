@@ -13,7 +13,7 @@ Sections of one run (``run_benchmark``), all on the same loaded model and the sa
   targets    the project's speed targets, each met / missed with the measured number
 
 Heavy imports (torch, transformers) happen inside functions so that ``selfensemble --help``
-stays fast even though the CLI imports ``bench_command`` from here.
+stays fast. The command lives in ``selfensemble.cli.bench``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import typer
 
 from selfensemble.errors import SelfEnsembleError
 
@@ -725,18 +723,7 @@ def format_table(result: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-# -- command -------------------------------------------------------------------------------------
-def _csv(text: str, what: str, cast: Callable[[str], Any] = str) -> tuple:
-    try:
-        values = tuple(cast(x.strip()) for x in text.split(",") if x.strip())
-    except ValueError as err:
-        raise SelfEnsembleError(f"{what} must be a comma-separated list, got {text!r}.") from err
-    if not values:
-        raise SelfEnsembleError(f"{what} is empty.")
-    return values
-
-
-def _default_ns(device: str) -> tuple[int, ...]:
+def default_ns(device: str) -> tuple[int, ...]:
     """The full sweep where it is cheap (CUDA), one realistic N where it is not (CPU)."""
     if device.startswith("cuda"):
         return (1, 3, 5, 10)
@@ -745,46 +732,3 @@ def _default_ns(device: str) -> tuple[int, ...]:
 
         return (1, 3, 5, 10) if torch.cuda.is_available() else (5,)
     return (5,)
-
-
-def bench_command(
-    model: str = typer.Option("smollm2-135m", help="Model spec (embedded default, hub id, path, random:<arch>)."),
-    methods: str = typer.Option("origin,avg,flex", help="Comma-separated methods to time."),
-    n: str | None = typer.Option(None, "--n", help="Comma-separated paraphrase counts (default: 5 on CPU, "
-                                 "1,3,5,10 on CUDA)."),
-    batch_sizes: str = typer.Option("1,8", help="Comma-separated engine batch sizes."),
-    layouts: str = typer.Option("shared,full", help="flex layouts: shared,full."),
-    questions: int = typer.Option(8, help="Questions per timed pass."),
-    max_new_tokens: int = typer.Option(10, help="Answer length in tokens (newlines do not stop it)."),
-    attention: str = typer.Option(None, help="flex | sdpa | auto; default: sdpa on CPU, auto on CUDA"),
-    naive: bool = typer.Option(True, "--naive/--no-naive", help="Time the full-recompute baseline (slow)."),
-    naive_questions: int = typer.Option(2, help="Questions for the naive baseline."),
-    storm_questions: int = typer.Option(100, help="Questions for the compile-storm section (0: skip)."),
-    compile_flex: bool = typer.Option(True, "--compile-flex/--eager-flex", help="torch.compile flex attention."),
-    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
-    dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
-    threads: int | None = typer.Option(None, help="torch CPU threads (1 is steadier on a busy machine)."),
-    out: Path | None = typer.Option(None, help="Write the full result as JSON here."),
-    tiny: bool = typer.Option(False, help="CI size: random:llama, 2 questions, N=2, 2 new tokens."),
-) -> None:
-    """Time the methods on one model: s/question, prefill tokens, compiles, memory, targets."""
-    options = dict(methods=_csv(methods, "--methods"), batch_sizes=_csv(batch_sizes, "--batch-sizes", int),
-                   layouts=_csv(layouts, "--layouts"), attention=attention, naive=naive,
-                   naive_questions=naive_questions, compile_flex=compile_flex, device=device, dtype=dtype,
-                   threads=threads)
-    if tiny:
-        config = BenchConfig.tiny(**options, **({"ns": _csv(n, "--n", int)} if n else {}),
-                                  storm_questions=min(storm_questions, 10))
-    else:
-        config = BenchConfig(model=model, ns=_csv(n, "--n", int) if n else _default_ns(device), questions=questions,
-                             max_new_tokens=max_new_tokens, storm_questions=storm_questions, **options)
-    result = run_benchmark(config)
-    typer.echo(format_table(result))
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        typer.echo(f"wrote {out}", err=True)
-
-
-if __name__ == "__main__":
-    typer.run(bench_command)

@@ -1,0 +1,49 @@
+"""Command-line interface: the only place typer is imported; each command group in its own module.
+
+Commands are thin: they parse options into the library's config objects and call the library.
+Heavy imports (torch, transformers) happen inside the commands, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from selfensemble.cli.common import app
+from selfensemble.errors import SelfEnsembleError
+
+__all__ = ["app", "main"]
+
+
+def _register_commands() -> None:
+    """Importing a command module registers its commands on ``app``."""
+    from selfensemble.cli import ask, bench, report, run  # noqa: F401
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr, never a traceback."""
+    _register_commands()
+    debug = os.environ.get("SELFENSEMBLE_DEBUG") == "1"
+    try:
+        app(standalone_mode=False)
+    except SelfEnsembleError as err:
+        if debug:
+            raise
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted (results written so far are kept; rerun to resume)", err=True)
+        sys.exit(130)
+    except typer.Exit as err:
+        sys.exit(err.exit_code)
+    except Exception as err:  # the CLI framework's usage errors, and anything unexpected
+        if hasattr(err, "show") and hasattr(err, "exit_code"):  # click's / typer's own ClickException
+            err.show()
+            sys.exit(err.exit_code)
+        if debug:
+            raise
+        typer.echo(f"internal error: {type(err).__name__}: {err} (set SELFENSEMBLE_DEBUG=1 for a traceback)",
+                   err=True)
+        sys.exit(1)

@@ -1,0 +1,42 @@
+"""What every command shares: the app, help texts, list parsing, engine construction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from selfensemble.errors import SelfEnsembleError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Ask one question through N paraphrases and fuse them into one answer.")
+
+MODEL_HELP = "smollm2-135m (embedded default), a hub id, a local folder, a .gguf path, or random:<arch>."
+ATTENTION_HELP = ("flex (compiled FlexAttention) | sdpa (same mask, dense) | auto (flex, loud fallback to sdpa). "
+                  "Default: sdpa on CPU, auto on CUDA.")
+METHOD_HELP = "origin | per_prompt | vote | avg | max | weighted_avg | weighted_max | flex"
+
+
+def parse_list(text: str | None, what: str, cast: Callable[[str], Any] = str) -> list | None:
+    """'a, b,c' → ['a', 'b', 'c'] (cast each); None stays None; a bad item is a one-line user error."""
+    if text is None:
+        return None
+    try:
+        values = [cast(t.strip()) for t in text.split(",") if t.strip()]
+    except ValueError as err:
+        kind = {int: "integers", float: "numbers"}.get(cast, "values")
+        raise SelfEnsembleError(f"{what} takes comma-separated {kind}, got {text!r}.") from err
+    if not values:
+        raise SelfEnsembleError(f"{what} is empty.")
+    return values
+
+
+def make_engine(model: str, device: str, dtype: str, attention: str | None, layout: str, positions: str,
+                rescale: bool = False, batch_size: int = 8, seed: int = 0):
+    from selfensemble.methods import Engine, EngineConfig
+    from selfensemble.models import load_model
+
+    cfg = EngineConfig(attention=attention, layout=layout, positions=positions, rescale=rescale,
+                       batch_size=batch_size)
+    return Engine(load_model(model, device=device, dtype=dtype, seed=seed), cfg)

@@ -1,0 +1,189 @@
+"""`run`, `paraphrase`, `demo` and `interactive`: experiments over datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from selfensemble import experiment
+from selfensemble.cli.common import app, make_engine, parse_list
+from selfensemble.errors import SelfEnsembleError
+from selfensemble.experiment import RunConfig, load_items, paraphrase_items, run_experiment
+
+
+@app.command("run")
+def run_command(
+    dataset: str = typer.Option("webqa", help="webqa | pararel | myriadlama | jsonl | csv"),
+    data_path: str = typer.Option(None, help="Local file/folder (default: ../shared/data when present)."),
+    method: str = typer.Option(None, help="One method; results go straight into --out."),
+    methods: str = typer.Option(None, help="Several methods, comma-separated; one subfolder each."),
+    num_paraphrases: int = typer.Option(5, help="Prompts per question, the original included."),
+    limit: int = typer.Option(None, help="At most this many items."),
+    prompt_indices: str = typer.Option(None, help="Which prompts take part, e.g. 0,2,4."),
+    few_shot: int = typer.Option(5, help="Few-shot examples in the shared prefix."),
+    model: str = typer.Option("smollm2-135m"),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("auto"),
+    batch_size: int = typer.Option(8),
+    max_new_tokens: int = typer.Option(16),
+    attention: str = typer.Option(None, help="flex | sdpa | auto (flex, loud fallback); default: sdpa on CPU, auto on CUDA"),
+    layout: str = typer.Option("shared", help="flex layout: shared | full"),
+    positions: str = typer.Option("restart", help="flex positions: restart | right | sequential"),
+    rescale: bool = typer.Option(False),
+    chat: bool = typer.Option(False),
+    match: str = typer.Option("partial", help="partial | exact"),
+    confidence_samples: int = typer.Option(4, help="Samples per prompt for weighted_* confidence."),
+    templates: str = typer.Option(None, help="myriadlama: manual | auto | mixed"),
+    relations: str = typer.Option(None, help="pararel/myriadlama: relations, e.g. P19,P20"),
+    max_facts_per_relation: int = typer.Option(None),
+    question_column: str = typer.Option(None, help="jsonl/csv: question column (default 'question')."),
+    answers_column: str = typer.Option(None, help="jsonl/csv: answers column (default 'answers')."),
+    paraphrase_columns: str = typer.Option(None, help="jsonl/csv: paraphrase column(s), comma-separated."),
+    id_column: str = typer.Option(None, help="jsonl/csv: id column (default: line number)."),
+    split: str = typer.Option("test"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("runs/experiment"), help="Output folder."),
+):
+    """Run methods over a dataset; resumable (rerun the same command after a crash)."""
+    if method and methods:
+        raise SelfEnsembleError("Give --method or --methods, not both.")
+    chosen = parse_list(methods, "--methods") or [method or "origin"]
+    options = {"templates": templates, "relations": parse_list(relations, "--relations"),
+               "max_facts_per_relation": max_facts_per_relation, "question_column": question_column,
+               "answers_column": answers_column, "paraphrase_columns": parse_list(paraphrase_columns, "--paraphrase-columns"),
+               "id_column": id_column}
+    options = {k: v for k, v in options.items() if v is not None}
+    cfg = RunConfig(dataset=dataset, data_path=data_path, split=split, limit=limit, methods=chosen,
+                    num_paraphrases=num_paraphrases, prompt_indices=parse_list(prompt_indices, "--prompt-indices", int),
+                    few_shot=few_shot, seed=seed, model=model, device=device, dtype=dtype, batch_size=batch_size,
+                    max_new_tokens=max_new_tokens, attention=attention, layout=layout, positions=positions,
+                    rescale=rescale, chat=chat, match=match, confidence_samples=confidence_samples,
+                    dataset_options=options, out=str(out), subfolders=method is None)
+    run_experiment(cfg)
+    if len(chosen) > 1:
+        from selfensemble.report import report
+
+        report([out], out / "report.png")
+
+
+@app.command("paraphrase")
+def paraphrase_command(
+    dataset: str = typer.Option("webqa"),
+    data_path: str = typer.Option(None),
+    num_paraphrases: int = typer.Option(5, help="Paraphrases per question (besides the original)."),
+    limit: int = typer.Option(None),
+    model: str = typer.Option("smollm2-135m"),
+    device: str = typer.Option("cpu"),
+    batch_size: int = typer.Option(8),
+    temperature: float = typer.Option(0.8),
+    top_p: float = typer.Option(0.95),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("runs/paraphrases.jsonl")),
+):
+    """Generate paraphrases with the model itself (cached; `run` reuses them)."""
+    import json
+
+    from rich.console import Console
+
+    from selfensemble.paraphrase import ParaphraseConfig
+
+    console = Console()
+    _, items = load_items(RunConfig(dataset=dataset, data_path=data_path, limit=limit, seed=seed))
+    pcfg = ParaphraseConfig(num_paraphrases=num_paraphrases, temperature=temperature, top_p=top_p, seed=seed)
+    cache = paraphrase_items(lambda: make_engine(model, device, "auto", None, "shared", "restart",
+                                                 batch_size=batch_size),
+                             model, dataset, items, pcfg, console)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as fh:
+        for it in items:
+            fh.write(json.dumps({"id": it.id, "question": it.question, "answers": list(it.answers),
+                                 "paraphrases": cache.get(it.question)}, ensure_ascii=False) + "\n")
+    console.print(f"wrote {out} (cache: {cache.path})")
+
+
+@app.command("demo")
+def demo_command(
+    out: Path = typer.Option(Path("runs/demo")),
+    limit: int = typer.Option(24, help="Questions to run."),
+    num_paraphrases: int = typer.Option(5),
+    model: str = typer.Option("smollm2-135m"),
+):
+    """A small real experiment on the embedded model: WebQuestions (or the bundled sample), a report."""
+    from rich.console import Console
+
+    from selfensemble.data import default_data_dir
+    from selfensemble.report import report
+
+    console = Console()
+    data = default_data_dir()
+    if data is not None and (data / "webquestions" / "test.jsonl").exists():
+        dataset, path, opts = "webqa", str(data / "webquestions"), {}
+        console.print(f"demo: WebQuestions from {path}, {limit} questions, N={num_paraphrases}")
+    else:
+        dataset, path, opts = "jsonl", str(experiment.SAMPLE_DATA), {"paraphrase_columns": ["paraphrases"], "id_column": "id"}
+        console.print(f"demo: bundled trivia sample ({experiment.SAMPLE_DATA.name}); ../shared/data not found")
+    cfg = RunConfig(dataset=dataset, data_path=path, limit=limit, num_paraphrases=num_paraphrases,
+                    methods=["origin", "per_prompt", "vote", "avg", "max", "flex"], model=model,
+                    few_shot=5 if dataset == "webqa" else 0, dataset_options=opts, out=str(out))
+    run_experiment(cfg, console)
+    report([out], out / "report.png", console=console)
+
+
+@app.command("interactive")
+def interactive_command():
+    """Choose dataset, model, method and parameters step by step, then run (or ask questions)."""
+    from rich.console import Console
+    from rich.prompt import IntPrompt, Prompt
+
+    from selfensemble.data import DATASETS, default_data_dir
+    from selfensemble.methods import METHODS
+
+    console = Console()
+    mode = Prompt.ask("What do you want to do", choices=["ask", "run"], default="ask")
+    model = Prompt.ask("Model", default="smollm2-135m")
+    if mode == "ask":
+        return _interactive_ask(console, model)
+    dataset = Prompt.ask("Dataset", choices=DATASETS, default="webqa")
+    default_path = default_data_dir()
+    path = Prompt.ask("Data path (empty: default)", default="") or None
+    if path is None and dataset in ("jsonl", "csv"):
+        raise SelfEnsembleError("jsonl/csv datasets need a data path.")
+    if path is None and default_path is None and dataset != "myriadlama":
+        console.print("[yellow]no local data found; the hub will be tried[/]")
+    methods = Prompt.ask(f"Methods (comma-separated, from {', '.join(METHODS)})", default="origin,avg,flex")
+    n = IntPrompt.ask("Prompts per question (N, original included)", default=5)
+    limit = IntPrompt.ask("How many items", default=20)
+    out = Prompt.ask("Output folder", default=f"runs/{dataset}")
+    cfg = RunConfig(dataset=dataset, data_path=path, methods=parse_list(methods, "Methods"), num_paraphrases=n, limit=limit,
+                    model=model, out=out)
+    console.print(f"[dim]same as: selfensemble run --dataset {dataset} --methods {methods} "
+                  f"--num-paraphrases {n} --limit {limit} --model {model} --out {out}[/]")
+    run_experiment(cfg, console)
+    from selfensemble.report import report
+
+    report([Path(out)], Path(out) / "report.png", console=console)
+
+
+def _interactive_ask(console, model: str) -> None:
+    from rich.prompt import Prompt
+
+    from selfensemble.methods import METHODS, Engine, check_method
+    from selfensemble.models import load_model
+    from selfensemble.prompts import default_format
+
+    method = check_method(Prompt.ask("Method", choices=list(METHODS), default="flex"))
+    engine = Engine(load_model(model))
+    while True:
+        question = Prompt.ask("Question (empty to quit)", default="")
+        if not question:
+            return
+        paras = []
+        while p := Prompt.ask(f"  paraphrase {len(paras) + 1} (empty when done)", default=""):
+            paras.append(p)
+        try:
+            ans = engine.answer([question, *paras], method, fmt=default_format())
+        except SelfEnsembleError as err:
+            console.print(f"[red]error:[/] {err}")
+            continue
+        console.print(f"[bold]{ans.answer}[/]  [dim](p={ans.prob:.3f}, {ans.seconds:.2f}s)[/]")
