@@ -24,7 +24,7 @@ from selfensemble import attention as attn
 from selfensemble import fusion
 from selfensemble.bench import load_questions, make_queries
 from selfensemble.decoding import GenerationConfig
-from selfensemble.methods import Engine, EngineConfig, _plan
+from selfensemble.methods import Engine, EngineConfig, plan_rows
 from selfensemble.models import LoadedModel, load_model
 from selfensemble.prompts import build_parts
 from selfensemble.reference import reference_generate
@@ -56,7 +56,7 @@ def check_path(lm: LoadedModel, attention: str, questions: int) -> list[dict]:
     for method in ("avg", "flex"):
         cached = engine.answer_many(three, method, GEN)
         for i, (q, a) in enumerate(zip(three, cached, strict=True)):
-            plan = _plan(method, build_parts(lm.tokenizer, q.fmt, list(q.prompts)), None, EngineConfig(), False)
+            plan = plan_rows(method, build_parts(lm.tokenizer, q.fmt, list(q.prompts)), None, EngineConfig(), False)
             ref = reference_generate(lm.model, plan.rows, fusion.FUSIONS.get(method, fusion.identity), MAX_NEW,
                                      lm.eos_token_ids)
             records.append({"check": f"{method} cached == reference", "question": i, "ok": a.tokens == ref})

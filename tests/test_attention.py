@@ -16,7 +16,7 @@ from selfensemble import attention as attn
 from selfensemble import masks
 from selfensemble.decoding import GenerationConfig
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.methods import Engine, EngineConfig, Query, _plan
+from selfensemble.methods import Engine, EngineConfig, Query, plan_rows
 from selfensemble.packing import SHARED, PackedBatch, pack_row
 from selfensemble.prompts import build_parts
 
@@ -62,7 +62,7 @@ def test_segments_are_isolated_in_the_prefill(any_lm, fewshot_fmt, layout, cache
     parts = [build_parts(lm.tokenizer, fewshot_fmt, q) for q in (QUESTION_A, QUESTION_B)]
     prefix = parts[0].prefix
     assert prefix and prefix == parts[1].prefix
-    rows = [_plan("flex", p, None, cfg, cached_prefix=cached).rows[0] for p in parts]
+    rows = [plan_rows("flex", p, None, cfg, cached_prefix=cached).rows[0] for p in parts]
     P = len(prefix) if cached else 0
     batch = PackedBatch.from_rows(rows, prefix_len=P, pad_id=0, multiple_of=32)
     assert (batch.segment_ids[1] == -2).any(), "the shorter row must be left-padded"
@@ -267,3 +267,20 @@ def test_flex_available_after_other_flex_calls(eager_flex):
     finally:
         torch._dynamo.reset()
 
+
+
+def test_recompile_limit_is_strict_only_inside_our_compiled_calls(monkeypatch):
+    """Our compiled flex runs with fail_on_recompile_limit_hit=True; the user's setting is untouched."""
+    import torch._dynamo.config as dynamo_config
+
+    from selfensemble import attention as attn
+
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: lambda *a, **k: seen.append(
+        dynamo_config.fail_on_recompile_limit_hit))
+    monkeypatch.setattr(attn, "_compiled_flex", None)
+    monkeypatch.setattr(attn, "COMPILE_FLEX", True)
+    monkeypatch.setattr(dynamo_config, "fail_on_recompile_limit_hit", False)
+    attn._flex()(None)
+    assert seen == [True]
+    assert dynamo_config.fail_on_recompile_limit_hit is False

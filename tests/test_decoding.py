@@ -8,7 +8,7 @@ import torch
 
 from selfensemble import fusion
 from selfensemble.decoding import GenerationConfig, _stop_text, generate
-from selfensemble.methods import Engine, EngineConfig, _fuse_for, _plan
+from selfensemble.methods import Engine, EngineConfig, _fuse_for, plan_rows
 from selfensemble.packing import PackedBatch
 from selfensemble.prompts import build_parts
 from selfensemble.reference import reference_generate
@@ -32,7 +32,7 @@ def reference_tokens(lm, fmt, method, layout, positions) -> list[int]:
     parts = build_parts(lm.tokenizer, fmt, PROMPTS)
     cfg = EngineConfig(attention="sdpa", layout=layout, positions=positions)
     w = torch.tensor(WEIGHTS) if method in fusion.WEIGHTED else None
-    plan = _plan(method, parts, w, cfg, cached_prefix=False)
+    plan = plan_rows(method, parts, w, cfg, cached_prefix=False)
     assert len(plan.groups) == 1
     return reference_generate(lm.model, plan.rows, _fuse_for(method), STEPS, lm.eos_token_ids, weights=w)
 

@@ -35,11 +35,15 @@ def _flex() -> Callable:
     if not COMPILE_FLEX:
         return flex_attention
     if _compiled_flex is None:
-        import torch._dynamo.config as dynamo_config
+        compiled = torch.compile(flex_attention, dynamic=None)
 
-        # Past the recompile limit dynamo silently runs a ~100x slower path: make that an error instead.
-        dynamo_config.fail_on_recompile_limit_hit = True
-        _compiled_flex = torch.compile(flex_attention, dynamic=None)
+        def strict_flex(*args, **kwargs):
+            # Past the recompile limit dynamo silently runs a ~100x slower path: make that an error,
+            # for our compiled calls only (config.patch restores the user's setting on exit).
+            with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                return compiled(*args, **kwargs)
+
+        _compiled_flex = strict_flex
     return _compiled_flex
 
 

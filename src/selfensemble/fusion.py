@@ -26,12 +26,21 @@ def _check(logits: torch.Tensor, weights: torch.Tensor | None, needs_weights: bo
         if needs_weights:
             raise ValueError("this fusion rule needs one weight per prompt, got none")
         return None
-    weights = torch.as_tensor(weights, dtype=torch.float32, device=logits.device)
-    if weights.shape != (logits.shape[0],):
-        raise ValueError(f"weights must have shape ({logits.shape[0]},), got {tuple(weights.shape)}")
-    if not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"weights must be finite, non-negative and not all zero, got {weights.tolist()}")
-    return weights / weights.sum()
+    return normalise_weights(weights, logits.shape[0]).to(logits.device)
+
+
+def normalise_weights(weights, n: int) -> torch.Tensor:
+    """(n,) per-prompt weights → float32 tensor summing to 1; the one place weights are validated.
+
+    Raises ValueError naming the bad value: wrong count, non-finite, negative, or all zero.
+    Example: [1, 3] → [0.25, 0.75].
+    """
+    w = torch.as_tensor(weights, dtype=torch.float32)
+    if w.shape != (n,):
+        raise ValueError(f"weights must have shape ({n},), got {tuple(w.shape)}")
+    if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be finite, non-negative and not all zero, got {w.tolist()}")
+    return w / w.sum()
 
 
 def identity(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -7,17 +7,22 @@ from pathlib import Path
 import torch
 
 from selfensemble.masks import dense_mask
-from selfensemble.packing import CUE, SHARED, PackedBatch, Row, pack_row
+from selfensemble.packing import CUE, SHARED, PackedBatch, Row
 from selfensemble.prompts import PromptFormat, build_parts
 
 
 def layout_row(tokenizer, prompts: list[str], fmt: PromptFormat, layout: str = "shared",
                positions: str = "restart") -> Row:
-    """The packed flex row, with the shared prefix inside the row so the picture shows it."""
+    """The packed flex row the engine runs, with the shared prefix inside the row so the picture shows it.
+
+    The row comes from ``methods.plan_rows`` (prefix not cached), the same function the engine
+    uses, so the picture cannot drift from what runs.
+    """
+    from selfensemble.methods import EngineConfig, plan_rows
+
     parts = build_parts(tokenizer, fmt, prompts)
-    if layout == "full":
-        return pack_row([], [parts.prefix + s for s in parts.segments], parts.cue, 0, positions)
-    return pack_row(parts.prefix, parts.segments, parts.cue, 0, positions)
+    cfg = EngineConfig(attention="sdpa", layout=layout, positions=positions)
+    return plan_rows("flex", parts, None, cfg, cached_prefix=False).rows[0]
 
 
 def _label(seg: int) -> str:

@@ -100,23 +100,37 @@ def check_method(method: str) -> str:
 
 
 @dataclass
-class _Plan:
-    """Rows and groups for one query under one method."""
+class RowPlan:
+    """The rows one query becomes under one method, and how they group into answers.
+
+    ``rows`` are packed token rows (packing.Row); ``groups`` lists row indices (local to this
+    query), one group per answer decoded; ``weights`` holds one (N,) tensor or None per group.
+    Example, 3 prompts: per_prompt → 3 rows, groups [[0], [1], [2]]; avg → 3 rows, groups
+    [[0, 1, 2]]; flex → 1 row holding all 3 segments and the shared cue, groups [[0]].
+    """
 
     rows: list[Row]
-    groups: list[list[int]]  # row indices local to this query
+    groups: list[list[int]]
     weights: list[torch.Tensor | None]
 
 
-def _plan(method: str, parts: PromptParts, weights: torch.Tensor | None, cfg: EngineConfig,
-          cached_prefix: bool) -> _Plan:
+def plan_rows(method: str, parts: PromptParts, weights: torch.Tensor | None, cfg: EngineConfig,
+              cached_prefix: bool) -> RowPlan:
+    """The row layout the engine runs for ``method``: the one source for the engine, the slow
+    reference decoder, the benchmark and the mask picture (maskplot), so none can drift.
+
+    ``cached_prefix``: the shared instruction + few-shot prefix lives in a reused KV cache, so the
+    rows hold only what follows it (positions start at len(prefix)); else it is inside every row.
+    flex uses ``cfg.layout`` ("shared": one prefix before all paraphrases; "full": the prefix once
+    per paraphrase) and ``cfg.positions``; other methods ignore both.
+    """
     shared, start = ([], len(parts.prefix)) if cached_prefix else (parts.prefix, 0)
     n = len(parts.segments)
     if method == "origin":
-        return _Plan([pack_row(shared, [parts.segments[0]], parts.cue, start)], [[0]], [None])
+        return RowPlan([pack_row(shared, [parts.segments[0]], parts.cue, start)], [[0]], [None])
     if method in ("per_prompt", "vote"):
         rows = [pack_row(shared, [s], parts.cue, start) for s in parts.segments]
-        return _Plan(rows, [[i] for i in range(n)], [None] * n)
+        return RowPlan(rows, [[i] for i in range(n)], [None] * n)
     if method == "flex":
         if cfg.layout == "full" and cached_prefix:  # one cached copy of the prefix per paraphrase
             row = pack_row([], parts.segments, parts.cue, start, cfg.positions)
@@ -124,9 +138,9 @@ def _plan(method: str, parts: PromptParts, weights: torch.Tensor | None, cfg: En
             row = pack_row([], [parts.prefix + s for s in parts.segments], parts.cue, 0, cfg.positions)
         else:
             row = pack_row(shared, parts.segments, parts.cue, start, cfg.positions)
-        return _Plan([row], [[0]], [None])
+        return RowPlan([row], [[0]], [None])
     rows = [pack_row(shared, [s], parts.cue, start) for s in parts.segments]
-    return _Plan(rows, [list(range(n))], [weights])
+    return RowPlan(rows, [list(range(n))], [weights])
 
 
 def _fuse_for(method: str) -> Callable:
@@ -142,10 +156,12 @@ def _weights(method: str, query: Query, parts: PromptParts) -> torch.Tensor | No
         raise SelfEnsembleError(
             f"Method {method} got {len(query.weights)} weights for {len(query.prompts)} prompts; give one per prompt."
         )
-    w = torch.tensor([float(query.weights[i]) for i in parts.kept_indices])
-    if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise SelfEnsembleError(f"Weights must be finite, non-negative and not all zero, got {list(query.weights)}.")
-    return w
+    kept = [float(query.weights[i]) for i in parts.kept_indices]  # duplicates of a prompt were dropped
+    try:
+        fusion.normalise_weights(kept, len(kept))  # validated here so the user sees it before decoding
+    except ValueError as err:
+        raise SelfEnsembleError(f"Method {method}: {err}.") from None
+    return torch.tensor(kept)
 
 
 class Engine:
@@ -280,7 +296,7 @@ class Engine:
     def _run_chunk_once(self, method: str, parts: list[PromptParts], weights: list, prefix: list[int],
                         copies: int, gen: GenerationConfig) -> list[Answer]:
         t0 = time.perf_counter()
-        plans = [_plan(method, p, w, self.config, copies > 0) for p, w in zip(parts, weights, strict=True)]
+        plans = [plan_rows(method, p, w, self.config, copies > 0) for p, w in zip(parts, weights, strict=True)]
         rows, groups, group_weights, n_prompts, owner = [], [], [], [], []
         for q, (plan, p) in enumerate(zip(plans, parts, strict=True)):
             offset = len(rows)

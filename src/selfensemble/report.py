@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.scoring import bootstrap_ci, consistency, ece, paired_bootstrap_diff
+from selfensemble.scoring import bootstrap_ci, consistency, ece, paired_bootstrap_diff, per_prompt_accuracy
 from selfensemble.store import is_run_dir, load_run
 
 BOOTSTRAP_N = 1000
@@ -56,17 +56,6 @@ def _nan_to_none(x: Any) -> Any:
     return x
 
 
-def _per_prompt_accuracies(records: Sequence[dict]) -> list[float]:
-    """Accuracy of each prompt index, over the questions that have that many prompts."""
-    rows = [r["per_prompt_correct"] for r in records if r.get("per_prompt_correct")]
-    width = max((len(r) for r in rows), default=0)
-    accs = []
-    for j in range(width):
-        col = [bool(r[j]) for r in rows if len(r) > j]
-        accs.append(float(np.mean(col)))
-    return accs
-
-
 def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED) -> dict:
     """One row of the method table; JSON-able (NaN becomes None)."""
     cfg = _config(manifest)
@@ -74,7 +63,7 @@ def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED) -> dict
     n = len(records)
     acc = float(np.mean(correct)) if n else math.nan
     low, high = bootstrap_ci(correct, n=BOOTSTRAP_N, seed=seed)
-    pp = _per_prompt_accuracies(records)
+    pp = per_prompt_accuracy([r["per_prompt_correct"] for r in records if r.get("per_prompt_correct")])
     answers = [r["per_prompt"] for r in records if r.get("per_prompt")]
     conf = [(float(r["confidence"]), c) for r, c in zip(records, correct, strict=True)
             if r.get("confidence") is not None]
@@ -88,11 +77,11 @@ def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED) -> dict
         "accuracy": acc,
         "ci_low": low,
         "ci_high": high,
-        "per_prompt_accuracy": pp,
-        "per_prompt_mean": float(np.mean(pp)) if pp else math.nan,
-        "per_prompt_min": float(np.min(pp)) if pp else math.nan,
-        "per_prompt_max": float(np.max(pp)) if pp else math.nan,
-        "per_prompt_std": float(np.std(pp)) if pp else math.nan,  # population std over prompt indices
+        "per_prompt_accuracy": pp["per_index"],
+        "per_prompt_mean": pp["mean"],
+        "per_prompt_min": pp["min"],
+        "per_prompt_max": pp["max"],
+        "per_prompt_std": pp["std"],  # population std over prompt indices
         "consistency": consistency(answers) if answers else math.nan,
         "ece": ece([min(max(c, 0.0), 1.0) for c, _ in conf], [y for _, y in conf], ECE_BINS) if conf else math.nan,
         "seconds_per_item": float(np.mean(secs)) if secs else math.nan,

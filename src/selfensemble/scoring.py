@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
-from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 from itertools import combinations
@@ -28,7 +27,6 @@ _lemmatizer = "simplemma"
 _spacy_nlp: Any = None
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_ANSWER_PREFIX = re.compile(r"^\s*(?:answer|a)\s*:\s*", re.IGNORECASE)
 _PUNCT = set(string.punctuation)
 
 
@@ -114,21 +112,6 @@ def answer_key(text: str) -> tuple[str, ...]:
     return _lemmas(text, _lemmatizer)
 
 
-def extract_answer(generation: str) -> str:
-    """The answer part of a generation: first non-blank line, without "A:"/"Answer:" or a final period.
-
-    Models often continue with a new few-shot question after the answer, so only line one counts.
-    """
-    for line in generation.splitlines():
-        line = line.strip()
-        if line:
-            break
-    else:
-        return ""
-    line = _ANSWER_PREFIX.sub("", line, count=1).strip()
-    return line.rstrip(".").strip()
-
-
 # --------------------------------------------------------------------------- matching
 
 
@@ -155,18 +138,6 @@ def exact_match(prediction: str, gold: str) -> bool:
     return bool(p) and p == normalize(gold)
 
 
-def token_f1(prediction: str, gold: str) -> float:
-    """SQuAD token F1 on normalised tokens (0.0 when either side is empty)."""
-    p, g = normalize(prediction).split(), normalize(gold).split()
-    if not p or not g:
-        return 0.0
-    common = sum((Counter(p) & Counter(g)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(p), common / len(g)
-    return 2 * precision * recall / (precision + recall)
-
-
 def is_correct(prediction: str, golds: Sequence[str], mode: str = "partial") -> bool:
     """True if the prediction matches any gold answer under `mode` ("partial" or "exact")."""
     if mode == "partial":
@@ -178,11 +149,6 @@ def is_correct(prediction: str, golds: Sequence[str], mode: str = "partial") -> 
             f"Unknown match mode {mode!r}; choose one of {', '.join(MATCH_MODES)}.{did_you_mean(mode, list(MATCH_MODES))}"
         )
     return any(match(prediction, g) for g in golds)
-
-
-def best_f1(prediction: str, golds: Sequence[str]) -> float:
-    """Highest token F1 against any gold (0.0 with no golds)."""
-    return max((token_f1(prediction, g) for g in golds), default=0.0)
 
 
 # --------------------------------------------------------------------------- voting
