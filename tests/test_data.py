@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -272,9 +271,7 @@ def test_pararel_bad_pattern_and_fact(tmp_path: Path) -> None:
 
 @needs_pararel
 def test_pararel_real_data() -> None:
-    start = time.perf_counter()
     ds = load_dataset("pararel", limit=300)
-    assert time.perf_counter() - start < 10
     assert len(ds.items) == 300
     assert len({it.group for it in ds.items}) >= 10  # the limit spreads over relations
     multi = [it for it in ds.items if len(it.prompts) >= 2]
@@ -455,15 +452,15 @@ def test_tabular_without_gold(tmp_path: Path) -> None:
     assert ds.items[0].answers == ()
 
 
-def test_thousand_items_build_fast(tmp_path: Path) -> None:
+def test_thousand_items_all_read(tmp_path: Path) -> None:
+    """Every item and its paraphrase arrive (load time is measured in benchmarks/data_load.py)."""
     rows = [
         {"question": f"Question number {i}?", "answers": [str(i)], "para": [f"Q {i}?"]} for i in range(1000)
     ]
     f = write_jsonl(tmp_path / "big.jsonl", rows)
-    start = time.perf_counter()
     ds = load_dataset("jsonl", f, paraphrase_columns="para")
     assert len(ds.items) == 1000
-    assert time.perf_counter() - start < 2.0
+    assert ds.items[999].prompts == ("Question number 999?", "Q 999?") and ds.items[999].answers == ("999",)
 
 
 def test_pararel_pool_avoids_subjects_shared_with_test_items(tmp_path: Path) -> None:

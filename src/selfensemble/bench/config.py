@@ -1,0 +1,84 @@
+"""What one benchmark run measures (``BenchConfig``); checked on creation, saved in the result JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from selfensemble.bench.questions import MAX_N
+from selfensemble.errors import SelfEnsembleError
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run. Defaults are the quick CPU setting on the embedded model."""
+
+    model: str = "smollm2-135m"
+    methods: tuple[str, ...] = ("origin", "avg", "flex")
+    ns: tuple[int, ...] = (5,)
+    batch_sizes: tuple[int, ...] = (1, 8)
+    layouts: tuple[str, ...] = ("shared", "full")
+    questions: int = 8
+    max_new_tokens: int = 10
+    attention: str | None = None
+    naive: bool = True
+    naive_questions: int = 2
+    hf_reference: bool = True
+    prefix_section: bool = True
+    storm_questions: int = 100
+    storm_new_tokens: int = 1
+    storm_pad_multiples: tuple[int, ...] = (32, 64, 128)
+    warmup_questions: int = 2
+    few_shot: int = 5
+    pad_multiple: int = 32
+    compile_flex: bool = True
+    device: str = "cpu"
+    dtype: str = "auto"
+    seed: int = 0
+    threads: int | None = None  # torch CPU threads; None keeps torch's default
+    data_dir: str | None = None  # None: selfensemble.data.default_data_dir(), else built-in questions
+
+    def __post_init__(self):
+        from selfensemble.methods import ATTENTION, LAYOUTS, check_method
+
+        for m in self.methods:
+            check_method(m)
+        for lay in self.layouts:
+            if lay not in LAYOUTS:
+                raise SelfEnsembleError(f"Unknown layout {lay!r}; use one of {', '.join(LAYOUTS)}.")
+        if self.attention is not None and self.attention not in ATTENTION:
+            raise SelfEnsembleError(f"Unknown attention {self.attention!r}; use one of {', '.join(ATTENTION)}.")
+        if not self.ns or any(n < 1 or n > MAX_N for n in self.ns):
+            raise SelfEnsembleError(f"Every N must be between 1 and {MAX_N} (template paraphrases), got {self.ns}.")
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise SelfEnsembleError(f"Batch sizes must be >= 1, got {self.batch_sizes}.")
+        for name in ("questions", "max_new_tokens", "storm_new_tokens", "warmup_questions", "pad_multiple"):
+            if getattr(self, name) < 1:
+                raise SelfEnsembleError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.threads is not None and self.threads < 1:
+            raise SelfEnsembleError(f"threads must be >= 1, got {self.threads}.")
+        if self.naive_questions < 0 or self.storm_questions < 0 or self.few_shot < 0:
+            raise SelfEnsembleError("naive_questions, storm_questions and few_shot must be >= 0.")
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> BenchConfig:
+        """What CI runs: a random 2-layer llama, 2 questions, N=2, 2 new tokens, a short storm."""
+        base = dict(model="random:llama", questions=2, ns=(2,), max_new_tokens=2, naive_questions=2,
+                    storm_questions=10, warmup_questions=1)
+        return cls(**{**base, **overrides})
+
+    @property
+    def target_n(self) -> int:
+        """The N the targets are judged at: 5 (the issue's setting) when run, else the largest N."""
+        return 5 if 5 in self.ns else max(self.ns)
+
+
+def default_ns(device: str) -> tuple[int, ...]:
+    """The full sweep where it is cheap (CUDA), one realistic N where it is not (CPU)."""
+    if device.startswith("cuda"):
+        return (1, 3, 5, 10)
+    if device == "auto":
+        import torch
+
+        return (1, 3, 5, 10) if torch.cuda.is_available() else (5,)
+    return (5,)
