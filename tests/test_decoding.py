@@ -173,3 +173,54 @@ def test_sampling_does_not_depend_on_batch_neighbours(load_random):
     alone = Engine(lm, EngineConfig(attention="sdpa", batch_size=1)).answer_many([target], "origin", gen)[0]
     mixed = Engine(lm, EngineConfig(attention="sdpa", batch_size=4)).answer_many([*others, target], "origin", gen)
     assert mixed[-1].tokens == alone.tokens
+
+
+# --------------------------------------------------------------------------- answer log-probability
+
+
+def test_logprob_counts_the_stop_token_whatever_the_stop(random_lm, fewshot_fmt, monkeypatch):
+    """The same three chosen tokens score the same whether the third is EOS or carries a stop string:
+    the stop token counts in both; a length cut after three tokens counts all three as well."""
+    from selfensemble.models import LoadedModel
+
+    lm = random_lm("llama")
+    eos: set[int] = set()
+    monkeypatch.setattr(LoadedModel, "eos_token_ids", property(lambda self: set(eos)))
+    engine = Engine(lm, EngineConfig(attention="sdpa"))
+    free = engine.answer(PROMPTS, "origin", GenerationConfig(max_new_tokens=3, stop_at_newline=False), fewshot_fmt)
+    assert free.finish == "length" and len(free.tokens) == 3
+    t0, t1, t2 = free.tokens
+    assert t2 not in (t0, t1), "pick a prompt whose third token is new"
+    eos.add(t2)
+    by_eos = engine.answer(PROMPTS, "origin", GenerationConfig(max_new_tokens=6, stop_at_newline=False), fewshot_fmt)
+    assert by_eos.finish == "eos" and by_eos.tokens == [t0, t1]
+    eos.clear()
+    stop = lm.tokenizer.decode([t2])
+    assert stop.strip() and stop not in lm.tokenizer.decode([t0, t1])
+    by_stop = engine.answer(PROMPTS, "origin", GenerationConfig(max_new_tokens=6, stop_at_newline=False,
+                                                                stop_strings=(stop,)), fewshot_fmt)
+    assert by_stop.finish == "stop" and by_stop.tokens == [t0, t1, t2]
+    assert by_eos.logprob == pytest.approx(free.logprob, abs=1e-5)
+    assert by_stop.logprob == pytest.approx(free.logprob, abs=1e-5)
+    two = engine.answer(PROMPTS, "origin", GenerationConfig(max_new_tokens=2, stop_at_newline=False), fewshot_fmt)
+    assert two.logprob > free.logprob  # the stop token's log-prob (< 0) really is in the sum
+
+
+# --------------------------------------------------------------------------- per-query seeds
+
+
+def test_each_query_samples_its_own_stream_whatever_its_batch(random_lm):
+    """Same prompt, different query seeds → different draws; a query's draws do not depend on its
+    neighbours; per_prompt's prompts draw from different streams too."""
+    from selfensemble.methods import Query
+    from selfensemble.prompts import PromptFormat
+
+    lm = random_lm("llama")
+    gen = GenerationConfig(max_new_tokens=8, do_sample=True, temperature=3.0, seed=5, stop_at_newline=False)
+    q = ["What is the capital of France?"]
+    queries = [Query(q, PromptFormat(), seed=s) for s in range(4)]
+    together = Engine(lm, EngineConfig(attention="sdpa", batch_size=4)).answer_many(queries, "origin", gen)
+    alone = [Engine(lm, EngineConfig(attention="sdpa", batch_size=1)).answer_many([x], "origin", gen)[0]
+             for x in reversed(queries)][::-1]
+    assert [a.tokens for a in together] == [a.tokens for a in alone]
+    assert len({tuple(a.tokens) for a in together}) > 1, "query seeds must give different samples"

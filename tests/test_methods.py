@@ -200,6 +200,8 @@ def test_weights_follow_dedupe(engine, fewshot_fmt):
 @pytest.mark.parametrize("layout, hint", [("shared", "few-shot examples."), ("full", "or layout 'shared'.")])
 def test_prompt_longer_than_context(random_lm, fewshot_fmt, monkeypatch, layout, hint):
     lm = random_lm("qwen2")
+    short = (["Capital of France?"], "flex", GenerationConfig(max_new_tokens=2), PromptFormat())
+    want = Engine(lm, EngineConfig(attention="sdpa", layout=layout)).answer(*short)
     monkeypatch.setattr(lm.model.config, "max_position_embeddings", 64)
     assert lm.max_context == 64
     engine = Engine(lm, EngineConfig(attention="sdpa", layout=layout))
@@ -207,7 +209,8 @@ def test_prompt_longer_than_context(random_lm, fewshot_fmt, monkeypatch, layout,
         engine.answer(ONE + ["Which city is the capital of France?"], "flex", GEN, fewshot_fmt)
     assert "> 64" in str(err.value) and str(err.value).endswith(hint)
     # a short prompt without few-shot still fits
-    assert engine.answer(["Capital of France?"], "flex", GenerationConfig(max_new_tokens=2), PromptFormat())
+    got = engine.answer(*short)
+    assert got.prefill_tokens + 2 <= 64 and got.tokens == want.tokens and got.generation == want.generation
 
 
 @pytest.mark.parametrize("method", sorted(fusion.WEIGHTED))

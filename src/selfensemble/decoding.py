@@ -7,6 +7,7 @@ origin / per_prompt / flex use groups of one row; logit fusion uses one group of
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,16 +38,35 @@ class GenerationConfig:
 
 @dataclass
 class Decoded:
-    """One group's answer: tokens, text up to the stop, per-token fused log-probs, why it stopped."""
+    """One group's answer: tokens, text up to the stop, per-token fused log-probs, why it stopped.
+
+    ``tokens``/``logprobs`` hold every chosen token except EOS (a newline or stop-string token is
+    kept: its text is cut from ``text``, but the token was chosen). ``stop_logprob`` is EOS's
+    log-prob when EOS ended the answer, else 0.
+    """
 
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     logprobs: list[float] = field(default_factory=list)
     finish: str = "length"
+    stop_logprob: float = 0.0
 
     @property
     def logprob(self) -> float:
-        return float(sum(self.logprobs))
+        """Log-probability of the answer *and its stop*: every chosen token, the stop token included,
+        whatever the stop (EOS, newline, stop string); a length cut has no stop token. So ``prob``
+        and ECE mean the same thing for every answer.
+        """
+        return float(sum(self.logprobs)) + self.stop_logprob
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from e.g. (run seed, item id, prompt index): the same in every process.
+
+    Python's ``hash`` of a str changes per process, so a hash of the text is used instead.
+    """
+    digest = hashlib.sha256(repr(parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def model_forward(model, input_ids, position_ids, mask, cache, score_mod=None) -> torch.Tensor:
@@ -92,19 +112,23 @@ def _stop_text(text: str, gen: GenerationConfig) -> tuple[str, str | None]:
 def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Sequence[int]], fuse: FusionFn,
              gen: GenerationConfig, *, attention: str, eos_ids: set[int],
              weights: Sequence[torch.Tensor | None] | None = None, rescale: bool = False,
-             n_prompts: Sequence[int] | None = None) -> list[Decoded]:
+             n_prompts: Sequence[int] | None = None, seeds: Sequence[int] | None = None) -> list[Decoded]:
     """Decode one answer per group; rows of a group share every chosen token.
 
     ``groups`` lists row indices per group (each row in exactly one group). ``n_prompts`` (per row)
-    sizes the log-N rescale of attention fusion when ``rescale`` is on.
+    sizes the log-N rescale of attention fusion when ``rescale`` is on. ``seeds`` (one per group)
+    seed each group's own sampling stream (default: ``gen.seed`` for every group), so a sampled
+    answer depends on its own seed only, never on its batch neighbours.
     """
     B = batch.shape[0]
     if sorted(r for g in groups for r in g) != list(range(B)):
         raise ValueError("every row must belong to exactly one group")
     weights = list(weights) if weights is not None else [None] * len(groups)
     rescale_n = max(n_prompts) if (rescale and n_prompts) else None
-    # one generator per group, all seeded alike: a sampled answer does not depend on its batch neighbours
-    generators = [torch.Generator().manual_seed(gen.seed) if gen.do_sample else None for _ in groups]
+    seeds = list(seeds) if seeds is not None else [gen.seed] * len(groups)
+    if len(seeds) != len(groups):
+        raise ValueError(f"seeds: one per group, got {len(seeds)} for {len(groups)} groups")
+    generators = [torch.Generator().manual_seed(int(s)) if gen.do_sample else None for s in seeds]
     dev = batch.input_ids.device
 
     logits = prefill(model, batch, cache, attention, rescale_n)
@@ -121,6 +145,7 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
             next_tokens[rows] = token
             if token in eos_ids:
                 out[g].finish = "eos"
+                out[g].stop_logprob = float(logp[token])
                 active.remove(g)
                 continue
             out[g].tokens.append(token)

@@ -7,6 +7,7 @@ resumes where it stopped. Timing is measured after a warm-up batch, so methods c
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,12 +46,14 @@ class RunConfig:
     dataset_options: dict = field(default_factory=dict)
     out: str = "runs/experiment"
     subfolders: bool = True
+    allow_mixed: bool = False  # resume under other versions / attention path, provenance per record
 
     def method_config(self, method: str) -> dict:
         """The manifest config of one method's run (other methods' names don't define it)."""
         d = asdict(self)
         d.pop("methods")
         d.pop("subfolders")
+        d.pop("allow_mixed")
         d["method"] = method
         return d
 
@@ -157,17 +160,21 @@ def _weights(engine, cfg: RunConfig, queries: list, console) -> list[list[float]
 
 
 def _record(item: Item, answer, method: str, match: str, weights) -> dict:
+    """One results.jsonl line: the answer, its score, and the attention path that produced it."""
     from selfensemble.scoring import is_correct
 
     rec = {
         "id": item.id, "prompts": answer.prompts, "gold": list(item.answers), "prediction": answer.answer,
         "generation": answer.generation, "correct": is_correct(answer.answer, item.answers, match),
         "confidence": answer.prob, "seconds": answer.seconds, "finish": answer.finish,
-        "prefill_tokens": answer.prefill_tokens,
+        "prefill_tokens": answer.prefill_tokens, "attention": answer.attention,
     }
     if answer.per_prompt is not None:
         rec["per_prompt"] = answer.per_prompt
         rec["per_prompt_correct"] = [is_correct(a, item.answers, match) for a in answer.per_prompt]
+        rec["per_prompt_generation"] = answer.per_prompt_generation
+        rec["per_prompt_confidence"] = [math.exp(lp) for lp in answer.per_prompt_logprob]
+        rec["per_prompt_finish"] = answer.per_prompt_finish
     if weights is not None:
         rec["weights"] = weights
     if answer.notes:
@@ -175,42 +182,109 @@ def _record(item: Item, answer, method: str, match: str, weights) -> dict:
     return rec
 
 
-def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: list, out: Path, console) -> dict:
-    """Answer every item not yet in ``out``'s results; returns the run's metrics."""
-    from selfensemble import fusion
+def vote_record(per_prompt: dict) -> dict:
+    """vote's record from per_prompt's record of the same item: a pure function of its answers.
+
+    The majority (scoring.majority_vote, over normalised lemmas; ties go to the earliest prompt)
+    picks which prompt's answer, generation, confidence and stop reason become vote's. Equal to
+    decoding ``vote`` directly, which decodes the same rows (tests/test_experiment.py checks).
+    """
+    from selfensemble.scoring import majority_vote
+
+    _, w = majority_vote(per_prompt["per_prompt"])
+    rec = dict(per_prompt)
+    rec.update(prediction=per_prompt["per_prompt"][w], generation=per_prompt["per_prompt_generation"][w],
+               correct=per_prompt["per_prompt_correct"][w], confidence=per_prompt["per_prompt_confidence"][w],
+               finish=per_prompt["per_prompt_finish"][w], derived_from="per_prompt")
+    return rec
+
+
+def _stats_delta(after: dict, before: dict) -> dict:
+    return {k: after[k] - before.get(k, 0) for k in after}
+
+
+def _finish(store, engine, cfg: RunConfig, method: str, session: dict) -> dict:
+    """Metrics over every record, and this session's facts in the manifest (one entry per session)."""
     from selfensemble.report import summarize
+
+    records = store.records()
+    metrics = summarize(records, store.manifest())
+    metrics.update(method=method, model=cfg.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
+                   attention=engine.attention_note)
+    store.write_metrics(metrics)
+    manifest = store.manifest()
+    sessions = manifest.get("sessions") or [{}]
+    sessions[-1] = {**sessions[-1], **session}
+    store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"),
+                          attention_paths=sorted({str(r["attention"]) for r in records if "attention" in r}))
+    return metrics
+
+
+def _open_store(engine, cfg: RunConfig, method: str, out: Path):
     from selfensemble.store import RunStore
 
-    store = RunStore(out, cfg.method_config(method)).open()
+    return RunStore(out, cfg.method_config(method), attention_path=engine.attention_note,
+                    allow_mixed=cfg.allow_mixed).open()
+
+
+def _answer_todo(engine, cfg: RunConfig, method: str, items: list[Item], queries: list, todo: list[int],
+                 store, console) -> dict:
+    """Decode the items at ``todo`` and append their records; returns this session's timing and stats.
+
+    A warm-up batch (compiles, allocator, prefix KV) runs first and its answers are discarded, so
+    the timed pass and its ``engine_stats`` count this method's questions only.
+    """
+    from selfensemble import fusion
+
+    weights = _weights(engine, cfg, [queries[i] for i in todo], console) if method in fusion.WEIGHTED else None
+    if weights is not None:
+        for i, w in zip(todo, weights, strict=True):
+            queries[i].weights = w
+    if todo:
+        engine.answer_many([queries[i] for i in todo[: engine.config.batch_size]], method, _gen(cfg))
+    t0, compiles, before = time.perf_counter(), engine.compile_count, dict(engine.stats)
+    with progress_bar(console) as progress:
+        task = progress.add_task(f"{method:>12}", total=len(items), completed=len(items) - len(todo))
+
+        def on_done(j: int, answer) -> None:
+            i = todo[j]
+            store.append(_record(items[i], answer, method, cfg.match, queries[i].weights if weights else None))
+            progress.advance(task)
+
+        engine.answer_many([queries[i] for i in todo], method, _gen(cfg), on_done=on_done)
+    return {"wall_time_s": time.perf_counter() - t0, "compiles_during_run": engine.compile_count - compiles,
+            "items_this_session": len(todo), "engine_stats": _stats_delta(engine.stats, before)}
+
+
+def _derive_todo(source: Path, derive, items: list[Item], todo: list[int], store) -> dict:
+    """Append records derived from another run's records (``derive(record) -> record``); no decoding."""
+    from selfensemble.store import load_run
+
+    _, records, _ = load_run(source)
+    by_id = {str(r["id"]): r for r in records}
+    missing = [items[i].id for i in todo if items[i].id not in by_id]
+    if missing:
+        raise SelfEnsembleError(f"{source} lacks items {missing[:5]} needed to derive this run.")
+    for i in todo:
+        store.append(derive(by_id[items[i].id]))
+    return {"items_this_session": len(todo), "derived_from": str(source), "engine_stats": None}
+
+
+def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: list, out: Path, console,
+               derive_from: Path | None = None) -> dict:
+    """Answer every item not yet in ``out``'s results; returns the run's metrics.
+
+    ``derive_from`` (for vote): build the records from that per_prompt run's records instead of decoding.
+    """
+    store = _open_store(engine, cfg, method, out)
     try:
         done = store.done_ids()
         todo = [i for i, it in enumerate(items) if it.id not in done]
-        weights = _weights(engine, cfg, [queries[i] for i in todo], console) if method in fusion.WEIGHTED else None
-        if weights is not None:
-            for i, w in zip(todo, weights, strict=True):
-                queries[i].weights = w
-        if todo:  # warm-up on a full batch (compiles, allocator, prefix KV); its answers are discarded
-            engine.answer_many([queries[i] for i in todo[: engine.config.batch_size]], method, _gen(cfg))
-        t0 = time.perf_counter()
-        compiles = engine.compile_count
-        with progress_bar(console) as progress:
-            task = progress.add_task(f"{method:>12}", total=len(items), completed=len(items) - len(todo))
-
-            def on_done(j: int, answer) -> None:
-                i = todo[j]
-                store.append(_record(items[i], answer, method, cfg.match, queries[i].weights if weights else None))
-                progress.advance(task)
-
-            engine.answer_many([queries[i] for i in todo], method, _gen(cfg), on_done=on_done)
-        records = store.records()
-        metrics = summarize(records, store.manifest())
-        metrics.update(method=method, model=cfg.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
-                       attention=engine.attention_note)
-        store.write_metrics(metrics)
-        store.update_manifest(attention_path=engine.attention_note, wall_time_s=time.perf_counter() - t0,
-                              compiles_during_run=engine.compile_count - compiles, items_this_session=len(todo),
-                              engine_stats=dict(engine.stats))
-        return metrics
+        if derive_from is not None:
+            session = _derive_todo(derive_from, vote_record, items, todo, store)
+        else:
+            session = _answer_todo(engine, cfg, method, items, queries, todo, store, console)
+        return _finish(store, engine, cfg, method, session)
     finally:
         store.close()
 
@@ -225,6 +299,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None) -> dict[str, dict]
     """Run every method of ``cfg`` over the dataset; returns {method: metrics}."""
     from rich.console import Console
 
+    from selfensemble.decoding import derive_seed
     from selfensemble.methods import Engine, EngineConfig, Query, check_method
     from selfensemble.models import load_model
     from selfensemble.prompts import PromptFormat
@@ -243,14 +318,18 @@ def run_experiment(cfg: RunConfig, console=None, engine=None) -> dict[str, dict]
         console.print(f"loaded {cfg.model} in {time.perf_counter() - t0:.1f}s; attention: {engine.attention_note}")
     items = ensure_paraphrases(engine, cfg, items, console)
     queries = [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,
-                                                           examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed))))
+                                                           examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed))),
+                     seed=derive_seed(cfg.seed, it.id))  # the item's own sampling streams
                for it in items]
     out = Path(cfg.out)
+    folders = {m: out / m if cfg.subfolders else out for m in cfg.methods}
+    derived = {"vote": folders["per_prompt"]} if {"vote", "per_prompt"} <= set(cfg.methods) else {}
     results = {}
-    for method in cfg.methods:
-        folder = out / method if cfg.subfolders else out
-        results[method] = run_method(engine, cfg, method, items, queries, folder, console)
+    for method in sorted(cfg.methods, key=lambda m: m in derived):  # per_prompt before the vote it feeds
+        results[method] = run_method(engine, cfg, method, items, queries, folders[method], console,
+                                     derive_from=derived.get(method))
         m = results[method]
+        how = " (derived from per_prompt's answers)" if method in derived else ""
         console.print(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, "
-                      f"{m['seconds_per_item']:.3f} s/question → {folder}")
-    return results
+                      f"{m['seconds_per_item']:.3f} s/question{how} → {folders[method]}")
+    return {m: results[m] for m in cfg.methods}

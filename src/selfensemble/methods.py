@@ -24,7 +24,7 @@ import torch
 from selfensemble import attention as attn
 from selfensemble import fusion
 from selfensemble.cache import new_cache
-from selfensemble.decoding import Decoded, GenerationConfig, generate, prefill
+from selfensemble.decoding import Decoded, GenerationConfig, derive_seed, generate, prefill
 from selfensemble.errors import SelfEnsembleError, did_you_mean
 from selfensemble.models import LoadedModel
 from selfensemble.packing import POSITION_MODES, SHARED, PackedBatch, Row, pack_row
@@ -58,11 +58,21 @@ class EngineConfig:
 
 @dataclass
 class Query:
-    """One question: prompts[0] is the original, the rest paraphrases; weights (per prompt) if any."""
+    """One question: prompts[0] is the original, the rest paraphrases; weights (per prompt) if any.
+
+    ``seed`` keys this query's own sampling streams (a run derives it from its seed and the item
+    id); None keys them by the prompts' text. Either way each query, and each answer group within
+    it, draws its own random numbers, independent of which queries share its batch.
+    """
 
     prompts: Sequence[str]
     fmt: PromptFormat = field(default_factory=PromptFormat)
     weights: Sequence[float] | None = None
+    seed: int | None = None
+
+    @property
+    def stream_key(self) -> object:
+        return self.seed if self.seed is not None else tuple(self.prompts)
 
 
 @dataclass
@@ -79,6 +89,10 @@ class Answer:
     prefill_tokens: int
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # per_prompt / vote: each prompt's raw generation, answer log-prob and stop reason (vote is derivable)
+    per_prompt_generation: list[str] | None = None
+    per_prompt_logprob: list[float] | None = None
+    per_prompt_finish: list[str] | None = None
 
     @property
     def prob(self) -> float:
@@ -240,9 +254,10 @@ class Engine:
 
     # -- answering ------------------------------------------------------------------------------
     def answer(self, prompts: Sequence[str], method: str = "flex", gen: GenerationConfig | None = None,
-               fmt: PromptFormat | None = None, weights: Sequence[float] | None = None) -> Answer:
+               fmt: PromptFormat | None = None, weights: Sequence[float] | None = None,
+               seed: int | None = None) -> Answer:
         """Answer one question asked through ``prompts`` (the original first)."""
-        query = Query(prompts, fmt or PromptFormat(), weights)
+        query = Query(prompts, fmt or PromptFormat(), weights, seed)
         return self.answer_many([query], method, gen)[0]
 
     def answer_many(self, queries: Sequence[Query], method: str, gen: GenerationConfig | None = None,
@@ -261,7 +276,7 @@ class Engine:
             for c in range(0, len(idx), bs):
                 chunk = idx[c:c + bs]
                 answers = self._run_chunk(method, [parts[i] for i in chunk], [weights[i] for i in chunk],
-                                          list(prefix), copies, gen)
+                                          list(prefix), copies, gen, [queries[i].stream_key for i in chunk])
                 for i, a in zip(chunk, answers, strict=True):
                     results[i] = a
                     if on_done:
@@ -278,9 +293,9 @@ class Engine:
         return tuple(parts.prefix), 1
 
     def _run_chunk(self, method: str, parts: list[PromptParts], weights: list, prefix: list[int], copies: int,
-                   gen: GenerationConfig) -> list[Answer]:
+                   gen: GenerationConfig, keys: list) -> list[Answer]:
         try:
-            return self._run_chunk_once(method, parts, weights, prefix, copies, gen)
+            return self._run_chunk_once(method, parts, weights, prefix, copies, gen, keys)
         except SelfEnsembleError:
             raise
         except Exception as err:
@@ -291,18 +306,20 @@ class Engine:
                 raise SelfEnsembleError(f"FlexAttention failed during a forward pass: {why}. "
                                         "Use --attention sdpa.") from err
             self.attention, self.attention_note = self._fall_back(why)
-            return self._run_chunk_once(method, parts, weights, prefix, copies, gen)
+            return self._run_chunk_once(method, parts, weights, prefix, copies, gen, keys)
 
     def _run_chunk_once(self, method: str, parts: list[PromptParts], weights: list, prefix: list[int],
-                        copies: int, gen: GenerationConfig) -> list[Answer]:
+                        copies: int, gen: GenerationConfig, keys: list | None = None) -> list[Answer]:
         t0 = time.perf_counter()
+        keys = keys if keys is not None else [tuple(p.prompts) for p in parts]  # sampling stream per query
         plans = [plan_rows(method, p, w, self.config, copies > 0) for p, w in zip(parts, weights, strict=True)]
-        rows, groups, group_weights, n_prompts, owner = [], [], [], [], []
+        rows, groups, group_weights, n_prompts, owner, seeds = [], [], [], [], [], []
         for q, (plan, p) in enumerate(zip(plans, parts, strict=True)):
             offset = len(rows)
             rows += plan.rows
             groups += [[offset + r for r in g] for g in plan.groups]
             group_weights += plan.weights
+            seeds += [derive_seed(gen.seed, keys[q], k) for k in range(len(plan.groups))]
             n_prompts += [len(p.segments)] * len(plan.rows)
             owner += [q] * len(plan.groups)
         limit = self.lm.max_context
@@ -323,7 +340,8 @@ class Engine:
         with torch.inference_mode():
             decoded = generate(self.lm.model, self.lm.tokenizer, batch, cache, groups, _fuse_for(method), gen,
                                attention=self.attention, eos_ids=self.lm.eos_token_ids,
-                               weights=group_weights, rescale=self.config.rescale, n_prompts=n_prompts)
+                               weights=group_weights, rescale=self.config.rescale, n_prompts=n_prompts,
+                               seeds=seeds)
         seconds = (time.perf_counter() - t0) / len(parts)
         self.stats["prefill_tokens"] += sum(len(r.tokens) for r in rows)
         self.stats["generated_tokens"] += sum(len(d.tokens) for d in decoded)
@@ -333,7 +351,8 @@ class Engine:
 
     def _answer(self, method: str, parts: PromptParts, decoded: list[Decoded], prefill_tokens: int,
                 seconds: float) -> Answer:
-        per_prompt = [d.text.strip() for d in decoded] if method in ("per_prompt", "vote") else None
+        each = method in ("per_prompt", "vote")
+        per_prompt = [d.text.strip() for d in decoded] if each else None
         chosen = decoded[0]
         if method == "vote":
             from selfensemble.scoring import majority_vote
@@ -343,4 +362,7 @@ class Engine:
         return Answer(answer=chosen.text.strip(), method=method, prompts=list(parts.prompts),
                       generation=chosen.text, per_prompt=per_prompt, logprob=chosen.logprob,
                       tokens=list(chosen.tokens), finish=chosen.finish, attention=self.attention_note,
-                      prefill_tokens=prefill_tokens, seconds=seconds, notes=list(parts.notes))
+                      prefill_tokens=prefill_tokens, seconds=seconds, notes=list(parts.notes),
+                      per_prompt_generation=[d.text for d in decoded] if each else None,
+                      per_prompt_logprob=[d.logprob for d in decoded] if each else None,
+                      per_prompt_finish=[d.finish for d in decoded] if each else None)

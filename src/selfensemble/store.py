@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import socket
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from selfensemble.errors import SelfEnsembleError
+from selfensemble.provenance import check_resume, package_versions
 
 RESULTS = "results.jsonl"
 METRICS = "metrics.json"
@@ -40,8 +40,6 @@ LOCK = ".lock"
 VOLATILE_KEYS: frozenset[str] = frozenset(
     {"limit", "batch_size", "out", "out_dir", "output", "resume", "verbose", "quiet", "progress", "log_level"}
 )
-
-_VERSIONED_PACKAGES = ("torch", "transformers", "selfensemble")
 
 
 def _json_default(obj: Any) -> Any:
@@ -102,26 +100,6 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def package_versions() -> dict[str, str | None]:
-    """Versions of python and the libraries that shape answers, read without importing them (torch is slow)."""
-    from importlib import metadata
-
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in _VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    if versions.get("selfensemble") is None:
-        try:
-            from selfensemble import __version__
-
-            versions["selfensemble"] = __version__
-        except ImportError:  # pragma: no cover - the package is importable whenever this module is
-            pass
-    return versions
 
 
 def config_differences(stored: dict, given: dict, volatile: Iterable[str] = VOLATILE_KEYS) -> dict[str, tuple]:
@@ -246,12 +224,19 @@ class RunStore:
 
     Use as ``with RunStore(path, config) as store:`` or call :meth:`open` / :meth:`close`.
     ``store.repairs`` lists what :meth:`done_ids` cut off a damaged results file.
+    ``attention_path`` is this session's attention path; with the library versions it must match
+    the stored run's on resume unless ``allow_mixed`` (see provenance.py); ``store.mixed`` then
+    says this session differs, and :meth:`append` stamps its provenance on every record.
     """
 
-    def __init__(self, path: Path | str, config: dict, volatile_keys: Iterable[str] = VOLATILE_KEYS):
+    def __init__(self, path: Path | str, config: dict, volatile_keys: Iterable[str] = VOLATILE_KEYS, *,
+                 attention_path: str | None = None, allow_mixed: bool = False):
         self.path = Path(path)
         self.config = dict(config)
         self.volatile_keys = frozenset(volatile_keys)
+        self.session = {"versions": package_versions(), "attention_path": attention_path}
+        self.allow_mixed = allow_mixed
+        self.mixed = False
         self.repairs: list[str] = []
         self._ids: set[str] | None = None
         self._fh = None
@@ -292,16 +277,22 @@ class RunStore:
                         f"{self.path} holds a run with different settings ({lines}). Resuming would mix "
                         f"results from both; use another output directory or the original settings."
                     )
+                self.mixed = check_resume(self.path, manifest, self.session, self.allow_mixed)
                 manifest["config"] = _jsonable(self.config)
                 manifest["resumed_at"] = [*manifest.get("resumed_at", []), now]
-            else:
+                manifest["mixed"] = bool(manifest.get("mixed")) or self.mixed
+            else:  # versions and attention path are the first session's and are never overwritten
                 manifest = {
                     "config": _jsonable(self.config),
                     "seed": self.config.get("seed"),
                     "start_time": now,
                     "hostname": socket.gethostname(),
+                    **self.session,
                 }
-            manifest["versions"] = package_versions()
+            manifest.setdefault("versions", self.session["versions"])
+            if manifest.get("attention_path") is None:
+                manifest["attention_path"] = self.session["attention_path"]
+            manifest["sessions"] = [*manifest.get("sessions", []), {"started": now, **self.session}]
             atomic_write_json(self.manifest_path, manifest)
             self._opened = True
             self.done_ids()
@@ -365,6 +356,8 @@ class RunStore:
         rid = str(record["id"])
         if rid in self._ids:
             raise ValueError(f"id {rid!r} is already in {self.results_path}")
+        if self.mixed:  # a record derived from an earlier one keeps that one's provenance
+            record = {"provenance": self.session, **record}
         line = json.dumps(record, ensure_ascii=False, default=_json_default)
         data = (line + "\n").encode("utf-8")
         if self._fh is None:
