@@ -91,18 +91,38 @@ def test_prompt_indices_pick_prompts(tmp_path, engine):
 
 
 def test_weighted_methods_get_confidence_weights(tmp_path, engine):
+    """Each prompt's weight is (agree + 1) / (k + 2), agree recounted here from the cached samples."""
+    from selfensemble.confidence import ConfidenceCache, ConfidenceConfig
+    from selfensemble.data import load_dataset
+    from selfensemble.prompts import PromptFormat
+    from selfensemble.scoring import answer_key
+
     run_experiment(cfg(tmp_path, limit=2, methods=["weighted_avg"], confidence_samples=2), engine=engine)
     recs = lines(tmp_path / "weighted_avg" / "results.jsonl")
+    cache = ConfidenceCache("random:llama", ConfidenceConfig(samples=2, seed=0))
+    fmt = PromptFormat(instruction=load_dataset("jsonl", SAMPLE_DATA, **SAMPLE_OPTS).instruction)
+    assert len(recs) == 2
     for r in recs:
-        assert len(r["weights"]) == 3
-        # Laplace-smoothed agreement over 2 samples: (agree + 1) / 4
-        assert all(w in (0.25, 0.5, 0.75) for w in r["weights"])
+        entries = [cache.get(p, fmt) for p in r["prompts"]]
+        assert all(e is not None and len(e.samples) == 2 for e in entries)
+        agree = [sum(1 for x in e.samples if answer_key(e.greedy) and answer_key(x) == answer_key(e.greedy))
+                 for e in entries]
+        assert r["weights"] == [(a + 1) / 4 for a in agree]
 
 
 def test_paraphrases_generated_for_items_without_them(tmp_path, engine):
+    """Each record is asked through its question plus exactly the paraphrases the cache holds for it."""
+    from selfensemble.paraphrase import ParaphraseCache, ParaphraseConfig
+
     run_experiment(cfg(tmp_path, limit=2, dataset_options={"id_column": "id"}, num_paraphrases=3), engine=engine)
-    for r in lines(tmp_path / "origin" / "results.jsonl"):
-        assert 1 <= len(r["prompts"]) <= 3
+    cache = ParaphraseCache("random:llama", "jsonl", ParaphraseConfig(num_paraphrases=2, seed=0))
+    sample = [json.loads(x) for x in SAMPLE_DATA.read_text().splitlines()[:2]]
+    recs = lines(tmp_path / "origin" / "results.jsonl")
+    assert [r["id"] for r in recs] == [s["id"] for s in sample]
+    for r, s in zip(recs, sample, strict=True):
+        written = cache.get(s["question"])
+        assert written is not None and len(written) <= 2, "the cache must hold this question's paraphrases"
+        assert r["prompts"] == [s["question"], *written]
         keys = [" ".join(p.lower().split()) for p in r["prompts"]]
         assert len(set(keys)) == len(keys)  # no duplicates, none equal to the original
 
@@ -141,3 +161,71 @@ def test_fill_in_the_blank_items_keep_their_templates(tmp_path, engine):
     run_experiment(cfg(tmp_path / "run", data_path=str(data), num_paraphrases=4), engine=engine)
     rec = lines(tmp_path / "run" / "origin" / "results.jsonl")[0]
     assert rec["prompts"] == ["Paris is the capital of [MASK].", "[MASK] has Paris as its capital."]
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def test_every_record_carries_its_attention_path(tmp_path, engine):
+    run_experiment(cfg(tmp_path, limit=2, methods=["origin", "flex"]), engine=engine)
+    for method in ("origin", "flex"):
+        recs = lines(tmp_path / method / "results.jsonl")
+        assert [r["attention"] for r in recs] == [engine.attention_note] * 2
+        manifest = json.loads((tmp_path / method / "manifest.json").read_text())
+        assert manifest["attention_paths"] == [engine.attention_note]
+
+
+def test_resume_under_other_versions_is_refused_or_recorded(tmp_path, engine, monkeypatch):
+    from selfensemble import store
+
+    run_experiment(cfg(tmp_path, limit=2), engine=engine)
+    real = store.package_versions()
+    monkeypatch.setattr(store, "package_versions", lambda: {**real, "torch": "9.9.9"})
+    with pytest.raises(SelfEnsembleError, match=r"torch: run has '.*', now '9\.9\.9'.*--allow-mixed"):
+        run_experiment(cfg(tmp_path, limit=3), engine=engine)
+    assert len(lines(tmp_path / "origin" / "results.jsonl")) == 2  # nothing was added
+    run_experiment(cfg(tmp_path, limit=3, allow_mixed=True), engine=engine)
+    recs = lines(tmp_path / "origin" / "results.jsonl")
+    assert ["provenance" in r for r in recs] == [False, False, True]
+    assert recs[2]["provenance"]["versions"]["torch"] == "9.9.9"
+    manifest = json.loads((tmp_path / "origin" / "manifest.json").read_text())
+    assert manifest["versions"]["torch"] == real["torch"] and manifest["mixed"] is True
+    assert [x["versions"]["torch"] for x in manifest["sessions"]] == [real["torch"], "9.9.9"]  # refused: none
+
+
+def test_resume_under_another_attention_path_is_refused(tmp_path, engine, monkeypatch):
+    run_experiment(cfg(tmp_path, limit=1), engine=engine)
+    monkeypatch.setattr(engine, "attention_note", "flex (compiled FlexAttention)")
+    with pytest.raises(SelfEnsembleError, match="attention_path"):
+        run_experiment(cfg(tmp_path, limit=2), engine=engine)
+
+
+def test_vote_derived_from_per_prompt_equals_vote_decoded(tmp_path, engine):
+    run_experiment(cfg(tmp_path / "both", limit=4, methods=["vote", "per_prompt"]), engine=engine)
+    run_experiment(cfg(tmp_path / "alone", limit=4, methods=["vote"]), engine=engine)
+    derived = lines(tmp_path / "both" / "vote" / "results.jsonl")
+    decoded = lines(tmp_path / "alone" / "vote" / "results.jsonl")
+    assert all(r["derived_from"] == "per_prompt" for r in derived)
+    for a, b in zip(derived, decoded, strict=True):
+        for key in ("id", "prediction", "generation", "correct", "finish", "per_prompt", "per_prompt_correct",
+                    "attention", "prefill_tokens"):
+            assert a[key] == b[key], key
+        assert a["confidence"] == pytest.approx(b["confidence"], rel=1e-5)
+    both = json.loads((tmp_path / "both" / "vote" / "manifest.json").read_text())
+    assert both["engine_stats"] is None and both["sessions"][-1]["derived_from"].endswith("per_prompt")
+
+
+def test_engine_stats_are_per_method(tmp_path, engine):
+    """Each method's manifest counts its own timed pass only (not warm-up, not earlier methods or runs)."""
+    from selfensemble.data import load_dataset
+    from selfensemble.prompts import PromptFormat, build_parts
+
+    run_experiment(cfg(tmp_path, limit=4, methods=["origin", "per_prompt"]), engine=engine)
+    fmt = PromptFormat(instruction=load_dataset("jsonl", SAMPLE_DATA, **SAMPLE_OPTS).instruction)
+    prefix = len(build_parts(engine.lm.tokenizer, fmt, ["x"]).prefix)  # cached once, not in the rows
+    for m in ("origin", "per_prompt"):
+        stats = json.loads((tmp_path / m / "manifest.json").read_text())["engine_stats"]
+        recs = lines(tmp_path / m / "results.jsonl")
+        assert stats["prefix_tokens_encoded"] == 0  # the warm-up encoded it
+        assert stats["prefill_tokens"] == sum(r["prefill_tokens"] - prefix for r in recs)
+        assert 0 < stats["generated_tokens"] <= len(recs) * 3 * (3 if m == "per_prompt" else 1)
