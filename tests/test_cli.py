@@ -86,3 +86,27 @@ def test_library_modules_do_not_import_the_cli_framework():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+def _two_runs(root: Path) -> None:
+    from selfensemble.store import RunStore
+
+    for method, correct in (("origin", [True, False]), ("flex", [True, True])):
+        config = {"method": method, "model": "tiny", "dataset": "toy", "num_paraphrases": 2}
+        with RunStore(root / method, config) as store:
+            for i, c in enumerate(correct):
+                store.append({"id": f"q{i}", "correct": c, "confidence": 0.5, "seconds": 0.1})
+
+
+def test_report_piped_is_markdown_and_says_where_files_went(tmp_path: Path):
+    _two_runs(tmp_path / "runs")
+    r = cli("report", str(tmp_path / "runs"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("### Accuracy by method") and "| flex | 2 | 1.000 [" in r.stdout
+    png = tmp_path / "runs" / "report.png"
+    assert f"wrote {png} (chart) and {tmp_path / 'runs' / 'report.json'} (numbers)" in r.stderr
+    assert png.is_file()
+    csv_out = cli("report", str(tmp_path / "runs"), "--format", "csv", "--png", str(tmp_path / "c.png"))
+    assert csv_out.returncode == 0 and csv_out.stdout.splitlines()[0].startswith("name,method,")
+    bad = cli("report", str(tmp_path / "runs"), "--format", "html")
+    assert bad.returncode == 2 and "Unknown report format 'html'" in bad.stderr

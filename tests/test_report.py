@@ -155,6 +155,53 @@ def test_to_markdown():
             summarize(_records(AVG, per_prompt=True), _manifest("per_prompt"))]
     md = to_markdown(rows)
     lines = md.strip().splitlines()
-    assert len(lines) == 4 and lines[0].startswith("| method | n | accuracy")
-    assert "| origin | 5 | 0.600 [" in lines[2]
-    assert "0.467 (0.400–0.600)" in lines[3]
+    assert lines[0] == "### Accuracy by method" and lines[1] == ""
+    assert len(lines) == 6 and lines[2].startswith("| method | n | accuracy")
+    assert "| origin | 5 | 0.600 [" in lines[4]
+    assert "0.467 (0.400–0.600)" in lines[5]
+
+
+LONG = "flex [pararel-relations-with-a-very-long-folder-name]"
+
+
+def _long_named_runs(root):
+    _write_runs(root)
+    (root / "origin").rename(root / "a")
+    (root / "avg").rename(root / "b")
+    # two runs of one method get their folder in the name: a long name that must stay whole
+    for folder in ("pararel-relations-with-a-very-long-folder-name", "x"):
+        with RunStore(root / folder, _manifest("flex")["config"]) as store:
+            for r in _records(AVG):
+                store.append(r)
+
+
+def test_report_formats_keep_names_whole(tmp_path, capsys):
+    _long_named_runs(tmp_path / "runs")
+    for fmt in ("markdown", "csv", "json"):
+        result = report([tmp_path / "runs"], None, fmt=fmt)
+        out = capsys.readouterr().out
+        assert LONG in out, fmt
+        if fmt == "markdown":
+            table = [ln for ln in out.splitlines() if ln.startswith("| ")]
+            assert {ln.count(" | ") for ln in table[:5]} == {5}  # header + 4 runs, 6 cells each, none wrapped
+            assert f"| {LONG} | 5 | 0.800 [" in out
+        elif fmt == "csv":
+            import csv
+
+            rows = list(csv.DictReader(io.StringIO(out)))
+            by = {r["name"]: r for r in rows}
+            assert float(by[LONG]["accuracy"]) == pytest.approx(0.8) and by[LONG]["n"] == "5"
+            assert float(by[LONG]["cmp_diff_mean"]) == pytest.approx(0.2)  # vs origin, paired
+            assert by["origin"]["cmp_diff_mean"] == ""  # the baseline has no comparison row
+        else:
+            assert json.loads(out) == json.loads(json.dumps(result))
+    with pytest.raises(SelfEnsembleError, match="Unknown report format"):
+        report([tmp_path / "runs"], None, fmt="html")
+
+
+def test_rich_table_in_a_narrow_terminal_does_not_wrap_or_cut_names(tmp_path):
+    _long_named_runs(tmp_path / "runs")
+    buf = io.StringIO()
+    report([tmp_path / "runs"], None, console=Console(file=buf, width=60))
+    text = buf.getvalue()
+    assert LONG in text and "accuracy [95% CI]" in text and "…" not in text

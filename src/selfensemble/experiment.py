@@ -312,9 +312,10 @@ def run_experiment(cfg: RunConfig, console=None, engine=None) -> dict[str, dict]
     ds, items = load_items(cfg)
     if engine is None:
         t0 = time.perf_counter()
-        engine = Engine(load_model(cfg.model, cfg.device, cfg.dtype, cfg.seed),
-                        EngineConfig(attention=cfg.attention, layout=cfg.layout, positions=cfg.positions,
-                                     rescale=cfg.rescale, batch_size=cfg.batch_size))
+        with console.status(f"loading {cfg.model}…"):  # the first load takes ~15-30 s
+            engine = Engine(load_model(cfg.model, cfg.device, cfg.dtype, cfg.seed),
+                            EngineConfig(attention=cfg.attention, layout=cfg.layout, positions=cfg.positions,
+                                         rescale=cfg.rescale, batch_size=cfg.batch_size))
         console.print(f"loaded {cfg.model} in {time.perf_counter() - t0:.1f}s; attention: {engine.attention_note}")
     items = ensure_paraphrases(engine, cfg, items, console)
     queries = [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,

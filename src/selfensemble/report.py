@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -200,90 +201,85 @@ def _diff_cells(row: dict) -> list[str]:
     return [method, str(row.get("baseline") or "–"), str(row.get("n_paired", 0)), vs_base, vs_single]
 
 
-def to_markdown(summary_rows: Sequence[dict]) -> str:
-    """The method table as GitHub markdown, for pasting into notes."""
-    lines = ["| " + " | ".join(_SUMMARY_HEADERS) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(_SUMMARY_HEADERS) - 1)) + "|"]
-    lines += ["| " + " | ".join(_summary_cells(r)) + " |" for r in summary_rows]
-    return "\n".join(lines) + "\n"
+FORMATS = ("table", "markdown", "csv", "json")
+
+
+def _tables(summary_rows: Sequence[dict], diff_rows: Sequence[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, headers, rows of cells) per table; a new column is one header plus one cell in *_cells."""
+    out = [("Accuracy by method", _SUMMARY_HEADERS, [_summary_cells(r) for r in summary_rows])]
+    if diff_rows:
+        out.append(("Paired differences (bootstrap over shared questions)", _DIFF_HEADERS,
+                    [_diff_cells(r) for r in diff_rows]))
+    return out
+
+
+def to_markdown(summary_rows: Sequence[dict], diff_rows: Sequence[dict] = ()) -> str:
+    """The tables as GitHub markdown (names whole, '|' escaped), for pasting into notes."""
+    parts = []
+    for title, headers, rows in _tables(summary_rows, diff_rows):
+        lines = [f"### {title}", "", "| " + " | ".join(headers) + " |",
+                 "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def to_csv(result: dict) -> str:
+    """One CSV row per run with raw numbers (no rounding): the run's summary fields, then its paired
+    comparison's (prefixed ``cmp_``). List fields (per-prompt accuracies) are joined with ';'."""
+    import csv
+    import io
+
+    by_name = {c["method"]: c for c in result["comparisons"]}
+    rows = []
+    for run in result["runs"]:
+        row = {k: (";".join(_fmt(x, 6) for x in v) if isinstance(v, list) else v) for k, v in run.items()}
+        cmp = by_name.get(run.get("name"), {})
+        row.update({f"cmp_{k}": v for k, v in cmp.items() if k not in ("method", "model", "dataset")})
+        rows.append(row)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def render(result: dict, fmt: str) -> str:
+    """The report as text in ``fmt`` ("markdown", "csv" or "json"; "table" is printed by rich)."""
+    if fmt == "markdown":
+        return to_markdown(result["runs"], result["comparisons"])
+    if fmt == "csv":
+        return to_csv(result)
+    if fmt == "json":
+        return json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    raise SelfEnsembleError(f"Unknown report format {fmt!r}; use one of {', '.join(FORMATS)}.")
 
 
 def _print_tables(summary_rows: list[dict], diff_rows: list[dict], console) -> None:
+    """Rich tables whose cells never wrap or truncate: each column is as wide as its widest cell."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
-    t = Table(title="Accuracy by method")
-    for i, h in enumerate(_SUMMARY_HEADERS):
-        t.add_column(h, justify="left" if i == 0 else "right")
-    for r in summary_rows:
-        t.add_row(*(escape(c) for c in _summary_cells(r)))  # run names like 'flex [dir]' are not markup
-    console.print(t)
-    if diff_rows:
-        d = Table(title="Paired differences (bootstrap over shared questions)")
-        for i, h in enumerate(_DIFF_HEADERS):
-            d.add_column(h, justify="left" if i < 2 else "right")
-        for r in diff_rows:
-            d.add_row(*(escape(c) for c in _diff_cells(r)))
-        console.print(d)
-
-
-def _plot(summary_rows: list[dict], out_png: Path) -> None:
-    # Figure + Agg canvas rather than pyplot: no global backend switch, safe under any GUI/test setup.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    # One slot per run (bar + CI); a run with per-prompt answers gets a second slot right after it
-    # showing each prompt asked alone (dots), their min–max range and mean, so the fused methods
-    # can be read against the best and worst single paraphrase, not only the original question.
-    slots: list[tuple[str, dict, bool]] = []
-    for r in summary_rows:
-        name = str(r.get("name", r["method"]))
-        slots.append((name, r, False))
-        if any(p is not None for p in (r.get("per_prompt_accuracy") or [])):
-            slots.append((f"{name}\nsingle prompts", r, True))
-    fig = Figure(figsize=(max(4.5, 1.0 * len(slots) + 2), 4.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    bar_label = spread_label = True
-    for x, (_, r, spread) in enumerate(slots):
-        if not spread:
-            acc = r["accuracy"]
-            if acc is None:
-                continue
-            err = [[acc - (r["ci_low"] if r["ci_low"] is not None else acc)],
-                   [(r["ci_high"] if r["ci_high"] is not None else acc) - acc]]
-            ax.bar(x, acc, width=0.6, yerr=err, capsize=4, color="#4C72B0", alpha=0.85,
-                   label="accuracy (95% bootstrap CI)" if bar_label else None)
-            bar_label = False
-            continue
-        pp = [p for p in r["per_prompt_accuracy"] if p is not None]
-        ax.vlines(x, min(pp), max(pp), color="#DD8452", lw=3,
-                  label="single prompts: min–max" if spread_label else None)
-        ax.scatter([x] * len(pp), pp, s=14, color="#DD8452", alpha=0.7, zorder=3)
-        ax.scatter([x], [float(np.mean(pp))], marker="D", s=45, color="#C44E52", zorder=4,
-                   label="single prompts: mean" if spread_label else None)
-        spread_label = False
-    ax.set_xticks(range(len(slots)))
-    rotate = len(slots) > 5
-    ax.set_xticklabels([s[0] for s in slots], rotation=30 if rotate else 0, ha="right" if rotate else "center",
-                       fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy")
-    ax.grid(axis="y", alpha=0.3)
-    titles = sorted({f"{r.get('model')} · {r.get('dataset')}" for r in summary_rows if r.get("model")})
-    ax.set_title(" | ".join(titles) if 0 < len(titles) <= 2 else "accuracy by method", fontsize=10)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if not rotate else -0.3), ncol=3, fontsize=8,
-              frameon=False)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
+    for title, headers, rows in _tables(summary_rows, diff_rows):
+        t = Table(title=title)
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+        for i, (h, w) in enumerate(zip(headers, widths, strict=True)):
+            t.add_column(h, justify="left" if i < 2 else "right", no_wrap=True, min_width=w)
+        for r in rows:
+            t.add_row(*(escape(c) for c in r))  # run names like 'flex [dir]' are not markup
+        # as wide as the cells need, even past a narrow terminal: rich would otherwise squeeze or cut them
+        console.print(t, width=max(console.width, sum(widths) + 3 * len(widths) + 1), crop=False)
 
 
 def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, console=None,
-           baseline: str = "origin", seed: int = SEED) -> dict:
+           baseline: str = "origin", seed: int = SEED, fmt: str = "table") -> dict:
     """Tables and plot for runs found under run_dirs; returns (and writes next to out_png) a JSON-able dict.
+
+    ``fmt`` "table" prints rich tables on ``console``; "markdown" / "csv" / "json" print plain text
+    (see :func:`render`) to stdout. The result's "png" and "json" say where the files went.
 
     Paired comparisons only make sense on the same questions asked of the same model, so runs are
     grouped by (model, dataset) and compared within each group.
@@ -324,13 +320,20 @@ def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, co
             d["model"], d["dataset"] = model, dataset
             diff_rows.append(d)
 
-    _print_tables(summary_rows, diff_rows, console)
+    if fmt not in FORMATS:
+        raise SelfEnsembleError(f"Unknown report format {fmt!r}; use one of {', '.join(FORMATS)}.")
     result: dict[str, Any] = {"runs": summary_rows, "comparisons": diff_rows, "baseline": baseline,
                               "bootstrap": {"n": BOOTSTRAP_N, "seed": seed, "alpha": 0.05}}
     if out_png is not None:
         out_png = Path(out_png)
-        _plot(summary_rows, out_png)
+        from selfensemble.report_plot import plot_summary
+
+        plot_summary(summary_rows, out_png)
         result["png"] = str(out_png)
         result["json"] = str(out_png.with_name("report.json"))
         out_png.with_name("report.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if fmt == "table":
+        _print_tables(summary_rows, diff_rows, console)
+    else:
+        sys.stdout.write(render(result, fmt))
     return result

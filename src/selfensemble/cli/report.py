@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -9,12 +10,21 @@ import typer
 from selfensemble.cli.common import app
 
 
+def echo_outputs(result: dict) -> None:
+    """Where the report's files went (stderr, so a piped markdown/csv/json stdout stays clean)."""
+    if result.get("png"):
+        typer.echo(f"wrote {result['png']} (chart) and {result['json']} (numbers)", err=True)
+
+
 @app.command()
 def report(
     run_dirs: list[Path] = typer.Argument(..., help="Run folders (or folders of per-method runs)."),
     png: Path | None = typer.Option(None, help="Bar chart path (default: <first dir>/report.png)."),
+    output_format: str | None = typer.Option(None, "--format", help="table | markdown | csv | json "
+                                      "(default: table on a terminal, markdown when piped)."),
 ):
     """Compare runs: accuracy with 95% intervals, per-prompt spread, paired differences, a bar chart."""
     from selfensemble.report import report as make_report
 
-    make_report(list(run_dirs), png or Path(run_dirs[0]) / "report.png")
+    fmt = output_format or ("table" if sys.stdout.isatty() else "markdown")
+    echo_outputs(make_report(list(run_dirs), png or Path(run_dirs[0]) / "report.png", fmt=fmt))

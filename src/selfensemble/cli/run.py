@@ -8,6 +8,7 @@ import typer
 
 from selfensemble import experiment
 from selfensemble.cli.common import app, make_engine, parse_list
+from selfensemble.cli.report import echo_outputs
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.experiment import RunConfig, load_items, paraphrase_items, run_experiment
 
@@ -44,6 +45,9 @@ def run_command(
     split: str = typer.Option("test"),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("runs/experiment"), help="Output folder."),
+    allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Resume a run made under other torch/"
+                                     "transformers/selfensemble versions or attention path; each new record "
+                                     "then carries its own provenance."),
 ):
     """Run methods over a dataset; resumable (rerun the same command after a crash)."""
     if method and methods:
@@ -59,12 +63,12 @@ def run_command(
                     few_shot=few_shot, seed=seed, model=model, device=device, dtype=dtype, batch_size=batch_size,
                     max_new_tokens=max_new_tokens, attention=attention, layout=layout, positions=positions,
                     rescale=rescale, chat=chat, match=match, confidence_samples=confidence_samples,
-                    dataset_options=options, out=str(out), subfolders=method is None)
+                    dataset_options=options, out=str(out), subfolders=method is None, allow_mixed=allow_mixed)
     run_experiment(cfg)
     if len(chosen) > 1:
         from selfensemble.report import report
 
-        report([out], out / "report.png")
+        echo_outputs(report([out], out / "report.png"))
 
 
 @app.command("paraphrase")
@@ -127,7 +131,7 @@ def demo_command(
                     methods=["origin", "per_prompt", "vote", "avg", "max", "flex"], model=model,
                     few_shot=5 if dataset == "webqa" else 0, dataset_options=opts, out=str(out))
     run_experiment(cfg, console)
-    report([out], out / "report.png", console=console)
+    echo_outputs(report([out], out / "report.png", console=console))
 
 
 @app.command("interactive")
@@ -162,7 +166,7 @@ def interactive_command():
     run_experiment(cfg, console)
     from selfensemble.report import report
 
-    report([Path(out)], Path(out) / "report.png", console=console)
+    echo_outputs(report([Path(out)], Path(out) / "report.png", console=console))
 
 
 def _interactive_ask(console, model: str) -> None:
@@ -173,7 +177,9 @@ def _interactive_ask(console, model: str) -> None:
     from selfensemble.prompts import default_format
 
     method = check_method(Prompt.ask("Method", choices=list(METHODS), default="flex"))
-    engine = Engine(load_model(model))
+    with console.status(f"loading {model} (the first load takes ~15-30 s)…"):
+        engine = Engine(load_model(model))
+    console.print(f"[dim]{model} loaded; attention: {engine.attention_note}[/]")
     while True:
         question = Prompt.ask("Question (empty to quit)", default="")
         if not question:
