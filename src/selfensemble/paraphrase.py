@@ -36,7 +36,7 @@ QUESTION_PAIRS: tuple[tuple[str, str], ...] = (
     ("where is mount kilimanjaro?", "In which country can Mount Kilimanjaro be found?"),
 )
 INSTRUCTION = "Rewrite the question in different words. Keep its meaning."
-CACHE_VERSION = 2  # bump when the prompt or the filters change, so stale caches are not reused
+CACHE_VERSION = 3  # bump when the prompt, the filters or the sampling streams change, so stale caches are not reused
 
 
 @dataclass(frozen=True)
