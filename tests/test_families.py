@@ -20,7 +20,7 @@ from selfensemble.packing import PackedBatch, pack_row
 from selfensemble.prompts import build_parts
 from selfensemble.reference import reference_generate
 
-FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "qwen2-swa", "gemma2", "gemma3", "phi3", "olmo2")
+FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "qwen2-swa", "gemma", "gemma2", "gemma3", "phi3", "olmo2")
 WINDOWED = ("mistral", "qwen2-swa", "gemma2", "gemma3")
 QUESTIONS = [
     ["What is the capital of France?", "Which city is the capital of France?", "Name France's capital city."],
