@@ -284,3 +284,88 @@ def test_recompile_limit_is_strict_only_inside_our_compiled_calls(monkeypatch):
     attn._flex()(None)
     assert seen == [True]
     assert dynamo_config.fail_on_recompile_limit_hit is False
+# --------------------------------------------------------------------------- only flex failures fall back
+
+
+class _Injected(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("error", [_Injected("bug in a forward"), torch.OutOfMemoryError("simulated OOM")],
+                         ids=["runtime-error", "out-of-memory"])
+def test_non_flex_errors_surface_as_themselves(random_lm, fewshot_fmt, error, eager_flex):
+    """A RuntimeError from the model's forward (or an OOM) is not a flex failure: no SDPA fallback."""
+    lm = random_lm("llama")
+    engine = Engine(lm, EngineConfig(attention="auto"))
+    assert engine.attention == "flex"
+
+    def boom(module, args, kwargs):
+        raise error
+
+    handle = lm.model.model.layers[1].register_forward_pre_hook(boom, with_kwargs=True)
+    try:
+        with pytest.raises(type(error), match=str(error)):
+            engine.answer(QUESTION_A, "flex", GenerationConfig(max_new_tokens=2), fewshot_fmt)
+    finally:
+        handle.remove()
+    assert engine.attention == "flex" and "FALLBACK" not in engine.attention_note
+
+
+def test_failure_inside_the_flex_kernel_falls_back(random_lm, fewshot_fmt, monkeypatch, eager_flex):
+    """The other side: an error raised by the flex kernel itself is a flex failure (loud fallback)."""
+    def broken_flex(*args, **kwargs):
+        raise AssertionError("simulated kernel assertion")
+
+    lm = random_lm("llama")
+    engine = Engine(lm, EngineConfig(attention="auto"))
+    monkeypatch.setattr(attn, "_flex", lambda: broken_flex)
+    with pytest.warns(RuntimeWarning, match="simulated kernel assertion"):
+        answer = engine.answer(QUESTION_A, "flex", GenerationConfig(max_new_tokens=2), fewshot_fmt)
+    assert "FALLBACK" in answer.attention and "AssertionError: simulated kernel assertion" in answer.attention
+
+
+# --------------------------------------------------------------------------- masks are checked, never sliced
+
+
+def _qkv(lq: int, lk: int):
+    return torch.randn(1, 4, lq, 16), torch.randn(1, 2, lk, 16), torch.randn(1, 2, lk, 16)
+
+
+def test_dense_mask_key_length_mismatch_is_an_error():
+    q, k, v = _qkv(3, 5)
+    mask = torch.ones(1, 1, 3, 7, dtype=torch.bool)  # two keys too many: slicing would hide this
+    with pytest.raises(ValueError, match="mask covers 7 keys but the layer has 5"):
+        attn.selfensemble_attention(torch.nn.Module(), q, k, v, mask)
+
+
+def test_block_mask_length_mismatch_is_an_error():
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    q, k, v = _qkv(3, 5)
+    bm = create_block_mask(lambda b, h, qi, kv: qi >= kv, 1, None, 3, 9, device="cpu")
+    with pytest.raises(ValueError, match="BlockMask is"):
+        attn.selfensemble_attention(torch.nn.Module(), q, k, v, bm)
+
+
+def test_sliding_layer_without_window_masks_is_an_error():
+    q, k, v = _qkv(3, 3)
+    mask = torch.ones(1, 1, 3, 3, dtype=torch.bool).tril()
+    with pytest.raises(ValueError, match="sliding window of 2 but no windowed mask"):
+        attn.selfensemble_attention(torch.nn.Module(), q, k, v, mask, sliding_window=2)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_dense_softcap_equals_flex_softcap(bias, eager_flex):
+    """The dense (decode) path softcaps like the flex path: same scores, same mask."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    torch.manual_seed(0)
+    q, k, v = (t * 4 for t in _qkv(6, 6))  # large scores, so the cap matters
+    causal = torch.ones(1, 1, 6, 6, dtype=torch.bool).tril()
+    bm = create_block_mask(lambda b, h, qi, kv: qi >= kv, 1, None, 6, 6, device="cpu")
+    dense_mask = torch.where(causal, 0.0, float("-inf")) if bias else causal
+    dense, _ = attn.selfensemble_attention(torch.nn.Module(), q, k, v, dense_mask, softcap=2.0)
+    flex, _ = attn.selfensemble_attention(torch.nn.Module(), q, k, v, bm, softcap=2.0)
+    uncapped, _ = attn.selfensemble_attention(torch.nn.Module(), q, k, v, causal)
+    torch.testing.assert_close(dense, flex, atol=1e-5, rtol=1e-5)
+    assert (dense - uncapped).abs().max() > 1e-2

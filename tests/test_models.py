@@ -80,3 +80,113 @@ def test_resolve_dtype_and_device():
 def test_did_you_mean():
     assert did_you_mean("qwen", ["llama", "qwen2"]) == " Did you mean 'qwen2'?"
     assert did_you_mean("zzz", ["llama", "qwen2"]) == ""
+
+
+# --------------------------------------------------------------------------- bring your own model
+
+GEN8 = dict(max_new_tokens=8, do_sample=False)
+QUESTION = ["What is the capital of France?", "Which city is the capital of France?"]
+
+
+def users_model(arch: str = "mistral"):
+    """A model as a researcher builds it: transformers' own attention (sdpa), train mode, our weights untouched."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from conftest import _sharpen
+    from selfensemble.models import _embedded_tokenizer
+
+    tok = _embedded_tokenizer()
+    model_type, shape = RANDOM_CONFIGS[arch]
+    config = AutoConfig.for_model(model_type, vocab_size=len(tok), bos_token_id=None, eos_token_id=tok.eos_token_id,
+                                  pad_token_id=tok.eos_token_id, **shape)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    _sharpen(model, seed=1)
+    return model, tok
+
+
+@torch.inference_mode()
+def greedy(model, ids: list[int]) -> list[int]:
+    out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                         pad_token_id=model.config.pad_token_id, **GEN8)
+    return out[0, len(ids):].tolist()
+
+
+def test_from_model_answers_and_gives_the_model_back(embedded_tokenizer, fewshot_fmt):
+    from selfensemble.decoding import GenerationConfig
+    from selfensemble.methods import Engine
+    from selfensemble.prompts import build_parts
+
+    model, tok = users_model("mistral")
+    parts = build_parts(tok, fewshot_fmt, QUESTION)
+    ids = parts.prefix + parts.segments[0] + parts.cue
+    assert len(ids) > model.config.sliding_window
+    before = greedy(model, ids)
+    with Engine.from_model(model, tok) as engine:
+        assert model.config._attn_implementation == ATTN_IMPLEMENTATION and not model.training
+        assert engine.lm.device == torch.device("cpu") and engine.lm.dtype == torch.float32
+        got = engine.answer(QUESTION, "origin", GenerationConfig(max_new_tokens=8, stop_at_newline=False), fewshot_fmt)
+        assert got.tokens == before  # transformers' sdpa generate (window included) == our origin
+        fused = engine.answer(QUESTION, "flex", GenerationConfig(max_new_tokens=4), fewshot_fmt)
+        assert fused.tokens
+    assert model.config._attn_implementation == "sdpa" and model.training
+    assert greedy(model, ids) == before
+
+
+def test_from_model_close_is_idempotent_and_engine_refuses_nothing_else(embedded_tokenizer):
+    from selfensemble.methods import Engine
+
+    model, tok = users_model("llama")
+    engine = Engine.from_model(model, tok)
+    engine.close()
+    engine.close()
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_from_model_refuses_a_family_it_cannot_run(embedded_tokenizer):
+    from selfensemble.methods import Engine
+
+    model, tok = users_model("llama")
+    model.config.attention_chunk_size = 8  # Llama 4 style chunked attention: not in our mask rule
+    with pytest.raises(SelfEnsembleError, match="cannot run under selfensemble attention: chunked local attention"):
+        Engine.from_model(model, tok)
+    assert model.config._attn_implementation == "sdpa"  # left as it was
+    del model.config.attention_chunk_size
+    model._supports_attention_backend = False
+    with pytest.raises(SelfEnsembleError, match="does not go through transformers' AttentionInterface"):
+        Engine.from_model(model, tok)
+
+
+def test_load_model_device_map_auto_on_cpu(tmp_path, embedded_tokenizer, fewshot_fmt, monkeypatch):
+    """The code path of a multi-GPU user (accelerate's device_map), on this CPU; same answer as a plain load."""
+    from transformers import AutoModelForCausalLM
+
+    from selfensemble.decoding import GenerationConfig
+    from selfensemble.methods import Engine, EngineConfig
+
+    model, tok = users_model("qwen2")
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    seen = []
+    real = AutoModelForCausalLM.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.append(kwargs)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    placed = load_model(str(tmp_path), device_map="auto", dtype="bf16", revision="main")
+    assert seen[0]["device_map"] == "auto" and seen[0]["revision"] == "main" and seen[0]["dtype"] == torch.bfloat16
+    assert next(placed.model.parameters()).dtype == torch.bfloat16
+    monkeypatch.undo()
+    placed = load_model(str(tmp_path), device_map="auto")
+    assert placed.device == torch.device("cpu") and placed.model.config._attn_implementation == ATTN_IMPLEMENTATION
+    gen = GenerationConfig(max_new_tokens=6, stop_at_newline=False)
+    got = Engine(placed, EngineConfig(attention="sdpa")).answer(QUESTION, "flex", gen, fewshot_fmt)
+    want = Engine(load_model(str(tmp_path)), EngineConfig(attention="sdpa")).answer(QUESTION, "flex", gen, fewshot_fmt)
+    assert got.tokens == want.tokens and len(got.tokens) == 6
+
+
+def test_random_specs_refuse_device_map():
+    with pytest.raises(SelfEnsembleError, match="device_map and quantization apply to saved models"):
+        load_model("random:llama", device_map="auto")

@@ -6,10 +6,17 @@ AttentionInterface picks this up via ``attn_implementation="selfensemble"``.
 
 An optional ``selfensemble_score_mod`` keyword (passed to ``model(...)``; transformers forwards
 extra keywords to the attention function) adds a score bias in the flex path.
+
+Per-layer features the model passes in: ``sliding_window=W`` (Mistral, Qwen2/3, Gemma 2/3 send it
+to their sliding layers only) picks the mask built for that window from the ``selfensemble_windows``
+keyword (a ``WindowMasks``; a sliding layer without one is an error, never full attention), and
+``softcap`` (Gemma 2) is applied on both paths. A mask whose key length differs from the keys is an
+error, never sliced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 
@@ -19,6 +26,44 @@ ATTN_IMPLEMENTATION = "selfensemble"
 _registered = False
 _compiled_flex: Callable | None = None
 COMPILE_FLEX = True  # tests may switch to eager flex for tiny shapes
+
+
+class FlexAttentionError(RuntimeError):
+    """FlexAttention (mask building, compiling or the kernel) failed; ``__cause__`` is the original.
+
+    The engine falls back to SDPA on this (and on dynamo/inductor compile errors) only: any other
+    error, an out-of-memory included, surfaces as itself.
+    """
+
+
+@contextlib.contextmanager
+def flex_errors():
+    """Re-raise failures inside a FlexAttention call as FlexAttentionError (out-of-memory excepted)."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise
+    except FlexAttentionError:
+        raise
+    except Exception as err:
+        raise FlexAttentionError(f"{type(err).__name__}: {err}") from err
+
+
+def is_flex_failure(err: BaseException) -> bool:
+    """Whether ``err`` is a FlexAttention/compile failure the engine may fall back from."""
+    if isinstance(err, FlexAttentionError):
+        return True
+    try:
+        from torch._dynamo.exc import TorchDynamoException
+        from torch._inductor.exc import InductorError
+    except ImportError:  # pragma: no cover - older torch
+        return False
+    return isinstance(err, TorchDynamoException | InductorError)
+
+
+def flex_failure_cause(err: BaseException) -> BaseException:
+    """The original error behind a FlexAttentionError (for the fallback note)."""
+    return err.__cause__ if isinstance(err, FlexAttentionError) and err.__cause__ is not None else err
 
 
 def compile_count() -> int:
@@ -47,6 +92,35 @@ def _flex() -> Callable:
     return _compiled_flex
 
 
+class WindowMasks:
+    """The masks of sliding-window layers for one forward, built on first use per window size.
+
+    transformers hands every layer the same ``attention_mask`` but tells a sliding layer its window,
+    so the mask for window W is made when the first such layer asks and reused by the others.
+    """
+
+    def __init__(self, build: Callable[[int], object]):
+        self._build, self._made = build, {}
+
+    def __call__(self, window: int):
+        if window not in self._made:
+            self._made[window] = self._build(int(window))
+        return self._made[window]
+
+
+def _dense_softcap(query, key, value, mask, scaling, softcap):
+    """Attention with tanh softcapping of the scores (Gemma 2), written out: SDPA has no softcap."""
+    if query.shape[1] != key.shape[1]:
+        rep = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(rep, dim=1), value.repeat_interleave(rep, dim=1)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
+    scores = softcap * torch.tanh(scores / softcap)
+    scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    probs = torch.softmax(scores.float(), dim=-1).to(value.dtype)
+    return torch.matmul(probs, value)
+
+
 def selfensemble_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -56,13 +130,25 @@ def selfensemble_attention(
     scaling: float | None = None,
     dropout: float = 0.0,
     softcap: float | None = None,
+    sliding_window: int | None = None,
     selfensemble_score_mod: Callable | None = None,
+    selfensemble_windows: WindowMasks | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """query (B, Hq, Lq, D), key/value (B, Hkv, Lkv, D) → output (B, Lq, Hq, D)."""
     from torch.nn.attention.flex_attention import BlockMask
 
+    if kwargs.get("s_aux") is not None:
+        raise NotImplementedError("attention sinks (s_aux) are not supported by selfensemble attention")
+    if sliding_window is not None:
+        if selfensemble_windows is None:
+            raise ValueError(f"layer {getattr(module, 'layer_idx', '?')} has a sliding window of {sliding_window} "
+                             "but no windowed mask was passed (selfensemble_windows); refusing full attention")
+        attention_mask = selfensemble_windows(sliding_window)
     if isinstance(attention_mask, BlockMask):
+        if attention_mask.shape[-1] != key.shape[-2] or attention_mask.shape[-2] != query.shape[-2]:
+            raise ValueError(f"BlockMask is {tuple(attention_mask.shape[-2:])} but attention is "
+                             f"{query.shape[-2]} queries x {key.shape[-2]} keys")
         score_mod = selfensemble_score_mod
         if softcap is not None:
             inner = score_mod
@@ -71,14 +157,18 @@ def selfensemble_attention(
                 score = softcap * torch.tanh(score / softcap)
                 return inner(score, b, h, q, kv) if inner is not None else score
 
-        out = _flex()(query, key, value, block_mask=attention_mask, score_mod=score_mod,
-                      scale=scaling, enable_gqa=query.shape[1] != key.shape[1])
+        with flex_errors():
+            out = _flex()(query, key, value, block_mask=attention_mask, score_mod=score_mod,
+                          scale=scaling, enable_gqa=query.shape[1] != key.shape[1])
         return out.transpose(1, 2).contiguous(), None
     if attention_mask is None:
         raise RuntimeError("selfensemble attention needs an explicit mask (BlockMask or dense tensor).")
+    if attention_mask.shape[-1] != key.shape[-2]:
+        raise ValueError(f"attention mask covers {attention_mask.shape[-1]} keys but the layer has "
+                         f"{key.shape[-2]} (prefix/cache and mask out of step)")
+    mask = attention_mask
     if softcap is not None:
-        raise NotImplementedError("attention softcapping is only supported on the flex path")
-    mask = attention_mask[:, :, :, : key.shape[-2]]
+        return _dense_softcap(query, key, value, mask, scaling, softcap).transpose(1, 2).contiguous(), None
     # enable_gqa shares KV heads without copying them: repeat_interleave of the whole cache was
     # about a third of CPU decode time (SmolLM2, 3 KV heads for 9 query heads)
     out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from selfensemble import masks
+from selfensemble.attention import WindowMasks, flex_errors
 from selfensemble.fusion import FusionFn, select_token
 from selfensemble.packing import PackedBatch
 
@@ -69,9 +70,14 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def model_forward(model, input_ids, position_ids, mask, cache, score_mod=None) -> torch.Tensor:
-    """Last-position logits (B, vocab); the cache grows by input_ids' length."""
+def model_forward(model, input_ids, position_ids, mask, cache, score_mod=None, windows=None) -> torch.Tensor:
+    """Last-position logits (B, vocab); the cache grows by input_ids' length.
+
+    ``windows``: an attention.WindowMasks giving the mask of sliding-window layers.
+    """
     extra = {"selfensemble_score_mod": score_mod} if score_mod is not None else {}
+    if windows is not None:
+        extra["selfensemble_windows"] = windows
     out = model(input_ids=input_ids, position_ids=position_ids, attention_mask=mask, cache=cache,
                 use_cache=True, logits_to_keep=1, **extra)
     return out.logits[:, -1, :]
@@ -82,16 +88,23 @@ def prefill(model, batch: PackedBatch, cache, attention: str, rescale_n: int | N
     if attention == "flex":
         score_mod = (masks.rescale_score_mod(batch.segment_ids, batch.prefix_len, rescale_n, batch.prefix_segments)
                      if rescale_n else None)
-        mask = masks.block_mask(batch)
+        def flex_mask(window: int | None):
+            with flex_errors():  # a failure to build the mask is a flex failure (the engine may fall back)
+                return masks.block_mask(batch) if window is None else masks.block_mask(batch, window=window)
+
+        mask, windows = flex_mask(None), WindowMasks(flex_mask)
     elif attention == "sdpa":
         score_mod = None
-        mask = masks.dense_mask(batch)
-        if rescale_n:
-            bias = masks.dense_rescale_bias(batch, rescale_n)
-            mask = torch.where(mask, bias, torch.tensor(float("-inf"))).to(model.dtype)
+        bias = masks.dense_rescale_bias(batch, rescale_n) if rescale_n else None
+
+        def dense(window: int | None):
+            m = masks.dense_mask(batch, window)
+            return m if bias is None else torch.where(m, bias, torch.tensor(float("-inf"))).to(model.dtype)
+
+        mask, windows = dense(None), WindowMasks(dense)
     else:
         raise ValueError(f"attention must be 'flex' or 'sdpa', got {attention!r}")
-    return model_forward(model, batch.input_ids, batch.position_ids, mask, cache, score_mod)
+    return model_forward(model, batch.input_ids, batch.position_ids, mask, cache, score_mod, windows)
 
 
 def _stop_text(text: str, gen: GenerationConfig) -> tuple[str, str | None]:
@@ -134,6 +147,7 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
     logits = prefill(model, batch, cache, attention, rescale_n)
     bias = masks.decode_bias(batch, rescale_n or 1, rescale and rescale_n is not None)
     positions = batch.next_position.clone()
+    key_pos = masks.key_positions(batch)  # (B, K): position of every cached key, for sliding windows
     out = [Decoded() for _ in groups]
     active = list(range(len(groups)))
     for step in range(gen.max_new_tokens):
@@ -158,8 +172,11 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
             break
         # every generated token sees the whole row (prefix, all paraphrases, cue, earlier answers)
         bias = torch.cat([bias, torch.zeros(B, 1, device=dev)], dim=1)
+        key_pos = torch.cat([key_pos, positions[:, None]], dim=1)
         mask = bias[:, None, None, :].to(model.dtype)
-        logits = model_forward(model, next_tokens[:, None], positions[:, None], mask, cache)
+        windows = WindowMasks(lambda w, b=bias, p=positions, k=key_pos:
+                              masks.decode_window(b, p, k, w)[:, None, None, :].to(model.dtype))
+        logits = model_forward(model, next_tokens[:, None], positions[:, None], mask, cache, windows=windows)
         positions = positions + 1
     for d in out:
         d.text, _ = _stop_text(tokenizer.decode(d.tokens, skip_special_tokens=True), gen)

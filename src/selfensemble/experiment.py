@@ -34,6 +34,9 @@ class RunConfig:
     model: str = "smollm2-135m"
     device: str = "cpu"
     dtype: str = "auto"
+    device_map: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
     batch_size: int = 8
     max_new_tokens: int = 16
     attention: str | None = None
@@ -54,6 +57,9 @@ class RunConfig:
         d.pop("methods")
         d.pop("subfolders")
         d.pop("allow_mixed")
+        for key in ("device_map", "revision", "trust_remote_code"):  # recorded when set; older manifests lack them
+            if not d[key]:
+                d.pop(key)
         d["method"] = method
         return d
 
@@ -313,7 +319,8 @@ def run_experiment(cfg: RunConfig, console=None, engine=None) -> dict[str, dict]
     if engine is None:
         t0 = time.perf_counter()
         with console.status(f"loading {cfg.model}…"):  # the first load takes ~15-30 s
-            engine = Engine(load_model(cfg.model, cfg.device, cfg.dtype, cfg.seed),
+            engine = Engine(load_model(cfg.model, cfg.device, cfg.dtype, cfg.seed, device_map=cfg.device_map,
+                                       revision=cfg.revision, trust_remote_code=cfg.trust_remote_code),
                             EngineConfig(attention=cfg.attention, layout=cfg.layout, positions=cfg.positions,
                                          rescale=cfg.rescale, batch_size=cfg.batch_size))
         console.print(f"loaded {cfg.model} in {time.perf_counter() - t0:.1f}s; attention: {engine.attention_note}")

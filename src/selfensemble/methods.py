@@ -187,6 +187,48 @@ class Engine:
         self.attention, self.attention_note = self._resolve_attention(self.config.attention)
         self._prefix_caches: dict[tuple[int, ...], object] = {}
         self.stats = {"prefill_tokens": 0, "generated_tokens": 0, "prefix_tokens_encoded": 0}
+        self._restore_attention: str | None = None  # set by from_model: the user's implementation
+
+    @classmethod
+    def from_model(cls, model, tokenizer, config: EngineConfig | None = None) -> Engine:
+        """An engine on a model the caller already loaded (any dtype, ``device_map``, quantisation).
+
+        Switches the model to our attention implementation (refusing, with the reason, a family we
+        cannot run exactly) and puts it in eval mode; ``close()`` or leaving a ``with`` block gives
+        the model back its own attention implementation and training flag, so the caller's
+        ``model.generate`` works as before.
+        """
+        from selfensemble.models import input_device, use_our_attention
+
+        was_training = model.training
+        before = use_our_attention(model)
+        model.eval()
+        spec = getattr(model.config, "_name_or_path", "") or type(model).__name__
+        lm = LoadedModel(model=model, tokenizer=tokenizer, spec=spec, device=input_device(model),
+                         dtype=next(model.parameters()).dtype)
+        try:
+            engine = cls(lm, config)
+        except BaseException:
+            model.set_attn_implementation(before)
+            model.train(was_training)
+            raise
+        engine._restore_attention = before
+        engine._was_training = was_training
+        return engine
+
+    def close(self) -> None:
+        """Give a model passed to ``from_model`` its own attention back; drop cached prefix KV."""
+        self._prefix_caches = {}
+        if self._restore_attention is not None:
+            self.lm.model.set_attn_implementation(self._restore_attention)
+            self.lm.model.train(self._was_training)
+            self._restore_attention = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- attention path -------------------------------------------------------------------------
     def _resolve_attention(self, requested: str | None) -> tuple[str, str]:
@@ -299,9 +341,10 @@ class Engine:
         except SelfEnsembleError:
             raise
         except Exception as err:
-            if self.attention != "flex":
-                raise
-            why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            if self.attention != "flex" or not attn.is_flex_failure(err):
+                raise  # out-of-memory, a bug in our code or the model's: surfaces as itself
+            cause = attn.flex_failure_cause(err)
+            why = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
             if self.config.attention == "flex":
                 raise SelfEnsembleError(f"FlexAttention failed during a forward pass: {why}. "
                                         "Use --attention sdpa.") from err

@@ -31,6 +31,16 @@ RANDOM_CONFIGS: dict[str, tuple[str, dict]] = {
     "qwen2": ("qwen2", dict(_TINY)),
     "gemma": ("gemma", dict(_TINY, head_dim=16)),
     "phi3": ("phi3", dict(_TINY, pad_token_id=0)),
+    "qwen3": ("qwen3", dict(_TINY, head_dim=16)),
+    "olmo2": ("olmo2", dict(_TINY)),
+    # sliding-window families with a window (16) that few-shot prompts exceed several times over
+    "mistral": ("mistral", dict(_TINY, sliding_window=16)),
+    "qwen2-swa": ("qwen2", dict(_TINY, use_sliding_window=True, sliding_window=16, max_window_layers=1)),
+    "gemma2": ("gemma2", dict(_TINY, head_dim=16, sliding_window=16, query_pre_attn_scalar=16,
+                              attn_logit_softcapping=5.0, final_logit_softcapping=30.0,
+                              tie_word_embeddings=False)),
+    "gemma3": ("gemma3_text", dict(_TINY, head_dim=16, sliding_window=16, query_pre_attn_scalar=16,
+                                   layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=False)),
     "smollm2-135m": ("llama", dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                                    num_attention_heads=9, num_key_value_heads=3,
                                    max_position_embeddings=8192, tie_word_embeddings=True)),
@@ -39,6 +49,57 @@ RANDOM_CONFIGS: dict[str, tuple[str, dict]] = {
                                    max_position_embeddings=131072, rope_theta=500000.0,
                                    tie_word_embeddings=True)),
 }
+
+
+# Families whose attention our masks cannot reproduce: refused with the reason (README lists them).
+REFUSED_FAMILIES = {
+    "gpt_oss": "attention sinks (s_aux) are not in the selfensemble attention function",
+    "llama4": "chunked local attention (attention_chunk_size) is not in the packed mask rule",
+    "gemma3": "the multimodal Gemma 3 wrapper adds bidirectional image-token masks; load the text model "
+              "(Gemma3ForCausalLM)",
+}
+
+
+def check_family(model: torch.nn.Module) -> None:
+    """Refuse, with the reason, a model whose attention we cannot run exactly.
+
+    Needs: a decoder-only causal LM whose attention goes through transformers' AttentionInterface
+    (so our function sees every layer's query/key/value), no attention feature our masks do not
+    implement (chunked or bidirectional attention, sinks).
+    """
+    name = type(model).__name__
+    config = model.config
+    text = config.get_text_config()
+    why = REFUSED_FAMILIES.get(config.model_type)
+    if why is None and getattr(config, "is_encoder_decoder", False):
+        why = "encoder-decoder models are not causal LMs"
+    if why is None and getattr(text, "attention_chunk_size", None):
+        why = REFUSED_FAMILIES["llama4"]
+    if why is None and getattr(text, "use_bidirectional_attention", False):
+        why = "bidirectional attention is not a causal mask"
+    if why is None and not getattr(model, "_supports_attention_backend", False):
+        why = "its attention does not go through transformers' AttentionInterface"
+    if why is not None:
+        raise SelfEnsembleError(f"{name} ({config.model_type}) cannot run under selfensemble attention: {why}.")
+
+
+def use_our_attention(model: torch.nn.Module) -> str:
+    """Switch ``model`` to our attention implementation; returns the one it had (to restore later)."""
+    check_family(model)
+    register_attention()
+    before = model.config._attn_implementation
+    model.set_attn_implementation(ATTN_IMPLEMENTATION)
+    if model.config._attn_implementation != ATTN_IMPLEMENTATION:
+        raise SelfEnsembleError(
+            f"{type(model).__name__} did not accept the custom attention implementation; "
+            "attention fusion needs a transformers model that uses the AttentionInterface."
+        )
+    return before
+
+
+def input_device(model: torch.nn.Module) -> torch.device:
+    """Where inputs go: the device of the input embeddings (with device_map the model spans devices)."""
+    return model.get_input_embeddings().weight.device
 
 
 @dataclass
@@ -146,10 +207,10 @@ def _random_model(arch: str, dtype: torch.dtype, seed: int):
     return model, tokenizer
 
 
-def _pretrained(spec: str, dtype: torch.dtype):
+def _pretrained(spec: str, dtype: torch.dtype, hub: dict):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs = dict(dtype=dtype, attn_implementation=ATTN_IMPLEMENTATION)
+    kwargs = dict(dtype=dtype, **{k: v for k, v in hub.items() if v is not None})
     if spec == DEFAULT_MODEL:
         path = embedded_model_path()
         folder, gguf = path.parent, path.name
@@ -163,8 +224,9 @@ def _pretrained(spec: str, dtype: torch.dtype):
         if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().exists():
             raise SelfEnsembleError(f"Model folder not found: {spec}")
     extra = {"gguf_file": gguf} if gguf else {}
+    tok_extra = {k: hub[k] for k in ("revision", "trust_remote_code") if hub.get(k) is not None}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
+        tokenizer = AutoTokenizer.from_pretrained(folder, **extra, **tok_extra)
         model = AutoModelForCausalLM.from_pretrained(folder, **extra, **kwargs)
     except (OSError, ValueError) as err:
         offline = " (this machine may be offline: hub ids need internet or a local cache)"
@@ -175,19 +237,33 @@ def _pretrained(spec: str, dtype: torch.dtype):
     return model, tokenizer
 
 
-def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "auto", seed: int = 0) -> LoadedModel:
-    """Load once, then ensemble many questions; every model runs under our attention dispatcher."""
+def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", dtype: str | torch.dtype = "auto", seed: int = 0,
+               *, device_map: str | dict | None = None, revision: str | None = None,
+               trust_remote_code: bool = False, quantization_config: object | None = None,
+               torch_dtype: str | torch.dtype | None = None) -> LoadedModel:
+    """Load once, then ensemble many questions; every model runs under our attention dispatcher.
+
+    ``device_map`` ("auto", "balanced", a dict, …) places the model with accelerate across the
+    visible GPUs (or the CPU), as researchers load 7B+ models; ``device`` is then ignored and inputs
+    go to the device of the input embeddings. ``revision``, ``trust_remote_code`` and
+    ``quantization_config`` go to ``from_pretrained`` as they are. ``torch_dtype`` is the old name
+    of ``dtype``.
+    """
     register_attention()
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    dtype = torch_dtype if torch_dtype is not None else dtype
+    dev = resolve_device("auto" if device_map is not None else device)
+    dt = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, dev)
     if spec.startswith("random:"):
+        if device_map is not None or quantization_config is not None:
+            raise SelfEnsembleError("random:<arch> models are built in memory: device_map and quantization "
+                                    "apply to saved models (a hub id or a folder).")
         model, tokenizer = _random_model(spec.split(":", 1)[1], dt, seed)
     else:
-        model, tokenizer = _pretrained(os.path.expanduser(spec), dt)
-    model.to(dev).eval()
-    if model.config._attn_implementation != ATTN_IMPLEMENTATION:
-        raise SelfEnsembleError(
-            f"{type(model).__name__} did not accept the custom attention implementation; "
-            "attention fusion needs a transformers model that uses the AttentionInterface."
-        )
-    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, device=dev, dtype=dt)
+        hub = dict(device_map=device_map, revision=revision, quantization_config=quantization_config,
+                   trust_remote_code=trust_remote_code or None)
+        model, tokenizer = _pretrained(os.path.expanduser(spec), dt, hub)
+    if device_map is None and quantization_config is None:
+        model.to(dev)
+    model.eval()
+    use_our_attention(model)
+    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, device=input_device(model), dtype=dt)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
+from selfensemble.attention import WindowMasks
 from selfensemble.fusion import FusionFn
 from selfensemble.packing import CUE, Row
 
@@ -30,7 +31,11 @@ def row_logits(model, row: Row) -> torch.Tensor:
     ids = torch.tensor([row.tokens], device=model.device)
     pos = torch.tensor([row.positions], device=model.device)
     mask = _dense_row_mask(row.segments).to(model.device)
-    return model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False).logits[0, -1]
+    # sliding-window layers: keys less than w positions back (transformers: kv_idx > q_idx - w)
+    distance = pos[0][:, None] - pos[0][None, :]
+    windows = WindowMasks(lambda w: mask & (distance < w)[None, None])
+    return model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False,
+                 selfensemble_windows=windows).logits[0, -1]
 
 
 @torch.inference_mode()

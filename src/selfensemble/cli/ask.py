@@ -8,7 +8,15 @@ from pathlib import Path
 
 import typer
 
-from selfensemble.cli.common import ATTENTION_HELP, METHOD_HELP, MODEL_HELP, app, make_engine, parse_list
+from selfensemble.cli.common import (
+    ATTENTION_HELP,
+    DEVICE_MAP_HELP,
+    METHOD_HELP,
+    MODEL_HELP,
+    app,
+    make_engine,
+    parse_list,
+)
 
 
 @app.command()
@@ -19,6 +27,9 @@ def ask(
     model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
+    device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
+    revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
+    trust_remote_code: bool = typer.Option(False, help="Allow the model repo's own code (transformers' flag)."),
     max_new_tokens: int = typer.Option(16, help="Longest answer in tokens."),
     weights: str | None = typer.Option(None, help="Per-prompt weights for weighted_* methods, e.g. 1,0.5,0.8"),
     layout: str = typer.Option("shared", help="flex layout: shared (one prefix) | full (prefix per paraphrase)"),
@@ -43,7 +54,8 @@ def ask(
     prompts = [question, *paraphrase]
     gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature,
                            top_p=top_p, top_k=top_k, seed=seed)
-    engine = make_engine(model, device, dtype, attention, layout, positions, rescale, seed=seed)
+    engine = make_engine(model, device, dtype, attention, layout, positions, rescale, seed=seed,
+                         device_map=device_map, revision=revision, trust_remote_code=trust_remote_code)
     t0 = time.perf_counter()
     ans = engine.answer(prompts, method, gen, default_format(few_shot, chat), parse_list(weights, "--weights", float))
     seconds = time.perf_counter() - t0

@@ -15,6 +15,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 MODEL_HELP = "smollm2-135m (embedded default), a hub id, a local folder, a .gguf path, or random:<arch>."
 ATTENTION_HELP = ("flex (compiled FlexAttention) | sdpa (same mask, dense) | auto (flex, loud fallback to sdpa). "
                   "Default: sdpa on CPU, auto on CUDA.")
+DEVICE_MAP_HELP = ("Place the model with accelerate, e.g. 'auto' (spread over all visible GPUs, as for 7B+ "
+                   "models); --device is then ignored.")
 METHOD_HELP = "origin | per_prompt | vote | avg | max | weighted_avg | weighted_max | flex"
 
 
@@ -33,10 +35,12 @@ def parse_list(text: str | None, what: str, cast: Callable[[str], Any] = str) ->
 
 
 def make_engine(model: str, device: str, dtype: str, attention: str | None, layout: str, positions: str,
-                rescale: bool = False, batch_size: int = 8, seed: int = 0):
+                rescale: bool = False, batch_size: int = 8, seed: int = 0, device_map: str | None = None,
+                revision: str | None = None, trust_remote_code: bool = False):
     from selfensemble.methods import Engine, EngineConfig
     from selfensemble.models import load_model
 
     cfg = EngineConfig(attention=attention, layout=layout, positions=positions, rescale=rescale,
                        batch_size=batch_size)
-    return Engine(load_model(model, device=device, dtype=dtype, seed=seed), cfg)
+    return Engine(load_model(model, device=device, dtype=dtype, seed=seed, device_map=device_map,
+                             revision=revision, trust_remote_code=trust_remote_code), cfg)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from selfensemble import experiment
-from selfensemble.cli.common import app, make_engine, parse_list
+from selfensemble.cli.common import DEVICE_MAP_HELP, app, make_engine, parse_list
 from selfensemble.cli.report import echo_outputs
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.experiment import RunConfig, load_items, paraphrase_items, run_experiment
@@ -26,6 +26,9 @@ def run_command(
     model: str = typer.Option("smollm2-135m"),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto"),
+    device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
+    revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
+    trust_remote_code: bool = typer.Option(False, help="Allow the model repo's own code (transformers' flag)."),
     batch_size: int = typer.Option(8),
     max_new_tokens: int = typer.Option(16),
     attention: str = typer.Option(None, help="flex | sdpa | auto (flex, loud fallback); default: sdpa on CPU, auto on CUDA"),
@@ -61,6 +64,7 @@ def run_command(
     cfg = RunConfig(dataset=dataset, data_path=data_path, split=split, limit=limit, methods=chosen,
                     num_paraphrases=num_paraphrases, prompt_indices=parse_list(prompt_indices, "--prompt-indices", int),
                     few_shot=few_shot, seed=seed, model=model, device=device, dtype=dtype, batch_size=batch_size,
+                    device_map=device_map, revision=revision, trust_remote_code=trust_remote_code,
                     max_new_tokens=max_new_tokens, attention=attention, layout=layout, positions=positions,
                     rescale=rescale, chat=chat, match=match, confidence_samples=confidence_samples,
                     dataset_options=options, out=str(out), subfolders=method is None, allow_mixed=allow_mixed)
@@ -79,6 +83,7 @@ def paraphrase_command(
     limit: int = typer.Option(None),
     model: str = typer.Option("smollm2-135m"),
     device: str = typer.Option("cpu"),
+    device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
     batch_size: int = typer.Option(8),
     temperature: float = typer.Option(0.8),
     top_p: float = typer.Option(0.95),
@@ -96,7 +101,7 @@ def paraphrase_command(
     _, items = load_items(RunConfig(dataset=dataset, data_path=data_path, limit=limit, seed=seed))
     pcfg = ParaphraseConfig(num_paraphrases=num_paraphrases, temperature=temperature, top_p=top_p, seed=seed)
     cache = paraphrase_items(lambda: make_engine(model, device, "auto", None, "shared", "restart",
-                                                 batch_size=batch_size),
+                                                 batch_size=batch_size, device_map=device_map),
                              model, dataset, items, pcfg, console)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:
