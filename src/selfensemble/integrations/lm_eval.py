@@ -21,9 +21,11 @@ Paraphrases come from the document when it has a list under ``paraphrase_field``
 paraphrase``); ``paraphrase_source=doc|generate`` forces one. Weighted methods take one weight per
 prompt (original first) from the document's ``weights_field``.
 
-Tokens: the context is tokenised whole, as the harness's ``hf`` model does, and cut into prefix |
-question | cue at token boundaries, so ``method=origin`` scores exactly what ``hf`` scores.
-Paraphrase lines are tokenised on their own. Counts of what happened (contexts without a question,
+Tokens (``tokenize``): "whole" (default) tokenises the context in one piece, as the harness's ``hf``
+model does, and cuts it into prefix | question | cue at token boundaries, so ``method=origin``
+scores exactly what ``hf`` scores; "pieces" tokenises the three pieces alone, as ``selfensemble
+run`` does (the two differ where text joins pieces, e.g. a blank line "\n\n" before the question is
+one token alone but two inside the whole text). Paraphrase lines are always tokenised on their own. Counts of what happened (contexts without a question,
 paraphrases from the document or generated, duplicates dropped) are in ``SelfEnsembleLM.report()``.
 """
 
@@ -45,6 +47,7 @@ from selfensemble.prompts import PromptParts, _adds_bos, clean_prompts
 
 log = logging.getLogger(__name__)
 PARAPHRASE_SOURCES = ("auto", "doc", "generate")
+TOKENIZE_MODES = ("whole", "pieces")  # whole: as the harness's hf model; pieces: as `selfensemble run`
 PARAPHRASE_DATASET = "lm-eval"  # the paraphrase cache's dataset key for harness questions
 
 
@@ -78,7 +81,8 @@ class SelfEnsembleLM(LM):
 
     def __init__(self, model: str = "smollm2-135m", method: str = "flex", num_paraphrases: int = 5,
                  batch_size: int | str = 8, paraphrase_source: str = "auto", paraphrase_field: str = "paraphrases",
-                 weights_field: str = "weights", seed: int = 0, engine=None, max_batch_size=None, **options):
+                 weights_field: str = "weights", tokenize: str = "whole", seed: int = 0, engine=None,
+                 max_batch_size=None, **options):
         super().__init__()
         from selfensemble.methods import Engine, EngineConfig, check_method
         from selfensemble.models import load_model
@@ -93,7 +97,9 @@ class SelfEnsembleLM(LM):
         if not str(batch_size).isdigit():
             raise SelfEnsembleError(f"batch_size must be a positive integer, got {batch_size!r}.")
         self.paraphrase_source, self.paraphrase_field, self.weights_field = paraphrase_source, paraphrase_field, weights_field
-        self.seed, self.model_spec = int(seed), str(model)
+        if tokenize not in TOKENIZE_MODES:
+            raise SelfEnsembleError(f"tokenize must be one of {', '.join(TOKENIZE_MODES)}, got {tokenize!r}.")
+        self.seed, self.model_spec, self.tokenize = int(seed), str(model), tokenize
         config_opts, load_opts = _engine_options(options)
         if engine is None:
             engine = Engine(load_model(self.model_spec, seed=self.seed, **load_opts),
@@ -128,6 +134,8 @@ class SelfEnsembleLM(LM):
 
     def _cut(self, context: str, split: ContextSplit) -> tuple[list[int], list[int], list[int]]:
         """prefix | question line | cue tokens cut from the whole context's tokens (exactly hf's tokens)."""
+        if self.tokenize == "pieces":
+            return self._pieces(split)
         enc = self._tok(context, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = list(enc.input_ids), [tuple(o) for o in enc.offset_mapping]
         starts = {s: i for i, (s, _) in reversed(list(enumerate(offsets)))}
@@ -138,9 +146,12 @@ class SelfEnsembleLM(LM):
             if (q == 0 or offsets[q - 1][1] <= q_char) and offsets[c - 1][1] <= cue_char and q < c:
                 return bos + ids[:q], ids[q:c], ids[c:]
         self.counts["retokenized_pieces"] += 1  # a boundary falls inside a token: tokenise the pieces alone
-        plain = self._encode(split.prefix)
-        return (plain if split.prefix else bos), self._encode(split.segment())[len(bos):], \
-            self._encode(split.cue)[len(bos):]
+        return self._pieces(split)
+
+    def _pieces(self, split: ContextSplit) -> tuple[list[int], list[int], list[int]]:
+        """prefix | question line | cue each tokenised alone, as prompts.build_parts does for `selfensemble run`."""
+        skip = 1 if _adds_bos(self._tok) else 0
+        return self._encode(split.prefix), self._encode(split.segment())[skip:], self._encode(split.cue)[skip:]
 
     # -- paraphrases ----------------------------------------------------------------------------------
     def _doc_paraphrases(self, doc) -> list[str] | None:
@@ -300,7 +311,9 @@ def evaluate(lm: SelfEnsembleLM, tasks: list[str], include_path: str | None = No
 
     from selfensemble.errors import did_you_mean
 
-    manager = TaskManager(include_path=include_path) if include_path else TaskManager()
+    manager = TaskManager(include_path=include_path, include_defaults=False) if include_path else None
+    if manager is None or not all(manager.match_tasks([t]) for t in tasks):
+        manager = TaskManager(include_path=include_path)  # the built-in tasks too (indexing takes ~20 s)
     known = set(manager.all_tasks)
     for t in tasks:
         if t not in known and not manager.match_tasks([t]):
