@@ -89,6 +89,7 @@ class SelfEnsembleLM(LM):
 
         self.method = check_method(str(method))
         self.num_paraphrases = int(num_paraphrases)
+        self._prompts = 1 if self.method == "origin" else self.num_paraphrases  # origin asks the original only
         if self.num_paraphrases < 1:
             raise SelfEnsembleError("num_paraphrases must be >= 1 (it counts the original question).")
         if paraphrase_source not in PARAPHRASE_SOURCES:
@@ -141,7 +142,7 @@ class SelfEnsembleLM(LM):
         starts = {s: i for i, (s, _) in reversed(list(enumerate(offsets)))}
         q_char, cue_char = len(split.prefix), len(context) - len(split.cue)
         bos = [self._tok.bos_token_id] if _adds_bos(self._tok) else []
-        if q_char in starts and cue_char in starts and 0 < len(split.cue):
+        if q_char in starts and cue_char in starts and len(split.cue) > 0:
             q, c = starts[q_char], starts[cue_char]
             if (q == 0 or offsets[q - 1][1] <= q_char) and offsets[c - 1][1] <= cue_char and q < c:
                 return bos + ids[:q], ids[q:c], ids[c:]
@@ -166,7 +167,7 @@ class SelfEnsembleLM(LM):
 
     def _generated(self, questions: list[str]) -> dict[str, list[str]]:
         """Model-written paraphrases for ``questions`` (on-disk cache; the model runs only for new ones)."""
-        if not questions or self.num_paraphrases == 1:
+        if not questions or self._prompts == 1:
             return {}
         from rich.console import Console
 
@@ -203,7 +204,7 @@ class SelfEnsembleLM(LM):
             segment = whole or [self._prefix_token]
             return Prepared(PromptParts([], [segment], [], [context], kept_indices=[0]),
                             self._weights(doc, [0]), whole)
-        paras = (doc_paras if doc_paras is not None else generated.get(split.question, []))[: self.num_paraphrases - 1]
+        paras = (doc_paras if doc_paras is not None else generated.get(split.question, []))[: self._prompts - 1]
         self.counts["paraphrases_from_doc" if doc_paras is not None else "paraphrases_generated"] += len(paras)
         prompts, notes, kept = clean_prompts([split.question, *paras])
         self.counts["duplicates_dropped"] += len(notes)
