@@ -47,7 +47,7 @@ def lm_eval_command(
     try:
         from lm_eval.utils import make_table
 
-        from selfensemble.integrations.lm_eval import SelfEnsembleLM, evaluate
+        from selfensemble.integrations.lm_eval import SelfEnsembleLM, evaluate, task_manager
     except ImportError as err:
         raise SelfEnsembleError(f"lm-evaluation-harness is not installed ({err}); "
                                 "pip install 'selfensemble[lm-eval]'.") from err
@@ -57,11 +57,12 @@ def lm_eval_command(
     options = {"attention": attention, "layout": layout, "positions": positions, "device": device, "dtype": dtype,
                **_model_args(model_args)}
     options = {k: v for k, v in options.items() if v is not None}
+    manager = task_manager(names, str(include_path) if include_path else None)  # before the model loads
     t0 = time.perf_counter()
     lm = SelfEnsembleLM(model=model, method=method, num_paraphrases=num_paraphrases, batch_size=batch_size,
                         paraphrase_source=paraphrase_source, seed=seed, **options)
     loaded = time.perf_counter() - t0
-    results = evaluate(lm, names, str(include_path) if include_path else None, limit, log_samples=True)
+    results = evaluate(lm, names, limit=limit, log_samples=True, manager=manager)
     seconds = time.perf_counter() - t0 - loaded
     out.mkdir(parents=True, exist_ok=True)
     summary = {"results": results["results"], "n-samples": results.get("n-samples"),

@@ -304,22 +304,33 @@ class SelfEnsembleLM(LM):
         return out
 
 
-def evaluate(lm: SelfEnsembleLM, tasks: list[str], include_path: str | None = None, limit: int | float | None = None,
-             log_samples: bool = False) -> dict:
-    """Run the harness on ``tasks`` (built-in names or YAMLs under ``include_path``); its result dict."""
-    import lm_eval
+def task_manager(tasks: Sequence[str], include_path: str | None = None):
+    """The harness's TaskManager that knows ``tasks``; an unknown name is a one-line error.
+
+    Only ``include_path`` is indexed when it holds every task; the built-in index (~15,000 tasks,
+    ~20 s) is read only when needed.
+    """
     from lm_eval.tasks import TaskManager
 
     from selfensemble.errors import did_you_mean
 
     manager = TaskManager(include_path=include_path, include_defaults=False) if include_path else None
     if manager is None or not all(manager.match_tasks([t]) for t in tasks):
-        manager = TaskManager(include_path=include_path)  # the built-in tasks too (indexing takes ~20 s)
+        manager = TaskManager(include_path=include_path)
     known = set(manager.all_tasks)
     for t in tasks:
         if t not in known and not manager.match_tasks([t]):
-            raise SelfEnsembleError(f"Unknown harness task {t!r}" + (f" (looked in {include_path} too)" if include_path
-                                                                     else "") + "." + did_you_mean(t, sorted(known)))
+            where = f" (looked in {include_path} and the built-in tasks)" if include_path else ""
+            raise SelfEnsembleError(f"Unknown harness task {t!r}{where}." + did_you_mean(t, sorted(known)))
+    return manager
+
+
+def evaluate(lm: SelfEnsembleLM, tasks: Sequence[str], include_path: str | None = None,
+             limit: int | float | None = None, log_samples: bool = False, manager=None) -> dict:
+    """Run the harness on ``tasks`` (built-in names or YAMLs under ``include_path``); its result dict."""
+    import lm_eval
+
+    manager = manager or task_manager(tasks, include_path)
     results = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit,
                                       log_samples=log_samples)
     if lm.counts["no_question"]:
