@@ -34,6 +34,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
@@ -110,6 +111,7 @@ class SelfEnsembleLM(LM):
                        "paraphrases_from_doc": 0, "paraphrases_generated": 0, "duplicates_dropped": 0,
                        "retokenized_pieces": 0}
         self._prepared: dict[str, Prepared] = {}
+        self.paraphrase_seconds = 0.0  # model-written paraphrases (0 when all came from the doc or the cache)
 
     # -- what the harness and the CLI read back ------------------------------------------------------
     def report(self) -> dict:
@@ -117,7 +119,7 @@ class SelfEnsembleLM(LM):
         return {"model": self.model_spec, "method": self.method, "num_paraphrases": self.num_paraphrases,
                 "paraphrase_source": self.paraphrase_source, "attention": self.engine.attention_note,
                 "engine": {f.name: getattr(self.engine.config, f.name) for f in fields(self.engine.config)},
-                "counts": dict(self.counts)}
+                "counts": dict(self.counts), "paraphrase_seconds": round(self.paraphrase_seconds, 2)}
 
     @property
     def tokenizer_name(self) -> str:
@@ -177,8 +179,10 @@ class SelfEnsembleLM(LM):
 
         pcfg = ParaphraseConfig(num_paraphrases=self.num_paraphrases - 1, seed=self.seed)
         items = [Item(str(i), (q,), ()) for i, q in enumerate(questions)]
+        t0 = time.perf_counter()
         cache = paraphrase_items(lambda: self.engine, self.model_spec, PARAPHRASE_DATASET, items, pcfg,
                                  Console(stderr=True))
+        self.paraphrase_seconds += time.perf_counter() - t0
         return {q: list(cache.get(q) or []) for q in questions}
 
     def _prepare(self, requests: Sequence) -> list[Prepared]:
