@@ -306,13 +306,26 @@ class Engine:
                     on_done: Callable[[int, Answer], None] | None = None) -> list[Answer]:
         """Answer queries in batches of ``batch_size``; ``on_done(index, answer)`` fires as each batch ends."""
         check_method(method)
-        gen = gen or GenerationConfig()
         parts = [build_parts(self.lm.tokenizer, q.fmt, list(q.prompts)) for q in queries]
         weights = [_weights(method, q, p) for q, p in zip(queries, parts, strict=True)]
+        return self.answer_parts(parts, method, gen, weights, on_done)
+
+    def answer_parts(self, parts: Sequence[PromptParts], method: str, gen: GenerationConfig | None = None,
+                     weights: Sequence[torch.Tensor | None] | None = None,
+                     on_done: Callable[[int, Answer], None] | None = None) -> list[Answer]:
+        """Answer queries already cut into token pieces (prefix | segments | cue), e.g. from a harness prompt.
+
+        ``weights``: one (N,) tensor per query for weighted_* methods (None otherwise).
+        """
+        check_method(method)
+        gen = gen or GenerationConfig()
+        weights = list(weights) if weights is not None else [None] * len(parts)
+        if method in fusion.WEIGHTED and any(w is None for w in weights):
+            raise SelfEnsembleError(f"Method {method} needs one weight per prompt.")
         by_prefix: dict[tuple[tuple[int, ...], int], list[int]] = {}
         for i, p in enumerate(parts):
             by_prefix.setdefault(self._prefix_layout(method, p), []).append(i)
-        results: list[Answer | None] = [None] * len(queries)
+        results: list[Answer | None] = [None] * len(parts)
         bs = self.config.batch_size
         for (prefix, copies), idx in by_prefix.items():
             for c in range(0, len(idx), bs):

@@ -1,0 +1,80 @@
+"""`lm-eval`: run lm-evaluation-harness tasks with a self-ensembling method (no harness plugin needed)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from selfensemble.cli.common import ATTENTION_HELP, METHOD_HELP, MODEL_HELP, app, parse_list
+from selfensemble.errors import SelfEnsembleError
+
+
+def _model_args(text: str | None) -> dict:
+    """'layout=full,rescale=true' → {'layout': 'full', 'rescale': True} (the harness's own parser)."""
+    if not text:
+        return {}
+    from lm_eval.utils import simple_parse_args_string
+
+    if any("=" not in kv for kv in text.split(",") if kv):
+        raise SelfEnsembleError(f"--model-args takes key=value pairs separated by commas, got {text!r}.")
+    return simple_parse_args_string(text)
+
+
+@app.command("lm-eval")
+def lm_eval_command(
+    tasks: str = typer.Option(..., help="Harness task names, comma-separated (built-in or from --include-path)."),
+    include_path: Path = typer.Option(None, help="Folder of your own task YAMLs."),
+    model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
+    method: str = typer.Option("flex", help=METHOD_HELP),
+    num_paraphrases: int = typer.Option(5, help="Prompts per question, the original included."),
+    limit: int = typer.Option(None, help="At most this many documents per task."),
+    batch_size: int = typer.Option(8),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("auto"),
+    attention: str = typer.Option(None, help=ATTENTION_HELP),
+    layout: str = typer.Option("shared", help="flex layout: shared | full"),
+    positions: str = typer.Option("restart", help="flex positions: restart | right | sequential"),
+    paraphrase_source: str = typer.Option("auto", help="auto (doc field 'paraphrases' if present, else "
+                                          "model-written) | doc | generate"),
+    model_args: str = typer.Option(None, help="More engine options as key=value,... (as in the harness)."),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("runs/lm-eval"), help="Folder for results.json and samples."),
+):
+    """Evaluate harness tasks with `method`; writes OUT/results.json and prints the harness's table."""
+    try:
+        from lm_eval.utils import make_table
+
+        from selfensemble.integrations.lm_eval import SelfEnsembleLM, evaluate, task_manager
+    except ImportError as err:
+        raise SelfEnsembleError(f"lm-evaluation-harness is not installed ({err}); "
+                                "pip install 'selfensemble[lm-eval]'.") from err
+    if include_path is not None and not include_path.is_dir():
+        raise SelfEnsembleError(f"--include-path {include_path} is not a folder.")
+    names = parse_list(tasks, "--tasks")
+    options = {"attention": attention, "layout": layout, "positions": positions, "device": device, "dtype": dtype,
+               **_model_args(model_args)}
+    options = {k: v for k, v in options.items() if v is not None}
+    manager = task_manager(names, str(include_path) if include_path else None)  # before the model loads
+    t0 = time.perf_counter()
+    lm = SelfEnsembleLM(model=model, method=method, num_paraphrases=num_paraphrases, batch_size=batch_size,
+                        paraphrase_source=paraphrase_source, seed=seed, **options)
+    loaded = time.perf_counter() - t0
+    results = evaluate(lm, names, limit=limit, log_samples=True, manager=manager)
+    seconds = time.perf_counter() - t0 - loaded
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"results": results["results"], "n-samples": results.get("n-samples"),
+               "configs": results.get("configs"), "selfensemble": lm.report(),
+               "seconds": {"load": round(loaded, 2), "evaluate": round(seconds, 2)}, "tasks": names, "limit": limit}
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))
+    for task, samples in (results.get("samples") or {}).items():
+        with (out / f"samples_{task}.jsonl").open("w") as fh:
+            for s in samples:
+                fh.write(json.dumps(s, default=str, ensure_ascii=False) + "\n")
+    typer.echo(make_table(results))
+    counts = lm.report()["counts"]
+    typer.echo(f"{counts['contexts']} contexts, {counts['with_paraphrases']} asked through paraphrases, "
+               f"{counts['no_question']} without a question to paraphrase (answered as is); "
+               f"{seconds:.1f}s → {out / 'results.json'}")

@@ -1,0 +1,143 @@
+"""Teacher-forced log-likelihood of a continuation under any method (multiple-choice scoring).
+
+Generation picks each next token from the fused distribution and feeds it back; scoring feeds a
+*given* continuation instead and adds up the fused log-probability of each of its tokens. The rows,
+masks, positions and prefix KV are exactly the engine's (methods._plan, packing, masks,
+decoding.prefill), so a continuation scores what greedy generation would have seen:
+
+  origin        log p(c | prompt)                          one row
+  avg           sum_j log mean_k p_k(c_j | prompt_k, c_<j)  N rows, fused token by token
+  max, weighted_*  the same with fusion.FUSIONS' rule
+  flex          log p(c | packed paraphrases + shared cue)  one row; continuation tokens see the
+                whole row, as generated tokens do
+
+Worked example (avg, N=2, a one-token continuation c): p_1(c)=.9, p_2(c)=.1 → log .5.
+``is_greedy`` is True when every continuation token is the argmax of the fused distribution at
+its step (the harness's definition, applied to the fused distribution).
+
+Shapes: the prefill gives (B, vocab) logits for the first continuation token; the other m-1
+tokens go through the model in one forward of (B, m-1) under a mask where they see every
+non-padding key of their row plus the continuation tokens before them → (B, m-1, vocab).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from selfensemble import fusion
+from selfensemble.cache import new_cache
+from selfensemble.decoding import prefill
+from selfensemble.errors import SelfEnsembleError
+from selfensemble.masks import decode_bias
+from selfensemble.methods import _plan, check_method
+from selfensemble.packing import PackedBatch
+from selfensemble.prompts import PromptParts
+
+
+@dataclass
+class Scored:
+    """One continuation's fused log-probability, whether greedy decoding would produce it, per token."""
+
+    logprob: float
+    is_greedy: bool
+    token_logprobs: list[float]
+
+
+def score_continuations(engine, parts: Sequence[PromptParts], continuations: Sequence[Sequence[int]],
+                        method: str, weights: Sequence[torch.Tensor | None] | None = None) -> list[Scored]:
+    """Score ``continuations[i]`` (token ids, at least one) after query ``parts[i]`` under ``method``.
+
+    Queries are grouped by their cached prefix and run ``engine.config.batch_size`` at a time;
+    a query's score never depends on its batch neighbours (padding is masked out).
+    """
+    check_method(method)
+    if method in ("per_prompt", "vote"):
+        raise SelfEnsembleError(f"Method {method} gives N answers, not one distribution: it cannot score a "
+                                "continuation. Use origin, avg, max, weighted_avg, weighted_max or flex.")
+    if len(parts) != len(continuations):
+        raise ValueError(f"{len(parts)} queries but {len(continuations)} continuations")
+    if any(len(c) == 0 for c in continuations):
+        raise ValueError("every continuation needs at least one token")
+    weights = list(weights) if weights is not None else [None] * len(parts)
+    if method in fusion.WEIGHTED and any(w is None for w in weights):
+        raise SelfEnsembleError(f"Method {method} needs one weight per prompt.")
+    by_prefix: dict[tuple[tuple[int, ...], int], list[int]] = {}
+    for i, p in enumerate(parts):
+        by_prefix.setdefault(engine._prefix_layout(method, p), []).append(i)
+    out: list[Scored | None] = [None] * len(parts)
+    bs = engine.config.batch_size
+    for (prefix, copies), idx in by_prefix.items():
+        for c in range(0, len(idx), bs):
+            chunk = idx[c:c + bs]
+            scored = _score_chunk(engine, method, [parts[i] for i in chunk], [list(continuations[i]) for i in chunk],
+                                  [weights[i] for i in chunk], list(prefix), copies)
+            for i, s in zip(chunk, scored, strict=True):
+                out[i] = s
+    return out  # type: ignore[return-value]
+
+
+def _continuation_mask(batch: PackedBatch, m: int, rescale_n: int | None, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 1, m, P + L + m) additive mask: each continuation token sees its row and the earlier continuation."""
+    bias = decode_bias(batch, rescale_n or 1, rescale_n is not None)  # (B, P + L), as generated tokens see it
+    B, dev = bias.shape[0], bias.device
+    causal = torch.full((m, m), -math.inf, device=dev).triu(1)
+    mask = torch.cat([bias[:, None, :].expand(B, m, -1), causal[None].expand(B, -1, -1)], dim=2)
+    return mask[:, None].to(dtype)
+
+
+def _forward_continuations(engine, batch: PackedBatch, cache, conts: list[list[int]], rescale_n: int | None):
+    """(B, m, vocab) logits: position j predicts continuation token j of the row's query."""
+    model = engine.lm.model
+    first = prefill(model, batch, cache, engine.attention, rescale_n)  # (B, vocab)
+    m = max(len(c) for c in conts)
+    if m == 1:
+        return first[:, None, :]
+    dev = batch.input_ids.device
+    ids = torch.full((len(conts), m - 1), engine._pad_id, dtype=torch.long)
+    for b, c in enumerate(conts):  # right-padded: a padded slot comes after every real token
+        ids[b, :len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+    positions = batch.next_position[:, None] + torch.arange(m - 1, device=dev)[None, :]
+    mask = _continuation_mask(batch, m - 1, rescale_n, model.dtype)
+    rest = model(input_ids=ids.to(dev), position_ids=positions, attention_mask=mask, cache=cache,
+                 use_cache=True).logits  # (B, m - 1, vocab)
+    return torch.cat([first[:, None, :], rest], dim=1)
+
+
+def _score_chunk(engine, method: str, parts: list[PromptParts], conts: list[list[int]], weights: list,
+                 prefix: list[int], copies: int) -> list[Scored]:
+    plans = [_plan(method, p, w, engine.config, copies > 0) for p, w in zip(parts, weights, strict=True)]
+    rows, row_conts, groups, n_prompts = [], [], [], []
+    for q, (plan, p) in enumerate(zip(plans, parts, strict=True)):
+        need = max(r.next_position for r in plan.rows) + len(conts[q])
+        if need > engine.lm.max_context:
+            raise SelfEnsembleError(f"Context + continuation too long for the model: {need} tokens > "
+                                    f"{engine.lm.max_context}.")
+        groups.append(([len(rows) + r for r in plan.groups[0]], plan.weights[0], conts[q]))
+        rows += plan.rows
+        row_conts += [conts[q]] * len(plan.rows)
+        n_prompts += [len(p.segments)] * len(plan.rows)
+    rescale_n = max(n_prompts) if engine.config.rescale else None
+    multiple = engine.config.pad_multiple if engine.attention == "flex" else 1
+    cached = len(prefix) * copies
+    pseg = [k for k in range(1, copies + 1) for _ in prefix] if copies > 1 else None
+    batch = PackedBatch.from_rows(rows, cached, engine._pad_id, multiple, engine.lm.device, pseg)
+    capacity = cached + batch.shape[1] + max(len(c) for c in conts)
+    cache = new_cache(engine._num_layers, capacity, engine._prefix_cache(prefix, copies) if copies else None)
+    with torch.inference_mode():
+        logits = _forward_continuations(engine, batch, cache, row_conts, rescale_n)
+    fuse = fusion.FUSIONS.get(method, fusion.identity)
+    return [_fused_score(logits[rows_], fuse, w, cont) for rows_, w, cont in groups]
+
+
+def _fused_score(logits: torch.Tensor, fuse, weights, cont: list[int]) -> Scored:
+    """logits (n_rows, m, vocab) of one query → fused log-prob of ``cont`` and its greediness."""
+    per_token, greedy = [], True
+    for j, token in enumerate(cont):
+        logp = fuse(logits[:, j, :], weights)  # (vocab,)
+        per_token.append(float(logp[token]))
+        greedy = greedy and int(torch.argmax(logp)) == token
+    return Scored(float(sum(per_token)), greedy, per_token)
