@@ -281,6 +281,17 @@ def test_32_concurrent_requests_are_batched_and_none_is_lost_or_mixed_up(server)
     assert max(new) <= 8
 
 
+def test_sampled_answers_do_not_depend_on_batch_neighbours(server):
+    bodies = [{"question": f"Name a famous painter, number {i}?", "paraphrases": [f"Which painter is famous ({i})?"],
+               "methods": ["avg"], "max_new_tokens": TOKENS, "temperature": 1.0, "top_p": 0.9, "seed": 3}
+              for i in range(8)]
+    responses = asyncio.run(_fire(server.url, bodies))
+    gen = GenerationConfig(max_new_tokens=TOKENS, do_sample=True, temperature=1.0, top_p=0.9, seed=3)
+    for body, resp in zip(bodies, responses, strict=True):
+        ref = server.reference.answer([body["question"], *body["paraphrases"]], "avg", gen, default_format())
+        assert resp.status_code == 200 and resp.json()["results"][0]["answer"] == ref.answer
+
+
 # -- the page, in a real browser --------------------------------------------------------------------
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -327,6 +338,31 @@ def test_serve_without_the_extra_is_one_line_naming_pip():
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "error: selfensemble serve needs the optional extra: pip install 'selfensemble[serve]' (uvicorn is missing)."]
+
+
+def test_serve_command_starts_and_answers():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "selfensemble", "serve", "--model", "random:llama", "--port", str(port),
+           "--max-batch", "2", "--attention", "sdpa", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        deadline, health = time.monotonic() + 180, None
+        while health is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert health is not None, f"serve did not come up: {proc.poll()} {proc.stderr.read() if proc.poll() else ''}"
+        assert health["model"] == "random:llama" and health["batching"]["max_batch"] == 2
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/ensemble", timeout=120,
+                       json={"question": QUESTION, "paraphrases": PARAS, "methods": ["origin"], "max_new_tokens": 2})
+        assert r.status_code == 200 and r.json()["prompts"] == [QUESTION, *PARAS]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.mark.slow
