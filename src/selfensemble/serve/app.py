@@ -113,12 +113,19 @@ class Service:
         self.engine, self.model_name, self.batcher = engine, model_name, batcher
         self.started = time.time()
         self.requests = 0
+        self._paraphrase_cache: dict[tuple[str, int, int], list[str]] = {}  # generation is seeded: reuse it
 
     async def paraphrases(self, question: str, n: int, seed: int) -> tuple[list[str], list[str]]:
         """Generated paraphrases (fewer than n when the model's outputs fail the filter: a note says so)."""
         if n == 0:
             return [], []
-        found = await self.batcher.submit(("paraphrase", ParaphraseConfig(num_paraphrases=n, seed=seed)), question)
+        key = (question, n, seed)
+        if key not in self._paraphrase_cache:
+            cfg = ParaphraseConfig(num_paraphrases=n, seed=seed)
+            if len(self._paraphrase_cache) >= 256:
+                self._paraphrase_cache.pop(next(iter(self._paraphrase_cache)))
+            self._paraphrase_cache[key] = await self.batcher.submit(("paraphrase", cfg), question)
+        found = list(self._paraphrase_cache[key])
         notes = [] if len(found) == n else [
             f"generated {len(found)} of {n} paraphrases (the others were empty, repeated or not a question)"]
         return found, notes
