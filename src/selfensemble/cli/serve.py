@@ -1,0 +1,35 @@
+"""`serve`: the HTTP API and the comparison page (the model is loaded once)."""
+
+from __future__ import annotations
+
+import typer
+
+from selfensemble.cli.common import ATTENTION_HELP, MODEL_HELP, app, make_engine
+
+
+@app.command()
+def serve(
+    model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
+    port: int = typer.Option(8000),
+    max_batch: int = typer.Option(8, min=1, help="Most requests answered by one engine call (1: no batching)."),
+    batch_window_ms: float = typer.Option(10.0, min=0, help="How long the first request waits for neighbours."),
+    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
+    attention: str = typer.Option(None, help=ATTENTION_HELP),
+    layout: str = typer.Option("shared", help="flex layout: shared | full"),
+    positions: str = typer.Option("restart", help="flex positions: restart | right | sequential"),
+    threads: int = typer.Option(0, help="torch intra-op threads (0: torch's default)."),
+    seed: int = typer.Option(0, help="Seed for random:<arch> weights."),
+):
+    """Serve POST /v1/ensemble, an OpenAI-compatible /v1/chat/completions and a page at /."""
+    from selfensemble.serve import create_app, run_server  # a one-line error naming the pip extra if absent
+
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    engine = make_engine(model, device, dtype, attention, layout, positions, batch_size=max_batch, seed=seed)
+    typer.echo(f"selfensemble serve: {model} ({engine.attention_note}), max batch {max_batch}; "
+               f"page at http://{host}:{port}/")
+    run_server(create_app(engine, model, max_batch, batch_window_ms / 1000), host, port)

@@ -1,0 +1,144 @@
+"""Request bodies of the HTTP API (pydantic): limits here turn bad input into a 422, not a 500.
+
+``EnsembleRequest`` is this project's own shape and forbids unknown fields (a typo is an error,
+never silently ignored). ``ChatRequest`` follows OpenAI's chat-completions body so existing clients
+work unchanged; fields we cannot honour (streaming, n > 1, penalties, tools) are refused, others
+that only describe the caller (``user``, ``metadata``) are accepted and unused.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from selfensemble.errors import SelfEnsembleError
+
+MAX_PARAPHRASES = 10  # paraphrases besides the question, given or generated
+MAX_CHARS = 2000  # per prompt
+MAX_NEW_TOKENS = 256
+DEFAULT_GENERATED = 3  # paraphrases generated when a request gives none
+
+
+def _no_blank(values: list[str] | None) -> list[str] | None:
+    for i, p in enumerate(values or []):
+        if not p.strip():
+            raise ValueError(f"paraphrase {i} is empty or whitespace; every paraphrase needs text")
+        if len(p) > MAX_CHARS:
+            raise ValueError(f"paraphrase {i} is longer than {MAX_CHARS} characters")
+    return values
+
+
+class Sampling(BaseModel):
+    """Greedy unless ``temperature`` > 0; a sampled answer is reproducible from ``seed``."""
+
+    temperature: float | None = Field(None, ge=0, le=5)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = Field(0, ge=0)
+
+
+class EnsembleRequest(Sampling):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=MAX_CHARS)
+    paraphrases: list[str] | None = Field(None, max_length=MAX_PARAPHRASES)
+    num_paraphrases: int | None = Field(None, ge=0, le=MAX_PARAPHRASES,
+                                        description="paraphrases to generate when none are given")
+    methods: list[str] = Field(default_factory=lambda: ["flex"], min_length=1, max_length=8)
+    max_new_tokens: int = Field(16, ge=1, le=MAX_NEW_TOKENS)
+    few_shot: bool = True
+    chat: bool = False
+    weights: list[float] | None = Field(None, max_length=MAX_PARAPHRASES + 1)
+
+    @field_validator("paraphrases")
+    @classmethod
+    def _paraphrases_have_text(cls, v: list[str] | None) -> list[str] | None:
+        return _no_blank(v)
+
+    @field_validator("question")
+    @classmethod
+    def _question_has_text(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the question is empty or whitespace")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnsembleRequest:
+        if self.paraphrases is not None and self.num_paraphrases is not None:
+            raise ValueError("give either paraphrases or num_paraphrases (how many to generate), not both")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods has duplicates: {self.methods}")
+        return self
+
+
+class ParaphraseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=MAX_CHARS)
+    num_paraphrases: int = Field(DEFAULT_GENERATED, ge=1, le=MAX_PARAPHRASES)
+    seed: int = Field(0, ge=0)
+
+
+class SelfEnsembleOptions(BaseModel):
+    """The extra ``selfensemble`` body field of a chat completion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = "flex"
+    paraphrases: list[str] | None = Field(None, max_length=MAX_PARAPHRASES)
+    num_paraphrases: int | None = Field(None, ge=0, le=MAX_PARAPHRASES)
+    few_shot: bool = True
+
+    @field_validator("paraphrases")
+    @classmethod
+    def _paraphrases_have_text(cls, v: list[str] | None) -> list[str] | None:
+        return _no_blank(v)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        """Plain text of the message; OpenAI's list-of-parts form keeps only its text parts."""
+        if isinstance(self.content, list):
+            return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class ChatRequest(Sampling):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    stop: str | list[str] | None = None
+    n: Literal[1] = 1
+    stream: Literal[False] = False
+    selfensemble: SelfEnsembleOptions = Field(default_factory=SelfEnsembleOptions)
+
+    @model_validator(mode="after")
+    def _refuse_unsupported(self) -> ChatRequest:
+        for name in ("frequency_penalty", "presence_penalty", "logit_bias", "tools", "functions",
+                     "response_format", "logprobs", "top_logprobs"):
+            value = (self.model_extra or {}).get(name)
+            if value not in (None, 0, False, {}, []):
+                raise ValueError(f"{name} is not supported by selfensemble serve")
+        if self.selfensemble.paraphrases is not None and self.selfensemble.num_paraphrases is not None:
+            raise ValueError("give either selfensemble.paraphrases or selfensemble.num_paraphrases, not both")
+        return self
+
+    def question(self) -> str:
+        users = [m for m in self.messages if m.role == "user"]
+        if not users or not users[-1].text().strip():
+            raise SelfEnsembleError("messages need a non-empty user message (the last one is the question)")
+        text = users[-1].text()
+        if len(text) > MAX_CHARS:
+            raise SelfEnsembleError(f"the question is longer than {MAX_CHARS} characters")
+        return text
+
+    def stop_strings(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
