@@ -19,6 +19,7 @@ __all__ = ["app", "main"]
 
 def _register_commands() -> None:
     """Importing a command module registers its commands on ``app``."""
+    import selfensemble.cli.paraphrase  # noqa: F401
     from selfensemble.cli import ask, bench, report, run  # noqa: F401
 
 
