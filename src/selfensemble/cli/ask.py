@@ -48,7 +48,8 @@ def ask(
     t0 = time.perf_counter()
     from selfensemble.fusion import DYNAMIC_WEIGHTS
 
-    w = weights.strip() if weights is not None and weights.strip() in DYNAMIC_WEIGHTS else parse_list(weights, "--weights", float)
+    w = weights.strip() if weights is not None and weights.strip() in DYNAMIC_WEIGHTS else parse_list(
+        weights, f"--weights ({' | '.join(DYNAMIC_WEIGHTS)} or numbers)", float)
     ans = engine.answer(prompts, method, gen, default_format(few_shot, chat), w)
     seconds = time.perf_counter() - t0
     if as_json:

@@ -55,6 +55,10 @@ def run_command(
     """Run methods over a dataset; resumable (rerun the same command after a crash)."""
     if method and methods:
         raise SelfEnsembleError("Give --method or --methods, not both.")
+    from selfensemble.fusion import DYNAMIC_WEIGHTS
+
+    if weights not in ("confidence", *DYNAMIC_WEIGHTS):
+        raise SelfEnsembleError(f"Unknown --weights {weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.")
     chosen = parse_list(methods, "--methods") or [method or "origin"]
     options = {"templates": templates, "relations": parse_list(relations, "--relations"),
                "max_facts_per_relation": max_facts_per_relation, "question_column": question_column,
