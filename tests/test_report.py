@@ -205,3 +205,41 @@ def test_rich_table_in_a_narrow_terminal_does_not_wrap_or_cut_names(tmp_path):
     report([tmp_path / "runs"], None, console=Console(file=buf, width=60))
     text = buf.getvalue()
     assert LONG in text and "accuracy [95% CI]" in text and "…" not in text
+
+
+def test_reliability_bins_and_ece_by_hand():
+    from selfensemble.report import calibration, reliability_bins
+
+    recs = _records(ORIGIN)
+    for r, c in zip(recs, [0.95, 0.95, 0.15, 0.15, 0.15], strict=True):
+        r["confidence"] = c
+    bins = reliability_bins(recs)
+    # (0.95,T) (0.95,T) → bin (.9, 1]: acc 1; (0.15,T) (0.15,F) (0.15,F) → bin (.1, .2]: acc 1/3
+    assert [(b["lo"], b["n"]) for b in bins] == [(pytest.approx(0.1), 3), (pytest.approx(0.9), 2)]
+    assert bins[0]["accuracy"] == pytest.approx(1 / 3) and bins[1]["confidence"] == pytest.approx(0.95)
+    [row] = calibration([("avg", recs)], console=False)
+    hand = 0.05 * 0.4 + (1 / 3 - 0.15) * 0.6
+    assert row["ece"] == pytest.approx(hand)
+    assert row["ece"] == pytest.approx(summarize(recs, _manifest("avg"))["ece"])  # same as scoring.ece
+
+
+def test_report_writes_reliability_diagram_next_to_report_png(tmp_path):
+    runs = _write_runs(tmp_path / "runs")
+    assert runs  # records without confidence: no diagram
+    buf = io.StringIO()
+    result = report([tmp_path / "runs"], tmp_path / "out" / "report.png", console=Console(file=buf, width=220))
+    assert result["calibration"] == [] and not (tmp_path / "out" / "reliability.png").exists()
+    recs = _records(AVG)
+    for r, c in zip(recs, [0.9, 0.8, 0.7, 0.6, 0.2], strict=True):
+        r["confidence"] = c
+    with RunStore(tmp_path / "runs2" / "avg", _manifest("avg")["config"]) as store:
+        for r in recs:
+            store.append(r)
+    buf = io.StringIO()
+    result = report([tmp_path / "runs2"], tmp_path / "out2" / "report.png", console=Console(file=buf, width=220))
+    png = tmp_path / "out2" / "reliability.png"
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and result["reliability_png"] == str(png)
+    text = buf.getvalue()
+    assert "Calibration" in text and "ECE" in text and str(png) in text.replace("\n", "")
+    # 4 right at .9 .8 .7 .6, 1 wrong at .2: |1-.9|+|1-.8|+|1-.7|+|1-.6|+|0-.2| over 5
+    assert result["calibration"][0]["ece"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.4 + 0.2) / 5)

@@ -46,10 +46,23 @@ class RunConfig:
     chat: bool = False
     match: str = "partial"
     confidence_samples: int = 4
+    weights: str = "confidence"  # weighted_*: confidence (sampled) | entropy | agreement (per decode step)
+    gate: bool | None = None  # None: on for generated paraphrases, off for a dataset's own
+    min_similarity: float | None = None  # None: paraphrase_gate.DEFAULT_MIN_SIMILARITY of the embedder
+    embedder: str = "wordllama"
+    entity_guard: bool = True
     dataset_options: dict = field(default_factory=dict)
     out: str = "runs/experiment"
     subfolders: bool = True
     allow_mixed: bool = False  # resume under other versions / attention path, provenance per record
+
+    def gate_config(self, generated: bool):
+        """The paraphrase gate for generated (True) or dataset (False) paraphrases."""
+        from selfensemble.paraphrase_gate import GateConfig
+
+        on = self.gate if self.gate is not None else generated
+        return GateConfig(enabled=on, embedder=self.embedder, entity_guard=self.entity_guard,
+                          min_similarity=self.min_similarity)
 
     def method_config(self, method: str) -> dict:
         """The manifest config of one method's run (other methods' names don't define it)."""
@@ -77,50 +90,94 @@ def load_items(cfg: RunConfig) -> tuple[Dataset, list[Item]]:
 def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], console) -> list[Item]:
     """Questions with fewer than N prompts get model-written paraphrases (cached on disk).
 
-    Fill-in-the-blank items (templates with [MASK]) keep the templates their dataset has: a
-    relation with fewer than N templates is asked through fewer prompts, and the run says so.
+    Generated paraphrases pass the gate (paraphrase_gate.py) unless ``cfg.gate`` is False; a
+    question whose candidates mostly fail is asked through fewer prompts, and its record says so
+    (``paraphrase_gate`` in the item's meta → the run records). A dataset's own paraphrases are
+    screened only when ``cfg.gate`` is True. Fill-in-the-blank items (templates with [MASK]) keep
+    the templates their dataset has: a relation with fewer than N templates is asked through fewer
+    prompts, and the run says so.
     """
     from selfensemble.paraphrase import ParaphraseConfig
 
+    items = _screen_dataset_paraphrases(cfg, items) if cfg.gate else items
     short = [it for it in items if len(it.prompts) < cfg.num_paraphrases]
     blanks = [it for it in short if "[MASK]" in it.question]
     if blanks:
         console.print(f"{len(blanks)} fill-in-the-blank items have fewer than {cfg.num_paraphrases} templates; "
                       "they are asked through the templates they have (no generated paraphrases).")
-    need = [it for it in short if "[MASK]" not in it.question]
+    need = [it for it in short if "[MASK]" not in it.question and not it.meta.get("paraphrase_gate")]
     if not need:
         return items
     pcfg = ParaphraseConfig(num_paraphrases=cfg.num_paraphrases - 1, seed=cfg.seed)
-    cache = paraphrase_items(lambda: engine, cfg.model, cfg.dataset, need, pcfg, console)
-    out = []
+    gate = cfg.gate_config(generated=True)
+    cache = paraphrase_items(lambda: engine, cfg.model, cfg.dataset, need, pcfg, console, gate)
+    todo = {it.id for it in need}
+    out, few = [], 0
     for it in items:
-        if len(it.prompts) >= cfg.num_paraphrases:
+        if it.id not in todo:
             out.append(it)
             continue
-        extra = [p for p in cache.get(it.question) or [] if p not in it.prompts]
-        out.append(Item(it.id, tuple(it.prompts) + tuple(extra), it.answers, it.group, it.meta))
+        entry = cache.entry(it.question) or {"paraphrases": [], "checks": []}
+        extra = [p for p in entry["paraphrases"] if p not in it.prompts]
+        meta = dict(it.meta)
+        if gate.enabled:
+            meta["paraphrase_gate"] = gate_record(entry, len(extra), pcfg.num_paraphrases, gate)
+            few += len(extra) < pcfg.num_paraphrases
+        out.append(Item(it.id, tuple(it.prompts) + tuple(extra), it.answers, it.group, meta))
+    if few:
+        console.print(f"[yellow]{few} questions kept fewer than {pcfg.num_paraphrases} paraphrases after the gate; "
+                      "they are asked through fewer prompts (see 'paraphrase_gate' in their records).[/]")
     return out
 
 
-def paraphrase_items(engine_factory, model: str, dataset: str, items: list[Item], pcfg, console):
+def gate_record(entry: dict, kept: int, wanted: int, gate) -> dict:
+    """What a run record says about an item's paraphrases: every candidate's similarity and fate."""
+    rec = {"min_similarity": gate.min_similarity, "embedder": gate.embedder, "entity_guard": gate.entity_guard,
+           "wanted": wanted, "kept": kept, "candidates": entry.get("checks", [])}
+    if kept < wanted:
+        rec["note"] = (f"only {kept} of {wanted} paraphrases passed the gate; asked through {kept + 1} prompts "
+                       "instead of padding")
+    return rec
+
+
+def _screen_dataset_paraphrases(cfg: RunConfig, items: list[Item]) -> list[Item]:
+    """--gate on a dataset that brings its own paraphrases: drop those that fail (no diversity cut)."""
+    from selfensemble.paraphrase_gate import check
+
+    gate = cfg.gate_config(generated=False)
+    out = []
+    for it in items:
+        if not it.paraphrases:
+            out.append(it)
+            continue
+        verdicts = check(it.question, list(it.paraphrases), gate)
+        kept = [v.paraphrase for v in verdicts if v.kept]
+        entry = {"checks": [v.to_dict() for v in verdicts]}
+        meta = {**it.meta, "paraphrase_gate": gate_record(entry, len(kept), len(it.paraphrases), gate)}
+        out.append(Item(it.id, (it.question, *kept), it.answers, it.group, meta))
+    return out
+
+
+def paraphrase_items(engine_factory, model: str, dataset: str, items: list[Item], pcfg, console, gate=None):
     """Write paraphrases for the items not in the on-disk cache; returns the cache.
 
     ``engine_factory()`` is called only when something is missing, so a fully cached dataset never
-    loads the model.
+    loads the model. ``gate`` (a GateConfig, None = off) screens oversampled candidates.
     """
-    from selfensemble.paraphrase import ParaphraseCache, generate_paraphrases
+    from selfensemble.paraphrase import ParaphraseCache, gated_paraphrases
 
-    cache = ParaphraseCache(model, dataset, pcfg)
+    cache = ParaphraseCache(model, dataset, pcfg, gate=gate)
     missing = [it for it in items if cache.get(it.question) is None]
     if not missing:
         return cache
     engine = engine_factory()
     t0 = time.perf_counter()
+    per_question = pcfg.num_paraphrases * (gate.oversample if gate is not None and gate.enabled else 1)
     with progress_bar(console) as progress:
-        task = progress.add_task("paraphrasing", total=len(missing) * pcfg.num_paraphrases)
-        paras = generate_paraphrases(engine, [it.question for it in missing], pcfg,
-                                     lambda n: progress.advance(task, n))
-    cache.put_many({it.question: p for it, p in zip(missing, paras, strict=True)})
+        task = progress.add_task("paraphrasing", total=len(missing) * per_question)
+        entries = gated_paraphrases(engine, [it.question for it in missing], pcfg, gate,
+                                    lambda n: progress.advance(task, n))
+    cache.put_many({it.question: e for it, e in zip(missing, entries, strict=True)})
     console.print(f"paraphrased {len(missing)} questions in {time.perf_counter() - t0:.1f}s → {cache.path}")
     return cache
 
@@ -150,8 +207,16 @@ def progress_bar(console):
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
 
 
-def _weights(engine, cfg: RunConfig, queries: list, console) -> list[list[float]]:
+def _weights(engine, cfg: RunConfig, queries: list, console) -> list[list[float] | str]:
+    """Per query: sampled confidence per prompt, or the name of a per-step rule (fusion.DYNAMIC_WEIGHTS)
+    that the fusion derives from the logits themselves (no sampling, no extra forward passes)."""
     from selfensemble.confidence import ConfidenceCache, ConfidenceConfig, estimate
+    from selfensemble.fusion import DYNAMIC_WEIGHTS
+
+    if cfg.weights in DYNAMIC_WEIGHTS:
+        return [cfg.weights for _ in queries]
+    if cfg.weights != "confidence":
+        raise SelfEnsembleError(f"Unknown --weights {cfg.weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.")
 
     ccfg = ConfidenceConfig(samples=cfg.confidence_samples, seed=cfg.seed)
     cache = ConfidenceCache(cfg.model, ccfg)
@@ -185,6 +250,10 @@ def _record(item: Item, answer, method: str, match: str, weights) -> dict:
         rec["weights"] = weights
     if answer.notes:
         rec["notes"] = answer.notes
+    if item.meta.get("paraphrase_gate"):
+        rec["paraphrase_gate"] = item.meta["paraphrase_gate"]
+        if "note" in item.meta["paraphrase_gate"]:
+            rec["notes"] = [*rec.get("notes", []), item.meta["paraphrase_gate"]["note"]]
     return rec
 
 

@@ -3,6 +3,9 @@
 Every rule takes raw logits of shape (N, vocab) (one row per prompt) and optional weights (N,),
 and returns normalised log-probabilities of shape (vocab,). Inputs are never modified.
 
+The weighted rules also take a rule name instead of a weight tensor ("entropy", "agreement"):
+the weights are then derived from the same logits at every decode step, at no extra cost.
+
 Worked example (vocab of 2): probabilities [[.9, .1], [.2, .8]]
   avg          → [.55, .45]
   max          → max per token [.9, .8] renormalised → [.529, .471]
@@ -17,11 +20,42 @@ from collections.abc import Callable
 import torch
 
 FusionFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+DYNAMIC_WEIGHTS = ("entropy", "agreement")
 
 
-def _check(logits: torch.Tensor, weights: torch.Tensor | None, needs_weights: bool) -> torch.Tensor | None:
+def entropy_weights(logits: torch.Tensor) -> torch.Tensor:
+    """Per-prompt weights exp(-H) from each row's next-token entropy H (nats): (N, vocab) → (N,).
+
+    A confident prompt (low entropy) counts more: H = 0 → 1, a uniform row over V tokens → 1/V.
+    Example: rows with probabilities [1, 0] and [.5, .5] → weights [1, .5].
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    entropy = -(logp.exp() * logp).nan_to_num(0.0).sum(dim=-1)  # 0 · log 0 = 0
+    return torch.exp(-entropy)
+
+
+def agreement_weights(logits: torch.Tensor) -> torch.Tensor:
+    """Per-prompt weights exp(-KL(p_i || mean p)): how well each prompt agrees with the plain mixture.
+
+    (N, vocab) → (N,), each in [1/N, 1] (the mixture gives every row at least 1/N of its own mass),
+    1 when a row equals the mixture. Identical rows → equal weights.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    mix = torch.logsumexp(logp, dim=0) - math.log(logp.shape[0])
+    kl = (logp.exp() * (logp - mix[None, :])).nan_to_num(0.0).sum(dim=-1)
+    return torch.exp(-kl.clamp_min(0.0))
+
+
+_DYNAMIC = {"entropy": entropy_weights, "agreement": agreement_weights}
+
+
+def _check(logits: torch.Tensor, weights: torch.Tensor | str | None, needs_weights: bool) -> torch.Tensor | None:
     if logits.dim() != 2 or logits.shape[0] == 0:
         raise ValueError(f"logits must have shape (N, vocab) with N >= 1, got {tuple(logits.shape)}")
+    if isinstance(weights, str):
+        if weights not in _DYNAMIC:
+            raise ValueError(f"weights rule must be one of {DYNAMIC_WEIGHTS}, got {weights!r}")
+        weights = _DYNAMIC[weights](logits)
     if weights is None:
         if needs_weights:
             raise ValueError("this fusion rule needs one weight per prompt, got none")
@@ -70,14 +104,15 @@ def max_(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Ten
     return logp - torch.logsumexp(logp, dim=0)
 
 
-def weighted_avg(logits: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """Mixture with per-prompt weights (e.g. confidence estimates); weights are normalised to sum 1."""
+def weighted_avg(logits: torch.Tensor, weights: torch.Tensor | str | None) -> torch.Tensor:
+    """Mixture with per-prompt weights (e.g. confidence estimates, or a rule name: "entropy",
+    "agreement", computed from ``logits``); weights are normalised to sum 1."""
     w = _check(logits, weights, needs_weights=True)
     return _log_weighted_mean(torch.log_softmax(logits.float(), dim=-1), w)
 
 
-def weighted_max(logits: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """Per-token max of weight × probability, renormalised."""
+def weighted_max(logits: torch.Tensor, weights: torch.Tensor | str | None) -> torch.Tensor:
+    """Per-token max of weight × probability, renormalised (weights: tensor (N,) or a rule name)."""
     w = _check(logits, weights, needs_weights=True)
     logp = (torch.log_softmax(logits.float(), dim=-1) + w.clamp_min(1e-30).log()[:, None]).amax(dim=0)
     return logp - torch.logsumexp(logp, dim=0)

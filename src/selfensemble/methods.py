@@ -67,7 +67,7 @@ class Query:
 
     prompts: Sequence[str]
     fmt: PromptFormat = field(default_factory=PromptFormat)
-    weights: Sequence[float] | None = None
+    weights: Sequence[float] | str | None = None  # or "entropy" / "agreement": derived per decode step
     seed: int | None = None
 
     @property
@@ -161,11 +161,18 @@ def _fuse_for(method: str) -> Callable:
     return fusion.FUSIONS.get(method, fusion.identity)
 
 
-def _weights(method: str, query: Query, parts: PromptParts) -> torch.Tensor | None:
+def _weights(method: str, query: Query, parts: PromptParts) -> torch.Tensor | str | None:
+    """A (kept prompts,) weight tensor, or a per-step rule name the fusion resolves from the logits."""
     if method not in fusion.WEIGHTED:
         return None
     if query.weights is None:
-        raise SelfEnsembleError(f"Method {method} needs one weight per prompt (e.g. --weights 1,0.5,...).")
+        raise SelfEnsembleError(f"Method {method} needs weights: one per prompt (e.g. --weights 1,0.5,...) "
+                                f"or a per-step rule ({', '.join(fusion.DYNAMIC_WEIGHTS)}).")
+    if isinstance(query.weights, str):
+        if query.weights not in fusion.DYNAMIC_WEIGHTS:
+            raise SelfEnsembleError(f"Unknown weights rule {query.weights!r}; use one of "
+                                    f"{', '.join(fusion.DYNAMIC_WEIGHTS)} or one number per prompt.")
+        return query.weights
     if len(query.weights) != len(query.prompts):
         raise SelfEnsembleError(
             f"Method {method} got {len(query.weights)} weights for {len(query.prompts)} prompts; give one per prompt."

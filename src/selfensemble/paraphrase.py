@@ -4,6 +4,9 @@ A few-shot paraphrasing prompt (a different few-shot set for each paraphrase ind
 paraphrases differ in style), sampled with temperature / top-p from a seeded generator. Outputs that
 are empty, identical to the original, duplicates, no longer a question, or of a very different
 length are dropped, and missing paraphrases are retried a few times.
+
+With the gate on (paraphrase_gate.py) ``gate.oversample`` × as many candidates are generated and the
+most diverse of those that still ask the original question are kept, each with its verdict.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import json
 import os
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from selfensemble.data.base import Example
 from selfensemble.decoding import GenerationConfig
+from selfensemble.paraphrase_gate import GateConfig, screen
 from selfensemble.prompts import PromptFormat
 from selfensemble.store import atomic_write_json, read_json_cache
 
@@ -36,7 +40,7 @@ QUESTION_PAIRS: tuple[tuple[str, str], ...] = (
     ("where is mount kilimanjaro?", "In which country can Mount Kilimanjaro be found?"),
 )
 INSTRUCTION = "Rewrite the question in different words. Keep its meaning."
-CACHE_VERSION = 3  # bump when the prompt, the filters or the sampling streams change, so stale caches are not reused
+CACHE_VERSION = 4  # bump when the prompt, the filters, the gate or the sampling streams change, so stale caches are not reused
 
 
 @dataclass(frozen=True)
@@ -100,22 +104,53 @@ def generate_paraphrases(engine, questions: Sequence[str], cfg: ParaphraseConfig
     return found
 
 
+def gated_paraphrases(engine, questions: Sequence[str], cfg: ParaphraseConfig, gate: GateConfig | None,
+                      progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Per question {"paraphrases": [...], "checks": [verdict dicts], "wanted": k}.
+
+    Gate off (or None): the first ``cfg.num_paraphrases`` acceptable outputs, ``checks`` empty.
+    Gate on: ``gate.oversample`` × as many candidates, then ``paraphrase_gate.screen`` keeps up to
+    ``cfg.num_paraphrases``; every candidate's similarity and (if dropped) reason is in ``checks``.
+    """
+    k = cfg.num_paraphrases
+    if gate is None or not gate.enabled:
+        return [{"paraphrases": p, "checks": [], "wanted": k}
+                for p in generate_paraphrases(engine, questions, cfg, progress)]
+    pool = generate_paraphrases(engine, questions, replace(cfg, num_paraphrases=k * gate.oversample), progress)
+    out = []
+    for q, cands in zip(questions, pool, strict=True):
+        verdicts = screen(q, cands, k, gate)
+        out.append({"paraphrases": [v.paraphrase for v in verdicts if v.kept],
+                    "checks": [v.to_dict() for v in verdicts], "wanted": k})
+    return out
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("SELFENSEMBLE_CACHE", Path.home() / ".cache" / "selfensemble"))
 
 
 class ParaphraseCache:
-    """JSON file of {question: [paraphrases]} keyed by model, dataset and settings."""
+    """JSON file of {question: {"paraphrases", "checks", "wanted"}} keyed by model, dataset, settings
+    and the gate's settings (a new threshold is a new file, never a stale reuse)."""
 
-    def __init__(self, model: str, dataset: str, cfg: ParaphraseConfig, root: Path | None = None):
-        key = hashlib.sha256(json.dumps([CACHE_VERSION, model, dataset, asdict(cfg)], sort_keys=True).encode()).hexdigest()[:16]
+    def __init__(self, model: str, dataset: str, cfg: ParaphraseConfig, root: Path | None = None,
+                 gate: GateConfig | None = None):
+        gate_key = (gate or GateConfig(enabled=False)).key()
+        key = hashlib.sha256(json.dumps([CACHE_VERSION, model, dataset, asdict(cfg), gate_key],
+                                        sort_keys=True).encode()).hexdigest()[:16]
         self.path = (root or cache_dir()) / "paraphrases" / f"{dataset}-{key}.json"
-        self.data: dict[str, list[str]] = read_json_cache(self.path, "paraphrase")
+        self.data: dict[str, dict] = read_json_cache(self.path, "paraphrase")
+
+    def entry(self, question: str) -> dict | None:
+        """The stored {"paraphrases", "checks", "wanted"} of a question, or None."""
+        e = self.data.get(question)
+        return {"paraphrases": e, "checks": [], "wanted": len(e)} if isinstance(e, list) else e
 
     def get(self, question: str) -> list[str] | None:
-        return self.data.get(question)
+        e = self.entry(question)
+        return None if e is None else list(e["paraphrases"])
 
-    def put_many(self, items: dict[str, list[str]]) -> None:
+    def put_many(self, items: dict[str, list[str] | dict]) -> None:
         self.data.update(items)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path, self.data)

@@ -274,6 +274,91 @@ def _print_tables(summary_rows: list[dict], diff_rows: list[dict], console) -> N
         console.print(t, width=max(console.width, sum(widths) + 3 * len(widths) + 1), crop=False)
 
 
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+# -- calibration -------------------------------------------------------------------------------
+
+
+def reliability_bins(records: Sequence[dict], n_bins: int = ECE_BINS) -> list[dict]:
+    """Equal-width bins (lo, hi] of the fused answer probability (``confidence``; 0 joins bin 0, as in
+    scoring.ece): per non-empty bin its count, mean confidence and accuracy. ECE = Σ count/n · |acc − conf|.
+
+    Example: confidences .95, .95, .15, .15, .15 with correct T, T, T, F, F →
+    bin (.9, 1]: n 2, conf .95, acc 1; bin (.1, .2]: n 3, conf .15, acc 1/3.
+    """
+    pairs = [(min(max(float(r["confidence"]), 0.0), 1.0), _correct(r)) for r in records
+             if r.get("confidence") is not None]
+    if not pairs:
+        return []
+    conf = np.array([c for c, _ in pairs])
+    corr = np.array([y for _, y in pairs], dtype=float)
+    idx = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    return [{"lo": b / n_bins, "hi": (b + 1) / n_bins, "n": int((idx == b).sum()),
+             "confidence": float(conf[idx == b].mean()), "accuracy": float(corr[idx == b].mean())}
+            for b in range(n_bins) if (idx == b).any()]
+
+
+def calibration(runs: Sequence[tuple[str, Sequence[dict]]], out_png: Path | None = None, console=None) -> list[dict]:
+    """ECE and a reliability diagram (PNG) of the fused answer probability for each run.
+
+    Does ensembling calibrate? A method is calibrated when its answers given probability p are
+    right a share p of the time: points on the diagonal. Returns one row per run with its bins.
+    """
+    rows = []
+    for name, records in runs:
+        bins = reliability_bins(records)
+        if not bins:
+            continue
+        n = sum(b["n"] for b in bins)
+        rows.append({"name": name, "n": n, "bins": bins,
+                     "ece": float(sum(b["n"] / n * abs(b["accuracy"] - b["confidence"]) for b in bins)),
+                     "mean_confidence": float(sum(b["n"] * b["confidence"] for b in bins) / n),
+                     "accuracy": float(sum(b["n"] * b["accuracy"] for b in bins) / n)})
+    if rows and console is not False:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
+        t = Table(title=f"Calibration of the fused answer probability ({ECE_BINS} bins)")
+        for i, h in enumerate(("method", "n", "ECE", "mean confidence", "accuracy")):
+            t.add_column(h, justify="left" if i == 0 else "right")
+        for r in rows:
+            t.add_row(escape(r["name"]), str(r["n"]), _fmt(r["ece"]), _fmt(r["mean_confidence"]), _fmt(r["accuracy"]))
+        (console or Console()).print(t)
+    if rows and out_png is not None:
+        _plot_reliability(rows, Path(out_png))
+    return rows
+
+
+def _plot_reliability(rows: list[dict], out_png: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    for r in rows:
+        xs, ys = [b["confidence"] for b in r["bins"]], [b["accuracy"] for b in r["bins"]]
+        sizes = [12 + 60 * b["n"] / r["n"] for b in r["bins"]]
+        line = ax.plot(xs, ys, marker=None, lw=1.2, label=f"{r['name']} (ECE {r['ece']:.3f})")[0]
+        ax.scatter(xs, ys, s=sizes, color=line.get_color(), zorder=3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("fused answer probability (bin mean)")
+    ax.set_ylabel("accuracy in bin")
+    ax.set_title("reliability diagram (marker size: share of questions)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+
+
 def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, console=None,
            baseline: str = "origin", seed: int = SEED, fmt: str = "table") -> dict:
     """Tables and plot for runs found under run_dirs; returns (and writes next to out_png) a JSON-able dict.
@@ -324,12 +409,19 @@ def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, co
         raise SelfEnsembleError(f"Unknown report format {fmt!r}; use one of {', '.join(FORMATS)}.")
     result: dict[str, Any] = {"runs": summary_rows, "comparisons": diff_rows, "baseline": baseline,
                               "bootstrap": {"n": BOOTSTRAP_N, "seed": seed, "alpha": 0.05}}
+    reliability_png = Path(out_png).with_name("reliability.png") if out_png is not None else None
+    records_by_path = {str(p): recs for p, _, recs, _ in loaded}
+    result["calibration"] = calibration([(r["name"], records_by_path[r["path"]]) for r in summary_rows],
+                                        reliability_png, console)
     if out_png is not None:
         out_png = Path(out_png)
         from selfensemble.report_plot import plot_summary
 
         plot_summary(summary_rows, out_png)
         result["png"] = str(out_png)
+        if result["calibration"]:
+            result["reliability_png"] = str(reliability_png)
+            (console or _console()).print(f"reliability diagram: {reliability_png}")
         result["json"] = str(out_png.with_name("report.json"))
         out_png.with_name("report.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if fmt == "table":

@@ -31,7 +31,8 @@ def ask(
     revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
     trust_remote_code: bool = typer.Option(False, help="Allow the model repo's own code (transformers' flag)."),
     max_new_tokens: int = typer.Option(16, help="Longest answer in tokens."),
-    weights: str | None = typer.Option(None, help="Per-prompt weights for weighted_* methods, e.g. 1,0.5,0.8"),
+    weights: str | None = typer.Option(None, help="weighted_* methods: one weight per prompt (e.g. 1,0.5,0.8), or "
+                                                  "entropy | agreement (derived from each prompt's logits every step)"),
     layout: str = typer.Option("shared", help="flex layout: shared (one prefix) | full (prefix per paraphrase)"),
     positions: str = typer.Option("restart", help="flex positions: restart | right | sequential"),
     attention: str = typer.Option(None, help=ATTENTION_HELP),
@@ -57,7 +58,11 @@ def ask(
     engine = make_engine(model, device, dtype, attention, layout, positions, rescale, seed=seed,
                          device_map=device_map, revision=revision, trust_remote_code=trust_remote_code)
     t0 = time.perf_counter()
-    ans = engine.answer(prompts, method, gen, default_format(few_shot, chat), parse_list(weights, "--weights", float))
+    from selfensemble.fusion import DYNAMIC_WEIGHTS
+
+    w = weights.strip() if weights is not None and weights.strip() in DYNAMIC_WEIGHTS else parse_list(
+        weights, f"--weights ({' | '.join(DYNAMIC_WEIGHTS)} or numbers)", float)
+    ans = engine.answer(prompts, method, gen, default_format(few_shot, chat), w)
     seconds = time.perf_counter() - t0
     if as_json:
         out = {"answer": ans.answer, "method": method, "prompts": ans.prompts, "per_prompt": ans.per_prompt,

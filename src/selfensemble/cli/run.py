@@ -38,6 +38,13 @@ def run_command(
     chat: bool = typer.Option(False),
     match: str = typer.Option("partial", help="partial | exact"),
     confidence_samples: int = typer.Option(4, help="Samples per prompt for weighted_* confidence."),
+    weights: str = typer.Option("confidence", help="weighted_*: confidence (sampled, --confidence-samples) | "
+                                                   "entropy | agreement (per decode step, free)"),
+    gate: bool = typer.Option(None, "--gate/--no-gate", help="Screen paraphrases by meaning (default: on for "
+                                                            "generated ones, off for a dataset's own)."),
+    min_similarity: float = typer.Option(None, help="Gate: least cosine similarity to the original (default 0.6 wordllama, 0.8 minilm)."),
+    embedder: str = typer.Option("wordllama", help="Gate embedder: wordllama | minilm (extra gate-minilm)."),
+    entity_guard: bool = typer.Option(True, help="Gate: reject paraphrases that change or drop a name or number."),
     templates: str = typer.Option(None, help="myriadlama: manual | auto | mixed"),
     relations: str = typer.Option(None, help="pararel/myriadlama: relations, e.g. P19,P20"),
     max_facts_per_relation: int = typer.Option(None),
@@ -55,6 +62,10 @@ def run_command(
     """Run methods over a dataset; resumable (rerun the same command after a crash)."""
     if method and methods:
         raise SelfEnsembleError("Give --method or --methods, not both.")
+    from selfensemble.fusion import DYNAMIC_WEIGHTS
+
+    if weights not in ("confidence", *DYNAMIC_WEIGHTS):
+        raise SelfEnsembleError(f"Unknown --weights {weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.")
     chosen = parse_list(methods, "--methods") or [method or "origin"]
     options = {"templates": templates, "relations": parse_list(relations, "--relations"),
                "max_facts_per_relation": max_facts_per_relation, "question_column": question_column,
@@ -67,7 +78,9 @@ def run_command(
                     device_map=device_map, revision=revision, trust_remote_code=trust_remote_code,
                     max_new_tokens=max_new_tokens, attention=attention, layout=layout, positions=positions,
                     rescale=rescale, chat=chat, match=match, confidence_samples=confidence_samples,
-                    dataset_options=options, out=str(out), subfolders=method is None, allow_mixed=allow_mixed)
+                    dataset_options=options, out=str(out), subfolders=method is None, allow_mixed=allow_mixed,
+                    weights=weights, gate=gate, min_similarity=min_similarity, embedder=embedder,
+                    entity_guard=entity_guard)
     run_experiment(cfg)
     if len(chosen) > 1:
         from selfensemble.report import report
@@ -88,6 +101,11 @@ def paraphrase_command(
     temperature: float = typer.Option(0.8),
     top_p: float = typer.Option(0.95),
     seed: int = typer.Option(0),
+    gate: bool = typer.Option(True, "--gate/--no-gate", help="Oversample 3x and keep the paraphrases that still "
+                                                             "ask the question (most diverse first)."),
+    min_similarity: float = typer.Option(None, help="Gate: least cosine similarity to the original (default 0.6 wordllama, 0.8 minilm)."),
+    embedder: str = typer.Option("wordllama", help="Gate embedder: wordllama | minilm (extra gate-minilm)."),
+    entity_guard: bool = typer.Option(True, help="Gate: reject paraphrases that change or drop a name or number."),
     out: Path = typer.Option(Path("runs/paraphrases.jsonl")),
 ):
     """Generate paraphrases with the model itself (cached; `run` reuses them)."""
@@ -98,16 +116,22 @@ def paraphrase_command(
     from selfensemble.paraphrase import ParaphraseConfig
 
     console = Console()
-    _, items = load_items(RunConfig(dataset=dataset, data_path=data_path, limit=limit, seed=seed))
+    rcfg = RunConfig(dataset=dataset, data_path=data_path, limit=limit, seed=seed, gate=gate,
+                     min_similarity=min_similarity, embedder=embedder, entity_guard=entity_guard)
+    _, items = load_items(rcfg)
     pcfg = ParaphraseConfig(num_paraphrases=num_paraphrases, temperature=temperature, top_p=top_p, seed=seed)
     cache = paraphrase_items(lambda: make_engine(model, device, "auto", None, "shared", "restart",
                                                  batch_size=batch_size, device_map=device_map),
-                             model, dataset, items, pcfg, console)
+                             model, dataset, items, pcfg, console, rcfg.gate_config(generated=True))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:
         for it in items:
-            fh.write(json.dumps({"id": it.id, "question": it.question, "answers": list(it.answers),
-                                 "paraphrases": cache.get(it.question)}, ensure_ascii=False) + "\n")
+            entry = cache.entry(it.question) or {}
+            row = {"id": it.id, "question": it.question, "answers": list(it.answers),
+                   "paraphrases": entry.get("paraphrases")}
+            if gate:
+                row["gate"] = entry.get("checks", [])
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     console.print(f"wrote {out} (cache: {cache.path})")
 
 
