@@ -176,8 +176,13 @@ def _record(item: Item, answer, method: str, match: str, weights) -> dict:
 
 
 def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: list, out: Path, console) -> dict:
-    """Answer every item not yet in ``out``'s results; returns the run's metrics."""
+    """Answer every item not yet in ``out``'s results; returns the run's metrics.
+
+    ``engine`` is an Engine or another backend with its ``answer_many`` (see backends/__init__.py);
+    either way this process writes each answer to the store as it arrives.
+    """
     from selfensemble import fusion
+    from selfensemble.backends import provenance
     from selfensemble.report import summarize
     from selfensemble.store import RunStore
 
@@ -189,7 +194,7 @@ def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: 
         if weights is not None:
             for i, w in zip(todo, weights, strict=True):
                 queries[i].weights = w
-        if todo:  # warm-up on a full batch (compiles, allocator, prefix KV); its answers are discarded
+        if todo and getattr(engine, "warm_up", True):  # a full batch (compiles, allocator, prefix KV); discarded
             engine.answer_many([queries[i] for i in todo[: engine.config.batch_size]], method, _gen(cfg))
         t0 = time.perf_counter()
         compiles = engine.compile_count
@@ -209,7 +214,7 @@ def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: 
         store.write_metrics(metrics)
         store.update_manifest(attention_path=engine.attention_note, wall_time_s=time.perf_counter() - t0,
                               compiles_during_run=engine.compile_count - compiles, items_this_session=len(todo),
-                              engine_stats=dict(engine.stats))
+                              engine_stats=dict(engine.stats), **provenance(engine))
         return metrics
     finally:
         store.close()
@@ -221,12 +226,16 @@ def _gen(cfg: RunConfig):
     return GenerationConfig(max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
 
 
-def run_experiment(cfg: RunConfig, console=None, engine=None) -> dict[str, dict]:
-    """Run every method of ``cfg`` over the dataset; returns {method: metrics}."""
+def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None) -> dict[str, dict]:
+    """Run every method of ``cfg`` over the dataset; returns {method: metrics}.
+
+    ``backend`` (a backends.BackendConfig; default local) says where the engines run; an
+    ``engine`` given by the caller is used as is (the local backend, already loaded).
+    """
     from rich.console import Console
 
-    from selfensemble.methods import Engine, EngineConfig, Query, check_method
-    from selfensemble.models import load_model
+    from selfensemble.backends import BackendConfig, close_backend, open_backend
+    from selfensemble.methods import Query, check_method
     from selfensemble.prompts import PromptFormat
 
     console = console or Console()
@@ -235,22 +244,23 @@ def run_experiment(cfg: RunConfig, console=None, engine=None) -> dict[str, dict]
     if cfg.num_paraphrases < 1:
         raise SelfEnsembleError("--num-paraphrases must be >= 1 (it counts the original question).")
     ds, items = load_items(cfg)
-    if engine is None:
-        t0 = time.perf_counter()
-        engine = Engine(load_model(cfg.model, cfg.device, cfg.dtype, cfg.seed),
-                        EngineConfig(attention=cfg.attention, layout=cfg.layout, positions=cfg.positions,
-                                     rescale=cfg.rescale, batch_size=cfg.batch_size))
-        console.print(f"loaded {cfg.model} in {time.perf_counter() - t0:.1f}s; attention: {engine.attention_note}")
-    items = ensure_paraphrases(engine, cfg, items, console)
-    queries = [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,
-                                                           examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed))))
-               for it in items]
-    out = Path(cfg.out)
-    results = {}
-    for method in cfg.methods:
-        folder = out / method if cfg.subfolders else out
-        results[method] = run_method(engine, cfg, method, items, queries, folder, console)
-        m = results[method]
-        console.print(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, "
-                      f"{m['seconds_per_item']:.3f} s/question → {folder}")
-    return results
+    owned = engine is None
+    if owned:
+        engine = open_backend(backend or BackendConfig(), cfg, console)
+    try:
+        items = ensure_paraphrases(engine, cfg, items, console)
+        queries = [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,
+                                                               examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed))))
+                   for it in items]
+        out = Path(cfg.out)
+        results = {}
+        for method in cfg.methods:
+            folder = out / method if cfg.subfolders else out
+            results[method] = run_method(engine, cfg, method, items, queries, folder, console)
+            m = results[method]
+            console.print(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, "
+                          f"{m['seconds_per_item']:.3f} s/question → {folder}")
+        return results
+    finally:
+        if owned:
+            close_backend(engine)
