@@ -9,8 +9,10 @@ Shape of one ``answer_many`` call (one method over the items a run still needs):
   driver: iter_batches as batches finish → ``on_done(index, Answer)`` (the run store's append)
 
 The driver is the only writer of the run folder, so a killed driver loses nothing written and
-the same command resumes; a killed actor is restarted by Ray and its batch retried
-(``max_restarts``/``max_task_retries``). Ray's own checkpointing is not used (it hung on 2
+the same command resumes; a killed actor is restarted by Ray and its batch retried (Ray Data's
+actor defaults ``max_restarts=-1``, ``max_task_retries=-1``: unlimited; passing other values is
+deprecated in Ray 2.60, so a batch that kills its actor every time is retried until the run is
+stopped). Ray's own checkpointing is not used (it hung on 2
 logical CPUs here); the run store already skips finished items before anything is sent.
 
 Each ``answer_many`` call is one Ray Data pass with its own actor pool, so every actor loads the
@@ -34,7 +36,6 @@ INSTALL_HINT = "pip install 'selfensemble[ray]'"
 #: dies (``os._exit``) before answering, once per path: proves a lost actor's batch is retried.
 CRASH_ONCE_ENV = "SELFENSEMBLE_TEST_CRASH_ONCE"
 CONNECT_TIMEOUT_S = 5.0
-ACTOR_RETRIES = 3  # restarts per actor and retries per batch; a crash loop then fails the run
 
 
 def import_ray():
@@ -213,6 +214,7 @@ class RayBackend:
         ctx = self.ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the driver shows the run's own progress bar
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
 
     @property
     def attention_note(self) -> str:
@@ -254,7 +256,6 @@ class RayBackend:
             fn_kwargs={"method": method, "gen": gen},
             compute=ray.data.ActorPoolStrategy(size=opts.workers),
             num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker or None,
-            max_restarts=ACTOR_RETRIES, max_task_retries=ACTOR_RETRIES,
             runtime_env={"env_vars": env} if env else None)
 
     def _collect(self, batch, results: list, on_done) -> None:
