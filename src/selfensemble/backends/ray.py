@@ -100,8 +100,8 @@ def connect(ray, address: str | None) -> bool:
     if ray.is_initialized():
         return False
     kwargs = dict(logging_level=logging.WARNING, log_to_driver=True, runtime_env=code_env())
-    if address is None:
-        ray.init(include_dashboard=False, **kwargs)
+    if address is None:  # "local": always a fresh instance (a bare init() joins any cluster it finds, dead ones too)
+        ray.init(address="local", include_dashboard=False, **kwargs)
         return True
     resolved = _resolve(address)
     check_reachable(resolved)

@@ -45,7 +45,7 @@ def run_command(
     split: str = typer.Option("test"),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("runs/experiment"), help="Output folder."),
-    backend: str = typer.Option("local", help="local (this process) | ray (an actor pool; pip install 'selfensemble[ray]')"),
+    backend: str = typer.Option("local", help="local (this process) | ray (a Ray Data actor pool; needs the 'ray' extra)"),
     ray_address: str = typer.Option(None, help="ray: 'auto' or HOST:PORT of a running cluster; default: a local Ray instance."),
     workers: int = typer.Option(None, help="ray: actors in the pool, each loads the model once (default 2)."),
     gpus_per_worker: float = typer.Option(None, help="ray: GPUs per actor (default 0; use with --device cuda)."),
