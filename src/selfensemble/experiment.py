@@ -280,6 +280,7 @@ def _stats_delta(after: dict, before: dict) -> dict:
 
 def _finish(store, engine, cfg: RunConfig, method: str, session: dict) -> dict:
     """Metrics over every record, and this session's facts in the manifest (one entry per session)."""
+    from selfensemble.backends import provenance
     from selfensemble.report import summarize
 
     records = store.records()
@@ -290,7 +291,7 @@ def _finish(store, engine, cfg: RunConfig, method: str, session: dict) -> dict:
     manifest = store.manifest()
     sessions = manifest.get("sessions") or [{}]
     sessions[-1] = {**sessions[-1], **session}
-    store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"),
+    store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"), **provenance(engine),
                           attention_paths=sorted({str(r["attention"]) for r in records if "attention" in r}))
     return metrics
 
@@ -315,7 +316,7 @@ def _answer_todo(engine, cfg: RunConfig, method: str, items: list[Item], queries
     if weights is not None:
         for i, w in zip(todo, weights, strict=True):
             queries[i].weights = w
-    if todo:
+    if todo and getattr(engine, "warm_up", True):  # a Ray pool warms its own actors
         engine.answer_many([queries[i] for i in todo[: engine.config.batch_size]], method, _gen(cfg))
     t0, compiles, before = time.perf_counter(), engine.compile_count, dict(engine.stats)
     with progress_bar(console) as progress:
@@ -370,13 +371,17 @@ def _gen(cfg: RunConfig):
     return GenerationConfig(max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
 
 
-def run_experiment(cfg: RunConfig, console=None, engine=None) -> dict[str, dict]:
-    """Run every method of ``cfg`` over the dataset; returns {method: metrics}."""
+def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None) -> dict[str, dict]:
+    """Run every method of ``cfg`` over the dataset; returns {method: metrics}.
+
+    ``backend`` (a backends.BackendConfig; default local) says where the engines run; an
+    ``engine`` given by the caller is used as is (the local backend, already loaded).
+    """
     from rich.console import Console
 
+    from selfensemble.backends import BackendConfig, close_backend, open_backend
     from selfensemble.decoding import derive_seed
-    from selfensemble.methods import Engine, EngineConfig, Query, check_method
-    from selfensemble.models import load_model
+    from selfensemble.methods import Query, check_method
     from selfensemble.prompts import PromptFormat
 
     console = console or Console()
@@ -385,28 +390,27 @@ def run_experiment(cfg: RunConfig, console=None, engine=None) -> dict[str, dict]
     if cfg.num_paraphrases < 1:
         raise SelfEnsembleError("--num-paraphrases must be >= 1 (it counts the original question).")
     ds, items = load_items(cfg)
-    if engine is None:
-        t0 = time.perf_counter()
-        with console.status(f"loading {cfg.model}…"):  # the first load takes ~15-30 s
-            engine = Engine(load_model(cfg.model, cfg.device, cfg.dtype, cfg.seed, device_map=cfg.device_map,
-                                       revision=cfg.revision, trust_remote_code=cfg.trust_remote_code),
-                            EngineConfig(attention=cfg.attention, layout=cfg.layout, positions=cfg.positions,
-                                         rescale=cfg.rescale, batch_size=cfg.batch_size))
-        console.print(f"loaded {cfg.model} in {time.perf_counter() - t0:.1f}s; attention: {engine.attention_note}")
-    items = ensure_paraphrases(engine, cfg, items, console)
-    queries = [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,
-                                                           examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed))),
-                     seed=derive_seed(cfg.seed, it.id))  # the item's own sampling streams
-               for it in items]
-    out = Path(cfg.out)
-    folders = {m: out / m if cfg.subfolders else out for m in cfg.methods}
-    derived = {"vote": folders["per_prompt"]} if {"vote", "per_prompt"} <= set(cfg.methods) else {}
-    results = {}
-    for method in sorted(cfg.methods, key=lambda m: m in derived):  # per_prompt before the vote it feeds
-        results[method] = run_method(engine, cfg, method, items, queries, folders[method], console,
-                                     derive_from=derived.get(method))
-        m = results[method]
-        how = " (derived from per_prompt's answers)" if method in derived else ""
-        console.print(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, "
-                      f"{m['seconds_per_item']:.3f} s/question{how} → {folders[method]}")
-    return {m: results[m] for m in cfg.methods}
+    owned = engine is None
+    if owned:
+        engine = open_backend(backend or BackendConfig(), cfg, console)
+    try:
+        items = ensure_paraphrases(engine, cfg, items, console)
+        queries = [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,
+                                                               examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed))),
+                         seed=derive_seed(cfg.seed, it.id))  # the item's own sampling streams
+                   for it in items]
+        out = Path(cfg.out)
+        folders = {m: out / m if cfg.subfolders else out for m in cfg.methods}
+        derived = {"vote": folders["per_prompt"]} if {"vote", "per_prompt"} <= set(cfg.methods) else {}
+        results = {}
+        for method in sorted(cfg.methods, key=lambda m: m in derived):  # per_prompt before the vote it feeds
+            results[method] = run_method(engine, cfg, method, items, queries, folders[method], console,
+                                         derive_from=derived.get(method))
+            m = results[method]
+            how = " (derived from per_prompt's answers)" if method in derived else ""
+            console.print(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, "
+                          f"{m['seconds_per_item']:.3f} s/question{how} → {folders[method]}")
+        return {m: results[m] for m in cfg.methods}
+    finally:
+        if owned:
+            close_backend(engine)

@@ -315,15 +315,18 @@ class Engine:
         check_method(method)
         parts = [build_parts(self.lm.tokenizer, q.fmt, list(q.prompts)) for q in queries]
         weights = [_weights(method, q, p) for q, p in zip(queries, parts, strict=True)]
-        return self.answer_parts(parts, method, gen, weights, on_done)
+        return self.answer_parts(parts, method, gen, weights, on_done, [q.stream_key for q in queries])
 
     def answer_parts(self, parts: Sequence[PromptParts], method: str, gen: GenerationConfig | None = None,
-                     weights: Sequence[torch.Tensor | None] | None = None,
-                     on_done: Callable[[int, Answer], None] | None = None) -> list[Answer]:
+                     weights: Sequence[torch.Tensor | str | None] | None = None,
+                     on_done: Callable[[int, Answer], None] | None = None,
+                     stream_keys: Sequence[object] | None = None) -> list[Answer]:
         """Answer queries already cut into token pieces (prefix | segments | cue), e.g. from a harness prompt.
 
-        ``weights``: one (N,) tensor per query for weighted_* methods (None otherwise).
+        ``weights``: one (N,) tensor or per-step rule name per query for weighted_* methods (None
+        otherwise). ``stream_keys``: each query's sampling-stream key (default: its prompts).
         """
+        stream_keys = list(stream_keys) if stream_keys is not None else [tuple(p.prompts) for p in parts]
         check_method(method)
         gen = gen or GenerationConfig()
         weights = list(weights) if weights is not None else [None] * len(parts)
@@ -338,7 +341,7 @@ class Engine:
             for c in range(0, len(idx), bs):
                 chunk = idx[c:c + bs]
                 answers = self._run_chunk(method, [parts[i] for i in chunk], [weights[i] for i in chunk],
-                                          list(prefix), copies, gen, [queries[i].stream_key for i in chunk])
+                                          list(prefix), copies, gen, [stream_keys[i] for i in chunk])
                 for i, a in zip(chunk, answers, strict=True):
                     results[i] = a
                     if on_done:

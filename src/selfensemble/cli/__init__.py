@@ -19,9 +19,8 @@ __all__ = ["app", "main"]
 
 def _register_commands() -> None:
     """Importing a command module registers its commands on ``app``."""
-    from selfensemble.cli import ask, bench, lm_eval, report, run, serve  # noqa: F401
     import selfensemble.cli.paraphrase  # noqa: F401
-    from selfensemble.cli import ask, bench, report, run  # noqa: F401
+    from selfensemble.cli import ask, bench, lm_eval, report, run, serve  # noqa: F401
 
 
 def main() -> None:

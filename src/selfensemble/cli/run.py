@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from selfensemble import experiment
+from selfensemble.backends import BackendConfig
 from selfensemble.cli.common import DEVICE_MAP_HELP, app, make_engine, parse_list
 from selfensemble.cli.report import echo_outputs
 from selfensemble.errors import SelfEnsembleError
@@ -58,6 +59,11 @@ def run_command(
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Resume a run made under other torch/"
                                      "transformers/selfensemble versions or attention path; each new record "
                                      "then carries its own provenance."),
+    backend: str = typer.Option("local", help="local (this process) | ray (a Ray Data actor pool; needs the 'ray' extra)"),
+    ray_address: str = typer.Option(None, help="ray: 'auto' or HOST:PORT of a running cluster; default: a local Ray instance."),
+    workers: int = typer.Option(None, help="ray: actors in the pool, each loads the model once (default 2)."),
+    gpus_per_worker: float = typer.Option(None, help="ray: GPUs per actor (default 0; use with --device cuda)."),
+    cpus_per_worker: float = typer.Option(None, help="ray: CPUs per actor (default 1; also its torch threads)."),
 ):
     """Run methods over a dataset; resumable (rerun the same command after a crash)."""
     if method and methods:
@@ -81,11 +87,23 @@ def run_command(
                     dataset_options=options, out=str(out), subfolders=method is None, allow_mixed=allow_mixed,
                     weights=weights, gate=gate, min_similarity=min_similarity, embedder=embedder,
                     entity_guard=entity_guard)
-    run_experiment(cfg)
+    run_experiment(cfg, backend=_backend_config(backend, ray_address, workers, gpus_per_worker, cpus_per_worker))
     if len(chosen) > 1:
         from selfensemble.report import report
 
         echo_outputs(report([out], out / "report.png"))
+
+
+def _backend_config(name: str, address: str | None, workers: int | None, gpus: float | None,
+                    cpus: float | None) -> BackendConfig:
+    """--backend and its ray options; ray options with the local backend are an error, not ignored."""
+    given = {"--ray-address": address, "--workers": workers, "--gpus-per-worker": gpus, "--cpus-per-worker": cpus}
+    if name == "local" and any(v is not None for v in given.values()):
+        flags = ", ".join(k for k, v in given.items() if v is not None)
+        raise SelfEnsembleError(f"{flags} only apply to --backend ray.")
+    pool = {k: v for k, v in (("workers", workers), ("gpus_per_worker", gpus), ("cpus_per_worker", cpus))
+            if v is not None}
+    return BackendConfig(name=name, address=address, **pool)
 
 
 @app.command("paraphrase")

@@ -1,0 +1,140 @@
+"""Ray backend vs local backend on the same run: items/s, start-up, overhead per item.
+
+    PYTHONPATH=src python benchmarks/ray_bench.py --items 64 --workers 2 [--model random:smollm2-135m]
+        [--ray-address HOST:PORT] [--out benchmarks/results/ray_bench.json]
+
+Both backends answer the same synthetic questions (``--items``, each with two paraphrases) by the
+same method and settings into fresh run folders, through ``run_experiment`` (so the timings
+include the driver writing every record). A thin proxy around the backend time-stamps each
+answer as the driver receives it:
+
+  startup_s      backend creation (model load; Ray: connect) up to the first answer
+  total_s        backend creation up to the last answer
+  steady_items_s items after the first batch / time from the first to the last answer
+  overhead_ms_per_item  (Ray total − local run time ÷ workers) / items: what the pool costs
+                 over a perfect split of the local engine's own work, start-up included
+
+It also checks the two runs gave the same predictions. The default model has the embedded
+SmolLM2-135M's architecture and size with random weights (no ~15 s GGUF de-quantisation per
+actor), so every answer runs the full ``--max-new-tokens``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PLACES = ["France", "Spain", "Italy", "Japan", "Egypt", "Peru", "Chile", "Kenya", "Norway", "Canada", "India",
+          "Cuba", "Brazil", "Mexico", "Greece", "Ghana", "Nepal", "Chad", "Fiji", "Iran"]
+TEMPLATES = [("What is the capital of {}?", "Which city is the capital of {}?", "Name the capital city of {}."),
+             ("What language is spoken in {}?", "Which language do people in {} speak?", "Name a language of {}."),
+             ("What currency is used in {}?", "Which currency does {} use?", "Name the money of {}."),
+             ("On which continent is {}?", "{} lies on which continent?", "Name the continent of {}.")]
+
+
+class Timed:
+    """Engine-like proxy recording when each answer reaches the driver."""
+
+    def __init__(self, inner):
+        self.inner, self.stamps = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def answer_many(self, queries, method, gen=None, on_done=None):
+        def stamp(i, answer):
+            self.stamps.append(time.perf_counter())
+            if on_done:
+                on_done(i, answer)
+
+        return self.inner.answer_many(queries, method, gen, on_done=stamp if on_done else None)
+
+
+def write_dataset(path: Path, n: int) -> None:
+    rows = []
+    for i in range(n):
+        q, a, b = TEMPLATES[i % len(TEMPLATES)]
+        place = PLACES[(i // len(TEMPLATES)) % len(PLACES)]
+        rows.append({"id": f"b{i:03d}", "question": q.format(place), "answers": [place],
+                     "paraphrases": [a.format(place), b.format(place)]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def run_once(backend_cfg, cfg, workers: int) -> dict:
+    from rich.console import Console
+
+    from selfensemble.backends import close_backend, open_backend
+    from selfensemble.experiment import run_experiment
+
+    console = Console(file=io.StringIO())
+    t0 = time.perf_counter()
+    engine = Timed(open_backend(backend_cfg, cfg, console))
+    t_ready = time.perf_counter()
+    try:
+        run_experiment(cfg, console=console, engine=engine)
+    finally:
+        close_backend(engine.inner)
+    s, n = engine.stamps, len(engine.stamps)
+    first_batch = min(cfg.batch_size, n)
+    records = [json.loads(x) for x in (Path(cfg.out) / "results.jsonl").read_text().splitlines()]
+    return {"backend": backend_cfg.name, "workers": workers, "items": n, "ready_s": t_ready - t0,
+            "startup_s": s[0] - t0, "total_s": s[-1] - t0, "run_s": s[-1] - t_ready,
+            "items_per_s": n / (s[-1] - t0),
+            "steady_items_per_s": (n - first_batch) / (s[-1] - s[first_batch - 1]) if n > first_batch else None,
+            "engine_s_per_item": sum(r["seconds"] for r in records) / n,
+            "predictions": {r["id"]: r["prediction"] for r in records}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--items", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--model", default="random:smollm2-135m")
+    ap.add_argument("--method", default="avg")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=8)
+    ap.add_argument("--ray-address", default=None)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/ray_bench.json"))
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)  # the local engine gets one core; each Ray actor gets its --cpus-per-worker (1)
+    from selfensemble.backends import BackendConfig
+    from selfensemble.experiment import RunConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "bench.jsonl"
+        write_dataset(data, args.items)
+        base = dict(dataset="jsonl", data_path=str(data), dataset_options={"paraphrase_columns": ["paraphrases"],
+                                                                           "id_column": "id"},
+                    num_paraphrases=3, few_shot=2, model=args.model, attention="sdpa", batch_size=args.batch_size,
+                    max_new_tokens=args.max_new_tokens, methods=[args.method], subfolders=False)
+        local = run_once(BackendConfig("local"), RunConfig(**base, out=f"{tmp}/local"), 1)
+        ray = run_once(BackendConfig("ray", args.ray_address, args.workers),
+                       RunConfig(**base, out=f"{tmp}/ray"), args.workers)
+    same = local.pop("predictions") == ray.pop("predictions")
+    ray["overhead_ms_per_item"] = 1000 * (ray["total_s"] - local["run_s"] / args.workers) / args.items
+    result = {"config": vars(args) | {"out": str(args.out)}, "same_predictions": same, "local": local, "ray": ray,
+              "cpus": __import__("os").cpu_count(), "machine_load": __import__("os").getloadavg()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print("| backend | workers | items | startup s | total s | items/s | steady items/s | engine s/item |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in (local, ray):
+        steady = f"{r['steady_items_per_s']:.2f}" if r["steady_items_per_s"] else "–"
+        print(f"| {r['backend']} | {r['workers']} | {r['items']} | {r['startup_s']:.1f} | {r['total_s']:.1f} | "
+              f"{r['items_per_s']:.2f} | {steady} | {r['engine_s_per_item']:.3f} |")
+    print(f"\nRay overhead over a perfect {args.workers}-way split of the local run: "
+          f"{ray['overhead_ms_per_item']:.0f} ms/item; same predictions: {same}; load {result['machine_load']}")
+    if not same:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""The Ray backend: queries go through ``ray.data`` to a pool of actors, each holding one Engine.
+
+Shape of one ``answer_many`` call (one method over the items a run still needs):
+
+  driver: [(index, pickled Query)] → ray.data.from_items, one block per engine batch
+  actors: map_batches(EngineWorker, batch_size=engine batch size, compute=ActorPoolStrategy(size=K),
+          num_gpus=G, num_cpus=C); each actor builds the Engine once (``local.build_engine``)
+          and answers a batch with ``Engine.answer_many`` — the local backend's own code
+  driver: iter_batches as batches finish → ``on_done(index, Answer)`` (the run store's append)
+
+The driver is the only writer of the run folder, so a killed driver loses nothing written and
+the same command resumes; a killed actor is restarted by Ray and its batch retried (Ray Data's
+actor defaults ``max_restarts=-1``, ``max_task_retries=-1``: unlimited; passing other values is
+deprecated in Ray 2.60, so a batch that kills its actor every time is retried until the run is
+stopped). Ray's own checkpointing is not used (it hung on 2
+logical CPUs here); the run store already skips finished items before anything is sent.
+
+Each ``answer_many`` call is one Ray Data pass with its own actor pool, so every actor loads the
+model once per pass: once per method, plus once per sampled-confidence pass for weighted
+methods and per attempt when paraphrases are written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+from selfensemble.errors import SelfEnsembleError
+
+INSTALL_HINT = "pip install 'selfensemble[ray]'"
+#: Test hook: when set to a file path, the first actor to answer a batch creates that file and
+#: dies (``os._exit``) before answering, once per path: proves a lost actor's batch is retried.
+CRASH_ONCE_ENV = "SELFENSEMBLE_TEST_CRASH_ONCE"
+CONNECT_TIMEOUT_S = 5.0
+
+
+def import_ray():
+    """``ray``, or a one-line error saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as err:
+        raise SelfEnsembleError(f"--backend ray needs Ray, which is not installed: {INSTALL_HINT}") from err
+    return ray
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast on a cluster address nothing listens on (``ray.init`` would wait for minutes).
+
+    ``address`` is ``HOST:PORT`` or ``ray://HOST:PORT``; a plain TCP connect must succeed within
+    ``timeout`` seconds.
+    """
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise SelfEnsembleError(f"--ray-address must be 'auto' or HOST:PORT (e.g. 10.0.0.5:6379), got {address!r}.")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise SelfEnsembleError(
+            f"cannot reach a Ray cluster at {address} ({err.strerror or type(err).__name__}); start one with "
+            f"`ray start --head --port={port}` on that machine, or drop --ray-address for a local Ray instance."
+        ) from None
+
+
+def _resolve(address: str) -> str:
+    """'auto' → the HOST:PORT of the cluster this machine joined, or a clear error when none."""
+    if address != "auto":
+        return address
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+        found = canonicalize_bootstrap_address("auto")
+    except Exception as err:  # a private helper; its failure means the same as finding nothing
+        raise SelfEnsembleError(f"--ray-address auto: no running Ray cluster found on this machine ({err}); "
+                                "start one with `ray start --head`, or drop --ray-address.") from None
+    if not found:
+        raise SelfEnsembleError("--ray-address auto: no running Ray cluster found on this machine; start one "
+                                "with `ray start --head`, or drop --ray-address for a local Ray instance.")
+    return found
+
+
+def code_env() -> dict:
+    """Ship this process's selfensemble package to every worker (Ray's ``py_modules``).
+
+    The actors then run exactly the driver's code, whatever selfensemble (if any) the cluster's
+    nodes have installed; its dependencies (torch, transformers, ...) must be installed there.
+    """
+    import selfensemble
+
+    return {"py_modules": [os.path.dirname(selfensemble.__file__)], "excludes": ["__pycache__/", "*.pyc"]}
+
+
+def connect(ray, address: str | None) -> bool:
+    """Start a local Ray instance (no address) or join a cluster; True when this call connected."""
+    if ray.is_initialized():
+        return False
+    kwargs = dict(logging_level=logging.WARNING, log_to_driver=True, runtime_env=code_env())
+    if address is None:  # "local": always a fresh instance (a bare init() joins any cluster it finds, dead ones too)
+        ray.init(address="local", include_dashboard=False, **kwargs)
+        return True
+    resolved = _resolve(address)
+    check_reachable(resolved)
+    try:
+        ray.init(address=resolved, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise SelfEnsembleError(f"could not join the Ray cluster at {resolved}: {str(err).splitlines()[0]}") from None
+    return True
+
+
+def cluster_summary(ray) -> dict:
+    """CPUs, GPUs, memory (GiB) and live nodes of the cluster, for the manifest and resource checks."""
+    res = ray.cluster_resources()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return {"CPU": res.get("CPU", 0.0), "GPU": res.get("GPU", 0.0),
+            "memory_gib": round(res.get("memory", 0.0) / 2**30, 2), "nodes": len(nodes)}
+
+
+def check_resources(cluster: dict, opts) -> None:
+    """Refuse a pool the cluster cannot hold (Ray would wait for it forever)."""
+    for what, per, flag in (("CPU", opts.cpus_per_worker, "--cpus-per-worker"),
+                            ("GPU", opts.gpus_per_worker, "--gpus-per-worker")):
+        need = opts.workers * per
+        if need > cluster[what] + 1e-9:
+            raise SelfEnsembleError(f"{opts.workers} workers × {per:g} {what} ({flag}) need {need:g} {what}s, but "
+                                    f"the Ray cluster has {cluster[what]:g}; use fewer --workers or add nodes.")
+
+
+class EngineWorker:
+    """The callable class of the actor pool: builds one Engine, then answers batches with it.
+
+    A batch is a pyarrow table with ``index`` (int) and ``query`` (a pickled methods.Query); the
+    answer table has ``index``, ``answer`` (a pickled methods.Answer) and ``stats`` (the engine's
+    counters for this batch, pickled in the first row; None in the others).
+    """
+
+    def __init__(self, run_config: dict, threads: int):
+        import torch
+
+        from selfensemble.backends.local import build_engine
+        from selfensemble.experiment import RunConfig
+
+        torch.set_num_threads(threads)
+        self.engine = build_engine(RunConfig(**run_config))
+
+    def __call__(self, batch, method: str, gen):
+        import pyarrow as pa
+
+        _maybe_crash_for_test()
+        queries = [pickle.loads(b) for b in batch.column("query").to_pylist()]
+        before, compiles = dict(self.engine.stats), self.engine.compile_count
+        answers = self.engine.answer_many(queries, method, gen)
+        delta = {k: v - before.get(k, 0) for k, v in self.engine.stats.items()}
+        delta["compiles"] = self.engine.compile_count - compiles
+        stats = [pickle.dumps(delta)] + [None] * (len(answers) - 1)
+        return pa.table({"index": batch.column("index"),
+                         "answer": pa.array([pickle.dumps(a) for a in answers], pa.binary()),
+                         "stats": pa.array(stats, pa.binary())})
+
+
+def _maybe_crash_for_test() -> None:
+    path = os.environ.get(CRASH_ONCE_ENV)
+    if not path:
+        return
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os._exit(1)
+
+
+@dataclass
+class _Config:
+    batch_size: int
+
+
+class RayBackend:
+    """Engine-like (see backends/__init__.py): ``answer_many`` runs on a Ray Data actor pool."""
+
+    #: no discarded warm-up batch: it would start (and load the model in) a whole extra actor pool
+    warm_up = False
+
+    def __init__(self, cfg, opts, console):
+        if opts.gpus_per_worker > 0 and cfg.device == "cpu":
+            raise SelfEnsembleError("--gpus-per-worker needs --device cuda (or auto): the actors would hold a GPU "
+                                    "and compute on the CPU.")
+        self.ray = import_ray()
+        self.opts, self.console = opts, console
+        self.run_config = asdict(cfg)
+        self.config = _Config(cfg.batch_size)
+        self._owns_connection = connect(self.ray, opts.address)
+        try:
+            self.cluster = cluster_summary(self.ray)
+            check_resources(self.cluster, opts)
+        except BaseException:
+            self.close()
+            raise
+        self._quiet_ray_data()
+        self.attention_notes: list[str] = []
+        self.stats: dict[str, int] = {}
+        self.compile_count = 0
+        self.passes = 0
+        where = f"cluster at {opts.address}" if opts.address else "a local Ray instance"
+        console.print(f"ray: {opts.workers} workers × ({opts.cpus_per_worker:g} CPU, {opts.gpus_per_worker:g} GPU) "
+                      f"on {where} ({self.cluster['nodes']} nodes, {self.cluster['CPU']:g} CPUs, "
+                      f"{self.cluster['GPU']:g} GPUs); each worker loads {cfg.model} once per pass")
+
+    def _quiet_ray_data(self) -> None:
+        ctx = self.ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # the driver shows the run's own progress bar
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+
+    @property
+    def attention_note(self) -> str:
+        """The attention path(s) the actors reported (one note unless actors disagreed)."""
+        return " | ".join(self.attention_notes) or "unknown (no batch answered yet)"
+
+    def answer_many(self, queries: Sequence, method: str, gen=None,
+                    on_done: Callable[[int, object], None] | None = None) -> list:
+        """``Engine.answer_many`` over the actor pool; ``on_done(index, answer)`` as each batch returns."""
+        from selfensemble.decoding import GenerationConfig
+        from selfensemble.methods import check_method
+
+        check_method(method)
+        if not queries:
+            return []
+        results: list = [None] * len(queries)
+        try:
+            for batch in self._dataset(queries, method, gen or GenerationConfig()).iter_batches(
+                    batch_size=None, batch_format="pyarrow"):
+                self._collect(batch, results, on_done)
+        except SelfEnsembleError:
+            raise
+        except Exception as err:
+            raise _user_error(err) from None
+        missing = sum(a is None for a in results)
+        if missing:
+            raise SelfEnsembleError(f"Ray returned {len(queries) - missing} of {len(queries)} answers; rerun to resume.")
+        return results
+
+    def _dataset(self, queries: Sequence, method: str, gen):
+        ray, bs, opts = self.ray, self.config.batch_size, self.opts
+        self.passes += 1
+        rows = [{"index": i, "query": pickle.dumps(q)} for i, q in enumerate(queries)]
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // bs)))
+        env = {CRASH_ONCE_ENV: os.environ[CRASH_ONCE_ENV]} if os.environ.get(CRASH_ONCE_ENV) else {}
+        return ds.map_batches(
+            EngineWorker, batch_size=bs, batch_format="pyarrow", zero_copy_batch=True,
+            fn_constructor_kwargs={"run_config": self.run_config, "threads": max(1, int(opts.cpus_per_worker))},
+            fn_kwargs={"method": method, "gen": gen},
+            compute=ray.data.ActorPoolStrategy(size=opts.workers),
+            num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker or None,
+            runtime_env={"env_vars": env} if env else None)
+
+    def _collect(self, batch, results: list, on_done) -> None:
+        for i, blob, stats in zip(batch.column("index").to_pylist(), batch.column("answer").to_pylist(),
+                                  batch.column("stats").to_pylist(), strict=True):
+            if stats is not None:
+                delta = pickle.loads(stats)
+                self.compile_count += delta.pop("compiles", 0)
+                for k, v in delta.items():
+                    self.stats[k] = self.stats.get(k, 0) + v
+            if results[i] is not None:  # a retried batch answered twice: keep the first, write once
+                continue
+            answer = pickle.loads(blob)
+            results[i] = answer
+            if answer.attention not in self.attention_notes:
+                self.attention_notes.append(answer.attention)
+            if on_done:
+                on_done(i, answer)
+
+    def provenance(self) -> dict:
+        """Manifest fields: backend, pool shape, the cluster's resources, Ray version."""
+        return {"backend": "ray", "workers": self.opts.workers, "gpus_per_worker": self.opts.gpus_per_worker,
+                "cpus_per_worker": self.opts.cpus_per_worker, "ray_address": self.opts.address,
+                "cluster_resources": self.cluster, "ray_version": self.ray.__version__, "ray_passes": self.passes}
+
+    def close(self) -> None:
+        """Disconnect (and stop the local instance) if this backend connected."""
+        if self._owns_connection and self.ray.is_initialized():
+            self.ray.shutdown()
+        self._owns_connection = False
+
+
+def _user_error(err: BaseException) -> SelfEnsembleError:
+    """A failure inside Ray as one line: our own errors keep their message, others name their type."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        cause = getattr(cur, "cause", None)  # RayTaskError keeps the worker's own exception here
+        if isinstance(cause, SelfEnsembleError):
+            return SelfEnsembleError(str(cause))
+        if isinstance(cur, SelfEnsembleError) and not hasattr(cur, "cause"):
+            return cur
+        cur = cause if isinstance(cause, BaseException) else (cur.__cause__ or cur.__context__)
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return SelfEnsembleError(f"the Ray run failed: {type(err).__name__}: {first} "
+                             "(results written so far are kept; rerun the same command to resume)")
