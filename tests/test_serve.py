@@ -315,6 +315,9 @@ def test_page_in_headless_chromium(server, tmp_path_factory):
             page.get_by_label("avg").uncheck()  # leaves origin + flex checked
             page.get_by_label("Max answer tokens").fill(str(TOKENS))
             page.get_by_label("Question").focus()
+            page.keyboard.press("Tab")  # focus order follows the form: question → paraphrases
+            assert page.evaluate("document.activeElement.id") == "paraphrases"
+            page.keyboard.press("Shift+Tab")
             page.keyboard.type(question)
             page.keyboard.press("Enter")  # the keyboard submits
             page.wait_for_selector("#results tbody tr[data-method=flex]", timeout=120_000)
