@@ -248,14 +248,14 @@ def test_dynamic_weights_do_not_modify_input_and_reject_unknown_rules():
 def test_dynamic_weights_in_the_decode_loop_equal_the_no_cache_reference(random_lm, fewshot_fmt, method, rule):
     """--weights entropy/agreement through the engine = the slow reference fusing each step's logits."""
     from selfensemble.decoding import GenerationConfig
-    from selfensemble.methods import Engine, EngineConfig, _plan
+    from selfensemble.methods import Engine, EngineConfig, plan_rows
     from selfensemble.prompts import build_parts
     from selfensemble.reference import reference_generate
 
     lm = random_lm("llama")
     prompts = ["What is the capital of France?", "Which city is France's capital?", "Name the capital of France."]
     parts = build_parts(lm.tokenizer, fewshot_fmt, prompts)
-    plan = _plan(method, parts, None, EngineConfig(attention="sdpa"), cached_prefix=False)
+    plan = plan_rows(method, parts, None, EngineConfig(attention="sdpa"), cached_prefix=False)
     want = reference_generate(lm.model, plan.rows, FUSIONS[method], 6, lm.eos_token_ids, weights=rule)
     engine = Engine(lm, EngineConfig(attention="sdpa"))
     got = engine.answer(prompts, method, GenerationConfig(max_new_tokens=6, stop_at_newline=False), fewshot_fmt,

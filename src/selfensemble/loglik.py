@@ -2,7 +2,7 @@
 
 Generation picks each next token from the fused distribution and feeds it back; scoring feeds a
 *given* continuation instead and adds up the fused log-probability of each of its tokens. The rows,
-masks, positions and prefix KV are exactly the engine's (methods._plan, packing, masks,
+masks, positions and prefix KV are exactly the engine's (methods.plan_rows, packing, masks,
 decoding.prefill), so a continuation scores what greedy generation would have seen:
 
   origin        log p(c | prompt)                          one row
@@ -33,7 +33,7 @@ from selfensemble.cache import new_cache
 from selfensemble.decoding import prefill
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.masks import decode_bias
-from selfensemble.methods import _plan, check_method
+from selfensemble.methods import check_method, plan_rows
 from selfensemble.packing import PackedBatch
 from selfensemble.prompts import PromptParts
 
@@ -109,7 +109,7 @@ def _forward_continuations(engine, batch: PackedBatch, cache, conts: list[list[i
 
 def _score_chunk(engine, method: str, parts: list[PromptParts], conts: list[list[int]], weights: list,
                  prefix: list[int], copies: int) -> list[Scored]:
-    plans = [_plan(method, p, w, engine.config, copies > 0) for p, w in zip(parts, weights, strict=True)]
+    plans = [plan_rows(method, p, w, engine.config, copies > 0) for p, w in zip(parts, weights, strict=True)]
     rows, row_conts, groups, n_prompts = [], [], [], []
     for q, (plan, p) in enumerate(zip(plans, parts, strict=True)):
         need = max(r.next_position for r in plan.rows) + len(conts[q])
