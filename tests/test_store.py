@@ -235,3 +235,23 @@ def test_second_process_is_refused_while_first_writes(tmp_path):
     # the kernel drops the lock with the process, so a resume works right after a kill
     with RunStore(run, {"method": "avg", "model": "tiny"}) as store:
         assert store.done_ids()
+
+
+def test_attention_path_change_refused_or_stamped_per_record(tmp_path):
+    """The first session's attention path stays in the manifest; another one needs allow_mixed."""
+    with RunStore(tmp_path, {"method": "flex"}, attention_path="flex (compiled)") as store:
+        store.append({"id": "a"})
+    with pytest.raises(SelfEnsembleError, match="attention_path: run has 'flex \\(compiled\\)', now 'sdpa'"):
+        RunStore(tmp_path, {"method": "flex"}, attention_path="sdpa").open()
+    with RunStore(tmp_path, {"method": "flex"}, attention_path="sdpa", allow_mixed=True) as store:
+        assert store.mixed
+        store.append({"id": "b"})
+        store.append({"id": "c", "provenance": {"attention_path": "from the source run"}})  # kept as given
+        records = store.records()
+    assert "provenance" not in records[0]
+    assert records[1]["provenance"]["attention_path"] == "sdpa"
+    assert records[2]["provenance"] == {"attention_path": "from the source run"}
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["attention_path"] == "flex (compiled)" and manifest["mixed"] is True
+    with RunStore(tmp_path, {"method": "flex"}, attention_path="flex (compiled)") as store:
+        assert not store.mixed  # the original path resumes as before
