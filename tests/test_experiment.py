@@ -114,8 +114,10 @@ def test_paraphrases_generated_for_items_without_them(tmp_path, engine):
     """Each record is asked through its question plus exactly the paraphrases the cache holds for it."""
     from selfensemble.paraphrase import ParaphraseCache, ParaphraseConfig
 
-    run_experiment(cfg(tmp_path, limit=2, dataset_options={"id_column": "id"}, num_paraphrases=3), engine=engine)
-    cache = ParaphraseCache("random:llama", "jsonl", ParaphraseConfig(num_paraphrases=2, seed=0))
+    config = cfg(tmp_path, limit=2, dataset_options={"id_column": "id"}, num_paraphrases=3)
+    run_experiment(config, engine=engine)
+    cache = ParaphraseCache("random:llama", "jsonl", ParaphraseConfig(num_paraphrases=2, seed=0),
+                            gate=config.gate_config(generated=True))
     sample = [json.loads(x) for x in SAMPLE_DATA.read_text().splitlines()[:2]]
     recs = lines(tmp_path / "origin" / "results.jsonl")
     assert [r["id"] for r in recs] == [s["id"] for s in sample]

@@ -91,14 +91,15 @@ def generate_paraphrases(engine, questions: Sequence[str], cfg: ParaphraseConfig
             gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature,
                                    top_p=cfg.top_p, seed=cfg.seed * 1000 + attempt * 100 + k)
             answers = engine.answer_many([Query([questions[i]], fmt) for i in todo], "origin", gen)
+            before = sum(len(f) for f in found)
             for i, a in zip(todo, answers, strict=True):
                 text = a.answer.strip()
                 seen = {_key(questions[i])} | {_key(p) for p in found[i]}
                 if (_key(text) and _key(text) not in seen and acceptable(text, questions[i])
                         and len(found[i]) < cfg.num_paraphrases):
                     found[i].append(text)
-            if progress:
-                progress(len(todo))
+            if progress:  # counts paraphrases kept, so the bar ends at (or short of) questions × wanted
+                progress(sum(len(f) for f in found) - before)
         if all(len(f) >= cfg.num_paraphrases for f in found):
             break
     return found

@@ -319,19 +319,25 @@ def calibration(runs: Sequence[tuple[str, Sequence[dict]]], out_png: Path | None
                      "mean_confidence": float(sum(b["n"] * b["confidence"] for b in bins) / n),
                      "accuracy": float(sum(b["n"] * b["accuracy"] for b in bins) / n)})
     if rows and console is not False:
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.table import Table
-
-        t = Table(title=f"Calibration of the fused answer probability ({ECE_BINS} bins)")
-        for i, h in enumerate(("method", "n", "ECE", "mean confidence", "accuracy")):
-            t.add_column(h, justify="left" if i == 0 else "right")
-        for r in rows:
-            t.add_row(escape(r["name"]), str(r["n"]), _fmt(r["ece"]), _fmt(r["mean_confidence"]), _fmt(r["accuracy"]))
-        (console or Console()).print(t)
+        calibration_table(rows, console)
     if rows and out_png is not None:
         _plot_reliability(rows, Path(out_png))
     return rows
+
+
+def calibration_table(rows: list[dict], console=None) -> None:
+    """The rows of :func:`calibration` as a rich table (nothing when no run has confidences)."""
+    if not rows:
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=f"Calibration of the fused answer probability ({ECE_BINS} bins)")
+    for i, h in enumerate(("method", "n", "ECE", "mean confidence", "accuracy")):
+        t.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
+    for r in rows:
+        t.add_row(escape(r["name"]), str(r["n"]), _fmt(r["ece"]), _fmt(r["mean_confidence"]), _fmt(r["accuracy"]))
+    (console or _console()).print(t)
 
 
 def _plot_reliability(rows: list[dict], out_png: Path) -> None:
@@ -412,7 +418,7 @@ def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, co
     reliability_png = Path(out_png).with_name("reliability.png") if out_png is not None else None
     records_by_path = {str(p): recs for p, _, recs, _ in loaded}
     result["calibration"] = calibration([(r["name"], records_by_path[r["path"]]) for r in summary_rows],
-                                        reliability_png, console)
+                                        reliability_png, console=False)
     if out_png is not None:
         out_png = Path(out_png)
         from selfensemble.report_plot import plot_summary
@@ -421,11 +427,11 @@ def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, co
         result["png"] = str(out_png)
         if result["calibration"]:
             result["reliability_png"] = str(reliability_png)
-            (console or _console()).print(f"reliability diagram: {reliability_png}")
         result["json"] = str(out_png.with_name("report.json"))
         out_png.with_name("report.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if fmt == "table":
         _print_tables(summary_rows, diff_rows, console)
+        calibration_table(result["calibration"], console)
     else:
         sys.stdout.write(render(result, fmt))
     return result

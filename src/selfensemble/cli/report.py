@@ -14,6 +14,8 @@ def echo_outputs(result: dict) -> None:
     """Where the report's files went (stderr, so a piped markdown/csv/json stdout stays clean)."""
     if result.get("png"):
         typer.echo(f"wrote {result['png']} (chart) and {result['json']} (numbers)", err=True)
+    if result.get("reliability_png"):
+        typer.echo(f"wrote {result['reliability_png']} (reliability diagram)", err=True)
 
 
 @app.command()
