@@ -108,7 +108,9 @@ def connect(ray, address: str | None) -> bool:
     try:
         ray.init(address=resolved, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
-        raise SelfEnsembleError(f"could not join the Ray cluster at {resolved}: {str(err).splitlines()[0]}") from None
+        raise SelfEnsembleError(f"could not join the Ray cluster at {resolved}: {str(err).splitlines()[0]} (a cluster "
+                                "with token authentication needs RAY_AUTH_MODE=token and its token on this machine)"
+                                ) from None
     return True
 
 
