@@ -41,7 +41,8 @@ METHODS = ["per_prompt", "avg", "flex"]
 def _env() -> dict:
     src = str(Path(__file__).resolve().parents[1] / "src")
     return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            "RAY_USAGE_STATS_ENABLED": "0", "PYTHONWARNINGS": "ignore"}
+            "RAY_USAGE_STATS_ENABLED": "0", "PYTHONWARNINGS": "ignore", "RAY_AUTH_MODE": "disabled",
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # the head stops at once on SIGTERM (default: drains 30 s)
 
 
 def _free_port() -> int:
@@ -52,7 +53,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    """HOST:PORT of a one-node Ray cluster (4 logical CPUs) shared by this module's tests."""
+    """HOST:PORT of a one-node Ray cluster (4 logical CPUs) shared by this module's tests.
+
+    Token authentication is off on both sides: Ray 2.60 turns it on for ``ray start`` once a
+    ``~/.ray/auth_token`` exists (any earlier local ``ray.init()`` writes one), and a client joining
+    by address then needs ``RAY_AUTH_MODE=token`` too.
+    """
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RAY_AUTH_MODE", "disabled")  # for the in-process runs that join this head
     port = _free_port()
     temp = tmp_path_factory.mktemp("ray")
     ray_bin = Path(sys.executable).with_name("ray")
@@ -76,6 +84,7 @@ def ray_head(tmp_path_factory):
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
+    mp.undo()
 
 
 @pytest.fixture(autouse=True)
@@ -141,6 +150,7 @@ def test_ray_gives_the_local_answers_record_for_record(ray_head, dataset, local_
         assert manifest["backend"] == "ray" and manifest["workers"] == 2
         assert manifest["cluster_resources"]["CPU"] == 4 and manifest["cluster_resources"]["nodes"] == 1
         assert manifest["attention_path"].startswith("sdpa")
+        assert manifest["items_this_session"] == (19 if method == "avg" else 24)  # stored items not sent again
         assert json.loads((out / method / "metrics.json").read_text())["n"] == 24
     assert json.loads((local_run / "avg" / "manifest.json").read_text())["backend"] == "local"
 

@@ -390,6 +390,8 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None) -> d
     if cfg.num_paraphrases < 1:
         raise SelfEnsembleError("--num-paraphrases must be >= 1 (it counts the original question).")
     ds, items = load_items(cfg)
+    if engine is not None and backend is not None:
+        raise ValueError("run_experiment takes an engine or a backend config, not both")
     owned = engine is None
     if owned:
         engine = open_backend(backend or BackendConfig(), cfg, console)

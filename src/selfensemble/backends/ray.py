@@ -108,7 +108,9 @@ def connect(ray, address: str | None) -> bool:
     try:
         ray.init(address=resolved, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
-        raise SelfEnsembleError(f"could not join the Ray cluster at {resolved}: {str(err).splitlines()[0]}") from None
+        raise SelfEnsembleError(f"could not join the Ray cluster at {resolved}: {str(err).splitlines()[0]} (a cluster "
+                                "with token authentication needs RAY_AUTH_MODE=token and its token on this machine)"
+                                ) from None
     return True
 
 
@@ -248,13 +250,14 @@ class RayBackend:
         ray, bs, opts = self.ray, self.config.batch_size, self.opts
         self.passes += 1
         rows = [{"index": i, "query": pickle.dumps(q)} for i, q in enumerate(queries)]
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // bs)))
+        blocks = max(1, -(-len(rows) // bs))  # one block per engine batch
+        ds = ray.data.from_items(rows, override_num_blocks=blocks)
         env = {CRASH_ONCE_ENV: os.environ[CRASH_ONCE_ENV]} if os.environ.get(CRASH_ONCE_ENV) else {}
         return ds.map_batches(
             EngineWorker, batch_size=bs, batch_format="pyarrow", zero_copy_batch=True,
             fn_constructor_kwargs={"run_config": self.run_config, "threads": max(1, int(opts.cpus_per_worker))},
             fn_kwargs={"method": method, "gen": gen},
-            compute=ray.data.ActorPoolStrategy(size=opts.workers),
+            compute=ray.data.ActorPoolStrategy(size=min(opts.workers, blocks)),  # no actor without a batch
             num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker or None,
             runtime_env={"env_vars": env} if env else None)
 
