@@ -43,6 +43,8 @@ MC_DOCS = [
     ("Question: Which is a fruit?\nA. apple\nB. brick\nAnswer:", "Which is a fruit?", "", "A. apple\nB. brick\nAnswer:"),
     ("Answer in one word.\nWho painted the Mona Lisa?\nAnswer: ", "Who painted the Mona Lisa?", "Answer in one word.\n",
      "Answer: "),
+    ("About X.\n\nFind 2+2.\nA. 3\nB. 4\nAnswer: B\n\nFind the degree of\nthe extension.\nA. 0\nB. 4\nC. 2\nAnswer:",
+     "Find the degree of\nthe extension.", "About X.\n\nFind 2+2.\nA. 3\nB. 4\nAnswer: B\n\n", "A. 0\nB. 4\nC. 2\nAnswer:"),
 ])
 def test_split_context_finds_the_final_question(context, question, prefix, cue):
     split = split_context(context)

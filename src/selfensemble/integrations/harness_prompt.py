@@ -12,7 +12,9 @@ The rule, in order (``split_context``):
 2. The question is the LAST line before that cue that starts with a question label,
    ``Question:`` or ``Q:`` (any case), found after the last few-shot answer. Its text runs from
    after the label to the end of that line.
-3. Without a label, the line right before the cue is the question if it ends with ``?``
+3. Without a label: if two or more option lines (``A. …``, ``B) …``) stand right before the cue,
+   the question is the block between the last blank line and the first option (MMLU style, may
+   span lines); else the line right before the cue, if it ends with ``?``
    (e.g. ``"Who wrote Hamlet?\\nAnswer:"``).
 
 The pieces, in characters (they concatenate back to the context exactly):
@@ -34,6 +36,7 @@ import re
 from dataclasses import dataclass
 
 CUE_LINE = re.compile(r"(?:^|\n)([ \t]*(?:answer|a)[ \t]*:[ \t]*)$", re.IGNORECASE)
+OPTION_LINE = re.compile(r"^[ \t]*[A-J][.)][ \t]")
 QUESTION_LINE = re.compile(r"^([ \t]*(?:question|q)[ \t]*:[ \t]*)(.*)$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -52,6 +55,17 @@ class ContextSplit:
         return self.label + (self.question if question is None else question) + self.line_end
 
 
+def _options_start(body: str) -> int | None:
+    """Where a run of >= 2 option lines ("A. …", "B) …") ending right before the cue begins, else None."""
+    lines = body[:-1].split("\n")
+    n = 0
+    while n < len(lines) and OPTION_LINE.match(lines[len(lines) - 1 - n]):
+        n += 1
+    if n < 2 or n == len(lines):
+        return None
+    return len("\n".join(lines[: len(lines) - n])) + 1
+
+
 def split_context(context: str) -> ContextSplit | None:
     """Cut ``context`` into prefix | question line | cue by the rules in the module docstring, or None."""
     cue_match = CUE_LINE.search(context)
@@ -66,15 +80,17 @@ def split_context(context: str) -> ContextSplit | None:
         q = labelled[-1]
         start, text_start, text_end = q.start(), q.start(2), q.end(2)
         label = context[start:text_start]
-    else:
-        line_start = body.rfind("\n", 0, len(body) - 1) + 1
-        line = body[line_start:-1]
+    elif (options := _options_start(body)) is not None:  # unlabelled, then option lines (MMLU style)
+        start = body.rfind("\n\n", 0, options) + 2 if "\n\n" in body[:options] else 0
+        label, text_start = "", start
+        text_end = options - 1  # the question block may span lines; its last newline ends the segment
+    else:  # unlabelled: the line right before the cue, if it is a question
+        start = body.rfind("\n", 0, len(body) - 1) + 1
+        line = body[start:-1]
         if not line.strip().endswith("?"):
             return None
-        start = text_start = line_start + (len(line) - len(line.lstrip()))
-        text_end = line_start + len(line.rstrip())
-        label = context[line_start:text_start]
-        start = line_start
+        text_start, text_end = start + len(line) - len(line.lstrip()), start + len(line.rstrip())
+        label = context[start:text_start]  # its indentation, if any
     question = context[text_start:text_end]
     line_end_stop = body.find("\n", text_end) + 1  # the question line's own newline
     if not question.strip():

@@ -78,7 +78,12 @@ def _engine_options(options: dict) -> tuple[dict, dict]:
 
 @register_model("selfensemble")
 class SelfEnsembleLM(LM):
-    """The harness's view of one selfensemble Engine (one model, one method, N prompts)."""
+    """The harness's view of one selfensemble Engine (one model, one method, N prompts).
+
+    ``engine``: an Engine already loaded (tests, notebooks), else ``model`` is loaded with the
+    ``device``/``dtype``/... in ``options``. ``max_batch_size`` is accepted because the harness
+    passes it, and unused (batches are ``batch_size`` queries).
+    """
 
     def __init__(self, model: str = "smollm2-135m", method: str = "flex", num_paraphrases: int = 5,
                  batch_size: int | str = 8, paraphrase_source: str = "auto", paraphrase_field: str = "paraphrases",
