@@ -139,3 +139,21 @@ def test_kv_cached_engine_equals_no_cache_reference(random_lm, fewshot_fmt, arch
     for attention in ("sdpa", "flex"):
         got = Engine(lm, EngineConfig(attention=attention)).answer(QUESTIONS[0], method, GEN, fewshot_fmt)
         assert got.tokens == want, (attention, got.tokens, want)
+
+
+@pytest.mark.slow
+def test_compiled_flex_with_windows_and_softcap_on_cpu(random_lm, fewshot_fmt, restore_compile_flex):
+    """Compiled flex (static shapes for window layers on CPU, see attention._flex_static) == SDPA.
+
+    Without the static compile, torch 2.13's CPU inductor fails to rebuild the window mask for a
+    second length (benchmarks/flex_cpu_window_repro.py). ~40 s of compiling on a 2-core CPU.
+    """
+    from selfensemble import attention as attn
+
+    attn.COMPILE_FLEX = True
+    lm = random_lm("gemma2")
+    for method in ("origin", "flex"):
+        for prompts in QUESTIONS[:2]:
+            got = Engine(lm, EngineConfig(attention="flex")).answer(prompts, method, GEN, fewshot_fmt)
+            want = Engine(lm, EngineConfig(attention="sdpa")).answer(prompts, method, GEN, fewshot_fmt)
+            assert got.attention == "flex (compiled FlexAttention)" and got.tokens == want.tokens, method

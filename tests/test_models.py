@@ -190,3 +190,22 @@ def test_load_model_device_map_auto_on_cpu(tmp_path, embedded_tokenizer, fewshot
 def test_random_specs_refuse_device_map():
     with pytest.raises(SelfEnsembleError, match="device_map and quantization apply to saved models"):
         load_model("random:llama", device_map="auto")
+
+
+def test_cli_ask_device_map_auto(tmp_path, embedded_tokenizer):
+    """`ask --device-map auto` on a saved model folder answers (one process, CPU)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    model, tok = users_model("llama")
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "selfensemble", "ask", "What is the capital of France?",
+                        "--model", str(tmp_path), "--device-map", "auto", "--method", "origin",
+                        "--max-new-tokens", "3", "--json"],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["method"] == "origin" and isinstance(out["answer"], str)

@@ -25,6 +25,8 @@ import torch
 ATTN_IMPLEMENTATION = "selfensemble"
 _registered = False
 _compiled_flex: Callable | None = None
+_compiled_flex_static: Callable | None = None
+STATIC_RECOMPILE_LIMIT = 64
 COMPILE_FLEX = True  # tests may switch to eager flex for tiny shapes
 
 
@@ -92,6 +94,35 @@ def _flex() -> Callable:
     return _compiled_flex
 
 
+def _flex_static() -> Callable:
+    """Compiled flex with static shapes, for sliding-window masks on CPU.
+
+    torch 2.13's CPU flex template fails to build (C++ codegen: 'cur_kvSplitSize9' not declared)
+    when a window mask_mod is recompiled for a second length with dynamic shapes; static shapes
+    compile each padded length on its own and work (benchmarks/flex_cpu_window_repro.py).
+    """
+    global _compiled_flex_static
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if not COMPILE_FLEX:
+        return flex_attention
+    if _compiled_flex_static is None:
+        import torch._dynamo.config as dynamo_config
+
+        _flex()  # sets the recompile-limit policy
+        def flex_window(*args, **kwargs):  # its own code object: dynamo counts recompiles per code object
+            return flex_attention(*args, **kwargs)
+
+        static = torch.compile(flex_window, dynamic=False)
+
+        def _compiled_flex_static(*args, **kwargs):
+            # one graph per padded shape: allow more of them than dynamo's default of 8 (still a hard limit)
+            with dynamo_config.patch(recompile_limit=STATIC_RECOMPILE_LIMIT):
+                return static(*args, **kwargs)
+
+    return _compiled_flex_static
+
+
 class WindowMasks:
     """The masks of sliding-window layers for one forward, built on first use per window size.
 
@@ -157,8 +188,9 @@ def selfensemble_attention(
                 score = softcap * torch.tanh(score / softcap)
                 return inner(score, b, h, q, kv) if inner is not None else score
 
+        kernel = _flex_static() if sliding_window is not None and query.device.type == "cpu" else _flex()
         with flex_errors():
-            out = _flex()(query, key, value, block_mask=attention_mask, score_mod=score_mod,
+            out = kernel(query, key, value, block_mask=attention_mask, score_mod=score_mod,
                           scale=scaling, enable_gqa=query.shape[1] != key.shape[1])
         return out.transpose(1, 2).contiguous(), None
     if attention_mask is None:

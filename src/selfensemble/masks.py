@@ -84,9 +84,10 @@ def packed_mask_mod(segment_ids: torch.Tensor, prefix_len: int, prefix_segments:
         raise ValueError("a sliding window needs the batch's position_ids")
     qpos = position_ids
     kpos = torch.cat([prefix_positions(P, prefix_segments, qpos.device)[None, :].expand(qpos.shape[0], -1), qpos], 1)
+    lowest = qpos - (window - 1)  # (B, L) first position in q's window: a lookup, no arithmetic in the mask_mod
 
     def packed_segments_in_window(b, h, q, kv):
-        inside = qpos[b, q] - kpos[b, kv] < window
+        inside = kpos[b, kv] >= lowest[b, q]  # pos(q) - pos(kv) < window
         return (packed_segments(b, h, q, kv) & inside) | ((qseg[b, q] == PAD) & (kv == q + P))
 
     packed_segments_in_window.__name__ = f"packed_segments_window{window}"

@@ -195,6 +195,7 @@ class Engine:
         self._prefix_caches: dict[tuple[int, ...], object] = {}
         self.stats = {"prefill_tokens": 0, "generated_tokens": 0, "prefix_tokens_encoded": 0}
         self._restore_attention: str | None = None  # set by from_model: the user's implementation
+        self._was_training = False
 
     @classmethod
     def from_model(cls, model, tokenizer, config: EngineConfig | None = None) -> Engine:
@@ -212,7 +213,7 @@ class Engine:
         model.eval()
         spec = getattr(model.config, "_name_or_path", "") or type(model).__name__
         lm = LoadedModel(model=model, tokenizer=tokenizer, spec=spec, device=input_device(model),
-                         dtype=next(model.parameters()).dtype)
+                         dtype=getattr(model, "dtype", None) or next(model.parameters()).dtype)
         try:
             engine = cls(lm, config)
         except BaseException:

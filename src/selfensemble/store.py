@@ -256,6 +256,16 @@ class RunStore:
     def manifest_path(self) -> Path:
         return self.path / MANIFEST
 
+    def learn_attention_path(self, attention_path: str) -> None:
+        """Set this session's attention path once known (a Ray pool learns it from its first answers),
+        with the same resume check :meth:`open` makes when it is known up front."""
+        manifest = self._read_manifest() or {}
+        stored = {**manifest, "attention_path": manifest.get("attention_path")}
+        self.session["attention_path"] = attention_path
+        self.mixed = check_resume(self.path, stored, self.session, self.allow_mixed) or self.mixed
+        if manifest.get("attention_path") is None:
+            self.update_manifest(attention_path=attention_path)
+
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> RunStore:
         """Create or resume the run; refuses to resume under different run-defining settings."""

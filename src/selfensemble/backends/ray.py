@@ -219,6 +219,11 @@ class RayBackend:
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
 
     @property
+    def attention_known(self) -> bool:
+        """False until an actor has answered (then the run store checks the path, see experiment.py)."""
+        return bool(self.attention_notes)
+
+    @property
     def attention_note(self) -> str:
         """The attention path(s) the actors reported (one note unless actors disagreed)."""
         return " | ".join(self.attention_notes) or "unknown (no batch answered yet)"
