@@ -27,12 +27,11 @@ OVERSAMPLE = 3
 THRESHOLDS = (0.5, 0.6, 0.7)
 DEFAULT_T = 0.6
 # (variant, method, weights); in priority order
-STAGES = [("nogate", "avg", None), (f"gate{DEFAULT_T}", "avg", None),
+STAGES = [("nogate", "avg", None), (f"gate{DEFAULT_T}", "avg", None), ("gate0.7", "avg", None),
           ("nogate", "flex", None), (f"gate{DEFAULT_T}", "flex", None),
-          (f"gate{DEFAULT_T}", "weighted_avg", "entropy"),
+          (f"gate{DEFAULT_T}", "weighted_avg", "entropy"), (f"gate{DEFAULT_T}-noguard", "avg", None),
           ("nogate", "vote", None), (f"gate{DEFAULT_T}", "vote", None), ("nogate", "origin", None),
-          ("gate0.7", "avg", None), (f"gate{DEFAULT_T}-noguard", "avg", None), ("gate0.5", "avg", None),
-          (f"gate{DEFAULT_T}", "weighted_avg", "confidence")]
+          ("gate0.5", "avg", None), (f"gate{DEFAULT_T}", "weighted_avg", "confidence")]
 
 
 def _items(limit: int):
@@ -108,7 +107,7 @@ def run(args) -> None:
         v_items = variant_items(variant, items, pool)
         limit = args.confidence_limit if weights == "confidence" else len(v_items)
         v_items = v_items[:limit]
-        cfg = RunConfig(dataset="webqa", limit=args.limit, methods=[method], num_paraphrases=N_PROMPTS,
+        cfg = RunConfig(dataset="webqa", methods=[method], num_paraphrases=N_PROMPTS,
                         weights=weights or "confidence", out=str(out / variant), gate=variant != "nogate")
         queries = [Query(list(it.prompts), PromptFormat(instruction=ds.instruction,
                                                         examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed))))
@@ -171,6 +170,7 @@ def gate_stats(items, pool, t: float, guard: bool = True, embedder: str = "wordl
     load_s = time.perf_counter() - t0
     gate = GateConfig(min_similarity=t, entity_guard=guard, embedder=embedder)
     counts = {"candidates": 0, "similarity": 0, "entity": 0, "surplus": 0, "kept": 0, "short": 0}
+    screen(items[0].question, pool[items[0].question], N_PROMPTS - 1, gate, emb)  # warm-up (lemmatiser)
     t0 = time.perf_counter()
     for it in items:
         vs = screen(it.question, pool[it.question], N_PROMPTS - 1, gate, emb)

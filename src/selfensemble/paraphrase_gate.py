@@ -205,7 +205,9 @@ def screen(original: str, candidates: Sequence[str], k: int, cfg: GateConfig, em
     for i in chosen:
         verdicts[i].kept = True
     for i in passing:
-        if i not in chosen:
+        if i not in chosen and not chosen:
+            verdicts[i].reason = "passed, but no paraphrases were wanted"
+        elif i not in chosen:
             nearest = max(chosen, key=lambda j: pair[i, j])
             verdicts[i].reason = (f"passed, but {k} more diverse ones were kept "
                                   f"(similarity {float(pair[i, nearest]):.3f} to kept {candidates[nearest]!r})")
