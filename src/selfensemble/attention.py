@@ -53,6 +53,7 @@ def selfensemble_attention(
     dropout: float = 0.0,
     softcap: float | None = None,
     selfensemble_score_mod: Callable | None = None,
+    selfensemble_score_scale: torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """query (B, Hq, Lq, D), key/value (B, Hkv, Lkv, D) → output (B, Lq, Hq, D)."""
@@ -75,11 +76,27 @@ def selfensemble_attention(
     if softcap is not None:
         raise NotImplementedError("attention softcapping is only supported on the flex path")
     mask = attention_mask[:, :, :, : key.shape[-2]]
+    if selfensemble_score_scale is not None:  # dense twin of a multiplicative score_mod (fusion temperature)
+        out = scaled_score_attention(query, key, value, mask, selfensemble_score_scale[:, :, :, : key.shape[-2]], scaling)
+        return out.transpose(1, 2).contiguous(), None
     # enable_gqa shares KV heads without copying them: repeat_interleave of the whole cache was
     # about a third of CPU decode time (SmolLM2, 3 KV heads for 9 query heads)
     out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
                                                            enable_gqa=query.shape[1] != key.shape[1])
     return out.transpose(1, 2).contiguous(), None
+
+
+def scaled_score_attention(query, key, value, bias, mult, scaling: float | None) -> torch.Tensor:
+    """softmax(q.k·scaling·mult + bias) v, for per-(query, key) multipliers SDPA cannot take.
+
+    query (B, Hq, Lq, D), key/value (B, Hkv, Lk, D), bias/mult broadcastable to (B, 1, Lq, Lk)
+    → (B, Hq, Lq, D). Only used when a fusion temperature is set.
+    """
+    rep = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(rep, dim=1), value.repeat_interleave(rep, dim=1)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = (query @ key.transpose(-1, -2)) * scale * mult + bias
+    return torch.softmax(scores.float(), dim=-1).to(value.dtype) @ value
 
 
 def register_attention() -> None:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from selfensemble import defaults
 from selfensemble.errors import SelfEnsembleError
 
 if TYPE_CHECKING:
@@ -91,6 +92,10 @@ class BenchConfig:
     ns: tuple[int, ...] = (5,)
     batch_sizes: tuple[int, ...] = (1, 8)
     layouts: tuple[str, ...] = ("shared", "full")
+    positions: str = defaults.FLEX_POSITIONS  # flex knobs (layouts above); other methods ignore them
+    rescale: bool = defaults.FLEX_RESCALE
+    fusion_temperature: float = defaults.FLEX_TEMPERATURE
+    fusion_scale: float = defaults.FLEX_SCALE
     questions: int = 8
     max_new_tokens: int = 10
     attention: str | None = None
@@ -287,7 +292,8 @@ def _engine_config(config: BenchConfig, batch_size: int, layout: str = "shared",
     from selfensemble.methods import EngineConfig
 
     return EngineConfig(attention=config.attention, layout=layout, batch_size=batch_size,
-                        pad_multiple=config.pad_multiple, **overrides)
+                        pad_multiple=config.pad_multiple, positions=config.positions, rescale=config.rescale,
+                        fusion_temperature=config.fusion_temperature, fusion_scale=config.fusion_scale, **overrides)
 
 
 def engine_row(lm: LoadedModel, queries: list[Query], method: str, n: int, batch_size: int,

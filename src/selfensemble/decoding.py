@@ -49,29 +49,37 @@ class Decoded:
         return float(sum(self.logprobs))
 
 
-def model_forward(model, input_ids, position_ids, mask, cache, score_mod=None) -> torch.Tensor:
+def model_forward(model, input_ids, position_ids, mask, cache, score_mod=None, score_scale=None) -> torch.Tensor:
     """Last-position logits (B, vocab); the cache grows by input_ids' length."""
     extra = {"selfensemble_score_mod": score_mod} if score_mod is not None else {}
+    if score_scale is not None:
+        extra["selfensemble_score_scale"] = score_scale
     out = model(input_ids=input_ids, position_ids=position_ids, attention_mask=mask, cache=cache,
                 use_cache=True, logits_to_keep=1, **extra)
     return out.logits[:, -1, :]
 
 
-def prefill(model, batch: PackedBatch, cache, attention: str, rescale_n: int | None = None) -> torch.Tensor:
-    """Run the packed rows through the model under their segment mask; returns (B, vocab)."""
+def prefill(model, batch: PackedBatch, cache, attention: str,
+            fusion_terms: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Run the packed rows through the model under their segment mask; returns (B, vocab).
+
+    ``fusion_terms`` = per-row (multiplier, bias) from ``masks.AttentionFusion.row_terms``; the
+    flex kernel takes them as a score_mod, SDPA as a dense bias (plus a multiplier when one is != 1).
+    """
+    score_mod = score_scale = None
     if attention == "flex":
-        score_mod = (masks.rescale_score_mod(batch.segment_ids, batch.prefix_len, rescale_n, batch.prefix_segments)
-                     if rescale_n else None)
         mask = masks.block_mask(batch)
+        if fusion_terms is not None:
+            score_mod = masks.fusion_score_mod(batch.segment_ids, batch.prefix_len, *fusion_terms, batch.prefix_segments)
     elif attention == "sdpa":
-        score_mod = None
         mask = masks.dense_mask(batch)
-        if rescale_n:
-            bias = masks.dense_rescale_bias(batch, rescale_n)
+        if fusion_terms is not None:
+            mult, bias = masks.dense_fusion_terms(batch, *fusion_terms)
             mask = torch.where(mask, bias, torch.tensor(float("-inf"))).to(model.dtype)
+            score_scale = mult.to(model.dtype) if bool((fusion_terms[0] != 1).any()) else None
     else:
         raise ValueError(f"attention must be 'flex' or 'sdpa', got {attention!r}")
-    return model_forward(model, batch.input_ids, batch.position_ids, mask, cache, score_mod)
+    return model_forward(model, batch.input_ids, batch.position_ids, mask, cache, score_mod, score_scale)
 
 
 def _stop_text(text: str, gen: GenerationConfig) -> tuple[str, str | None]:
@@ -91,24 +99,30 @@ def _stop_text(text: str, gen: GenerationConfig) -> tuple[str, str | None]:
 
 def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Sequence[int]], fuse: FusionFn,
              gen: GenerationConfig, *, attention: str, eos_ids: set[int],
-             weights: Sequence[torch.Tensor | None] | None = None, rescale: bool = False,
-             n_prompts: Sequence[int] | None = None) -> list[Decoded]:
+             weights: Sequence[torch.Tensor | None] | None = None,
+             fusion: masks.AttentionFusion | None = None, fused_n: Sequence[int] | None = None) -> list[Decoded]:
     """Decode one answer per group; rows of a group share every chosen token.
 
-    ``groups`` lists row indices per group (each row in exactly one group). ``n_prompts`` (per row)
-    sizes the log-N rescale of attention fusion when ``rescale`` is on.
+    ``groups`` lists row indices per group (each row in exactly one group). ``fusion`` (attention
+    fusion knobs) applies to the rows whose ``fused_n`` (per row: paraphrases packed in it) is >= 2,
+    with that row's own N, in prefill and in every decode step; every other row is untouched.
     """
     B = batch.shape[0]
     if sorted(r for g in groups for r in g) != list(range(B)):
         raise ValueError("every row must belong to exactly one group")
     weights = list(weights) if weights is not None else [None] * len(groups)
-    rescale_n = max(n_prompts) if (rescale and n_prompts) else None
+    terms = None
+    if fusion is not None and fusion.active and fused_n is not None and max(fused_n) > 1:
+        if len(fused_n) != B:
+            raise ValueError(f"fused_n has {len(fused_n)} entries for {B} rows")
+        terms = fusion.row_terms(torch.tensor(list(fused_n)))
     # one generator per group, all seeded alike: a sampled answer does not depend on its batch neighbours
     generators = [torch.Generator().manual_seed(gen.seed) if gen.do_sample else None for _ in groups]
     dev = batch.input_ids.device
 
-    logits = prefill(model, batch, cache, attention, rescale_n)
-    bias = masks.decode_bias(batch, rescale_n or 1, rescale and rescale_n is not None)
+    logits = prefill(model, batch, cache, attention, terms)
+    scale, bias = masks.decode_terms(batch, *(terms or (None, None)))
+    use_scale = terms is not None and bool((terms[0] != 1).any())
     positions = batch.next_position.clone()
     out = [Decoded() for _ in groups]
     active = list(range(len(groups)))
@@ -133,8 +147,10 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
             break
         # every generated token sees the whole row (prefix, all paraphrases, cue, earlier answers)
         bias = torch.cat([bias, torch.zeros(B, 1, device=dev)], dim=1)
+        scale = torch.cat([scale, torch.ones(B, 1, device=dev)], dim=1)
         mask = bias[:, None, None, :].to(model.dtype)
-        logits = model_forward(model, next_tokens[:, None], positions[:, None], mask, cache)
+        logits = model_forward(model, next_tokens[:, None], positions[:, None], mask, cache,
+                               score_scale=scale[:, None, None, :].to(model.dtype) if use_scale else None)
         positions = positions + 1
     for d in out:
         d.text, _ = _stop_text(tokenizer.decode(d.tokens, skip_special_tokens=True), gen)

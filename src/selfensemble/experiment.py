@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from selfensemble import defaults
 from selfensemble.data.base import Dataset, Item
 from selfensemble.errors import SelfEnsembleError
 
@@ -36,9 +37,11 @@ class RunConfig:
     batch_size: int = 8
     max_new_tokens: int = 16
     attention: str | None = None
-    layout: str = "shared"
-    positions: str = "restart"
-    rescale: bool = False
+    layout: str = defaults.FLEX_LAYOUT
+    positions: str = defaults.FLEX_POSITIONS
+    rescale: bool = defaults.FLEX_RESCALE
+    fusion_temperature: float = defaults.FLEX_TEMPERATURE
+    fusion_scale: float = defaults.FLEX_SCALE
     chat: bool = False
     match: str = "partial"
     confidence_samples: int = 4
@@ -157,11 +160,12 @@ def _weights(engine, cfg: RunConfig, queries: list, console) -> list[list[float]
 
 
 def _record(item: Item, answer, method: str, match: str, weights) -> dict:
-    from selfensemble.scoring import is_correct
+    from selfensemble.scoring import is_correct, is_echo
 
     rec = {
         "id": item.id, "prompts": answer.prompts, "gold": list(item.answers), "prediction": answer.answer,
         "generation": answer.generation, "correct": is_correct(answer.answer, item.answers, match),
+        "echo": is_echo(answer.answer, answer.prompts, item.answers, item.meta.get("subject")),
         "confidence": answer.prob, "seconds": answer.seconds, "finish": answer.finish,
         "prefill_tokens": answer.prefill_tokens,
     }
@@ -239,7 +243,8 @@ def run_experiment(cfg: RunConfig, console=None, engine=None) -> dict[str, dict]
         t0 = time.perf_counter()
         engine = Engine(load_model(cfg.model, cfg.device, cfg.dtype, cfg.seed),
                         EngineConfig(attention=cfg.attention, layout=cfg.layout, positions=cfg.positions,
-                                     rescale=cfg.rescale, batch_size=cfg.batch_size))
+                                     rescale=cfg.rescale, fusion_temperature=cfg.fusion_temperature,
+                                     fusion_scale=cfg.fusion_scale, batch_size=cfg.batch_size))
         console.print(f"loaded {cfg.model} in {time.perf_counter() - t0:.1f}s; attention: {engine.attention_note}")
     items = ensure_paraphrases(engine, cfg, items, console)
     queries = [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,
@@ -251,6 +256,6 @@ def run_experiment(cfg: RunConfig, console=None, engine=None) -> dict[str, dict]
         folder = out / method if cfg.subfolders else out
         results[method] = run_method(engine, cfg, method, items, queries, folder, console)
         m = results[method]
-        console.print(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, "
+        console.print(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, echo {m['echo_rate'] or 0:.1%}, "
                       f"{m['seconds_per_item']:.3f} s/question → {folder}")
     return results

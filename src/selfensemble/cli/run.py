@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from selfensemble import experiment
-from selfensemble.cli.common import app, make_engine, parse_list
+from selfensemble import defaults, experiment
+from selfensemble.cli.common import RESCALE_HELP, SCALE_HELP, TEMPERATURE_HELP, app, make_engine, parse_list
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.experiment import RunConfig, load_items, paraphrase_items, run_experiment
 
@@ -28,13 +28,17 @@ def run_command(
     batch_size: int = typer.Option(8),
     max_new_tokens: int = typer.Option(16),
     attention: str = typer.Option(None, help="flex | sdpa | auto (flex, loud fallback); default: sdpa on CPU, auto on CUDA"),
-    layout: str = typer.Option("shared", help="flex layout: shared | full"),
-    positions: str = typer.Option("restart", help="flex positions: restart | right | sequential"),
-    rescale: bool = typer.Option(False),
+    layout: str = typer.Option(defaults.FLEX_LAYOUT, help="flex layout: shared | full"),
+    positions: str = typer.Option(defaults.FLEX_POSITIONS, help="flex positions: restart | right | sequential"),
+    rescale: bool = typer.Option(defaults.FLEX_RESCALE, "--rescale/--no-rescale", help=RESCALE_HELP),
+    fusion_temperature: float = typer.Option(defaults.FLEX_TEMPERATURE, help=TEMPERATURE_HELP),
+    fusion_scale: float = typer.Option(defaults.FLEX_SCALE, help=SCALE_HELP),
     chat: bool = typer.Option(False),
     match: str = typer.Option("partial", help="partial | exact"),
     confidence_samples: int = typer.Option(4, help="Samples per prompt for weighted_* confidence."),
     templates: str = typer.Option(None, help="myriadlama: manual | auto | mixed"),
+    cloze_demo: str = typer.Option(None, help="pararel/myriadlama few-shot style: single (default) | multi | "
+                                   "sentence | instruct"),
     relations: str = typer.Option(None, help="pararel/myriadlama: relations, e.g. P19,P20"),
     max_facts_per_relation: int = typer.Option(None),
     question_column: str = typer.Option(None, help="jsonl/csv: question column (default 'question')."),
@@ -49,7 +53,7 @@ def run_command(
     if method and methods:
         raise SelfEnsembleError("Give --method or --methods, not both.")
     chosen = parse_list(methods, "--methods") or [method or "origin"]
-    options = {"templates": templates, "relations": parse_list(relations, "--relations"),
+    options = {"templates": templates, "demo": cloze_demo, "relations": parse_list(relations, "--relations"),
                "max_facts_per_relation": max_facts_per_relation, "question_column": question_column,
                "answers_column": answers_column, "paraphrase_columns": parse_list(paraphrase_columns, "--paraphrase-columns"),
                "id_column": id_column}
@@ -58,7 +62,8 @@ def run_command(
                     num_paraphrases=num_paraphrases, prompt_indices=parse_list(prompt_indices, "--prompt-indices", int),
                     few_shot=few_shot, seed=seed, model=model, device=device, dtype=dtype, batch_size=batch_size,
                     max_new_tokens=max_new_tokens, attention=attention, layout=layout, positions=positions,
-                    rescale=rescale, chat=chat, match=match, confidence_samples=confidence_samples,
+                    rescale=rescale, fusion_temperature=fusion_temperature, fusion_scale=fusion_scale,
+                    chat=chat, match=match, confidence_samples=confidence_samples,
                     dataset_options=options, out=str(out), subfolders=method is None)
     run_experiment(cfg)
     if len(chosen) > 1:
@@ -91,8 +96,8 @@ def paraphrase_command(
     console = Console()
     _, items = load_items(RunConfig(dataset=dataset, data_path=data_path, limit=limit, seed=seed))
     pcfg = ParaphraseConfig(num_paraphrases=num_paraphrases, temperature=temperature, top_p=top_p, seed=seed)
-    cache = paraphrase_items(lambda: make_engine(model, device, "auto", None, "shared", "restart",
-                                                 batch_size=batch_size),
+    cache = paraphrase_items(lambda: make_engine(model, device, "auto", None, defaults.FLEX_LAYOUT,
+                                                 defaults.FLEX_POSITIONS, batch_size=batch_size),
                              model, dataset, items, pcfg, console)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:
