@@ -196,7 +196,7 @@ def test_fill_template_tidies_text() -> None:
 
 
 def test_pararel_items_and_prompts(pararel_dir: Path) -> None:
-    ds = load_dataset("pararel", pararel_dir, num_train=2)
+    ds = load_dataset("pararel", pararel_dir, num_train=2, demo="single")
     assert ds.instruction == "Predict the [MASK] in the sentence in one word."
     assert Counter(it.group for it in ds.items) == {"P20": 6, "P36": 4}
     item = next(it for it in ds.items if it.group == "P20")
@@ -223,7 +223,7 @@ def test_pararel_split_is_disjoint_deterministic_and_seeded(pararel_dir: Path) -
     # the few-shot pool is exactly the train facts of the relation
     pool_answers = {ex.answer for ex in test_a.examples["P20"]}
     assert pool_answers == {it.answers[0] for it in train.items if it.group == "P20"}
-    assert all(len(ex.prompts) == 1 for ex in test_a.examples["P20"])  # default demo style "single"
+    assert all(len(ex.prompts) == 1 for ex in test_a.examples["P20"])  # default demo style "instruct"
     splits = {
         frozenset(
             it.id for it in load_dataset("pararel", pararel_dir, num_train=2, seed=s, split="train").items
@@ -234,11 +234,11 @@ def test_pararel_split_is_disjoint_deterministic_and_seeded(pararel_dir: Path) -
 
 
 def test_pararel_demo_styles(pararel_dir: Path) -> None:
-    """Few-shot demonstrations: one template (default), three, the completed sentence, another instruction."""
-    single = load_dataset("pararel", pararel_dir, num_train=2)
+    """Few-shot demonstrations: one template, three, the completed sentence, another instruction (default)."""
+    single = load_dataset("pararel", pararel_dir, num_train=2, demo="single")
     multi = load_dataset("pararel", pararel_dir, num_train=2, demo="multi")
     sentence = load_dataset("pararel", pararel_dir, num_train=2, demo="sentence")
-    instruct = load_dataset("pararel", pararel_dir, num_train=2, demo="instruct")
+    instruct = load_dataset("pararel", pararel_dir, num_train=2)
     assert [len(ex.prompts) for ex in single.examples["P20"]] == [1, 1]
     assert [len(ex.prompts) for ex in multi.examples["P20"]] == [3, 3]
     for ex in sentence.examples["P20"]:
@@ -325,7 +325,7 @@ def test_myriadlama_manual_templates() -> None:
     assert everything["P36:P36-japan"].meta["subject"] == "Japan"  # sub_ent given as a plain string
     assert everything["P36:P36-italy"].answers == ("Rome", "Roma")
     assert everything["P19:P19-dali"].prompts[0] == "Salvador Dalí was born in [MASK]."
-    assert ds.instruction.startswith("Predict the [MASK]")
+    assert "[MASK]" in ds.instruction
 
 
 def test_myriadlama_template_modes() -> None:

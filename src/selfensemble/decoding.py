@@ -115,7 +115,7 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
     if fusion is not None and fusion.active and fused_n is not None and max(fused_n) > 1:
         if len(fused_n) != B:
             raise ValueError(f"fused_n has {len(fused_n)} entries for {B} rows")
-        terms = fusion.row_terms(torch.tensor(list(fused_n)))
+        terms = tuple(t.to(batch.input_ids.device) for t in fusion.row_terms(torch.tensor(list(fused_n))))
     # one generator per group, all seeded alike: a sampled answer does not depend on its batch neighbours
     generators = [torch.Generator().manual_seed(gen.seed) if gen.do_sample else None for _ in groups]
     dev = batch.input_ids.device

@@ -28,7 +28,7 @@ CLOZE_INSTRUCTION_FILL = "Fill in the blank: answer with only the word or name t
 #   sentence  one template, the answer is the completed sentence
 #   instruct  one template and the missing word, under a "fill in the blank" instruction
 CLOZE_DEMOS = ("single", "multi", "sentence", "instruct")
-DEFAULT_CLOZE_DEMO = "single"
+DEFAULT_CLOZE_DEMO = "instruct"
 
 
 def where(path: str | Path, line: int | None) -> str:
