@@ -403,12 +403,12 @@ def naive_row(lm: LoadedModel, queries: list[Query], method: str, n: int, config
               cached: dict | None, cached_answers: list | None) -> dict:
     """Time ``reference_generate`` (every step recomputes every row from scratch) on a few questions."""
     from selfensemble import fusion
-    from selfensemble.methods import EngineConfig, _plan
+    from selfensemble.methods import _plan
     from selfensemble.prompts import build_parts
     from selfensemble.reference import reference_generate
 
     fuse = fusion.FUSIONS.get(method, fusion.identity)
-    plans = [_plan(method, build_parts(lm.tokenizer, q.fmt, list(q.prompts)), None, EngineConfig(), False)
+    plans = [_plan(method, build_parts(lm.tokenizer, q.fmt, list(q.prompts)), None, _engine_config(config, 1), False)
              for q in queries]
 
     def run_all(max_new: int) -> list[list[int]]:
@@ -424,7 +424,8 @@ def naive_row(lm: LoadedModel, queries: list[Query], method: str, n: int, config
            "cached_s_per_q": cached["s_per_q"] if cached else None, "speedup": None, "agree": None}
     if cached:
         row["speedup"] = row["s_per_q"] / cached["s_per_q"]
-    if cached_answers is not None:
+    knobs = _engine_config(config, 1).attention_fusion.active
+    if cached_answers is not None and not (method == "flex" and knobs):  # the reference has no fusion knobs
         row["agree"] = sum(a.tokens == t for a, t in zip(cached_answers, run.value, strict=False))
     return row
 
