@@ -203,7 +203,45 @@ def summary(path: Path) -> str:
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(c)} | {np.mean(c):.3f} [{lo:.3f}, {hi:.3f}] | "
                      f"{np.mean([r['echo'] for r in rows.values()]):.1%} | "
                      f"{np.mean([r['seconds'] for r in rows.values()]):.3f} | {cell} | {p} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + choose_default(recs)
+
+
+def choose_default(recs: list[dict]) -> str:
+    """The flex configuration with the highest mean accuracy over the datasets that is never
+    significantly below avg (paired bootstrap CI above 0 or McNemar p >= 0.05) on either dataset.
+
+    Only ParaRel in the sweep's chosen style and WebQuestions count; items are paired with avg.
+    """
+    import numpy as np
+
+    from selfensemble.scoring import mcnemar_exact, paired_bootstrap_diff
+
+    main = {}
+    for r in recs:  # phase 2 rows: webqa, and pararel in the style that has the flex sweep
+        if r["config"] in FLEX_CONFIGS and r["config"] != "flex:shared/restart" or r["dataset"] == "webqa":
+            main.setdefault(r["dataset"], r["fmt"])
+    out, best = [], None
+    for name in FLEX_CONFIGS:
+        accs, ok = [], True
+        for dataset, fmt in main.items():
+            mine = {r["id"]: r["correct"] for r in recs if (r["dataset"], r["fmt"], r["config"]) == (dataset, fmt, name)}
+            avg = {r["id"]: r["correct"] for r in recs if (r["dataset"], r["fmt"], r["config"]) == (dataset, fmt, "avg")}
+            ids = [i for i in mine if i in avg]
+            if not ids:
+                ok = False
+                continue
+            a, b = [mine[i] for i in ids], [avg[i] for i in ids]
+            d = paired_bootstrap_diff(a, b, n=1000, seed=0)
+            below = d["high"] < 0 or (d["mean"] < 0 and mcnemar_exact(a, b)["p_value"] < 0.05)
+            ok &= not below
+            accs.append(float(np.mean(a)))
+        mean = float(np.mean(accs)) if accs else float("nan")
+        out.append(f"- {name}: mean accuracy {mean:.3f} over {len(accs)} datasets; "
+                   f"{'never' if ok else 'SIGNIFICANTLY'} below avg{'' if ok else ' (or missing)'}")
+        if ok and accs and (best is None or mean > best[1]):
+            best = (name, mean)
+    out.append(f"chosen default: {best[0] if best else 'none qualifies'}")
+    return "\n".join(out)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ and benchmarks/flex_sweep.py, which reproduces the table. Imports nothing heavy 
 from __future__ import annotations
 
 FLEX_LAYOUT = "shared"
-FLEX_POSITIONS = "restart"
+FLEX_POSITIONS = "right"
 FLEX_RESCALE = True
 FLEX_TEMPERATURE = 1.0
 FLEX_SCALE = 1.0
