@@ -195,7 +195,7 @@ def test_fill_template_tidies_text() -> None:
 
 
 def test_pararel_items_and_prompts(pararel_dir: Path) -> None:
-    ds = load_dataset("pararel", pararel_dir, num_train=2)
+    ds = load_dataset("pararel", pararel_dir, num_train=2, demo="single")
     assert ds.instruction == "Predict the [MASK] in the sentence in one word."
     assert Counter(it.group for it in ds.items) == {"P20": 6, "P36": 4}
     item = next(it for it in ds.items if it.group == "P20")
@@ -222,7 +222,7 @@ def test_pararel_split_is_disjoint_deterministic_and_seeded(pararel_dir: Path) -
     # the few-shot pool is exactly the train facts of the relation
     pool_answers = {ex.answer for ex in test_a.examples["P20"]}
     assert pool_answers == {it.answers[0] for it in train.items if it.group == "P20"}
-    assert all(2 <= len(ex.prompts) <= 3 for ex in test_a.examples["P20"])
+    assert all(len(ex.prompts) == 1 for ex in test_a.examples["P20"])  # default demo style "instruct"
     splits = {
         frozenset(
             it.id for it in load_dataset("pararel", pararel_dir, num_train=2, seed=s, split="train").items
@@ -230,6 +230,23 @@ def test_pararel_split_is_disjoint_deterministic_and_seeded(pararel_dir: Path) -
         for s in range(6)
     }
     assert len(splits) > 1  # the seed really moves the split
+
+
+def test_pararel_demo_styles(pararel_dir: Path) -> None:
+    """Few-shot demonstrations: one template, three, the completed sentence, another instruction (default)."""
+    single = load_dataset("pararel", pararel_dir, num_train=2, demo="single")
+    multi = load_dataset("pararel", pararel_dir, num_train=2, demo="multi")
+    sentence = load_dataset("pararel", pararel_dir, num_train=2, demo="sentence")
+    instruct = load_dataset("pararel", pararel_dir, num_train=2)
+    assert [len(ex.prompts) for ex in single.examples["P20"]] == [1, 1]
+    assert [len(ex.prompts) for ex in multi.examples["P20"]] == [3, 3]
+    for ex in sentence.examples["P20"]:
+        assert "[MASK]" not in ex.answer and ex.answer == ex.prompts[0].replace("[MASK]", ex.answer.split()[-1][:-1])
+    assert [ex.answer for ex in single.examples["P20"]] == [ex.answer for ex in instruct.examples["P20"]]
+    assert instruct.instruction != single.instruction and "[MASK]" in instruct.instruction
+    assert [it.id for it in single.items] == [it.id for it in multi.items]  # same facts, only the demos differ
+    with pytest.raises(SelfEnsembleError, match="Did you mean 'single'"):
+        load_dataset("pararel", pararel_dir, demo="singel")
 
 
 def test_pararel_limit_round_robins_relations(pararel_dir: Path) -> None:
@@ -305,7 +322,7 @@ def test_myriadlama_manual_templates() -> None:
     assert everything["P36:P36-japan"].meta["subject"] == "Japan"  # sub_ent given as a plain string
     assert everything["P36:P36-italy"].answers == ("Rome", "Roma")
     assert everything["P19:P19-dali"].prompts[0] == "Salvador Dalí was born in [MASK]."
-    assert ds.instruction.startswith("Predict the [MASK]")
+    assert "[MASK]" in ds.instruction
 
 
 def test_myriadlama_template_modes() -> None:
@@ -333,7 +350,7 @@ def test_myriadlama_template_modes() -> None:
 
 
 def test_myriadlama_few_shot_pool_is_multi_prompt_and_disjoint() -> None:
-    ds = load_dataset("myriadlama", MYRIAD, num_train=2, templates="mixed", num_auto=3)
+    ds = load_dataset("myriadlama", MYRIAD, num_train=2, templates="mixed", num_auto=3, demo="multi")
     for it in ds.items:
         pool = ds.examples[it.group]
         assert len(pool) == 2

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from selfensemble import fusion
+from selfensemble.cache import new_cache
 from selfensemble.decoding import GenerationConfig, _stop_text, generate
-from selfensemble.methods import Engine, EngineConfig, _fuse_for, plan_rows
+from selfensemble.methods import Engine, EngineConfig, Query, _fuse_for, plan_rows
 from selfensemble.packing import PackedBatch
 from selfensemble.prompts import build_parts
 from selfensemble.reference import reference_generate
@@ -17,6 +18,7 @@ PROMPTS = ["What is the capital of France?", "Which city is France's capital?", 
 WEIGHTS = [1.0, 2.0, 0.5]
 STEPS = 6
 GEN = GenerationConfig(max_new_tokens=STEPS, stop_at_newline=False)
+NO_KNOBS = dict(rescale=False, fusion_temperature=1.0, fusion_scale=1.0)  # the reference decoder has no fusion knobs
 
 CONFIGS = [
     ("origin", "shared", "restart"),
@@ -30,7 +32,7 @@ CONFIGS = [
 
 def reference_tokens(lm, fmt, method, layout, positions) -> list[int]:
     parts = build_parts(lm.tokenizer, fmt, PROMPTS)
-    cfg = EngineConfig(attention="sdpa", layout=layout, positions=positions)
+    cfg = EngineConfig(attention="sdpa", layout=layout, positions=positions, **NO_KNOBS)
     w = torch.tensor(WEIGHTS) if method in fusion.WEIGHTED else None
     plan = plan_rows(method, parts, w, cfg, cached_prefix=False)
     assert len(plan.groups) == 1
@@ -42,7 +44,7 @@ def test_kv_cached_engine_equals_reference(any_lm, fewshot_fmt, method, layout, 
     want = reference_tokens(any_lm, fewshot_fmt, method, layout, positions)
     assert len(want) >= 4, "too few tokens before EOS for a meaningful comparison"
     for attention in ("sdpa", "flex"):
-        engine = Engine(any_lm, EngineConfig(attention=attention, layout=layout, positions=positions))
+        engine = Engine(any_lm, EngineConfig(attention=attention, layout=layout, positions=positions, **NO_KNOBS))
         got = engine.answer(PROMPTS, method, GEN, fewshot_fmt, weights=WEIGHTS)
         assert got.tokens == want, (attention, got.tokens, want)
         assert got.finish == ("length" if len(want) == STEPS else "eos")
@@ -56,22 +58,60 @@ def test_reference_check_can_fail(random_lm, fewshot_fmt):
     assert restart != reference_tokens(lm, fewshot_fmt, "avg", "shared", "restart")
 
 
+KNOBS_ON = dict(rescale=True, fusion_temperature=0.5, fusion_scale=0.7, layout="full", positions="right")
+KNOBS_OFF = dict(NO_KNOBS, layout="shared", positions="restart")
+
+
 @pytest.mark.parametrize("arch", ["llama", "phi3"])
-def test_rescale_same_on_both_kernels_and_changes_fusion(random_lm, fewshot_fmt, arch, eager_flex):
+@pytest.mark.parametrize("knobs", [dict(rescale=True), dict(fusion_temperature=0.5),
+                                   dict(rescale=True, fusion_temperature=0.7, fusion_scale=0.8)])
+def test_fusion_knobs_same_on_both_kernels_and_change_fusion(random_lm, fewshot_fmt, arch, knobs, eager_flex):
     lm = random_lm(arch)
-    gen = GenerationConfig(max_new_tokens=STEPS, stop_at_newline=False)
     out = {}
     for attention in ("sdpa", "flex"):
-        for rescale in (False, True):
-            engine = Engine(lm, EngineConfig(attention=attention, rescale=rescale))
-            out[attention, rescale] = engine.answer(PROMPTS, "flex", gen, fewshot_fmt).tokens
+        for on in (False, True):
+            engine = Engine(lm, EngineConfig(attention=attention, **{**NO_KNOBS, **(knobs if on else {})}))
+            out[attention, on] = engine.answer(PROMPTS, "flex", GEN, fewshot_fmt).tokens
     assert out["sdpa", True] == out["flex", True]
     assert out["sdpa", False] == out["flex", False]
-    assert out["sdpa", True] != out["sdpa", False]  # the -log N bias really reaches the logits
-    # with one prompt there is nothing to rescale (log 1 = 0)
-    one = [Engine(lm, EngineConfig(attention="sdpa", rescale=r)).answer(PROMPTS[:1], "flex", gen, fewshot_fmt).tokens
-           for r in (False, True)]
-    assert one[0] == one[1]
+    assert out["sdpa", True] != out["sdpa", False]  # the knobs really reach the logits
+
+
+@pytest.mark.parametrize("method", ["origin", "per_prompt", "avg", "max"])
+@pytest.mark.parametrize("attention", ["sdpa", "flex"])
+def test_flex_knobs_do_not_touch_other_methods(random_lm, fewshot_fmt, method, attention, eager_flex):
+    """Every flex-only knob on vs off: other methods give the very same tokens (the control above shows
+    the same knobs do change flex on this model)."""
+    lm = random_lm("llama")
+    got = [Engine(lm, EngineConfig(attention=attention, **knobs)).answer(PROMPTS, method, GEN, fewshot_fmt)
+           for knobs in (KNOBS_OFF, KNOBS_ON)]
+    assert got[0].tokens == got[1].tokens and len(got[0].tokens) >= 4
+    assert got[0].per_prompt == got[1].per_prompt
+    assert got[0].logprob == got[1].logprob
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "flex"])
+@pytest.mark.parametrize("knobs", [dict(rescale=True), dict(rescale=True, fusion_temperature=0.5)])
+def test_flex_knobs_use_each_querys_own_n(random_lm, fewshot_fmt, attention, knobs, eager_flex):
+    """A flex query gives the same answer alone and batched with queries of other N (N is per row)."""
+    lm = random_lm("llama")
+    queries = [Query(PROMPTS[:2], fewshot_fmt), Query(PROMPTS, fewshot_fmt), Query(PROMPTS[:1], fewshot_fmt)]
+    engine = Engine(lm, EngineConfig(attention=attention, batch_size=8, **{**NO_KNOBS, **knobs}))
+    batched = engine.answer_many(queries, "flex", GEN)
+    alone = [engine.answer_many([q], "flex", GEN)[0] for q in queries]
+    assert [a.tokens for a in batched] == [a.tokens for a in alone]
+    # control: with the batch's largest N forced on the 2-prompt query its answer changes
+    two = Engine(lm, EngineConfig(attention=attention, **{**NO_KNOBS, **knobs}))
+    parts = build_parts(lm.tokenizer, fewshot_fmt, PROMPTS[:2])
+    wrong = two.config.attention_fusion
+    plan = plan_rows("flex", parts, None, two.config, cached_prefix=False)
+    batch = PackedBatch.from_rows(plan.rows, 0, 0, 1)
+    with torch.inference_mode():
+        got = [generate(lm.model, lm.tokenizer, batch, new_cache(two._num_layers, batch.shape[1] + STEPS), [[0]],
+                        fusion.identity, GEN, attention=attention, eos_ids=lm.eos_token_ids, fusion=wrong,
+                        fused_n=[n])[0].tokens
+               for n in (2, 3)]
+    assert got[0] != got[1], "N must matter for this check to mean anything"
 
 
 @pytest.mark.parametrize("method", ["avg", "max"])

@@ -132,37 +132,61 @@ def test_block_mask_sparsity_matches_dense_blocks():
     assert torch.equal(masks.block_mask(batch).to_dense()[:, 0].bool(), blocks)
 
 
-def test_rescale_score_mod_matches_dense_bias(eager_flex):
+@pytest.mark.parametrize("temperature, scale, rescale", [(1.0, 1.0, True), (0.5, 1.0, False), (0.7, 0.6, True)])
+def test_fusion_score_mod_equals_dense_twin(temperature, scale, rescale, eager_flex):
+    """flex_attention + fusion_score_mod == the SDPA path's dense (multiplier, bias) twin, rows of different N."""
     from torch.nn.attention.flex_attention import flex_attention
+
+    from selfensemble.attention import dense_scores_attention
 
     batch = random_batch([130, 60], prefix_len=4, seed=5)
     q, k, v = qkv(batch, seed=2)
-    n = 3
+    knobs = masks.AttentionFusion(temperature, scale, rescale)
+    mult, bias = knobs.row_terms(torch.tensor([3, 2]))
     flex = flex_attention(q, k, v, block_mask=masks.block_mask(batch),
-                          score_mod=masks.rescale_score_mod(batch.segment_ids, batch.prefix_len, n))
-    bias = masks.dense_rescale_bias(batch, n)
-    float_mask = torch.where(masks.dense_mask(batch), bias, torch.tensor(-math.inf))
-    sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=float_mask)
-    torch.testing.assert_close(flex, sdpa, atol=2e-5, rtol=1e-4)
-    # and the bias is -log n exactly on (cue query, paraphrase key) pairs, 0 elsewhere
-    seg = batch.segment_ids
-    P = batch.prefix_len
-    want = torch.zeros_like(bias)
+                          score_mod=masks.fusion_score_mod(batch.segment_ids, batch.prefix_len, mult, bias))
+    dmult, dbias = masks.dense_fusion_terms(batch, mult, bias)
+    float_mask = torch.where(masks.dense_mask(batch), dbias, torch.tensor(-math.inf))
+    dense = dense_scores_attention(q, k, v, float_mask, None, mult=dmult)
+    assert (flex - dense).abs().max() <= 1e-4
+    plain = F.scaled_dot_product_attention(q, k, v, attn_mask=masks.dense_mask(batch))
+    assert (flex - plain).abs().max() > 1e-2  # the knobs really change the output
+    # the terms sit exactly on (cue query, paraphrase key) pairs, with each row's own N
+    seg, P = batch.segment_ids, batch.prefix_len
     hit = (seg[:, :, None] == CUE) & (seg[:, None, :] > 0)
-    want[:, 0, :, P:] = torch.where(hit, -math.log(n), 0.0)
-    assert torch.equal(bias, want)
+    for b, n in enumerate([3, 2]):
+        want_bias = math.log(scale) - (math.log(n) if rescale else 0.0)
+        assert torch.allclose(dbias[b, 0, :, P:][hit[b]], torch.tensor(want_bias))
+        assert torch.allclose(dmult[b, 0, :, P:][hit[b]], torch.tensor(1 / temperature))
+        assert (dbias[b, 0, :, P:][~hit[b]] == 0).all() and (dmult[b, 0, :, P:][~hit[b]] == 1).all()
+    assert (dbias[:, :, :, :P] == 0).all()  # shared prefix keys keep their score
 
 
-def test_decode_visibility_and_bias():
+def test_attention_fusion_row_terms_and_validation():
+    mult, bias = masks.AttentionFusion(0.5, 1.0, True).row_terms(torch.tensor([1, 4]))
+    assert mult.tolist() == [1.0, 2.0]  # one-prompt rows are untouched
+    assert bias.tolist() == pytest.approx([0.0, -math.log(4)])
+    assert not masks.AttentionFusion().active and masks.AttentionFusion(scale=2.0).active
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="temperature"):
+            masks.AttentionFusion(temperature=bad)
+    with pytest.raises(ValueError, match="scale"):
+        masks.AttentionFusion(scale=0.0)
+
+
+def test_decode_visibility_and_terms():
     batch = small_batch(prefix_len=3)
     vis = masks.decode_visibility(batch)
     L = batch.shape[1]
     assert vis.shape == (2, 3 + L)
     assert vis[0].all()
     assert vis[1].tolist() == [True] * 3 + (batch.segment_ids[1] != PAD).tolist()
-    bias = masks.decode_bias(batch, n_prompts=3, rescale=False)
-    assert torch.equal(torch.isinf(bias), ~vis) and (bias[vis] == 0).all()
-    bias = masks.decode_bias(batch, n_prompts=3, rescale=True)
+    scale, bias = masks.decode_terms(batch)
+    assert torch.equal(torch.isinf(bias), ~vis) and (bias[vis] == 0).all() and (scale == 1).all()
+    mult, row_bias = masks.AttentionFusion(0.5, 1.0, True).row_terms(torch.tensor([3, 2]))
+    scale, bias = masks.decode_terms(batch, mult, row_bias)
     para = torch.cat([torch.zeros(2, 3, dtype=torch.bool), batch.segment_ids > 0], 1)
-    assert torch.allclose(bias[para], torch.tensor(-math.log(3)))
+    assert torch.allclose(bias[0][para[0]], torch.tensor(-math.log(3)))
+    assert torch.allclose(bias[1][para[1]], torch.tensor(-math.log(2)))  # each row its own N
+    assert (scale[para] == 2).all() and (scale[~para] == 1).all()
     assert (bias[vis & ~para] == 0).all()

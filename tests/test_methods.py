@@ -18,17 +18,55 @@ GEN = GenerationConfig(max_new_tokens=6, stop_at_newline=False)
 ONE = ["What is the capital of France?"]
 
 
+KNOBS_ON = dict(rescale=True, fusion_temperature=0.5, fusion_scale=0.7)
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "flex"])
-@pytest.mark.parametrize("layout", ["shared", "full"])
-def test_flex_with_one_prompt_is_origin(any_lm, fewshot_fmt, layout, attention, eager_flex):
-    engine = Engine(any_lm, EngineConfig(attention=attention, layout=layout))
+@pytest.mark.parametrize("layout, reuse_prefix", [("shared", True), ("full", True), ("full", False)])
+def test_flex_with_one_prompt_is_origin(any_lm, fewshot_fmt, layout, reuse_prefix, attention, eager_flex):
+    """With one prompt every fusion knob is the identity and flex is origin, token for token.
+
+    With layout "full" and no prefix reuse the flex row differs from the origin row (the prefix is
+    part of the paraphrase segment, not SHARED), so a flex-specific mask or knob bug shows here.
+    """
+    from selfensemble.methods import plan_rows
+
+    cfg = EngineConfig(attention=attention, layout=layout, reuse_prefix=reuse_prefix, **KNOBS_ON)
+    engine = Engine(any_lm, cfg)
     origin = engine.answer(ONE, "origin", GEN, fewshot_fmt)
     flex = engine.answer(ONE, "flex", GEN, fewshot_fmt)
     assert flex.tokens == origin.tokens and len(origin.tokens) >= 4
     assert flex.logprob == pytest.approx(origin.logprob, abs=1e-3)
+    if layout == "full" and not reuse_prefix:
+        parts = build_parts(any_lm.tokenizer, fewshot_fmt, ONE)
+        rows = [plan_rows(m, parts, None, cfg, cached_prefix=False).rows[0] for m in ("origin", "flex")]
+        assert rows[0].tokens == rows[1].tokens and rows[0].segments != rows[1].segments
     # per_prompt / avg / max with one prompt are origin as well
     for method in ("per_prompt", "avg", "max"):
         assert engine.answer(ONE, method, GEN, fewshot_fmt).tokens == origin.tokens, method
+
+
+def test_one_prompt_flex_check_can_fail(random_lm, fewshot_fmt):
+    """Control for the test above: knobs applied at N = 1 (the bug it guards against) change the answer."""
+    from selfensemble import fusion as fusion_fns
+    from selfensemble.cache import new_cache
+    from selfensemble.decoding import generate
+    from selfensemble.masks import AttentionFusion
+    from selfensemble.methods import plan_rows
+    from selfensemble.packing import PackedBatch
+
+    lm = random_lm("llama")
+    cfg = EngineConfig(attention="sdpa", layout="full", reuse_prefix=False, **KNOBS_ON)
+    row = plan_rows("flex", build_parts(lm.tokenizer, fewshot_fmt, ONE), None, cfg, cached_prefix=False).rows[0]
+    batch = PackedBatch.from_rows([row])
+    knobs = AttentionFusion(0.5, 0.7, False)
+    with torch.inference_mode():
+        got = [generate(lm.model, lm.tokenizer, batch, new_cache(lm.model.config.num_hidden_layers,
+                                                                  len(row.tokens) + GEN.max_new_tokens),
+                        [[0]], fusion_fns.identity, GEN, attention="sdpa", eos_ids=lm.eos_token_ids, fusion=knobs,
+                        fused_n=[n])[0].tokens for n in (1, 2)]  # n=2 on a 1-prompt row = knobs wrongly on
+    assert got[0] == Engine(lm, cfg).answer(ONE, "origin", GEN, fewshot_fmt).tokens
+    assert got[0] != got[1]
 
 
 def test_methods_differ_on_random_model(random_lm, fewshot_fmt):
@@ -235,7 +273,9 @@ def test_unknown_method(engine):
 @pytest.mark.parametrize("field, value, match", [("attention", "flash", "Unknown attention 'flash'"),
                                                   ("layout", "packed", "Unknown layout 'packed'"),
                                                   ("positions", "left", "Unknown positions 'left'"),
-                                                  ("batch_size", 0, "batch_size must be >= 1")])
+                                                  ("batch_size", 0, "batch_size must be >= 1"),
+                                                  ("fusion_temperature", 0.0, "temperature must be a finite"),
+                                                  ("fusion_scale", -1.0, "scale must be a finite")])
 def test_bad_engine_config(field, value, match):
     with pytest.raises(SelfEnsembleError, match=match):
         EngineConfig(**{field: value})

@@ -99,6 +99,21 @@ def test_compare_paired_diffs():
     assert rows["per_prompt"]["diff_mean"] == pytest.approx(0.0)
 
 
+def test_echo_rate_and_mcnemar_in_report_rows():
+    recs = _records(ORIGIN)
+    recs[0]["prediction"], recs[0]["prompts"] = "Paris was born in [MASK].", ["Paris was born in [MASK]."]
+    recs[1]["echo"] = True  # a stored flag wins over recomputing
+    assert summarize(recs, _manifest("origin"))["echo_rate"] == pytest.approx(2 / 5)
+    # avg vs origin: discordant only q3 (avg right) → 1 vs 0 → p = 2 * 1/2 = 1.0
+    flex = _records([False, False, False, False, True])  # vs avg: avg-only 4, flex-only 1 → p = 2*6/32
+    rows = compare([("origin", _records(ORIGIN)), ("avg", _records(AVG)), ("flex", flex)])
+    by = {(r["method"], r["baseline"]): r for r in rows}
+    assert by["avg", "origin"]["mcnemar_p"] == pytest.approx(1.0)
+    assert by["flex", "avg"]["mcnemar_p"] == pytest.approx(2 * 6 / 32)
+    assert by["flex", "avg"]["diff_mean"] == pytest.approx(-0.6) and by["flex", "avg"]["n_paired"] == 5
+    assert ("avg", "avg") not in by
+
+
 def test_compare_pairs_only_shared_ids_and_handles_missing_baseline():
     short = _records(AVG)[:4]  # avg stopped early: q0..q3 -> diff mean(0,0,0,1) = 0.25
     rows = compare([("origin", _records(ORIGIN)), ("avg", short)])

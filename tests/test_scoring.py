@@ -207,3 +207,42 @@ def test_bootstrap_handles_large_inputs_in_chunks() -> None:
     values = [float(i % 2) for i in range(50_000)]
     low, high = bootstrap_ci(values, n=200, seed=0)
     assert 0.49 < low < 0.5 < high < 0.51
+
+
+# --------------------------------------------------------------------------- echo rate, McNemar
+
+
+@pytest.mark.parametrize("prediction, prompts, golds, subject, echo", [
+    ("Allan Peiper is originally from [MASK].", ["Allan Peiper was born in [MASK]."], ["Alexandra"], None, True),
+    ("Allan Peiper", ["Allan Peiper was born in [MASK]."], ["Alexandra"], "Allan Peiper", True),
+    ("Allan Peiper, of course", ["Allan Peiper was born in [MASK]."], ["Alexandra"], "Allan Peiper", True),
+    ("Alexandra", ["Allan Peiper was born in [MASK]."], ["Alexandra"], "Allan Peiper", False),
+    ("Melbourne", ["Allan Peiper was born in [MASK]."], ["Alexandra"], "Allan Peiper", False),  # wrong, no echo
+    ("justin bieber", ["what is justin bieber brother name?"], ["Jaxon Bieber"], None, True),
+    ("Jaxon Bieber", ["what is justin bieber brother name?"], ["Jaxon Bieber"], None, False),
+    ("France", ["what country is paris in? France or Spain"], ["France"], None, False),  # span, but gold
+    ("", ["what is x?"], ["y"], None, False),
+])
+def test_is_echo_on_crafted_records(prediction, prompts, golds, subject, echo):
+    assert scoring.is_echo(prediction, prompts, golds, subject) is echo
+
+
+def test_echo_rate():
+    assert scoring.echo_rate([True, False, False, True]) == 0.5
+    assert math.isnan(scoring.echo_rate([]))
+
+
+def test_mcnemar_exact_by_hand():
+    # 2x2: both right 5, a only 10, b only 2, both wrong 3 → discordant 12, k = 2
+    # p = 2 * (C(12,0) + C(12,1) + C(12,2)) / 2^12 = 2 * 79 / 4096 = 0.03857421875
+    a = [1] * 5 + [1] * 10 + [0] * 2 + [0] * 3
+    b = [1] * 5 + [0] * 10 + [1] * 2 + [0] * 3
+    got = scoring.mcnemar_exact(a, b)
+    assert got == {"only_a": 10, "only_b": 2, "p_value": pytest.approx(2 * 79 / 4096)}
+    assert scoring.mcnemar_exact(b, a)["p_value"] == got["p_value"]  # two-sided, symmetric
+    assert scoring.mcnemar_exact([1, 0], [1, 0])["p_value"] == 1.0  # no discordant pairs
+    assert scoring.mcnemar_exact([1, 1, 0], [0, 0, 1])["p_value"] == 1.0  # 2 vs 1: 2*(1+3)/8 capped at 1
+    # fractional values (mean single prompt): the exact sign test, ties dropped
+    assert scoring.mcnemar_exact([1, 0, 1], [0.5, 0.5, 1])["only_a"] == 1
+    with pytest.raises(ValueError):
+        scoring.mcnemar_exact([1], [1, 0])

@@ -139,14 +139,26 @@ class WindowMasks:
         return self._made[window]
 
 
-def _dense_softcap(query, key, value, mask, scaling, softcap):
-    """Attention with tanh softcapping of the scores (Gemma 2), written out: SDPA has no softcap."""
+def dense_scores_attention(query, key, value, mask, scaling: float | None, softcap: float | None = None,
+                           mult: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention written out, for what SDPA cannot take: tanh softcapping (Gemma 2) and per-(query, key)
+    score multipliers (attention fusion's temperature). Order as on the flex path: softcap, then
+    ``score * mult``, then the mask (boolean, or additive with the fusion bias in it).
+
+    query (B, Hq, Lq, D), key/value (B, Hkv, Lk, D), mask/mult broadcastable to (B, 1, Lq, Lk)
+    → (B, Hq, Lq, D).
+    """
     if query.shape[1] != key.shape[1]:
         rep = query.shape[1] // key.shape[1]
         key, value = key.repeat_interleave(rep, dim=1), value.repeat_interleave(rep, dim=1)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     scores = torch.matmul(query, key.transpose(-1, -2)) * scale
-    scores = softcap * torch.tanh(scores / softcap)
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
+    if mult is not None:
+        if mult.shape[-1] != key.shape[-2]:
+            raise ValueError(f"score multiplier covers {mult.shape[-1]} keys but the layer has {key.shape[-2]}")
+        scores = scores * mult
     scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
     probs = torch.softmax(scores.float(), dim=-1).to(value.dtype)
     return torch.matmul(probs, value)
@@ -164,6 +176,7 @@ def selfensemble_attention(
     sliding_window: int | None = None,
     selfensemble_score_mod: Callable | None = None,
     selfensemble_windows: WindowMasks | None = None,
+    selfensemble_score_scale: torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """query (B, Hq, Lq, D), key/value (B, Hkv, Lkv, D) → output (B, Lq, Hq, D)."""
@@ -199,8 +212,9 @@ def selfensemble_attention(
         raise ValueError(f"attention mask covers {attention_mask.shape[-1]} keys but the layer has "
                          f"{key.shape[-2]} (prefix/cache and mask out of step)")
     mask = attention_mask
-    if softcap is not None:
-        return _dense_softcap(query, key, value, mask, scaling, softcap).transpose(1, 2).contiguous(), None
+    if softcap is not None or selfensemble_score_scale is not None:
+        out = dense_scores_attention(query, key, value, mask, scaling, softcap, selfensemble_score_scale)
+        return out.transpose(1, 2).contiguous(), None
     # enable_gqa shares KV heads without copying them: repeat_interleave of the whole cache was
     # about a third of CPU decode time (SmolLM2, 3 KV heads for 9 query heads)
     out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,

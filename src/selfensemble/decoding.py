@@ -70,32 +70,46 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def model_forward(model, input_ids, position_ids, mask, cache, score_mod=None, windows=None) -> torch.Tensor:
+def model_forward(model, input_ids, position_ids, mask, cache, score_mod=None, windows=None,
+                  score_scale=None) -> torch.Tensor:
     """Last-position logits (B, vocab); the cache grows by input_ids' length.
 
-    ``windows``: an attention.WindowMasks giving the mask of sliding-window layers.
+    ``windows``: an attention.WindowMasks giving the mask of sliding-window layers; ``score_scale``:
+    a dense multiplier on the scores (attention fusion's temperature on the SDPA path).
     """
     extra = {"selfensemble_score_mod": score_mod} if score_mod is not None else {}
     if windows is not None:
         extra["selfensemble_windows"] = windows
+    if score_scale is not None:
+        extra["selfensemble_score_scale"] = score_scale
     out = model(input_ids=input_ids, position_ids=position_ids, attention_mask=mask, cache=cache,
                 use_cache=True, logits_to_keep=1, **extra)
     return out.logits[:, -1, :]
 
 
-def prefill(model, batch: PackedBatch, cache, attention: str, rescale_n: int | None = None) -> torch.Tensor:
-    """Run the packed rows through the model under their segment mask; returns (B, vocab)."""
+def prefill(model, batch: PackedBatch, cache, attention: str,
+            fusion_terms: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Run the packed rows through the model under their segment mask; returns (B, vocab).
+
+    ``fusion_terms`` = per-row (multiplier, bias) from ``masks.AttentionFusion.row_terms``; the
+    flex kernel takes them as a score_mod, SDPA as a dense bias (plus a multiplier when one is != 1).
+    """
+    score_mod = score_scale = None
     if attention == "flex":
-        score_mod = (masks.rescale_score_mod(batch.segment_ids, batch.prefix_len, rescale_n, batch.prefix_segments)
-                     if rescale_n else None)
+        if fusion_terms is not None:
+            score_mod = masks.fusion_score_mod(batch.segment_ids, batch.prefix_len, *fusion_terms,
+                                               batch.prefix_segments)
+
         def flex_mask(window: int | None):
             with flex_errors():  # a failure to build the mask is a flex failure (the engine may fall back)
                 return masks.block_mask(batch) if window is None else masks.block_mask(batch, window=window)
 
         mask, windows = flex_mask(None), WindowMasks(flex_mask)
     elif attention == "sdpa":
-        score_mod = None
-        bias = masks.dense_rescale_bias(batch, rescale_n) if rescale_n else None
+        bias = None
+        if fusion_terms is not None:
+            mult, bias = masks.dense_fusion_terms(batch, *fusion_terms)
+            score_scale = mult.to(model.dtype) if bool((fusion_terms[0] != 1).any()) else None
 
         def dense(window: int | None):
             m = masks.dense_mask(batch, window)
@@ -104,7 +118,7 @@ def prefill(model, batch: PackedBatch, cache, attention: str, rescale_n: int | N
         mask, windows = dense(None), WindowMasks(dense)
     else:
         raise ValueError(f"attention must be 'flex' or 'sdpa', got {attention!r}")
-    return model_forward(model, batch.input_ids, batch.position_ids, mask, cache, score_mod, windows)
+    return model_forward(model, batch.input_ids, batch.position_ids, mask, cache, score_mod, windows, score_scale)
 
 
 def _stop_text(text: str, gen: GenerationConfig) -> tuple[str, str | None]:
@@ -124,28 +138,35 @@ def _stop_text(text: str, gen: GenerationConfig) -> tuple[str, str | None]:
 
 def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Sequence[int]], fuse: FusionFn,
              gen: GenerationConfig, *, attention: str, eos_ids: set[int],
-             weights: Sequence[torch.Tensor | None] | None = None, rescale: bool = False,
-             n_prompts: Sequence[int] | None = None, seeds: Sequence[int] | None = None) -> list[Decoded]:
+             weights: Sequence[torch.Tensor | None] | None = None,
+             fusion: masks.AttentionFusion | None = None, fused_n: Sequence[int] | None = None,
+             seeds: Sequence[int] | None = None) -> list[Decoded]:
     """Decode one answer per group; rows of a group share every chosen token.
 
-    ``groups`` lists row indices per group (each row in exactly one group). ``n_prompts`` (per row)
-    sizes the log-N rescale of attention fusion when ``rescale`` is on. ``seeds`` (one per group)
-    seed each group's own sampling stream (default: ``gen.seed`` for every group), so a sampled
-    answer depends on its own seed only, never on its batch neighbours.
+    ``groups`` lists row indices per group (each row in exactly one group). ``fusion`` (attention
+    fusion knobs) applies to the rows whose ``fused_n`` (per row: paraphrases packed in it) is >= 2,
+    with that row's own N, in prefill and in every decode step; every other row is untouched.
+    ``seeds`` (one per group) seed each group's own sampling stream (default: ``gen.seed`` for every
+    group), so a sampled answer depends on its own seed only, never on its batch neighbours.
     """
     B = batch.shape[0]
     if sorted(r for g in groups for r in g) != list(range(B)):
         raise ValueError("every row must belong to exactly one group")
     weights = list(weights) if weights is not None else [None] * len(groups)
-    rescale_n = max(n_prompts) if (rescale and n_prompts) else None
+    terms = None
+    if fusion is not None and fusion.active and fused_n is not None and max(fused_n) > 1:
+        if len(fused_n) != B:
+            raise ValueError(f"fused_n has {len(fused_n)} entries for {B} rows")
+        terms = tuple(t.to(batch.input_ids.device) for t in fusion.row_terms(torch.tensor(list(fused_n))))
     seeds = list(seeds) if seeds is not None else [gen.seed] * len(groups)
     if len(seeds) != len(groups):
         raise ValueError(f"seeds: one per group, got {len(seeds)} for {len(groups)} groups")
     generators = [torch.Generator().manual_seed(int(s)) if gen.do_sample else None for s in seeds]
     dev = batch.input_ids.device
 
-    logits = prefill(model, batch, cache, attention, rescale_n)
-    bias = masks.decode_bias(batch, rescale_n or 1, rescale and rescale_n is not None)
+    logits = prefill(model, batch, cache, attention, terms)
+    scale, bias = masks.decode_terms(batch, *(terms or (None, None)))
+    use_scale = terms is not None and bool((terms[0] != 1).any())
     positions = batch.next_position.clone()
     key_pos = masks.key_positions(batch)  # (B, K): position of every cached key, for sliding windows
     out = [Decoded() for _ in groups]
@@ -172,11 +193,13 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
             break
         # every generated token sees the whole row (prefix, all paraphrases, cue, earlier answers)
         bias = torch.cat([bias, torch.zeros(B, 1, device=dev)], dim=1)
+        scale = torch.cat([scale, torch.ones(B, 1, device=dev)], dim=1)
         key_pos = torch.cat([key_pos, positions[:, None]], dim=1)
         mask = bias[:, None, None, :].to(model.dtype)
         windows = WindowMasks(lambda w, b=bias, p=positions, k=key_pos:
                               masks.decode_window(b, p, k, w)[:, None, None, :].to(model.dtype))
-        logits = model_forward(model, next_tokens[:, None], positions[:, None], mask, cache, windows=windows)
+        logits = model_forward(model, next_tokens[:, None], positions[:, None], mask, cache, windows=windows,
+                               score_scale=scale[:, None, None, :].to(model.dtype) if use_scale else None)
         positions = positions + 1
     for d in out:
         d.text, _ = _stop_text(tokenizer.decode(d.tokens, skip_special_tokens=True), gen)

@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from selfensemble import defaults
 from selfensemble.data.base import Dataset, Item
 from selfensemble.errors import SelfEnsembleError
 
@@ -40,9 +41,11 @@ class RunConfig:
     batch_size: int = 8
     max_new_tokens: int = 16
     attention: str | None = None
-    layout: str = "shared"
-    positions: str = "restart"
-    rescale: bool = False
+    layout: str = defaults.FLEX_LAYOUT
+    positions: str = defaults.FLEX_POSITIONS
+    rescale: bool = defaults.FLEX_RESCALE
+    fusion_temperature: float = defaults.FLEX_TEMPERATURE
+    fusion_scale: float = defaults.FLEX_SCALE
     chat: bool = False
     match: str = "partial"
     confidence_samples: int = 4
@@ -232,17 +235,20 @@ def _weights(engine, cfg: RunConfig, queries: list, console) -> list[list[float]
 
 def _record(item: Item, answer, method: str, match: str, weights) -> dict:
     """One results.jsonl line: the answer, its score, and the attention path that produced it."""
-    from selfensemble.scoring import is_correct
+    from selfensemble.scoring import is_correct, is_echo
 
     rec = {
         "id": item.id, "prompts": answer.prompts, "gold": list(item.answers), "prediction": answer.answer,
         "generation": answer.generation, "correct": is_correct(answer.answer, item.answers, match),
+        "echo": is_echo(answer.answer, answer.prompts, item.answers, item.meta.get("subject")),
         "confidence": answer.prob, "seconds": answer.seconds, "finish": answer.finish,
         "prefill_tokens": answer.prefill_tokens, "attention": answer.attention,
     }
     if answer.per_prompt is not None:
         rec["per_prompt"] = answer.per_prompt
         rec["per_prompt_correct"] = [is_correct(a, item.answers, match) for a in answer.per_prompt]
+        rec["per_prompt_echo"] = [is_echo(a, answer.prompts, item.answers, item.meta.get("subject"))
+                                  for a in answer.per_prompt]
         rec["per_prompt_generation"] = answer.per_prompt_generation
         rec["per_prompt_confidence"] = [math.exp(lp) for lp in answer.per_prompt_logprob]
         rec["per_prompt_finish"] = answer.per_prompt_finish
@@ -271,6 +277,8 @@ def vote_record(per_prompt: dict) -> dict:
     rec.update(prediction=per_prompt["per_prompt"][w], generation=per_prompt["per_prompt_generation"][w],
                correct=per_prompt["per_prompt_correct"][w], confidence=per_prompt["per_prompt_confidence"][w],
                finish=per_prompt["per_prompt_finish"][w], derived_from="per_prompt")
+    if "per_prompt_echo" in per_prompt:
+        rec["echo"] = per_prompt["per_prompt_echo"][w]
     return rec
 
 
@@ -413,7 +421,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None) -> d
                                          derive_from=derived.get(method))
             m = results[method]
             how = " (derived from per_prompt's answers)" if method in derived else ""
-            console.print(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, "
+            console.print(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, echo {m['echo_rate'] or 0:.1%}, "
                           f"{m['seconds_per_item']:.3f} s/question{how} → {folders[method]}")
         return {m: results[m] for m in cfg.methods}
     finally:

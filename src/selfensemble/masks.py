@@ -28,6 +28,7 @@ generated tokens see the last ``window`` positions of every paraphrase.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -94,16 +95,64 @@ def packed_mask_mod(segment_ids: torch.Tensor, prefix_len: int, prefix_segments:
     return packed_segments_in_window
 
 
-def rescale_score_mod(segment_ids: torch.Tensor, prefix_len: int, n_prompts: int,
-                      prefix_segments: torch.Tensor | None = None):
-    """Structured-prompting style rescale: fusion queries (cue) down-weight paraphrase keys by 1/N."""
+@dataclass(frozen=True)
+class AttentionFusion:
+    """APE-style knobs for attention fusion (Yang et al., ICLR 2025, arXiv 2502.05431).
+
+    On a row that packs N >= 2 paraphrases, every *fusion query* (the shared cue in prefill, every
+    generated token in decode) scores a *paraphrase key* (segment k >= 1, per-paraphrase prefix
+    copies included) as
+
+        score' = score / T + log S - rescale * log N         (score = q.k / sqrt(d))
+
+    so the paraphrases' softmax logits get temperature T (T < 1 sharpens them, APE's "lower
+    temperature on the parallel contexts") and their total attention mass is multiplied by S (APE's
+    scaling factor) and, with ``rescale``, by 1/N (structured prompting's log-N rescale = the
+    setting T = 1, S = 1, rescale on; equivalently S = 1/N). Shared prefix keys, the cue and
+    generated keys keep their score. Every other query/key pair, every row with N = 1 (nothing is
+    fused: one-prompt flex is exactly ``origin``) and every non-flex method is left untouched.
+    N is the row's own prompt count, never a batch statistic.
+    """
+
+    temperature: float = 1.0
+    scale: float = 1.0
+    rescale: bool = False
+
+    def __post_init__(self):
+        for name in ("temperature", "scale"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"fusion {name} must be a finite number > 0, got {value}")
+
+    @property
+    def active(self) -> bool:
+        return self.temperature != 1.0 or self.scale != 1.0 or self.rescale
+
+    def row_terms(self, n_prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row (multiplier, bias), each (B,) float32, from the rows' prompt counts (B,).
+
+        Example: T = 0.5, S = 1, rescale, n = [1, 4] → mult [1, 2], bias [0, -log 4].
+        """
+        n = n_prompts.to(torch.float32)
+        fused = n > 1
+        mult = torch.where(fused, torch.full_like(n, 1.0 / self.temperature), torch.ones_like(n))
+        bias = math.log(self.scale) - (torch.log(n.clamp(min=1)) if self.rescale else torch.zeros_like(n))
+        return mult, torch.where(fused, bias, torch.zeros_like(n))
+
+
+def fusion_score_mod(segment_ids: torch.Tensor, prefix_len: int, mult: torch.Tensor, bias: torch.Tensor,
+                     prefix_segments: torch.Tensor | None = None):
+    """score_mod(score, b, h, q, kv) applying ``AttentionFusion`` to cue queries × paraphrase keys.
+
+    ``mult``/``bias`` (B,) come from ``AttentionFusion.row_terms``; rows with (1, 0) are unchanged.
+    """
     qseg, kseg = segment_ids, key_segments(segment_ids, prefix_len, prefix_segments)
-    bias = -math.log(max(n_prompts, 1))
 
-    def rescale_paraphrases(score, b, h, q, kv):
-        return torch.where((qseg[b, q] == CUE) & (kseg[b, kv] > 0), score + bias, score)
+    def fuse_paraphrase_scores(score, b, h, q, kv):
+        hit = (qseg[b, q] == CUE) & (kseg[b, kv] > 0)
+        return torch.where(hit, score * mult[b] + bias[b], score)
 
-    return rescale_paraphrases
+    return fuse_paraphrase_scores
 
 
 def _mask_mod(batch: PackedBatch, window: int | None):
@@ -120,15 +169,19 @@ def dense_mask(batch: PackedBatch, window: int | None = None) -> torch.Tensor:
     return _mask_mod(batch, window)(b, None, q, kv)[:, None]
 
 
-def dense_rescale_bias(batch: PackedBatch, n_prompts: int) -> torch.Tensor:
-    """(B, 1, L, P + L) additive bias matching ``rescale_score_mod``."""
+def dense_fusion_terms(batch: PackedBatch, mult: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(multiplier, bias), each (B, 1, L, P + L): the dense twin of ``fusion_score_mod``.
+
+    The score_mod is affine in the score (s → s·m + c), so evaluating it at 0 and 1 gives c and m.
+    """
     B, L = batch.shape
     dev = batch.segment_ids.device
     b = torch.arange(B, device=dev)[:, None, None]
     q = torch.arange(L, device=dev)[None, :, None]
     kv = torch.arange(batch.prefix_len + L, device=dev)[None, None, :]
-    zero = torch.zeros((), device=dev)
-    return rescale_score_mod(batch.segment_ids, batch.prefix_len, n_prompts, batch.prefix_segments)(zero, b, None, q, kv)[:, None]
+    mod = fusion_score_mod(batch.segment_ids, batch.prefix_len, mult.to(dev), bias.to(dev), batch.prefix_segments)
+    at0 = mod(torch.zeros((), device=dev), b, None, q, kv)
+    return (mod(torch.ones((), device=dev), b, None, q, kv) - at0)[:, None], at0[:, None]
 
 
 def block_mask(batch: PackedBatch, window: int | None = None):
@@ -154,11 +207,17 @@ def decode_window(bias: torch.Tensor, query_pos: torch.Tensor, key_pos: torch.Te
     return bias.masked_fill(query_pos[:, None] - key_pos >= window, -math.inf)
 
 
-def decode_bias(batch: PackedBatch, n_prompts: int, rescale: bool) -> torch.Tensor:
-    """(B, P + L) additive bias for generated tokens: -inf on padding, -log N on paraphrases if rescaling."""
+def decode_terms(batch: PackedBatch, mult: torch.Tensor | None = None,
+                 bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(multiplier, bias), each (B, P + L), for generated tokens (all fusion queries).
+
+    Bias is -inf on padding; paraphrase keys get the row's ``AttentionFusion`` terms when given.
+    """
     visible = decode_visibility(batch)
-    bias = torch.zeros(visible.shape, dtype=torch.float32, device=visible.device)
-    if rescale:
+    scale = torch.ones(visible.shape, dtype=torch.float32, device=visible.device)
+    add = torch.zeros(visible.shape, dtype=torch.float32, device=visible.device)
+    if mult is not None and bias is not None:
         para = key_segments(batch.segment_ids, batch.prefix_len, batch.prefix_segments) > 0
-        bias = bias.masked_fill(para, -math.log(max(n_prompts, 1)))
-    return bias.masked_fill(~visible, -math.inf)
+        scale = torch.where(para, mult.to(scale.device)[:, None], scale)
+        add = torch.where(para, bias.to(add.device)[:, None], add)
+    return scale, add.masked_fill(~visible, -math.inf)

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 import torch
 
 from selfensemble import attention as attn
-from selfensemble import fusion
+from selfensemble import defaults, fusion
 from selfensemble.cache import new_cache
 from selfensemble.decoding import Decoded, GenerationConfig, derive_seed, generate, prefill
 from selfensemble.errors import SelfEnsembleError, did_you_mean
+from selfensemble.masks import AttentionFusion
 from selfensemble.models import LoadedModel
 from selfensemble.packing import POSITION_MODES, SHARED, PackedBatch, Row, pack_row
 from selfensemble.prompts import PromptFormat, PromptParts, build_parts
@@ -37,12 +38,18 @@ ATTENTION = ("auto", "flex", "sdpa")
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How rows are laid out and run. ``layout`` and ``positions`` only matter for ``flex``."""
+    """How rows are laid out and run.
+
+    ``layout``, ``positions``, ``rescale``, ``fusion_temperature`` and ``fusion_scale`` only touch
+    ``flex`` (see ``masks.AttentionFusion`` for the math); every other method ignores them.
+    """
 
     attention: str | None = None  # None: "auto" on CUDA, "sdpa" on CPU (see Engine._resolve_attention)
-    layout: str = "shared"
-    positions: str = "restart"
-    rescale: bool = False
+    layout: str = defaults.FLEX_LAYOUT
+    positions: str = defaults.FLEX_POSITIONS
+    rescale: bool = defaults.FLEX_RESCALE
+    fusion_temperature: float = defaults.FLEX_TEMPERATURE
+    fusion_scale: float = defaults.FLEX_SCALE
     reuse_prefix: bool = True
     batch_size: int = 8
     pad_multiple: int = 32
@@ -54,6 +61,15 @@ class EngineConfig:
                 raise SelfEnsembleError(f"Unknown {name} {value!r}; use one of {', '.join(allowed)}.")
         if self.batch_size < 1:
             raise SelfEnsembleError(f"batch_size must be >= 1, got {self.batch_size}")
+        try:
+            self.attention_fusion  # noqa: B018 - validates the knobs
+        except ValueError as err:
+            raise SelfEnsembleError(str(err)) from err
+
+    @property
+    def attention_fusion(self) -> AttentionFusion:
+        """The flex-only attention-fusion knobs as one object (validated)."""
+        return AttentionFusion(self.fusion_temperature, self.fusion_scale, self.rescale)
 
 
 @dataclass
@@ -380,14 +396,15 @@ class Engine:
         t0 = time.perf_counter()
         keys = keys if keys is not None else [tuple(p.prompts) for p in parts]  # sampling stream per query
         plans = [plan_rows(method, p, w, self.config, copies > 0) for p, w in zip(parts, weights, strict=True)]
-        rows, groups, group_weights, n_prompts, owner, seeds = [], [], [], [], [], []
+        rows, groups, group_weights, fused_n, owner, seeds = [], [], [], [], [], []
         for q, (plan, p) in enumerate(zip(plans, parts, strict=True)):
             offset = len(rows)
             rows += plan.rows
             groups += [[offset + r for r in g] for g in plan.groups]
             group_weights += plan.weights
             seeds += [derive_seed(gen.seed, keys[q], k) for k in range(len(plan.groups))]
-            n_prompts += [len(p.segments)] * len(plan.rows)
+            # attention-fusion knobs see a row's N only on flex rows; every other row is N = 1 (untouched)
+            fused_n += [len(p.segments) if method == "flex" else 1] * len(plan.rows)
             owner += [q] * len(plan.groups)
         limit = self.lm.max_context
         for plan in plans:
@@ -407,7 +424,7 @@ class Engine:
         with torch.inference_mode():
             decoded = generate(self.lm.model, self.lm.tokenizer, batch, cache, groups, _fuse_for(method), gen,
                                attention=self.attention, eos_ids=self.lm.eos_token_ids,
-                               weights=group_weights, rescale=self.config.rescale, n_prompts=n_prompts,
+                               weights=group_weights, fusion=self.config.attention_fusion, fused_n=fused_n,
                                seeds=seeds)
         seconds = (time.perf_counter() - t0) / len(parts)
         self.stats["prefill_tokens"] += sum(len(r.tokens) for r in rows)

@@ -18,7 +18,16 @@ from typing import Any
 import numpy as np
 
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.scoring import bootstrap_ci, consistency, ece, paired_bootstrap_diff, per_prompt_accuracy
+from selfensemble.scoring import (
+    bootstrap_ci,
+    consistency,
+    ece,
+    echo_rate,
+    is_echo,
+    mcnemar_exact,
+    paired_bootstrap_diff,
+    per_prompt_accuracy,
+)
 from selfensemble.store import is_run_dir, load_run
 
 BOOTSTRAP_N = 1000
@@ -36,7 +45,16 @@ _METHOD_ORDER = ("origin", "per_prompt", "vote", "avg", "max", "weighted_avg", "
 
 
 def _paired(a: Sequence[float], b: Sequence[float], seed: int) -> dict:
-    return {**paired_bootstrap_diff(a, b, n=BOOTSTRAP_N, seed=seed), "n": len(a)}
+    """Bootstrap difference plus the exact paired test (McNemar on 0/1 values, sign test on means)."""
+    p = mcnemar_exact(a, b)["p_value"] if len(a) else math.nan
+    return {**paired_bootstrap_diff(a, b, n=BOOTSTRAP_N, seed=seed), "n": len(a), "p_exact": p}
+
+
+def _echo(record: dict) -> bool:
+    """The record's echo flag (written by runs since issue 7), else recomputed from its fields."""
+    if "echo" in record:
+        return bool(record["echo"])
+    return is_echo(str(record.get("prediction", "")), record.get("prompts") or [], record.get("gold") or [])
 
 
 def _config(manifest: dict) -> dict:
@@ -83,6 +101,7 @@ def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED) -> dict
         "per_prompt_min": pp["min"],
         "per_prompt_max": pp["max"],
         "per_prompt_std": pp["std"],  # population std over prompt indices
+        "echo_rate": echo_rate([_echo(r) for r in records]),
         "consistency": consistency(answers) if answers else math.nan,
         "ece": ece([min(max(c, 0.0), 1.0) for c, _ in conf], [y for _, y in conf], ECE_BINS) if conf else math.nan,
         "seconds_per_item": float(np.mean(secs)) if secs else math.nan,
@@ -103,10 +122,13 @@ def _single_prompt_source(runs: Sequence[tuple[str, Sequence[dict]]]) -> tuple[s
 
 
 def compare(runs: Sequence[tuple[str, Sequence[dict]]], baseline: str = "origin", seed: int = SEED) -> list[dict]:
-    """Paired accuracy differences of each run vs the baseline run and vs the mean single prompt.
+    """Paired accuracy differences of each run vs the baseline run and vs the mean single prompt,
+    plus every flex run vs the avg run when both ran.
 
     Only question ids present in both sides are paired, so a run cut short by --limit or a kill
-    is compared on what it finished rather than on different questions.
+    is compared on what it finished rather than on different questions. Each difference carries
+    an exact paired p: McNemar's test against another run, the exact sign test against the mean
+    single prompt (per-question means are fractions; with 0/1 values the two tests coincide).
     """
     by_name = {name: {str(r["id"]): _correct(r) for r in recs} for name, recs in runs}
     base = by_name.get(baseline)
@@ -117,24 +139,33 @@ def compare(runs: Sequence[tuple[str, Sequence[dict]]], baseline: str = "origin"
             continue
         mine = by_name[name]
         row: dict[str, Any] = {"method": name, "baseline": baseline if base is not None else None}
-        if base is not None:
-            ids = [i for i in mine if i in base]
-            d = _paired([mine[i] for i in ids], [base[i] for i in ids], seed=seed)
-        else:
-            d = _paired([], [], seed=seed)
-        row.update(diff_mean=d["mean"], diff_low=d["low"], diff_high=d["high"],
-                   p_value_like=d["p_value_like"], n_paired=d["n"])
+        row.update(_diff_fields(mine, base or {}, seed))
         if single is not None:
             src, means = single
             ids = [i for i in mine if i in means]
             s = _paired([mine[i] for i in ids], [means[i] for i in ids], seed=seed)
             row.update(single_source=src, vs_single_mean=s["mean"], vs_single_low=s["low"],
-                       vs_single_high=s["high"], vs_single_n=s["n"])
+                       vs_single_high=s["high"], vs_single_n=s["n"], vs_single_p=s["p_exact"])
         else:
             row.update(single_source=None, vs_single_mean=math.nan, vs_single_low=math.nan,
-                       vs_single_high=math.nan, vs_single_n=0)
+                       vs_single_high=math.nan, vs_single_n=0, vs_single_p=math.nan)
         rows.append({k: _nan_to_none(v) for k, v in row.items()})
+    avg = by_name.get("avg")
+    if avg is not None and baseline != "avg":
+        for name, mine in by_name.items():
+            if name.startswith("flex"):
+                row = {"method": name, "baseline": "avg", **_diff_fields(mine, avg, seed), "single_source": None,
+                       "vs_single_mean": None, "vs_single_low": None, "vs_single_high": None, "vs_single_n": 0,
+                       "vs_single_p": None}
+                rows.append({k: _nan_to_none(v) for k, v in row.items()})
     return rows
+
+
+def _diff_fields(mine: dict[str, bool], other: dict[str, bool], seed: int) -> dict:
+    ids = [i for i in mine if i in other]
+    d = _paired([mine[i] for i in ids], [other[i] for i in ids], seed=seed)
+    return {"diff_mean": d["mean"], "diff_low": d["low"], "diff_high": d["high"], "p_value_like": d["p_value_like"],
+            "mcnemar_p": d["p_exact"], "n_paired": d["n"]}
 
 
 # -- discovery ---------------------------------------------------------------------------------
@@ -182,12 +213,15 @@ def _summary_cells(row: dict) -> list[str]:
     acc = f"{_fmt(row['accuracy'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
     pp = ("–" if row.get("per_prompt_mean") is None else
           f"{_fmt(row['per_prompt_mean'])} ({_fmt(row['per_prompt_min'])}–{_fmt(row['per_prompt_max'])})")
-    return [str(row.get("name", row["method"])), str(row["n"]), acc, pp, _fmt(row.get("consistency")),
+    echo = "–" if row.get("echo_rate") is None else f"{row['echo_rate']:.1%}"
+    return [str(row.get("name", row["method"])), str(row["n"]), acc, pp, echo, _fmt(row.get("consistency")),
             _fmt(row.get("seconds_per_item"), 2)]
 
 
-_SUMMARY_HEADERS = ["method", "n", "accuracy [95% CI]", "per-prompt mean (min–max)", "consistency", "s/question"]
-_DIFF_HEADERS = ["method", "vs", "n", "Δ accuracy [95% CI]", "vs mean single prompt [95% CI]"]
+_SUMMARY_HEADERS = ["method", "n", "accuracy [95% CI]", "per-prompt mean (min–max)", "echo", "consistency",
+                    "s/question"]
+_DIFF_HEADERS = ["method", "vs", "n", "Δ accuracy [95% CI]", "McNemar p", "vs mean single prompt [95% CI]",
+                 "sign-test p"]
 
 
 def _diff_cells(row: dict) -> list[str]:
@@ -198,7 +232,8 @@ def _diff_cells(row: dict) -> list[str]:
                  f"{_signed(row['vs_single_high'])}] (n={row['vs_single_n']})")
     group = row.get("group")
     method = row["method"] if not group else f"{row['method']} ({group})"
-    return [method, str(row.get("baseline") or "–"), str(row.get("n_paired", 0)), vs_base, vs_single]
+    return [method, str(row.get("baseline") or "–"), str(row.get("n_paired", 0)), vs_base,
+            _fmt(row.get("mcnemar_p")), vs_single, _fmt(row.get("vs_single_p"))]
 
 
 FORMATS = ("table", "markdown", "csv", "json")

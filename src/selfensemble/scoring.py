@@ -8,6 +8,7 @@ All functions are pure (apart from the lemma cache) and deterministic given thei
 
 from __future__ import annotations
 
+import math
 import re
 import string
 import unicodedata
@@ -299,3 +300,49 @@ def paired_bootstrap_diff(
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     p = min(1.0, 2 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
     return {"mean": float(diff.mean()), "low": float(low), "high": float(high), "p_value_like": p}
+
+
+MASK_TOKEN = "[MASK]"
+
+
+def is_echo(prediction: str, prompts: Sequence[str], golds: Sequence[str], subject: str | None = None) -> bool:
+    """True when the answer copies the prompt instead of answering it.
+
+    Fill-in-the-blank: the prediction still contains ``[MASK]`` (a restated template), or it
+    names the filled-in subject (when ``subject`` is given) without any gold answer. Questions: the normalised prediction is a contiguous span of
+    some normalised prompt and contains no gold answer. An empty prediction is no echo (it is a
+    miss of another kind). Examples: "Paris was born in [MASK]." → echo; prompt "Allan Peiper
+    was born in [MASK]." with prediction "Allan Peiper" → echo; prediction "Alexandra" (gold) → not.
+    """
+    if MASK_TOKEN in prediction:
+        return True
+    pred = normalize(prediction)
+    if not pred or any(partial_match(prediction, g) for g in golds):
+        return False
+    if subject and normalize(subject) and f" {normalize(subject)} " in f" {pred} ":
+        return True
+    return any(f" {pred} " in f" {normalize(p.replace(MASK_TOKEN, ' '))} " for p in prompts)
+
+
+def echo_rate(echoes: Sequence[bool]) -> float:
+    """Share of echoed answers (NaN for none)."""
+    return float(np.mean([bool(e) for e in echoes])) if len(echoes) else float("nan")
+
+
+def mcnemar_exact(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """McNemar's exact test on paired correctness: two-sided binomial p over the discordant pairs.
+
+    b01 = items a got right and b wrong, b10 = the reverse; under H0 each discordant item goes
+    either way with probability 1/2, so p = min(1, 2 · P(Binom(b01 + b10, 1/2) <= min(b01, b10))).
+    Example: 10 vs 2 discordant → p = 2·(C(12,0)+C(12,1)+C(12,2))/2^12 = 0.0386. No discordant
+    pairs → p = 1. Exact with integers (math.comb), so no scipy is needed. With fractional values
+    (a question's mean correctness over its prompts) it is the exact sign test: a pair counts for
+    the side with the larger value, ties drop out; on 0/1 values the two are the same test.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"mcnemar_exact: {len(a)} vs {len(b)} paired values")
+    only_a = sum(1 for x, y in zip(a, b, strict=True) if float(x) > float(y))
+    only_b = sum(1 for x, y in zip(a, b, strict=True) if float(y) > float(x))
+    n, k = only_a + only_b, min(only_a, only_b)
+    p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+    return {"only_a": only_a, "only_b": only_b, "p_value": p}

@@ -19,7 +19,8 @@ def build_engine(cfg) -> Engine:
     return Engine(load_model(cfg.model, cfg.device, cfg.dtype, cfg.seed, device_map=cfg.device_map,
                              revision=cfg.revision, trust_remote_code=cfg.trust_remote_code),
                   EngineConfig(attention=cfg.attention, layout=cfg.layout, positions=cfg.positions,
-                               rescale=cfg.rescale, batch_size=cfg.batch_size))
+                               rescale=cfg.rescale, fusion_temperature=cfg.fusion_temperature,
+                               fusion_scale=cfg.fusion_scale, batch_size=cfg.batch_size))
 
 
 def load_engine(cfg, console) -> Engine:

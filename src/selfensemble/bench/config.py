@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from selfensemble import defaults
 from selfensemble.bench.questions import MAX_N
 from selfensemble.errors import SelfEnsembleError
 
@@ -18,6 +19,10 @@ class BenchConfig:
     ns: tuple[int, ...] = (5,)
     batch_sizes: tuple[int, ...] = (1, 8)
     layouts: tuple[str, ...] = ("shared", "full")
+    positions: str = defaults.FLEX_POSITIONS  # flex knobs (layouts above); other methods ignore them
+    rescale: bool = defaults.FLEX_RESCALE
+    fusion_temperature: float = defaults.FLEX_TEMPERATURE
+    fusion_scale: float = defaults.FLEX_SCALE
     questions: int = 8
     max_new_tokens: int = 10
     attention: str | None = None

@@ -42,7 +42,8 @@ def _engine_config(config: BenchConfig, batch_size: int, layout: str = "shared",
     from selfensemble.methods import EngineConfig
 
     return EngineConfig(attention=config.attention, layout=layout, batch_size=batch_size,
-                        pad_multiple=config.pad_multiple, **overrides)
+                        pad_multiple=config.pad_multiple, positions=config.positions, rescale=config.rescale,
+                        fusion_temperature=config.fusion_temperature, fusion_scale=config.fusion_scale, **overrides)
 
 
 def engine_row(lm: LoadedModel, queries: list[Query], method: str, n: int, batch_size: int,
@@ -152,12 +153,13 @@ def naive_row(lm: LoadedModel, queries: list[Query], method: str, n: int, config
               cached: dict | None, cached_answers: list | None) -> dict:
     """Time ``reference_generate`` (every step recomputes every row from scratch) on a few questions."""
     from selfensemble import fusion
-    from selfensemble.methods import EngineConfig, plan_rows
+    from selfensemble.methods import plan_rows
     from selfensemble.prompts import build_parts
     from selfensemble.reference import reference_generate
 
     fuse = fusion.FUSIONS.get(method, fusion.identity)
-    plans = [plan_rows(method, build_parts(lm.tokenizer, q.fmt, list(q.prompts)), None, EngineConfig(), False)
+    plans = [plan_rows(method, build_parts(lm.tokenizer, q.fmt, list(q.prompts)), None, _engine_config(config, 1),
+                       False)
              for q in queries]
 
     def run_all(max_new: int) -> list[list[int]]:
@@ -173,7 +175,8 @@ def naive_row(lm: LoadedModel, queries: list[Query], method: str, n: int, config
            "cached_s_per_q": cached["s_per_q"] if cached else None, "speedup": None, "agree": None}
     if cached:
         row["speedup"] = row["s_per_q"] / cached["s_per_q"]
-    if cached_answers is not None:
+    knobs = _engine_config(config, 1).attention_fusion.active
+    if cached_answers is not None and not (method == "flex" and knobs):  # the reference has no fusion knobs
         row["agree"] = sum(a.tokens == t for a, t in zip(cached_answers, run.value, strict=False))
     return row
 

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import typer
 
+from selfensemble import defaults
 from selfensemble.cli.common import (
     ATTENTION_HELP,
     DEVICE_MAP_HELP,
     METHOD_HELP,
     MODEL_HELP,
+    RESCALE_HELP,
+    SCALE_HELP,
+    TEMPERATURE_HELP,
     app,
     make_engine,
     parse_list,
@@ -33,10 +37,12 @@ def ask(
     max_new_tokens: int = typer.Option(16, help="Longest answer in tokens."),
     weights: str | None = typer.Option(None, help="weighted_* methods: one weight per prompt (e.g. 1,0.5,0.8), or "
                                                   "entropy | agreement (derived from each prompt's logits every step)"),
-    layout: str = typer.Option("shared", help="flex layout: shared (one prefix) | full (prefix per paraphrase)"),
-    positions: str = typer.Option("restart", help="flex positions: restart | right | sequential"),
+    layout: str = typer.Option(defaults.FLEX_LAYOUT, help="flex layout: shared (one prefix) | full (prefix per paraphrase)"),
+    positions: str = typer.Option(defaults.FLEX_POSITIONS, help="flex positions: restart | right | sequential"),
     attention: str = typer.Option(None, help=ATTENTION_HELP),
-    rescale: bool = typer.Option(False, help="flex: down-weight paraphrase keys by 1/N for fusion tokens."),
+    rescale: bool = typer.Option(defaults.FLEX_RESCALE, "--rescale/--no-rescale", help=RESCALE_HELP),
+    fusion_temperature: float = typer.Option(defaults.FLEX_TEMPERATURE, help=TEMPERATURE_HELP),
+    fusion_scale: float = typer.Option(defaults.FLEX_SCALE, help=SCALE_HELP),
     few_shot: bool = typer.Option(True, help="Prefix generic few-shot Q/A examples."),
     chat: bool = typer.Option(False, help="Wrap the prompt in the model's chat template."),
     sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
@@ -56,7 +62,8 @@ def ask(
     gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature,
                            top_p=top_p, top_k=top_k, seed=seed)
     engine = make_engine(model, device, dtype, attention, layout, positions, rescale, seed=seed,
-                         device_map=device_map, revision=revision, trust_remote_code=trust_remote_code)
+                         device_map=device_map, revision=revision, trust_remote_code=trust_remote_code,
+                         fusion_temperature=fusion_temperature, fusion_scale=fusion_scale)
     t0 = time.perf_counter()
     from selfensemble.fusion import DYNAMIC_WEIGHTS
 

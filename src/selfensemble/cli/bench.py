@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from selfensemble.cli.common import app, parse_list
+from selfensemble import defaults
+from selfensemble.cli.common import RESCALE_HELP, SCALE_HELP, TEMPERATURE_HELP, app, parse_list
 
 
 @app.command("bench")
@@ -18,6 +19,10 @@ def bench_command(
                                  "1,3,5,10 on CUDA)."),
     batch_sizes: str = typer.Option("1,8", help="Comma-separated engine batch sizes."),
     layouts: str = typer.Option("shared,full", help="flex layouts: shared,full."),
+    positions: str = typer.Option(defaults.FLEX_POSITIONS, help="flex positions: restart | right | sequential"),
+    rescale: bool = typer.Option(defaults.FLEX_RESCALE, "--rescale/--no-rescale", help=RESCALE_HELP),
+    fusion_temperature: float = typer.Option(defaults.FLEX_TEMPERATURE, help=TEMPERATURE_HELP),
+    fusion_scale: float = typer.Option(defaults.FLEX_SCALE, help=SCALE_HELP),
     questions: int = typer.Option(8, help="Questions per timed pass."),
     max_new_tokens: int = typer.Option(10, help="Answer length in tokens (newlines do not stop it)."),
     attention: str = typer.Option(None, help="flex | sdpa | auto; default: sdpa on CPU, auto on CUDA"),
@@ -35,7 +40,8 @@ def bench_command(
     from selfensemble.bench import BenchConfig, default_ns, format_table, run_benchmark
 
     options = dict(methods=tuple(parse_list(methods, "--methods")), batch_sizes=tuple(parse_list(batch_sizes, "--batch-sizes", int)),
-                   layouts=tuple(parse_list(layouts, "--layouts")), attention=attention, naive=naive,
+                   layouts=tuple(parse_list(layouts, "--layouts")), positions=positions, rescale=rescale,
+                   fusion_temperature=fusion_temperature, fusion_scale=fusion_scale, attention=attention, naive=naive,
                    naive_questions=naive_questions, compile_flex=compile_flex, device=device, dtype=dtype,
                    threads=threads)
     if tiny:

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from selfensemble import defaults
 from selfensemble.errors import SelfEnsembleError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -34,13 +35,20 @@ def parse_list(text: str | None, what: str, cast: Callable[[str], Any] = str) ->
     return values
 
 
+RESCALE_HELP = "flex: down-weight paraphrase keys by 1/N for fusion tokens (fusion scale × 1/N)."
+TEMPERATURE_HELP = ("flex (APE-style): fusion tokens score paraphrase keys with score/T; T < 1 sharpens. "
+                    "1 = off; one-prompt rows and other methods are untouched.")
+SCALE_HELP = "flex (APE-style): multiply the paraphrases' attention mass by S (adds log S to their scores)."
+
+
 def make_engine(model: str, device: str, dtype: str, attention: str | None, layout: str, positions: str,
-                rescale: bool = False, batch_size: int = 8, seed: int = 0, device_map: str | None = None,
-                revision: str | None = None, trust_remote_code: bool = False):
+                rescale: bool = defaults.FLEX_RESCALE, batch_size: int = 8, seed: int = 0,
+                fusion_temperature: float = defaults.FLEX_TEMPERATURE, fusion_scale: float = defaults.FLEX_SCALE,
+                device_map: str | None = None, revision: str | None = None, trust_remote_code: bool = False):
     from selfensemble.methods import Engine, EngineConfig
     from selfensemble.models import load_model
 
     cfg = EngineConfig(attention=attention, layout=layout, positions=positions, rescale=rescale,
-                       batch_size=batch_size)
+                       fusion_temperature=fusion_temperature, fusion_scale=fusion_scale, batch_size=batch_size)
     return Engine(load_model(model, device=device, dtype=dtype, seed=seed, device_map=device_map,
                              revision=revision, trust_remote_code=trust_remote_code), cfg)

@@ -6,9 +6,17 @@ from pathlib import Path
 
 import typer
 
-from selfensemble import experiment
+from selfensemble import defaults, experiment
 from selfensemble.backends import BackendConfig
-from selfensemble.cli.common import DEVICE_MAP_HELP, app, make_engine, parse_list
+from selfensemble.cli.common import (
+    DEVICE_MAP_HELP,
+    RESCALE_HELP,
+    SCALE_HELP,
+    TEMPERATURE_HELP,
+    app,
+    make_engine,
+    parse_list,
+)
 from selfensemble.cli.report import echo_outputs
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.experiment import RunConfig, load_items, paraphrase_items, run_experiment
@@ -33,9 +41,11 @@ def run_command(
     batch_size: int = typer.Option(8),
     max_new_tokens: int = typer.Option(16),
     attention: str = typer.Option(None, help="flex | sdpa | auto (flex, loud fallback); default: sdpa on CPU, auto on CUDA"),
-    layout: str = typer.Option("shared", help="flex layout: shared | full"),
-    positions: str = typer.Option("restart", help="flex positions: restart | right | sequential"),
-    rescale: bool = typer.Option(False),
+    layout: str = typer.Option(defaults.FLEX_LAYOUT, help="flex layout: shared | full"),
+    positions: str = typer.Option(defaults.FLEX_POSITIONS, help="flex positions: restart | right | sequential"),
+    rescale: bool = typer.Option(defaults.FLEX_RESCALE, "--rescale/--no-rescale", help=RESCALE_HELP),
+    fusion_temperature: float = typer.Option(defaults.FLEX_TEMPERATURE, help=TEMPERATURE_HELP),
+    fusion_scale: float = typer.Option(defaults.FLEX_SCALE, help=SCALE_HELP),
     chat: bool = typer.Option(False),
     match: str = typer.Option("partial", help="partial | exact"),
     confidence_samples: int = typer.Option(4, help="Samples per prompt for weighted_* confidence."),
@@ -47,6 +57,8 @@ def run_command(
     embedder: str = typer.Option("wordllama", help="Gate embedder: wordllama | minilm (extra gate-minilm)."),
     entity_guard: bool = typer.Option(True, help="Gate: reject paraphrases that change or drop a name or number."),
     templates: str = typer.Option(None, help="myriadlama: manual | auto | mixed"),
+    cloze_demo: str = typer.Option(None, help="pararel/myriadlama few-shot style: single (default) | multi | "
+                                   "sentence | instruct"),
     relations: str = typer.Option(None, help="pararel/myriadlama: relations, e.g. P19,P20"),
     max_facts_per_relation: int = typer.Option(None),
     question_column: str = typer.Option(None, help="jsonl/csv: question column (default 'question')."),
@@ -73,7 +85,7 @@ def run_command(
     if weights not in ("confidence", *DYNAMIC_WEIGHTS):
         raise SelfEnsembleError(f"Unknown --weights {weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.")
     chosen = parse_list(methods, "--methods") or [method or "origin"]
-    options = {"templates": templates, "relations": parse_list(relations, "--relations"),
+    options = {"templates": templates, "demo": cloze_demo, "relations": parse_list(relations, "--relations"),
                "max_facts_per_relation": max_facts_per_relation, "question_column": question_column,
                "answers_column": answers_column, "paraphrase_columns": parse_list(paraphrase_columns, "--paraphrase-columns"),
                "id_column": id_column}
@@ -83,7 +95,8 @@ def run_command(
                     few_shot=few_shot, seed=seed, model=model, device=device, dtype=dtype, batch_size=batch_size,
                     device_map=device_map, revision=revision, trust_remote_code=trust_remote_code,
                     max_new_tokens=max_new_tokens, attention=attention, layout=layout, positions=positions,
-                    rescale=rescale, chat=chat, match=match, confidence_samples=confidence_samples,
+                    rescale=rescale, fusion_temperature=fusion_temperature, fusion_scale=fusion_scale,
+                    chat=chat, match=match, confidence_samples=confidence_samples,
                     dataset_options=options, out=str(out), subfolders=method is None, allow_mixed=allow_mixed,
                     weights=weights, gate=gate, min_similarity=min_similarity, embedder=embedder,
                     entity_guard=entity_guard)
@@ -138,8 +151,8 @@ def paraphrase_command(
                      min_similarity=min_similarity, embedder=embedder, entity_guard=entity_guard)
     _, items = load_items(rcfg)
     pcfg = ParaphraseConfig(num_paraphrases=num_paraphrases, temperature=temperature, top_p=top_p, seed=seed)
-    cache = paraphrase_items(lambda: make_engine(model, device, "auto", None, "shared", "restart",
-                                                 batch_size=batch_size, device_map=device_map),
+    cache = paraphrase_items(lambda: make_engine(model, device, "auto", None, defaults.FLEX_LAYOUT,
+                                                 defaults.FLEX_POSITIONS, batch_size=batch_size, device_map=device_map),
                              model, dataset, items, pcfg, console, rcfg.gate_config(generated=True))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:

@@ -21,6 +21,14 @@ from .base import Dataset, Example, Item
 
 MASK = "[MASK]"
 CLOZE_INSTRUCTION = "Predict the [MASK] in the sentence in one word."
+CLOZE_INSTRUCTION_FILL = "Fill in the blank: answer with only the word or name that replaces [MASK]."
+# How few-shot demonstrations of fill-in-the-blank items look (measured in benchmarks/README.md):
+#   single    one template per demonstration, the answer is the missing word
+#   multi     three templates per demonstration (MyriadLAMA style), then the missing word
+#   sentence  one template, the answer is the completed sentence
+#   instruct  one template and the missing word, under a "fill in the blank" instruction
+CLOZE_DEMOS = ("single", "multi", "sentence", "instruct")
+DEFAULT_CLOZE_DEMO = "instruct"
 
 
 def where(path: str | Path, line: int | None) -> str:
@@ -185,7 +193,7 @@ def build_cloze_dataset(
     limit: int | None,
     num_train: int,
     max_facts_per_group: int | None,
-    example_prompts: int = 3,
+    demo: str = DEFAULT_CLOZE_DEMO,
 ) -> Dataset:
     """Split each group's facts into a few-shot pool and test items, deterministically in `seed`.
 
@@ -193,8 +201,12 @@ def build_cloze_dataset(
     group), so the split doesn't depend on file order and adding facts barely moves it. Facts
     whose subject occurs once in the group are taken first, keeping subjects out of both sides.
     `max_facts_per_group` caps the selected items per group (the few-shot pool stays whole).
+    `demo` (one of CLOZE_DEMOS) shapes the few-shot demonstrations and the instruction.
     """
     check_split(split)
+    if demo not in CLOZE_DEMOS:
+        raise SelfEnsembleError(f"Unknown demo style {demo!r}; use one of {', '.join(CLOZE_DEMOS)}."
+                                + did_you_mean(str(demo), list(CLOZE_DEMOS)))
     if num_train < 0:
         raise SelfEnsembleError(f"num_train must be >= 0, got {num_train}.")
     groups: dict[str, list[Item]] = {}
@@ -210,10 +222,7 @@ def build_cloze_dataset(
         train_ids = {f.id for f in ranked[:n_train]}
         train = [f for f in group_facts if f.id in train_ids]
         test = [f for f in group_facts if f.id not in train_ids]
-        examples[group] = [
-            Example(prompts=_rotate(f.prompts, i, example_prompts), answer=f.answers[0])
-            for i, f in enumerate(train)
-        ]
+        examples[group] = [_demonstration(f, i, demo) for i, f in enumerate(train)]
         chosen = train if split == "train" else test
         if max_facts_per_group is not None:
             chosen = chosen[:max_facts_per_group]
@@ -221,7 +230,16 @@ def build_cloze_dataset(
             Item(id=f.id, prompts=f.prompts, answers=f.answers, group=group, meta=f.meta) for f in chosen
         ]
     items = round_robin(groups, limit)
-    return Dataset(name=name, items=items, instruction=CLOZE_INSTRUCTION, examples=examples)
+    instruction = CLOZE_INSTRUCTION_FILL if demo == "instruct" else CLOZE_INSTRUCTION
+    return Dataset(name=name, items=items, instruction=instruction, examples=examples)
+
+
+def _demonstration(fact: ClozeFact, index: int, demo: str) -> Example:
+    """One few-shot example of `fact` in the `demo` style (templates rotate across the pool)."""
+    prompts = _rotate(fact.prompts, index, 3 if demo == "multi" else 1)
+    if demo == "sentence":
+        return Example(prompts=prompts, answer=prompts[0].replace(MASK, fact.answers[0]))
+    return Example(prompts=prompts, answer=fact.answers[0])
 
 
 def _rotate(prompts: tuple[str, ...], start: int, k: int) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import SelfEnsembleError, did_you_mean
 from ._common import (
+    DEFAULT_CLOZE_DEMO,
     ClozeFact,
     build_cloze_dataset,
     check_limit,
@@ -31,7 +32,7 @@ from ._common import (
 from .base import Dataset
 
 HUB_NAME = "iszhaoxin/MyriadLAMA"
-OPTIONS = ("templates", "num_auto", "max_templates", "relations", "max_facts_per_relation", "num_train")
+OPTIONS = ("templates", "num_auto", "max_templates", "relations", "max_facts_per_relation", "num_train", "demo")
 TEMPLATE_MODES = ("manual", "auto", "mixed")
 DEFAULT_NUM_AUTO = 4
 DEFAULT_NUM_TRAIN = 10
@@ -52,7 +53,8 @@ def load_myriadlama(
     """Items for `split`, grouped per relation (rel_uri), with multi-prompt few-shot pools.
 
     Options: templates = "manual" (default) | "auto" | "mixed" (manual + `num_auto` seeded
-    automatic ones, default 4), max_templates, relations, max_facts_per_relation, num_train.
+    automatic ones, default 4), max_templates, relations, max_facts_per_relation, num_train,
+    demo (few-shot demonstration style, one of data._common.CLOZE_DEMOS; default "single").
     """
     reject_unknown_options("myriadlama", options, OPTIONS)
     check_limit(limit)
@@ -86,6 +88,7 @@ def load_myriadlama(
         limit=limit,
         num_train=num_train if num_train is not None else DEFAULT_NUM_TRAIN,
         max_facts_per_group=max_facts,
+        demo=options.get("demo", DEFAULT_CLOZE_DEMO),
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import SelfEnsembleError, did_you_mean
 from ._common import (
+    DEFAULT_CLOZE_DEMO,
     ClozeFact,
     build_cloze_dataset,
     check_limit,
@@ -26,7 +27,7 @@ from ._common import (
 )
 from .base import Dataset
 
-OPTIONS = ("relations", "max_facts_per_relation", "max_templates", "num_train")
+OPTIONS = ("relations", "max_facts_per_relation", "max_templates", "num_train", "demo")
 DEFAULT_NUM_TRAIN = 10
 
 
@@ -42,7 +43,8 @@ def load_pararel(
     """Items for `split` of the relations chosen; few-shot pools per relation (examples[relation]).
 
     Options: relations (e.g. ["P19", "P20"]), max_facts_per_relation, max_templates (first N
-    templates of each relation), num_train (facts per relation held out as few-shot pool, default 10).
+    templates of each relation), num_train (facts per relation held out as few-shot pool, default 10),
+    demo (few-shot demonstration style, one of data._common.CLOZE_DEMOS; default "single").
     """
     reject_unknown_options("pararel", options, OPTIONS)
     check_limit(limit)
@@ -89,6 +91,7 @@ def load_pararel(
         limit=limit,
         num_train=num_train if num_train is not None else DEFAULT_NUM_TRAIN,
         max_facts_per_group=max_facts,
+        demo=options.get("demo", DEFAULT_CLOZE_DEMO),
     )
 
 
