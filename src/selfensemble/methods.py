@@ -138,7 +138,7 @@ def _weights(method: str, query: Query, parts: PromptParts) -> torch.Tensor | st
     if method not in fusion.WEIGHTED:
         return None
     if query.weights is None:
-        raise SelfEnsembleError(f"Method {method} needs weights: one per prompt (e.g. --weights 1,0.5,...) "
+        raise SelfEnsembleError(f"Method {method} needs one weight per prompt (e.g. --weights 1,0.5,...) "
                                 f"or a per-step rule ({', '.join(fusion.DYNAMIC_WEIGHTS)}).")
     if isinstance(query.weights, str):
         if query.weights not in fusion.DYNAMIC_WEIGHTS:
