@@ -93,9 +93,12 @@ GATE_CASES = [
 ]
 
 
+GUARDED = GateConfig(entity_guard=True)
+
+
 @pytest.mark.parametrize("original, good, drifts", GATE_CASES)
 def test_gate_keeps_true_paraphrase_and_drops_drifts(original, good, drifts):
-    verdicts = check(original, [good, *drifts])
+    verdicts = check(original, [good, *drifts], GUARDED)
     assert [v.paraphrase for v in verdicts] == [good, *drifts]  # input order, one verdict each
     assert verdicts[0].kept and verdicts[0].reason is None
     for v in verdicts[1:]:
@@ -108,8 +111,8 @@ def test_gate_keeps_true_paraphrase_and_drops_drifts(original, good, drifts):
 def test_entity_guard_catches_what_similarity_misses():
     # a changed year keeps the sentence almost the same: only the guard sees it
     q, drift = "what is the oregon ducks 2012 football schedule?", "What is the 2013 Oregon Ducks football schedule?"
-    assert check(q, [drift], GateConfig(entity_guard=False))[0].kept
-    v = check(q, [drift])[0]
+    assert check(q, [drift])[0].kept  # the default gate (no guard) keeps it
+    v = check(q, [drift], GUARDED)[0]
     assert not v.kept and "entity guard" in v.reason and "2012" in v.reason
     # lower-case originals: new capitalised names and vanished content words are the signals
     assert "Clint Eastwood" in entity_problem("who plays ken barlow in coronation street?",
@@ -151,7 +154,7 @@ def test_cache_key_changes_with_gate_settings(tmp_path):
     cfg = ParaphraseConfig(num_paraphrases=2)
     paths = {ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig(min_similarity=t)).path for t in (0.5, 0.6, 0.7)}
     assert len(paths) == 3
-    assert (ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig(entity_guard=False)).path
+    assert (ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig(entity_guard=True)).path
             != ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig()).path)
     off = ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig(enabled=False)).path
     assert off not in paths

@@ -16,7 +16,7 @@ def check_paraphrases(
     min_similarity: float = typer.Option(None, help="Keep a paraphrase at or above this cosine similarity "
                                                     "(default: 0.6 for wordllama, 0.8 for minilm)."),
     embedder: str = typer.Option("wordllama", help="wordllama (default, 16 MB, no torch) | minilm (extra gate-minilm)"),
-    entity_guard: bool = typer.Option(True, help="Also reject paraphrases that change or drop a name or number."),
+    entity_guard: bool = typer.Option(False, help="Also reject paraphrases that change or drop a name or number."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {paraphrase, similarity, kept, reason}."),
 ):
     """Score each paraphrase against QUESTION with the gate `run` applies to generated paraphrases."""

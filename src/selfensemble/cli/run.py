@@ -55,7 +55,7 @@ def run_command(
                                                             "generated ones, off for a dataset's own)."),
     min_similarity: float = typer.Option(None, help="Gate: least cosine similarity to the original (default 0.6 wordllama, 0.8 minilm)."),
     embedder: str = typer.Option("wordllama", help="Gate embedder: wordllama | minilm (extra gate-minilm)."),
-    entity_guard: bool = typer.Option(True, help="Gate: reject paraphrases that change or drop a name or number."),
+    entity_guard: bool = typer.Option(False, help="Gate: reject paraphrases that change or drop a name or number."),
     templates: str = typer.Option(None, help="myriadlama: manual | auto | mixed"),
     cloze_demo: str = typer.Option(None, help="pararel/myriadlama few-shot style: single (default) | multi | "
                                    "sentence | instruct"),
@@ -136,7 +136,7 @@ def paraphrase_command(
                                                              "ask the question (most diverse first)."),
     min_similarity: float = typer.Option(None, help="Gate: least cosine similarity to the original (default 0.6 wordllama, 0.8 minilm)."),
     embedder: str = typer.Option("wordllama", help="Gate embedder: wordllama | minilm (extra gate-minilm)."),
-    entity_guard: bool = typer.Option(True, help="Gate: reject paraphrases that change or drop a name or number."),
+    entity_guard: bool = typer.Option(False, help="Gate: reject paraphrases that change or drop a name or number."),
     out: Path = typer.Option(Path("runs/paraphrases.jsonl")),
 ):
     """Generate paraphrases with the model itself (cached; `run` reuses them)."""
