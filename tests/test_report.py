@@ -198,7 +198,7 @@ def test_report_formats_keep_names_whole(tmp_path, capsys):
         assert LONG in out, fmt
         if fmt == "markdown":
             table = [ln for ln in out.splitlines() if ln.startswith("| ")]
-            assert {ln.count(" | ") for ln in table[:5]} == {5}  # header + 4 runs, 6 cells each, none wrapped
+            assert {ln.count(" | ") for ln in table[:5]} == {6}  # header + 4 runs, 7 cells each, none wrapped
             assert f"| {LONG} | 5 | 0.800 [" in out
         elif fmt == "csv":
             import csv

@@ -265,12 +265,15 @@ def to_csv(result: dict) -> str:
     import csv
     import io
 
-    by_name = {c["method"]: c for c in result["comparisons"]}
+    by_name: dict[str, dict] = {}  # method -> {baseline: comparison}; flex also has a row against avg
+    for c in result["comparisons"]:
+        by_name.setdefault(c["method"], {})[c.get("baseline")] = c
     rows = []
     for run in result["runs"]:
         row = {k: (";".join(_fmt(x, 6) for x in v) if isinstance(v, list) else v) for k, v in run.items()}
-        cmp = by_name.get(run.get("name"), {})
-        row.update({f"cmp_{k}": v for k, v in cmp.items() if k not in ("method", "model", "dataset")})
+        for base, cmp in by_name.get(run.get("name"), {}).items():
+            prefix = "cmp_" if base == result["baseline"] else f"cmp_vs_{base}_"
+            row.update({f"{prefix}{k}": v for k, v in cmp.items() if k not in ("method", "model", "dataset")})
         rows.append(row)
     fields = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()

@@ -41,9 +41,10 @@ def _gen(max_new_tokens: int):
 def _engine_config(config: BenchConfig, batch_size: int, layout: str = "shared", **overrides: Any):
     from selfensemble.methods import EngineConfig
 
-    return EngineConfig(attention=config.attention, layout=layout, batch_size=batch_size,
-                        pad_multiple=config.pad_multiple, positions=config.positions, rescale=config.rescale,
-                        fusion_temperature=config.fusion_temperature, fusion_scale=config.fusion_scale, **overrides)
+    settings = dict(attention=config.attention, layout=layout, batch_size=batch_size,
+                    pad_multiple=config.pad_multiple, positions=config.positions, rescale=config.rescale,
+                    fusion_temperature=config.fusion_temperature, fusion_scale=config.fusion_scale)
+    return EngineConfig(**{**settings, **overrides})
 
 
 def engine_row(lm: LoadedModel, queries: list[Query], method: str, n: int, batch_size: int,
@@ -221,7 +222,9 @@ def prefix_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> list[d
     for method, layout, reuse in PREFIX_SETTINGS:
         if method not in config.methods:
             continue
-        engine = Engine(lm, _engine_config(config, 1, layout or "shared", reuse_prefix=reuse))
+        # the full layout shares one prefix encoding only when its copies sit at the same (restarted) positions
+        pos = {"positions": "restart"} if layout == "full" else {}
+        engine = Engine(lm, _engine_config(config, 1, layout or "shared", reuse_prefix=reuse, **pos))
         engine.answer_many(queries[:1], method, gen)  # warm-up; encodes the prefix if reused
         before = engine.stats["prefill_tokens"]
         run = timed(lambda e=engine, m=method: e.answer_many(queries, m, gen), lm.device)
@@ -229,6 +232,7 @@ def prefix_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> list[d
         row_tokens = (engine.stats["prefill_tokens"] - before) / q
         once = engine.stats["prefix_tokens_encoded"]
         out.append({"method": method, "layout": layout, "reuse_prefix": reuse, "n": n, "questions": q,
+                    "positions": engine.config.positions if method == "flex" else None,
                     "row_prefill_tokens_per_q": row_tokens, "prefix_tokens_once": once,
                     "amortised_prefill_tokens_per_q": row_tokens + once / q,
                     "first_token_s_per_q": run.seconds / q, "compiles": run.compiles})
