@@ -294,8 +294,9 @@ def test_full_layout_encodes_its_prefix_once_and_matches_no_reuse(random_lm, few
     lm = random_lm("llama")
     prompts = ["What is the capital of France?", "Which city is France's capital?", "Name France's capital."]
     gen = GenerationConfig(max_new_tokens=5, stop_at_newline=False)
-    reuse = Engine(lm, EngineConfig(attention="sdpa", layout="full"))
-    plain = Engine(lm, EngineConfig(attention="sdpa", layout="full", reuse_prefix=False))
+    # restart positions: the copies of the prefix sit at the same positions, so one encoding serves all
+    reuse = Engine(lm, EngineConfig(attention="sdpa", layout="full", positions="restart"))
+    plain = Engine(lm, EngineConfig(attention="sdpa", layout="full", positions="restart", reuse_prefix=False))
     a, b = reuse.answer(prompts, "flex", gen, fewshot_fmt), plain.answer(prompts, "flex", gen, fewshot_fmt)
     assert a.tokens == b.tokens
     assert reuse.stats["prefill_tokens"] < plain.stats["prefill_tokens"] / 2

@@ -291,9 +291,10 @@ def _gen(max_new_tokens: int):
 def _engine_config(config: BenchConfig, batch_size: int, layout: str = "shared", **overrides: Any):
     from selfensemble.methods import EngineConfig
 
-    return EngineConfig(attention=config.attention, layout=layout, batch_size=batch_size,
-                        pad_multiple=config.pad_multiple, positions=config.positions, rescale=config.rescale,
-                        fusion_temperature=config.fusion_temperature, fusion_scale=config.fusion_scale, **overrides)
+    fields = dict(attention=config.attention, layout=layout, batch_size=batch_size, pad_multiple=config.pad_multiple,
+                  positions=config.positions, rescale=config.rescale, fusion_temperature=config.fusion_temperature,
+                  fusion_scale=config.fusion_scale)
+    return EngineConfig(**{**fields, **overrides})
 
 
 def engine_row(lm: LoadedModel, queries: list[Query], method: str, n: int, batch_size: int,
@@ -470,7 +471,8 @@ def prefix_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> list[d
     for method, layout, reuse in PREFIX_SETTINGS:
         if method not in config.methods:
             continue
-        engine = Engine(lm, _engine_config(config, 1, layout or "shared", reuse_prefix=reuse))
+        # restart positions: the full layout's per-paraphrase prefix copies share one encoding only then
+        engine = Engine(lm, _engine_config(config, 1, layout or "shared", reuse_prefix=reuse, positions="restart"))
         engine.answer_many(queries[:1], method, gen)  # warm-up; encodes the prefix if reused
         before = engine.stats["prefill_tokens"]
         run = timed(lambda e=engine, m=method: e.answer_many(queries, m, gen), lm.device)
