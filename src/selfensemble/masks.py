@@ -11,6 +11,9 @@ segment and sk = the key's segment (key_segments: prefix slots, then the row's o
 Prefix slots are SHARED, or k for per-paraphrase copies of the prefix (the "full" layout with its
 prefix encoded once). The same closure builds a FlexAttention ``BlockMask`` or, evaluated on a
 broadcast grid, a dense boolean mask for SDPA, so both paths are the same mask by construction.
+
+Attention-fusion knobs (``AttentionFusion``: log-N rescale, APE-style temperature and scale) are a
+score_mod on the same grid, with a dense (multiplier, bias) twin for SDPA and for decode steps.
 """
 
 from __future__ import annotations
