@@ -23,6 +23,9 @@ restarted positions, position distance is what keeps isolation: paraphrase k see
 it would see run alone (the prefix + itself, within the window), whereas index distance would let
 the other paraphrases packed before it push the shared prefix out of its window. The cue and the
 generated tokens see the last ``window`` positions of every paraphrase.
+
+Attention-fusion knobs (``AttentionFusion``: log-N rescale, APE-style temperature and scale) are a
+score_mod on the same grid, with a dense (multiplier, bias) twin for SDPA and for decode steps.
 """
 
 from __future__ import annotations
