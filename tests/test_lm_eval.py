@@ -251,7 +251,7 @@ def test_unknown_model_arg_is_a_clear_error(engine):
     from selfensemble.errors import SelfEnsembleError
 
     with pytest.raises(SelfEnsembleError, match="Unknown selfensemble model_args"):
-        SelfEnsembleLM(method="flex", engine=engine, fusion_temperature=2)
+        SelfEnsembleLM(method="flex", engine=engine, fusion_tempreature=2)
 
 
 def test_cli_writes_results_json_and_prints_the_table(tmp_path):

@@ -14,7 +14,7 @@ from selfensemble.loglik import score_continuations
 from selfensemble.methods import Engine, EngineConfig
 from selfensemble.packing import CUE, pack_row
 from selfensemble.prompts import PromptParts, build_parts
-from selfensemble.reference import _dense_row_mask
+from selfensemble.reference import _dense_row_mask, _fusion_terms
 
 QUESTIONS = [
     ["What is the capital of France?", "Which city is the capital of France?", "Name the French capital."],
@@ -29,22 +29,30 @@ def lm(random_lm):
 
 
 @torch.inference_mode()
-def _row_logprobs(model, tokens, segments, positions, cont) -> torch.Tensor:
-    """(m, vocab) log-probs predicting each continuation token, one full forward, hand-written mask."""
+def _row_logprobs(model, tokens, segments, positions, cont, knobs=None) -> torch.Tensor:
+    """(m, vocab) log-probs predicting each continuation token, one full forward, hand-written mask
+    (with the reference decoder's attention-fusion terms when ``knobs`` apply to the row)."""
     ids = tokens + cont[:-1]
     seg = segments + [CUE] * (len(cont) - 1)
     start = max(positions) + 1
     pos = positions + list(range(start, start + len(cont) - 1))
+    mask, extra = _dense_row_mask(seg), {}
+    terms = _fusion_terms(seg, knobs)
+    if terms is not None:
+        mask = torch.where(mask, terms[1], torch.tensor(float("-inf")))
+        if knobs.temperature != 1.0:
+            extra["selfensemble_score_scale"] = terms[0]
     out = model(input_ids=torch.tensor([ids]), position_ids=torch.tensor([pos]),
-                attention_mask=_dense_row_mask(seg), use_cache=False).logits[0]
+                attention_mask=mask, use_cache=False, **extra).logits[0]
     return torch.log_softmax(out[len(tokens) - 1:].float(), dim=-1)
 
 
 def reference_score(model, parts: PromptParts, cont: list[int], method: str) -> float:
     """Each prompt alone (or the packed flex row) from scratch; fusion written out by hand."""
-    if method == "flex":
-        row = pack_row(parts.prefix, parts.segments, parts.cue)
-        lp = _row_logprobs(model, row.tokens, row.segments, row.positions, cont)
+    if method == "flex":  # the default flex configuration: its positions and fusion knobs
+        cfg = EngineConfig()
+        row = pack_row(parts.prefix, parts.segments, parts.cue, 0, cfg.positions)
+        lp = _row_logprobs(model, row.tokens, row.segments, row.positions, cont, cfg.attention_fusion)
         return float(sum(lp[j, t] for j, t in enumerate(cont)))
     rows = [parts.full(k) for k in range(len(parts.segments))] if method != "origin" else [parts.full(0)]
     lps = torch.stack([_row_logprobs(model, r, [0] * len(r), list(range(len(r))), cont) for r in rows])

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 
 import torch
 
-from selfensemble import fusion
+from selfensemble import fusion, masks
+from selfensemble.attention import WindowMasks
 from selfensemble.cache import new_cache
 from selfensemble.decoding import prefill
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.masks import decode_bias
 from selfensemble.methods import check_method, plan_rows
 from selfensemble.packing import PackedBatch
 from selfensemble.prompts import PromptParts
@@ -80,19 +80,32 @@ def score_continuations(engine, parts: Sequence[PromptParts], continuations: Seq
     return out  # type: ignore[return-value]
 
 
-def _continuation_mask(batch: PackedBatch, m: int, rescale_n: int | None, dtype: torch.dtype) -> torch.Tensor:
-    """(B, 1, m, P + L + m) additive mask: each continuation token sees its row and the earlier continuation."""
-    bias = decode_bias(batch, rescale_n or 1, rescale_n is not None)  # (B, P + L), as generated tokens see it
+def _continuation_masks(batch: PackedBatch, m: int, terms, dtype: torch.dtype):
+    """The masks of the m continuation tokens (one forward), as generated tokens see their row.
+
+    Returns (mask (B, 1, m, P + L + m) additive, score scale of the same shape or None, WindowMasks):
+    each continuation token sees its row (with attention fusion's terms on a fused flex row) and the
+    earlier continuation tokens; sliding-window layers also drop keys ``window`` or more positions back.
+    """
+    scale, bias = masks.decode_terms(batch, *(terms or (None, None)))  # (B, P + L) each
     B, dev = bias.shape[0], bias.device
     causal = torch.full((m, m), -math.inf, device=dev).triu(1)
-    mask = torch.cat([bias[:, None, :].expand(B, m, -1), causal[None].expand(B, -1, -1)], dim=2)
-    return mask[:, None].to(dtype)
+    mask = torch.cat([bias[:, None, :].expand(B, m, -1), causal[None].expand(B, -1, -1)], dim=2)[:, None]
+    mult = None
+    if terms is not None and bool((terms[0] != 1).any()):
+        ones = torch.ones(B, m, m, device=dev)
+        mult = torch.cat([scale[:, None, :].expand(B, m, -1), ones], dim=2)[:, None].to(dtype)
+    qpos = batch.next_position[:, None] + torch.arange(m, device=dev)[None, :]  # (B, m)
+    kpos = torch.cat([masks.key_positions(batch), qpos], dim=1)  # (B, P + L + m)
+    far = qpos[:, None, :, None] - kpos[:, None, None, :]
+    windows = WindowMasks(lambda w: mask.masked_fill(far >= w, -math.inf).to(dtype))
+    return mask.to(dtype), mult, windows
 
 
-def _forward_continuations(engine, batch: PackedBatch, cache, conts: list[list[int]], rescale_n: int | None):
-    """(B, m, vocab) logits: position j predicts continuation token j of the row's query."""
+def _forward_continuations(engine, batch: PackedBatch, cache, conts: list[list[int]], terms):
+    """(B, m, vocab) logits predicting each continuation token (teacher-forced, one forward after prefill)."""
     model = engine.lm.model
-    first = prefill(model, batch, cache, engine.attention, rescale_n)  # (B, vocab)
+    first = prefill(model, batch, cache, engine.attention, terms)  # (B, vocab)
     m = max(len(c) for c in conts)
     if m == 1:
         return first[:, None, :]
@@ -101,16 +114,17 @@ def _forward_continuations(engine, batch: PackedBatch, cache, conts: list[list[i
     for b, c in enumerate(conts):  # right-padded: a padded slot comes after every real token
         ids[b, :len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
     positions = batch.next_position[:, None] + torch.arange(m - 1, device=dev)[None, :]
-    mask = _continuation_mask(batch, m - 1, rescale_n, model.dtype)
+    mask, mult, windows = _continuation_masks(batch, m - 1, terms, model.dtype)
+    extra = {"selfensemble_score_scale": mult} if mult is not None else {}
     rest = model(input_ids=ids.to(dev), position_ids=positions, attention_mask=mask, cache=cache,
-                 use_cache=True).logits  # (B, m - 1, vocab)
+                 use_cache=True, selfensemble_windows=windows, **extra).logits  # (B, m - 1, vocab)
     return torch.cat([first[:, None, :], rest], dim=1)
 
 
 def _score_chunk(engine, method: str, parts: list[PromptParts], conts: list[list[int]], weights: list,
                  prefix: list[int], copies: int) -> list[Scored]:
     plans = [plan_rows(method, p, w, engine.config, copies > 0) for p, w in zip(parts, weights, strict=True)]
-    rows, row_conts, groups, n_prompts = [], [], [], []
+    rows, row_conts, groups, fused_n = [], [], [], []
     for q, (plan, p) in enumerate(zip(plans, parts, strict=True)):
         need = max(r.next_position for r in plan.rows) + len(conts[q])
         if need > engine.lm.max_context:
@@ -119,8 +133,11 @@ def _score_chunk(engine, method: str, parts: list[PromptParts], conts: list[list
         groups.append(([len(rows) + r for r in plan.groups[0]], plan.weights[0], conts[q]))
         rows += plan.rows
         row_conts += [conts[q]] * len(plan.rows)
-        n_prompts += [len(p.segments)] * len(plan.rows)
-    rescale_n = max(n_prompts) if engine.config.rescale else None
+        # attention-fusion knobs see a row's N only on flex rows (as in generation), never a batch statistic
+        fused_n += [len(p.segments) if method == "flex" else 1] * len(plan.rows)
+    knobs = engine.config.attention_fusion
+    terms = (tuple(t.to(engine.lm.device) for t in knobs.row_terms(torch.tensor(fused_n)))
+             if knobs.active and max(fused_n) > 1 else None)
     multiple = engine.config.pad_multiple if engine.attention == "flex" else 1
     cached = len(prefix) * copies
     pseg = [k for k in range(1, copies + 1) for _ in prefix] if copies > 1 else None
@@ -128,7 +145,7 @@ def _score_chunk(engine, method: str, parts: list[PromptParts], conts: list[list
     capacity = cached + batch.shape[1] + max(len(c) for c in conts)
     cache = new_cache(engine._num_layers, capacity, engine._prefix_cache(prefix, copies) if copies else None)
     with torch.inference_mode():
-        logits = _forward_continuations(engine, batch, cache, row_conts, rescale_n)
+        logits = _forward_continuations(engine, batch, cache, row_conts, terms)
     fuse = fusion.FUSIONS.get(method, fusion.identity)
     return [_fused_score(logits[rows_], fuse, w, cont) for rows_, w, cont in groups]
 
