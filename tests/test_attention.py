@@ -205,8 +205,9 @@ def test_compiled_flex_few_compiles_and_matches_sdpa(smollm, fewshot_fmt, restor
     answers = engine.answer_many(queries, "flex", gen)
     compiles = attn.compile_count() - before
     # 12 packed rows of 7 distinct lengths (padded to multiples of 32: 3 buckets) plus the prefix
-    # prefill and the availability probe: measured 3 compiles in a fresh process (torch 2.13 CPU).
-    assert compiles <= 4, compiles
+    # prefill and the availability probe: measured 3 compiles in a fresh process (torch 2.13 CPU),
+    # plus one graph for the default flex's fusion score_mod (log-N rescale): 4-5 here.
+    assert compiles <= 5, compiles
     want = Engine(smollm, EngineConfig(attention="sdpa", batch_size=4)).answer_many(queries, "flex", gen)
     assert [a.tokens for a in answers] == [w.tokens for w in want]
     assert all(a.attention == "flex (compiled FlexAttention)" for a in answers)
@@ -280,10 +281,14 @@ def test_recompile_limit_is_strict_only_inside_our_compiled_calls(monkeypatch):
         dynamo_config.fail_on_recompile_limit_hit))
     monkeypatch.setattr(attn, "_compiled_flex", None)
     monkeypatch.setattr(attn, "COMPILE_FLEX", True)
-    monkeypatch.setattr(dynamo_config, "fail_on_recompile_limit_hit", False)
-    attn._flex()(None)
-    assert seen == [True]
-    assert dynamo_config.fail_on_recompile_limit_hit is False
+    # the user's own setting, through dynamo's config API (monkeypatching a ConfigModule attribute
+    # left it broken for later compiled tests: "fail_on_recompile_limit_hit does not exist")
+    with dynamo_config.patch(fail_on_recompile_limit_hit=False):
+        attn._flex()(None)
+        assert seen == [True]
+        assert dynamo_config.fail_on_recompile_limit_hit is False
+
+
 # --------------------------------------------------------------------------- only flex failures fall back
 
 

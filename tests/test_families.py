@@ -155,6 +155,9 @@ def test_compiled_flex_with_windows_and_softcap_on_cpu(random_lm, fewshot_fmt, r
     lm = random_lm("gemma2")
     for method in ("origin", "flex"):
         for prompts in QUESTIONS[:2]:
-            got = Engine(lm, EngineConfig(attention="flex")).answer(prompts, method, GEN, fewshot_fmt)
-            want = Engine(lm, EngineConfig(attention="sdpa")).answer(prompts, method, GEN, fewshot_fmt)
+            # fusion knobs off: their score_mod hits torch 2.13's CPU flex codegen bug (cur_kvSplitSize,
+            # benchmarks/flex_cpu_compile_repro.py); this test is about windows and softcap
+            cfg = dict(rescale=False, fusion_temperature=1.0, fusion_scale=1.0)
+            got = Engine(lm, EngineConfig(attention="flex", **cfg)).answer(prompts, method, GEN, fewshot_fmt)
+            want = Engine(lm, EngineConfig(attention="sdpa", **cfg)).answer(prompts, method, GEN, fewshot_fmt)
             assert got.attention == "flex (compiled FlexAttention)" and got.tokens == want.tokens, method
