@@ -57,8 +57,8 @@ def run_command(
     embedder: str = typer.Option("wordllama", help="Gate embedder: wordllama | minilm (extra gate-minilm)."),
     entity_guard: bool = typer.Option(False, help="Gate: reject paraphrases that change or drop a name or number."),
     templates: str = typer.Option(None, help="myriadlama: manual | auto | mixed"),
-    cloze_demo: str = typer.Option(None, help="pararel/myriadlama few-shot style: single (default) | multi | "
-                                   "sentence | instruct"),
+    cloze_demo: str = typer.Option(None, help="pararel/myriadlama few-shot style: instruct (default) | single | "
+                                   "multi | sentence"),
     relations: str = typer.Option(None, help="pararel/myriadlama: relations, e.g. P19,P20"),
     max_facts_per_relation: int = typer.Option(None),
     question_column: str = typer.Option(None, help="jsonl/csv: question column (default 'question')."),
