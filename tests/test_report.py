@@ -220,6 +220,7 @@ def test_rich_table_in_a_narrow_terminal_does_not_wrap_or_cut_names(tmp_path):
     report([tmp_path / "runs"], None, console=Console(file=buf, width=60))
     text = buf.getvalue()
     assert LONG in text and "accuracy [95% CI]" in text and "…" not in text
+    assert "┃ n ┃" in text and "│ 5 │" in text  # no column squeezed away (rich dropped 'n' before)
 
 
 def test_reliability_bins_and_ece_by_hand():

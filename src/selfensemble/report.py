@@ -308,8 +308,14 @@ def _print_tables(summary_rows: list[dict], diff_rows: list[dict], console) -> N
             t.add_column(h, justify="left" if i < 2 else "right", no_wrap=True, min_width=w)
         for r in rows:
             t.add_row(*(escape(c) for c in r))  # run names like 'flex [dir]' are not markup
-        # as wide as the cells need, even past a narrow terminal: rich would otherwise squeeze or cut them
-        console.print(t, width=max(console.width, sum(widths) + 3 * len(widths) + 1), crop=False)
+        # as wide as the cells need, even past a narrow terminal: rich would otherwise squeeze or drop
+        # columns (print(width=...) does not reach the table's own measuring, the console width does)
+        narrow = console.width
+        console.width = max(narrow, sum(widths) + 3 * len(widths) + 1)
+        try:
+            console.print(t, crop=False)
+        finally:
+            console.width = narrow
 
 
 def _console():
