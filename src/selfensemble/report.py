@@ -365,7 +365,9 @@ def calibration(runs: Sequence[tuple[str, Sequence[dict]]], out_png: Path | None
     if rows and console is not False:
         calibration_table(rows, console)
     if rows and out_png is not None:
-        _plot_reliability(rows, Path(out_png))
+        from selfensemble.report_plot import plot_reliability
+
+        plot_reliability(rows, Path(out_png))
     return rows
 
 
@@ -382,31 +384,6 @@ def calibration_table(rows: list[dict], console=None) -> None:
     for r in rows:
         t.add_row(escape(r["name"]), str(r["n"]), _fmt(r["ece"]), _fmt(r["mean_confidence"]), _fmt(r["accuracy"]))
     (console or _console()).print(t)
-
-
-def _plot_reliability(rows: list[dict], out_png: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.5, 5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
-    for r in rows:
-        xs, ys = [b["confidence"] for b in r["bins"]], [b["accuracy"] for b in r["bins"]]
-        sizes = [12 + 60 * b["n"] / r["n"] for b in r["bins"]]
-        line = ax.plot(xs, ys, marker=None, lw=1.2, label=f"{r['name']} (ECE {r['ece']:.3f})")[0]
-        ax.scatter(xs, ys, s=sizes, color=line.get_color(), zorder=3)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("fused answer probability (bin mean)")
-    ax.set_ylabel("accuracy in bin")
-    ax.set_title("reliability diagram (marker size: share of questions)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", frameon=False)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
 
 
 def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, console=None,
