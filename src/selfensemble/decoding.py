@@ -166,7 +166,8 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
 
     logits = prefill(model, batch, cache, attention, terms)
     scale, bias = masks.decode_terms(batch, *(terms or (None, None)))
-    use_scale = terms is not None and bool((terms[0] != 1).any())
+    if terms is None or not bool((terms[0] != 1).any()):
+        scale = None  # no fusion temperature: the decode steps need no score multiplier
     positions = batch.next_position.clone()
     key_pos = masks.key_positions(batch)  # (B, K): position of every cached key, for sliding windows
     out = [Decoded() for _ in groups]
@@ -193,13 +194,14 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
             break
         # every generated token sees the whole row (prefix, all paraphrases, cue, earlier answers)
         bias = torch.cat([bias, torch.zeros(B, 1, device=dev)], dim=1)
-        scale = torch.cat([scale, torch.ones(B, 1, device=dev)], dim=1)
+        if scale is not None:
+            scale = torch.cat([scale, torch.ones(B, 1, device=dev)], dim=1)
         key_pos = torch.cat([key_pos, positions[:, None]], dim=1)
         mask = bias[:, None, None, :].to(model.dtype)
         windows = WindowMasks(lambda w, b=bias, p=positions, k=key_pos:
                               masks.decode_window(b, p, k, w)[:, None, None, :].to(model.dtype))
         logits = model_forward(model, next_tokens[:, None], positions[:, None], mask, cache, windows=windows,
-                               score_scale=scale[:, None, None, :].to(model.dtype) if use_scale else None)
+                               score_scale=None if scale is None else scale[:, None, None, :].to(model.dtype))
         positions = positions + 1
     for d in out:
         d.text, _ = _stop_text(tokenizer.decode(d.tokens, skip_special_tokens=True), gen)
