@@ -374,3 +374,21 @@ def test_dense_softcap_equals_flex_softcap(bias, eager_flex):
     uncapped, _ = attn.selfensemble_attention(torch.nn.Module(), q, k, v, causal)
     torch.testing.assert_close(dense, flex, atol=1e-5, rtol=1e-5)
     assert (dense - uncapped).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("group", [1, 2, 3, 4, 8])
+def test_flex_kernel_options_leave_torch_only_shapes_its_decoding_kernel_can_tile(group):
+    """Where we let inductor pick its decoding kernel, that kernel's BLOCK_M (torch's own formula:
+    next_power_of_2(q_len × group), at least 16) must tile the 128-row Q block, else it has no config
+    (NoValidChoicesError on CUDA); CPU never gets kernel options."""
+    from torch._inductor.runtime.runtime_utils import next_power_of_2
+
+    q_block = 128
+    for q_len in range(1, 200):
+        options = attn.flex_kernel_options("cuda", q_len, group, q_block)
+        uses_decoding = q_len < 128 and group & (group - 1) == 0 and options is None
+        if uses_decoding:
+            assert q_block % max(next_power_of_2(q_len * group), 16) == 0, (q_len, group)
+        assert attn.flex_kernel_options("cpu", q_len, group, q_block) is None
+    assert attn.flex_kernel_options("cuda", 76, 4, q_block) == {"FORCE_USE_FLEX_ATTENTION": True}  # the H100 case
+    assert attn.flex_kernel_options("cuda", 1, group, q_block) is None  # decode steps keep the fast kernel

@@ -123,6 +123,20 @@ def _flex_static() -> Callable:
     return _compiled_flex_static
 
 
+def flex_kernel_options(device_type: str, q_len: int, gqa_group: int, q_block: int) -> dict | None:
+    """Ask for the main flex kernel where torch's short-query (decoding) kernel has no config.
+
+    Inductor lowers queries shorter than 128 with its flex-decoding template, whose BLOCK_M is
+    next_power_of_2(q_len × query heads per KV head); once that exceeds the block mask's Q block
+    (128) every config is filtered out and compilation fails with NoValidChoicesError (seen on an
+    H100, torch 2.11: a 76-token prefill row of llama-3.2-1b, 4 query heads per KV head). The main
+    kernel handles any length. Single-token decode steps keep the decoding kernel.
+    """
+    if device_type != "cuda" or q_len * gqa_group <= q_block:
+        return None
+    return {"FORCE_USE_FLEX_ATTENTION": True}
+
+
 class WindowMasks:
     """The masks of sliding-window layers for one forward, built on first use per window size.
 
@@ -202,9 +216,11 @@ def selfensemble_attention(
                 return inner(score, b, h, q, kv) if inner is not None else score
 
         kernel = _flex_static() if sliding_window is not None and query.device.type == "cpu" else _flex()
+        options = flex_kernel_options(query.device.type, query.shape[-2], query.shape[1] // key.shape[1],
+                                      attention_mask.BLOCK_SIZE[0])
         with flex_errors():
-            out = kernel(query, key, value, block_mask=attention_mask, score_mod=score_mod,
-                          scale=scaling, enable_gqa=query.shape[1] != key.shape[1])
+            out = kernel(query, key, value, block_mask=attention_mask, score_mod=score_mod, scale=scaling,
+                         enable_gqa=query.shape[1] != key.shape[1], kernel_options=options)
         return out.transpose(1, 2).contiguous(), None
     if attention_mask is None:
         raise RuntimeError("selfensemble attention needs an explicit mask (BlockMask or dense tensor).")
