@@ -31,6 +31,7 @@ FLEX_CONFIGS = {
     "flex:shared/restart": {},
     "flex:full/restart+rescale": {"layout": "full", "rescale": True},
     "flex:shared/right+rescale": {"positions": "right", "rescale": True},
+    "flex:shared/right": {"positions": "right"},
     "flex:shared/restart+T0.7+rescale": {"rescale": True, "fusion_temperature": 0.7},
 }
 DATA = Path(os.environ.get("SELFENSEMBLE_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))

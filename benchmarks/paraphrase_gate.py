@@ -7,8 +7,8 @@ One candidate pool per question (the embedded model's own paraphrases, oversampl
 for N = 5 prompts) is generated once; every variant draws from that same pool, so the comparison
 is paired on questions *and* candidates:
   nogate   the first 4 acceptable candidates (what `--no-gate` asks)
-  gateT    paraphrase_gate.screen at min_similarity T (entity guard on), up to 4 most diverse
-  gateT-noguard  the same without the entity guard
+  gateT    paraphrase_gate.screen at min_similarity T (entity guard off, as shipped), up to 4 most diverse
+  gateT-guard    the same with the entity guard on
 Stages run in priority order; every run is a resumable run store, and comparisons pair the
 question ids two runs share, so a stage cut short still compares honestly (n is printed).
 """
@@ -27,11 +27,12 @@ OVERSAMPLE = 3
 THRESHOLDS = (0.5, 0.6, 0.7)
 DEFAULT_T = 0.6
 # (variant, method, weights); in priority order
-STAGES = [("nogate", "avg", None), (f"gate{DEFAULT_T}", "avg", None), ("gate0.7", "avg", None),
+STAGES = [("nogate", "avg", None), (f"gate{DEFAULT_T}", "avg", None),
           ("nogate", "flex", None), (f"gate{DEFAULT_T}", "flex", None),
-          (f"gate{DEFAULT_T}", "weighted_avg", "entropy"), (f"gate{DEFAULT_T}-noguard", "avg", None),
-          ("nogate", "vote", None), (f"gate{DEFAULT_T}", "vote", None), ("nogate", "origin", None),
-          ("gate0.5", "avg", None), (f"gate{DEFAULT_T}", "weighted_avg", "confidence")]
+          ("nogate", "vote", None), (f"gate{DEFAULT_T}", "vote", None),
+          (f"gate{DEFAULT_T}", "weighted_avg", "entropy"), (f"gate{DEFAULT_T}-guard", "avg", None),
+          ("gate0.7", "avg", None), ("gate0.5", "avg", None), ("nogate", "origin", None),
+          (f"gate{DEFAULT_T}", "weighted_avg", "confidence")]
 
 
 def _items(limit: int):
@@ -74,8 +75,8 @@ def variant_items(variant: str, items, pool):
         if variant == "nogate":
             out.append(Item(it.id, (it.question, *cands[:k]), it.answers, it.group, it.meta))
             continue
-        t = float(variant.removeprefix("gate").removesuffix("-noguard"))
-        gate = GateConfig(min_similarity=t, entity_guard=not variant.endswith("-noguard"))
+        t = float(variant.removeprefix("gate").removesuffix("-guard"))
+        gate = GateConfig(min_similarity=t, entity_guard=variant.endswith("-guard"))
         verdicts = screen(it.question, cands, k, gate)
         kept = [v.paraphrase for v in verdicts if v.kept]
         meta = {**it.meta, "paraphrase_gate": gate_record({"checks": [v.to_dict() for v in verdicts]},
@@ -161,7 +162,7 @@ def _secs(r: dict) -> str:
     return f"{np.mean([x['seconds'] for x in r.values()]):.2f}" if r else "–"
 
 
-def gate_stats(items, pool, t: float, guard: bool = True, embedder: str = "wordllama") -> dict:
+def gate_stats(items, pool, t: float, guard: bool = False, embedder: str = "wordllama") -> dict:
     """Share of candidates dropped by reason, questions left short, and the gate's cost per question."""
     from selfensemble.paraphrase_gate import GateConfig, load_embedder, screen
 
@@ -204,13 +205,13 @@ def table(args) -> None:
     print("| gate | candidates dropped: similarity | entity guard | surplus (diversity) | questions short of 4 | ms/question |")
     print("|---|---:|---:|---:|---:|---:|")
     for t in THRESHOLDS:
-        for guard in (True, False):
+        for guard in (False, True):
             s = gate_stats(items, pool, t, guard)
             c = s["candidates"]
-            print(f"| wordllama ≥{t}{'' if guard else ', no guard'} | {s['similarity'] / c:.1%} | {s['entity'] / c:.1%} | "
+            print(f"| wordllama ≥{t}{', entity guard' if guard else ''} | {s['similarity'] / c:.1%} | {s['entity'] / c:.1%} | "
                   f"{s['surplus'] / c:.1%} | {s['short'] / len(items):.1%} | {s['ms_per_question']:.2f} |")
     if args.minilm:
-        s = gate_stats(items[:50], pool, 0.8, True, "minilm")
+        s = gate_stats(items[:50], pool, 0.8, False, "minilm")
         print(f"| minilm ≥0.8 (50 q) | {s['similarity'] / s['candidates']:.1%} | {s['entity'] / s['candidates']:.1%} | "
               f"{s['surplus'] / s['candidates']:.1%} | {s['short'] / 50:.1%} | {s['ms_per_question']:.2f} (load {s['load_s']:.1f}s) |")
     print("\n| variant | method | n | accuracy [95% CI] | Δ vs no gate, paired [95% CI] | ECE | s/question |")
@@ -232,16 +233,16 @@ def table(args) -> None:
         r = _records(out / f"gate{t}" / "avg")
         if r and gavg:
             print(f"avg gate{t} − avg gate{DEFAULT_T}, paired: {_pair(gavg, r)}")
-    r = _records(out / f"gate{DEFAULT_T}-noguard" / "avg")
+    r = _records(out / f"gate{DEFAULT_T}-guard" / "avg")
     if r and gavg:
-        print(f"avg gate{DEFAULT_T} without entity guard − with, paired: {_pair(gavg, r)}")
+        print(f"avg gate{DEFAULT_T} with entity guard − without, paired: {_pair(gavg, r)}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["run", "table"])
     p.add_argument("--limit", type=int, default=200)
-    p.add_argument("--confidence-limit", type=int, default=50, help="questions for sampled confidence (costly)")
+    p.add_argument("--confidence-limit", type=int, default=200, help="questions for sampled confidence (costly)")
     p.add_argument("--only", default=None, help="variants to run, comma-separated")
     p.add_argument("--minilm", action="store_true", help="table: also time the MiniLM embedder")
     p.add_argument("--out", default="runs/bench_gate")
