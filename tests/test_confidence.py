@@ -41,13 +41,35 @@ def test_empty_greedy_never_agrees():
 
 
 def test_cache_roundtrip(tmp_path):
+    from selfensemble.methods import Query
+
     cfg = ConfidenceConfig(samples=2)
     c = ConfidenceCache("m", cfg, root=tmp_path)
-    c.put("Q?", "fmt", PromptConfidence("a", ["a", "b"], 1))
+    q = Query(["Q?", "P?"], "fmt", seed=7)
+    c.put(q, 0, PromptConfidence("a", ["a", "b"], 1))
     c.save()
-    got = ConfidenceCache("m", cfg, root=tmp_path).get("Q?", "fmt")
-    assert got == PromptConfidence("a", ["a", "b"], 1)
-    assert ConfidenceCache("m", cfg, root=tmp_path).get("Q?", "other fmt") is None
+    got = ConfidenceCache("m", cfg, root=tmp_path)
+    assert got.get(q, 0) == PromptConfidence("a", ["a", "b"], 1)
+    assert got.get(q, 1) is None
+    assert got.get(Query(["Q?", "P?"], "other fmt", seed=7), 0) is None
+
+
+def test_cache_entries_belong_to_their_query_stream(tmp_path):
+    """The same prompt text in another query (another item: another sampling stream) draws other
+    samples, so it must not reuse this query's entry; nor may entries of the old shared sampler."""
+    import hashlib
+    import json
+
+    from selfensemble import confidence
+    from selfensemble.methods import Query
+
+    cfg = ConfidenceConfig(samples=2)
+    c = ConfidenceCache("m", cfg, root=tmp_path)
+    c.put(Query(["Q?"], "fmt", seed=1), 0, PromptConfidence("a", ["a", "a"], 2))
+    assert c.get(Query(["Q?"], "fmt", seed=2), 0) is None
+    assert c.get(Query(["Q?", "P?"], "fmt"), 0) is None  # stream keyed by all its prompts
+    old = hashlib.sha256(json.dumps(["m", cfg.__dict__], sort_keys=True).encode()).hexdigest()[:16]
+    assert c.path.name != f"{old}.json" and confidence.SAMPLER_VERSION >= 2
 
 
 def test_corrupt_cache_warns_and_starts_fresh(tmp_path):
@@ -57,4 +79,6 @@ def test_corrupt_cache_warns_and_starts_fresh(tmp_path):
     c.path.parent.mkdir(parents=True)
     c.path.write_text("{nope")
     with pytest.warns(UserWarning, match="corrupt"):
-        assert ConfidenceCache("m", ConfidenceConfig(), root=tmp_path).get("Q?", "f") is None
+        from selfensemble.methods import Query
+
+        assert ConfidenceCache("m", ConfidenceConfig(), root=tmp_path).get(Query(["Q?"], "f"), 0) is None

@@ -94,6 +94,8 @@ def test_weighted_methods_get_confidence_weights(tmp_path, engine):
     """Each prompt's weight is (agree + 1) / (k + 2), agree recounted here from the cached samples."""
     from selfensemble.confidence import ConfidenceCache, ConfidenceConfig
     from selfensemble.data import load_dataset
+    from selfensemble.decoding import derive_seed
+    from selfensemble.methods import Query
     from selfensemble.prompts import PromptFormat
     from selfensemble.scoring import answer_key
 
@@ -103,7 +105,8 @@ def test_weighted_methods_get_confidence_weights(tmp_path, engine):
     fmt = PromptFormat(instruction=load_dataset("jsonl", SAMPLE_DATA, **SAMPLE_OPTS).instruction)
     assert len(recs) == 2
     for r in recs:
-        entries = [cache.get(p, fmt) for p in r["prompts"]]
+        query = Query(r["prompts"], fmt, seed=derive_seed(0, r["id"]))  # the run's query: its own stream
+        entries = [cache.get(query, i) for i in range(len(r["prompts"]))]
         assert all(e is not None and len(e.samples) == 2 for e in entries)
         agree = [sum(1 for x in e.samples if answer_key(e.greedy) and answer_key(x) == answer_key(e.greedy))
                  for e in entries]

@@ -3,7 +3,9 @@
 For each prompt: one greedy answer and k sampled answers (seeded); confidence = share of samples
 whose normalised lemmas equal the greedy answer's. Weights for ``weighted_avg``/``weighted_max``
 are the Laplace-smoothed share (agree + 1) / (k + 2), so no prompt gets a weight of exactly zero.
-Results are cached on disk per (model, prompt format, prompt, k, temperature, seed).
+Results are cached on disk per (model, k, temperature, seed) file and, inside it, per (query's
+sampling stream, prompt index, prompt, format): the samples a prompt gets depend on its query's
+stream, so an entry is reused only where the same samples would be drawn again.
 """
 
 from __future__ import annotations
@@ -62,24 +64,30 @@ def estimate(engine, queries: Sequence, cfg: ConfidenceConfig) -> list[list[Prom
     return out
 
 
+# 2: each query samples from its own stream (run seed, item); files written by 1 keyed by prompt text
+# alone and held samples from the old shared sampler, so they are not read
+SAMPLER_VERSION = 2
+
+
 class ConfidenceCache:
-    """{hash(prompt + format): {greedy, samples, agree}} in one JSON file per model and setting."""
+    """{hash(query stream, prompt index, prompt, format): {greedy, samples, agree}}, one JSON file per
+    model and setting. ``query`` is a ``methods.Query`` (its ``stream_key``, ``prompts``, ``fmt``)."""
 
     def __init__(self, model: str, cfg: ConfidenceConfig, root: Path | None = None):
-        key = hashlib.sha256(json.dumps([model, cfg.__dict__], sort_keys=True).encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps([model, cfg.__dict__, SAMPLER_VERSION], sort_keys=True).encode()).hexdigest()[:16]
         self.path = (root or cache_dir()) / "confidence" / f"{key}.json"
         self.data: dict[str, dict] = read_json_cache(self.path, "confidence")
 
     @staticmethod
-    def key(prompt: str, fmt) -> str:
-        return hashlib.sha256(repr((prompt, fmt)).encode()).hexdigest()[:24]
+    def key(query, index: int) -> str:
+        return hashlib.sha256(repr((query.stream_key, index, query.prompts[index], query.fmt)).encode()).hexdigest()[:24]
 
-    def get(self, prompt: str, fmt) -> PromptConfidence | None:
-        d = self.data.get(self.key(prompt, fmt))
+    def get(self, query, index: int) -> PromptConfidence | None:
+        d = self.data.get(self.key(query, index))
         return PromptConfidence(d["greedy"], d["samples"], d["agree"]) if d else None
 
-    def put(self, prompt: str, fmt, pc: PromptConfidence) -> None:
-        self.data[self.key(prompt, fmt)] = {"greedy": pc.greedy, "samples": pc.samples, "agree": pc.agree}
+    def put(self, query, index: int, pc: PromptConfidence) -> None:
+        self.data[self.key(query, index)] = {"greedy": pc.greedy, "samples": pc.samples, "agree": pc.agree}
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

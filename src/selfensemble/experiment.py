@@ -223,14 +223,14 @@ def _weights(engine, cfg: RunConfig, queries: list, console) -> list[list[float]
 
     ccfg = ConfidenceConfig(samples=cfg.confidence_samples, seed=cfg.seed)
     cache = ConfidenceCache(cfg.model, ccfg)
-    todo = [q for q in queries if any(cache.get(p, q.fmt) is None for p in q.prompts)]
+    todo = [q for q in queries if any(cache.get(q, i) is None for i in range(len(q.prompts)))]
     if todo:
         console.print(f"estimating confidence for {len(todo)} questions ({ccfg.samples} samples per prompt)…")
         for q, confs in zip(todo, estimate(engine, todo, ccfg), strict=True):
-            for p, c in zip(q.prompts, confs, strict=True):
-                cache.put(p, q.fmt, c)
+            for i, c in enumerate(confs):
+                cache.put(q, i, c)
         cache.save()
-    return [[cache.get(p, q.fmt).weight for p in q.prompts] for q in queries]
+    return [[cache.get(q, i).weight for i in range(len(q.prompts))] for q in queries]
 
 
 def _record(item: Item, answer, method: str, match: str, weights) -> dict:
