@@ -32,6 +32,7 @@ FLEX_CONFIGS = {
     "flex:full/restart+rescale": {"layout": "full", "rescale": True},
     "flex:shared/right+rescale": {"positions": "right", "rescale": True},
     "flex:shared/right": {"positions": "right"},
+    "flex:full/right+rescale": {"layout": "full", "positions": "right", "rescale": True},
     "flex:shared/restart+T0.7+rescale": {"rescale": True, "fusion_temperature": 0.7},
 }
 FLEX_DEFAULT = "flex:shared/right+rescale"  # the library's default (defaults.py), as measured below

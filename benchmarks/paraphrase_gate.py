@@ -25,14 +25,15 @@ import numpy as np
 N_PROMPTS = 5
 OVERSAMPLE = 3
 THRESHOLDS = (0.5, 0.6, 0.7)
-DEFAULT_T = 0.6
+DEFAULT_T = 0.6  # the threshold the weight and guard comparisons ran at (the shipped default is now 0.7: see the table)
 # (variant, method, weights); in priority order
 STAGES = [("nogate", "avg", None), (f"gate{DEFAULT_T}", "avg", None),
           ("nogate", "flex", None), (f"gate{DEFAULT_T}", "flex", None),
           ("nogate", "vote", None), (f"gate{DEFAULT_T}", "vote", None),
           (f"gate{DEFAULT_T}", "weighted_avg", "entropy"), (f"gate{DEFAULT_T}-guard", "avg", None),
           ("gate0.7", "avg", None), ("gate0.5", "avg", None), ("nogate", "origin", None),
-          (f"gate{DEFAULT_T}", "weighted_avg", "confidence")]
+          (f"gate{DEFAULT_T}", "weighted_avg", "confidence"),
+          ("gate0.7", "flex", None), ("gate0.7", "vote", None)]  # the threshold choice across methods
 
 
 def _items(limit: int):
