@@ -278,7 +278,7 @@ def choose_default(recs: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmarks/results/flex_sweep.jsonl")
-    ap.add_argument("--format-n", type=int, default=24)
+    ap.add_argument("--format-n", type=int, default=96)
     ap.add_argument("--pararel-n", type=int, default=300)
     ap.add_argument("--webqa-n", type=int, default=200)
     ap.add_argument("--format", default=None, help="skip the format choice and use this one")
