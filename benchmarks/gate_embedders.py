@@ -18,20 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-HAND = [
-    ("who plays ken barlow in coronation street?", "Which actor plays Ken Barlow in Coronation Street?",
-     ["Who plays Clint Eastwood in Coronation Street?", "What is the capital of Australia?"]),
-    ("what did james k polk do before he was president?", "What was James K. Polk's job before he became president?",
-     ["Who was the first president of the United States?", "How tall is Mount Everest?"]),
-    ("what does jamaican people speak?", "What language do people in Jamaica speak?",
-     ["What language do people in Haiti speak?", "Who wrote Pride and Prejudice?"]),
-    ("what is the oregon ducks 2012 football schedule?", "What is the 2012 football schedule of the Oregon Ducks?",
-     ["What is the 2013 Oregon Ducks football schedule?", "Where did Benjamin Franklin die?"]),
-    ("what currency does japan use?", "What money is used in Japan?",
-     ["What currency does China use?", "When did World War 2 end?"]),
-    ("where is mount kilimanjaro?", "In which country is Mount Kilimanjaro located?",
-     ["Where is Mount Everest?", "Who painted the Mona Lisa?"]),
-]
+# hand-written (original, true paraphrase, crafted drifts); the same cases the gate's tests use
+HAND = [(c["original"], c["paraphrase"], c["drifts"]) for c in
+        json.loads((Path(__file__).resolve().parents[1] / "tests" / "data" / "gate_cases.json").read_text())]
+
 
 # real candidates (index into the pool's 12 per question) labelled by hand; 1 = same question
 REAL = {

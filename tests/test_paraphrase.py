@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -79,18 +81,9 @@ from selfensemble.paraphrase import gated_paraphrases  # noqa: E402
 from selfensemble.paraphrase_gate import GateConfig, check, entity_problem, screen  # noqa: E402
 
 # (original, a true paraphrase, crafted drifts: a changed entity / number, an unrelated question)
-GATE_CASES = [
-    ("who plays ken barlow in coronation street?", "Which actor plays Ken Barlow in Coronation Street?",
-     ["Who plays Clint Eastwood in Coronation Street?", "What is the capital of Australia?"]),
-    ("what did james k polk do before he was president?", "What was James K. Polk's job before he became president?",
-     ["Who was the first president of the United States?", "How tall is Mount Everest?"]),
-    ("what does jamaican people speak?", "What language do people in Jamaica speak?",
-     ["What language do people in Haiti speak?", "Who wrote Pride and Prejudice?"]),
-    ("what is the oregon ducks 2012 football schedule?", "What is the 2012 football schedule of the Oregon Ducks?",
-     ["What is the 2013 Oregon Ducks football schedule?", "Where did Benjamin Franklin die?"]),
-    ("what currency does japan use?", "What money is used in Japan?",
-     ["What currency does China use?", "When did World War 2 end?"]),
-]
+GATE_CASES = [(c["original"], c["paraphrase"], c["drifts"])
+              for c in json.loads((Path(__file__).parent / "data" / "gate_cases.json").read_text())]
+
 
 
 GUARDED = GateConfig(entity_guard=True)
