@@ -29,22 +29,9 @@ from selfensemble.methods import Engine, EngineConfig
 from selfensemble.models import load_model
 from selfensemble.packing import pack_row
 from selfensemble.prompts import PromptFormat, build_parts
-from selfensemble.reference import reference_generate
+from selfensemble.reference import hf_greedy, reference_generate
 
 NEW = 8
-
-
-@torch.inference_mode()
-def hf_generate(model, ids: list[int], eos: set[int]) -> list[int]:
-    before = model.config._attn_implementation
-    model.set_attn_implementation("eager")
-    try:
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             max_new_tokens=NEW, do_sample=False, eos_token_id=sorted(eos),
-                             pad_token_id=sorted(eos)[0])[0, len(ids):].tolist()
-    finally:
-        model.set_attn_implementation(before)
-    return out[:next((i for i, t in enumerate(out) if t in eos), len(out))]
 
 
 def without_window(model):
@@ -91,10 +78,10 @@ def main() -> None:
         parts = build_parts(lm.tokenizer, fmt, prompts)
         ids = parts.prefix + parts.segments[0] + parts.cue
         t = time.perf_counter()
-        want = hf_generate(lm.model, ids, lm.eos_token_ids)
+        want = hf_greedy(lm.model, ids, NEW, lm.eos_token_ids)
         got = engine.answer(prompts, "origin", gen, fmt)
         with without_window(lm.model):
-            full = hf_generate(lm.model, ids, lm.eos_token_ids)
+            full = hf_greedy(lm.model, ids, NEW, lm.eos_token_ids)
         row = {"question": item.question, "prompt_tokens": len(ids), "origin_equals_generate": got.tokens == want,
                "window_changes_generate": full != want, "answer": got.answer,
                "generate_answer": lm.tokenizer.decode(want)}

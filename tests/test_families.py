@@ -18,7 +18,7 @@ from selfensemble.decoding import GenerationConfig
 from selfensemble.methods import Engine, EngineConfig
 from selfensemble.packing import PackedBatch, pack_row
 from selfensemble.prompts import build_parts
-from selfensemble.reference import reference_generate
+from selfensemble.reference import hf_greedy, reference_generate
 
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "qwen2-swa", "gemma", "gemma2", "gemma3", "phi3", "olmo2")
 WINDOWED = ("mistral", "qwen2-swa", "gemma2", "gemma3")
@@ -42,21 +42,6 @@ def origin_ids(lm, fmt, prompts) -> list[int]:
 
 
 @torch.inference_mode()
-def hf_generate(model, ids: list[int], n: int, eos: set[int]) -> list[int]:
-    """transformers' own greedy decoding under its eager attention; new tokens up to (not incl.) EOS."""
-    before = model.config._attn_implementation
-    model.set_attn_implementation("eager")
-    try:
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             max_new_tokens=n, do_sample=False, eos_token_id=sorted(eos),
-                             pad_token_id=sorted(eos)[0])[0, len(ids):].tolist()
-    finally:
-        model.set_attn_implementation(before)
-    cut = next((i for i, t in enumerate(out) if t in eos), len(out))
-    return out[:cut]
-
-
-@torch.inference_mode()
 def eager_last_logits(model, ids: list[int]) -> torch.Tensor:
     """Last-position logits (vocab,) of one plain prompt under transformers' eager attention."""
     before = model.config._attn_implementation
@@ -77,7 +62,7 @@ def test_origin_equals_transformers_generate(random_lm, fewshot_fmt, arch, atten
         ids = origin_ids(lm, fewshot_fmt, prompts)
         if arch in WINDOWED:
             assert len(ids) > 4 * window_of(lm.model), "the prompt must exceed the sliding window"
-        want = hf_generate(lm.model, ids, NEW, lm.eos_token_ids)
+        want = hf_greedy(lm.model, ids, NEW, lm.eos_token_ids)
         got = engine.answer(prompts, "origin", GEN, fewshot_fmt)
         assert got.tokens == want, (arch, prompts[0])
         assert len(want) == NEW or got.finish == "eos"
@@ -88,14 +73,14 @@ def test_window_check_can_fail(random_lm, fewshot_fmt, arch):
     """Control: on these prompts the window changes transformers' own answer, so ignoring it would show."""
     lm = random_lm(arch)
     ids = origin_ids(lm, fewshot_fmt, QUESTIONS[0])
-    windowed = hf_generate(lm.model, ids, NEW, lm.eos_token_ids)
+    windowed = hf_greedy(lm.model, ids, NEW, lm.eos_token_ids)
     layers = [m for m in lm.model.modules() if hasattr(m, "sliding_window") and m is not lm.model]
     saved = (lm.model.config.sliding_window, [m.sliding_window for m in layers])
     try:
         lm.model.config.sliding_window = 10**6  # mask builders and Mistral's layers read the config
         for m in layers:
             m.sliding_window = m.sliding_window and 10**6
-        assert hf_generate(lm.model, ids, NEW, lm.eos_token_ids) != windowed
+        assert hf_greedy(lm.model, ids, NEW, lm.eos_token_ids) != windowed
     finally:
         lm.model.config.sliding_window = saved[0]
         for m, w in zip(layers, saved[1], strict=True):

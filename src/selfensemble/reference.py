@@ -92,3 +92,19 @@ def reference_generate(model, rows: Sequence[Row], fuse: FusionFn, max_new_token
             r.tokens.append(token)
             r.segments.append(CUE)
     return out
+
+
+@torch.inference_mode()
+def hf_greedy(model, ids: list[int], max_new_tokens: int, eos_ids: set[int]) -> list[int]:
+    """transformers' own greedy ``model.generate`` under its eager attention: the independent
+    reference for one unpacked prompt. New tokens up to (not including) the first EOS."""
+    before = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        out = model.generate(torch.tensor([ids], device=model.device),
+                             attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
+                             max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(eos_ids),
+                             pad_token_id=sorted(eos_ids)[0])[0, len(ids):].tolist()
+    finally:
+        model.set_attn_implementation(before)
+    return out[:next((i for i, t in enumerate(out) if t in eos_ids), len(out))]
