@@ -65,18 +65,12 @@ def score_continuations(engine, parts: Sequence[PromptParts], continuations: Seq
     weights = list(weights) if weights is not None else [None] * len(parts)
     if method in fusion.WEIGHTED and any(w is None for w in weights):
         raise SelfEnsembleError(f"Method {method} needs one weight per prompt.")
-    by_prefix: dict[tuple[tuple[int, ...], int], list[int]] = {}
-    for i, p in enumerate(parts):
-        by_prefix.setdefault(engine._prefix_layout(method, p), []).append(i)
     out: list[Scored | None] = [None] * len(parts)
-    bs = engine.config.batch_size
-    for (prefix, copies), idx in by_prefix.items():
-        for c in range(0, len(idx), bs):
-            chunk = idx[c:c + bs]
-            scored = _score_chunk(engine, method, [parts[i] for i in chunk], [list(continuations[i]) for i in chunk],
-                                  [weights[i] for i in chunk], list(prefix), copies)
-            for i, s in zip(chunk, scored, strict=True):
-                out[i] = s
+    for prefix, copies, chunk in engine.chunks(method, parts):
+        scored = _score_chunk(engine, method, [parts[i] for i in chunk], [list(continuations[i]) for i in chunk],
+                              [weights[i] for i in chunk], prefix, copies)
+        for i, s in zip(chunk, scored, strict=True):
+            out[i] = s
     return out  # type: ignore[return-value]
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -349,21 +349,26 @@ class Engine:
         weights = list(weights) if weights is not None else [None] * len(parts)
         if method in fusion.WEIGHTED and any(w is None for w in weights):
             raise SelfEnsembleError(f"Method {method} needs one weight per prompt.")
+        results: list[Answer | None] = [None] * len(parts)
+        for prefix, copies, chunk in self.chunks(method, parts):
+            answers = self._run_chunk(method, [parts[i] for i in chunk], [weights[i] for i in chunk],
+                                      prefix, copies, gen, [stream_keys[i] for i in chunk])
+            for i, a in zip(chunk, answers, strict=True):
+                results[i] = a
+                if on_done:
+                    on_done(i, a)
+        return results  # type: ignore[return-value]
+
+    def chunks(self, method: str, parts: Sequence[PromptParts]) -> Iterator[tuple[list[int], int, list[int]]]:
+        """(prefix tokens kept in the KV cache, copies, query indices) per batch: queries grouped by
+        their cached prefix, at most ``config.batch_size`` at a time, in input order within a group."""
         by_prefix: dict[tuple[tuple[int, ...], int], list[int]] = {}
         for i, p in enumerate(parts):
             by_prefix.setdefault(self._prefix_layout(method, p), []).append(i)
-        results: list[Answer | None] = [None] * len(parts)
         bs = self.config.batch_size
         for (prefix, copies), idx in by_prefix.items():
             for c in range(0, len(idx), bs):
-                chunk = idx[c:c + bs]
-                answers = self._run_chunk(method, [parts[i] for i in chunk], [weights[i] for i in chunk],
-                                          list(prefix), copies, gen, [stream_keys[i] for i in chunk])
-                for i, a in zip(chunk, answers, strict=True):
-                    results[i] = a
-                    if on_done:
-                        on_done(i, a)
-        return results  # type: ignore[return-value]
+                yield list(prefix), copies, idx[c:c + bs]
 
     def _prefix_layout(self, method: str, parts: PromptParts) -> tuple[tuple[int, ...], int]:
         """(prefix tokens kept in the KV cache, copies): 0 copies = the prefix stays in the rows."""
