@@ -9,6 +9,7 @@ import typer
 
 from selfensemble import defaults
 from selfensemble.errors import SelfEnsembleError
+from selfensemble.paraphrase_gate import DEFAULT_MIN_SIMILARITY
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ask one question through N paraphrases and fuse them into one answer.")
@@ -39,6 +40,8 @@ RESCALE_HELP = "flex: down-weight paraphrase keys by 1/N for fusion tokens (fusi
 TEMPERATURE_HELP = ("flex (APE-style): fusion tokens score paraphrase keys with score/T; T < 1 sharpens. "
                     "1 = off; one-prompt rows and other methods are untouched.")
 SCALE_HELP = "flex (APE-style): multiply the paraphrases' attention mass by S (adds log S to their scores)."
+MIN_SIMILARITY_HELP = ("Gate: least cosine similarity to the original (default: "
+                       + ", ".join(f"{v} for {k}" for k, v in DEFAULT_MIN_SIMILARITY.items()) + ").")
 
 
 def make_engine(model: str, device: str, dtype: str, attention: str | None, layout: str, positions: str,

@@ -6,15 +6,14 @@ import json
 
 import typer
 
-from selfensemble.cli.common import app
+from selfensemble.cli.common import MIN_SIMILARITY_HELP, app
 
 
 @app.command("check-paraphrases")
 def check_paraphrases(
     question: str = typer.Argument(..., help="The original question."),
     paraphrase: list[str] = typer.Option(..., "--paraphrase", "-p", help="A paraphrase to check (repeatable)."),
-    min_similarity: float = typer.Option(None, help="Keep a paraphrase at or above this cosine similarity "
-                                                    "(default: 0.7 for wordllama, 0.8 for minilm)."),
+    min_similarity: float = typer.Option(None, help=MIN_SIMILARITY_HELP),
     embedder: str = typer.Option("wordllama", help="wordllama (default, 16 MB, no torch) | minilm (extra gate-minilm)"),
     entity_guard: bool = typer.Option(False, help="Also reject paraphrases that change or drop a name or number."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {paraphrase, similarity, kept, reason}."),

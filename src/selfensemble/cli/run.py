@@ -10,6 +10,7 @@ from selfensemble import defaults, experiment
 from selfensemble.backends import BackendConfig
 from selfensemble.cli.common import (
     DEVICE_MAP_HELP,
+    MIN_SIMILARITY_HELP,
     RESCALE_HELP,
     SCALE_HELP,
     TEMPERATURE_HELP,
@@ -53,7 +54,7 @@ def run_command(
                                                    "entropy | agreement (per decode step, free)"),
     gate: bool = typer.Option(None, "--gate/--no-gate", help="Screen paraphrases by meaning (default: on for "
                                                             "generated ones, off for a dataset's own)."),
-    min_similarity: float = typer.Option(None, help="Gate: least cosine similarity to the original (default 0.7 wordllama, 0.8 minilm)."),
+    min_similarity: float = typer.Option(None, help=MIN_SIMILARITY_HELP),
     embedder: str = typer.Option("wordllama", help="Gate embedder: wordllama | minilm (extra gate-minilm)."),
     entity_guard: bool = typer.Option(False, help="Gate: reject paraphrases that change or drop a name or number."),
     templates: str = typer.Option(None, help="myriadlama: manual | auto | mixed"),
@@ -134,7 +135,7 @@ def paraphrase_command(
     seed: int = typer.Option(0),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="Oversample 3x and keep the paraphrases that still "
                                                              "ask the question (most diverse first)."),
-    min_similarity: float = typer.Option(None, help="Gate: least cosine similarity to the original (default 0.7 wordllama, 0.8 minilm)."),
+    min_similarity: float = typer.Option(None, help=MIN_SIMILARITY_HELP),
     embedder: str = typer.Option("wordllama", help="Gate embedder: wordllama | minilm (extra gate-minilm)."),
     entity_guard: bool = typer.Option(False, help="Gate: reject paraphrases that change or drop a name or number."),
     out: Path = typer.Option(Path("runs/paraphrases.jsonl")),
