@@ -35,7 +35,18 @@ FLEX_CONFIGS = {
     "flex:full/right+rescale": {"layout": "full", "positions": "right", "rescale": True},
     "flex:shared/restart+T0.7+rescale": {"rescale": True, "fusion_temperature": 0.7},
 }
-FLEX_DEFAULT = "flex:shared/right+rescale"  # the library's default (defaults.py), as measured below
+
+
+def _default_name() -> str:
+    """The library's flex default (defaults.py) under its FLEX_CONFIGS name."""
+    from selfensemble import defaults
+
+    name = f"flex:{defaults.FLEX_LAYOUT}/{defaults.FLEX_POSITIONS}{'+rescale' if defaults.FLEX_RESCALE else ''}"
+    assert name in FLEX_CONFIGS and defaults.FLEX_TEMPERATURE == 1.0 and defaults.FLEX_SCALE == 1.0, name
+    return name
+
+
+FLEX_DEFAULT = _default_name()
 DATA = Path(os.environ.get("SELFENSEMBLE_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 

@@ -25,14 +25,14 @@ import numpy as np
 N_PROMPTS = 5
 OVERSAMPLE = 3
 THRESHOLDS = (0.5, 0.6, 0.7)
-DEFAULT_T = 0.6  # the threshold the weight and guard comparisons ran at (the shipped default is now 0.7: see the table)
+COMPARE_T = 0.6  # the threshold the weight and guard comparisons ran at (the shipped default, now 0.7, is paraphrase_gate.DEFAULT_MIN_SIMILARITY)
 # (variant, method, weights); in priority order
-STAGES = [("nogate", "avg", None), (f"gate{DEFAULT_T}", "avg", None),
-          ("nogate", "flex", None), (f"gate{DEFAULT_T}", "flex", None),
-          ("nogate", "vote", None), (f"gate{DEFAULT_T}", "vote", None),
-          (f"gate{DEFAULT_T}", "weighted_avg", "entropy"), (f"gate{DEFAULT_T}-guard", "avg", None),
+STAGES = [("nogate", "avg", None), (f"gate{COMPARE_T}", "avg", None),
+          ("nogate", "flex", None), (f"gate{COMPARE_T}", "flex", None),
+          ("nogate", "vote", None), (f"gate{COMPARE_T}", "vote", None),
+          (f"gate{COMPARE_T}", "weighted_avg", "entropy"), (f"gate{COMPARE_T}-guard", "avg", None),
           ("gate0.7", "avg", None), ("gate0.5", "avg", None), ("nogate", "origin", None),
-          (f"gate{DEFAULT_T}", "weighted_avg", "confidence"),
+          (f"gate{COMPARE_T}", "weighted_avg", "confidence"),
           ("gate0.7", "flex", None), ("gate0.7", "vote", None)]  # the threshold choice across methods
 
 
@@ -225,18 +225,18 @@ def table(args) -> None:
             continue
         ref = base.get(method) if variant != "nogate" else None
         print(f"| {variant} | {name} | {len(r)} | {_acc(r)} | {_pair(ref, r) if ref else '–'} | {_ece(r)} | {_secs(r)} |")
-    gavg = _records(out / f"gate{DEFAULT_T}" / "avg")
+    gavg = _records(out / f"gate{COMPARE_T}" / "avg")
     for name in ("weighted_avg-entropy", "weighted_avg-confidence"):
-        r = _records(out / f"gate{DEFAULT_T}" / name)
+        r = _records(out / f"gate{COMPARE_T}" / name)
         if r and gavg:
-            print(f"\n{name} − avg (gate{DEFAULT_T}), paired: {_pair(gavg, r)}")
+            print(f"\n{name} − avg (gate{COMPARE_T}), paired: {_pair(gavg, r)}")
     for t in ("0.5", "0.7"):
         r = _records(out / f"gate{t}" / "avg")
         if r and gavg:
-            print(f"avg gate{t} − avg gate{DEFAULT_T}, paired: {_pair(gavg, r)}")
-    r = _records(out / f"gate{DEFAULT_T}-guard" / "avg")
+            print(f"avg gate{t} − avg gate{COMPARE_T}, paired: {_pair(gavg, r)}")
+    r = _records(out / f"gate{COMPARE_T}-guard" / "avg")
     if r and gavg:
-        print(f"avg gate{DEFAULT_T} with entity guard − without, paired: {_pair(gavg, r)}")
+        print(f"avg gate{COMPARE_T} with entity guard − without, paired: {_pair(gavg, r)}")
 
 
 def main() -> None:
