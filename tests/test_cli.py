@@ -110,3 +110,85 @@ def test_report_piped_is_markdown_and_says_where_files_went(tmp_path: Path):
     assert csv_out.returncode == 0 and csv_out.stdout.splitlines()[0].startswith("name,method,")
     bad = cli("report", str(tmp_path / "runs"), "--format", "html")
     assert bad.returncode == 2 and "Unknown report format 'html'" in bad.stderr
+
+
+# -- ask: every option checked before the model loads; paraphrases written as `run` writes them ---------
+def _invoke(*args: str):
+    from typer.testing import CliRunner
+
+    from selfensemble.cli import _register_commands, app
+
+    _register_commands()
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture
+def loads(monkeypatch) -> list:
+    """Records every model load (and loads nothing): a bad option must fail before the first."""
+    from selfensemble import models
+
+    calls: list = []
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: calls.append(a) or pytest.fail("model loaded"))
+    return calls
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "R?", "-p", "S?", "--method", "weighted_avg", "--weights", "1,2"], "got 2 weights for 3 prompts"),
+    (["-p", "R?", "--method", "weighted_avg"], "needs one weight per prompt"),
+    (["--method", "weighted_max", "--weights", "1,2"], "Numeric --weights need the prompts given with -p"),
+    (["-p", "R?", "--method", "weighted_avg", "--weights", "1,-1"], "non-negative"),
+    (["-p", "  "], "empty or whitespace"),
+    (["-p", "R?", "--no-paraphrase"], "apply only without -p"),
+    (["--positions", "left"], "Unknown positions 'left'"),
+    (["--fusion-temperature", "0"], "temperature"),
+    (["--sample", "--top-p", "0"], "--top-p in (0, 1]"),
+    (["--method", "avrg"], "Did you mean 'avg'"),
+])
+def test_ask_checks_its_options_before_loading_the_model(loads, args, message):
+    from selfensemble.errors import SelfEnsembleError
+
+    r = _invoke("ask", "Q?", "--model", "random:llama", *args)
+    assert isinstance(r.exception, SelfEnsembleError), (r.output, r.exception)
+    assert message in str(r.exception)
+    assert loads == []
+
+
+@pytest.mark.parametrize("args", [["--max-new-tokens", "-3"], ["--num-paraphrases", "0"], ["--top-k", "-1"]])
+def test_bad_numbers_are_usage_errors_not_internal_errors(args):
+    r = cli("ask", "Q?", "--model", "random:llama", *args)
+    assert r.returncode == 2, r.stderr
+    assert "Invalid value" in r.stderr and "internal error" not in r.stderr and "Traceback" not in r.stderr
+
+
+TRUE = ["Who was the discoverer of penicillin?", "Which scientist discovered penicillin?"]
+DRIFTS = ["Who discovered something that will change everything?", "Who discovered that substance?"]
+
+
+@pytest.fixture
+def drifting_generator(monkeypatch, tmp_path):
+    """The model's paraphrase writer stubbed: two true paraphrases among two drifting ones."""
+    from selfensemble import paraphrase
+
+    monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path))
+    monkeypatch.setattr(paraphrase, "generate_paraphrases", lambda engine, questions, cfg, progress=None:
+                        [[DRIFTS[0], TRUE[0], DRIFTS[1], TRUE[1]][: cfg.num_paraphrases] for _ in questions])
+
+
+def test_ask_without_paraphrases_writes_gated_ones_and_says_so(drifting_generator):
+    r = _invoke("ask", "who discovered penicillin?", "--model", "random:llama", "--max-new-tokens", "2",
+                "--num-paraphrases", "4", "--json")
+    assert r.exit_code == 0, (r.output, r.exception)
+    out = json.loads(r.output.strip().splitlines()[-1])
+    assert out["prompts"][0] == "who discovered penicillin?" and sorted(out["prompts"][1:]) == sorted(TRUE)
+    assert "asked through 3 prompts: the question and 2 of 3 model-written paraphrases that passed the gate" \
+        in out["notes"][0]
+    assert {c["paraphrase"] for c in out["paraphrase_gate"]["candidates"] if not c["kept"]} == set(DRIFTS)
+
+
+def test_ask_no_paraphrase_answers_through_the_question_alone_and_says_so(drifting_generator):
+    r = _invoke("ask", "who discovered penicillin?", "--model", "random:llama", "--max-new-tokens", "2",
+                "--no-paraphrase", "--json")
+    assert r.exit_code == 0, (r.output, r.exception)
+    out = json.loads(r.output.strip().splitlines()[-1])
+    assert out["prompts"] == ["who discovered penicillin?"]
+    assert out["notes"] == ["answered through the question alone (--no-paraphrase)"]

@@ -265,6 +265,26 @@ def test_cli_writes_results_json_and_prints_the_table(tmp_path):
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert "acc,none" in saved["results"]["se_cli"]
     assert saved["selfensemble"]["method"] == "avg" and saved["selfensemble"]["counts"]["with_paraphrases"] == 2
+    from selfensemble import defaults
+
+    engine = saved["selfensemble"]["engine"]  # the measured flex default, not a copy of its own
+    assert {k: engine[k] for k in defaults.FLEX_KNOBS} == defaults.flex()
     assert "se_cli" in r.stdout and "acc" in r.stdout
     bad = subprocess.run([*args[:5], "no_such_task", *args[6:]], capture_output=True, text=True, timeout=600, env=env)
     assert bad.returncode == 2 and "Unknown harness task 'no_such_task'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_written_paraphrases_pass_the_gate_run_applies(engine, monkeypatch):
+    """The adapter writes paraphrases through the run's gated generator: a drifting candidate (stubbed
+    generator, wordllama similarity .41 / .49) is never fused, and a question left short is counted."""
+    from selfensemble import paraphrase
+    from selfensemble.paraphrase_gate import check
+
+    true = ["Who was the discoverer of penicillin?", "Which scientist discovered penicillin?"]
+    drifts = ["Who discovered something that will change everything?", "Who discovered that substance?"]
+    monkeypatch.setattr(paraphrase, "generate_paraphrases", lambda e, questions, cfg, progress=None:
+                        [[drifts[0], true[0], drifts[1], true[1]][: cfg.num_paraphrases] for _ in questions])
+    adapter = SelfEnsembleLM(method="avg", num_paraphrases=4, engine=engine)
+    written = adapter._generated(["who discovered penicillin?"])["who discovered penicillin?"]
+    assert sorted(written) == sorted(true) and all(v.kept for v in check("who discovered penicillin?", written))
+    assert adapter.counts["short_after_gate"] == 1

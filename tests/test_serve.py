@@ -85,7 +85,7 @@ def test_batcher_max_batch_one_never_batches():
 
 # -- one shared server ----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def server(random_lm):
+def server(random_lm, tmp_path_factory):
     import uvicorn
 
     from selfensemble.serve import create_app
@@ -103,9 +103,16 @@ def server(random_lm):
         assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
         time.sleep(0.05)
     reference = Engine(lm, EngineConfig(attention="sdpa"))  # used only while the server is idle
+    # written paraphrases are cached on disk by model spec: the sharpened random model gets its own cache
+    saved = os.environ.get("SELFENSEMBLE_CACHE")
+    os.environ["SELFENSEMBLE_CACHE"] = str(tmp_path_factory.mktemp("paraphrase-cache"))
     yield SimpleNamespace(url=f"http://127.0.0.1:{port}", reference=reference, app=app)
     srv.should_exit = True
     thread.join(timeout=30)
+    if saved is None:
+        os.environ.pop("SELFENSEMBLE_CACHE", None)
+    else:
+        os.environ["SELFENSEMBLE_CACHE"] = saved
 
 
 def alone(server, prompts, method, weights=None, tokens=TOKENS, few_shot=True):
@@ -135,20 +142,53 @@ def test_ensemble_gives_the_same_answers_as_ask(server):
     assert len(data["results"][1]["per_prompt"]) == 3
 
 
-def test_generated_paraphrases_are_the_projects_own(server):
-    from selfensemble.paraphrase import ParaphraseConfig, generate_paraphrases
+def test_generated_paraphrases_are_the_runs_gated_ones(server):
+    from selfensemble.paraphrase import ParaphraseConfig, gated_paraphrases
+    from selfensemble.paraphrase_gate import GateConfig
 
     question = "what language do people speak in brazil"
     r = post(server, "/v1/ensemble", {"question": question, "num_paraphrases": 2, "methods": ["avg"],
                                       "max_new_tokens": TOKENS})
     assert r.status_code == 200, r.text
-    expected = generate_paraphrases(server.reference, [question], ParaphraseConfig(num_paraphrases=2))[0]
+    expected = gated_paraphrases(server.reference, [question], ParaphraseConfig(num_paraphrases=2),
+                                 GateConfig())[0]["paraphrases"]
     data = r.json()
     assert data["prompts"] == [question, *expected]
     assert data["results"][0]["answer"] == alone(server, data["prompts"], "avg").answer
-    assert (len(expected) < 2) == bool(data["notes"])  # fewer than asked for is said, not hidden
+    assert f"{len(expected)} of 2 model-written paraphrases that passed the gate" in data["notes"][0]
     r = post(server, "/v1/paraphrases", {"question": question, "num_paraphrases": 2})
     assert r.status_code == 200 and r.json()["paraphrases"] == expected
+
+
+DRIFTS = ["Who discovered something that will change everything?", "Who discovered that substance?"]
+
+
+def test_unlisted_paraphrases_pass_the_gate_and_a_drifting_candidate_is_dropped(server, monkeypatch):
+    """The generator is stubbed to offer two true paraphrases among drifting ones (similarity .41 and .49
+    with wordllama, as a small model writes them): only the true ones may be fused."""
+    from selfensemble import paraphrase
+    from selfensemble.paraphrase_gate import check
+
+    question = "who discovered penicillin?"
+    true = ["Who was the discoverer of penicillin?", "Which scientist discovered penicillin?"]
+
+    def drifting_generator(engine, questions, cfg, progress=None):
+        return [[DRIFTS[0], true[0], DRIFTS[1], true[1]][: cfg.num_paraphrases] for _ in questions]
+
+    monkeypatch.setattr(paraphrase, "generate_paraphrases", drifting_generator)
+    for path, body in (("/v1/ensemble", {"question": question, "methods": ["flex", "avg"], "max_new_tokens": TOKENS}),
+                       ("/v1/chat/completions", {"messages": [{"role": "user", "content": question}],
+                                                 "max_tokens": TOKENS})):
+        r = post(server, path, body)
+        assert r.status_code == 200, r.text
+        data = r.json() if path == "/v1/ensemble" else r.json()["selfensemble"]
+        assert data["prompts"][0] == question and sorted(data["prompts"][1:]) == sorted(true)
+        assert all(v.kept for v in check(question, data["prompts"][1:]))
+        assert not set(DRIFTS) & set(data["prompts"])
+        assert "2 of 3 model-written paraphrases that passed the gate" in " ".join(data["notes"])
+    gate = post(server, "/v1/paraphrases", {"question": question, "num_paraphrases": 3}).json()["gate"]
+    dropped = {c["paraphrase"]: c["reason"] for c in gate["candidates"] if not c["kept"]}
+    assert set(dropped) == set(DRIFTS) and all("similarity" in why for why in dropped.values())
 
 
 def test_chat_completions_with_the_openai_client(server):

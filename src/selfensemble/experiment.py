@@ -41,11 +41,11 @@ class RunConfig:
     batch_size: int = 8
     max_new_tokens: int = 16
     attention: str | None = None
-    layout: str = defaults.FLEX_LAYOUT
-    positions: str = defaults.FLEX_POSITIONS
-    rescale: bool = defaults.FLEX_RESCALE
-    fusion_temperature: float = defaults.FLEX_TEMPERATURE
-    fusion_scale: float = defaults.FLEX_SCALE
+    layout: str = field(default_factory=defaults.factory("layout"))  # flex knobs: defaults.py, read when built
+    positions: str = field(default_factory=defaults.factory("positions"))
+    rescale: bool = field(default_factory=defaults.factory("rescale"))
+    fusion_temperature: float = field(default_factory=defaults.factory("fusion_temperature"))
+    fusion_scale: float = field(default_factory=defaults.factory("fusion_scale"))
     chat: bool = False
     match: str = "partial"
     confidence_samples: int = 4

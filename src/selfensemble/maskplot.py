@@ -11,17 +11,19 @@ from selfensemble.packing import CUE, SHARED, PackedBatch, Row
 from selfensemble.prompts import PromptFormat, build_parts
 
 
-def layout_row(tokenizer, prompts: list[str], fmt: PromptFormat, layout: str = "shared",
-               positions: str = "restart") -> Row:
+def layout_row(tokenizer, prompts: list[str], fmt: PromptFormat, layout: str | None = None,
+               positions: str | None = None) -> Row:
     """The packed flex row the engine runs, with the shared prefix inside the row so the picture shows it.
 
     The row comes from ``methods.plan_rows`` (prefix not cached), the same function the engine
-    uses, so the picture cannot drift from what runs.
+    uses, so the picture cannot drift from what runs. ``layout`` / ``positions`` left None are the
+    engine's defaults (defaults.py).
     """
     from selfensemble.methods import EngineConfig, plan_rows
 
     parts = build_parts(tokenizer, fmt, prompts)
-    cfg = EngineConfig(attention="sdpa", layout=layout, positions=positions)
+    given = {k: v for k, v in (("layout", layout), ("positions", positions)) if v is not None}
+    cfg = EngineConfig(attention="sdpa", **given)
     return plan_rows("flex", parts, None, cfg, cached_prefix=False).rows[0]
 
 

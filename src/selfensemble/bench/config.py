@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from selfensemble import defaults
@@ -18,11 +18,12 @@ class BenchConfig:
     methods: tuple[str, ...] = ("origin", "avg", "flex")
     ns: tuple[int, ...] = (5,)
     batch_sizes: tuple[int, ...] = (1, 8)
-    layouts: tuple[str, ...] = ("shared", "full")
-    positions: str = defaults.FLEX_POSITIONS  # flex knobs (layouts above); other methods ignore them
-    rescale: bool = defaults.FLEX_RESCALE
-    fusion_temperature: float = defaults.FLEX_TEMPERATURE
-    fusion_scale: float = defaults.FLEX_SCALE
+    # flex knobs, read from defaults.py when a config is built (the default layout first); other methods ignore them
+    layouts: tuple[str, ...] = field(default_factory=lambda: tuple(defaults.layouts_default_first().split(",")))
+    positions: str = field(default_factory=defaults.factory("positions"))
+    rescale: bool = field(default_factory=defaults.factory("rescale"))
+    fusion_temperature: float = field(default_factory=defaults.factory("fusion_temperature"))
+    fusion_scale: float = field(default_factory=defaults.factory("fusion_scale"))
     questions: int = 8
     max_new_tokens: int = 10
     attention: str | None = None

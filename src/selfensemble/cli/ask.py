@@ -8,25 +8,33 @@ from pathlib import Path
 
 import typer
 
-from selfensemble import defaults
 from selfensemble.cli.common import (
     ATTENTION_HELP,
     DEVICE_MAP_HELP,
+    LAYOUT_HELP,
     METHOD_HELP,
     MODEL_HELP,
+    POSITIONS_HELP,
     RESCALE_HELP,
     SCALE_HELP,
     TEMPERATURE_HELP,
     app,
+    engine_config,
+    flex_option,
     make_engine,
     parse_list,
 )
+from selfensemble.errors import SelfEnsembleError
 
 
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="The original question (prompt 0)."),
     paraphrase: list[str] = typer.Option([], "--paraphrase", "-p", help="A paraphrase (repeatable)."),
+    num_paraphrases: int = typer.Option(None, min=1, show_default="5", help="Without -p: prompts per question, the "
+                                        "original included; the model writes the rest, gated as `run` does."),
+    no_paraphrase: bool = typer.Option(False, "--no-paraphrase", help="Without -p: answer through the question "
+                                       "alone (no paraphrases written)."),
     method: str = typer.Option("flex", "--method", "-m", help=METHOD_HELP),
     model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
@@ -34,58 +42,131 @@ def ask(
     device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
     revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
     trust_remote_code: bool = typer.Option(False, help="Allow the model repo's own code (transformers' flag)."),
-    max_new_tokens: int = typer.Option(16, help="Longest answer in tokens."),
+    max_new_tokens: int = typer.Option(16, min=1, help="Longest answer in tokens."),
     weights: str | None = typer.Option(None, help="weighted_* methods: one weight per prompt (e.g. 1,0.5,0.8), or "
                                                   "entropy | agreement (derived from each prompt's logits every step)"),
-    layout: str = typer.Option(defaults.FLEX_LAYOUT, help="flex layout: shared (one prefix) | full (prefix per paraphrase)"),
-    positions: str = typer.Option(defaults.FLEX_POSITIONS, help="flex positions: restart | right | sequential"),
+    layout: str = flex_option("layout", help=LAYOUT_HELP),
+    positions: str = flex_option("positions", help=POSITIONS_HELP),
     attention: str = typer.Option(None, help=ATTENTION_HELP),
-    rescale: bool = typer.Option(defaults.FLEX_RESCALE, "--rescale/--no-rescale", help=RESCALE_HELP),
-    fusion_temperature: float = typer.Option(defaults.FLEX_TEMPERATURE, help=TEMPERATURE_HELP),
-    fusion_scale: float = typer.Option(defaults.FLEX_SCALE, help=SCALE_HELP),
+    rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
+    fusion_temperature: float = flex_option("fusion_temperature", help=TEMPERATURE_HELP),
+    fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
     few_shot: bool = typer.Option(True, help="Prefix generic few-shot Q/A examples."),
     chat: bool = typer.Option(False, help="Wrap the prompt in the model's chat template."),
     sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
-    temperature: float = typer.Option(1.0),
-    top_p: float = typer.Option(1.0),
-    top_k: int = typer.Option(0),
+    temperature: float = typer.Option(1.0, help="Sampling temperature (> 0)."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling mass, in (0, 1]."),
+    top_k: int = typer.Option(0, min=0, help="Keep the k likeliest tokens when sampling (0: all)."),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
-    """Answer QUESTION, fused over its paraphrases."""
+    """Answer QUESTION, fused over its paraphrases (given with -p, else written by the model and gated)."""
     from selfensemble.decoding import GenerationConfig
-    from selfensemble.methods import check_method
     from selfensemble.prompts import default_format
 
-    check_method(method)
-    prompts = [question, *paraphrase]
+    flex = dict(layout=layout, positions=positions, rescale=rescale, fusion_temperature=fusion_temperature,
+                fusion_scale=fusion_scale)
+    # everything the user typed is checked here, before the model loads (~17 s for the embedded one)
+    wanted = _prompt_plan(question, paraphrase, num_paraphrases, no_paraphrase, method)
+    w = _check_weights(weights, method, len(paraphrase) + 1 if paraphrase or no_paraphrase else None)
+    engine_config(attention, **flex)
+    if not temperature > 0 or not 0 < top_p <= 1:
+        raise SelfEnsembleError(f"--temperature must be > 0 and --top-p in (0, 1]; got {temperature} and {top_p}.")
     gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature,
                            top_p=top_p, top_k=top_k, seed=seed)
-    engine = make_engine(model, device, dtype, attention, layout, positions, rescale, seed=seed,
-                         device_map=device_map, revision=revision, trust_remote_code=trust_remote_code,
-                         fusion_temperature=fusion_temperature, fusion_scale=fusion_scale)
+    engine = make_engine(model, device, dtype, attention, seed=seed, device_map=device_map, revision=revision,
+                         trust_remote_code=trust_remote_code, **flex)
     t0 = time.perf_counter()
-    from selfensemble.fusion import DYNAMIC_WEIGHTS
-
-    w = weights.strip() if weights is not None and weights.strip() in DYNAMIC_WEIGHTS else parse_list(
-        weights, f"--weights ({' | '.join(DYNAMIC_WEIGHTS)} or numbers)", float)
+    prompts, notes, gate = _prompts(engine, model, question, paraphrase, wanted, no_paraphrase, method, seed)
     ans = engine.answer(prompts, method, gen, default_format(few_shot, chat), w)
     seconds = time.perf_counter() - t0
+    notes = notes + ans.notes
     if as_json:
         out = {"answer": ans.answer, "method": method, "prompts": ans.prompts, "per_prompt": ans.per_prompt,
                "generation": ans.generation, "prob": ans.prob, "finish": ans.finish, "seconds": seconds,
-               "attention": ans.attention, "model": model, "notes": ans.notes}
+               "attention": ans.attention, "model": model, "notes": notes}
+        if gate:
+            out["paraphrase_gate"] = gate
         typer.echo(json.dumps(out, ensure_ascii=False))
         return
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console()
-    for note in ans.notes:
-        console.print(f"[yellow]note:[/] {note}")
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
     if ans.per_prompt is not None:
         for p, a in zip(ans.prompts, ans.per_prompt, strict=True):
-            console.print(f"  [dim]{p}[/] → {a}")
-    console.print(f"[bold]{ans.answer}[/]  [dim]({method}, p={ans.prob:.3f}, {seconds:.2f}s, {ans.attention})[/]")
+            console.print(f"  [dim]{escape(p)}[/] → {escape(a)}")
+    console.print(f"[bold]{escape(ans.answer)}[/]  [dim]({method}, p={ans.prob:.3f}, {seconds:.2f}s, "
+                  f"{escape(ans.attention)})[/]")
+
+
+def _prompt_plan(question: str, given: list[str], num_paraphrases: int | None, no_paraphrase: bool,
+                 method: str) -> int:
+    """Check the prompt options; returns how many paraphrases the model must write (0: none)."""
+    import warnings
+
+    from selfensemble.methods import check_method
+    from selfensemble.prompts import clean_prompts
+
+    check_method(method)
+    if given and (no_paraphrase or num_paraphrases is not None):
+        raise SelfEnsembleError("-p gives the paraphrases; --no-paraphrase and --num-paraphrases apply only "
+                                "without -p.")
+    if no_paraphrase and num_paraphrases is not None:
+        raise SelfEnsembleError("Give --no-paraphrase or --num-paraphrases, not both.")
+    with warnings.catch_warnings():  # duplicates are noted by the engine when it answers
+        warnings.simplefilter("ignore")
+        clean_prompts([question, *given])
+    if given or no_paraphrase or method == "origin":  # origin asks the question alone whatever is given
+        return 0
+    return (DEFAULT_PROMPTS if num_paraphrases is None else num_paraphrases) - 1
+
+
+DEFAULT_PROMPTS = 5  # `ask` without -p: prompts per question, as `run --num-paraphrases`
+
+
+def _check_weights(weights: str | None, method: str, n_prompts: int | None) -> list[float] | str | None:
+    """--weights as the engine takes it, checked against the method and the prompt count (None: not
+    known yet, the model writes the paraphrases)."""
+    from selfensemble.fusion import DYNAMIC_WEIGHTS, WEIGHTED, normalise_weights
+
+    if weights is not None and weights.strip() in DYNAMIC_WEIGHTS:
+        return weights.strip()
+    w = parse_list(weights, f"--weights ({' | '.join(DYNAMIC_WEIGHTS)} or numbers)", float)
+    if method in WEIGHTED and w is None:
+        raise SelfEnsembleError(f"Method {method} needs one weight per prompt (e.g. --weights 1,0.5,...) "
+                                f"or a per-step rule ({', '.join(DYNAMIC_WEIGHTS)}).")
+    if w is None or method not in WEIGHTED:
+        return w  # other methods ignore weights (the engine says nothing either)
+    if n_prompts is None:
+        raise SelfEnsembleError("Numeric --weights need the prompts given with -p (the model writes a number of "
+                                f"paraphrases not known in advance); or use --weights {' | '.join(DYNAMIC_WEIGHTS)}.")
+    if len(w) != n_prompts:
+        raise SelfEnsembleError(f"Method {method} got {len(w)} weights for {n_prompts} prompts; give one per prompt.")
+    try:
+        normalise_weights(w, n_prompts)
+    except ValueError as err:
+        raise SelfEnsembleError(f"--weights: {err}.") from None
+    return w
+
+
+def _prompts(engine, model: str, question: str, given: list[str], wanted: int, no_paraphrase: bool,
+             method: str, seed: int) -> tuple[list[str], list[str], dict | None]:
+    """(prompts, notes, gate record): the given paraphrases, else ``wanted`` written ones (gated)."""
+    if given:
+        return [question, *given], [], None
+    if no_paraphrase:
+        return [question], ["answered through the question alone (--no-paraphrase)"], None
+    if wanted == 0:  # origin
+        return [question], [], None
+    from rich.console import Console
+
+    from selfensemble.adhoc import write
+
+    written = write(lambda: engine, model, [question], wanted, seed=seed, console=Console(stderr=True))[0]
+    return [question, *written.paraphrases], [written.note], written.record
 
 
 @app.command()
@@ -93,8 +174,8 @@ def mask(
     question: str = typer.Argument(..., help="The original question."),
     paraphrase: list[str] = typer.Option([], "--paraphrase", "-p"),
     out: Path = typer.Option(Path("mask.png"), help="PNG to write."),
-    layout: str = typer.Option("shared"),
-    positions: str = typer.Option("restart"),
+    layout: str = flex_option("layout", help=LAYOUT_HELP),
+    positions: str = flex_option("positions", help=POSITIONS_HELP),
     few_shot: bool = typer.Option(False, help="Include the generic few-shot prefix (makes a big picture)."),
     model: str = typer.Option("smollm2-135m", help="Whose tokenizer to use. " + MODEL_HELP),
 ):

@@ -8,7 +8,15 @@ from pathlib import Path
 import typer
 
 from selfensemble import defaults
-from selfensemble.cli.common import RESCALE_HELP, SCALE_HELP, TEMPERATURE_HELP, app, parse_list
+from selfensemble.cli.common import (
+    POSITIONS_HELP,
+    RESCALE_HELP,
+    SCALE_HELP,
+    TEMPERATURE_HELP,
+    app,
+    flex_option,
+    parse_list,
+)
 
 
 @app.command("bench")
@@ -18,11 +26,12 @@ def bench_command(
     n: str | None = typer.Option(None, "--n", help="Comma-separated paraphrase counts (default: 5 on CPU, "
                                  "1,3,5,10 on CUDA)."),
     batch_sizes: str = typer.Option("1,8", help="Comma-separated engine batch sizes."),
-    layouts: str = typer.Option("shared,full", help="flex layouts: shared,full."),
-    positions: str = typer.Option(defaults.FLEX_POSITIONS, help="flex positions: restart | right | sequential"),
-    rescale: bool = typer.Option(defaults.FLEX_RESCALE, "--rescale/--no-rescale", help=RESCALE_HELP),
-    fusion_temperature: float = typer.Option(defaults.FLEX_TEMPERATURE, help=TEMPERATURE_HELP),
-    fusion_scale: float = typer.Option(defaults.FLEX_SCALE, help=SCALE_HELP),
+    layouts: str = typer.Option(..., default_factory=defaults.layouts_default_first,
+                                show_default=defaults.layouts_default_first(), help="flex layouts: shared,full."),
+    positions: str = flex_option("positions", help=POSITIONS_HELP),
+    rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
+    fusion_temperature: float = flex_option("fusion_temperature", help=TEMPERATURE_HELP),
+    fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
     questions: int = typer.Option(8, help="Questions per timed pass."),
     max_new_tokens: int = typer.Option(10, help="Answer length in tokens (newlines do not stop it)."),
     attention: str = typer.Option(None, help="flex | sdpa | auto; default: sdpa on CPU, auto on CUDA"),

@@ -44,14 +44,33 @@ MIN_SIMILARITY_HELP = ("Gate: least cosine similarity to the original (default: 
                        + ", ".join(f"{v} for {k}" for k, v in DEFAULT_MIN_SIMILARITY.items()) + ").")
 
 
-def make_engine(model: str, device: str, dtype: str, attention: str | None, layout: str, positions: str,
-                rescale: bool = defaults.FLEX_RESCALE, batch_size: int = 8, seed: int = 0,
-                fusion_temperature: float = defaults.FLEX_TEMPERATURE, fusion_scale: float = defaults.FLEX_SCALE,
-                device_map: str | None = None, revision: str | None = None, trust_remote_code: bool = False):
-    from selfensemble.methods import Engine, EngineConfig
+LAYOUT_HELP = "flex layout: shared (one prefix) | full (prefix per paraphrase)"
+POSITIONS_HELP = "flex positions: restart | right | sequential"
+
+
+def flex_option(knob: str, *decls: str, help: str) -> Any:
+    """A typer option for a flex knob whose default is read from defaults.py when the command runs
+    (so no command carries its own copy; tests/test_entry_defaults.py checks every command)."""
+    return typer.Option(..., *decls, default_factory=defaults.factory(knob), help=help,
+                        show_default=str(defaults.flex()[knob]))
+
+
+def engine_config(attention: str | None = None, batch_size: int = 8, **flex: Any):
+    """The EngineConfig of a command, checked before any model loads; flex knobs not given come from
+    defaults.py (``flex``: any of defaults.FLEX_KNOBS, e.g. positions="restart")."""
+    from selfensemble.methods import EngineConfig
+
+    return EngineConfig(attention=attention, batch_size=batch_size, **flex)
+
+
+def make_engine(model: str, device: str = "cpu", dtype: str = "auto", attention: str | None = None, *,
+                batch_size: int = 8, seed: int = 0, device_map: str | None = None, revision: str | None = None,
+                trust_remote_code: bool = False, **flex: Any):
+    """Load ``model`` into an Engine; the config (``engine_config``) is validated first, so a bad option
+    fails before the slow load."""
+    from selfensemble.methods import Engine
     from selfensemble.models import load_model
 
-    cfg = EngineConfig(attention=attention, layout=layout, positions=positions, rescale=rescale,
-                       fusion_temperature=fusion_temperature, fusion_scale=fusion_scale, batch_size=batch_size)
+    cfg = engine_config(attention, batch_size, **flex)
     return Engine(load_model(model, device=device, dtype=dtype, seed=seed, device_map=device_map,
                              revision=revision, trust_remote_code=trust_remote_code), cfg)

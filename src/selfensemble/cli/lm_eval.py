@@ -8,7 +8,19 @@ from pathlib import Path
 
 import typer
 
-from selfensemble.cli.common import ATTENTION_HELP, METHOD_HELP, MODEL_HELP, app, parse_list
+from selfensemble.cli.common import (
+    ATTENTION_HELP,
+    LAYOUT_HELP,
+    METHOD_HELP,
+    MODEL_HELP,
+    POSITIONS_HELP,
+    RESCALE_HELP,
+    SCALE_HELP,
+    TEMPERATURE_HELP,
+    app,
+    flex_option,
+    parse_list,
+)
 from selfensemble.errors import SelfEnsembleError
 
 
@@ -35,8 +47,11 @@ def lm_eval_command(
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto"),
     attention: str = typer.Option(None, help=ATTENTION_HELP),
-    layout: str = typer.Option("shared", help="flex layout: shared | full"),
-    positions: str = typer.Option("restart", help="flex positions: restart | right | sequential"),
+    layout: str = flex_option("layout", help=LAYOUT_HELP),
+    positions: str = flex_option("positions", help=POSITIONS_HELP),
+    rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
+    fusion_temperature: float = flex_option("fusion_temperature", help=TEMPERATURE_HELP),
+    fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
     paraphrase_source: str = typer.Option("auto", help="auto (doc field 'paraphrases' if present, else "
                                           "model-written) | doc | generate"),
     model_args: str = typer.Option(None, help="More engine options as key=value,... (as in the harness)."),
@@ -54,8 +69,9 @@ def lm_eval_command(
     if include_path is not None and not include_path.is_dir():
         raise SelfEnsembleError(f"--include-path {include_path} is not a folder.")
     names = parse_list(tasks, "--tasks")
-    options = {"attention": attention, "layout": layout, "positions": positions, "device": device, "dtype": dtype,
-               **_model_args(model_args)}
+    options = {"attention": attention, "layout": layout, "positions": positions, "rescale": rescale,
+               "fusion_temperature": fusion_temperature, "fusion_scale": fusion_scale, "device": device,
+               "dtype": dtype, **_model_args(model_args)}
     options = {k: v for k, v in options.items() if v is not None}
     manager = task_manager(names, str(include_path) if include_path else None)  # before the model loads
     t0 = time.perf_counter()

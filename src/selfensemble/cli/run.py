@@ -6,15 +6,18 @@ from pathlib import Path
 
 import typer
 
-from selfensemble import defaults, experiment
+from selfensemble import experiment
 from selfensemble.backends import BackendConfig
 from selfensemble.cli.common import (
     DEVICE_MAP_HELP,
+    LAYOUT_HELP,
     MIN_SIMILARITY_HELP,
+    POSITIONS_HELP,
     RESCALE_HELP,
     SCALE_HELP,
     TEMPERATURE_HELP,
     app,
+    flex_option,
     make_engine,
     parse_list,
 )
@@ -42,11 +45,11 @@ def run_command(
     batch_size: int = typer.Option(8),
     max_new_tokens: int = typer.Option(16),
     attention: str = typer.Option(None, help="flex | sdpa | auto (flex, loud fallback); default: sdpa on CPU, auto on CUDA"),
-    layout: str = typer.Option(defaults.FLEX_LAYOUT, help="flex layout: shared | full"),
-    positions: str = typer.Option(defaults.FLEX_POSITIONS, help="flex positions: restart | right | sequential"),
-    rescale: bool = typer.Option(defaults.FLEX_RESCALE, "--rescale/--no-rescale", help=RESCALE_HELP),
-    fusion_temperature: float = typer.Option(defaults.FLEX_TEMPERATURE, help=TEMPERATURE_HELP),
-    fusion_scale: float = typer.Option(defaults.FLEX_SCALE, help=SCALE_HELP),
+    layout: str = flex_option("layout", help=LAYOUT_HELP),
+    positions: str = flex_option("positions", help=POSITIONS_HELP),
+    rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
+    fusion_temperature: float = flex_option("fusion_temperature", help=TEMPERATURE_HELP),
+    fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
     chat: bool = typer.Option(False),
     match: str = typer.Option("partial", help="partial | exact"),
     confidence_samples: int = typer.Option(4, help="Samples per prompt for weighted_* confidence."),
@@ -152,8 +155,7 @@ def paraphrase_command(
                      min_similarity=min_similarity, embedder=embedder, entity_guard=entity_guard)
     _, items = load_items(rcfg)
     pcfg = ParaphraseConfig(num_paraphrases=num_paraphrases, temperature=temperature, top_p=top_p, seed=seed)
-    cache = paraphrase_items(lambda: make_engine(model, device, "auto", None, defaults.FLEX_LAYOUT,
-                                                 defaults.FLEX_POSITIONS, batch_size=batch_size, device_map=device_map),
+    cache = paraphrase_items(lambda: make_engine(model, device, batch_size=batch_size, device_map=device_map),
                              model, dataset, items, pcfg, console, rcfg.gate_config(generated=True))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:

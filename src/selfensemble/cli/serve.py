@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from selfensemble.cli.common import ATTENTION_HELP, MODEL_HELP, app, make_engine
+from selfensemble.cli.common import (
+    ATTENTION_HELP,
+    LAYOUT_HELP,
+    MODEL_HELP,
+    POSITIONS_HELP,
+    RESCALE_HELP,
+    SCALE_HELP,
+    TEMPERATURE_HELP,
+    app,
+    flex_option,
+    make_engine,
+)
 
 
 @app.command()
@@ -17,8 +28,11 @@ def serve(
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
     attention: str = typer.Option(None, help=ATTENTION_HELP),
-    layout: str = typer.Option("shared", help="flex layout: shared | full"),
-    positions: str = typer.Option("restart", help="flex positions: restart | right | sequential"),
+    layout: str = flex_option("layout", help=LAYOUT_HELP),
+    positions: str = flex_option("positions", help=POSITIONS_HELP),
+    rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
+    fusion_temperature: float = flex_option("fusion_temperature", help=TEMPERATURE_HELP),
+    fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
     threads: int = typer.Option(0, help="torch intra-op threads (0: torch's default)."),
     seed: int = typer.Option(0, help="Seed for random:<arch> weights."),
 ):
@@ -29,7 +43,9 @@ def serve(
         import torch
 
         torch.set_num_threads(threads)
-    engine = make_engine(model, device, dtype, attention, layout, positions, batch_size=max_batch, seed=seed)
+    engine = make_engine(model, device, dtype, attention, batch_size=max_batch, seed=seed, layout=layout,
+                         positions=positions, rescale=rescale, fusion_temperature=fusion_temperature,
+                         fusion_scale=fusion_scale)
     typer.echo(f"selfensemble serve: {model} ({engine.attention_note}), max batch {max_batch}; "
                f"page at http://{host}:{port}/")
     run_server(create_app(engine, model, max_batch, batch_window_ms / 1000), host, port)

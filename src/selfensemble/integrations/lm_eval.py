@@ -17,8 +17,9 @@ Requests map onto the engine like this (the question is found by harness_prompt.
   paraphrases): perplexity tasks have no question to paraphrase.
 
 Paraphrases come from the document when it has a list under ``paraphrase_field`` (default
-"paraphrases"), else the model writes them (paraphrase.py, cached on disk like ``selfensemble
-paraphrase``); ``paraphrase_source=doc|generate`` forces one. Weighted methods take one weight per
+"paraphrases"), else the model writes them as `run` does (adhoc.py: the gated generator and its
+on-disk cache; ``counts["short_after_gate"]`` counts questions the gate left short);
+``paraphrase_source=doc|generate`` forces one. Weighted methods take one weight per
 prompt (original first) from the document's ``weights_field``.
 
 Tokens (``tokenize``): "whole" (default) tokenises the context in one piece, as the harness's ``hf``
@@ -49,7 +50,6 @@ from selfensemble.prompts import PromptParts, _adds_bos, clean_prompts
 log = logging.getLogger(__name__)
 PARAPHRASE_SOURCES = ("auto", "doc", "generate")
 TOKENIZE_MODES = ("whole", "pieces")  # whole: as the harness's hf model; pieces: as `selfensemble run`
-PARAPHRASE_DATASET = "lm-eval"  # the paraphrase cache's dataset key for harness questions
 
 
 @dataclass
@@ -114,7 +114,7 @@ class SelfEnsembleLM(LM):
         self.engine = engine
         self.counts = {"contexts": 0, "with_paraphrases": 0, "no_question": 0, "prompts": 0,
                        "paraphrases_from_doc": 0, "paraphrases_generated": 0, "duplicates_dropped": 0,
-                       "retokenized_pieces": 0}
+                       "retokenized_pieces": 0, "short_after_gate": 0}
         self._prepared: dict[str, Prepared] = {}
         self.paraphrase_seconds = 0.0  # model-written paraphrases (0 when all came from the doc or the cache)
 
@@ -178,17 +178,14 @@ class SelfEnsembleLM(LM):
             return {}
         from rich.console import Console
 
-        from selfensemble.data.base import Item
-        from selfensemble.experiment import paraphrase_items
-        from selfensemble.paraphrase import ParaphraseConfig
+        from selfensemble.adhoc import write
 
-        pcfg = ParaphraseConfig(num_paraphrases=self.num_paraphrases - 1, seed=self.seed)
-        items = [Item(str(i), (q,), ()) for i, q in enumerate(questions)]
-        t0 = time.perf_counter()
-        cache = paraphrase_items(lambda: self.engine, self.model_spec, PARAPHRASE_DATASET, items, pcfg,
-                                 Console(stderr=True))
+        t0 = time.perf_counter()  # the gate `run` applies; a question short of paraphrases is counted
+        written = write(lambda: self.engine, self.model_spec, questions, self.num_paraphrases - 1, seed=self.seed,
+                        console=Console(stderr=True))
         self.paraphrase_seconds += time.perf_counter() - t0
-        return {q: list(cache.get(q) or []) for q in questions}
+        self.counts["short_after_gate"] += sum(len(w.paraphrases) < w.wanted for w in written)
+        return {q: list(w.paraphrases) for q, w in zip(questions, written, strict=True)}
 
     def _prepare(self, requests: Sequence) -> list[Prepared]:
         """Each request's context → Prepared (paraphrased once per distinct context and document paraphrases)."""

@@ -1,5 +1,8 @@
 """The HTTP API and the comparison page, around one already-loaded Engine.
 
+Paraphrases a request leaves out are written as `run` writes them: the gated generator and on-disk
+cache of adhoc.py (a candidate the gate drops is never fused).
+
 ``create_app(engine)`` builds the FastAPI app (tests inject a tiny random model; ``selfensemble
 serve`` the real one). Every engine call goes through one ``Batcher`` (batching.py): concurrent
 requests for the same method and generation settings share one ``Engine.answer_many`` call.
@@ -8,7 +11,7 @@ requests for the same method and generation settings share one ``Engine.answer_m
                              → {prompts, results: [{method, answer, prob, per_prompt, seconds, attention}]}
   POST /v1/chat/completions  OpenAI-compatible; extra body field ``selfensemble: {method, paraphrases,
                              num_paraphrases}``
-  POST /v1/paraphrases       {question, num_paraphrases} → {paraphrases} (what the page's "generate" calls)
+  POST /v1/paraphrases       {question, num_paraphrases} → {paraphrases, notes, gate} (the page's "generate")
   GET  /v1/mask.png          ?question=…&paraphrase=…&paraphrase=…&few_shot=… → the flex mask picture
   GET  /v1/models, /v1/stats, /health, and / (the page)
 Errors are JSON ``{"error": {"message", "type"}}`` (OpenAI's shape): 400 for SelfEnsembleError,
@@ -31,10 +34,10 @@ from fastapi import Query as Param
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from selfensemble import adhoc
 from selfensemble.decoding import GenerationConfig
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.methods import METHODS, Answer, Engine, Query, check_method
-from selfensemble.paraphrase import ParaphraseConfig, generate_paraphrases
 from selfensemble.prompts import clean_prompts, default_format
 from selfensemble.serve.batching import Batcher
 from selfensemble.serve.schemas import (
@@ -75,8 +78,9 @@ def _run_batch(engine: Engine):
         if kind == "answer":
             method, gen = setting
             return engine.answer_many(items, method, gen)
-        if kind == "paraphrase":
-            return generate_paraphrases(engine, items, setting)
+        if kind == "paraphrase":  # the run's gated generator and on-disk cache (adhoc.py)
+            n, seed = setting
+            return adhoc.write(lambda: engine, engine.lm.spec, items, n, seed=seed)
         raise ValueError(f"unknown job kind {kind!r}")
 
     return run
@@ -113,22 +117,18 @@ class Service:
         self.engine, self.model_name, self.batcher = engine, model_name, batcher
         self.started = time.time()
         self.requests = 0
-        self._paraphrase_cache: dict[tuple[str, int, int], list[str]] = {}  # generation is seeded: reuse it
+
+    async def written(self, question: str, n: int, seed: int) -> adhoc.Written:
+        """``n`` model-written paraphrases that passed the gate `run` applies (fewer: the note says so);
+        cached on disk like `run`'s, so a repeated question costs no generation."""
+        return await self.batcher.submit(("paraphrase", (n, seed)), question)
 
     async def paraphrases(self, question: str, n: int, seed: int) -> tuple[list[str], list[str]]:
-        """Generated paraphrases (fewer than n when the model's outputs fail the filter: a note says so)."""
+        """(written paraphrases, notes): see ``written``; n == 0 writes none."""
         if n == 0:
             return [], []
-        key = (question, n, seed)
-        if key not in self._paraphrase_cache:
-            cfg = ParaphraseConfig(num_paraphrases=n, seed=seed)
-            if len(self._paraphrase_cache) >= 256:
-                self._paraphrase_cache.pop(next(iter(self._paraphrase_cache)))
-            self._paraphrase_cache[key] = await self.batcher.submit(("paraphrase", cfg), question)
-        found = list(self._paraphrase_cache[key])
-        notes = [] if len(found) == n else [
-            f"generated {len(found)} of {n} paraphrases (the others were empty, repeated or not a question)"]
-        return found, notes
+        found = await self.written(question, n, seed)
+        return list(found.paraphrases), [found.note]
 
     async def prompts(self, question: str, given: list[str] | None, n: int | None,
                       seed: int) -> tuple[list[str], list[str]]:
@@ -208,8 +208,9 @@ def _add_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/v1/paraphrases")
     async def paraphrases(req: ParaphraseRequest) -> dict:
-        found, notes = await service.paraphrases(req.question, req.num_paraphrases, req.seed)
-        return {"question": req.question, "paraphrases": found, "notes": notes}
+        found = await service.written(req.question, req.num_paraphrases, req.seed)
+        return {"question": req.question, "paraphrases": found.paraphrases, "notes": [found.note],
+                "gate": found.record}
 
     @app.post("/v1/ensemble")
     async def ensemble(req: EnsembleRequest) -> dict:

@@ -1,0 +1,150 @@
+"""Every entry point runs the measured flex default of defaults.py, and follows it when it changes.
+
+Each entry point is driven as a user drives it (the CLI through typer, the Python API by its
+constructors) until the engine would be built; the EngineConfig it hands over is captured and no
+model loads. The control patches defaults.py to a sentinel configuration: an entry point with its
+own copy of a knob (as `serve`, `lm-eval` and `mask` had with positions "restart") keeps its copy and
+fails that check, which a plain equality test would miss when the copy happens to match today.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from selfensemble import defaults
+from selfensemble.methods import EngineConfig
+
+SENTINEL = {"FLEX_LAYOUT": "full", "FLEX_POSITIONS": "sequential", "FLEX_RESCALE": False,
+            "FLEX_TEMPERATURE": 0.5, "FLEX_SCALE": 2.0}  # valid, and unlike both the default and any old copy
+
+
+class Captured(Exception):
+    """Raised where the engine would be built, carrying its EngineConfig."""
+
+    def __init__(self, config: EngineConfig):
+        super().__init__("captured")
+        self.config = config
+
+
+class FakeEngine:
+    def __init__(self, lm, config: EngineConfig | None = None):
+        raise Captured(config if config is not None else EngineConfig())
+
+
+@pytest.fixture
+def capture(monkeypatch):
+    """Stop every path at its engine: no model, no tokenizer, no harness index is loaded."""
+    from selfensemble import methods, models
+    from selfensemble.backends import local
+    from selfensemble.cli import _register_commands
+
+    _register_commands()
+    real_load = models.load_model
+
+    @functools.wraps(real_load)  # the same signature: lm-eval sorts its options by it
+    def load_model(*args, **kwargs):
+        return object()
+
+    monkeypatch.setattr(models, "load_model", load_model)
+    monkeypatch.setattr(models, "load_tokenizer", lambda *a, **k: object())
+    monkeypatch.setattr(methods, "Engine", FakeEngine)
+    monkeypatch.setattr(local, "Engine", FakeEngine)
+
+    def plan_rows(method, parts, weights, cfg, cached_prefix):  # the mask picture's plan
+        raise Captured(cfg)
+
+    monkeypatch.setattr(methods, "plan_rows", plan_rows)
+    monkeypatch.setattr("selfensemble.maskplot.build_parts", lambda *a, **k: None)
+    # run / demo / interactive: the experiment builds its engine with backends.local.build_engine
+    monkeypatch.setattr("selfensemble.cli.run.run_experiment", lambda cfg, *a, **k: local.build_engine(cfg))
+
+    def run_benchmark(config):  # bench: the engine of the first (default) flex layout
+        from selfensemble.bench.sections import _engine_config
+
+        raise Captured(_engine_config(config, 1, config.layouts[0]))
+
+    monkeypatch.setattr("selfensemble.bench.run_benchmark", run_benchmark)
+    if importlib.util.find_spec("lm_eval") is not None:
+        monkeypatch.setattr("selfensemble.integrations.lm_eval.task_manager", lambda *a, **k: None)
+
+
+def _cli(*args: str, stdin: str | None = None) -> EngineConfig:
+    from selfensemble.cli import app
+
+    result = CliRunner().invoke(app, list(args), input=stdin)
+    assert isinstance(result.exception, Captured), (args, result.output, result.exception)
+    return result.exception.config
+
+
+def _api() -> EngineConfig:
+    return EngineConfig()
+
+
+def _page(tmp: Path) -> EngineConfig:
+    """The page's mask picture (GET /v1/mask.png): serve's engine config drawn by maskplot.layout_row."""
+    from selfensemble.maskplot import layout_row
+
+    served = _cli("serve", "--model", "random:llama")
+    with pytest.raises(Captured) as drawn:
+        layout_row(None, ["Q?"], None, served.layout, served.positions)
+    return drawn.value.config
+
+
+def _lm_eval(tmp: Path) -> EngineConfig:
+    pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
+    return _cli("lm-eval", "--tasks", "anything", "--model", "random:llama", "--out", str(tmp))
+
+
+ENTRY_POINTS = {
+    "python-api": lambda tmp: _api(),
+    "ask": lambda tmp: _cli("ask", "Q?", "-p", "R?", "--model", "random:llama"),
+    "run": lambda tmp: _cli("run", "--model", "random:llama", "--method", "flex", "--out", str(tmp)),
+    "bench": lambda tmp: _cli("bench", "--tiny"),
+    "serve": lambda tmp: _cli("serve", "--model", "random:llama"),
+    "page-mask": _page,
+    "lm-eval": _lm_eval,
+    "mask": lambda tmp: _cli("mask", "Q?", "-p", "R?", "--out", str(tmp / "m.png")),
+    "interactive-ask": lambda tmp: _cli("interactive", stdin="ask\nrandom:llama\nflex\n"),
+    "interactive-run": lambda tmp: _cli("interactive", stdin=f"run\nrandom:llama\njsonl\n{tmp}/x.jsonl\n"
+                                                             f"origin,flex\n3\n2\n{tmp}\n"),
+    "demo": lambda tmp: _cli("demo", "--out", str(tmp)),
+}
+
+
+def _flex(cfg: EngineConfig) -> dict:
+    return {k: getattr(cfg, k) for k in defaults.FLEX_KNOBS}
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_entry_point_runs_the_measured_flex_default(entry, capture, tmp_path):
+    assert _flex(ENTRY_POINTS[entry](tmp_path)) == defaults.flex()
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_entry_point_follows_a_changed_default(entry, capture, tmp_path, monkeypatch):
+    for name, value in SENTINEL.items():
+        monkeypatch.setattr(defaults, name, value)
+    assert _flex(ENTRY_POINTS[entry](tmp_path)) == dict(zip(defaults.FLEX_KNOBS, SENTINEL.values(), strict=True))
+
+
+def test_a_hard_coded_knob_fails_the_check(capture, monkeypatch):
+    """The control: an entry point with its own copy of a knob (today's value) passes the plain check
+    but not the sentinel one, so the test above catches it."""
+
+    def hard_coded(tmp) -> EngineConfig:
+        return EngineConfig(positions="right")  # a copy that happens to equal today's default
+
+    assert _flex(hard_coded(None)) == defaults.flex()
+    for name, value in SENTINEL.items():
+        monkeypatch.setattr(defaults, name, value)
+    assert _flex(hard_coded(None))["positions"] != SENTINEL["FLEX_POSITIONS"]
+
+
+def test_options_given_still_win(capture):
+    cfg = _cli("serve", "--model", "random:llama", "--positions", "restart", "--no-rescale")
+    assert (cfg.positions, cfg.rescale) == ("restart", False)
