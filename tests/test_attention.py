@@ -121,6 +121,7 @@ def test_auto_falls_back_loudly(random_lm, fewshot_fmt, monkeypatch):
     gen = GenerationConfig(max_new_tokens=3, stop_at_newline=False)
     answer = engine.answer(QUESTION_A, "flex", gen, fewshot_fmt)
     assert "FALLBACK" in answer.attention and "no flex on this test machine" in answer.attention
+    assert engine.attention_key == answer.attention_key == "fallback-sdpa"
     want = Engine(lm, EngineConfig(attention="sdpa")).answer(QUESTION_A, "flex", gen, fewshot_fmt)
     assert answer.tokens == want.tokens
 
@@ -129,6 +130,7 @@ def test_sdpa_request_is_recorded_as_such(random_lm, fewshot_fmt):
     engine = Engine(random_lm("llama"), EngineConfig(attention="sdpa"))
     a = engine.answer(QUESTION_A, "flex", GenerationConfig(max_new_tokens=2), fewshot_fmt)
     assert a.attention.startswith("sdpa") and "FALLBACK" not in a.attention
+    assert a.attention_key == engine.attention_key == "sdpa-dense"
 
 
 def _broken_block_mask(batch):
@@ -141,12 +143,13 @@ def test_flex_failure_mid_run_auto_falls_back_and_stays_correct(random_lm, fewsh
     lm = random_lm("qwen2")
     gen = GenerationConfig(max_new_tokens=4, stop_at_newline=False)
     engine = Engine(lm, EngineConfig(attention="auto"))
-    assert engine.attention == "flex"
+    assert engine.attention == "flex" and engine.attention_key == "flex-eager"
     monkeypatch.setattr(masks, "block_mask", _broken_block_mask)
     with pytest.warns(RuntimeWarning, match="simulated flex kernel failure"):
         answer = engine.answer(QUESTION_A, method, gen, fewshot_fmt)
     assert engine.attention == "sdpa"
     assert "FALLBACK" in answer.attention and "RuntimeError: simulated flex kernel failure" in answer.attention
+    assert answer.attention_key == "fallback-sdpa"
     want = Engine(lm, EngineConfig(attention="sdpa")).answer(QUESTION_A, method, gen, fewshot_fmt)
     assert answer.tokens == want.tokens and len(want.tokens) == 4
     # later answers keep recording the fallback
@@ -201,7 +204,7 @@ def test_compiled_flex_few_compiles_and_matches_sdpa(smollm, fewshot_fmt, restor
     queries = [Query(q, fewshot_fmt) for q in COMPILE_QUESTIONS]
     before = attn.compile_count()
     engine = Engine(smollm, EngineConfig(attention="flex", batch_size=1))
-    assert engine.attention_note == "flex (compiled FlexAttention)"
+    assert (engine.attention_key, engine.attention_note) == ("flex-compiled", "flex (compiled FlexAttention)")
     answers = engine.answer_many(queries, "flex", gen)
     compiles = attn.compile_count() - before
     # 12 packed rows of 7 distinct lengths (padded to multiples of 32: 3 buckets) plus the prefix

@@ -200,9 +200,11 @@ def test_resume_under_other_versions_is_refused_or_recorded(tmp_path, engine, mo
 
 def test_resume_under_another_attention_path_is_refused(tmp_path, engine, monkeypatch):
     run_experiment(cfg(tmp_path, limit=1), engine=engine)
-    monkeypatch.setattr(engine, "attention_note", "flex (compiled FlexAttention)")
-    with pytest.raises(SelfEnsembleError, match="attention_path"):
-        run_experiment(cfg(tmp_path, limit=2), engine=engine)
+    monkeypatch.setattr(engine, "attention_note", "sdpa: the same dense path, described in other words")
+    run_experiment(cfg(tmp_path, limit=2), engine=engine)  # resume compares the key, not the sentence
+    monkeypatch.setattr(engine, "attention_key", "flex-compiled")
+    with pytest.raises(SelfEnsembleError, match="attention_path: run has 'sdpa-dense', now 'flex-compiled'"):
+        run_experiment(cfg(tmp_path, limit=3), engine=engine)
 
 
 def test_vote_derived_from_per_prompt_equals_vote_decoded(tmp_path, engine):

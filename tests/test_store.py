@@ -238,20 +238,76 @@ def test_second_process_is_refused_while_first_writes(tmp_path):
 
 
 def test_attention_path_change_refused_or_stamped_per_record(tmp_path):
-    """The first session's attention path stays in the manifest; another one needs allow_mixed."""
-    with RunStore(tmp_path, {"method": "flex"}, attention_path="flex (compiled)") as store:
+    """The first session's attention key stays in the manifest; another one needs allow_mixed."""
+    with RunStore(tmp_path, {"method": "flex"}, attention_path="flex-compiled") as store:
         store.append({"id": "a"})
-    with pytest.raises(SelfEnsembleError, match="attention_path: run has 'flex \\(compiled\\)', now 'sdpa'"):
-        RunStore(tmp_path, {"method": "flex"}, attention_path="sdpa").open()
-    with RunStore(tmp_path, {"method": "flex"}, attention_path="sdpa", allow_mixed=True) as store:
+    with pytest.raises(SelfEnsembleError, match="attention_path: run has 'flex-compiled', now 'sdpa-dense'"):
+        RunStore(tmp_path, {"method": "flex"}, attention_path="sdpa-dense").open()
+    with RunStore(tmp_path, {"method": "flex"}, attention_path="sdpa-dense", allow_mixed=True) as store:
         assert store.mixed
         store.append({"id": "b"})
         store.append({"id": "c", "provenance": {"attention_path": "from the source run"}})  # kept as given
         records = store.records()
     assert "provenance" not in records[0]
-    assert records[1]["provenance"]["attention_path"] == "sdpa"
+    assert records[1]["provenance"]["attention_path"] == "sdpa-dense"
     assert records[2]["provenance"] == {"attention_path": "from the source run"}
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["attention_path"] == "flex (compiled)" and manifest["mixed"] is True
-    with RunStore(tmp_path, {"method": "flex"}, attention_path="flex (compiled)") as store:
+    assert manifest["attention_path"] == "flex-compiled" and manifest["mixed"] is True
+    with RunStore(tmp_path, {"method": "flex"}, attention_path="flex-compiled") as store:
         assert not store.mixed  # the original path resumes as before
+
+
+OLD_NOTE = "sdpa (dense mask; default on CPU, use --attention flex to try compiled flex)"
+
+
+def _legacy_run(folder: Path, note: str) -> None:
+    """A run folder as written before attention keys: the manifest holds the human sentence."""
+    with RunStore(folder, {"method": "flex"}, attention_path="sdpa-dense") as store:
+        store.append({"id": "a"})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["attention_path"] = note
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_resume_compares_the_attention_key_not_its_sentence(tmp_path):
+    _legacy_run(tmp_path, OLD_NOTE)
+    with RunStore(tmp_path, {"method": "flex"}, attention_path="sdpa-dense") as store:  # the same path, reworded
+        assert not store.mixed
+        store.append({"id": "b"})
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert (manifest["attention_path"], manifest["attention_note"]) == ("sdpa-dense", OLD_NOTE)  # mapped once
+    with pytest.raises(SelfEnsembleError, match="attention_path: run has 'sdpa-dense', now 'fallback-sdpa'"):
+        RunStore(tmp_path, {"method": "flex"}, attention_path="fallback-sdpa").open()
+    assert [r["id"] for r in RunStore(tmp_path, {"method": "flex"}).records()] == ["a", "b"]
+
+
+@pytest.mark.parametrize("note, key", [
+    (OLD_NOTE, "sdpa-dense"), ("sdpa (dense mask, as requested)", "sdpa-dense"),
+    ("sdpa (FALLBACK: flex failed: BackendCompilerFailed: …)", "fallback-sdpa"),
+    ("flex (compiled FlexAttention)", "flex-compiled"), ("flex (eager)", "flex-eager"),
+    ("flex (compiled FlexAttention) | sdpa (FALLBACK: x)", "flex-compiled | fallback-sdpa"),
+    ("flex-eager", "flex-eager"), ("something else", "something else")])
+def test_old_attention_sentences_map_to_keys(note, key):
+    from selfensemble.provenance import attention_key
+
+    assert attention_key(note) == key
+
+
+def test_manifest_records_the_source_commit_or_a_source_hash(tmp_path, monkeypatch):
+    from selfensemble import provenance
+
+    with RunStore(tmp_path / "git", {"method": "flex"}):
+        pass
+    manifest = json.loads((tmp_path / "git" / "manifest.json").read_text())
+    assert manifest["source"] == provenance.source() and manifest["sessions"][0]["source"] == provenance.source()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(provenance.__file__).parent, capture_output=True,
+                          text=True).stdout.strip()
+    if head:  # a git checkout: HEAD itself
+        assert manifest["source"]["commit"] == head
+    provenance.source.cache_clear()
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError("no git")))
+    try:
+        hashed = provenance.source()
+    finally:
+        provenance.source.cache_clear()
+    assert set(hashed) == {"sha256"} and len(hashed["sha256"]) == 16

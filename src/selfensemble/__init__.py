@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is the one place it is written)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("selfensemble")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 # Public API, imported lazily so `import selfensemble` (and the CLI's start) stays cheap.
 _EXPORTS = {

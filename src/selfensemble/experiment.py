@@ -308,7 +308,7 @@ def _open_store(engine, cfg: RunConfig, method: str, out: Path):
     from selfensemble.store import RunStore
 
     # a Ray pool learns its attention path from its first answers (see _answer_todo)
-    path = engine.attention_note if getattr(engine, "attention_known", True) else None
+    path = engine.attention_key if getattr(engine, "attention_known", True) else None
     return RunStore(out, cfg.method_config(method), attention_path=path, allow_mixed=cfg.allow_mixed).open()
 
 
@@ -334,7 +334,7 @@ def _answer_todo(engine, cfg: RunConfig, method: str, items: list[Item], queries
         def on_done(j: int, answer) -> None:
             i = todo[j]
             if store.session["attention_path"] is None:
-                store.learn_attention_path(answer.attention)
+                store.learn_attention_path(answer.attention_key)
             store.append(_record(items[i], answer, method, cfg.match, queries[i].weights if weights else None))
             progress.advance(task)
 

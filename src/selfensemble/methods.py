@@ -110,6 +110,7 @@ class Answer:
     per_prompt_generation: list[str] | None = None
     per_prompt_logprob: list[float] | None = None
     per_prompt_finish: list[str] | None = None
+    attention_key: str = ""  # the stable name of ``attention`` (provenance.ATTENTION_KEYS)
 
     @property
     def prob(self) -> float:
@@ -208,7 +209,9 @@ class Engine:
     def __init__(self, lm: LoadedModel, config: EngineConfig | None = None):
         self.lm = lm
         self.config = config or EngineConfig()
-        self.attention, self.attention_note = self._resolve_attention(self.config.attention)
+        # attention: what runs; attention_key: its stable name (provenance.ATTENTION_KEYS), compared on
+        # resume; attention_note: the sentence shown to people (free to reword)
+        self.attention, self.attention_key, self.attention_note = self._resolve_attention(self.config.attention)
         self._prefix_caches: dict[tuple[int, ...], object] = {}
         self.stats = {"prefill_tokens": 0, "generated_tokens": 0, "prefix_tokens_encoded": 0}
         self._restore_attention: str | None = None  # set by from_model: the user's implementation
@@ -256,26 +259,30 @@ class Engine:
         self.close()
 
     # -- attention path -------------------------------------------------------------------------
-    def _resolve_attention(self, requested: str | None) -> tuple[str, str]:
+    def _resolve_attention(self, requested: str | None) -> tuple[str, str, str]:
+        """(attention implementation, stable key, human note) for ``requested``."""
         if requested is None and self.lm.device.type == "cpu":
             # torch 2.13's compiled CPU flex kernel fails to build (C++ codegen: cur_qSplitSize) for some
             # shapes once lengths vary; see tests/test_attention.py. The dense mask is the same mask.
-            return "sdpa", "sdpa (dense mask; default on CPU, use --attention flex to try compiled flex)"
+            return "sdpa", "sdpa-dense", "sdpa (dense mask; default on CPU, use --attention flex to try compiled flex)"
         if requested == "sdpa":
-            return "sdpa", "sdpa (dense mask, as requested)"
+            return "sdpa", "sdpa-dense", "sdpa (dense mask, as requested)"
         ok, why = attn.flex_available(self.lm.device)
         if ok:
-            return "flex", "flex (compiled FlexAttention)" if attn.COMPILE_FLEX else "flex (eager)"
+            if attn.COMPILE_FLEX:
+                return "flex", "flex-compiled", "flex (compiled FlexAttention)"
+            return "flex", "flex-eager", "flex (eager)"
         if requested == "flex":
             raise SelfEnsembleError(f"FlexAttention cannot run here: {why}. Use --attention sdpa.")
         return self._fall_back(why)
 
-    def _fall_back(self, why: str) -> tuple[str, str]:
+    def _fall_back(self, why: str) -> tuple[str, str, str]:
         note = f"sdpa (FALLBACK: flex failed: {why})"
         warnings.warn(f"selfensemble: FlexAttention failed ({why}); falling back to SDPA with the same "
-                      "dense mask. Results are recorded with attention path 'sdpa'.", RuntimeWarning, stacklevel=3)
+                      "dense mask. Results are recorded with attention path 'fallback-sdpa'.", RuntimeWarning,
+                      stacklevel=3)
         self._prefix_caches = {}
-        return "sdpa", note
+        return "sdpa", "fallback-sdpa", note
 
     @property
     def compile_count(self) -> int:
@@ -394,7 +401,7 @@ class Engine:
             if self.config.attention == "flex":
                 raise SelfEnsembleError(f"FlexAttention failed during a forward pass: {why}. "
                                         "Use --attention sdpa.") from err
-            self.attention, self.attention_note = self._fall_back(why)
+            self.attention, self.attention_key, self.attention_note = self._fall_back(why)
             return self._run_chunk_once(method, parts, weights, prefix, copies, gen, keys)
 
     def _run_chunk_once(self, method: str, parts: list[PromptParts], weights: list, prefix: list[int],
@@ -452,6 +459,7 @@ class Engine:
         return Answer(answer=chosen.text.strip(), method=method, prompts=list(parts.prompts),
                       generation=chosen.text, per_prompt=per_prompt, logprob=chosen.logprob,
                       tokens=list(chosen.tokens), finish=chosen.finish, attention=self.attention_note,
+                      attention_key=self.attention_key,
                       prefill_tokens=prefill_tokens, seconds=seconds, notes=list(parts.notes),
                       per_prompt_generation=[d.text for d in decoded] if each else None,
                       per_prompt_logprob=[d.logprob for d in decoded] if each else None,

@@ -5,7 +5,8 @@ A run directory holds:
   results.jsonl   one JSON object per finished item, appended and fsync'd one line at a time,
                   so a killed run loses at most the line it was writing;
   metrics.json    aggregate metrics, rewritten atomically;
-  manifest.json   the run's config plus provenance (versions, seed, host, times), rewritten atomically.
+  manifest.json   the run's config plus provenance (versions, source commit, attention key, seed, host, times),
+                  rewritten atomically.
 
 Re-running with the same directory skips the ids already in ``results.jsonl``. That is only
 sound when the settings that shape answers are unchanged, so :meth:`RunStore.open` refuses a
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.provenance import check_resume, package_versions
+from selfensemble.provenance import attention_key, check_resume, package_versions, source
 
 RESULTS = "results.jsonl"
 METRICS = "metrics.json"
@@ -234,7 +235,9 @@ class RunStore:
         self.path = Path(path)
         self.config = dict(config)
         self.volatile_keys = frozenset(volatile_keys)
-        self.session = {"versions": package_versions(), "attention_path": attention_path}
+        # attention_path holds the stable key (provenance.attention_key maps a sentence given by older callers)
+        self.session = {"versions": package_versions(), "source": source(),
+                        "attention_path": attention_key(attention_path)}
         self.allow_mixed = allow_mixed
         self.mixed = False
         self.repairs: list[str] = []
@@ -261,6 +264,7 @@ class RunStore:
         with the same resume check :meth:`open` makes when it is known up front."""
         manifest = self._read_manifest() or {}
         stored = {**manifest, "attention_path": manifest.get("attention_path")}
+        attention_path = attention_key(attention_path)
         self.session["attention_path"] = attention_path
         self.mixed = check_resume(self.path, stored, self.session, self.allow_mixed) or self.mixed
         if manifest.get("attention_path") is None:
@@ -287,6 +291,7 @@ class RunStore:
                         f"{self.path} holds a run with different settings ({lines}). Resuming would mix "
                         f"results from both; use another output directory or the original settings."
                     )
+                _key_legacy_attention(manifest)
                 self.mixed = check_resume(self.path, manifest, self.session, self.allow_mixed)
                 manifest["config"] = _jsonable(self.config)
                 manifest["resumed_at"] = [*manifest.get("resumed_at", []), now]
@@ -410,6 +415,15 @@ class RunStore:
         if not self.manifest_path.exists():
             return None
         return _read_json(self.manifest_path, "manifest")
+
+
+def _key_legacy_attention(manifest: dict) -> None:
+    """A run folder from before attention keys stored the human sentence: keep it as ``attention_note``
+    and store its key (done once; the rewritten manifest holds the key from then on)."""
+    path = manifest.get("attention_path")
+    if path is not None and attention_key(path) != path:
+        manifest.setdefault("attention_note", path)
+        manifest["attention_path"] = attention_key(path)
 
 
 def _read_json(path: Path, what: str) -> dict:

@@ -204,6 +204,7 @@ class RayBackend:
             raise
         self._quiet_ray_data()
         self.attention_notes: list[str] = []
+        self.attention_keys: list[str] = []  # stable names (provenance.ATTENTION_KEYS), what resume compares
         self.stats: dict[str, int] = {}
         self.compile_count = 0
         self.passes = 0
@@ -227,6 +228,11 @@ class RayBackend:
     def attention_note(self) -> str:
         """The attention path(s) the actors reported (one note unless actors disagreed)."""
         return " | ".join(self.attention_notes) or "unknown (no batch answered yet)"
+
+    @property
+    def attention_key(self) -> str:
+        """The actors' attention key(s), e.g. 'sdpa-dense' ('a | b' when actors disagreed)."""
+        return " | ".join(self.attention_keys) or "unknown"
 
     def answer_many(self, queries: Sequence, method: str, gen=None,
                     on_done: Callable[[int, object], None] | None = None) -> list:
@@ -280,6 +286,8 @@ class RayBackend:
             results[i] = answer
             if answer.attention not in self.attention_notes:
                 self.attention_notes.append(answer.attention)
+            if answer.attention_key not in self.attention_keys:
+                self.attention_keys.append(answer.attention_key)
             if on_done:
                 on_done(i, answer)
 

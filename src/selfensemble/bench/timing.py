@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -86,16 +84,12 @@ def timed(fn: Callable[[], Any], device: Any) -> Timed:
 
 
 def _git_commit() -> tuple[str | None, bool | None]:
-    """HEAD of the repository this package lives in, and whether the tree has local changes."""
-    repo = Path(__file__).resolve().parents[3]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-    return head or None, dirty
+    """The source commit (provenance.source: git HEAD, or "sha256:<hash>" of the installed files) and
+    whether the checkout has local changes (None without git)."""
+    from selfensemble.provenance import source
+
+    src = source()
+    return (src["commit"], src["dirty"]) if "commit" in src else (f"sha256:{src['sha256']}", None)
 
 
 def environment(lm: LoadedModel) -> dict:

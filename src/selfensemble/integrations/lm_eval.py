@@ -124,7 +124,8 @@ class SelfEnsembleLM(LM):
         return {"model": self.model_spec, "method": self.method, "num_paraphrases": self.num_paraphrases,
                 "paraphrase_source": self.paraphrase_source, "attention": self.engine.attention_note,
                 "engine": {f.name: getattr(self.engine.config, f.name) for f in fields(self.engine.config)},
-                "counts": dict(self.counts), "paraphrase_seconds": round(self.paraphrase_seconds, 2)}
+                "counts": dict(self.counts), "paraphrase_seconds": round(self.paraphrase_seconds, 2),
+                "attention_key": self.engine.attention_key, "provenance": _provenance()}
 
     @property
     def tokenizer_name(self) -> str:
@@ -308,6 +309,13 @@ class SelfEnsembleLM(LM):
             scored = score_continuations(self.engine, parts, [pred for _, pred in windows], "origin")
             out.append(float(sum(s.logprob for s in scored)))
         return out
+
+
+def _provenance() -> dict:
+    """Library versions and the source commit (or installed-source hash) behind these results."""
+    from selfensemble.provenance import package_versions, source
+
+    return {"versions": package_versions(), "source": source()}
 
 
 def task_manager(tasks: Sequence[str], include_path: str | None = None):
