@@ -111,3 +111,34 @@ def test_per_prompt_methods_cannot_score(lm, fewshot_fmt):
     parts = [build_parts(lm.tokenizer, fewshot_fmt, QUESTIONS[0])]
     with pytest.raises(SelfEnsembleError, match="cannot score"):
         score_continuations(engine, parts, [[5]], "vote")
+
+
+def _broken_block_mask(*args, **kwargs):
+    raise RuntimeError("simulated flex kernel failure")
+
+
+@pytest.mark.parametrize("method", ["flex", "avg"])
+def test_failing_flex_kernel_falls_back_exactly_as_answer_does(lm, fewshot_fmt, monkeypatch, method, eager_flex):
+    """attention="auto" and a block mask that fails: scoring falls back to SDPA loudly (the same warning,
+    key and note as answer()) and scores what the SDPA engine scores; with "flex" it is a clear error."""
+    from selfensemble import masks
+
+    parts = [build_parts(lm.tokenizer, fewshot_fmt, q) for q in QUESTIONS]
+    conts = [lm.tokenizer(" Paris", add_special_tokens=False).input_ids,
+             lm.tokenizer(" William Shakespeare", add_special_tokens=False).input_ids,
+             lm.tokenizer(" honey", add_special_tokens=False).input_ids]
+    want = score_continuations(Engine(lm, EngineConfig(attention="sdpa", batch_size=2)), parts, conts, method)
+    scoring, answering = (Engine(lm, EngineConfig(attention="auto", batch_size=2)) for _ in range(2))
+    assert scoring.attention == answering.attention == "flex"
+    monkeypatch.setattr(masks, "block_mask", _broken_block_mask)
+    with pytest.warns(RuntimeWarning, match="simulated flex kernel failure"):
+        got = score_continuations(scoring, parts, conts, method)
+    with pytest.warns(RuntimeWarning, match="simulated flex kernel failure"):
+        answering.answer(QUESTIONS[0], method, GenerationConfig(max_new_tokens=2), fewshot_fmt)
+    assert (scoring.attention, scoring.attention_key) == (answering.attention, answering.attention_key) \
+        == ("sdpa", "fallback-sdpa")
+    assert scoring.attention_note == answering.attention_note and "FALLBACK" in scoring.attention_note
+    assert [s.logprob for s in got] == pytest.approx([w.logprob for w in want], abs=1e-5)
+    strict = Engine(lm, EngineConfig(attention="flex"))
+    with pytest.raises(SelfEnsembleError, match="FlexAttention failed during a forward pass: RuntimeError"):
+        score_continuations(strict, parts, conts, method)

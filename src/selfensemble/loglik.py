@@ -2,8 +2,9 @@
 
 Generation picks each next token from the fused distribution and feeds it back; scoring feeds a
 *given* continuation instead and adds up the fused log-probability of each of its tokens. The rows,
-masks, positions and prefix KV are exactly the engine's (methods.plan_rows, packing, masks,
-decoding.prefill), so a continuation scores what greedy generation would have seen:
+masks, positions and prefix KV are exactly the engine's (``Engine.run_chunks`` → ``Engine.prepare``, and
+decoding.prefill), as is the attention fallback, so a continuation scores what greedy generation
+would have seen:
 
   origin        log p(c | prompt)                          one row
   avg           sum_j log mean_k p_k(c_j | prompt_k, c_<j)  N rows, fused token by token
@@ -30,11 +31,11 @@ import torch
 
 from selfensemble import fusion, masks
 from selfensemble.attention import WindowMasks
-from selfensemble.cache import new_cache
 from selfensemble.decoding import prefill
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.methods import check_method, plan_rows
+from selfensemble.methods import check_method
 from selfensemble.packing import PackedBatch
+from selfensemble.prepared import Prepared
 from selfensemble.prompts import PromptParts
 
 
@@ -51,8 +52,9 @@ def score_continuations(engine, parts: Sequence[PromptParts], continuations: Seq
                         method: str, weights: Sequence[torch.Tensor | None] | None = None) -> list[Scored]:
     """Score ``continuations[i]`` (token ids, at least one) after query ``parts[i]`` under ``method``.
 
-    Queries are grouped by their cached prefix and run ``engine.config.batch_size`` at a time;
-    a query's score never depends on its batch neighbours (padding is masked out).
+    Queries are grouped by their cached prefix and run ``engine.config.batch_size`` at a time
+    (``Engine.run_chunks``); a query's score never depends on its batch neighbours (padding is
+    masked out). A context plus continuation longer than the model's context is refused.
     """
     check_method(method)
     if method in ("per_prompt", "vote"):
@@ -65,10 +67,15 @@ def score_continuations(engine, parts: Sequence[PromptParts], continuations: Seq
     weights = list(weights) if weights is not None else [None] * len(parts)
     if method in fusion.WEIGHTED and any(w is None for w in weights):
         raise SelfEnsembleError(f"Method {method} needs one weight per prompt.")
+    conts = [list(c) for c in continuations]
     out: list[Scored | None] = [None] * len(parts)
-    for prefix, copies, chunk in engine.chunks(method, parts):
-        scored = _score_chunk(engine, method, [parts[i] for i in chunk], [list(continuations[i]) for i in chunk],
-                              [weights[i] for i in chunk], prefix, copies)
+
+    def score(prepared: Prepared, chunk: list[int]) -> list[Scored]:
+        return _score_chunk(engine, method, prepared, [conts[i] for i in chunk])
+
+    # the engine's own chunking, layout and attention fallback (a failing flex kernel under "auto"
+    # falls back to SDPA exactly as answer() does)
+    for chunk, scored in engine.run_chunks(method, parts, weights, [len(c) for c in conts], score):
         for i, s in zip(chunk, scored, strict=True):
             out[i] = s
     return out  # type: ignore[return-value]
@@ -96,52 +103,34 @@ def _continuation_masks(batch: PackedBatch, m: int, terms, dtype: torch.dtype):
     return mask.to(dtype), mult, windows
 
 
-def _forward_continuations(engine, batch: PackedBatch, cache, conts: list[list[int]], terms):
-    """(B, m, vocab) logits predicting each continuation token (teacher-forced, one forward after prefill)."""
-    model = engine.lm.model
-    first = prefill(model, batch, cache, engine.attention, terms)  # (B, vocab)
+def _forward_continuations(engine, prep: Prepared, conts: list[list[int]]):
+    """(B, m, vocab) logits predicting each continuation token (teacher-forced, one forward after prefill);
+    ``conts``: one continuation per row of ``prep``."""
+    model, batch, terms = engine.lm.model, prep.batch, prep.terms
+    first = prefill(model, batch, prep.cache, engine.attention, terms)  # (B, vocab)
     m = max(len(c) for c in conts)
     if m == 1:
         return first[:, None, :]
     dev = batch.input_ids.device
-    ids = torch.full((len(conts), m - 1), engine._pad_id, dtype=torch.long)
+    ids = torch.full((len(conts), m - 1), engine.pad_id, dtype=torch.long)
     for b, c in enumerate(conts):  # right-padded: a padded slot comes after every real token
         ids[b, :len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
     positions = batch.next_position[:, None] + torch.arange(m - 1, device=dev)[None, :]
     mask, mult, windows = _continuation_masks(batch, m - 1, terms, model.dtype)
     extra = {"selfensemble_score_scale": mult} if mult is not None else {}
-    rest = model(input_ids=ids.to(dev), position_ids=positions, attention_mask=mask, cache=cache,
+    rest = model(input_ids=ids.to(dev), position_ids=positions, attention_mask=mask, cache=prep.cache,
                  use_cache=True, selfensemble_windows=windows, **extra).logits  # (B, m - 1, vocab)
     return torch.cat([first[:, None, :], rest], dim=1)
 
 
-def _score_chunk(engine, method: str, parts: list[PromptParts], conts: list[list[int]], weights: list,
-                 prefix: list[int], copies: int) -> list[Scored]:
-    plans = [plan_rows(method, p, w, engine.config, copies > 0) for p, w in zip(parts, weights, strict=True)]
-    rows, row_conts, groups, fused_n = [], [], [], []
-    for q, (plan, p) in enumerate(zip(plans, parts, strict=True)):
-        need = max(r.next_position for r in plan.rows) + len(conts[q])
-        if need > engine.lm.max_context:
-            raise SelfEnsembleError(f"Context + continuation too long for the model: {need} tokens > "
-                                    f"{engine.lm.max_context}.")
-        groups.append(([len(rows) + r for r in plan.groups[0]], plan.weights[0], conts[q]))
-        rows += plan.rows
-        row_conts += [conts[q]] * len(plan.rows)
-        # attention-fusion knobs see a row's N only on flex rows (as in generation), never a batch statistic
-        fused_n += [len(p.segments) if method == "flex" else 1] * len(plan.rows)
-    knobs = engine.config.attention_fusion
-    terms = (tuple(t.to(engine.lm.device) for t in knobs.row_terms(torch.tensor(fused_n)))
-             if knobs.active and max(fused_n) > 1 else None)
-    multiple = engine.config.pad_multiple if engine.attention == "flex" else 1
-    cached = len(prefix) * copies
-    pseg = [k for k in range(1, copies + 1) for _ in prefix] if copies > 1 else None
-    batch = PackedBatch.from_rows(rows, cached, engine._pad_id, multiple, engine.lm.device, pseg)
-    capacity = cached + batch.shape[1] + max(len(c) for c in conts)
-    cache = new_cache(engine._num_layers, capacity, engine._prefix_cache(prefix, copies) if copies else None)
+def _score_chunk(engine, method: str, prep: Prepared, conts: list[list[int]]) -> list[Scored]:
+    """Fused scores of one prepared chunk: each query's group of rows, its continuation token by token."""
+    row_conts = [conts[q] for q, plan in enumerate(prep.plans) for _ in plan.rows]
     with torch.inference_mode():
-        logits = _forward_continuations(engine, batch, cache, row_conts, terms)
+        logits = _forward_continuations(engine, prep, row_conts)
     fuse = fusion.FUSIONS.get(method, fusion.identity)
-    return [_fused_score(logits[rows_], fuse, w, cont) for rows_, w, cont in groups]
+    return [_fused_score(logits[rows], fuse, w, conts[q])
+            for rows, w, q in zip(prep.groups, prep.group_weights, prep.owner, strict=True)]
 
 
 def _fused_score(logits: torch.Tensor, fuse, weights, cont: list[int]) -> Scored:

@@ -18,6 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
@@ -29,11 +30,13 @@ from selfensemble.errors import SelfEnsembleError, did_you_mean
 from selfensemble.masks import AttentionFusion
 from selfensemble.models import LoadedModel
 from selfensemble.packing import POSITION_MODES, SHARED, PackedBatch, Row, pack_row
+from selfensemble.prepared import Prepared, check_context, fusion_terms, lay_out
 from selfensemble.prompts import PromptFormat, PromptParts, build_parts
 
 METHODS = ("origin", "per_prompt", "vote", "avg", "max", "weighted_avg", "weighted_max", "flex")
 LAYOUTS = ("shared", "full")
 ATTENTION = ("auto", "flex", "sdpa")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -312,7 +315,7 @@ class Engine:
         if key not in self._prefix_caches:
             cache = new_cache(self._num_layers, len(prefix))
             row = Row(list(prefix), [SHARED] * len(prefix), list(range(len(prefix))))
-            batch = PackedBatch.from_rows([row], 0, self._pad_id, 1, self.lm.device)
+            batch = PackedBatch.from_rows([row], 0, self.pad_id, 1, self.lm.device)
             with torch.inference_mode():
                 prefill(self.lm.model, batch, cache, self.attention)
             self.stats["prefix_tokens_encoded"] += len(prefix)
@@ -322,7 +325,8 @@ class Engine:
         return self._prefix_caches[key]
 
     @property
-    def _pad_id(self) -> int:
+    def pad_id(self) -> int:
+        """The token id padding fills rows with (masked out, so any id works; the tokenizer's when it has one)."""
         tok = self.lm.tokenizer
         return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
@@ -358,14 +362,33 @@ class Engine:
         if method in fusion.WEIGHTED and any(w is None for w in weights):
             raise SelfEnsembleError(f"Method {method} needs one weight per prompt.")
         results: list[Answer | None] = [None] * len(parts)
-        for prefix, copies, chunk in self.chunks(method, parts):
-            answers = self._run_chunk(method, [parts[i] for i in chunk], [weights[i] for i in chunk],
-                                      prefix, copies, gen, [stream_keys[i] for i in chunk])
+
+        def decode(prepared: Prepared, chunk: list[int]) -> list[Answer]:
+            return self._decode(prepared, method, gen, [stream_keys[i] for i in chunk])
+
+        for chunk, answers in self.run_chunks(method, parts, weights, [gen.max_new_tokens] * len(parts), decode):
             for i, a in zip(chunk, answers, strict=True):
                 results[i] = a
                 if on_done:
                     on_done(i, a)
         return results  # type: ignore[return-value]
+
+    def run_chunks(self, method: str, parts: Sequence[PromptParts], weights: Sequence, new_tokens: Sequence[int],
+                   run: Callable[[Prepared, list[int]], list[T]]) -> Iterator[tuple[list[int], list[T]]]:
+        """(query indices, ``run(prepared, indices)``) per chunk (``chunks``), each chunk ``prepare``d and
+        run under the attention fallback policy: with attention "auto", a flex failure switches the
+        engine to SDPA (loudly, recorded as "fallback-sdpa") and the chunk is prepared and run again;
+        with "flex" it is an error. Decoding (answer_parts) and scoring (loglik) both run through here.
+        ``new_tokens[i]``: tokens query i adds after its prompt (answer length, continuation length).
+        """
+        weights = list(weights)
+        for prefix, copies, chunk in self.chunks(method, parts):
+            def once(chunk=chunk, prefix=prefix, copies=copies) -> list[T]:
+                prepared = self.prepare(method, [parts[i] for i in chunk], [weights[i] for i in chunk], prefix,
+                                        copies, [new_tokens[i] for i in chunk])
+                return run(prepared, chunk)
+
+            yield chunk, self._with_fallback(once)
 
     def chunks(self, method: str, parts: Sequence[PromptParts]) -> Iterator[tuple[list[int], int, list[int]]]:
         """(prefix tokens kept in the KV cache, copies, query indices) per batch: queries grouped by
@@ -387,10 +410,10 @@ class Engine:
             return ((tuple(parts.prefix), len(parts.segments)) if self.config.positions == "restart" else ((), 0))
         return tuple(parts.prefix), 1
 
-    def _run_chunk(self, method: str, parts: list[PromptParts], weights: list, prefix: list[int], copies: int,
-                   gen: GenerationConfig, keys: list) -> list[Answer]:
+    def _with_fallback(self, fn: Callable[[], T]) -> T:
+        """``fn()``; on a flex failure under attention "auto", fall back to SDPA once and call it again."""
         try:
-            return self._run_chunk_once(method, parts, weights, prefix, copies, gen, keys)
+            return fn()
         except SelfEnsembleError:
             raise
         except Exception as err:
@@ -402,49 +425,54 @@ class Engine:
                 raise SelfEnsembleError(f"FlexAttention failed during a forward pass: {why}. "
                                         "Use --attention sdpa.") from err
             self.attention, self.attention_key, self.attention_note = self._fall_back(why)
-            return self._run_chunk_once(method, parts, weights, prefix, copies, gen, keys)
+            return fn()
 
-    def _run_chunk_once(self, method: str, parts: list[PromptParts], weights: list, prefix: list[int],
-                        copies: int, gen: GenerationConfig, keys: list | None = None) -> list[Answer]:
-        t0 = time.perf_counter()
-        keys = keys if keys is not None else [tuple(p.prompts) for p in parts]  # sampling stream per query
+    def prepare(self, method: str, parts: Sequence[PromptParts], weights: Sequence, prefix: list[int], copies: int,
+                new_tokens: Sequence[int]) -> Prepared:
+        """Lay out one chunk (as ``chunks`` yields it) for the model under the current attention path.
+
+        Rows from ``plan_rows`` query after query, answer groups, per-row N for attention fusion and
+        its (scale, bias) terms, the padded batch (B, L) and a KV cache holding the cached ``prefix``
+        (``copies`` times) with room for the longest ``new_tokens``. A query whose prompt plus its
+        ``new_tokens[q]`` exceeds the model's context is refused here, before any forward.
+        """
+        started = time.perf_counter()
         plans = [plan_rows(method, p, w, self.config, copies > 0) for p, w in zip(parts, weights, strict=True)]
-        rows, groups, group_weights, fused_n, owner, seeds = [], [], [], [], [], []
-        for q, (plan, p) in enumerate(zip(plans, parts, strict=True)):
-            offset = len(rows)
-            rows += plan.rows
-            groups += [[offset + r for r in g] for g in plan.groups]
-            group_weights += plan.weights
-            seeds += [derive_seed(gen.seed, keys[q], k) for k in range(len(plan.groups))]
-            # attention-fusion knobs see a row's N only on flex rows; every other row is N = 1 (untouched)
-            fused_n += [len(p.segments) if method == "flex" else 1] * len(plan.rows)
-            owner += [q] * len(plan.groups)
-        limit = self.lm.max_context
-        for plan in plans:
-            need = max(r.next_position for r in plan.rows) + gen.max_new_tokens  # positions, not KV slots
-            if need > limit:
-                raise SelfEnsembleError(
-                    f"Prompt too long for the model's context: {need} tokens (prompt + {gen.max_new_tokens} new) "
-                    f"> {limit}. Use fewer/shorter paraphrases or few-shot examples"
-                    + (", or layout 'shared'." if method == "flex" and self.config.layout == "full" else ".")
-                )
+        full = method == "flex" and self.config.layout == "full"
+        check_context(plans, new_tokens, self.lm.max_context, ", or layout 'shared'." if full else ".")
+        rows, groups, group_weights, owner, fused_n = lay_out(method, parts, plans)
+        terms = fusion_terms(self.config.attention_fusion, fused_n, self.lm.device)
         multiple = self.config.pad_multiple if self.attention == "flex" else 1
         cached = len(prefix) * copies
         pseg = [k for k in range(1, copies + 1) for _ in prefix] if copies > 1 else None
-        batch = PackedBatch.from_rows(rows, cached, self._pad_id, multiple, self.lm.device, pseg)
-        capacity = cached + batch.shape[1] + gen.max_new_tokens
+        batch = PackedBatch.from_rows(rows, cached, self.pad_id, multiple, self.lm.device, pseg)
+        capacity = cached + batch.shape[1] + max(new_tokens)
         cache = new_cache(self._num_layers, capacity, self._prefix_cache(prefix, copies) if copies else None)
+        return Prepared(list(parts), plans, rows, groups, group_weights, owner, fused_n, batch, cache, terms,
+                        len(prefix), started)
+
+    def _run_chunk_once(self, method: str, parts: list[PromptParts], weights: list, prefix: list[int],
+                        copies: int, gen: GenerationConfig, keys: list | None = None) -> list[Answer]:
+        """One chunk prepared and decoded, no fallback (tests drive the engine's fusion through it)."""
+        prepared = self.prepare(method, parts, weights, prefix, copies, [gen.max_new_tokens] * len(parts))
+        return self._decode(prepared, method, gen, keys if keys is not None else [tuple(p.prompts) for p in parts])
+
+    def _decode(self, prep: Prepared, method: str, gen: GenerationConfig, keys: list) -> list[Answer]:
+        """Generate every group of a prepared chunk; one Answer per query (``keys``: sampling streams)."""
+        seeds = []
+        for q, plan in enumerate(prep.plans):
+            seeds += [derive_seed(gen.seed, keys[q], k) for k in range(len(plan.groups))]
         with torch.inference_mode():
-            decoded = generate(self.lm.model, self.lm.tokenizer, batch, cache, groups, _fuse_for(method), gen,
-                               attention=self.attention, eos_ids=self.lm.eos_token_ids,
-                               weights=group_weights, fusion=self.config.attention_fusion, fused_n=fused_n,
-                               seeds=seeds)
-        seconds = (time.perf_counter() - t0) / len(parts)
-        self.stats["prefill_tokens"] += sum(len(r.tokens) for r in rows)
+            decoded = generate(self.lm.model, self.lm.tokenizer, prep.batch, prep.cache, prep.groups,
+                               _fuse_for(method), gen, attention=self.attention, eos_ids=self.lm.eos_token_ids,
+                               weights=prep.group_weights, fusion=self.config.attention_fusion,
+                               fused_n=prep.fused_n, seeds=seeds)
+        seconds = (time.perf_counter() - prep.started) / len(prep.plans)  # prefix encoding included
+        self.stats["prefill_tokens"] += sum(len(r.tokens) for r in prep.rows)
         self.stats["generated_tokens"] += sum(len(d.tokens) for d in decoded)
-        return [self._answer(method, p, [d for d, o in zip(decoded, owner, strict=True) if o == q],
-                             sum(len(r.tokens) for r in plan.rows) + len(prefix), seconds)
-                for q, (p, plan) in enumerate(zip(parts, plans, strict=True))]
+        return [self._answer(method, p, [d for d, o in zip(decoded, prep.owner, strict=True) if o == q],
+                             sum(len(r.tokens) for r in plan.rows) + prep.prefix_tokens, seconds)
+                for q, (p, plan) in enumerate(zip(prep.parts, prep.plans, strict=True))]
 
     def _answer(self, method: str, parts: PromptParts, decoded: list[Decoded], prefill_tokens: int,
                 seconds: float) -> Answer:
