@@ -110,10 +110,10 @@ def fewshot_fmt() -> PromptFormat:
 
 @pytest.fixture
 def restore_compile_flex():
-    """Restore attention.COMPILE_FLEX (and the compiled-function cache) after the test."""
-    saved = (attn.COMPILE_FLEX, attn._compiled_flex)
+    """Restore attention.COMPILE_FLEX and both compiled-function caches (dynamic and static) after the test."""
+    saved = (attn.COMPILE_FLEX, attn._compiled_flex, attn._compiled_flex_static)
     yield
-    attn.COMPILE_FLEX, attn._compiled_flex = saved
+    attn.COMPILE_FLEX, attn._compiled_flex, attn._compiled_flex_static = saved
 
 
 @pytest.fixture

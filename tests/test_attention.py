@@ -292,6 +292,38 @@ def test_recompile_limit_is_strict_only_inside_our_compiled_calls(monkeypatch):
         assert dynamo_config.fail_on_recompile_limit_hit is False
 
 
+def test_static_window_path_is_strict_past_its_recompile_limit(monkeypatch, restore_compile_flex):
+    """The CPU sliding-window path (static shapes, a higher limit of its own) fails loudly past that limit
+    instead of dropping to eager; the user's own dynamo settings are untouched outside our calls."""
+    import torch._dynamo.config as dynamo_config
+
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: lambda *a, **k: seen.append(
+        (dynamo_config.fail_on_recompile_limit_hit, dynamo_config.recompile_limit)))
+    attn.COMPILE_FLEX, attn._compiled_flex_static = True, None
+    with dynamo_config.patch(fail_on_recompile_limit_hit=False, recompile_limit=8):
+        attn._flex_static()(None)
+        assert seen == [(True, attn.STATIC_RECOMPILE_LIMIT)]
+        assert (dynamo_config.fail_on_recompile_limit_hit, dynamo_config.recompile_limit) == (False, 8)
+
+
+@pytest.mark.slow
+def test_static_window_path_raises_on_the_shape_past_the_limit(monkeypatch, restore_compile_flex):
+    """For real (compiles flex twice on CPU): with a limit of 1 the second padded shape is an error
+    (dynamo's FailOnRecompileLimitHit), never a silent eager run."""
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    torch._dynamo.reset()
+    attn.COMPILE_FLEX, attn._compiled_flex_static = True, None
+    monkeypatch.setattr(attn, "STATIC_RECOMPILE_LIMIT", 1)
+    flex = attn._flex_static()
+    q = torch.randn(1, 2, 32, 16)
+    flex(q, q, q)
+    with pytest.raises(FailOnRecompileLimitHit):
+        flex(*(torch.randn(1, 2, 64, 16),) * 3)
+    torch._dynamo.reset()
+
+
 # --------------------------------------------------------------------------- only flex failures fall back
 
 

@@ -109,15 +109,15 @@ def _flex_static() -> Callable:
     if _compiled_flex_static is None:
         import torch._dynamo.config as dynamo_config
 
-        _flex()  # sets the recompile-limit policy
         def flex_window(*args, **kwargs):  # its own code object: dynamo counts recompiles per code object
             return flex_attention(*args, **kwargs)
 
         static = torch.compile(flex_window, dynamic=False)
 
         def _compiled_flex_static(*args, **kwargs):
-            # one graph per padded shape: allow more of them than dynamo's default of 8 (still a hard limit)
-            with dynamo_config.patch(recompile_limit=STATIC_RECOMPILE_LIMIT):
+            # one graph per padded shape: allow more of them than dynamo's default of 8, and past that
+            # limit fail loudly as the dynamic path does (dynamo's own default is to run eager, silently)
+            with dynamo_config.patch(recompile_limit=STATIC_RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True):
                 return static(*args, **kwargs)
 
     return _compiled_flex_static
