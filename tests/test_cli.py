@@ -153,9 +153,12 @@ def test_ask_checks_its_options_before_loading_the_model(loads, args, message):
     assert loads == []
 
 
-@pytest.mark.parametrize("args", [["--max-new-tokens", "-3"], ["--num-paraphrases", "0"], ["--top-k", "-1"]])
+@pytest.mark.parametrize("args", [
+    ["ask", "Q?", "--max-new-tokens", "-3"], ["ask", "Q?", "--num-paraphrases", "0"], ["ask", "Q?", "--top-k", "-1"],
+    ["run", "--max-new-tokens", "-3"], ["run", "--batch-size", "0"], ["lm-eval", "--tasks", "x", "--num-paraphrases", "0"],
+    ["serve", "--max-batch", "0"]])
 def test_bad_numbers_are_usage_errors_not_internal_errors(args):
-    r = cli("ask", "Q?", "--model", "random:llama", *args)
+    r = cli(*args, "--model", "random:llama")
     assert r.returncode == 2, r.stderr
     assert "Invalid value" in r.stderr and "internal error" not in r.stderr and "Traceback" not in r.stderr
 
