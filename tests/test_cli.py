@@ -139,6 +139,7 @@ def loads(monkeypatch) -> list:
     (["-p", "R?", "--method", "weighted_avg", "--weights", "1,-1"], "non-negative"),
     (["-p", "  "], "empty or whitespace"),
     (["-p", "R?", "--no-paraphrase"], "apply only without -p"),
+    (["--method", "origin", "--num-paraphrases", "3"], "does not apply"),
     (["--positions", "left"], "Unknown positions 'left'"),
     (["--fusion-temperature", "0"], "temperature"),
     (["--sample", "--top-p", "0"], "--top-p in (0, 1]"),

@@ -116,6 +116,8 @@ def _prompt_plan(question: str, given: list[str], num_paraphrases: int | None, n
                                 "without -p.")
     if no_paraphrase and num_paraphrases is not None:
         raise SelfEnsembleError("Give --no-paraphrase or --num-paraphrases, not both.")
+    if method == "origin" and num_paraphrases is not None:
+        raise SelfEnsembleError("--method origin asks the question alone; --num-paraphrases does not apply.")
     with warnings.catch_warnings():  # duplicates are noted by the engine when it answers
         warnings.simplefilter("ignore")
         clean_prompts([question, *given])

@@ -51,8 +51,9 @@ POSITIONS_HELP = "flex positions: restart | right | sequential"
 def flex_option(knob: str, *decls: str, help: str) -> Any:
     """A typer option for a flex knob whose default is read from defaults.py when the command runs
     (so no command carries its own copy; tests/test_entry_defaults.py checks every command)."""
-    return typer.Option(..., *decls, default_factory=defaults.factory(knob), help=help,
-                        show_default=str(defaults.flex()[knob]))
+    value = defaults.flex()[knob]
+    shown = f"--{'' if value else 'no-'}{knob}" if isinstance(value, bool) else str(value)
+    return typer.Option(..., *decls, default_factory=defaults.factory(knob), help=help, show_default=shown)
 
 
 def engine_config(attention: str | None = None, batch_size: int = 8, **flex: Any):
