@@ -31,6 +31,7 @@ class RunConfig:
     num_paraphrases: int = 5
     prompt_indices: list[int] | None = None
     few_shot: int = 5
+    demos: str = "per-item"  # data.base.DEMO_MODES: per-item demonstrations, or one shared set per group
     seed: int = 0
     model: str = "smollm2-135m"
     device: str = "cpu"
@@ -76,6 +77,8 @@ class RunConfig:
         for key in ("device_map", "revision", "trust_remote_code"):  # recorded when set; older manifests lack them
             if not d[key]:
                 d.pop(key)
+        if d["demos"] == "shared":  # older manifests lack the key: they drew shared demonstrations
+            d.pop("demos")
         d["method"] = method
         return d
 
@@ -263,6 +266,13 @@ def _record(item: Item, answer, method: str, match: str, weights) -> dict:
     return rec
 
 
+def demo_answers(query) -> list[str]:
+    """The normalised answers of a query's few-shot demonstrations (what a copied answer would equal)."""
+    from selfensemble.scoring import normalize
+
+    return [normalize(ex.answer) for ex in query.fmt.examples]
+
+
 def vote_record(per_prompt: dict) -> dict:
     """vote's record from per_prompt's record of the same item: a pure function of its answers.
 
@@ -335,7 +345,8 @@ def _answer_todo(engine, cfg: RunConfig, method: str, items: list[Item], queries
             i = todo[j]
             if store.session["attention_path"] is None:
                 store.learn_attention_path(answer.attention)
-            store.append(_record(items[i], answer, method, cfg.match, queries[i].weights if weights else None))
+            rec = _record(items[i], answer, method, cfg.match, queries[i].weights if weights else None)
+            store.append({**rec, "demo_answers": demo_answers(queries[i])})
             progress.advance(task)
 
         engine.answer_many([queries[i] for i in todo], method, _gen(cfg), on_done=on_done)
@@ -391,6 +402,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None) -> d
     from rich.console import Console
 
     from selfensemble.backends import BackendConfig, close_backend, open_backend
+    from selfensemble.data.base import DEMO_MODES
     from selfensemble.decoding import derive_seed
     from selfensemble.methods import Query, check_method
     from selfensemble.prompts import PromptFormat
@@ -398,6 +410,8 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None) -> d
     console = console or Console()
     for m in cfg.methods:
         check_method(m)
+    if cfg.demos not in DEMO_MODES:
+        raise SelfEnsembleError(f"Unknown --demos {cfg.demos!r}; use one of {', '.join(DEMO_MODES)}.")
     if cfg.num_paraphrases < 1:
         raise SelfEnsembleError("--num-paraphrases must be >= 1 (it counts the original question).")
     ds, items = load_items(cfg)
@@ -409,7 +423,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None) -> d
     try:
         items = ensure_paraphrases(engine, cfg, items, console)
         queries = [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,
-                                                               examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed))),
+                                                               examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed, cfg.demos))),
                          seed=derive_seed(cfg.seed, it.id))  # the item's own sampling streams
                    for it in items]
         out = Path(cfg.out)

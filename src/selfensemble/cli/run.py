@@ -33,6 +33,8 @@ def run_command(
     limit: int = typer.Option(None, help="At most this many items."),
     prompt_indices: str = typer.Option(None, help="Which prompts take part, e.g. 0,2,4."),
     few_shot: int = typer.Option(5, help="Few-shot examples in the shared prefix."),
+    demos: str = typer.Option("per-item", help="Few-shot demonstrations: per-item (drawn per item, never its "
+                              "gold answer) | shared (one set per relation/dataset, the older draw)"),
     model: str = typer.Option("smollm2-135m"),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto"),
@@ -66,7 +68,8 @@ def run_command(
     answers_column: str = typer.Option(None, help="jsonl/csv: answers column (default 'answers')."),
     paraphrase_columns: str = typer.Option(None, help="jsonl/csv: paraphrase column(s), comma-separated."),
     id_column: str = typer.Option(None, help="jsonl/csv: id column (default: line number)."),
-    split: str = typer.Option("test"),
+    split: str = typer.Option("test", help="train | test | dev (choose settings here) | heldout (report "
+                              "here once); dev + heldout = test"),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("runs/experiment"), help="Output folder."),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Resume a run made under other torch/"
@@ -93,7 +96,7 @@ def run_command(
     options = {k: v for k, v in options.items() if v is not None}
     cfg = RunConfig(dataset=dataset, data_path=data_path, split=split, limit=limit, methods=chosen,
                     num_paraphrases=num_paraphrases, prompt_indices=parse_list(prompt_indices, "--prompt-indices", int),
-                    few_shot=few_shot, seed=seed, model=model, device=device, dtype=dtype, batch_size=batch_size,
+                    few_shot=few_shot, demos=demos, seed=seed, model=model, device=device, dtype=dtype, batch_size=batch_size,
                     device_map=device_map, revision=revision, trust_remote_code=trust_remote_code,
                     max_new_tokens=max_new_tokens, attention=attention, layout=layout, positions=positions,
                     rescale=rescale, fusion_temperature=fusion_temperature, fusion_scale=fusion_scale,

@@ -113,7 +113,27 @@ def dedupe(values: Any) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def check_split(split: str, allowed: tuple[str, ...] = ("train", "test")) -> str:
+# A protocol for honest numbers: choose settings on `dev`, report once on `heldout`. Both are carved from the
+# test side in file order, so they never move when a file grows at its end: `dev` is the first DEV_ITEMS
+# items of each group (WebQuestions: test questions 1-300; ParaRel: the first 20 test facts of every
+# relation), `heldout` the rest, and `test` stays the whole test side (dev + heldout).
+SPLITS = ("train", "test", "dev", "heldout")
+DEV_ITEMS = {"webqa": 300, "cloze": 20}
+
+
+def carve(items: list, split: str, dev_items: int) -> list:
+    """The `dev` (first ``dev_items``) or `heldout` (the rest) part of a test-side list; other splits whole.
+
+    Example: 5 items, dev_items 2 → dev = items[:2], heldout = items[2:], test = all 5.
+    """
+    if split == "dev":
+        return items[:dev_items]
+    if split == "heldout":
+        return items[dev_items:]
+    return items
+
+
+def check_split(split: str, allowed: tuple[str, ...] = SPLITS) -> str:
     if split not in allowed:
         raise SelfEnsembleError(
             f"Unknown split {split!r}; choose one of {', '.join(allowed)}.{did_you_mean(split, list(allowed))}"
@@ -223,7 +243,7 @@ def build_cloze_dataset(
         train = [f for f in group_facts if f.id in train_ids]
         test = [f for f in group_facts if f.id not in train_ids]
         examples[group] = [_demonstration(f, i, demo) for i, f in enumerate(train)]
-        chosen = train if split == "train" else test
+        chosen = train if split == "train" else carve(test, split, DEV_ITEMS["cloze"])
         if max_facts_per_group is not None:
             chosen = chosen[:max_facts_per_group]
         groups[group] = [
