@@ -22,7 +22,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path(__file__).with_name("confirm.json")
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def data_dir() -> Path:
+    """The shared data folder (WebQuestions, ParaRel): $SELFENSEMBLE_DATA_DIR or a shared/data above."""
+    from selfensemble.data import default_data_dir
+
+    found = default_data_dir()
+    if found is None:
+        sys.exit("No shared data folder: set SELFENSEMBLE_DATA_DIR to a folder with pararel/ and webquestions/.")
+    return found
 
 
 def load_config() -> dict:
@@ -46,12 +55,12 @@ def run_config(conf: dict, model: str, dataset: str, out: Path):
     spec = conf["datasets"][dataset]
     common = dict(conf["run"], model=model, methods=list(conf["methods"]), limit=spec["limit"], out=str(out))
     if "paraphrases" not in spec:
-        return RunConfig(dataset=dataset, data_path=str(DATA / dataset), dataset_options=spec["dataset_options"],
+        return RunConfig(dataset=dataset, data_path=str(data_dir() / ('pararel' if dataset == 'pararel' else 'webquestions')), dataset_options=spec["dataset_options"],
                          **common)
     # fixed paraphrases: the saved file is the dataset; few-shot pool = WebQuestions' train split
     common.pop("split")
     opts = {"paraphrase_columns": "paraphrases", "id_column": "id",
-            "train_path": str(DATA / "webquestions" / "train.jsonl")}
+            "train_path": str(data_dir() / "webquestions" / "train.jsonl")}
     return RunConfig(dataset="jsonl", data_path=str(ROOT / spec["paraphrases"]), dataset_options=opts,
                      gate=False, **common)
 
@@ -64,7 +73,7 @@ def write_paraphrases(conf: dict) -> Path:
     from selfensemble.experiment import RunConfig, ensure_paraphrases, load_items
 
     spec = conf["datasets"]["webqa"]
-    cfg = RunConfig(dataset="webqa", data_path=str(DATA / "webquestions"), split=conf["run"]["split"],
+    cfg = RunConfig(dataset="webqa", data_path=str(data_dir() / "webquestions"), split=conf["run"]["split"],
                     limit=spec["limit"], num_paraphrases=conf["run"]["num_paraphrases"], seed=conf["run"]["seed"],
                     model=conf["paraphrases"]["writer"], gate=conf["paraphrases"]["gate"])
     _, items = load_items(cfg)

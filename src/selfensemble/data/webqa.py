@@ -52,7 +52,7 @@ def load_webqa(
     file_split = "train" if split == "train" else "test"
     p = Path(path).expanduser()
     if not p.exists():
-        raise SelfEnsembleError(f"WebQuestions data not found: {p} (expected a folder with {split}.jsonl).")
+        raise SelfEnsembleError(f"WebQuestions data not found: {p} (expected a folder with {file_split}.jsonl).")
     if p.is_dir():
         item_file, train_file = p / f"{file_split}.jsonl", p / "train.jsonl"
         if not item_file.is_file():
