@@ -168,12 +168,13 @@ def test_find_runs_errors(tmp_path):
 def test_to_markdown():
     rows = [summarize(_records(ORIGIN), _manifest("origin")),
             summarize(_records(AVG, per_prompt=True), _manifest("per_prompt"))]
-    md = to_markdown(rows)
+    md = to_markdown({"runs": rows, "notes": ["a note"]})
     lines = md.strip().splitlines()
     assert lines[0] == "### Accuracy by method" and lines[1] == ""
-    assert len(lines) == 6 and lines[2].startswith("| method | n | accuracy")
-    assert "| origin | 5 | 0.600 [" in lines[4]
+    assert len(lines) == 8 and lines[2].startswith("| method | n | scorer | accuracy")
+    assert "| origin | 5 | – | 0.600 [" in lines[4]
     assert "0.467 (0.400–0.600)" in lines[5]
+    assert lines[7] == "> a note"
 
 
 LONG = "flex [pararel-relations-with-a-very-long-folder-name]"
@@ -198,8 +199,8 @@ def test_report_formats_keep_names_whole(tmp_path, capsys):
         assert LONG in out, fmt
         if fmt == "markdown":
             table = [ln for ln in out.splitlines() if ln.startswith("| ")]
-            assert {ln.count(" | ") for ln in table[:5]} == {6}  # header + 4 runs, 7 cells each, none wrapped
-            assert f"| {LONG} | 5 | 0.800 [" in out
+            assert {ln.count(" | ") for ln in table[:5]} == {9}  # header + 4 runs, 10 cells each, none wrapped
+            assert f"| {LONG} | 5 | – | 0.800 [" in out
         elif fmt == "csv":
             import csv
 
