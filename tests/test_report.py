@@ -171,8 +171,8 @@ def test_to_markdown():
     md = to_markdown({"runs": rows, "notes": ["a note"]})
     lines = md.strip().splitlines()
     assert lines[0] == "### Accuracy by method" and lines[1] == ""
-    assert len(lines) == 8 and lines[2].startswith("| method | n | scorer | accuracy")
-    assert "| origin | 5 | – | 0.600 [" in lines[4]
+    assert len(lines) == 8 and lines[2].startswith("| method | n | accuracy [95% CI] | scorer |")
+    assert "| origin | 5 | 0.600 [" in lines[4]
     assert "0.467 (0.400–0.600)" in lines[5]
     assert lines[7] == "> a note"
 
@@ -200,7 +200,7 @@ def test_report_formats_keep_names_whole(tmp_path, capsys):
         if fmt == "markdown":
             table = [ln for ln in out.splitlines() if ln.startswith("| ")]
             assert {ln.count(" | ") for ln in table[:5]} == {9}  # header + 4 runs, 10 cells each, none wrapped
-            assert f"| {LONG} | 5 | – | 0.800 [" in out
+            assert f"| {LONG} | 5 | 0.800 [" in out
         elif fmt == "csv":
             import csv
 

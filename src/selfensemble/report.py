@@ -22,20 +22,23 @@ from typing import Any
 
 import numpy as np
 
-from selfensemble.errors import SelfEnsembleError, did_you_mean
+from selfensemble.errors import SelfEnsembleError
+from selfensemble.records import (
+    check_scorer,
+    demo_copy_rate,
+    mean_or_nan,
+    nan_to_none,
+    per_prompt_values,
+    record_correct,
+    record_echo,
+    record_group,
+    record_scores,
+    record_value,
+    run_config,
+)
 from selfensemble.report_render import FORMATS, calibration_table, print_tables, render
 from selfensemble.report_render import to_markdown as to_markdown  # re-exported for callers of report
-from selfensemble.scoring import (
-    SCORERS,
-    ece,
-    echo_rate,
-    is_demo_copy,
-    is_echo,
-    majority_vote,
-    prompt_sensitivity,
-    prompts_seen,
-    score_all,
-)
+from selfensemble.scoring import ece, echo_rate, prompt_sensitivity
 from selfensemble.stats import (
     bootstrap_ci,
     cluster_bootstrap_diff,
@@ -49,119 +52,18 @@ BOOTSTRAP_N = 1000
 SEED = 0
 ECE_BINS = 10
 SINGLE_PROMPT_RUN = "per_prompt"  # the method whose per-prompt answers define "mean single prompt"
-GROUPED_DATASETS = ("pararel", "myriadlama")  # ids "REL:uuid": the relation is the group in older records
 # Table/plot order: baselines first, then fusions from simplest up (mirrors methods.METHODS, which
 # is not imported here because it pulls in torch).
 _METHOD_ORDER = ("origin", "per_prompt", "vote", "avg", "max", "weighted_avg", "weighted_max", "flex")
 SCORE_FIELDS = {"exact": "exact_match", "contains": "contains", "f1": "token_f1", "partial": "partial"}
 
 
-# -- one record ----------------------------------------------------------------------------------
-
-
-def check_scorer(scorer: str | None) -> str | None:
-    """``scorer`` if None (each run's own --match) or one of scoring.SCORERS, else a clear error."""
-    if scorer is not None and scorer not in SCORERS:
-        raise SelfEnsembleError(f"Unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}."
-                                + did_you_mean(scorer, list(SCORERS)))
-    return scorer
-
-
-def record_scores(record: dict) -> dict:
-    """The record's four scores: as written by the run, or computed from prediction and gold."""
-    if isinstance(record.get("scores"), dict):
-        return record["scores"]
-    return score_all(str(record.get("prediction") or ""), record.get("gold") or [])
-
-
-def _correct(record: dict) -> bool:
-    if "correct" not in record:
-        raise SelfEnsembleError(f'record {record.get("id")!r} has no "correct" field; was it scored?')
-    return bool(record["correct"])
-
-
-def _value(record: dict, scorer: str | None) -> float:
-    """The headline score of one record: its stored ``correct`` (the run's --match) or ``scorer``'s."""
-    return float(_correct(record)) if scorer is None else float(record_scores(record)[scorer])
-
-
-def _per_prompt_values(record: dict, scorer: str | None) -> list[float] | None:
-    """Each prompt's answer scored alone (None when the record has no per-prompt answers)."""
-    if scorer is None:
-        got = record.get("per_prompt_correct")
-        return [float(c) for c in got] if got else None
-    if not record.get("per_prompt"):
-        return None
-    stored = record.get("per_prompt_scores")
-    scores = stored or [score_all(a, record.get("gold") or []) for a in record["per_prompt"]]
-    return [float(s[scorer]) for s in scores]
-
-
-def _echo(record: dict, method: str) -> bool:
-    """Echo judged against the prompts the answer came from (scoring.prompts_seen).
-
-    Records written before that rule judged every method against all prompts. Their stored flag is
-    kept when it did not come from a prompt span (a restated [MASK] or the subject, which need
-    fields the record lacks); a span is re-judged against the prompts this method saw.
-    """
-    pred, golds, prompts = str(record.get("prediction", "")), record.get("gold") or [], record.get("prompts") or []
-    index = 0
-    if method == "vote" and record.get("per_prompt"):
-        index = majority_vote(record["per_prompt"])[1]
-    own = is_echo(pred, prompts_seen(method, prompts, index), golds)
-    if "echo" not in record:
-        return own
-    if "scores" in record:  # written with the rule: the stored flag is the judgement
-        return bool(record["echo"])
-    return bool(record["echo"]) and (own or not is_echo(pred, prompts, golds))
-
-
-def _group(record: dict, dataset: str | None) -> str | None:
-    """The item's group for the cluster bootstrap: its ``group`` field, else a ParaRel-style id prefix."""
-    if record.get("group"):
-        return str(record["group"])
-    rid = str(record.get("id", ""))
-    if dataset in GROUPED_DATASETS and ":" in rid:
-        return rid.split(":", 1)[0]
-    return None
-
-
-def _nan_to_none(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_nan_to_none(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, (np.floating, np.integer)):
-        return _nan_to_none(x.item())
-    return x
-
-
-def _config(manifest: dict) -> dict:
-    return manifest.get("config", manifest) if isinstance(manifest, dict) else {}
-
-
 # -- summaries ---------------------------------------------------------------------------------
-
-
-def _mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if len(values) else math.nan
-
-
-def demo_copy_rate(records: Sequence[dict]) -> float:
-    """Share of predictions equal (as answers) to one of their own ``demo_answers``.
-
-    Over the records that carry the field (a zero-shot record's empty list copies nothing);
-    NaN when none does (runs that did not record their demonstrations).
-    """
-    with_demos = [r for r in records if "demo_answers" in r]
-    return _mean([is_demo_copy(str(r.get("prediction", "")), r["demo_answers"] or []) for r in with_demos])
 
 
 def _sensitivity(records: Sequence[dict], scorer: str | None) -> dict | None:
     """scoring.prompt_sensitivity over the records with per-prompt answers (None without any)."""
-    rows = [(r["per_prompt"], _per_prompt_values(r, scorer)) for r in records if r.get("per_prompt")]
+    rows = [(r["per_prompt"], per_prompt_values(r, scorer)) for r in records if r.get("per_prompt")]
     rows = [(a, v) for a, v in rows if v]
     if not rows:
         return None
@@ -176,10 +78,10 @@ def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED, scorer:
     the four scorers' means side by side; ``scores_recomputed`` counts records whose scores were
     computed here because the run predates them.
     """
-    cfg = _config(manifest)
+    cfg = run_config(manifest)
     check_scorer(scorer)
     method = cfg.get("method", "?")
-    correct = [_value(r, scorer) for r in records]
+    correct = [record_value(r, scorer) for r in records]
     scores = [record_scores(r) for r in records]
     low, high = bootstrap_ci(correct, n=BOOTSTRAP_N, seed=seed)
     ps = _sensitivity(records, scorer)
@@ -192,22 +94,22 @@ def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED, scorer:
         "method": method, "model": cfg.get("model"), "dataset": cfg.get("dataset"),
         "num_paraphrases": cfg.get("num_paraphrases"), "n": len(records),
         "scorer": scorer or cfg.get("match"),
-        "accuracy": _mean(correct), "ci_low": low, "ci_high": high,
-        **{field: _mean([float(s[name]) for s in scores]) for name, field in SCORE_FIELDS.items()},
+        "accuracy": mean_or_nan(correct), "ci_low": low, "ci_high": high,
+        **{field: mean_or_nan([float(s[name]) for s in scores]) for name, field in SCORE_FIELDS.items()},
         "scores_recomputed": sum(1 for r in records if not isinstance(r.get("scores"), dict)),
         "per_prompt_accuracy": pp["per_prompt_accuracy"],
         "per_prompt_mean": pp["avg_prompt_accuracy"],
         "per_prompt_min": pp["min"],
         "per_prompt_max": pp["max"],
         "per_prompt_std": pp["std"],  # population std over prompt indices
-        "echo_rate": echo_rate([_echo(r, method) for r in records]),
+        "echo_rate": echo_rate([record_echo(r, method) for r in records]),
         "demo_copy_rate": demo_copy_rate(records),
         "consistency": ps["consistency"] if ps else math.nan,
         "prompt_sensitivity": ps,
         "ece": ece([min(max(c, 0.0), 1.0) for c, _ in conf], [y for _, y in conf], ECE_BINS) if conf else math.nan,
-        "seconds_per_item": _mean(secs),
+        "seconds_per_item": mean_or_nan(secs),
     }
-    return _nan_to_none(row)
+    return nan_to_none(row)
 
 
 def _paired(a: Sequence[float], b: Sequence[float], seed: int) -> dict:
@@ -219,12 +121,12 @@ def _paired(a: Sequence[float], b: Sequence[float], seed: int) -> dict:
 def _single_prompt_source(runs: Sequence[tuple[str, Sequence[dict]]],
                           scorer: str | None = None) -> tuple[str, dict[str, float]] | None:
     """Per question, the mean score of its prompts asked one at a time (prefers the per_prompt run)."""
-    candidates = [(name, recs) for name, recs in runs if any(_per_prompt_values(r, scorer) for r in recs)]
+    candidates = [(name, recs) for name, recs in runs if any(per_prompt_values(r, scorer) for r in recs)]
     if not candidates:
         return None
     candidates.sort(key=lambda nr: nr[0] != SINGLE_PROMPT_RUN)
     name, recs = candidates[0]
-    values = {str(r["id"]): _per_prompt_values(r, scorer) for r in recs}
+    values = {str(r["id"]): per_prompt_values(r, scorer) for r in recs}
     return name, {i: float(np.mean(v)) for i, v in values.items() if v}
 
 
@@ -268,8 +170,8 @@ def compare(runs: Sequence[tuple[str, Sequence[dict]]], baseline: str = "origin"
     single prompt (per-question means are fractions; with 0/1 values the two tests coincide),
     Holm-adjusted over all rows (:func:`holm_adjust`); items with groups also get a group interval.
     """
-    by_name = {name: {str(r["id"]): _value(r, scorer) for r in recs} for name, recs in runs}
-    groups = {str(r["id"]): _group(r, dataset) for _, recs in runs for r in recs}
+    by_name = {name: {str(r["id"]): record_value(r, scorer) for r in recs} for name, recs in runs}
+    groups = {str(r["id"]): record_group(r, dataset) for _, recs in runs for r in recs}
     base = by_name.get(baseline)
     single = _single_prompt_source(runs, scorer)
     rows = []
@@ -288,13 +190,13 @@ def compare(runs: Sequence[tuple[str, Sequence[dict]]], baseline: str = "origin"
             s = _paired([mine[i] for i in ids], [means[i] for i in ids], seed=seed)
             row.update(single_source=src, vs_single_mean=s["mean"], vs_single_low=s["low"],
                        vs_single_high=s["high"], vs_single_n=s["n"], vs_single_p=s["p_exact"])
-        rows.append(_nan_to_none(row))
+        rows.append(nan_to_none(row))
     avg = by_name.get("avg")
     if avg is not None and baseline != "avg":
         for name, mine in by_name.items():
             if name.startswith("flex"):
                 row = {"method": name, "baseline": "avg", **_diff_fields(mine, avg, seed, groups), **none_single}
-                rows.append(_nan_to_none(row))
+                rows.append(nan_to_none(row))
     return holm_adjust(rows)
 
 # -- discovery ---------------------------------------------------------------------------------
@@ -333,7 +235,7 @@ def reliability_bins(records: Sequence[dict], n_bins: int = ECE_BINS) -> list[di
     Example: confidences .95, .95, .15, .15, .15 with correct T, T, T, F, F →
     bin (.9, 1]: n 2, conf .95, acc 1; bin (.1, .2]: n 3, conf .15, acc 1/3.
     """
-    pairs = [(min(max(float(r["confidence"]), 0.0), 1.0), _correct(r)) for r in records
+    pairs = [(min(max(float(r["confidence"]), 0.0), 1.0), record_correct(r)) for r in records
              if r.get("confidence") is not None]
     if not pairs:
         return []
@@ -377,7 +279,7 @@ def _load(paths: Sequence[Path], seed: int, scorer: str | None) -> list[tuple[Pa
     out = []
     for p in paths:
         manifest, records, _metrics = load_run(p)
-        out.append((p, _config(manifest), records, summarize(records, manifest, seed=seed, scorer=scorer)))
+        out.append((p, run_config(manifest), records, summarize(records, manifest, seed=seed, scorer=scorer)))
     return out
 
 

@@ -38,7 +38,7 @@ def _interval(mean: Any, low: Any, high: Any) -> str:
     return "–" if mean is None else f"{_signed(mean)} [{_signed(low)}, {_signed(high)}]"
 
 
-_SUMMARY_HEADERS = ["method", "n", "scorer", "accuracy [95% CI]", "exact / contains / F1 / partial",
+_SUMMARY_HEADERS = ["method", "n", "accuracy [95% CI]", "scorer", "exact / contains / F1 / partial",
                     "per-prompt mean (min–max)", "echo", "demo copy", "consistency", "s/question"]
 
 
@@ -47,7 +47,7 @@ def _summary_cells(row: dict) -> list[str]:
     scorers = " / ".join(_fmt(row.get(k)) for k in ("exact_match", "contains", "token_f1", "partial"))
     pp = ("–" if row.get("per_prompt_mean") is None else
           f"{_fmt(row['per_prompt_mean'])} ({_fmt(row['per_prompt_min'])}–{_fmt(row['per_prompt_max'])})")
-    return [str(row.get("name", row["method"])), str(row["n"]), str(row.get("scorer") or "–"), acc, scorers, pp,
+    return [str(row.get("name", row["method"])), str(row["n"]), acc, str(row.get("scorer") or "–"), scorers, pp,
             _pct(row.get("echo_rate")), _pct(row.get("demo_copy_rate")), _fmt(row.get("consistency")),
             _fmt(row.get("seconds_per_item"), 2)]
 
@@ -169,7 +169,7 @@ def print_tables(result: dict, console=None) -> None:
         t = Table(title=title)
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
         for i, (h, w) in enumerate(zip(headers, widths, strict=True)):
-            t.add_column(h, justify="left" if i < 3 else "right", no_wrap=True, min_width=w)
+            t.add_column(h, justify="left" if i < 2 else "right", no_wrap=True, min_width=w)
         for r in rows:
             t.add_row(*(escape(c) for c in r))  # run names like 'flex [dir]' are not markup
         # as wide as the cells need, even past a narrow terminal: rich would otherwise squeeze or drop
