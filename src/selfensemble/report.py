@@ -286,10 +286,10 @@ def _load(paths: Sequence[Path], seed: int, scorer: str | None) -> list[tuple[Pa
 def _notes(summary_rows: Sequence[dict], scorer: str | None) -> list[str]:
     """What a reader must know to read the tables: recomputed scores, mixed headline scorers."""
     notes = []
-    for r in summary_rows:
-        if r.get("scores_recomputed"):
-            notes.append(f"{r['name']}: {r['scores_recomputed']} of {r['n']} records predate per-record scores; "
-                         "exact/contains/F1/partial were computed here from their prediction and gold.")
+    old = [f"{r['name']} {r['scores_recomputed']}/{r['n']}" for r in summary_rows if r.get("scores_recomputed")]
+    if old:
+        notes.append(f"records without per-record scores (written by an older version): {', '.join(old)}; "
+                     "their exact/contains/F1/partial were computed here from prediction and gold.")
     used = sorted({str(r.get("scorer")) for r in summary_rows})
     if scorer is None and len(used) > 1:
         notes.append(f"runs were scored with different --match ({', '.join(used)}); pass --scorer to compare "
