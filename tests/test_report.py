@@ -364,6 +364,12 @@ def test_prompt_sensitivity_block_in_metrics_and_report(tmp_path, capsys):
     [block] = result["prompt_sensitivity"]
     assert block["source"] == "per_prompt" and block["model"] == "tiny" and block["n_items"] == 5
     assert "### Prompt sensitivity" in out and "0.600 0.400 0.400" in out
+    report([tmp_path / "runs"], None, fmt="csv")
+    import csv
+
+    by = {r["name"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert float(by["per_prompt"]["prompt_sensitivity_cps"]) == pytest.approx(0.6 * (1 - (0.6 - 7 / 15)))
+    assert by["origin"]["prompt_sensitivity"] == ""  # no per-prompt answers: an empty cell, not a dict
 
 
 def test_old_run_folder_without_scores_opens_with_a_note(tmp_path, capsys):
