@@ -411,12 +411,10 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None) -> d
     from selfensemble.decoding import derive_seed
     from selfensemble.methods import Query, check_method
     from selfensemble.prompts import PromptFormat
-    from selfensemble.scoring import check_match
 
     console = console or Console()
     for m in cfg.methods:
         check_method(m)
-    check_match(cfg.match)  # before loading anything
     if cfg.num_paraphrases < 1:
         raise SelfEnsembleError("--num-paraphrases must be >= 1 (it counts the original question).")
     ds, items = load_items(cfg)
