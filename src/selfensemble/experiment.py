@@ -48,7 +48,7 @@ class RunConfig:
     fusion_temperature: float = defaults.FLEX_TEMPERATURE
     fusion_scale: float = defaults.FLEX_SCALE
     chat: bool = False
-    match: str = "partial"
+    match: str = "contains"  # scoring.DEFAULT_MATCH: gold inside the answer as whole words
     confidence_samples: int = 4
     weights: str = "confidence"  # weighted_*: confidence (sampled) | entropy | agreement (per decode step)
     gate: bool | None = None  # None: on for generated paraphrases, off for a dataset's own
@@ -237,21 +237,34 @@ def _weights(engine, cfg: RunConfig, queries: list, console) -> list[list[float]
 
 
 def _record(item: Item, answer, method: str, match: str, weights) -> dict:
-    """One results.jsonl line: the answer, its score, and the attention path that produced it."""
-    from selfensemble.scoring import is_correct, is_echo
+    """One results.jsonl line: the answer, its scores, and the attention path that produced it.
 
+    ``correct`` is the scorer ``match`` names; ``scores`` holds all four (scoring.score_all).
+    Echo is judged against the prompts the answer was decoded from (scoring.prompts_seen):
+    origin's against the original question only, each per-prompt answer against its own prompt.
+    """
+    from selfensemble.scoring import check_match, is_echo, majority_vote, prompts_seen, score_all
+
+    check_match(match)  # f1 or an unknown name is no boolean match: a clear error, not a KeyError
+    subject = item.meta.get("subject")
+    scores = score_all(answer.answer, item.answers)
+    seen = 0 if method != "vote" or not answer.per_prompt else majority_vote(answer.per_prompt)[1]
     rec = {
         "id": item.id, "prompts": answer.prompts, "gold": list(item.answers), "prediction": answer.answer,
-        "generation": answer.generation, "correct": is_correct(answer.answer, item.answers, match),
-        "echo": is_echo(answer.answer, answer.prompts, item.answers, item.meta.get("subject")),
+        "generation": answer.generation, "correct": scores[match], "scores": scores,
+        "echo": is_echo(answer.answer, prompts_seen(method, answer.prompts, seen), item.answers, subject),
         "confidence": answer.prob, "seconds": answer.seconds, "finish": answer.finish,
         "prefill_tokens": answer.prefill_tokens, "attention": answer.attention,
     }
+    if item.group:
+        rec["group"] = item.group  # clusters for report's group bootstrap
     if answer.per_prompt is not None:
+        per_scores = [score_all(a, item.answers) for a in answer.per_prompt]
         rec["per_prompt"] = answer.per_prompt
-        rec["per_prompt_correct"] = [is_correct(a, item.answers, match) for a in answer.per_prompt]
-        rec["per_prompt_echo"] = [is_echo(a, answer.prompts, item.answers, item.meta.get("subject"))
-                                  for a in answer.per_prompt]
+        rec["per_prompt_correct"] = [s[match] for s in per_scores]
+        rec["per_prompt_scores"] = per_scores
+        rec["per_prompt_echo"] = [is_echo(a, prompts_seen(method, answer.prompts, j), item.answers, subject)
+                                  for j, a in enumerate(answer.per_prompt)]
         rec["per_prompt_generation"] = answer.per_prompt_generation
         rec["per_prompt_confidence"] = [math.exp(lp) for lp in answer.per_prompt_logprob]
         rec["per_prompt_finish"] = answer.per_prompt_finish
@@ -277,8 +290,8 @@ def vote_record(per_prompt: dict) -> dict:
     """vote's record from per_prompt's record of the same item: a pure function of its answers.
 
     The majority (scoring.majority_vote, over normalised lemmas; ties go to the earliest prompt)
-    picks which prompt's answer, generation, confidence and stop reason become vote's. Equal to
-    decoding ``vote`` directly, which decodes the same rows (tests/test_experiment.py checks).
+    picks which prompt's answer, generation, confidence, scores, echo and stop reason become vote's.
+    Equal to decoding ``vote`` directly, which decodes the same rows (tests/test_experiment.py checks).
     """
     from selfensemble.scoring import majority_vote
 
@@ -289,6 +302,10 @@ def vote_record(per_prompt: dict) -> dict:
                finish=per_prompt["per_prompt_finish"][w], derived_from="per_prompt")
     if "per_prompt_echo" in per_prompt:
         rec["echo"] = per_prompt["per_prompt_echo"][w]
+    if "per_prompt_scores" in per_prompt:
+        rec["scores"] = per_prompt["per_prompt_scores"][w]
+    else:
+        rec.pop("scores", None)  # an older per_prompt run: report recomputes from the prediction
     return rec
 
 

@@ -50,7 +50,8 @@ def run_command(
     fusion_temperature: float = typer.Option(defaults.FLEX_TEMPERATURE, help=TEMPERATURE_HELP),
     fusion_scale: float = typer.Option(defaults.FLEX_SCALE, help=SCALE_HELP),
     chat: bool = typer.Option(False),
-    match: str = typer.Option("partial", help="partial | exact"),
+    match: str = typer.Option("contains", help="Scorer behind `correct`: contains (gold inside the answer as "
+                                               "whole words) | exact | partial (lenient, either way round)"),
     confidence_samples: int = typer.Option(4, help="Samples per prompt for weighted_* confidence."),
     weights: str = typer.Option("confidence", help="weighted_*: confidence (sampled, --confidence-samples) | "
                                                    "entropy | agreement (per decode step, free)"),
