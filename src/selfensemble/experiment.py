@@ -420,6 +420,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None) -> d
 
     from selfensemble.backends import BackendConfig, close_backend, open_backend
     from selfensemble.data.base import DEMO_MODES
+    from selfensemble.scoring import check_match
     from selfensemble.decoding import derive_seed
     from selfensemble.methods import Query, check_method
     from selfensemble.prompts import PromptFormat
@@ -427,6 +428,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None) -> d
     console = console or Console()
     for m in cfg.methods:
         check_method(m)
+    check_match(cfg.match)  # before the model loads
     if cfg.demos not in DEMO_MODES:
         raise SelfEnsembleError(f"Unknown --demos {cfg.demos!r}; use one of {', '.join(DEMO_MODES)}.")
     if cfg.num_paraphrases < 1:
