@@ -420,10 +420,10 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None) -> d
 
     from selfensemble.backends import BackendConfig, close_backend, open_backend
     from selfensemble.data.base import DEMO_MODES
-    from selfensemble.scoring import check_match
     from selfensemble.decoding import derive_seed
     from selfensemble.methods import Query, check_method
     from selfensemble.prompts import PromptFormat
+    from selfensemble.scoring import check_match
 
     console = console or Console()
     for m in cfg.methods:
