@@ -1,0 +1,235 @@
+"""Long runs that never lose work: paraphrases and sampled confidence are saved per batch, a run
+killed (SIGKILL) at any engine call or in the middle of a cache write resumes without redoing a
+saved batch and ends with exactly an uninterrupted run's entries; two processes share one cache.
+
+The kill-anywhere sweeps use an engine-like stub whose every row is a pure function of the row's
+own sampling stream and the call's seed (what the real engine guarantees, checked for paraphrases
+on a random model below), so they are fast enough to kill at every single engine call.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+
+from selfensemble.data.base import Item
+from selfensemble.decoding import derive_seed
+from selfensemble.experiment import RunConfig, _weights, paraphrase_items
+from selfensemble.methods import Query
+from selfensemble.paraphrase import ParaphraseCache, ParaphraseConfig
+from selfensemble.progress import NullProgress
+
+FORK = multiprocessing.get_context("fork")
+QUESTIONS = [f"What is the name of thing number {i}?" for i in range(10)]
+PCFG = ParaphraseConfig(num_paraphrases=2, seed=3)
+
+
+class StreamEngine:
+    """Engine-like stub: a row's answer depends only on (call seed, row stream), never on its batch.
+
+    Paraphrases collide often (5 variants), so retries and batches of uneven cost happen. Counts
+    calls and how often each question was asked; ``stop_at`` (a call number) makes the process
+    signal ``reached`` and wait there, to be killed.
+    """
+
+    def __init__(self, batch_size: int = 3, stop_at: int | None = None, reached=None):
+        self.config = SimpleNamespace(batch_size=batch_size)
+        self.calls, self.asked, self.log = 0, Counter(), []
+        self.stop_at, self.reached = stop_at, reached
+
+    def answer_many(self, queries, method, gen, on_done=None):
+        if self.calls == self.stop_at:
+            self.reached.set()
+            signal.pause()  # the test kills this process here
+        self.calls += 1
+        self.log.append({q.prompts[0] for q in queries})
+        out = []
+        for q in queries:
+            self.asked[q.prompts[0]] += 1
+            seed = gen.seed if gen.do_sample else "greedy"
+            text = f"{q.prompts[0].rstrip('?')} variant {derive_seed(seed, q.stream_key) % 5}?"
+            out.append(SimpleNamespace(answer=text, per_prompt=[
+                f"a{derive_seed(seed, q.stream_key, i) % 3}" for i in range(len(q.prompts))]))
+        return out
+
+
+def _items() -> list[Item]:
+    return [Item(str(i), (q,), ("x",)) for i, q in enumerate(QUESTIONS)]
+
+
+def _paraphrase(engine) -> dict:
+    return paraphrase_items(lambda: engine, "stub", "kill", _items(), PCFG, NullProgress()).data
+
+
+CCFG = RunConfig(model="stub", confidence_samples=3, seed=0)
+
+
+def _queries() -> list[Query]:
+    return [Query([q, q.upper()], "fmt", seed=derive_seed(0, i)) for i, q in enumerate(QUESTIONS)]
+
+
+def _confidence(engine) -> list:
+    return _weights(engine, CCFG, _queries(), NullProgress())
+
+
+def _killed_at(work, call: int) -> bool:
+    """Run ``work(engine)`` in a forked process, SIGKILL it when it starts engine call ``call``;
+    False if it finished before reaching that call."""
+    reached = FORK.Event()
+    proc = FORK.Process(target=lambda: work(StreamEngine(stop_at=call, reached=reached)))
+    proc.start()
+    while proc.is_alive() and not reached.wait(0.05):
+        pass
+    if reached.is_set():
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.join(30)
+    return reached.is_set()
+
+
+def _cache_file(kind: str, root) -> dict:
+    files = list((root / kind).glob("*.json"))
+    return json.loads(files[0].read_text()) if files else {}
+
+
+@pytest.mark.parametrize("kind", ["paraphrases", "confidence"])
+def test_kill_at_every_engine_call_then_resume(kind, tmp_path, monkeypatch):
+    """At each kill point the rerun asks no question whose batch was saved, redoes at most the one
+    batch in flight, and ends with exactly the entries (and weights) of an uninterrupted run."""
+    work = _paraphrase if kind == "paraphrases" else _confidence
+    monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / "ref"))
+    ref_engine = StreamEngine()
+    ref_result = work(ref_engine)
+    reference = _cache_file(kind, tmp_path / "ref")
+    assert len(reference) == (10 if kind == "paraphrases" else 20)
+    calls_per_batch = 1 + CCFG.confidence_samples if kind == "confidence" else PCFG.attempts * PCFG.num_paraphrases
+    figures, batch = [], StreamEngine().config.batch_size
+    for call in range(ref_engine.calls):
+        root = tmp_path / f"kill{call}"
+        monkeypatch.setenv("SELFENSEMBLE_CACHE", str(root))
+        assert _killed_at(work, call)
+        saved = _cache_file(kind, root)
+        assert all(reference[k] == v for k, v in saved.items())  # a saved entry is already the final one
+        engine = StreamEngine()
+        result = work(engine)
+        saved_questions = ({q for q in QUESTIONS if q in saved} if kind == "paraphrases" else
+                           {q for q, qq in zip(QUESTIONS, _queries(), strict=True)
+                            if all(_confidence_key(qq, i) in saved for i in range(2))})
+        assert not saved_questions & set(engine.asked), f"kill at call {call}: saved questions asked again"
+        assert _cache_file(kind, root) == reference and result == ref_result
+        redone = call + engine.calls - ref_engine.calls  # engine calls whose work the kill threw away
+        assert 0 <= redone < calls_per_batch, f"kill at call {call} redid {redone} calls"
+        # the same run asks the same questions in the same order: the killed run had asked these
+        asked_before = set().union(*ref_engine.log[: call + 1])
+        again = asked_before & set(engine.asked)
+        assert len(again) <= batch, f"kill at call {call}: {len(again)} questions asked again (> one batch)"
+        figures.append((redone, len(again)))
+    print(f"{kind}: {len(figures)} kill points, (engine calls, questions) redone per kill: {figures}")
+
+
+def _confidence_key(query, index):
+    from selfensemble.confidence import ConfidenceCache
+
+    return ConfidenceCache.key(query, index)
+
+
+def test_kill_in_the_middle_of_a_cache_write(tmp_path, monkeypatch):
+    """SIGKILL after the second batch's temp file is written but before it replaces the cache: the
+    file still holds the first batch, intact, and the rerun completes it to the reference."""
+    monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / "ref"))
+    _paraphrase(StreamEngine())
+    reference = _cache_file("paraphrases", tmp_path / "ref")
+    monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / "run"))
+    reached = FORK.Event()
+
+    def child():
+        real, writes = os.replace, [0]
+
+        def replace(src, dst):
+            writes[0] += 1
+            if writes[0] == 2:
+                reached.set()
+                signal.pause()
+            real(src, dst)
+
+        os.replace = replace
+        _paraphrase(StreamEngine())
+
+    proc = FORK.Process(target=child)
+    proc.start()
+    assert reached.wait(60)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(30)
+    assert len(_cache_file("paraphrases", tmp_path / "run")) == 3  # the first batch of 3
+    engine = StreamEngine()
+    _paraphrase(engine)
+    assert set(engine.asked) == set(QUESTIONS[3:])
+    assert _cache_file("paraphrases", tmp_path / "run") == reference
+
+
+def _writer(root, prefix: str, start, n: int) -> None:
+    start.wait(10)
+    cache = ParaphraseCache("m", "shared", PCFG, root=root)
+    for i in range(n):  # one entry per write: as many chances as possible to overwrite the other's
+        cache.put_many({f"{prefix}{i}?": {"paraphrases": [f"{prefix}-{i}?"], "checks": [], "wanted": 1}})
+
+
+def test_two_processes_writing_one_cache_keep_both_sets(tmp_path):
+    start = FORK.Event()
+    procs = [FORK.Process(target=_writer, args=(tmp_path, p, start, 40)) for p in ("a", "b")]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    got = ParaphraseCache("m", "shared", PCFG, root=tmp_path)
+    assert {q for q in got.data} == {f"{p}{i}?" for p in "ab" for i in range(40)}
+
+
+def test_confidence_cache_save_merges_with_another_writer(tmp_path):
+    """Two caches opened on the same file (two runs): each save keeps what the other saved."""
+    from selfensemble.confidence import ConfidenceCache, ConfidenceConfig, PromptConfidence
+
+    one, two = (ConfidenceCache("m", ConfidenceConfig(), root=tmp_path) for _ in range(2))
+    q1, q2 = Query(["A?"], "f", seed=1), Query(["B?"], "f", seed=2)
+    one.put(q1, 0, PromptConfidence("a", ["a"], 1))
+    one.save()
+    two.put(q2, 0, PromptConfidence("b", ["c"], 0))
+    two.save()  # its in-memory copy never had q1
+    again = ConfidenceCache("m", ConfidenceConfig(), root=tmp_path)
+    assert again.get(q1, 0) == PromptConfidence("a", ["a"], 1)
+    assert again.get(q2, 0) == PromptConfidence("b", ["c"], 0)
+
+
+def test_paraphrases_do_not_depend_on_batch_neighbours():
+    """On a real (random) model: the raw sampled outputs for a question, and what is kept of them,
+    are the same when it is paraphrased alone and in a batch with others."""
+    from selfensemble.methods import Engine, EngineConfig
+    from selfensemble.models import load_model
+    from selfensemble.paraphrase import gated_paraphrases
+
+    class Recording:
+        def __init__(self, engine):
+            self.engine, self.seen = engine, {}
+
+        def answer_many(self, queries, method, gen, on_done=None):
+            answers = self.engine.answer_many(queries, method, gen)
+            for q, a in zip(queries, answers, strict=True):
+                self.seen[(q.prompts[0], gen.seed)] = a.generation
+            return answers
+
+    engine = Engine(load_model("random:llama"), EngineConfig(attention="sdpa", batch_size=4))
+    cfg = ParaphraseConfig(num_paraphrases=2, max_new_tokens=8, attempts=1)
+    questions = ["Who wrote Hamlet?", "What is the capital of Peru?", "When did the war end?"]
+    alone, batched = Recording(engine), Recording(engine)
+    one = gated_paraphrases(alone, questions[1:2], cfg, None)
+    many = gated_paraphrases(batched, questions, cfg, None)
+    assert alone.seen and all(batched.seen[k] == v for k, v in alone.seen.items())
+    assert {q for q, _ in batched.seen} == set(questions)  # the batch really held its neighbours
+    assert many[1] == one[0]
