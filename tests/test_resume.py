@@ -233,3 +233,93 @@ def test_paraphrases_do_not_depend_on_batch_neighbours():
     assert alone.seen and all(batched.seen[k] == v for k, v in alone.seen.items())
     assert {q for q, _ in batched.seen} == set(questions)  # the batch really held its neighbours
     assert many[1] == one[0]
+
+
+# -- the command line, end to end on a random model -------------------------------------------------
+
+def _cli(out, extra=()):
+    import sys
+
+    from selfensemble.experiment import SAMPLE_DATA
+
+    return [sys.executable, "-m", "selfensemble", "run", "--dataset", "jsonl", "--data-path", str(SAMPLE_DATA),
+            "--id-column", "id", "--model", "random:llama", "--attention", "sdpa", "--batch-size", "1",
+            "--method", "weighted_avg", "--num-paraphrases", "3", "--no-gate", "--few-shot", "0",
+            "--max-new-tokens", "4", "--limit", "8", "--out", str(out), *extra]
+
+
+def _start(args, cache, log):
+    import subprocess
+
+    env = {**os.environ, "SELFENSEMBLE_CACHE": str(cache), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+
+def _stop_when(proc, ready, sig, what: str) -> None:
+    """Poll (bounded) until ``ready()``, then send ``sig``; fails if the run ended first."""
+    import time
+
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and not ready():
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the run ended before {what}"
+    proc.send_signal(sig)
+    proc.wait(120)
+
+
+def _entries(root, kind: str) -> int:
+    return len(_cache_file(kind, root))
+
+
+def _strip(path) -> list[dict]:
+    return [{k: v for k, v in json.loads(x).items() if k not in ("seconds",)} for x in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_cli_killed_and_stopped_in_every_phase_resumes_to_the_uninterrupted_records(tmp_path):
+    """kill -9 while paraphrasing, SIGTERM while paraphrasing, kill -9 while sampling confidence,
+    then the same command again: the records equal an uninterrupted run's, no saved batch is
+    written twice (the logs count what each run still had to do), and the piped logs show each
+    phase's progress lines."""
+    import re
+    import subprocess
+
+    ref = tmp_path / "ref"
+    done = _start(_cli(ref / "out"), ref / "cache", tmp_path / "ref.log")
+    assert done.wait(600) == 0, (tmp_path / "ref.log").read_text()
+    ref_log = (tmp_path / "ref.log").read_text()
+    for phase in ("loading", "paraphrasing", "confidence", "weighted_avg"):
+        assert re.search(rf"^{phase}: start \d+/\d+ ", ref_log, re.M), ref_log
+        assert re.search(rf"^{phase}: done (\d+)/\1 ", ref_log, re.M), ref_log
+    assert "━" not in ref_log  # no bar drawn into a log file
+
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    logs = [tmp_path / f"run{i}.log" for i in range(4)]
+    proc = _start(_cli(out), cache, logs[0])
+    _stop_when(proc, lambda: _entries(cache, "paraphrases") >= 1, signal.SIGKILL, "a paraphrase batch was saved")
+    first = _entries(cache, "paraphrases")
+    assert 1 <= first < 8
+
+    proc = _start(_cli(out), cache, logs[1])
+    _stop_when(proc, lambda: _entries(cache, "paraphrases") > first, signal.SIGTERM, "another batch was saved")
+    log = logs[1].read_text()
+    assert proc.returncode == 143 and "Traceback" not in log, log
+    assert f"paraphrasing {8 - first} questions ({first} already cached)" in log
+    assert "resume by running the same command again" in log and "selfensemble run --dataset jsonl" in log
+    second = _entries(cache, "paraphrases")
+    assert first < second < 8
+
+    proc = _start(_cli(out), cache, logs[2])
+    _stop_when(proc, lambda: _entries(cache, "confidence") >= 1, signal.SIGKILL, "a confidence batch was saved")
+    sampled = _entries(cache, "confidence")
+    assert f"paraphrasing {8 - second} questions ({second} already cached)" in logs[2].read_text()
+    assert 1 <= sampled < 8
+
+    last = subprocess.run(_cli(out), capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "SELFENSEMBLE_CACHE": str(cache), "PYTHONWARNINGS": "ignore"})
+    assert last.returncode == 0, last.stderr
+    assert "paraphrasing" not in last.stdout.split("weighted_avg: start")[0].replace("loading", "")
+    assert f"estimating confidence for {8 - sampled} questions" in last.stdout
+    assert _cache_file("paraphrases", cache) == _cache_file("paraphrases", ref / "cache")
+    assert _cache_file("confidence", cache) == _cache_file("confidence", ref / "cache")
+    assert _strip(out / "results.jsonl") == _strip(ref / "out" / "results.jsonl")

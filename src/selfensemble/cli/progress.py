@@ -15,7 +15,7 @@ from rich.console import Console
 
 
 def _clock(seconds: float) -> str:
-    seconds = int(seconds)
+    seconds = round(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
@@ -55,7 +55,7 @@ class ConsoleProgress:
             self._bar.advance(self._task, n)
             return
         now = self.clock()
-        if now - self._last >= self.interval or self.done >= self._next:
+        if self.done < self.total and (now - self._last >= self.interval or self.done >= self._next):  # end() says done
             self._line("")
             self._last = now
             self._next = (self.done // self._step + 1) * self._step

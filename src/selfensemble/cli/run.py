@@ -142,7 +142,7 @@ def graceful_stop() -> Iterator[None]:
         again = shlex.join(["selfensemble", *sys.argv[1:]])
         typer.echo(f"stopped by {signal.Signals(signum).name}: everything finished so far is saved; "
                    f"resume by running the same command again:\n  {again}", err=True)
-        raise typer.Exit(128 + signum) from None
+        raise SystemExit(128 + signum) from None  # not typer.Exit: click returns that as a value
     finally:
         signal.signal(signal.SIGTERM, old)
 
