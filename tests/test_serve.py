@@ -452,12 +452,12 @@ def test_stopping_server_refuses_new_requests_and_finishes_the_one_in_flight(ran
 
 def test_stopping_server_waits_for_in_flight_requests_only_so_long(random_lm):
     """After ``grace_s`` the request is dropped; the engine call already running still ends (a
-    torch call can't be interrupted), here 3 s in, and then the server is gone."""
+    torch call can't be interrupted), here 8 s in, and then the server is gone."""
     s = _held_server(random_lm, grace_s=1)
     t0 = time.monotonic()
-    threading.Timer(3, s.release.set).start()
+    threading.Timer(8, s.release.set).start()
     s.client.join(30)
     dropped = "error" in s.reply or s.reply["response"].status_code == 500  # uvicorn cancels it at the limit
-    assert dropped and time.monotonic() - t0 < 3
+    assert dropped and time.monotonic() - t0 < 3, time.monotonic() - t0
     s.thread.join(30)
     assert not s.thread.is_alive()
