@@ -15,7 +15,7 @@ from pathlib import Path
 from selfensemble import defaults
 from selfensemble.data.base import Dataset, Item
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.progress import as_progress
+from selfensemble.progress import NotesConsole, as_progress
 
 SAMPLE_DATA = Path(__file__).parent / "samples" / "trivia.jsonl"
 
@@ -436,7 +436,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     if owned:
         progress.start("loading", 1, unit="models")
         try:
-            engine = open_backend(backend or BackendConfig(), cfg, _Notes(progress))
+            engine = open_backend(backend or BackendConfig(), cfg, NotesConsole(progress))
             progress.advance()
         finally:
             progress.end()
@@ -462,18 +462,3 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
         if owned:
             close_backend(engine)
 
-
-class _Notes:
-    """The console a backend prints its load messages on, as ``progress`` notes (no spinner: the
-    loading phase is ``progress``'s to show)."""
-
-    def __init__(self, progress):
-        self.progress = progress
-
-    def print(self, message: str, *args, **kwargs) -> None:
-        self.progress.note(message)
-
-    def status(self, message: str, *args, **kwargs):
-        import contextlib
-
-        return contextlib.nullcontext()

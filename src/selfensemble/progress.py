@@ -65,3 +65,19 @@ def as_progress(progress=None, console=None) -> Progress:
     if console is not None:
         return console if isinstance(console, Progress) else ConsoleNotes(console)
     return NullProgress()
+
+
+class NotesConsole:
+    """A console-like object (``print``, ``status``) whose messages become ``progress`` notes: what
+    the backends print their load messages on. No spinner: the loading phase is ``progress``'s."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def print(self, message: str, *args, **kwargs) -> None:
+        self.progress.note(message)
+
+    def status(self, message: str, *args, **kwargs):
+        import contextlib
+
+        return contextlib.nullcontext()

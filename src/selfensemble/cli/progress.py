@@ -71,7 +71,7 @@ class ConsoleProgress:
         self._phase = None
 
     def note(self, message: str) -> None:
-        self.console.print(message)
+        self.console.print(message, soft_wrap=not self.interactive)  # a log line is never broken mid-path
 
     def _line(self, what: str) -> None:
         elapsed = self.clock() - self._t0

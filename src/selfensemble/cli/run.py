@@ -206,7 +206,7 @@ def paraphrase_command(
             if gate:
                 row["gate"] = entry.get("checks", [])
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    console.print(f"wrote {out} (cache: {cache.path})")
+    console.print(f"wrote {out} (cache: {cache.path})", soft_wrap=True)
 
 
 @app.command("demo")
