@@ -20,7 +20,8 @@ class Clock:
 
 def _plain(interval: float = 30.0):
     buf, clock = io.StringIO(), Clock()
-    return ConsoleProgress(Console(file=buf, force_terminal=False, width=200), interval, clock), buf, clock
+    console = Console(file=buf, force_terminal=False, width=200)
+    return ConsoleProgress(console, interval, clock, heartbeat=False), buf, clock
 
 
 def test_log_file_gets_start_every_tenth_and_end_lines():
@@ -49,6 +50,22 @@ def test_log_file_gets_a_line_every_interval_even_when_slow():
     assert lines[0].startswith("confidence: start 400/1000")
     assert [line.split()[1] for line in lines[1:4]] == ["401/1000", "402/1000", "403/1000"]
     assert lines[-1].startswith("confidence: stopped 403/1000")  # ended early: says so
+
+
+def test_log_file_gets_heartbeat_lines_while_nothing_finishes():
+    """One engine batch can take minutes: the log still hears from the phase every interval."""
+    import time
+
+    buf = io.StringIO()
+    p = ConsoleProgress(Console(file=buf, force_terminal=False, width=200), interval=0.1)
+    p.start("paraphrasing", 10, unit="candidates")
+    deadline = time.monotonic() + 20
+    while buf.getvalue().count("paraphrasing: 0/10") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.end()
+    lines = buf.getvalue().splitlines()
+    assert [line.split()[1] for line in lines[:3]] == ["start", "0/10", "0/10"], lines
+    assert lines[-1].startswith("paraphrasing: stopped 0/10")
 
 
 def test_terminal_draws_a_bar_and_no_plain_lines():

@@ -2,12 +2,14 @@
 
 On a terminal each phase is a rich bar (done / total, elapsed, ETA). When stdout is not a
 terminal (a log file, a batch job) a bar is never drawn, so each phase prints plain lines instead:
-one at its start, one whenever ``interval`` seconds have passed or another tenth is done, and one
-at its end, with the same phase names the bar shows.
+one at its start, one whenever another tenth is done, one every ``interval`` seconds even while
+nothing finishes (a heartbeat thread: one engine batch can take minutes), and one at its end,
+with the same phase names the bar shows.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -23,11 +25,13 @@ class ConsoleProgress:
     """``Progress`` on a rich console: a bar when ``console.is_terminal``, plain lines otherwise."""
 
     def __init__(self, console: Console | None = None, interval: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, heartbeat: bool = True):
         self.console = console or Console()
-        self.interval, self.clock = interval, clock
+        self.interval, self.clock, self.heartbeat = interval, clock, heartbeat
         self._bar = None
         self._phase: str | None = None
+        self._lock = threading.Lock()  # advance (main thread) and the heartbeat both print
+        self._stop = threading.Event()
 
     @property
     def interactive(self) -> bool:
@@ -46,6 +50,9 @@ class ConsoleProgress:
             self._step = max(total // 10, 1)
             self._next = done + self._step
             self._line("start")
+            self._stop = threading.Event()
+            if self.heartbeat:
+                threading.Thread(target=self._heartbeat, args=(self._stop,), daemon=True).start()
 
     def advance(self, n: int = 1) -> None:
         if self._phase is None:
@@ -54,11 +61,10 @@ class ConsoleProgress:
         if self._bar is not None:
             self._bar.advance(self._task, n)
             return
-        now = self.clock()
-        if self.done < self.total and (now - self._last >= self.interval or self.done >= self._next):  # end() says done
-            self._line("")
-            self._last = now
-            self._next = (self.done // self._step + 1) * self._step
+        with self._lock:
+            if self.done < self.total and (self.clock() - self._last >= self.interval or self.done >= self._next):
+                self._line("")  # (the last one is end()'s "done" line)
+                self._next = (self.done // self._step + 1) * self._step
 
     def end(self) -> None:
         if self._phase is None:
@@ -67,14 +73,23 @@ class ConsoleProgress:
             self._bar.stop()
             self._bar = None
         else:
-            self._line("done" if self.done >= self.total else "stopped")
+            self._stop.set()
+            with self._lock:
+                self._line("done" if self.done >= self.total else "stopped")
         self._phase = None
 
     def note(self, message: str) -> None:
         self.console.print(message, soft_wrap=not self.interactive)  # a log line is never broken mid-path
 
+    def _heartbeat(self, stop: threading.Event) -> None:
+        while not stop.wait(min(self.interval, 1.0)):
+            with self._lock:
+                if not stop.is_set() and self.clock() - self._last >= self.interval:
+                    self._line("")
+
     def _line(self, what: str) -> None:
-        elapsed = self.clock() - self._t0
+        self._last = now = self.clock()
+        elapsed = now - self._t0
         pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
         text = f"{self._phase}: {what + ' ' if what else ''}{self.done}/{self.total} {self.unit}{pct}, " \
                f"elapsed {_clock(elapsed)}"
