@@ -93,8 +93,12 @@ def _killed_at(work, call: int) -> bool:
 
 
 def _cache_file(kind: str, root) -> dict:
-    files = list((root / kind).glob("*.json"))
-    return json.loads(files[0].read_text()) if files else {}
+    """Every entry of the one cache file under ``root/kind`` ({} if none yet)."""
+    from selfensemble import jsoncache
+
+    names = {p.name.split(".json")[0] for p in (root / kind).glob("*.json*")} if (root / kind).exists() else set()
+    assert len(names) <= 1, names
+    return jsoncache.read(root / kind / f"{names.pop()}.json", kind) if names else {}
 
 
 @pytest.mark.parametrize("kind", ["paraphrases", "confidence"])
@@ -139,8 +143,8 @@ def _confidence_key(query, index):
 
 
 def test_kill_in_the_middle_of_a_cache_write(tmp_path, monkeypatch):
-    """SIGKILL after the second batch's temp file is written but before it replaces the cache: the
-    file still holds the first batch, intact, and the rerun completes it to the reference."""
+    """SIGKILL when half of the second batch's lines are on disk: the cache holds the first batch,
+    intact, the unfinished line is cut off, and the rerun completes the cache to the reference."""
     monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / "ref"))
     _paraphrase(StreamEngine())
     reference = _cache_file("paraphrases", tmp_path / "ref")
@@ -148,16 +152,19 @@ def test_kill_in_the_middle_of_a_cache_write(tmp_path, monkeypatch):
     reached = FORK.Event()
 
     def child():
-        real, writes = os.replace, [0]
+        from selfensemble import jsoncache
 
-        def replace(src, dst):
+        real, writes = jsoncache._append, [0]
+
+        def append(fh, data):
             writes[0] += 1
             if writes[0] == 2:
+                real(fh, data[: len(data) // 2 + 7])  # a line and a half of three
                 reached.set()
                 signal.pause()
-            real(src, dst)
+            real(fh, data)
 
-        os.replace = replace
+        jsoncache._append = append
         _paraphrase(StreamEngine())
 
     proc = FORK.Process(target=child)
@@ -165,10 +172,12 @@ def test_kill_in_the_middle_of_a_cache_write(tmp_path, monkeypatch):
     assert reached.wait(60)
     os.kill(proc.pid, signal.SIGKILL)
     proc.join(30)
-    assert len(_cache_file("paraphrases", tmp_path / "run")) == 3  # the first batch of 3
+    saved = _cache_file("paraphrases", tmp_path / "run")
+    assert list(saved) == QUESTIONS[:4]  # the first batch, and the one complete line of the second
+    assert all(reference[q] == saved[q] for q in saved)
     engine = StreamEngine()
     _paraphrase(engine)
-    assert set(engine.asked) == set(QUESTIONS[3:])
+    assert set(engine.asked) == set(QUESTIONS[4:])
     assert _cache_file("paraphrases", tmp_path / "run") == reference
 
 

@@ -73,7 +73,7 @@ class ConfidenceCache:
     """{hash(query stream, prompt index, prompt, format): {greedy, samples, agree}}, one JSON file per
     model and setting. ``query`` is a ``methods.Query`` (its ``stream_key``, ``prompts``, ``fmt``).
 
-    ``put`` collects entries in memory; ``save`` merges them into the file under a lock
+    ``put`` collects entries in memory; ``save`` appends them to the file under a lock
     (``jsoncache``), so a run saves after every batch and runs sharing the file keep each other's.
     """
 
@@ -98,5 +98,5 @@ class ConfidenceCache:
     def save(self) -> None:
         """Write the entries ``put`` since the last save (a no-op when there are none)."""
         if self._unsaved:
-            self.data = jsoncache.merge(self.path, self._unsaved, "confidence")
+            jsoncache.merge(self.path, self._unsaved, "confidence")
             self._unsaved = {}

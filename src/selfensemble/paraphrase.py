@@ -134,7 +134,7 @@ class ParaphraseCache:
     """JSON file of {question: {"paraphrases", "checks", "wanted"}} keyed by model, dataset, settings
     and the gate's settings (a new threshold is a new file, never a stale reuse).
 
-    Shared safely between processes (``jsoncache``): each ``put_many`` merges into the file under a
+    Shared safely between processes (``jsoncache``): each ``put_many`` appends to the file under a
     lock, so a run can write batch by batch while another run adds its own questions.
     """
 
@@ -157,4 +157,5 @@ class ParaphraseCache:
 
     def put_many(self, items: dict[str, list[str] | dict]) -> None:
         """Store ``items`` on disk now (merged with entries other processes wrote meanwhile)."""
-        self.data = jsoncache.merge(self.path, items, "paraphrase")
+        jsoncache.merge(self.path, items, "paraphrase")
+        self.data.update(items)
