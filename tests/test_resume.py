@@ -332,3 +332,27 @@ def test_cli_killed_and_stopped_in_every_phase_resumes_to_the_uninterrupted_reco
     assert _cache_file("paraphrases", cache) == _cache_file("paraphrases", ref / "cache")
     assert _cache_file("confidence", cache) == _cache_file("confidence", ref / "cache")
     assert _strip(out / "results.jsonl") == _strip(ref / "out" / "results.jsonl")
+
+
+# -- graceful stop ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stop, status", [(lambda: os.kill(os.getpid(), signal.SIGTERM), 143),
+                                          (lambda: (_ for _ in ()).throw(KeyboardInterrupt()), 130)])
+def test_graceful_stop_exits_128_plus_signal_with_a_resume_line(stop, status, capsys, monkeypatch):
+    """SIGTERM and Ctrl-C unwind through every ``finally`` (the ``cleaned`` flag), print how to
+    resume, exit 128 + signal; the previous SIGTERM handler is back afterwards."""
+    import sys
+
+    from selfensemble.cli.run import graceful_stop
+
+    monkeypatch.setattr(sys, "argv", ["selfensemble", "run", "--limit", "8"])
+    before, cleaned = signal.getsignal(signal.SIGTERM), []
+    with pytest.raises(SystemExit) as exit_info, graceful_stop():
+        try:
+            stop()  # SIGTERM: the handler raises as soon as os.kill returns
+        finally:
+            cleaned.append(True)
+    assert exit_info.value.code == status and cleaned == [True]
+    err = capsys.readouterr().err
+    assert "resume by running the same command again" in err and "selfensemble run --limit 8" in err
+    assert signal.getsignal(signal.SIGTERM) is before
