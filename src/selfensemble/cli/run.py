@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -18,6 +23,7 @@ from selfensemble.cli.common import (
     make_engine,
     parse_list,
 )
+from selfensemble.cli.progress import ConsoleProgress
 from selfensemble.cli.report import echo_outputs
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.experiment import RunConfig, load_items, paraphrase_items, run_experiment
@@ -105,11 +111,44 @@ def run_command(
                     dataset_options=options, out=str(out), subfolders=method is None, allow_mixed=allow_mixed,
                     weights=weights, gate=gate, min_similarity=min_similarity, embedder=embedder,
                     entity_guard=entity_guard)
-    run_experiment(cfg, backend=_backend_config(backend, ray_address, workers, gpus_per_worker, cpus_per_worker))
+    backend_cfg = _backend_config(backend, ray_address, workers, gpus_per_worker, cpus_per_worker)
+    with graceful_stop():
+        run_experiment(cfg, backend=backend_cfg, progress=ConsoleProgress())
     if len(chosen) > 1:
         from selfensemble.report import report
 
         echo_outputs(report([out], out / "report.png"))
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised where the run is (like Ctrl-C's KeyboardInterrupt), so every ``finally`` on
+    the way out runs: stores close, progress bars end, nothing half-written is left behind."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def graceful_stop() -> Iterator[None]:
+    """SIGTERM/SIGINT stop the command cleanly: what is saved stays saved (answers per item,
+    paraphrases and confidence per batch), a line says how to resume, and the exit status is
+    128 + the signal's number (143 for SIGTERM, 130 for Ctrl-C), never a traceback."""
+
+    def on_term(signum, frame):
+        raise Stopped(signum)
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        again = shlex.join(["selfensemble", *sys.argv[1:]])
+        typer.echo(f"stopped by {signal.Signals(signum).name}: everything finished so far is saved; "
+                   f"resume by running the same command again:\n  {again}", err=True)
+        raise SystemExit(128 + signum) from None  # not typer.Exit: click returns that as a value
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _backend_config(name: str, address: str | None, workers: int | None, gpus: float | None,
@@ -152,13 +191,16 @@ def paraphrase_command(
     from selfensemble.paraphrase import ParaphraseConfig
 
     console = Console()
+    progress = ConsoleProgress(console)
     rcfg = RunConfig(dataset=dataset, data_path=data_path, limit=limit, seed=seed, gate=gate,
                      min_similarity=min_similarity, embedder=embedder, entity_guard=entity_guard)
     _, items = load_items(rcfg)
     pcfg = ParaphraseConfig(num_paraphrases=num_paraphrases, temperature=temperature, top_p=top_p, seed=seed)
-    cache = paraphrase_items(lambda: make_engine(model, device, "auto", None, defaults.FLEX_LAYOUT,
-                                                 defaults.FLEX_POSITIONS, batch_size=batch_size, device_map=device_map),
-                             model, dataset, items, pcfg, console, rcfg.gate_config(generated=True))
+    with graceful_stop():
+        cache = paraphrase_items(lambda: make_engine(model, device, "auto", None, defaults.FLEX_LAYOUT,
+                                                     defaults.FLEX_POSITIONS, batch_size=batch_size,
+                                                     device_map=device_map),
+                                 model, dataset, items, pcfg, progress, rcfg.gate_config(generated=True))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:
         for it in items:
@@ -168,7 +210,7 @@ def paraphrase_command(
             if gate:
                 row["gate"] = entry.get("checks", [])
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    console.print(f"wrote {out} (cache: {cache.path})")
+    console.print(f"wrote {out} (cache: {cache.path})", soft_wrap=True)
 
 
 @app.command("demo")
@@ -195,7 +237,8 @@ def demo_command(
     cfg = RunConfig(dataset=dataset, data_path=path, limit=limit, num_paraphrases=num_paraphrases,
                     methods=["origin", "per_prompt", "vote", "avg", "max", "flex"], model=model,
                     few_shot=5 if dataset == "webqa" else 0, dataset_options=opts, out=str(out))
-    run_experiment(cfg, console)
+    with graceful_stop():
+        run_experiment(cfg, progress=ConsoleProgress(console))
     echo_outputs(report([out], out / "report.png", console=console))
 
 
@@ -228,7 +271,8 @@ def interactive_command():
                     model=model, out=out)
     console.print(f"[dim]same as: selfensemble run --dataset {dataset} --methods {methods} "
                   f"--num-paraphrases {n} --limit {limit} --model {model} --out {out}[/]")
-    run_experiment(cfg, console)
+    with graceful_stop():
+        run_experiment(cfg, progress=ConsoleProgress(console))
     from selfensemble.report import report
 
     echo_outputs(report([Path(out)], Path(out) / "report.png", console=console))
