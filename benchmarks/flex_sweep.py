@@ -1,4 +1,7 @@
-"""Measure cloze demonstration formats and flex configurations on ../shared data (issue 7).
+"""Tune cloze demonstration formats and flex configurations on the dev split of ../shared data.
+
+Choosing happens here, on `--split dev` only (data._common.DEV_ITEMS); the chosen configuration is
+then fixed in experiments/confirm.json and reported once on `heldout` by experiments/confirm.py.
 
 One model load; every answer goes through the library (Engine.answer_many, the dataset loaders,
 the run's few-shot and paraphrase steps) and is appended as one JSON line, so a killed sweep
@@ -47,6 +50,7 @@ def _default_name() -> str:
 
 
 FLEX_DEFAULT = _default_name()
+COMMIT = os.popen(f"git -C {Path(__file__).resolve().parent} rev-parse HEAD 2>/dev/null").read().strip() or None
 DATA = Path(os.environ.get("SELFENSEMBLE_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
@@ -68,7 +72,7 @@ def load(dataset: str, fmt: str, n: int, seed: int):
 
     opts = {"demo": "single" if fmt == "chat" else fmt} if dataset == "pararel" else {}
     path = DATA / ("pararel" if dataset == "pararel" else "webquestions")
-    cfg = RunConfig(dataset=dataset, data_path=str(path), seed=seed, dataset_options=opts,
+    cfg = RunConfig(dataset=dataset, data_path=str(path), seed=seed, dataset_options=opts, split="dev",
                     limit=None if dataset == "pararel" else n, chat=fmt == "chat")
     ds, items = load_items(cfg)
     if dataset == "pararel":
@@ -117,7 +121,9 @@ def run_config(lm, name: str, dataset: str, fmt: str, items, queries, out: Path,
             rec = {"dataset": dataset, "fmt": fmt, "config": name, "id": it.id, "prediction": a.answer,
                    "gold": list(it.answers), "correct": is_correct(a.answer, it.answers, "partial"),
                    "echo": is_echo(a.answer, a.prompts, it.answers, it.meta.get("subject")),
-                   "seconds": a.seconds, "n_prompts": len(a.prompts)}
+                   "seconds": a.seconds, "n_prompts": len(a.prompts), "split": "dev", "demos": "per-item",
+                   "gate": "on (generated paraphrases)" if dataset == "webqa" else "off (ParaRel templates)",
+                   "source_commit": COMMIT}
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
             fh.flush()
         engine.answer_many([queries[i] for i in todo], method, gen, on_done=on_done)

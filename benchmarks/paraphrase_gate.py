@@ -39,7 +39,7 @@ STAGES = [("nogate", "avg", None), (f"gate{COMPARE_T}", "avg", None),
 def _items(limit: int):
     from selfensemble.experiment import RunConfig, load_items
 
-    return load_items(RunConfig(dataset="webqa", limit=limit))
+    return load_items(RunConfig(dataset="webqa", split="dev", limit=limit))  # tuning: dev split only
 
 
 def make_pool(engine, items, out: Path, chunk: int = 25) -> dict[str, list[str]]:
@@ -109,7 +109,7 @@ def run(args) -> None:
         v_items = variant_items(variant, items, pool)
         limit = args.confidence_limit if weights == "confidence" else len(v_items)
         v_items = v_items[:limit]
-        cfg = RunConfig(dataset="webqa", methods=[method], num_paraphrases=N_PROMPTS,
+        cfg = RunConfig(dataset="webqa", split="dev", methods=[method], num_paraphrases=N_PROMPTS,
                         weights=weights or "confidence", out=str(out / variant), gate=variant != "nogate")
         queries = [Query(list(it.prompts), PromptFormat(instruction=ds.instruction,
                                                         examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed))))

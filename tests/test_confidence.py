@@ -72,13 +72,17 @@ def test_cache_entries_belong_to_their_query_stream(tmp_path):
     assert c.path.name != f"{old}.json" and confidence.SAMPLER_VERSION >= 2
 
 
-def test_corrupt_cache_warns_and_starts_fresh(tmp_path):
+def test_corrupt_cache_is_refused_with_its_path(tmp_path):
+    """A corrupt file would otherwise be replaced by the next save, losing every entry in it."""
     import pytest
+
+    from selfensemble.errors import SelfEnsembleError
 
     c = ConfidenceCache("m", ConfidenceConfig(), root=tmp_path)
     c.path.parent.mkdir(parents=True)
     c.path.write_text("{nope")
-    with pytest.warns(UserWarning, match="corrupt"):
-        from selfensemble.methods import Query
-
-        assert ConfidenceCache("m", ConfidenceConfig(), root=tmp_path).get(Query(["Q?"], "f"), 0) is None
+    with pytest.raises(SelfEnsembleError, match=f"{c.path}.*delete it"):
+        ConfidenceCache("m", ConfidenceConfig(), root=tmp_path)
+    c.path.write_text("[1, 2]")  # valid JSON, but not the object a cache is
+    with pytest.raises(SelfEnsembleError, match="not an object"):
+        ConfidenceCache("m", ConfidenceConfig(), root=tmp_path)

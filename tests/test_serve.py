@@ -427,3 +427,77 @@ def test_embedded_model_answers_like_the_ask_command(smollm):
     res = r.json()["results"][0]
     assert res["answer"] == expected["answer"] and "Paris" in res["answer"]
     assert res["prob"] == pytest.approx(expected["prob"], rel=1e-3)
+
+
+# -- stopping ---------------------------------------------------------------------------------------
+
+def _held_server(random_lm, grace_s: float):
+    """A server whose engine calls wait for ``release`` (so a request is surely in flight)."""
+    from selfensemble.serve import create_app
+    from selfensemble.serve import server as make_server
+
+    engine = Engine(random_lm("llama"), EngineConfig(attention="sdpa"))
+    entered, release, real = threading.Event(), threading.Event(), engine.answer_many
+
+    def held(*args, **kwargs):
+        entered.set()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    engine.answer_many = held
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    srv = make_server(create_app(engine, MODEL_NAME), grace_s=grace_s)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    reply = {}
+
+    def ask():
+        try:
+            reply["response"] = httpx.post(url + "/v1/ensemble", json={"question": "Who wrote Hamlet?", "paraphrases": [],
+                                                                      "methods": ["origin"], "max_new_tokens": 2},
+                                           timeout=60)
+        except httpx.HTTPError as err:
+            reply["error"] = err
+
+    client = threading.Thread(target=ask)
+    client.start()
+    assert entered.wait(60), "the request never reached the engine"
+    srv.should_exit = True  # what uvicorn's own SIGTERM / SIGINT handler sets
+    return SimpleNamespace(url=url, thread=thread, client=client, release=release, reply=reply)
+
+
+def test_stopping_server_refuses_new_requests_and_finishes_the_one_in_flight(random_lm):
+    s = _held_server(random_lm, grace_s=30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the listener closes once the server sees should_exit
+        try:
+            httpx.get(s.url + "/health", timeout=1)
+        except httpx.ConnectError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the stopping server still accepts connections")
+    s.release.set()
+    s.client.join(60)
+    assert s.reply["response"].status_code == 200 and s.reply["response"].json()["results"]
+    s.thread.join(30)
+    assert not s.thread.is_alive()
+
+
+def test_stopping_server_waits_for_in_flight_requests_only_so_long(random_lm):
+    """After ``grace_s`` the request is dropped; the engine call already running still ends (a
+    torch call can't be interrupted), here 8 s in, and then the server is gone."""
+    s = _held_server(random_lm, grace_s=1)
+    t0 = time.monotonic()
+    threading.Timer(8, s.release.set).start()
+    s.client.join(30)
+    dropped = "error" in s.reply or s.reply["response"].status_code == 500  # uvicorn cancels it at the limit
+    assert dropped and time.monotonic() - t0 < 3, time.monotonic() - t0
+    s.thread.join(30)
+    assert not s.thread.is_alive()

@@ -31,15 +31,13 @@ class Written:
 
 
 def write(engine_factory: Callable[[], object], model: str, questions: Sequence[str], paraphrases: int,
-          seed: int = 0, gate=None, console=None) -> list[Written]:
+          seed: int = 0, gate=None, progress=None) -> list[Written]:
     """``paraphrases`` (besides the question) gated paraphrases per question, from the cache or the model.
 
     ``engine_factory()`` is called only when a question is not cached. ``gate``: a
-    paraphrase_gate.GateConfig (default: on, the shipped threshold); ``console``: a rich Console
-    for the progress bar (default: a quiet one, nothing printed).
+    paraphrase_gate.GateConfig (default: on, the shipped threshold); ``progress``: a
+    progress.Progress the caller renders (default: none, nothing reported).
     """
-    from rich.console import Console
-
     from selfensemble.data.base import Item
     from selfensemble.experiment import gate_record, paraphrase_items
     from selfensemble.paraphrase import ParaphraseConfig
@@ -50,7 +48,7 @@ def write(engine_factory: Callable[[], object], model: str, questions: Sequence[
         return [Written([], max(paraphrases, 0), {}, "") for _ in questions]
     pcfg = ParaphraseConfig(num_paraphrases=paraphrases, seed=seed)
     items = [Item(str(i), (q,), ()) for i, q in enumerate(dict.fromkeys(questions))]
-    cache = paraphrase_items(engine_factory, model, DATASET, items, pcfg, console or Console(quiet=True), gate)
+    cache = paraphrase_items(engine_factory, model, DATASET, items, pcfg, progress, gate)
     out = []
     for q in questions:
         entry = cache.entry(q) or {"paraphrases": [], "checks": []}

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from selfensemble import jsoncache
 from selfensemble.decoding import GenerationConfig
 from selfensemble.paraphrase import cache_dir
-from selfensemble.store import atomic_write_json, read_json_cache
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,17 @@ SAMPLER_VERSION = 2
 
 class ConfidenceCache:
     """{hash(query stream, prompt index, prompt, format): {greedy, samples, agree}}, one JSON file per
-    model and setting. ``query`` is a ``methods.Query`` (its ``stream_key``, ``prompts``, ``fmt``)."""
+    model and setting. ``query`` is a ``methods.Query`` (its ``stream_key``, ``prompts``, ``fmt``).
+
+    ``put`` collects entries in memory; ``save`` appends them to the file under a lock
+    (``jsoncache``), so a run saves after every batch and runs sharing the file keep each other's.
+    """
 
     def __init__(self, model: str, cfg: ConfidenceConfig, root: Path | None = None):
         key = hashlib.sha256(json.dumps([model, cfg.__dict__, SAMPLER_VERSION], sort_keys=True).encode()).hexdigest()[:16]
         self.path = (root or cache_dir()) / "confidence" / f"{key}.json"
-        self.data: dict[str, dict] = read_json_cache(self.path, "confidence")
+        self.data: dict[str, dict] = jsoncache.read(self.path, "confidence")
+        self._unsaved: dict[str, dict] = {}
 
     @staticmethod
     def key(query, index: int) -> str:
@@ -87,8 +92,11 @@ class ConfidenceCache:
         return PromptConfidence(d["greedy"], d["samples"], d["agree"]) if d else None
 
     def put(self, query, index: int, pc: PromptConfidence) -> None:
-        self.data[self.key(query, index)] = {"greedy": pc.greedy, "samples": pc.samples, "agree": pc.agree}
+        entry = {"greedy": pc.greedy, "samples": pc.samples, "agree": pc.agree}
+        self.data[self.key(query, index)] = self._unsaved[self.key(query, index)] = entry
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path, self.data)
+        """Write the entries ``put`` since the last save (a no-op when there are none)."""
+        if self._unsaved:
+            jsoncache.merge(self.path, self._unsaved, "confidence")
+            self._unsaved = {}

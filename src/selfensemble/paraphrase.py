@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from selfensemble import jsoncache
 from selfensemble.data.base import Example
 from selfensemble.decoding import GenerationConfig
 from selfensemble.paraphrase_gate import GateConfig, screen
 from selfensemble.prompts import PromptFormat
-from selfensemble.store import atomic_write_json, read_json_cache
 
 QUESTION_PAIRS: tuple[tuple[str, str], ...] = (
     ("what country is the grand bahama island in?", "In which country is Grand Bahama Island located?"),
@@ -132,7 +132,11 @@ def cache_dir() -> Path:
 
 class ParaphraseCache:
     """JSON file of {question: {"paraphrases", "checks", "wanted"}} keyed by model, dataset, settings
-    and the gate's settings (a new threshold is a new file, never a stale reuse)."""
+    and the gate's settings (a new threshold is a new file, never a stale reuse).
+
+    Shared safely between processes (``jsoncache``): each ``put_many`` appends to the file under a
+    lock, so a run can write batch by batch while another run adds its own questions.
+    """
 
     def __init__(self, model: str, dataset: str, cfg: ParaphraseConfig, root: Path | None = None,
                  gate: GateConfig | None = None):
@@ -140,7 +144,7 @@ class ParaphraseCache:
         key = hashlib.sha256(json.dumps([CACHE_VERSION, model, dataset, asdict(cfg), gate_key],
                                         sort_keys=True).encode()).hexdigest()[:16]
         self.path = (root or cache_dir()) / "paraphrases" / f"{dataset}-{key}.json"
-        self.data: dict[str, dict] = read_json_cache(self.path, "paraphrase")
+        self.data: dict[str, dict] = jsoncache.read(self.path, "paraphrase")
 
     def entry(self, question: str) -> dict | None:
         """The stored {"paraphrases", "checks", "wanted"} of a question, or None."""
@@ -152,6 +156,6 @@ class ParaphraseCache:
         return None if e is None else list(e["paraphrases"])
 
     def put_many(self, items: dict[str, list[str] | dict]) -> None:
+        """Store ``items`` on disk now (merged with entries other processes wrote meanwhile)."""
+        jsoncache.merge(self.path, items, "paraphrase")
         self.data.update(items)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path, self.data)

@@ -1,17 +1,19 @@
-"""Answer normalisation, matching and the metrics reported for a run.
+"""Answer normalisation, the standard scorers, and the per-run metrics (echo, prompt sensitivity).
 
 Free-form generations rarely equal the gold string ("The Pacific Ocean." vs "pacific ocean"), so
 matching works on SQuAD-normalised, lemmatised tokens; the same key groups answers for voting
-and consistency, so "cities" and "city" count as one answer everywhere.
+and consistency, so "cities" and "city" count as one answer everywhere. Four scorers are reported
+side by side (``score_all``): exact, contains (gold inside the prediction as whole words), token
+F1, and the lenient both-directions ``partial``. Statistics for comparing runs live in stats.py.
 All functions are pure (apart from the lemma cache) and deterministic given their seed.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import string
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 from itertools import combinations
@@ -20,9 +22,14 @@ from typing import Any
 import numpy as np
 
 from .errors import SelfEnsembleError, did_you_mean
+from .stats import bootstrap_ci as bootstrap_ci  # re-exported: benchmarks import them from here
+from .stats import mcnemar_exact as mcnemar_exact
+from .stats import paired_bootstrap_diff as paired_bootstrap_diff
 
 LEMMATIZERS = ("simplemma", "spacy", "none")
-MATCH_MODES = ("partial", "exact")
+MATCH_MODES = ("exact", "contains", "partial")  # the boolean scorers a run's `correct` can use
+SCORERS = ("exact", "contains", "f1", "partial")  # every record's `scores`
+DEFAULT_MATCH = "contains"
 
 _lemmatizer = "simplemma"
 _spacy_nlp: Any = None
@@ -122,10 +129,11 @@ def _contains(seq: Sequence[str], sub: Sequence[str]) -> bool:
 
 
 def partial_match(prediction: str, gold: str) -> bool:
-    """Gold's lemmas appear contiguously in the prediction's, or the prediction's in the gold's.
+    """Lenient: gold's lemmas appear contiguously in the prediction's, or the prediction's in the gold's.
 
-    Both directions, because generations are both longer ("It is Paris, France") and shorter
-    ("Paris" for "Paris, France") than the gold. An empty prediction never matches.
+    Kept for comparison with the original research code. The second direction credits fragments:
+    "Mozart" matches "Wolfgang Amadeus Mozart", "Cancer" matches "Lung cancer". Prefer
+    ``contains``. An empty prediction never matches.
     """
     p, g = answer_key(prediction), answer_key(gold)
     if not p or not g:
@@ -133,23 +141,74 @@ def partial_match(prediction: str, gold: str) -> bool:
     return _contains(p, g) or _contains(g, p)
 
 
+def contains_match(prediction: str, gold: str) -> bool:
+    """The gold's lemmas appear as whole words, contiguously, inside the prediction's.
+
+    "It is Paris, France" contains "Paris"; "Mozart" does not contain "Wolfgang Amadeus Mozart";
+    "Parisian" does not contain "Paris" (whole tokens). An empty prediction never matches.
+    """
+    p, g = answer_key(prediction), answer_key(gold)
+    return bool(p) and bool(g) and _contains(p, g)
+
+
 def exact_match(prediction: str, gold: str) -> bool:
-    """Equal after SQuAD normalisation (no lemmatising); an empty prediction never matches."""
-    p = normalize(prediction)
-    return bool(p) and p == normalize(gold)
+    """Equal after SQuAD normalisation and lemmatising ("Cities" = "city"); empty never matches."""
+    p = answer_key(prediction)
+    return bool(p) and p == answer_key(gold)
 
 
-def is_correct(prediction: str, golds: Sequence[str], mode: str = "partial") -> bool:
-    """True if the prediction matches any gold answer under `mode` ("partial" or "exact")."""
-    if mode == "partial":
-        match = partial_match
-    elif mode == "exact":
-        match = exact_match
-    else:
-        raise SelfEnsembleError(
-            f"Unknown match mode {mode!r}; choose one of {', '.join(MATCH_MODES)}.{did_you_mean(mode, list(MATCH_MODES))}"
-        )
+def token_f1(prediction: str, gold: str) -> float:
+    """SQuAD token F1 over lemmas: 2PR/(P+R) of the multiset overlap; 0 for an empty side.
+
+    Lemmas rather than SQuAD's raw tokens so that an exact match always has F1 1.
+    Example: "the Eiffel tower in Paris" vs "Eiffel Tower": overlap 2, P 2/4, R 2/2 → F1 2/3.
+    """
+    p, g = answer_key(prediction), answer_key(gold)
+    common = sum((Counter(p) & Counter(g)).values())
+    if not p or not g or common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+_BOOLEAN_MATCHES = {"exact": exact_match, "contains": contains_match, "partial": partial_match}
+
+
+def check_match(mode: str) -> str:
+    """``mode`` if it is a boolean scorer (MATCH_MODES), else a clear error naming the choices."""
+    if mode not in _BOOLEAN_MATCHES:
+        hint = " (f1 is a score, not a match: see `report --scorer f1`)" if mode == "f1" else ""
+        raise SelfEnsembleError(f"Unknown match mode {mode!r}; choose one of {', '.join(MATCH_MODES)}{hint}."
+                                + did_you_mean(mode, list(MATCH_MODES)))
+    return mode
+
+
+def is_correct(prediction: str, golds: Sequence[str], mode: str = DEFAULT_MATCH) -> bool:
+    """True if the prediction matches any gold answer (alias) under ``mode`` (one of MATCH_MODES)."""
+    match = _BOOLEAN_MATCHES[check_match(mode)]
     return any(match(prediction, g) for g in golds)
+
+
+def score_all(prediction: str, golds: Sequence[str]) -> dict[str, bool | float]:
+    """Every scorer at once against all gold aliases: {"exact", "contains", "f1", "partial"}.
+
+    Booleans are "any alias matches"; f1 is the best F1 over aliases (0.0 without golds).
+    exact implies contains implies partial, and exact implies f1 == 1.
+    """
+    return {"exact": is_correct(prediction, golds, "exact"),
+            "contains": is_correct(prediction, golds, "contains"),
+            "f1": max((token_f1(prediction, g) for g in golds), default=0.0),
+            "partial": is_correct(prediction, golds, "partial")}
+
+
+def is_demo_copy(prediction: str, demo_answers: Sequence[str]) -> bool:
+    """The prediction is, as an answer, one of its own few-shot demonstrations' answers.
+
+    Same answer key (normalised lemmas), so "Jazz." copies "jazz". A copied demonstration is the
+    main failure of small models on cloze facts; an empty prediction copies nothing.
+    """
+    key = answer_key(prediction)
+    return bool(key) and any(key == answer_key(d) for d in demo_answers)
 
 
 # --------------------------------------------------------------------------- voting
@@ -203,7 +262,7 @@ def consistency(per_prompt_answers: Sequence[Sequence[str]]) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def per_prompt_accuracy(per_prompt_correct: Sequence[Sequence[bool]]) -> dict[str, Any]:
+def per_prompt_accuracy(per_prompt_correct: Sequence[Sequence[float]]) -> dict[str, Any]:
     """Accuracy of each prompt position (0 = original question) and their spread.
 
     Shows how much the answer depends on phrasing: a wide min..max means paraphrases matter.
@@ -214,7 +273,7 @@ def per_prompt_accuracy(per_prompt_correct: Sequence[Sequence[bool]]) -> dict[st
     per_index: list[float] = []
     counts: list[int] = []
     for j in range(width):
-        col = [bool(row[j]) for row in per_prompt_correct if len(row) > j]
+        col = [float(row[j]) for row in per_prompt_correct if len(row) > j]  # bools, or F1 scores
         per_index.append(float(np.mean(col)))
         counts.append(len(col))
     if not per_index:
@@ -229,6 +288,46 @@ def per_prompt_accuracy(per_prompt_correct: Sequence[Sequence[bool]]) -> dict[st
         "per_index": per_index,
         "counts": counts,
     }
+
+
+def prompt_disagreement(per_prompt_answers: Sequence[Sequence[str]]) -> float:
+    """Share of items (with >= 2 prompts) whose prompts do not all give one answer (same lemmas).
+
+    An empty answer agrees with nothing, as in ``consistency``. NaN when no item has two prompts.
+    """
+    rows = [[answer_key(a) for a in answers] for answers in per_prompt_answers if len(answers) >= 2]
+    if not rows:
+        return float("nan")
+    return float(np.mean([not (keys[0] and all(k == keys[0] for k in keys)) for keys in rows]))
+
+
+def combined_performance_score(max_p: float, avg_p: float) -> float:
+    """CPS of Mizrahi et al. 2024 (arXiv 2401.00595): MaxP · (1 − (MaxP − AvgP)).
+
+    The best prompt's accuracy discounted by how far the average prompt falls below it, so a model
+    is rewarded for peak accuracy only as far as it does not hinge on finding the right phrasing.
+    Checked against the paper's published table (t0_3b, "all words from category": MaxP .80,
+    AvgP .61721 → CPS .65377).
+    """
+    return max_p * (1 - (max_p - avg_p))
+
+
+def prompt_sensitivity(per_prompt_correct: Sequence[Sequence[float]],
+                       per_prompt_answers: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """How much the answer depends on phrasing, as prompt-sensitivity studies report it.
+
+    ``per_prompt_correct[i][j]``: item i asked through prompt position j alone (0 = original);
+    ``per_prompt_answers`` the same shape of answer strings. A "prompt" is a position: its
+    accuracy averages over the items having it. Returns per_prompt_accuracy (per position),
+    min / max / std (population) of those, max_prompt_accuracy (MaxP), avg_prompt_accuracy
+    (AvgP), cps, consistency, prompt_disagreement and n_items.
+    """
+    pp = per_prompt_accuracy(per_prompt_correct)
+    return {"per_prompt_accuracy": pp["per_index"], "min": pp["min"], "max": pp["max"], "std": pp["std"],
+            "max_prompt_accuracy": pp["max"], "avg_prompt_accuracy": pp["mean"],
+            "cps": combined_performance_score(pp["max"], pp["mean"]),
+            "consistency": consistency(per_prompt_answers), "prompt_disagreement": prompt_disagreement(per_prompt_answers),
+            "n_items": len(per_prompt_correct)}
 
 
 def ece(confidences: Sequence[float], corrects: Sequence[bool], n_bins: int = 10) -> float:
@@ -255,53 +354,6 @@ def ece(confidences: Sequence[float], corrects: Sequence[bool], n_bins: int = 10
     return float(total)
 
 
-def _bootstrap_means(values: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Means of n resamples with replacement, drawn in chunks to bound memory."""
-    rng = np.random.default_rng(seed)
-    size = values.size
-    out = np.empty(n)
-    chunk = max(1, 2_000_000 // max(size, 1))
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        idx = rng.integers(0, size, size=(stop - start, size))
-        out[start:stop] = values[idx].mean(axis=1)
-    return out
-
-
-def bootstrap_ci(
-    values: Sequence[float], n: int = 1000, seed: int = 0, alpha: float = 0.05
-) -> tuple[float, float]:
-    """Percentile bootstrap (1 - alpha) interval of the mean; (NaN, NaN) for no values."""
-    arr = np.asarray(values, dtype=float)
-    if arr.size == 0:
-        return float("nan"), float("nan")
-    means = _bootstrap_means(arr, n, seed)
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
-
-
-def paired_bootstrap_diff(
-    a: Sequence[float], b: Sequence[float], n: int = 1000, seed: int = 0, alpha: float = 0.05
-) -> dict[str, float]:
-    """Mean of a - b over paired items with a bootstrap interval, resampling items jointly.
-
-    Pairing matters: both methods see the same questions, so per-item differences vary far
-    less than either score. `p_value_like` = 2 * min(P(diff <= 0), P(diff >= 0)) over the
-    resamples (capped at 1): small when the sign of the difference is stable.
-    """
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"paired_bootstrap_diff: {x.shape} vs {y.shape} values")
-    if x.size == 0:
-        nan = float("nan")
-        return {"mean": nan, "low": nan, "high": nan, "p_value_like": nan}
-    diff = x - y
-    means = _bootstrap_means(diff, n, seed)
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    p = min(1.0, 2 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
-    return {"mean": float(diff.mean()), "low": float(low), "high": float(high), "p_value_like": p}
-
-
 MASK_TOKEN = "[MASK]"
 
 
@@ -324,25 +376,21 @@ def is_echo(prediction: str, prompts: Sequence[str], golds: Sequence[str], subje
     return any(f" {pred} " in f" {normalize(p.replace(MASK_TOKEN, ' '))} " for p in prompts)
 
 
+SINGLE_PROMPT_METHODS = ("origin", "per_prompt", "vote")  # each answer comes from one prompt's decoding
+
+
+def prompts_seen(method: str, prompts: Sequence[str], index: int = 0) -> list[str]:
+    """The prompts the judged answer was decoded from: echo is judged against these only.
+
+    origin decodes prompt 0; per_prompt / vote answer ``index`` comes from prompt ``index`` alone;
+    the fusions (avg, max, flex, ...) saw all of ``prompts``. A paraphrase origin never saw
+    cannot be echoed by it.
+    """
+    if method in SINGLE_PROMPT_METHODS:
+        return list(prompts[index : index + 1])
+    return list(prompts)
+
+
 def echo_rate(echoes: Sequence[bool]) -> float:
     """Share of echoed answers (NaN for none)."""
     return float(np.mean([bool(e) for e in echoes])) if len(echoes) else float("nan")
-
-
-def mcnemar_exact(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
-    """McNemar's exact test on paired correctness: two-sided binomial p over the discordant pairs.
-
-    b01 = items a got right and b wrong, b10 = the reverse; under H0 each discordant item goes
-    either way with probability 1/2, so p = min(1, 2 · P(Binom(b01 + b10, 1/2) <= min(b01, b10))).
-    Example: 10 vs 2 discordant → p = 2·(C(12,0)+C(12,1)+C(12,2))/2^12 = 0.0386. No discordant
-    pairs → p = 1. Exact with integers (math.comb), so no scipy is needed. With fractional values
-    (a question's mean correctness over its prompts) it is the exact sign test: a pair counts for
-    the side with the larger value, ties drop out; on 0/1 values the two are the same test.
-    """
-    if len(a) != len(b):
-        raise ValueError(f"mcnemar_exact: {len(a)} vs {len(b)} paired values")
-    only_a = sum(1 for x, y in zip(a, b, strict=True) if float(x) > float(y))
-    only_b = sum(1 for x, y in zip(a, b, strict=True) if float(y) > float(x))
-    n, k = only_a + only_b, min(only_a, only_b)
-    p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
-    return {"only_a": only_a, "only_b": only_b, "p_value": p}

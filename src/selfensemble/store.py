@@ -78,17 +78,6 @@ def atomic_write_json(path: Path, data: Any) -> None:
     _fsync_dir(path.parent)
 
 
-def read_json_cache(path: Path, what: str) -> dict:
-    """A cache file's contents, or {} (with a warning) when it is missing or corrupt: caches are rebuilt."""
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        warnings.warn(f"{what} cache {path} is corrupt; rebuilding it", stacklevel=3)
-        return {}
-
-
 def _fsync_dir(directory: Path) -> None:
     """Make a rename durable; not possible on every platform, so best effort."""
     try:

@@ -166,8 +166,10 @@ def _prompts(engine, model: str, question: str, given: list[str], wanted: int, n
     from rich.console import Console
 
     from selfensemble.adhoc import write
+    from selfensemble.cli.progress import ConsoleProgress
 
-    written = write(lambda: engine, model, [question], wanted, seed=seed, console=Console(stderr=True))[0]
+    progress = ConsoleProgress(Console(stderr=True))  # stderr: --json keeps stdout to one object
+    written = write(lambda: engine, model, [question], wanted, seed=seed, progress=progress)[0]
     return [question, *written.paraphrases], [written.note], written.record
 
 

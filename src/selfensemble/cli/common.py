@@ -14,7 +14,7 @@ from selfensemble.paraphrase_gate import DEFAULT_MIN_SIMILARITY
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ask one question through N paraphrases and fuse them into one answer.")
 
-MODEL_HELP = "smollm2-135m (embedded default), a hub id, a local folder, a .gguf path, or random:<arch>."
+MODEL_HELP = "smollm2-135m (embedded default), gemma3-270m (extra gemma3), a hub id, a local folder, a .gguf path, or random:<arch>."
 ATTENTION_HELP = ("flex (compiled FlexAttention) | sdpa (same mask, dense) | auto (flex, loud fallback to sdpa). "
                   "Default: sdpa on CPU, auto on CUDA.")
 DEVICE_MAP_HELP = ("Place the model with accelerate, e.g. 'auto' (spread over all visible GPUs, as for 7B+ "

@@ -24,9 +24,14 @@ def report(
     png: Path | None = typer.Option(None, help="Bar chart path (default: <first dir>/report.png)."),
     output_format: str | None = typer.Option(None, "--format", help="table | markdown | csv | json "
                                       "(default: table on a terminal, markdown when piped)."),
+    scorer: str | None = typer.Option(None, help="Headline score of every table: exact | contains | f1 | partial "
+                                      "(default: each run's own --match). All four are shown either way."),
 ):
-    """Compare runs: accuracy with 95% intervals, per-prompt spread, paired differences, a bar chart."""
+    """Compare runs: accuracy under four scorers with 95% intervals, per-prompt spread and prompt
+    sensitivity, paired differences with Holm-adjusted p, a bar chart."""
+    from selfensemble.report import check_scorer
     from selfensemble.report import report as make_report
 
     fmt = output_format or ("table" if sys.stdout.isatty() else "markdown")
-    echo_outputs(make_report(list(run_dirs), png or Path(run_dirs[0]) / "report.png", fmt=fmt))
+    check_scorer(scorer)  # before reading any run
+    echo_outputs(make_report(list(run_dirs), png or Path(run_dirs[0]) / "report.png", fmt=fmt, scorer=scorer))

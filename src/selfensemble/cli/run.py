@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -21,6 +26,7 @@ from selfensemble.cli.common import (
     make_engine,
     parse_list,
 )
+from selfensemble.cli.progress import ConsoleProgress
 from selfensemble.cli.report import echo_outputs
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.experiment import RunConfig, load_items, paraphrase_items, run_experiment
@@ -36,6 +42,8 @@ def run_command(
     limit: int = typer.Option(None, min=1, help="At most this many items."),
     prompt_indices: str = typer.Option(None, help="Which prompts take part, e.g. 0,2,4."),
     few_shot: int = typer.Option(5, help="Few-shot examples in the shared prefix."),
+    demos: str = typer.Option("per-item", help="Few-shot demonstrations: per-item (drawn per item, never its "
+                              "gold answer) | shared (one set per relation/dataset, the older draw)"),
     model: str = typer.Option("smollm2-135m"),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto"),
@@ -51,7 +59,8 @@ def run_command(
     fusion_temperature: float = flex_option("fusion_temperature", help=TEMPERATURE_HELP),
     fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
     chat: bool = typer.Option(False),
-    match: str = typer.Option("partial", help="partial | exact"),
+    match: str = typer.Option("contains", help="Scorer behind `correct`: contains (gold inside the answer as "
+                                               "whole words) | exact | partial (lenient, either way round)"),
     confidence_samples: int = typer.Option(4, help="Samples per prompt for weighted_* confidence."),
     weights: str = typer.Option("confidence", help="weighted_*: confidence (sampled, --confidence-samples) | "
                                                    "entropy | agreement (per decode step, free)"),
@@ -69,7 +78,8 @@ def run_command(
     answers_column: str = typer.Option(None, help="jsonl/csv: answers column (default 'answers')."),
     paraphrase_columns: str = typer.Option(None, help="jsonl/csv: paraphrase column(s), comma-separated."),
     id_column: str = typer.Option(None, help="jsonl/csv: id column (default: line number)."),
-    split: str = typer.Option("test"),
+    split: str = typer.Option("test", help="train | test | dev (choose settings here) | heldout (report "
+                              "here once); dev + heldout = test"),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("runs/experiment"), help="Output folder."),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Resume a run made under other torch/"
@@ -96,7 +106,7 @@ def run_command(
     options = {k: v for k, v in options.items() if v is not None}
     cfg = RunConfig(dataset=dataset, data_path=data_path, split=split, limit=limit, methods=chosen,
                     num_paraphrases=num_paraphrases, prompt_indices=parse_list(prompt_indices, "--prompt-indices", int),
-                    few_shot=few_shot, seed=seed, model=model, device=device, dtype=dtype, batch_size=batch_size,
+                    few_shot=few_shot, demos=demos, seed=seed, model=model, device=device, dtype=dtype, batch_size=batch_size,
                     device_map=device_map, revision=revision, trust_remote_code=trust_remote_code,
                     max_new_tokens=max_new_tokens, attention=attention, layout=layout, positions=positions,
                     rescale=rescale, fusion_temperature=fusion_temperature, fusion_scale=fusion_scale,
@@ -104,11 +114,44 @@ def run_command(
                     dataset_options=options, out=str(out), subfolders=method is None, allow_mixed=allow_mixed,
                     weights=weights, gate=gate, min_similarity=min_similarity, embedder=embedder,
                     entity_guard=entity_guard)
-    run_experiment(cfg, backend=_backend_config(backend, ray_address, workers, gpus_per_worker, cpus_per_worker))
+    backend_cfg = _backend_config(backend, ray_address, workers, gpus_per_worker, cpus_per_worker)
+    with graceful_stop():
+        run_experiment(cfg, backend=backend_cfg, progress=ConsoleProgress())
     if len(chosen) > 1:
         from selfensemble.report import report
 
         echo_outputs(report([out], out / "report.png"))
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised where the run is (like Ctrl-C's KeyboardInterrupt), so every ``finally`` on
+    the way out runs: stores close, progress bars end, nothing half-written is left behind."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def graceful_stop() -> Iterator[None]:
+    """SIGTERM/SIGINT stop the command cleanly: what is saved stays saved (answers per item,
+    paraphrases and confidence per batch), a line says how to resume, and the exit status is
+    128 + the signal's number (143 for SIGTERM, 130 for Ctrl-C), never a traceback."""
+
+    def on_term(signum, frame):
+        raise Stopped(signum)
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        again = shlex.join(["selfensemble", *sys.argv[1:]])
+        typer.echo(f"stopped by {signal.Signals(signum).name}: everything finished so far is saved; "
+                   f"resume by running the same command again:\n  {again}", err=True)
+        raise SystemExit(128 + signum) from None  # not typer.Exit: click returns that as a value
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _backend_config(name: str, address: str | None, workers: int | None, gpus: float | None,
@@ -151,12 +194,14 @@ def paraphrase_command(
     from selfensemble.paraphrase import ParaphraseConfig
 
     console = Console()
+    progress = ConsoleProgress(console)
     rcfg = RunConfig(dataset=dataset, data_path=data_path, limit=limit, seed=seed, gate=gate,
                      min_similarity=min_similarity, embedder=embedder, entity_guard=entity_guard)
     _, items = load_items(rcfg)
     pcfg = ParaphraseConfig(num_paraphrases=num_paraphrases, temperature=temperature, top_p=top_p, seed=seed)
-    cache = paraphrase_items(lambda: make_engine(model, device, batch_size=batch_size, device_map=device_map),
-                             model, dataset, items, pcfg, console, rcfg.gate_config(generated=True))
+    with graceful_stop():
+        cache = paraphrase_items(lambda: make_engine(model, device, batch_size=batch_size, device_map=device_map),
+                                 model, dataset, items, pcfg, progress, rcfg.gate_config(generated=True))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:
         for it in items:
@@ -166,7 +211,7 @@ def paraphrase_command(
             if gate:
                 row["gate"] = entry.get("checks", [])
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    console.print(f"wrote {out} (cache: {cache.path})")
+    console.print(f"wrote {out} (cache: {cache.path})", soft_wrap=True)
 
 
 @app.command("demo")
@@ -193,7 +238,8 @@ def demo_command(
     cfg = RunConfig(dataset=dataset, data_path=path, limit=limit, num_paraphrases=num_paraphrases,
                     methods=["origin", "per_prompt", "vote", "avg", "max", "flex"], model=model,
                     few_shot=5 if dataset == "webqa" else 0, dataset_options=opts, out=str(out))
-    run_experiment(cfg, console)
+    with graceful_stop():
+        run_experiment(cfg, progress=ConsoleProgress(console))
     echo_outputs(report([out], out / "report.png", console=console))
 
 
@@ -226,7 +272,8 @@ def interactive_command():
                     model=model, out=out)
     console.print(f"[dim]same as: selfensemble run --dataset {dataset} --methods {methods} "
                   f"--num-paraphrases {n} --limit {limit} --model {model} --out {out}[/]")
-    run_experiment(cfg, console)
+    with graceful_stop():
+        run_experiment(cfg, progress=ConsoleProgress(console))
     from selfensemble.report import report
 
     echo_outputs(report([Path(out)], Path(out) / "report.png", console=console))

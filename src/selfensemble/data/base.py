@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from selfensemble.errors import SelfEnsembleError, did_you_mean
+
+# How few-shot demonstrations are drawn (Dataset.few_shot): per item (default), or one set per group.
+DEMO_MODES = ("per-item", "shared")
+DEFAULT_DEMOS = "per-item"
+
 
 @dataclass(frozen=True)
 class Example:
@@ -51,13 +57,47 @@ class Dataset:
     instruction: str = ""
     examples: dict[str, list[Example]] = field(default_factory=dict)
 
-    def few_shot(self, item: Item, k: int, seed: int = 0) -> list[Example]:
-        """k examples from the item's group (or the global pool), deterministic in (seed, group)."""
+    def few_shot(self, item: Item, k: int, seed: int = 0, demos: str = "per-item") -> list[Example]:
+        """k demonstrations for ``item`` from its group's pool (or the global pool).
+
+        ``demos="per-item"`` (default) draws them per item, seeded by (seed, group, item id): never
+        the item's own fact and never a demonstration whose answer contains one of the item's gold
+        answers (so a right answer can never be a copy), with distinct answers where the pool allows.
+        ``demos="shared"`` is the older draw, seeded by (seed, group) only: every item of a group
+        gets the same demonstrations, so a relation's answers leak into all of its items.
+        """
         import random
 
+        if demos not in DEMO_MODES:
+            raise SelfEnsembleError(f"Unknown demonstration mode {demos!r}; use one of {', '.join(DEMO_MODES)}."
+                                    + did_you_mean(str(demos), list(DEMO_MODES)))
         pool = self.examples.get(item.group) or self.examples.get("", [])
         pool = [ex for ex in pool if item.question not in ex.prompts]
         if k <= 0 or not pool:
             return []
-        rng = random.Random(f"{seed}:{item.group}")
-        return rng.sample(pool, min(k, len(pool)))
+        if demos == "shared":
+            return random.Random(f"{seed}:{item.group}").sample(pool, min(k, len(pool)))
+        return _per_item_draw(pool, item, k, random.Random(f"{seed}:{item.group}:{item.id}"))
+
+
+def _per_item_draw(pool: list[Example], item: Item, k: int, rng) -> list[Example]:
+    """Up to k examples in a seeded order: gold answers excluded, distinct answers first."""
+    from selfensemble.scoring import answer_key
+
+    golds = [g for g in (answer_key(a) for a in item.answers) if g]
+    order = rng.sample(range(len(pool)), len(pool))
+    allowed = [pool[i] for i in order if not any(_has_span(answer_key(pool[i].answer), g) for g in golds)]
+    chosen, seen, repeats = [], set(), []
+    for ex in allowed:
+        key = answer_key(ex.answer)
+        (repeats if key in seen else chosen).append(ex)
+        seen.add(key)
+        if len(chosen) == k:
+            return chosen
+    return chosen + repeats[: k - len(chosen)]
+
+
+def _has_span(tokens: tuple[str, ...], span: tuple[str, ...]) -> bool:
+    """``span`` occurs contiguously in ``tokens`` ("new york city" has "new york")."""
+    n = len(span)
+    return any(tokens[i : i + n] == span for i in range(len(tokens) - n + 1))

@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SelfEnsembleError
-from ._common import check_limit, check_split, get_str, get_str_list, read_jsonl, reject_unknown_options
+from ._common import (
+    DEV_ITEMS,
+    carve,
+    check_limit,
+    check_split,
+    get_str,
+    get_str_list,
+    read_jsonl,
+    reject_unknown_options,
+)
 from .base import Dataset, Example, Item
 
 INSTRUCTION = "Answer the question in a few words."
@@ -30,6 +39,7 @@ def load_webqa(
 
     `path` may be the folder or one .jsonl file (then few-shot examples come from a sibling
     train.jsonl when there is one). With no path, the shared data folder is used, else the hub.
+    Splits `dev` / `heldout` are the test file's first 300 questions / the rest (data._common.carve).
     """
     reject_unknown_options("webqa", options, ())
     check_split(split)
@@ -39,16 +49,17 @@ def load_webqa(
         if folder is None or not folder.is_dir():
             return _load_from_hub(split, limit)
         path = folder
+    file_split = "train" if split == "train" else "test"
     p = Path(path).expanduser()
     if not p.exists():
-        raise SelfEnsembleError(f"WebQuestions data not found: {p} (expected a folder with {split}.jsonl).")
+        raise SelfEnsembleError(f"WebQuestions data not found: {p} (expected a folder with {file_split}.jsonl).")
     if p.is_dir():
-        item_file, train_file = p / f"{split}.jsonl", p / "train.jsonl"
+        item_file, train_file = p / f"{file_split}.jsonl", p / "train.jsonl"
         if not item_file.is_file():
             raise SelfEnsembleError(f"WebQuestions split file not found: {item_file}")
     else:
         item_file, train_file = p, p.parent / "train.jsonl"
-    items = _read_items(item_file, split, limit)
+    items = carve(_read_items(item_file, file_split, None), split, DEV_ITEMS["webqa"])[:limit]
     examples = (
         [Example(prompts=it.prompts, answer=it.answers[0]) for it in _read_items(train_file, "train", None)]
         if train_file.is_file()
@@ -90,7 +101,7 @@ def _load_from_hub(split: str, limit: int | None) -> Dataset:
             "or pip install 'selfensemble[hub]'."
         ) from None
     try:
-        test = datasets.load_dataset(HUB_NAME, split=split)
+        test = datasets.load_dataset(HUB_NAME, split="train" if split == "train" else "test")
         train = datasets.load_dataset(HUB_NAME, split="train")
     except Exception as exc:  # network errors come in many types
         raise SelfEnsembleError(f"Could not load {HUB_NAME} from the hub ({exc}); {hint}.") from exc
@@ -108,6 +119,6 @@ def _load_from_hub(split: str, limit: int | None) -> Dataset:
             out.append(Item(id=f"{name}-{i}", prompts=(question,), answers=answers))
         return out
 
-    items = to_items(test, split, limit)
+    items = carve(to_items(test, "train" if split == "train" else "test", None), split, DEV_ITEMS["webqa"])[:limit]
     examples = [Example(prompts=it.prompts, answer=it.answers[0]) for it in to_items(train, "train", None)]
     return Dataset(name="webqa", items=items, instruction=INSTRUCTION, examples={"": examples})

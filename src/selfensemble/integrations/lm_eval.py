@@ -183,7 +183,7 @@ class SelfEnsembleLM(LM):
 
         t0 = time.perf_counter()  # the gate `run` applies; a question short of paraphrases is counted
         written = write(lambda: self.engine, self.model_spec, questions, self.num_paraphrases - 1, seed=self.seed,
-                        console=Console(stderr=True))
+                        progress=Console(stderr=True))  # its notes on stderr, as before
         self.paraphrase_seconds += time.perf_counter() - t0
         self.counts["short_after_gate"] += sum(len(w.paraphrases) < w.wanted for w in written)
         return {q: list(w.paraphrases) for q, w in zip(questions, written, strict=True)}

@@ -18,9 +18,22 @@ except ImportError as err:  # pragma: no cover - exercised only where the extra 
 
 from selfensemble.serve.app import create_app  # noqa: E402
 
-__all__ = ["create_app", "run_server"]
+__all__ = ["GRACE_S", "create_app", "run_server", "server"]
 
 
-def run_server(app: fastapi.FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
+# How long a stopping server waits for requests in flight (a batch of long generations) before it
+# drops them; without a bound one stuck client would keep a SIGTERM'd server alive forever.
+GRACE_S = 30.0
+
+
+def server(app: fastapi.FastAPI, host: str = "127.0.0.1", port: int = 8000, grace_s: float = GRACE_S) -> uvicorn.Server:
+    """The uvicorn server of ``app``. On SIGTERM/SIGINT (or ``should_exit``) it stops accepting
+    connections, lets requests in flight finish for up to ``grace_s`` seconds, then stops the
+    batcher (the app's lifespan) and returns."""
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                         timeout_graceful_shutdown=grace_s))
+
+
+def run_server(app: fastapi.FastAPI, host: str = "127.0.0.1", port: int = 8000, grace_s: float = GRACE_S) -> None:
     """Serve until interrupted (uvicorn, one process: the model is loaded once)."""
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server(app, host, port, grace_s).run()

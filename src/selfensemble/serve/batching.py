@@ -63,7 +63,9 @@ class Batcher:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        # waited for off the event loop: an engine call still running (it can't be interrupted) must
+        # not freeze the loop, which is still sending the replies of requests dropped at the grace limit
+        await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
 
     # -- public ---------------------------------------------------------------------------------
     async def submit(self, key: Hashable, item: Any) -> Any:

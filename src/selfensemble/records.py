@@ -1,0 +1,121 @@
+"""Run records read under today's scoring rules, whatever version of selfensemble wrote them.
+
+A record (one results.jsonl line) written before records carried ``scores`` gets them computed
+from its prediction and gold; its echo flag is re-judged against the prompts its method saw; its
+group comes from a ParaRel-style id when the record has no ``group`` field. report.py builds every
+table from these readers, so old run folders stay comparable with new ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from selfensemble.errors import SelfEnsembleError, did_you_mean
+from selfensemble.scoring import SCORERS, is_demo_copy, is_echo, majority_vote, prompts_seen, score_all
+
+GROUPED_DATASETS = ("pararel", "myriadlama")  # ids "REL:uuid": the relation is the group in older records
+
+
+def check_scorer(scorer: str | None) -> str | None:
+    """``scorer`` if None (each run's own --match) or one of scoring.SCORERS, else a clear error."""
+    if scorer is not None and scorer not in SCORERS:
+        raise SelfEnsembleError(f"Unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}."
+                                + did_you_mean(scorer, list(SCORERS)))
+    return scorer
+
+
+def record_scores(record: dict) -> dict:
+    """The record's four scores: as written by the run, or computed from prediction and gold."""
+    if isinstance(record.get("scores"), dict):
+        return record["scores"]
+    return score_all(str(record.get("prediction") or ""), record.get("gold") or [])
+
+
+def record_correct(record: dict) -> bool:
+    """The stored ``correct`` (the run's --match); a record without one was never scored."""
+    if "correct" not in record:
+        raise SelfEnsembleError(f'record {record.get("id")!r} has no "correct" field; was it scored?')
+    return bool(record["correct"])
+
+
+def record_value(record: dict, scorer: str | None) -> float:
+    """The headline score of one record: its stored ``correct`` (the run's --match) or ``scorer``'s."""
+    return float(record_correct(record)) if scorer is None else float(record_scores(record)[scorer])
+
+
+def per_prompt_values(record: dict, scorer: str | None) -> list[float] | None:
+    """Each prompt's answer scored alone (None when the record has no per-prompt answers)."""
+    if scorer is None:
+        got = record.get("per_prompt_correct")
+        return [float(c) for c in got] if got else None
+    if not record.get("per_prompt"):
+        return None
+    stored = record.get("per_prompt_scores")
+    scores = stored or [score_all(a, record.get("gold") or []) for a in record["per_prompt"]]
+    return [float(s[scorer]) for s in scores]
+
+
+def record_echo(record: dict, method: str) -> bool:
+    """Echo judged against the prompts the answer came from (scoring.prompts_seen).
+
+    Records written before that rule judged every method against all prompts. Their stored flag is
+    kept when it did not come from a prompt span (a restated [MASK] or the subject, which need
+    fields the record lacks); a span is re-judged against the prompts this method saw.
+    """
+    pred, golds, prompts = str(record.get("prediction", "")), record.get("gold") or [], record.get("prompts") or []
+    index = 0
+    if method == "vote" and record.get("per_prompt"):
+        index = majority_vote(record["per_prompt"])[1]
+    own = is_echo(pred, prompts_seen(method, prompts, index), golds)
+    if "echo" not in record:
+        return own
+    if "scores" in record:  # written with the rule: the stored flag is the judgement
+        return bool(record["echo"])
+    return bool(record["echo"]) and (own or not is_echo(pred, prompts, golds))
+
+
+def record_group(record: dict, dataset: str | None) -> str | None:
+    """The item's group for the cluster bootstrap: its ``group`` field, else a ParaRel-style id prefix."""
+    if record.get("group"):
+        return str(record["group"])
+    rid = str(record.get("id", ""))
+    if dataset in GROUPED_DATASETS and ":" in rid:
+        return rid.split(":", 1)[0]
+    return None
+
+
+def nan_to_none(x: Any) -> Any:
+    """JSON-able copy: NaN / inf become None, numpy scalars Python numbers, through dicts and lists."""
+    if isinstance(x, dict):
+        return {k: nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [nan_to_none(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, (np.floating, np.integer)):
+        return nan_to_none(x.item())
+    return x
+
+
+def run_config(manifest: dict) -> dict:
+    """The run's settings: a manifest's "config" (older manifests were the config itself)."""
+    return manifest.get("config", manifest) if isinstance(manifest, dict) else {}
+
+
+def demo_copy_rate(records: Sequence[dict]) -> float:
+    """Share of predictions equal (as answers) to one of their own ``demo_answers``.
+
+    Over the records that carry the field (a zero-shot record's empty list copies nothing);
+    NaN when none does (runs that did not record their demonstrations).
+    """
+    with_demos = [r for r in records if "demo_answers" in r]
+    return mean_or_nan([is_demo_copy(str(r.get("prediction", "")), r["demo_answers"] or []) for r in with_demos])
+
+
+def mean_or_nan(values: Sequence[float]) -> float:
+    """Mean, or NaN for no values (nothing was measured)."""
+    return float(np.mean(values)) if len(values) else math.nan
