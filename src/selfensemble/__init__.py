@@ -7,6 +7,8 @@ __version__ = "0.1.0"
 # Public API, imported lazily so `import selfensemble` (and the CLI's start) stays cheap.
 _EXPORTS = {
     "load_model": "selfensemble.models",
+    "embedded_model_path": "selfensemble.models",
+    "info": "selfensemble.about",
     "Engine": "selfensemble.methods",
     "EngineConfig": "selfensemble.methods",
     "Query": "selfensemble.methods",
