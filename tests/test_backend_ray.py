@@ -192,6 +192,7 @@ def test_driver_killed_mid_run_then_the_same_command_resumes(ray_head, dataset, 
     assert killed and 2 <= before < 16, "the driver should have been killed mid-way"
     done = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "(MapWorker" not in done.stdout + done.stderr, "actor output reached the driver without --verbose"
     assert sorted(_records(out)) == sorted(f"q{i:02d}" for i in range(16))
     assert json.loads((out / "metrics.json").read_text())["n"] == 16
 
@@ -227,3 +228,42 @@ def test_ray_options_without_the_ray_backend_are_refused():
     assert _backend_config("ray", "auto", None, 1.0, None) == BackendConfig("ray", "auto", 2, 1.0, 1.0)
     with pytest.raises(SelfEnsembleError, match="--workers must be >= 1"):
         BackendConfig(name="ray", workers=0)
+
+
+class _FakeRay:
+    """Records what ``connect`` passes to ``ray.init`` and the environment Ray would start under."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kwargs) -> None:
+        self.calls.append({**kwargs, "env": os.environ.get("RAY_BACKEND_LOG_LEVEL")})
+
+
+def test_ray_is_quiet_by_default_and_verbose_brings_it_back(monkeypatch):
+    import logging
+
+    from selfensemble.backends import ray as ray_backend
+
+    monkeypatch.delenv("RAY_BACKEND_LOG_LEVEL", raising=False)
+    quiet, loud = _FakeRay(), _FakeRay()
+    assert ray_backend.connect(quiet, None) and ray_backend.connect(loud, None, verbose=True)
+    (q,), (v,) = quiet.calls, loud.calls
+    assert (q["log_to_driver"], q["logging_level"], q["env"]) == (False, logging.ERROR, "fatal")
+    assert (v["log_to_driver"], v["logging_level"], v["env"]) == (True, logging.WARNING, None)
+    assert "RAY_BACKEND_LOG_LEVEL" not in os.environ  # set only while Ray starts
+    monkeypatch.setenv("RAY_BACKEND_LOG_LEVEL", "debug")  # the user's own setting wins
+    again = _FakeRay()
+    ray_backend.connect(again, None)
+    assert again.calls[0]["env"] == "debug" and os.environ["RAY_BACKEND_LOG_LEVEL"] == "debug"
+
+
+def test_verbose_is_a_ray_option():
+    from selfensemble.cli.run import _backend_config
+
+    assert _backend_config("ray", None, None, None, None, verbose=True).verbose
+    with pytest.raises(SelfEnsembleError, match="--verbose only apply to --backend ray"):
+        _backend_config("local", None, None, None, None, verbose=True)

@@ -77,6 +77,8 @@ def run_command(
     workers: int = typer.Option(None, help="ray: actors in the pool, each loads the model once (default 2)."),
     gpus_per_worker: float = typer.Option(None, help="ray: GPUs per actor (default 0; use with --device cuda)."),
     cpus_per_worker: float = typer.Option(None, help="ray: CPUs per actor (default 1; also its torch threads)."),
+    verbose: bool = typer.Option(False, "--verbose", help="ray: also show Ray's own output (actor stdout, token-auth "
+                                 "notes, core-worker and Ray Data log lines); default: progress and errors only."),
 ):
     """Run methods over a dataset; resumable (rerun the same command after a crash)."""
     if method and methods:
@@ -101,7 +103,8 @@ def run_command(
                     dataset_options=options, out=str(out), subfolders=method is None, allow_mixed=allow_mixed,
                     weights=weights, gate=gate, min_similarity=min_similarity, embedder=embedder,
                     entity_guard=entity_guard)
-    run_experiment(cfg, backend=_backend_config(backend, ray_address, workers, gpus_per_worker, cpus_per_worker))
+    run_experiment(cfg, backend=_backend_config(backend, ray_address, workers, gpus_per_worker, cpus_per_worker,
+                                                verbose))
     if len(chosen) > 1:
         from selfensemble.report import report
 
@@ -109,15 +112,16 @@ def run_command(
 
 
 def _backend_config(name: str, address: str | None, workers: int | None, gpus: float | None,
-                    cpus: float | None) -> BackendConfig:
+                    cpus: float | None, verbose: bool = False) -> BackendConfig:
     """--backend and its ray options; ray options with the local backend are an error, not ignored."""
-    given = {"--ray-address": address, "--workers": workers, "--gpus-per-worker": gpus, "--cpus-per-worker": cpus}
+    given = {"--ray-address": address, "--workers": workers, "--gpus-per-worker": gpus, "--cpus-per-worker": cpus,
+             "--verbose": verbose or None}
     if name == "local" and any(v is not None for v in given.values()):
         flags = ", ".join(k for k, v in given.items() if v is not None)
         raise SelfEnsembleError(f"{flags} only apply to --backend ray.")
     pool = {k: v for k, v in (("workers", workers), ("gpus_per_worker", gpus), ("cpus_per_worker", cpus))
             if v is not None}
-    return BackendConfig(name=name, address=address, **pool)
+    return BackendConfig(name=name, address=address, verbose=verbose, **pool)
 
 
 @app.command("paraphrase")
