@@ -463,7 +463,7 @@ def test_tabular_without_gold(tmp_path: Path) -> None:
 
 
 def test_thousand_items_all_read(tmp_path: Path) -> None:
-    """Every item and its paraphrase arrive (load time is measured in benchmarks/data_load.py)."""
+    """Every item and its paraphrase arrive (load time is measured in benchmarks/checks/data_load.py)."""
     rows = [
         {"question": f"Question number {i}?", "answers": [str(i)], "para": [f"Q {i}?"]} for i in range(1000)
     ]

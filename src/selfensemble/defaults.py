@@ -3,7 +3,7 @@
 Every entry point (EngineConfig, RunConfig, the CLI's ask / run / bench / demo / interactive,
 the bench config) reads these, so the default cannot drift between them. Chosen by measurement
 on ../shared ParaRel and WebQuestions: see benchmarks/README.md ("Choosing the flex default")
-and benchmarks/flex_sweep.py, which reproduces the table. Imports nothing heavy (no torch).
+and benchmarks/experiments/flex_sweep.py, which reproduces the table. Imports nothing heavy (no torch).
 """
 
 from __future__ import annotations
