@@ -137,6 +137,7 @@ def local_run(dataset, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # starts a Ray cluster and actor pools (minutes on 2 cores)
 def test_ray_gives_the_local_answers_record_for_record(ray_head, dataset, local_run, tmp_path):
     out = tmp_path / "ray"
     backend = BackendConfig(name="ray", address=ray_head, workers=2, cpus_per_worker=1)
@@ -155,6 +156,7 @@ def test_ray_gives_the_local_answers_record_for_record(ray_head, dataset, local_
     assert json.loads((local_run / "avg" / "manifest.json").read_text())["backend"] == "local"
 
 
+@pytest.mark.slow  # starts a Ray cluster and actor pools (minutes on 2 cores)
 def test_a_worker_killed_mid_run_is_replaced(ray_head, dataset, local_run, tmp_path, monkeypatch):
     marker = tmp_path / "crashed"
     monkeypatch.setenv("SELFENSEMBLE_TEST_CRASH_ONCE", str(marker))  # first batch: os._exit in its actor
@@ -173,6 +175,7 @@ def _cli(dataset: Path, out: Path, *extra: str) -> list[str]:
             "--attention", "sdpa", "--out", str(out), *extra]
 
 
+@pytest.mark.slow  # starts a Ray cluster and actor pools (minutes on 2 cores)
 def test_driver_killed_mid_run_then_the_same_command_resumes(ray_head, dataset, tmp_path):
     out = tmp_path / "run"
     args = _cli(dataset, out, "--model", "random:smollm2-135m", "--method", "per_prompt", "--batch-size", "1",
@@ -209,6 +212,7 @@ def test_unreachable_address_is_a_quick_clear_error(dataset, tmp_path):
     assert not (tmp_path / "run" / "results.jsonl").exists()
 
 
+@pytest.mark.slow  # starts a Ray cluster and actor pools (minutes on 2 cores)
 def test_a_pool_larger_than_the_cluster_is_refused(ray_head, dataset, tmp_path):
     with pytest.raises(SelfEnsembleError, match=r"5 workers × 1 CPU .* need 5 CPUs, but the Ray cluster has 4"):
         run_experiment(_cfg(dataset, tmp_path, limit=2), backend=BackendConfig(name="ray", address=ray_head, workers=5))

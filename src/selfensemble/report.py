@@ -444,7 +444,7 @@ def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, co
         out_png = Path(out_png)
         from selfensemble.report_plot import plot_summary
 
-        plot_summary(summary_rows, out_png)
+        result["chart"] = plot_summary(summary_rows, out_png)  # what the chart shows, as data
         result["png"] = str(out_png)
         if result["calibration"]:
             result["reliability_png"] = str(reliability_png)

@@ -1,4 +1,4 @@
-"""`run`, `paraphrase`, `demo` and `interactive`: experiments over datasets."""
+"""`run`, `paraphrase` and `interactive`: experiments over datasets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from selfensemble import defaults, experiment
+from selfensemble import defaults
 from selfensemble.backends import BackendConfig
 from selfensemble.cli.common import (
     DEVICE_MAP_HELP,
@@ -169,34 +169,6 @@ def paraphrase_command(
                 row["gate"] = entry.get("checks", [])
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     console.print(f"wrote {out} (cache: {cache.path})")
-
-
-@app.command("demo")
-def demo_command(
-    out: Path = typer.Option(Path("runs/demo")),
-    limit: int = typer.Option(24, help="Questions to run."),
-    num_paraphrases: int = typer.Option(5),
-    model: str = typer.Option("smollm2-135m"),
-):
-    """A small real experiment on the embedded model: WebQuestions (or the bundled sample), a report."""
-    from rich.console import Console
-
-    from selfensemble.data import default_data_dir
-    from selfensemble.report import report
-
-    console = Console()
-    data = default_data_dir()
-    if data is not None and (data / "webquestions" / "test.jsonl").exists():
-        dataset, path, opts = "webqa", str(data / "webquestions"), {}
-        console.print(f"demo: WebQuestions from {path}, {limit} questions, N={num_paraphrases}")
-    else:
-        dataset, path, opts = "jsonl", str(experiment.SAMPLE_DATA), {"paraphrase_columns": ["paraphrases"], "id_column": "id"}
-        console.print(f"demo: bundled trivia sample ({experiment.SAMPLE_DATA.name}); ../shared/data not found")
-    cfg = RunConfig(dataset=dataset, data_path=path, limit=limit, num_paraphrases=num_paraphrases,
-                    methods=["origin", "per_prompt", "vote", "avg", "max", "flex"], model=model,
-                    few_shot=5 if dataset == "webqa" else 0, dataset_options=opts, out=str(out))
-    run_experiment(cfg, console)
-    echo_outputs(report([out], out / "report.png", console=console))
 
 
 @app.command("interactive")
