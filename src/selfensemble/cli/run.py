@@ -191,7 +191,7 @@ def interactive_command():
     if path is None and dataset in ("jsonl", "csv"):
         raise SelfEnsembleError("jsonl/csv datasets need a data path.")
     if path is None and default_path is None and dataset != "myriadlama":
-        console.print("[yellow]no local data found; the hub will be tried[/]")
+        console.print("[yellow]no local data folder found: the hub is tried, else the bundled sample is read[/]")
     methods = Prompt.ask(f"Methods (comma-separated, from {', '.join(METHODS)})", default="origin,avg,flex")
     n = IntPrompt.ask("Prompts per question (N, original included)", default=5)
     limit = IntPrompt.ask("How many items", default=20)
