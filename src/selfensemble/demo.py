@@ -17,11 +17,12 @@ import numpy as np
 from selfensemble.experiment import RunConfig
 
 DEMO_METHODS = ["origin", "per_prompt", "vote", "avg", "max", "flex"]
-DEFAULT_LIMIT = 40
+DEFAULT_LIMIT = 100  # 20 facts per relation of the sample's 5
 DEFAULT_MAX_NEW_TOKENS = 8  # cloze answers are a word or a name; a newline ends them sooner
-# Wall time of the default demo on a 2-core CPU shared with other jobs, measured (benchmarks/README.md):
-# about 40 s to load the model and start, then about 6.5 s per fact for all six methods at N = 5.
-_START_S, _PER_FACT_S = 40.0, 6.5
+# Measured: 40 facts, all six methods, N = 5, one torch thread took 125 s of CPU (about 20 s of it
+# loading the model), i.e. ~2.6 s per fact; on 2 free cores wall time ≈ CPU time. A busy machine
+# takes longer (the same run took 9 min 45 s of wall time at load average ~8).
+_START_S, _PER_FACT_S = 20.0, 2.6
 
 
 def demo_config(out: Path | str, limit: int = DEFAULT_LIMIT, num_paraphrases: int = 5,
@@ -36,7 +37,7 @@ def demo_config(out: Path | str, limit: int = DEFAULT_LIMIT, num_paraphrases: in
 
 
 def expected_seconds(limit: int, num_paraphrases: int = 5) -> float:
-    """Rough wall time of the demo on a 2-core CPU (scaled linearly in facts and prompts)."""
+    """Rough wall time of the demo on 2 free CPU cores (scaled linearly in facts and prompts)."""
     return _START_S + _PER_FACT_S * limit * num_paraphrases / 5
 
 

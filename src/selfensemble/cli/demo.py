@@ -31,7 +31,7 @@ def demo_command(
     minutes = demo.expected_seconds(limit, num_paraphrases) / 60
     console.print(f"[bold]demo[/]: {limit} facts of the bundled ParaRel sample (5 relations, human-written templates), "
                   f"each asked through N={num_paraphrases} templates, methods {', '.join(demo.DEMO_METHODS)}, "
-                  f"model {model}.\nExpected run time: about {minutes:.0f} minutes on 2 CPU cores "
+                  f"model {model}.\nExpected run time: about {minutes:.0f} minutes on 2 free CPU cores, longer on a busy machine "
                   f"(resumable: rerun the same command after an interruption). Output: {out}/")
     run_experiment(cfg, console)
     result = report([out], out / "report.png", console=console)
