@@ -36,7 +36,8 @@ def test_different_per_prompt_ranges_are_both_drawn() -> None:
 def test_reliability_merges_identical_curves_and_warns_on_small_n(tmp_path: Path) -> None:
     bins = [{"n": 3, "confidence": 0.2, "accuracy": 0.0}, {"n": 13, "confidence": 0.8, "accuracy": 0.7}]
     rows = [{"name": "origin", "n": 16, "bins": bins, "ece": 0.1},
-            {"name": "per_prompt", "n": 16, "bins": [dict(b) for b in bins], "ece": 0.1},
+            {"name": "per_prompt", "n": 16, "bins": [dict(b, confidence=b["confidence"] + 2e-6) for b in bins],
+             "ece": 0.1},
             {"name": "avg", "n": 16, "bins": bins[:1], "ece": 0.2}]
     drawn = plot_reliability(rows, tmp_path / "rel.png")
     assert [c["names"] for c in drawn["curves"]] == [["origin", "per_prompt"], ["avg"]]

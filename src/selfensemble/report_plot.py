@@ -101,19 +101,28 @@ def plot_summary(summary_rows: list[dict], out_png: Path) -> dict:
     return {"title": title, "slots": slots}
 
 
+#: Two runs' bins are one curve when counts and accuracies match and mean probabilities differ by less.
+SAME_CURVE_TOL = 1e-4
+
+
+def _same_bins(a: list[dict], b: list[dict]) -> bool:
+    # per_prompt scores the original prompt inside a batch of N rows, origin alone: their
+    # probabilities agree to ~1e-6, not bit for bit.
+    return len(a) == len(b) and all(
+        x["n"] == y["n"] and x["accuracy"] == y["accuracy"] and abs(x["confidence"] - y["confidence"]) < SAME_CURVE_TOL
+        for x, y in zip(a, b, strict=True))
+
+
 def reliability_curves(rows: list[dict]) -> list[dict]:
-    """Runs with identical bins (``origin`` and ``per_prompt`` answer the original alike) merged into one
+    """Runs with the same bins (``origin`` and ``per_prompt`` answer the original alike) merged into one
     curve named by all of them, so no curve hides under another."""
     curves: list[dict] = []
     for r in rows:
-        # 6 digits: per_prompt scores the original prompt inside a 5-row batch, origin alone; their
-        # probabilities agree to ~1e-7, not bit for bit.
-        key = [(b["n"], round(b["confidence"], 6), round(b["accuracy"], 6)) for b in r["bins"]]
-        same = next((c for c in curves if c["key"] == key), None)
+        same = next((c for c in curves if _same_bins(c["bins"], r["bins"])), None)
         if same is not None:
             same["names"].append(r["name"])
             continue
-        curves.append({"key": key, "names": [r["name"]], "bins": r["bins"], "n": r["n"], "ece": r["ece"]})
+        curves.append({"names": [r["name"]], "bins": r["bins"], "n": r["n"], "ece": r["ece"]})
     return curves
 
 
@@ -148,6 +157,4 @@ def plot_reliability(rows: list[dict], out_png: Path) -> dict:
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=120)
-    for c in curves:
-        c.pop("key")
     return {"title": title, "curves": curves}
