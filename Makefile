@@ -1,4 +1,5 @@
-# Two commands on a fresh machine:  `make demo` (main job on the embedded model)  and  `make test`.
+# On a fresh machine:  `make demo` (what the tool is for, on the embedded model and bundled data),
+# `make test` (ruff + the full suite, what CI runs) and, while editing, `make check` (ruff + the fast tests).
 # GPU users: make TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>" demo
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test check lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,12 @@ demo: $(STAMP)
 test: $(TEST_STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
+
+# The fast lane for contributors: ruff + every test not marked slow (no embedded-model loads, no Ray cluster,
+# no browser, no subprocess kills); optional integrations that are not installed skip.
+check: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m selfensemble bench --out runs/bench.json

@@ -137,6 +137,7 @@ def local_run(dataset, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # starts a Ray cluster and actor pools (minutes on 2 cores)
 def test_ray_gives_the_local_answers_record_for_record(ray_head, dataset, local_run, tmp_path):
     out = tmp_path / "ray"
     backend = BackendConfig(name="ray", address=ray_head, workers=2, cpus_per_worker=1)
@@ -155,6 +156,7 @@ def test_ray_gives_the_local_answers_record_for_record(ray_head, dataset, local_
     assert json.loads((local_run / "avg" / "manifest.json").read_text())["backend"] == "local"
 
 
+@pytest.mark.slow  # starts a Ray cluster and actor pools (minutes on 2 cores)
 def test_a_worker_killed_mid_run_is_replaced(ray_head, dataset, local_run, tmp_path, monkeypatch):
     marker = tmp_path / "crashed"
     monkeypatch.setenv("SELFENSEMBLE_TEST_CRASH_ONCE", str(marker))  # first batch: os._exit in its actor
@@ -173,6 +175,7 @@ def _cli(dataset: Path, out: Path, *extra: str) -> list[str]:
             "--attention", "sdpa", "--out", str(out), *extra]
 
 
+@pytest.mark.slow  # starts a Ray cluster and actor pools (minutes on 2 cores)
 def test_driver_killed_mid_run_then_the_same_command_resumes(ray_head, dataset, tmp_path):
     out = tmp_path / "run"
     args = _cli(dataset, out, "--model", "random:smollm2-135m", "--method", "per_prompt", "--batch-size", "1",
@@ -192,6 +195,7 @@ def test_driver_killed_mid_run_then_the_same_command_resumes(ray_head, dataset, 
     assert killed and 2 <= before < 16, "the driver should have been killed mid-way"
     done = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "(MapWorker" not in done.stdout + done.stderr, "actor output reached the driver without --verbose"
     assert sorted(_records(out)) == sorted(f"q{i:02d}" for i in range(16))
     assert json.loads((out / "metrics.json").read_text())["n"] == 16
 
@@ -208,6 +212,7 @@ def test_unreachable_address_is_a_quick_clear_error(dataset, tmp_path):
     assert not (tmp_path / "run" / "results.jsonl").exists()
 
 
+@pytest.mark.slow  # starts a Ray cluster and actor pools (minutes on 2 cores)
 def test_a_pool_larger_than_the_cluster_is_refused(ray_head, dataset, tmp_path):
     with pytest.raises(SelfEnsembleError, match=r"5 workers × 1 CPU .* need 5 CPUs, but the Ray cluster has 4"):
         run_experiment(_cfg(dataset, tmp_path, limit=2), backend=BackendConfig(name="ray", address=ray_head, workers=5))
@@ -227,3 +232,42 @@ def test_ray_options_without_the_ray_backend_are_refused():
     assert _backend_config("ray", "auto", None, 1.0, None) == BackendConfig("ray", "auto", 2, 1.0, 1.0)
     with pytest.raises(SelfEnsembleError, match="--workers must be >= 1"):
         BackendConfig(name="ray", workers=0)
+
+
+class _FakeRay:
+    """Records what ``connect`` passes to ``ray.init`` and the environment Ray would start under."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kwargs) -> None:
+        self.calls.append({**kwargs, "env": os.environ.get("RAY_BACKEND_LOG_LEVEL")})
+
+
+def test_ray_is_quiet_by_default_and_verbose_brings_it_back(monkeypatch):
+    import logging
+
+    from selfensemble.backends import ray as ray_backend
+
+    monkeypatch.delenv("RAY_BACKEND_LOG_LEVEL", raising=False)
+    quiet, loud = _FakeRay(), _FakeRay()
+    assert ray_backend.connect(quiet, None) and ray_backend.connect(loud, None, verbose=True)
+    (q,), (v,) = quiet.calls, loud.calls
+    assert (q["log_to_driver"], q["logging_level"], q["env"]) == (False, logging.ERROR, "fatal")
+    assert (v["log_to_driver"], v["logging_level"], v["env"]) == (True, logging.WARNING, None)
+    assert "RAY_BACKEND_LOG_LEVEL" not in os.environ  # set only while Ray starts
+    monkeypatch.setenv("RAY_BACKEND_LOG_LEVEL", "debug")  # the user's own setting wins
+    again = _FakeRay()
+    ray_backend.connect(again, None)
+    assert again.calls[0]["env"] == "debug" and os.environ["RAY_BACKEND_LOG_LEVEL"] == "debug"
+
+
+def test_verbose_is_a_ray_option():
+    from selfensemble.cli.run import _backend_config
+
+    assert _backend_config("ray", None, None, None, None, verbose=True).verbose
+    with pytest.raises(SelfEnsembleError, match="--verbose only apply to --backend ray"):
+        _backend_config("local", None, None, None, None, verbose=True)

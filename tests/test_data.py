@@ -168,13 +168,6 @@ def test_webqa_bad_record_names_file_and_line(tmp_path: Path, line: str, problem
     assert f"test.jsonl:2: {problem}" in str(err.value)
 
 
-def test_webqa_without_local_data_or_datasets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SELFENSEMBLE_DATA_DIR", str(tmp_path))  # no webquestions/ inside
-    monkeypatch.setitem(__import__("sys").modules, "datasets", None)  # import fails
-    with pytest.raises(SelfEnsembleError, match="--data-path"):
-        load_dataset("webqa")
-
-
 @needs_webqa
 def test_webqa_real_data() -> None:
     ds = load_dataset("webqa")
@@ -471,7 +464,7 @@ def test_tabular_without_gold(tmp_path: Path) -> None:
 
 
 def test_thousand_items_all_read(tmp_path: Path) -> None:
-    """Every item and its paraphrase arrive (load time is measured in benchmarks/data_load.py)."""
+    """Every item and its paraphrase arrive (load time is measured in benchmarks/checks/data_load.py)."""
     rows = [
         {"question": f"Question number {i}?", "answers": [str(i)], "para": [f"Q {i}?"]} for i in range(1000)
     ]

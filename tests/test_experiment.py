@@ -132,6 +132,7 @@ def test_paraphrases_generated_for_items_without_them(tmp_path, engine):
         assert len(set(keys)) == len(keys)  # no duplicates, none equal to the original
 
 
+@pytest.mark.slow  # a real subprocess run killed and resumed (minutes on 2 cores)
 def test_kill_minus_9_then_resume(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "selfensemble", "run", "--dataset", "jsonl", "--data-path", str(SAMPLE_DATA),

@@ -132,7 +132,7 @@ def test_compiled_flex_with_windows_and_softcap_on_cpu(random_lm, fewshot_fmt, r
     """Compiled flex (static shapes for window layers on CPU, see attention._flex_static) == SDPA.
 
     Without the static compile, torch 2.13's CPU inductor fails to rebuild the window mask for a
-    second length (benchmarks/flex_cpu_window_repro.py). ~40 s of compiling on a 2-core CPU.
+    second length (benchmarks/repro/flex_cpu_window_repro.py). ~40 s of compiling on a 2-core CPU.
     """
     from selfensemble import attention as attn
 
@@ -141,7 +141,7 @@ def test_compiled_flex_with_windows_and_softcap_on_cpu(random_lm, fewshot_fmt, r
     for method in ("origin", "flex"):
         for prompts in QUESTIONS[:2]:
             # fusion knobs off: their score_mod hits torch 2.13's CPU flex codegen bug (cur_kvSplitSize,
-            # benchmarks/flex_cpu_compile_repro.py); this test is about windows and softcap
+            # benchmarks/repro/flex_cpu_compile_repro.py); this test is about windows and softcap
             cfg = dict(rescale=False, fusion_temperature=1.0, fusion_scale=1.0)
             got = Engine(lm, EngineConfig(attention="flex", **cfg)).answer(prompts, method, GEN, fewshot_fmt)
             want = Engine(lm, EngineConfig(attention="sdpa", **cfg)).answer(prompts, method, GEN, fewshot_fmt)

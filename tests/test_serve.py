@@ -336,6 +336,7 @@ def test_sampled_answers_do_not_depend_on_batch_neighbours(server):
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+@pytest.mark.slow  # launches a real browser
 def test_page_in_headless_chromium(server, tmp_path_factory):
     if not os.path.exists(CHROMIUM):
         pytest.skip("chromium is not installed (apt-get install chromium); the page test needs a real browser")

@@ -18,6 +18,8 @@ __version__ = _version()
 # Public API, imported lazily so `import selfensemble` (and the CLI's start) stays cheap.
 _EXPORTS = {
     "load_model": "selfensemble.models",
+    "embedded_model_path": "selfensemble.models",
+    "info": "selfensemble.about",
     "Engine": "selfensemble.methods",
     "EngineConfig": "selfensemble.methods",
     "Query": "selfensemble.methods",

@@ -99,7 +99,7 @@ def _flex_static() -> Callable:
 
     torch 2.13's CPU flex template fails to build (C++ codegen: 'cur_kvSplitSize9' not declared)
     when a window mask_mod is recompiled for a second length with dynamic shapes; static shapes
-    compile each padded length on its own and work (benchmarks/flex_cpu_window_repro.py).
+    compile each padded length on its own and work (benchmarks/repro/flex_cpu_window_repro.py).
     """
     global _compiled_flex_static
     from torch.nn.attention.flex_attention import flex_attention

@@ -3,7 +3,7 @@
 Every entry point (EngineConfig, RunConfig, BenchConfig, the CLI's ask / run / bench / serve /
 lm-eval / mask / demo / interactive, the Python API) reads these, so the default cannot drift
 between them. Chosen by measurement on ../shared ParaRel and WebQuestions: see
-benchmarks/README.md ("Choosing the flex default") and benchmarks/flex_sweep.py, which reproduces
+benchmarks/README.md ("Choosing the flex default") and benchmarks/experiments/flex_sweep.py, which reproduces
 the table. Imports nothing heavy (no torch).
 
 Entry points read the constants when an object is built (``factory``), not when a module is

@@ -32,7 +32,7 @@ import numpy as np
 from selfensemble.errors import SelfEnsembleError
 
 EMBEDDERS = ("wordllama", "minilm")
-# measured: benchmarks/paraphrase_gate.py (wordllama, 200 WebQuestions, see benchmarks/README.md): 0.7 had
+# measured: benchmarks/experiments/paraphrase_gate.py (wordllama, 200 WebQuestions, see benchmarks/README.md): 0.7 had
 # the best mean accuracy over avg, vote and flex (0.155 vs 0.148 at 0.6, 0.142 ungated) and the best avg
 # (0.7 − 0.6: +0.030 [+0.000, +0.060]); every gate-vs-no-gate difference is within noise. minilm's cosine
 # runs higher (hand cases: true paraphrases ≥ .88, drifts ≤ .69), so it gets its own default.

@@ -373,7 +373,7 @@ def _write_files(result: dict, out_png: Path, reliability_png: Path | None) -> N
     """The bar chart, the reliability diagram (when any run has confidences) and report.json."""
     from selfensemble.report_plot import plot_summary
 
-    plot_summary(result["runs"], out_png)
+    result["chart"] = plot_summary(result["runs"], out_png)  # what the chart shows, as data
     result["png"] = str(out_png)
     if result["calibration"]:
         result["reliability_png"] = str(reliability_png)

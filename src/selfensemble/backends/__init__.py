@@ -29,7 +29,8 @@ class BackendConfig:
     """Where the engines run. ``address``/``workers``/``*_per_worker`` only apply to ``ray``.
 
     ``address`` None starts a local Ray instance; ``"auto"`` joins the cluster this machine is part
-    of (``ray start``); ``"HOST:PORT"`` joins the head node at that address.
+    of (``ray start``); ``"HOST:PORT"`` joins the head node at that address. ``verbose`` shows Ray's
+    own output (actor stdout, its log lines); off, the driver shows the run's progress and errors.
     """
 
     name: str = "local"
@@ -37,6 +38,7 @@ class BackendConfig:
     workers: int = 2
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
+    verbose: bool = False
 
     def __post_init__(self):
         if self.name not in BACKENDS:

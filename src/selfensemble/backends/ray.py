@@ -22,6 +22,7 @@ methods and per attempt when paraphrases are written.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -95,23 +96,54 @@ def code_env() -> dict:
     return {"py_modules": [os.path.dirname(selfensemble.__file__)], "excludes": ["__pycache__/", "*.pyc"]}
 
 
-def connect(ray, address: str | None) -> bool:
-    """Start a local Ray instance (no address) or join a cluster; True when this call connected."""
+#: What a quiet run (the default) turns off, each brought back by ``verbose``: Ray's C++ core-worker
+#: log lines on the driver's stderr, set through the environment before the instance starts (its
+#: processes read it then; a value the user set wins).
+QUIET_ENV = {"RAY_BACKEND_LOG_LEVEL": "fatal"}
+#: Python loggers quieted to ERROR: Ray core (token-authentication notes, start-up info) and Ray Data
+#: (per-dataset execution and stats lines).
+QUIET_LOGGERS = ("ray", "ray.data", "ray._private.authentication")
+
+
+def connect(ray, address: str | None, verbose: bool = False) -> bool:
+    """Start a local Ray instance (no address) or join a cluster; True when this call connected.
+
+    Quiet unless ``verbose``: actors' stdout/stderr stay in Ray's log files (``log_to_driver``),
+    Ray's own Python loggers show errors only, and the C++ core worker logs only fatal errors
+    (QUIET_ENV). Real failures still reach the user: an actor's exception comes back through the
+    Ray Data pass and is raised as one line (`_user_error`).
+    """
     if ray.is_initialized():
         return False
-    kwargs = dict(logging_level=logging.WARNING, log_to_driver=True, runtime_env=code_env())
-    if address is None:  # "local": always a fresh instance (a bare init() joins any cluster it finds, dead ones too)
-        ray.init(address="local", include_dashboard=False, **kwargs)
-        return True
-    resolved = _resolve(address)
-    check_reachable(resolved)
-    try:
-        ray.init(address=resolved, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        raise SelfEnsembleError(f"could not join the Ray cluster at {resolved}: {str(err).splitlines()[0]} (a cluster "
-                                "with token authentication needs RAY_AUTH_MODE=token and its token on this machine)"
-                                ) from None
+    level = logging.WARNING if verbose else logging.ERROR
+    kwargs = dict(logging_level=level, log_to_driver=verbose, runtime_env=code_env())
+    for name in QUIET_LOGGERS:  # some warn before init() applies logging_level (token auth)
+        logging.getLogger(name).setLevel(level)
+    with _quiet_env(not verbose):
+        if address is None:  # "local": always a fresh instance (a bare init() joins any cluster it finds, dead ones too)
+            ray.init(address="local", include_dashboard=False, **kwargs)
+            return True
+        resolved = _resolve(address)
+        check_reachable(resolved)
+        try:
+            ray.init(address=resolved, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise SelfEnsembleError(f"could not join the Ray cluster at {resolved}: {str(err).splitlines()[0]} (a "
+                                    "cluster with token authentication needs RAY_AUTH_MODE=token and its token on "
+                                    "this machine)") from None
     return True
+
+
+@contextlib.contextmanager
+def _quiet_env(quiet: bool):
+    """QUIET_ENV in os.environ while Ray starts (its processes inherit it), then as it was."""
+    added = {k: v for k, v in QUIET_ENV.items() if quiet and k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def cluster_summary(ray) -> dict:
@@ -195,7 +227,7 @@ class RayBackend:
         self.opts, self.console = opts, console
         self.run_config = asdict(cfg)
         self.config = _Config(cfg.batch_size)
-        self._owns_connection = connect(self.ray, opts.address)
+        self._owns_connection = connect(self.ray, opts.address, verbose=opts.verbose)
         try:
             self.cluster = cluster_summary(self.ray)
             check_resources(self.cluster, opts)
@@ -214,9 +246,13 @@ class RayBackend:
                       f"{self.cluster['GPU']:g} GPUs); each worker loads {cfg.model} once per pass")
 
     def _quiet_ray_data(self) -> None:
+        """One progress bar (the run's own): Ray Data's bars, start-of-execution prints and stats logs off;
+        with ``verbose`` its execution and stats lines come back (its bars stay off: two bars would fight)."""
         ctx = self.ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # the driver shows the run's own progress bar
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = self.opts.verbose
+        ctx.enable_auto_log_stats = self.opts.verbose
+        logging.getLogger("ray.data").setLevel(logging.INFO if self.opts.verbose else logging.ERROR)
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
 
     @property

@@ -1,4 +1,4 @@
-"""``python -m selfensemble.bench ARGS`` is ``selfensemble bench ARGS`` (benchmarks/gpu_check.sh uses it)."""
+"""``python -m selfensemble.bench ARGS`` is ``selfensemble bench ARGS`` (benchmarks/checks/gpu_check.sh uses it)."""
 
 import sys
 

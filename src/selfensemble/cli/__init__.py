@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 
@@ -20,12 +21,24 @@ __all__ = ["app", "main"]
 def _register_commands() -> None:
     """Importing a command module registers its commands on ``app``."""
     import selfensemble.cli.paraphrase  # noqa: F401
-    from selfensemble.cli import ask, bench, lm_eval, report, run, serve  # noqa: F401
+    from selfensemble.cli import ask, bench, demo, info, lm_eval, report, run, serve  # noqa: F401
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 (warnings' signature)
+    """The library's own warnings (bundled sample, flex fallback, …) as one `warning:` line on stderr;
+    other packages' warnings keep Python's format (file and line help there)."""
+    if f"{os.sep}selfensemble{os.sep}" in str(filename):
+        return f"warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+_python_format_warning = warnings.formatwarning
 
 
 def main() -> None:
     """Entry point: user errors become one line on stderr, never a traceback."""
     _register_commands()
+    warnings.formatwarning = _format_warning
     debug = os.environ.get("SELFENSEMBLE_DEBUG") == "1"
     try:
         app(standalone_mode=False)

@@ -1,4 +1,4 @@
-"""`run`, `paraphrase`, `demo` and `interactive`: experiments over datasets."""
+"""`run`, `paraphrase` and `interactive`: experiments over datasets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import typer
 
-from selfensemble import experiment
 from selfensemble.backends import BackendConfig
 from selfensemble.cli.common import (
     DEVICE_MAP_HELP,
@@ -90,6 +89,8 @@ def run_command(
     workers: int = typer.Option(None, help="ray: actors in the pool, each loads the model once (default 2)."),
     gpus_per_worker: float = typer.Option(None, help="ray: GPUs per actor (default 0; use with --device cuda)."),
     cpus_per_worker: float = typer.Option(None, help="ray: CPUs per actor (default 1; also its torch threads)."),
+    verbose: bool = typer.Option(False, "--verbose", help="ray: also show Ray's own output (actor stdout, token-auth "
+                                 "notes, core-worker and Ray Data log lines); default: progress and errors only."),
 ):
     """Run methods over a dataset; resumable (rerun the same command after a crash)."""
     if method and methods:
@@ -114,7 +115,7 @@ def run_command(
                     dataset_options=options, out=str(out), subfolders=method is None, allow_mixed=allow_mixed,
                     weights=weights, gate=gate, min_similarity=min_similarity, embedder=embedder,
                     entity_guard=entity_guard)
-    backend_cfg = _backend_config(backend, ray_address, workers, gpus_per_worker, cpus_per_worker)
+    backend_cfg = _backend_config(backend, ray_address, workers, gpus_per_worker, cpus_per_worker, verbose)
     with graceful_stop():
         run_experiment(cfg, backend=backend_cfg, progress=ConsoleProgress())
     if len(chosen) > 1:
@@ -155,15 +156,16 @@ def graceful_stop() -> Iterator[None]:
 
 
 def _backend_config(name: str, address: str | None, workers: int | None, gpus: float | None,
-                    cpus: float | None) -> BackendConfig:
+                    cpus: float | None, verbose: bool = False) -> BackendConfig:
     """--backend and its ray options; ray options with the local backend are an error, not ignored."""
-    given = {"--ray-address": address, "--workers": workers, "--gpus-per-worker": gpus, "--cpus-per-worker": cpus}
+    given = {"--ray-address": address, "--workers": workers, "--gpus-per-worker": gpus, "--cpus-per-worker": cpus,
+             "--verbose": verbose or None}
     if name == "local" and any(v is not None for v in given.values()):
         flags = ", ".join(k for k, v in given.items() if v is not None)
         raise SelfEnsembleError(f"{flags} only apply to --backend ray.")
     pool = {k: v for k, v in (("workers", workers), ("gpus_per_worker", gpus), ("cpus_per_worker", cpus))
             if v is not None}
-    return BackendConfig(name=name, address=address, **pool)
+    return BackendConfig(name=name, address=address, verbose=verbose, **pool)
 
 
 @app.command("paraphrase")
@@ -214,35 +216,6 @@ def paraphrase_command(
     console.print(f"wrote {out} (cache: {cache.path})", soft_wrap=True)
 
 
-@app.command("demo")
-def demo_command(
-    out: Path = typer.Option(Path("runs/demo")),
-    limit: int = typer.Option(24, help="Questions to run."),
-    num_paraphrases: int = typer.Option(5),
-    model: str = typer.Option("smollm2-135m"),
-):
-    """A small real experiment on the embedded model: WebQuestions (or the bundled sample), a report."""
-    from rich.console import Console
-
-    from selfensemble.data import default_data_dir
-    from selfensemble.report import report
-
-    console = Console()
-    data = default_data_dir()
-    if data is not None and (data / "webquestions" / "test.jsonl").exists():
-        dataset, path, opts = "webqa", str(data / "webquestions"), {}
-        console.print(f"demo: WebQuestions from {path}, {limit} questions, N={num_paraphrases}")
-    else:
-        dataset, path, opts = "jsonl", str(experiment.SAMPLE_DATA), {"paraphrase_columns": ["paraphrases"], "id_column": "id"}
-        console.print(f"demo: bundled trivia sample ({experiment.SAMPLE_DATA.name}); ../shared/data not found")
-    cfg = RunConfig(dataset=dataset, data_path=path, limit=limit, num_paraphrases=num_paraphrases,
-                    methods=["origin", "per_prompt", "vote", "avg", "max", "flex"], model=model,
-                    few_shot=5 if dataset == "webqa" else 0, dataset_options=opts, out=str(out))
-    with graceful_stop():
-        run_experiment(cfg, progress=ConsoleProgress(console))
-    echo_outputs(report([out], out / "report.png", console=console))
-
-
 @app.command("interactive")
 def interactive_command():
     """Choose dataset, model, method and parameters step by step, then run (or ask questions)."""
@@ -263,7 +236,7 @@ def interactive_command():
     if path is None and dataset in ("jsonl", "csv"):
         raise SelfEnsembleError("jsonl/csv datasets need a data path.")
     if path is None and default_path is None and dataset != "myriadlama":
-        console.print("[yellow]no local data found; the hub will be tried[/]")
+        console.print("[yellow]no local data folder found: the hub is tried, else the bundled sample is read[/]")
     methods = Prompt.ask(f"Methods (comma-separated, from {', '.join(METHODS)})", default="origin,avg,flex")
     n = IntPrompt.ask("Prompts per question (N, original included)", default=5)
     limit = IntPrompt.ask("How many items", default=20)

@@ -50,12 +50,15 @@ class Dataset:
     """Items to answer plus what the prompt needs around them (instruction, few-shot pool).
 
     ``examples`` maps a group name to its pool of few-shot examples ("" = one pool for all).
+    ``notes`` says where the items came from when it is not what was asked for (e.g. the bundled
+    sample read because no data folder was found); callers show them.
     """
 
     name: str
     items: list[Item]
     instruction: str = ""
     examples: dict[str, list[Example]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def few_shot(self, item: Item, k: int, seed: int = 0, demos: str = "per-item") -> list[Example]:
         """k demonstrations for ``item`` from its group's pool (or the global pool).

@@ -26,6 +26,7 @@ from ._common import (
     require_path,
 )
 from .base import Dataset
+from .bundled import announce, bundled_note, sample_path
 
 OPTIONS = ("relations", "max_facts_per_relation", "max_templates", "num_train", "demo")
 DEFAULT_NUM_TRAIN = 10
@@ -48,13 +49,24 @@ def load_pararel(
     """
     reject_unknown_options("pararel", options, OPTIONS)
     check_limit(limit)
+    why = None
     if path is None:
-        if data_dir is None:
-            raise SelfEnsembleError(
-                "No ParaRel data folder found; pass --data-path to a folder with patterns/ and facts/ "
-                "(or set SELFENSEMBLE_DATA_DIR to a folder containing pararel/)."
-            )
-        path = data_dir / "pararel"
+        folder = data_dir / "pararel" if data_dir is not None else None
+        if folder is None or not folder.is_dir():
+            # No hub copy of ParaRel: the bundled five relations, said loudly (bundled.py).
+            why = f"no data folder at {folder}" if folder is not None else "no data folder found"
+            folder = sample_path("pararel")
+        path = folder
+    ds = _load_root(path, split, limit, seed, options)
+    if why is not None:
+        note = bundled_note("pararel", len(ds.items), why)
+        ds.notes.append(note)
+        announce(note)
+    return ds
+
+
+def _load_root(path: str | Path, split: str, limit: int | None, seed: int, options: dict[str, Any]) -> Dataset:
+    """Read patterns/ and facts/ under `path` for the relations `options` asks for."""
     root = require_path(path, "ParaRel data folder", kind="dir")
     patterns_dir = require_path(root / "patterns", "ParaRel patterns folder", kind="dir")
     facts_dir = require_path(root / "facts", "ParaRel facts folder", kind="dir")

@@ -1,7 +1,8 @@
 """WebQuestions (Berant et al., 2013): open questions about Freebase entities with short answers.
 
 Read from a local folder with train.jsonl / test.jsonl (the shared data layout), or from the
-Hugging Face hub (`stanfordnlp/web_questions`) when no local copy exists and `datasets` is installed.
+Hugging Face hub (`stanfordnlp/web_questions`) when no local copy exists and `datasets` is installed,
+else from the bundled 200 + 200 question sample (loudly: see bundled.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ._common import (
     reject_unknown_options,
 )
 from .base import Dataset, Example, Item
+from .bundled import announce, bundled_note, hub_unreachable, sample_path
 
 INSTRUCTION = "Answer the question in a few words."
 HUB_NAME = "stanfordnlp/web_questions"
@@ -47,10 +49,15 @@ def load_webqa(
     if path is None:
         folder = data_dir / "webquestions" if data_dir is not None else None
         if folder is None or not folder.is_dir():
-            return _load_from_hub(split, limit)
+            return _hub_or_sample(split, limit, folder)
         path = folder
+    return _load_path(Path(path).expanduser(), split, limit)
+
+
+def _load_path(p: Path, split: str, limit: int | None) -> Dataset:
+    """A folder with {split}.jsonl (+ train.jsonl as few-shot pool) or one .jsonl file; dev and heldout
+    are carved from test.jsonl."""
     file_split = "train" if split == "train" else "test"
-    p = Path(path).expanduser()
     if not p.exists():
         raise SelfEnsembleError(f"WebQuestions data not found: {p} (expected a folder with {file_split}.jsonl).")
     if p.is_dir():
@@ -87,24 +94,36 @@ def _read_items(path: Path, split: str, limit: int | None) -> list[Item]:
     return items
 
 
-def _load_from_hub(split: str, limit: int | None) -> Dataset:
-    """The hub copy; imported lazily because `datasets` is an optional extra."""
-    hint = (
-        "pass --data-path to a folder with train.jsonl/test.jsonl "
-        "(or set SELFENSEMBLE_DATA_DIR to a folder containing webquestions/)"
-    )
+def _hub_or_sample(split: str, limit: int | None, looked_at: Path | None) -> Dataset:
+    """The hub copy when `datasets` is installed and the hub answers, else the bundled sample.
+
+    The hub is probed once with a short timeout first (hub_unreachable), so an offline machine
+    does not sit through the `datasets` retry loop before falling back.
+    """
+    where = f"no data folder at {looked_at}" if looked_at is not None else "no data folder found"
     try:
         import datasets  # type: ignore[import-not-found]
     except ImportError:
-        raise SelfEnsembleError(
-            f"No local WebQuestions data found and the 'datasets' package is not installed; {hint}, "
-            "or pip install 'selfensemble[hub]'."
-        ) from None
-    try:
-        test = datasets.load_dataset(HUB_NAME, split="train" if split == "train" else "test")
-        train = datasets.load_dataset(HUB_NAME, split="train")
-    except Exception as exc:  # network errors come in many types
-        raise SelfEnsembleError(f"Could not load {HUB_NAME} from the hub ({exc}); {hint}.") from exc
+        why = "the 'datasets' package for the hub is not installed"
+    else:
+        why = hub_unreachable()
+        if why is None:
+            try:
+                return _load_from_hub(datasets, split, limit)
+            except Exception as exc:  # network and hub errors come in many types
+                why = f"the hub failed: {type(exc).__name__}: {exc}"
+    ds = _load_path(sample_path("webquestions"), split, limit)
+    note = bundled_note("webqa", len(ds.items), f"{where}; {why}")
+    ds.notes.append(note)
+    announce(note)
+    return ds
+
+
+def _load_from_hub(datasets: Any, split: str, limit: int | None) -> Dataset:
+    """The hub copy; `datasets` is passed in because it is an optional extra imported lazily."""
+    file_split = "train" if split == "train" else "test"
+    test = datasets.load_dataset(HUB_NAME, split=file_split)
+    train = datasets.load_dataset(HUB_NAME, split="train")
 
     def to_items(rows: Any, name: str, cap: int | None) -> list[Item]:
         out = []
@@ -119,6 +138,6 @@ def _load_from_hub(split: str, limit: int | None) -> Dataset:
             out.append(Item(id=f"{name}-{i}", prompts=(question,), answers=answers))
         return out
 
-    items = carve(to_items(test, "train" if split == "train" else "test", None), split, DEV_ITEMS["webqa"])[:limit]
+    items = carve(to_items(test, file_split, None), split, DEV_ITEMS["webqa"])[:limit]
     examples = [Example(prompts=it.prompts, answer=it.answers[0]) for it in to_items(train, "train", None)]
     return Dataset(name="webqa", items=items, instruction=INSTRUCTION, examples={"": examples})

@@ -10,7 +10,7 @@ visible. Checks, per question:
   the same generate with the window switched off answers differently or not (does the window bite?);
 and for the first question: KV-cached flex == the no-cache reference decoder.
 
-    PYTHONPATH=src python benchmarks/gemma3_window_check.py [--gguf PATH] [--questions 3]
+    python benchmarks/checks/gemma3_window_check.py [--gguf PATH] [--questions 3]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Ray backend vs local backend on the same run: items/s, start-up, overhead per item.
 
-    PYTHONPATH=src python benchmarks/ray_bench.py --items 64 --workers 2 [--model random:smollm2-135m]
-        [--ray-address HOST:PORT] [--out benchmarks/results/ray_bench.json]
+    python benchmarks/perf/ray_bench.py --items 64 --workers 2 [--model random:smollm2-135m]
+        [--ray-address HOST:PORT] [--out benchmarks/results/ray_vs_local.json]
 
 Both backends answer the same synthetic questions (``--items``, each with two paraphrases) by the
 same method and settings into fresh run folders, through ``run_experiment`` (so the timings
@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--ray-address", default=None)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/ray_bench.json"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/ray_vs_local.json"))
     args = ap.parse_args()
 
     import torch

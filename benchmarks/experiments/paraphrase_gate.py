@@ -1,7 +1,7 @@
 """Does the paraphrase gate help, and do entropy weights beat sampled confidence? (issue 10)
 
-  python benchmarks/paraphrase_gate.py run   --limit 200 --out runs/bench_gate   # resumable; kill any time
-  python benchmarks/paraphrase_gate.py table --out runs/bench_gate               # markdown from what finished
+  python benchmarks/experiments/paraphrase_gate.py run   --limit 200 --out runs/bench_gate   # resumable; kill any time
+  python benchmarks/experiments/paraphrase_gate.py table --out runs/bench_gate               # markdown from what finished
 
 One candidate pool per question (the embedded model's own paraphrases, oversampled 3×: 12 candidates
 for N = 5 prompts) is generated once; every variant draws from that same pool, so the comparison

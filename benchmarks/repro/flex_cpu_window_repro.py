@@ -1,6 +1,6 @@
 """Reproducer: torch 2.13's CPU inductor fails to rebuild compiled flex for a sliding-window mask.
 
-Run: PYTHONPATH=src python benchmarks/flex_cpu_window_repro.py [dynamic|static] [WINDOW (0 = none)]
+Run: python benchmarks/repro/flex_cpu_window_repro.py [dynamic|static] [WINDOW (0 = none)]
 Measured on this project's CPU machine (torch 2.13): with ``dynamic`` (torch.compile's default) the
 first length compiles, the second (a cached prefix, another length) fails with CppCompileError
 ('cur_kvSplitSize9' was not declared); without a window all three compile; with ``static``

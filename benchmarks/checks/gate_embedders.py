@@ -1,6 +1,6 @@
 """Which embedder for the paraphrase gate, which threshold, and does the entity guard help? (issue 10)
 
-  python benchmarks/gate_embedders.py [--pool runs/bench_gate/pool.json]
+  python benchmarks/checks/gate_embedders.py [--pool runs/bench_gate/pool.json]
 
 Labelled pairs: hand-written (a true paraphrase and crafted drifts per question) and real
 candidates the embedded model wrote for WebQuestions test questions (from the gate benchmark's
@@ -20,7 +20,7 @@ import numpy as np
 
 # hand-written (original, true paraphrase, crafted drifts); the same cases the gate's tests use
 HAND = [(c["original"], c["paraphrase"], c["drifts"]) for c in
-        json.loads((Path(__file__).resolve().parents[1] / "tests" / "data" / "gate_cases.json").read_text())]
+        json.loads((Path(__file__).resolve().parents[2] / "tests" / "data" / "gate_cases.json").read_text())]
 
 
 # real candidates (index into the pool's 12 per question) labelled by hand; 1 = same question

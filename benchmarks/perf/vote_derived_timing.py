@@ -1,7 +1,7 @@
 """What deriving vote from per_prompt saves: wall time of per_prompt, of per_prompt + vote (vote
 derived from per_prompt's answers), and of vote decoded alone, on the bundled trivia sample.
 
-    PYTHONPATH=src python benchmarks/vote_derived_timing.py smollm2-135m
+    python benchmarks/perf/vote_derived_timing.py smollm2-135m
 """
 
 from __future__ import annotations

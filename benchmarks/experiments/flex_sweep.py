@@ -13,8 +13,8 @@ resumes where it stopped and a partial file is already usable. Phases, in order:
   2. ParaRel (--pararel-n facts) and WebQuestions (--webqa-n questions): origin, avg, then every
      flex configuration (layout × positions × rescale, and APE-style temperature variants).
 
-    python benchmarks/flex_sweep.py --out benchmarks/results/flex_sweep.jsonl          # run / resume
-    python benchmarks/flex_sweep.py --out benchmarks/results/flex_sweep.jsonl --summary  # the table
+    python benchmarks/experiments/flex_sweep.py --out runs/flex_sweep.jsonl          # run / resume
+    python benchmarks/experiments/flex_sweep.py --out runs/flex_sweep.jsonl --summary  # the table
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _default_name() -> str:
 
 FLEX_DEFAULT = _default_name()
 COMMIT = os.popen(f"git -C {Path(__file__).resolve().parent} rev-parse HEAD 2>/dev/null").read().strip() or None
-DATA = Path(os.environ.get("SELFENSEMBLE_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+DATA = Path(os.environ.get("SELFENSEMBLE_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 
 
 def _done(path: Path) -> set[tuple]:
@@ -294,7 +294,7 @@ def choose_default(recs: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="benchmarks/results/flex_sweep.jsonl")
+    ap.add_argument("--out", default="runs/flex_sweep.jsonl")
     ap.add_argument("--format-n", type=int, default=96)
     ap.add_argument("--pararel-n", type=int, default=300)
     ap.add_argument("--webqa-n", type=int, default=200)

@@ -1,6 +1,6 @@
 """Answers of every method for a few sample questions, and s/question of origin / avg / flex (N=5).
 
-Run: python benchmarks/sample_answers.py [--model smollm2-135m] [--attention sdpa|flex]
+Run: python benchmarks/experiments/sample_answers.py [--model smollm2-135m] [--attention sdpa|flex]
 All numbers come from one process and one loaded model, after a warm-up pass.
 """
 

@@ -1,6 +1,6 @@
 """How long the dataset loaders take (measured here, never asserted in tests: a busy CI box is slow).
 
-    PYTHONPATH=src python benchmarks/data_load.py            # prints a markdown table
+    python benchmarks/checks/data_load.py            # prints a markdown table
 
 Rows: a generated 1,000-item jsonl with a paraphrase column; WebQuestions test (all); ParaRel
 limit 300 (the shared data folder's copies, skipped when absent). Best of 3 runs each.

@@ -1,6 +1,6 @@
 """Reproducer: torch 2.13's CPU inductor fails to build compiled FlexAttention for segment masks.
 
-Run: python benchmarks/flex_cpu_compile_repro.py [none|true] [clamp|kseg]
+Run: python benchmarks/repro/flex_cpu_compile_repro.py [none|true] [clamp|kseg]
 On this project's 2-core CPU machine it prints "FAIL CppCompileError" for several shapes, e.g.
 (3, 70, 64) right after (3, 70, 32) compiled fine (C++: 'cur_qSplitSize8' / 'cur_kvSplitSize7' was
 not declared). Both mask forms the engine has used fail for some shapes, with dynamic=None and

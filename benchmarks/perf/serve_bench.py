@@ -7,8 +7,8 @@ requests one after another (closed loop). Requests: the bundled trivia questions
 2 of its paraphrases (N=3), one method, greedy, few-shot default format. Latency is measured by the
 client (send → full JSON). The server's own stats give the batch sizes it formed.
 
-    python benchmarks/serve_bench.py                      # embedded model, avg, 1/8/32 clients (~5 min)
-    python benchmarks/serve_bench.py --model random:llama --clients 1,8 --out runs/serve_bench.json
+    python benchmarks/perf/serve_bench.py                      # embedded model, avg, 1/8/32 clients (~5 min)
+    python benchmarks/perf/serve_bench.py --model random:llama --clients 1,8 --out runs/serve_bench.json
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-SAMPLE = Path(__file__).resolve().parents[1] / "src" / "selfensemble" / "samples" / "trivia.jsonl"
+SAMPLE = Path(__file__).resolve().parents[2] / "src" / "selfensemble" / "samples" / "trivia.jsonl"
 
 
 def requests_for(count: int, method: str, max_new_tokens: int) -> list[dict]:

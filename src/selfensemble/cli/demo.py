@@ -1,0 +1,78 @@
+"""`demo`: prompt sensitivity and what each method does about it, on the bundled ParaRel sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from selfensemble.cli.common import app
+from selfensemble.demo import DEFAULT_LIMIT, DEFAULT_MAX_NEW_TOKENS
+
+
+@app.command("demo")
+def demo_command(
+    out: Path = typer.Option(Path("runs/demo"), help="Folder for the runs, the report and demo.json."),
+    limit: int = typer.Option(DEFAULT_LIMIT, help="Facts to ask (taken round-robin over the sample's 5 relations)."),
+    num_paraphrases: int = typer.Option(5, help="Prompts per fact (N): ParaRel's own templates."),
+    model: str = typer.Option("smollm2-135m"),
+    max_new_tokens: int = typer.Option(DEFAULT_MAX_NEW_TOKENS),
+):
+    """How much the answer depends on the phrasing, and what each method does about it, at what cost."""
+    from rich.console import Console
+
+    from selfensemble import demo
+    from selfensemble.cli.progress import ConsoleProgress
+    from selfensemble.cli.run import graceful_stop
+    from selfensemble.experiment import run_experiment
+    from selfensemble.report import report
+
+    console = Console()
+    cfg = demo.demo_config(out, limit, num_paraphrases, model, max_new_tokens)
+    minutes = demo.expected_seconds(limit, num_paraphrases) / 60
+    console.print(f"[bold]demo[/]: {limit} facts of the bundled ParaRel sample (5 relations, human-written templates), "
+                  f"each asked through N={num_paraphrases} templates, methods {', '.join(demo.DEMO_METHODS)}, "
+                  f"model {model}.\nExpected run time: about {minutes:.0f} minutes on 2 free CPU cores, longer on a busy machine "
+                  f"(resumable: rerun the same command after an interruption). Output: {out}/")
+    with graceful_stop():
+        run_experiment(cfg, progress=ConsoleProgress(console))
+    result = report([out], out / "report.png", console=console)
+    summary = demo.summarize_demo(out, result)
+    (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _print_summary(console, summary)
+
+
+def _print_summary(console, summary: dict) -> None:
+    from rich.table import Table
+
+    s = summary["sensitivity"]
+    if s.get("n"):
+        accs = "  ".join(f"{a:.2f}" for a in s["per_prompt_accuracy"])
+        console.print(f"\n[bold]Prompt sensitivity[/] ({s['n']} facts, {s['prompts']:.1f} prompts each): accuracy of "
+                      f"each prompt alone {accs} (spread {s['spread']:.2f}); the prompts disagree on the answer "
+                      f"for {s['disagree_share']:.0%} of the facts, and {s['mixed_share']:.0%} are right through "
+                      f"some prompts and wrong through others ({s['any_right_share']:.0%} right through at least one).")
+    t = Table(title="What each method does about it, and at what cost")
+    for i, h in enumerate(("method", "accuracy [95% CI]", "vs origin", "s/fact", "cost × origin", "consistency")):
+        t.add_column(h, justify="left" if i == 0 else "right")
+    for r in summary["methods"]:
+        ci = r["ci"]
+        t.add_row(r["method"], _num(r["accuracy"]) + (f" [{_num(ci[0])}, {_num(ci[1])}]" if None not in ci else ""),
+                  _num(r["vs_origin"], signed=True), _num(r["seconds_per_item"]), _num(r["cost_x_origin"], 2) + "×",
+                  _num(r["consistency"]))
+    console.print(t)
+    files = summary["files"]
+    console.print("[bold]Where everything went[/]:")
+    for method, path in files["runs"].items():
+        console.print(f"  {path}/  {method}: results.jsonl (one line per fact), metrics.json, manifest.json")
+    for key, what in (("png", "accuracy chart"), ("reliability_png", "reliability diagram"),
+                      ("json", "report numbers"), ("demo", "this summary")):
+        if key in files:
+            console.print(f"  {files[key]}  {what}")
+
+
+def _num(x, digits: int = 3, signed: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
