@@ -24,7 +24,7 @@ import torch
 from selfensemble import attention as attn
 from selfensemble import defaults, fusion
 from selfensemble.cache import new_cache
-from selfensemble.decoding import Decoded, GenerationConfig, derive_seed, generate, prefill
+from selfensemble.decoding import Decoded, GenerationConfig, candidate_seed, derive_seed, generate, prefill
 from selfensemble.errors import SelfEnsembleError, did_you_mean
 from selfensemble.masks import AttentionFusion
 from selfensemble.models import LoadedModel
@@ -209,7 +209,10 @@ class Engine:
         self.config = config or EngineConfig()
         self.attention, self.attention_note = self._resolve_attention(self.config.attention)
         self._prefix_caches: dict[tuple[int, ...], object] = {}
-        self.stats = {"prefill_tokens": 0, "generated_tokens": 0, "prefix_tokens_encoded": 0}
+        # prefill_tokens: tokens of prefilled rows (the cached prefix apart); calls: engine calls
+        # (one prefill + one decode loop each); decoded_rows: rows those calls decoded
+        self.stats = {"prefill_tokens": 0, "generated_tokens": 0, "prefix_tokens_encoded": 0, "calls": 0,
+                      "decoded_rows": 0}
         self._restore_attention: str | None = None  # set by from_model: the user's implementation
         self._was_training = False
 
@@ -334,6 +337,31 @@ class Engine:
         weights = [_weights(method, q, p) for q, p in zip(queries, parts, strict=True)]
         return self.answer_parts(parts, method, gen, weights, on_done, [q.stream_key for q in queries])
 
+    def sample(self, queries: Sequence[Query], n_samples: int | Sequence[int],
+               gen: GenerationConfig | None = None) -> list[list[Answer]]:
+        """``n_samples`` (per query, or one for all) independent ``origin`` answers per query, e.g.
+        candidate paraphrases: each prompt is prefilled once, then its KV is copied to its samples'
+        rows, which decode together with the other queries' (batches of ``batch_size`` queries).
+
+        Sample j of a query draws from its own stream ``candidate_seed(query.stream_key, j)``: it is
+        exactly ``answer(query.prompts[:1], "origin", gen, query.fmt, seed=candidate_seed(key, j))``,
+        whatever else shares the batch. Returns one list of n Answers per query (its prompt's
+        ``prefill_tokens`` on each, prefilled once for all n).
+        """
+        counts = [n_samples] * len(queries) if isinstance(n_samples, int) else list(n_samples)
+        if len(counts) != len(queries) or any(n < 0 for n in counts):
+            raise SelfEnsembleError(f"n_samples: one count >= 0 per query, got {counts} for {len(queries)} queries")
+        gen = gen or GenerationConfig()
+        live = [i for i, n in enumerate(counts) if n > 0]
+        parts = [build_parts(self.lm.tokenizer, queries[i].fmt, list(queries[i].prompts[:1])) for i in live]
+        results: list[list[Answer]] = [[] for _ in queries]
+        for prefix, copies, chunk in self.chunks("origin", parts):
+            got = self._run_chunk("origin", [parts[c] for c in chunk], [None] * len(chunk), prefix, copies, gen,
+                                  [queries[live[c]].stream_key for c in chunk], [counts[live[c]] for c in chunk])
+            for c, answers in zip(chunk, got, strict=True):
+                results[live[c]] = answers
+        return results
+
     def answer_parts(self, parts: Sequence[PromptParts], method: str, gen: GenerationConfig | None = None,
                      weights: Sequence[torch.Tensor | str | None] | None = None,
                      on_done: Callable[[int, Answer], None] | None = None,
@@ -380,9 +408,9 @@ class Engine:
         return tuple(parts.prefix), 1
 
     def _run_chunk(self, method: str, parts: list[PromptParts], weights: list, prefix: list[int], copies: int,
-                   gen: GenerationConfig, keys: list) -> list[Answer]:
+                   gen: GenerationConfig, keys: list, samples: list[int] | None = None) -> list:
         try:
-            return self._run_chunk_once(method, parts, weights, prefix, copies, gen, keys)
+            return self._run_chunk_once(method, parts, weights, prefix, copies, gen, keys, samples)
         except SelfEnsembleError:
             raise
         except Exception as err:
@@ -394,10 +422,13 @@ class Engine:
                 raise SelfEnsembleError(f"FlexAttention failed during a forward pass: {why}. "
                                         "Use --attention sdpa.") from err
             self.attention, self.attention_note = self._fall_back(why)
-            return self._run_chunk_once(method, parts, weights, prefix, copies, gen, keys)
+            return self._run_chunk_once(method, parts, weights, prefix, copies, gen, keys, samples)
 
     def _run_chunk_once(self, method: str, parts: list[PromptParts], weights: list, prefix: list[int],
-                        copies: int, gen: GenerationConfig, keys: list | None = None) -> list[Answer]:
+                        copies: int, gen: GenerationConfig, keys: list | None = None,
+                        samples: list[int] | None = None) -> list:
+        """One engine call: a list of Answers, one per query (with ``samples``: a list of samples[q]
+        origin Answers per query, decoded from its one prefilled row)."""
         t0 = time.perf_counter()
         keys = keys if keys is not None else [tuple(p.prompts) for p in parts]  # sampling stream per query
         plans = [plan_rows(method, p, w, self.config, copies > 0) for p, w in zip(parts, weights, strict=True)]
@@ -420,6 +451,12 @@ class Engine:
                     f"> {limit}. Use fewer/shorter paraphrases or few-shot examples"
                     + (", or layout 'shared'." if method == "flex" and self.config.layout == "full" else ".")
                 )
+        expand = None
+        if samples is not None:  # origin rows, one per query, each continued by samples[q] sampled rows
+            expand = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(samples))
+            owner = expand.tolist()
+            seeds = [derive_seed(gen.seed, candidate_seed(keys[q], j), 0) for q, n in enumerate(samples) for j in range(n)]
+            groups, group_weights = [[r] for r in range(len(owner))], [None] * len(owner)
         multiple = self.config.pad_multiple if self.attention == "flex" else 1
         cached = len(prefix) * copies
         pseg = [k for k in range(1, copies + 1) for _ in prefix] if copies > 1 else None
@@ -430,10 +467,16 @@ class Engine:
             decoded = generate(self.lm.model, self.lm.tokenizer, batch, cache, groups, _fuse_for(method), gen,
                                attention=self.attention, eos_ids=self.lm.eos_token_ids,
                                weights=group_weights, fusion=self.config.attention_fusion, fused_n=fused_n,
-                               seeds=seeds)
-        seconds = (time.perf_counter() - t0) / len(parts)
+                               seeds=seeds, expand=expand)
+        seconds = (time.perf_counter() - t0) / len(decoded if samples is not None else parts)
         self.stats["prefill_tokens"] += sum(len(r.tokens) for r in rows)
         self.stats["generated_tokens"] += sum(len(d.tokens) for d in decoded)
+        self.stats["calls"] += 1
+        self.stats["decoded_rows"] += sum(len(g) for g in groups)
+        if samples is not None:
+            return [[self._answer(method, p, [d], sum(len(r.tokens) for r in plan.rows) + len(prefix), seconds)
+                     for d, o in zip(decoded, owner, strict=True) if o == q]
+                    for q, (p, plan) in enumerate(zip(parts, plans, strict=True))]
         return [self._answer(method, p, [d for d, o in zip(decoded, owner, strict=True) if o == q],
                              sum(len(r.tokens) for r in plan.rows) + len(prefix), seconds)
                 for q, (p, plan) in enumerate(zip(parts, plans, strict=True))]
