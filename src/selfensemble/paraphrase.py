@@ -80,7 +80,8 @@ def _key(text: str) -> str:
     return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
 
 
-def _draw(engine, questions: Sequence[str], counts: Sequence[int], rnd: int, cfg: ParaphraseConfig) -> list[list[str]]:
+def draw_candidates(engine, questions: Sequence[str], counts: Sequence[int], rnd: int,
+                    cfg: ParaphraseConfig) -> list[list[str]]:
     """``counts[i]`` raw candidates for question i in round ``rnd``, spread over ``cfg.formats`` few-shot sets.
 
     Each (question, few-shot set) prompt is prefilled once and its share of candidates sampled as
@@ -128,7 +129,7 @@ def generate_paraphrases(engine, questions: Sequence[str], cfg: ParaphraseConfig
         if not any(counts):
             break
         before = sum(len(f) for f in found)
-        for i, cands in enumerate(_draw(engine, questions, counts, rnd, cfg)):
+        for i, cands in enumerate(draw_candidates(engine, questions, counts, rnd, cfg)):
             _admit(found[i], cands, questions[i], k)
         if progress:
             progress(sum(len(f) for f in found) - before)
@@ -160,7 +161,7 @@ def gated_paraphrases(engine, questions: Sequence[str], cfg: ParaphraseConfig, g
         counts = [(k - n) * gate.oversample for n in kept]  # screen keeps at most k: 0 once enough passed
         if not any(counts):
             break
-        for i, cands in enumerate(_draw(engine, questions, counts, rnd, cfg)):
+        for i, cands in enumerate(draw_candidates(engine, questions, counts, rnd, cfg)):
             if counts[i]:
                 _admit(pools[i], cands, questions[i])
                 verdicts[i] = screen(questions[i], pools[i], k, gate)
