@@ -64,3 +64,30 @@ def test_sample_rejects_bad_counts(random_lm, fewshot_fmt):
         eng.sample(_queries(fewshot_fmt), [1, 2], SAMPLED)
     with pytest.raises(SelfEnsembleError, match="one count"):
         eng.sample(_queries(fewshot_fmt)[:1], [-1], SAMPLED)
+
+
+@pytest.mark.parametrize("method", ["origin", "avg", "per_prompt", "sample"])
+def test_dropping_finished_rows_keeps_every_answer(random_lm, fewshot_fmt, method, monkeypatch):
+    """Answers stop at different steps (a stop string), so the batch drops finished rows mid-decode;
+    every answer still equals the one decoded alone, where nothing is ever dropped."""
+    from selfensemble.cache import GrowingLayer
+
+    lm = random_lm("llama")
+    gen = GenerationConfig(max_new_tokens=10, do_sample=True, temperature=1.5, seed=5, stop_at_newline=False,
+                           stop_strings=("e", "a"))
+    queries = [Query([q, f"Tell me: {q}"], fewshot_fmt) for q in QUESTIONS]
+    drops = []
+    select = GrowingLayer.batch_select_indices
+    monkeypatch.setattr(GrowingLayer, "batch_select_indices", lambda self, i: (drops.append(len(i)), select(self, i)))
+
+    def run(engine, qs):
+        if method == "sample":
+            return [[a.tokens for a in s] for s in engine.sample(qs, 3, gen)]
+        return [a.per_prompt_generation or a.tokens for a in engine.answer_many(qs, method, gen)]
+
+    together = run(Engine(lm, EngineConfig(attention="sdpa", batch_size=8)), queries)
+    assert drops, "no rows were dropped: the test does not exercise the drop"
+    alone = Engine(lm, EngineConfig(attention="sdpa", batch_size=1))
+    assert [run(alone, [q])[0] for q in queries] == together
+    answers = [t for s in together for t in s] if method in ("sample", "per_prompt") else together
+    assert len({len(t) for t in answers}) > 1  # they did stop at different steps

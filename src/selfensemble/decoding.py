@@ -168,6 +168,8 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
     ``expand`` (B',) lists, per decoded row, the prefilled row it continues: each prompt is prefilled
     once and its KV and last logits copied to its rows (K samples of one prompt); ``groups``,
     ``weights`` and ``seeds`` then index the B' decoded rows, ``fused_n`` the prefilled ones.
+    Once half the rows have stopped, they are dropped from the KV cache and the decode tensors (a
+    row's result does not depend on its batch neighbours, so this only saves work).
     """
     B = batch.shape[0] if expand is None else len(expand)
     if sorted(r for g in groups for r in g) != list(range(B)):
@@ -194,10 +196,11 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
     key_pos = masks.key_positions(batch)  # (B, K): position of every cached key, for sliding windows
     out = [Decoded() for _ in groups]
     active = list(range(len(groups)))
+    where = list(range(B))  # row r of the batch is row where[r] of the tensors (finished rows get dropped)
     for step in range(gen.max_new_tokens):
-        next_tokens = torch.full((B,), tokenizer.eos_token_id or 0, dtype=torch.long, device=dev)
+        next_tokens = torch.full((len(positions),), tokenizer.eos_token_id or 0, dtype=torch.long, device=dev)
         for g in list(active):
-            rows = list(groups[g])
+            rows = [where[r] for r in groups[g]]
             logp = fuse(logits[rows], weights[g])
             token = select_token(logp, gen.do_sample, gen.temperature, gen.top_p, gen.top_k, generators[g])
             next_tokens[rows] = token
@@ -214,10 +217,19 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
                 active.remove(g)
         if not active or step == gen.max_new_tokens - 1:
             break
+        live = sorted(where[r] for g in active for r in groups[g])
+        if len(live) <= len(positions) // 2:  # half the rows are done: stop computing them
+            keep = torch.tensor(live, device=dev)
+            cache.batch_select_indices(keep)
+            next_tokens, positions, bias, key_pos = (t[keep] for t in (next_tokens, positions, bias, key_pos))
+            scale = None if scale is None else scale[keep]
+            moved = {old: new for new, old in enumerate(live)}
+            where = [moved.get(w, -1) for w in where]
+        n = len(positions)
         # every generated token sees the whole row (prefix, all paraphrases, cue, earlier answers)
-        bias = torch.cat([bias, torch.zeros(B, 1, device=dev)], dim=1)
+        bias = torch.cat([bias, torch.zeros(n, 1, device=dev)], dim=1)
         if scale is not None:
-            scale = torch.cat([scale, torch.ones(B, 1, device=dev)], dim=1)
+            scale = torch.cat([scale, torch.ones(n, 1, device=dev)], dim=1)
         key_pos = torch.cat([key_pos, positions[:, None]], dim=1)
         mask = bias[:, None, None, :].to(model.dtype)
         windows = WindowMasks(lambda w, b=bias, p=positions, k=key_pos:
