@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from selfensemble.bench.config import BenchConfig
 from selfensemble.bench.questions import QuestionSet
+from selfensemble.bench.sections import progress
 from selfensemble.bench.timing import timed
 
 if TYPE_CHECKING:
@@ -71,4 +72,6 @@ def paraphrase_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig, rows:
                     "generated_tokens_per_candidate": d["generated_tokens"] / cands,
                     "answering_s_per_q": answering,
                     "ratio_vs_answering": run.seconds / q / answering if answering else None})
+        progress(f"paraphrase writing, {way}: {out[-1]['s_per_q']:.2f} s/q, "
+                 f"{out[-1]['rows_per_call']:.1f} rows/call")
     return out
