@@ -50,7 +50,8 @@ def _positive(x) -> bool:
 
 def test_tiny_result_has_every_section(tiny_run):
     result, _ = tiny_run
-    for key in ("config", "environment", "rows", "naive", "prefix", "storm", "batching", "targets"):
+    for key in ("config", "environment", "rows", "naive", "prefix", "storm", "batching", "targets",
+                "paraphrase_writing"):
         assert key in result
     assert result["environment"]["torch"] and result["environment"]["cpu_count"] >= 1
     methods = {r["method"] for r in result["rows"]}
@@ -137,3 +138,19 @@ def test_config_rejects_bad_values():
         BenchConfig(methods=("flx",))
     with pytest.raises(SelfEnsembleError):
         BenchConfig(batch_sizes=(0,))
+
+
+def test_tiny_paraphrase_writing_shares_each_prompts_prefill(tiny_run):
+    """Counts, not timings: the shared-prefill way prefills fewer tokens per candidate and decodes
+    more rows per engine call than one row per candidate, for the same number of candidates."""
+    result, table = tiny_run
+    ways = {r["way"]: r for r in result["paraphrase_writing"]}
+    shared, each = ways["shared prefill"], ways["one row each"]
+    assert shared["candidates_per_question"] == each["candidates_per_question"] == 4
+    # 2 questions × 4 candidates over 2 few-shot sets: 2 calls of 4 rows, against 4 calls of 2 rows
+    assert (shared["engine_calls"], shared["rows_per_call"]) == (2, 4.0)
+    assert (each["engine_calls"], each["rows_per_call"]) == (4, 2.0)
+    assert shared["prefill_tokens_per_candidate"] < each["prefill_tokens_per_candidate"]
+    for r in (shared, each):
+        assert all(_positive(r[k]) for k in ("s_per_q", "candidates_per_s", "ratio_vs_answering"))
+    assert "### Paraphrase writing" in table

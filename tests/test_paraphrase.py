@@ -23,23 +23,26 @@ class _A:
 
 
 class ScriptedEngine:
-    """Returns scripted outputs per call, to exercise the filters without a model."""
+    """Returns scripted outputs per sampled candidate, to exercise the filters without a model."""
 
     def __init__(self, outputs):
         self.outputs = list(outputs)
         self.calls = []
 
-    def answer_many(self, queries, method, gen):
-        self.calls.append((len(queries), method, gen.do_sample, gen.seed))
-        return [_A(self.outputs.pop(0)) for _ in queries]
+    def sample(self, queries, counts, gen):
+        self.calls.append((list(counts), gen.do_sample, [q.seed for q in queries]))
+        return [[_A(self.outputs.pop(0)) for _ in range(n)] for n in counts]
 
 
 def test_filters_empty_identical_and_duplicates():
     eng = ScriptedEngine(["", "What is X?", "Is it X?", "is it x?", "X.", "Which X is it?", "Name X?"])
     out = generate_paraphrases(eng, ["What is X?"], ParaphraseConfig(num_paraphrases=3, attempts=3))
     assert out == [["Is it X?", "Which X is it?", "Name X?"]]
-    assert all(method == "origin" and sampled for _, method, sampled, _ in eng.calls)
-    assert len({seed for *_, seed in eng.calls}) == len(eng.calls)  # a fresh seed per pass
+    assert all(sampled for _, sampled, _ in eng.calls)
+    # rounds ask only for what is missing: 3, then 2, then 2 candidates
+    assert [sum(c) for c, *_ in eng.calls] == [1, 1, 1, 1, 1, 1, 1]
+    seeds = [s for *_, ss in eng.calls for s in ss]
+    assert len(set(seeds)) == len(seeds)  # a fresh stream per (round, few-shot set)
 
 
 def test_gives_up_after_attempts_with_fewer():
@@ -138,14 +141,14 @@ def test_gated_generation_oversamples_and_records_every_candidate():
                "What is the capital of Australia?", "How tall is Mount Everest?"] + ["Same?"] * 40
     eng = ScriptedEngine(outputs)
     [entry] = gated_paraphrases(eng, [q], ParaphraseConfig(num_paraphrases=2, attempts=1), GateConfig(oversample=2))
-    assert len(eng.calls) == 4  # 2 wanted × oversample 2 candidate passes
+    assert sum(sum(c) for c, *_ in eng.calls) == 4  # 2 wanted × oversample 2 candidates
     assert entry["paraphrases"] == ["Which actor plays Ken Barlow in Coronation Street?"]
     assert entry["wanted"] == 2 and len(entry["checks"]) == 4
     assert all({"paraphrase", "similarity", "kept", "reason"} <= set(c) for c in entry["checks"])
     # gate off: no oversampling, no checks
     eng = ScriptedEngine(outputs)
     [entry] = gated_paraphrases(eng, [q], ParaphraseConfig(num_paraphrases=2, attempts=1), GateConfig(enabled=False))
-    assert len(eng.calls) == 2 and entry["checks"] == [] and len(entry["paraphrases"]) == 2
+    assert sum(sum(c) for c, *_ in eng.calls) == 2 and entry["checks"] == [] and len(entry["paraphrases"]) == 2
 
 
 def test_cache_key_changes_with_gate_settings(tmp_path):
@@ -237,3 +240,70 @@ def test_minilm_embedder_when_installed():
     for original, good, drifts in GATE_CASES[:3]:
         verdicts = check(original, [good, *drifts], GateConfig(embedder="minilm"))
         assert verdicts[0].kept and not any(v.kept for v in verdicts[1:])
+
+
+# -- shared-prefill sampling: rounds, streams, batch independence ----------------------------------
+
+
+class PerQuestionEngine:
+    """Scripted outputs per question (in sampling order), counting the candidates each one drew."""
+
+    def __init__(self, outputs: dict[str, list[str]]):
+        self.outputs = {q: list(o) for q, o in outputs.items()}
+        self.drawn = dict.fromkeys(outputs, 0)
+
+    def sample(self, queries, counts, gen):
+        out = []
+        for q, n in zip(queries, counts, strict=True):
+            self.drawn[q.prompts[0]] += n
+            out.append([_A(self.outputs[q.prompts[0]].pop(0)) for _ in range(n)])
+        return out
+
+
+def test_only_questions_the_gate_leaves_short_sample_again():
+    good_q, short_q = "who plays ken barlow in coronation street?", "what is the oregon ducks 2012 football schedule?"
+    good = ["Which actor plays Ken Barlow in Coronation Street?", "Who is the actor playing Ken Barlow on Coronation Street?",
+            "Who plays Ken Barlow on Coronation Street?", "Which actor portrays Ken Barlow in Coronation Street?"]
+    drift = ["What is the capital of Australia?", "How tall is Mount Everest?", "Who painted the Mona Lisa?",
+             "What is the 2012 schedule of the Oregon Ducks football team?"]  # only the last passes the gate
+    later = ["When do the Oregon Ducks play in 2012?", "What is the Oregon Ducks 2012 football calendar?"]
+    eng = PerQuestionEngine({good_q: good + ["Unused?"] * 8, short_q: drift + later + ["Too late?"] * 8})
+    cfg = ParaphraseConfig(num_paraphrases=2, attempts=3)
+    a, b = gated_paraphrases(eng, [good_q, short_q], cfg, GateConfig(oversample=2))
+    assert eng.drawn[good_q] == 4 and len(a["paraphrases"]) == 2  # enough passed in round 0: no more sampling
+    # round 0 kept 1 of 2, so round 1 sampled (2 - 1) × oversample 2 more, the gate saw all 6 and then
+    # kept 2: no round 2
+    assert eng.drawn[short_q] == 6 and len(b["checks"]) == 6
+    assert set(b["paraphrases"]) == {drift[-1], later[-1]}
+
+
+def test_cache_key_is_versioned(tmp_path, monkeypatch):
+    import selfensemble.paraphrase as para
+
+    cfg = ParaphraseConfig(num_paraphrases=2)
+    old = ParaphraseCache("m", "webqa", cfg, tmp_path).path
+    monkeypatch.setattr(para, "CACHE_VERSION", para.CACHE_VERSION - 1)
+    assert ParaphraseCache("m", "webqa", cfg, tmp_path).path != old
+
+
+QUESTIONS = ["what country is the grand bahama island in?", "who played luke skywalker?", "where is the eiffel tower?",
+             "what do pandas eat?", "who wrote hamlet?", "what currency does japan use?", "when did ww2 end?",
+             "what is the capital of peru?", "who is the governor of ohio?"]
+
+
+@pytest.mark.parametrize("gate", [None, GateConfig(min_similarity=-1.0)], ids=["no-gate", "gate"])
+def test_paraphrases_do_not_depend_on_batch_neighbours(random_lm, monkeypatch, gate):
+    """The same question, alone (batch size 1) or among 8 others (batch size 8), gets the same
+    candidates, the same kept paraphrases and the same verdicts."""
+    import selfensemble.paraphrase as para
+    from selfensemble.methods import Engine, EngineConfig
+
+    monkeypatch.setattr(para, "acceptable", lambda text, original: True)  # a random model writes no questions
+    lm = random_lm("llama")
+    cfg = ParaphraseConfig(num_paraphrases=2, max_new_tokens=6, attempts=2, formats=2)
+    together = gated_paraphrases(Engine(lm, EngineConfig(attention="sdpa", batch_size=8)), QUESTIONS, cfg, gate)
+    alone = Engine(lm, EngineConfig(attention="sdpa", batch_size=1))
+    for i in (0, 4, 8):
+        assert gated_paraphrases(alone, [QUESTIONS[i]], cfg, gate)[0] == together[i]
+    assert all(e["paraphrases"] for e in together)
+    assert len({tuple(e["paraphrases"]) for e in together}) == len(QUESTIONS)

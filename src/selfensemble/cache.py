@@ -47,6 +47,15 @@ class GrowingLayer(DynamicLayer):
         self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
         return self.keys, self.values
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Rows ``indices`` (B',) of the filled cache become the batch, e.g. one prompt's KV copied to
+        each of its K sampled rows after one prefill (index_select copies, so rows then grow apart)."""
+        if not self.is_initialized:
+            raise RuntimeError("batch_select_indices before the cache holds a batch")
+        self._k = self._k.index_select(0, indices.to(self._k.device))
+        self._v = self._v.index_select(0, indices.to(self._v.device))
+        self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
+
     def get_seq_length(self) -> int:
         if self._prefix is not None:
             return self._prefix[0].shape[-2]

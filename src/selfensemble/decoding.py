@@ -7,6 +7,7 @@ origin / per_prompt / flex use groups of one row; logit fusion uses one group of
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,12 @@ def derive_seed(*parts: object) -> int:
     """
     digest = hashlib.sha256(repr(parts).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def candidate_seed(stream_key: object, index: int) -> int:
+    """The stream key of sample ``index`` of a query keyed ``stream_key`` (``Engine.sample``): sample j
+    is exactly the ``origin`` answer of the same prompt asked with ``Query.seed = candidate_seed(key, j)``."""
+    return derive_seed("sample", stream_key, index)
 
 
 def model_forward(model, input_ids, position_ids, mask, cache, score_mod=None, windows=None,
@@ -136,11 +143,21 @@ def _stop_text(text: str, gen: GenerationConfig) -> tuple[str, str | None]:
     return text[:cut], reason
 
 
+def _expand_rows(index: torch.Tensor, logits: torch.Tensor, batch: PackedBatch, cache,
+                 terms: tuple[torch.Tensor, torch.Tensor] | None):
+    """After one prefill, prefilled row index[i] becomes decoded row i: logits, KV and row tensors."""
+    cache.batch_select_indices(index)
+    rows = dataclasses.replace(batch, input_ids=batch.input_ids[index], segment_ids=batch.segment_ids[index],
+                               position_ids=batch.position_ids[index], next_position=batch.next_position[index])
+    terms = None if terms is None else tuple(t[index.to(t.device)] for t in terms)
+    return logits[index], rows, terms
+
+
 def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Sequence[int]], fuse: FusionFn,
              gen: GenerationConfig, *, attention: str, eos_ids: set[int],
              weights: Sequence[torch.Tensor | None] | None = None,
              fusion: masks.AttentionFusion | None = None, fused_n: Sequence[int] | None = None,
-             seeds: Sequence[int] | None = None) -> list[Decoded]:
+             seeds: Sequence[int] | None = None, expand: torch.Tensor | None = None) -> list[Decoded]:
     """Decode one answer per group; rows of a group share every chosen token.
 
     ``groups`` lists row indices per group (each row in exactly one group). ``fusion`` (attention
@@ -148,15 +165,20 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
     with that row's own N, in prefill and in every decode step; every other row is untouched.
     ``seeds`` (one per group) seed each group's own sampling stream (default: ``gen.seed`` for every
     group), so a sampled answer depends on its own seed only, never on its batch neighbours.
+    ``expand`` (B',) lists, per decoded row, the prefilled row it continues: each prompt is prefilled
+    once and its KV and last logits copied to its rows (K samples of one prompt); ``groups``,
+    ``weights`` and ``seeds`` then index the B' decoded rows, ``fused_n`` the prefilled ones.
+    Once half the rows have stopped, they are dropped from the KV cache and the decode tensors (a
+    row's result does not depend on its batch neighbours, so this only saves work).
     """
-    B = batch.shape[0]
+    B = batch.shape[0] if expand is None else len(expand)
     if sorted(r for g in groups for r in g) != list(range(B)):
         raise ValueError("every row must belong to exactly one group")
     weights = list(weights) if weights is not None else [None] * len(groups)
     terms = None
     if fusion is not None and fusion.active and fused_n is not None and max(fused_n) > 1:
-        if len(fused_n) != B:
-            raise ValueError(f"fused_n has {len(fused_n)} entries for {B} rows")
+        if len(fused_n) != batch.shape[0]:
+            raise ValueError(f"fused_n has {len(fused_n)} entries for {batch.shape[0]} rows")
         terms = tuple(t.to(batch.input_ids.device) for t in fusion.row_terms(torch.tensor(list(fused_n))))
     seeds = list(seeds) if seeds is not None else [gen.seed] * len(groups)
     if len(seeds) != len(groups):
@@ -165,6 +187,8 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
     dev = batch.input_ids.device
 
     logits = prefill(model, batch, cache, attention, terms)
+    if expand is not None:
+        logits, batch, terms = _expand_rows(expand.to(dev), logits, batch, cache, terms)
     scale, bias = masks.decode_terms(batch, *(terms or (None, None)))
     if terms is None or not bool((terms[0] != 1).any()):
         scale = None  # no fusion temperature: the decode steps need no score multiplier
@@ -172,10 +196,11 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
     key_pos = masks.key_positions(batch)  # (B, K): position of every cached key, for sliding windows
     out = [Decoded() for _ in groups]
     active = list(range(len(groups)))
+    where = list(range(B))  # row r of the batch is row where[r] of the tensors (finished rows get dropped)
     for step in range(gen.max_new_tokens):
-        next_tokens = torch.full((B,), tokenizer.eos_token_id or 0, dtype=torch.long, device=dev)
+        next_tokens = torch.full((len(positions),), tokenizer.eos_token_id or 0, dtype=torch.long, device=dev)
         for g in list(active):
-            rows = list(groups[g])
+            rows = [where[r] for r in groups[g]]
             logp = fuse(logits[rows], weights[g])
             token = select_token(logp, gen.do_sample, gen.temperature, gen.top_p, gen.top_k, generators[g])
             next_tokens[rows] = token
@@ -192,10 +217,19 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
                 active.remove(g)
         if not active or step == gen.max_new_tokens - 1:
             break
+        live = sorted(where[r] for g in active for r in groups[g])
+        if len(live) <= len(positions) // 2:  # half the rows are done: stop computing them
+            keep = torch.tensor(live, device=dev)
+            cache.batch_select_indices(keep)
+            next_tokens, positions, bias, key_pos = (t[keep] for t in (next_tokens, positions, bias, key_pos))
+            scale = None if scale is None else scale[keep]
+            moved = {old: new for new, old in enumerate(live)}
+            where = [moved.get(w, -1) for w in where]
+        n = len(positions)
         # every generated token sees the whole row (prefix, all paraphrases, cue, earlier answers)
-        bias = torch.cat([bias, torch.zeros(B, 1, device=dev)], dim=1)
+        bias = torch.cat([bias, torch.zeros(n, 1, device=dev)], dim=1)
         if scale is not None:
-            scale = torch.cat([scale, torch.ones(B, 1, device=dev)], dim=1)
+            scale = torch.cat([scale, torch.ones(n, 1, device=dev)], dim=1)
         key_pos = torch.cat([key_pos, positions[:, None]], dim=1)
         mask = bias[:, None, None, :].to(model.dtype)
         windows = WindowMasks(lambda w, b=bias, p=positions, k=key_pos:

@@ -25,7 +25,7 @@ import torch
 from selfensemble import attention as attn
 from selfensemble import defaults, fusion
 from selfensemble.cache import new_cache
-from selfensemble.decoding import Decoded, GenerationConfig, derive_seed, generate, prefill
+from selfensemble.decoding import Decoded, GenerationConfig, candidate_seed, derive_seed, generate, prefill
 from selfensemble.errors import SelfEnsembleError, did_you_mean
 from selfensemble.masks import AttentionFusion
 from selfensemble.models import LoadedModel
@@ -217,7 +217,10 @@ class Engine:
         # resume; attention_note: the sentence shown to people (free to reword)
         self.attention, self.attention_key, self.attention_note = self._resolve_attention(self.config.attention)
         self._prefix_caches: dict[tuple[int, ...], object] = {}
-        self.stats = {"prefill_tokens": 0, "generated_tokens": 0, "prefix_tokens_encoded": 0}
+        # prefill_tokens: tokens of prefilled rows (the cached prefix apart); calls: engine calls
+        # (one prefill + one decode loop each); decoded_rows: rows those calls decoded
+        self.stats = {"prefill_tokens": 0, "generated_tokens": 0, "prefix_tokens_encoded": 0, "calls": 0,
+                      "decoded_rows": 0}
         self._restore_attention: str | None = None  # set by from_model: the user's implementation
         self._was_training = False
 
@@ -347,6 +350,34 @@ class Engine:
         weights = [_weights(method, q, p) for q, p in zip(queries, parts, strict=True)]
         return self.answer_parts(parts, method, gen, weights, on_done, [q.stream_key for q in queries])
 
+    def sample(self, queries: Sequence[Query], n_samples: int | Sequence[int],
+               gen: GenerationConfig | None = None) -> list[list[Answer]]:
+        """``n_samples`` (per query, or one for all) independent ``origin`` answers per query, e.g.
+        candidate paraphrases: each prompt is prefilled once, then its KV is copied to its samples'
+        rows, which decode together with the other queries' (batches of ``batch_size`` queries).
+
+        Sample j of a query draws from its own stream ``candidate_seed(query.stream_key, j)``: it is
+        exactly ``answer(query.prompts[:1], "origin", gen, query.fmt, seed=candidate_seed(key, j))``,
+        whatever else shares the batch. Returns one list of n Answers per query (its prompt's
+        ``prefill_tokens`` on each, prefilled once for all n).
+        """
+        counts = [n_samples] * len(queries) if isinstance(n_samples, int) else list(n_samples)
+        if len(counts) != len(queries) or any(n < 0 for n in counts):
+            raise SelfEnsembleError(f"n_samples: one count >= 0 per query, got {counts} for {len(queries)} queries")
+        gen = gen or GenerationConfig()
+        live = [i for i, n in enumerate(counts) if n > 0]
+        parts = [build_parts(self.lm.tokenizer, queries[i].fmt, list(queries[i].prompts[:1])) for i in live]
+        results: list[list[Answer]] = [[] for _ in queries]
+        def decode(prepared: Prepared, chunk: list[int]) -> list[list[Answer]]:
+            return self._decode(prepared, "origin", gen, [queries[live[c]].stream_key for c in chunk],
+                                samples=[counts[live[c]] for c in chunk])
+
+        new_tokens = [gen.max_new_tokens] * len(parts)
+        for chunk, got in self.run_chunks("origin", parts, [None] * len(parts), new_tokens, decode):
+            for c, answers in zip(chunk, got, strict=True):
+                results[live[c]] = answers
+        return results
+
     def answer_parts(self, parts: Sequence[PromptParts], method: str, gen: GenerationConfig | None = None,
                      weights: Sequence[torch.Tensor | str | None] | None = None,
                      on_done: Callable[[int, Answer], None] | None = None,
@@ -465,19 +496,36 @@ class Engine:
         prepared = self.prepare(method, parts, weights, prefix, copies, [gen.max_new_tokens] * len(parts))
         return self._decode(prepared, method, gen, keys if keys is not None else [tuple(p.prompts) for p in parts])
 
-    def _decode(self, prep: Prepared, method: str, gen: GenerationConfig, keys: list) -> list[Answer]:
-        """Generate every group of a prepared chunk; one Answer per query (``keys``: sampling streams)."""
+    def _decode(self, prep: Prepared, method: str, gen: GenerationConfig, keys: list,
+                samples: list[int] | None = None) -> list:
+        """Generate every group of a prepared chunk; one Answer per query (``keys``: sampling streams).
+
+        ``samples`` (origin only): query q's one prefilled row continues as samples[q] sampled rows,
+        sample j from stream candidate_seed(keys[q], j); then a list of samples[q] Answers per query.
+        """
+        groups, group_weights, owner, expand = prep.groups, prep.group_weights, prep.owner, None
         seeds = []
         for q, plan in enumerate(prep.plans):
             seeds += [derive_seed(gen.seed, keys[q], k) for k in range(len(plan.groups))]
+        if samples is not None:
+            expand = torch.repeat_interleave(torch.arange(len(prep.rows)), torch.tensor(samples))
+            owner = expand.tolist()
+            seeds = [derive_seed(gen.seed, candidate_seed(keys[q], j), 0) for q, n in enumerate(samples) for j in range(n)]
+            groups, group_weights = [[r] for r in range(len(owner))], [None] * len(owner)
         with torch.inference_mode():
-            decoded = generate(self.lm.model, self.lm.tokenizer, prep.batch, prep.cache, prep.groups,
+            decoded = generate(self.lm.model, self.lm.tokenizer, prep.batch, prep.cache, groups,
                                _fuse_for(method), gen, attention=self.attention, eos_ids=self.lm.eos_token_ids,
-                               weights=prep.group_weights, fusion=self.config.attention_fusion,
-                               fused_n=prep.fused_n, seeds=seeds)
-        seconds = (time.perf_counter() - prep.started) / len(prep.plans)  # prefix encoding included
+                               weights=group_weights, fusion=self.config.attention_fusion,
+                               fused_n=prep.fused_n, seeds=seeds, expand=expand)
+        seconds = (time.perf_counter() - prep.started) / len(decoded if samples is not None else prep.plans)
         self.stats["prefill_tokens"] += sum(len(r.tokens) for r in prep.rows)
         self.stats["generated_tokens"] += sum(len(d.tokens) for d in decoded)
+        self.stats["calls"] += 1
+        self.stats["decoded_rows"] += sum(len(g) for g in groups)
+        if samples is not None:
+            return [[self._answer(method, p, [d], sum(len(r.tokens) for r in plan.rows) + prep.prefix_tokens, seconds)
+                     for d, o in zip(decoded, owner, strict=True) if o == q]
+                    for q, (p, plan) in enumerate(zip(prep.parts, prep.plans, strict=True))]
         return [self._answer(method, p, [d for d, o in zip(decoded, prep.owner, strict=True) if o == q],
                              sum(len(r.tokens) for r in plan.rows) + prep.prefix_tokens, seconds)
                 for q, (p, plan) in enumerate(zip(prep.parts, prep.plans, strict=True))]

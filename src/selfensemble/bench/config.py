@@ -35,6 +35,10 @@ class BenchConfig:
     storm_new_tokens: int = 1
     storm_pad_multiples: tuple[int, ...] = (32, 64, 128)
     warmup_questions: int = 2
+    paraphrase_section: bool = True  # paraphrase writing (bench/paraphrase_writing.py)
+    paraphrase_candidates: int = 12  # per question: N=5 with the gate (4 wanted × oversample 3)
+    paraphrase_formats: int = 3  # few-shot sets a question's candidates are spread over
+    paraphrase_new_tokens: int = 40  # paraphrase.ParaphraseConfig's default
     few_shot: int = 5
     pad_multiple: int = 32
     compile_flex: bool = True
@@ -58,7 +62,8 @@ class BenchConfig:
             raise SelfEnsembleError(f"Every N must be between 1 and {MAX_N} (template paraphrases), got {self.ns}.")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise SelfEnsembleError(f"Batch sizes must be >= 1, got {self.batch_sizes}.")
-        for name in ("questions", "max_new_tokens", "storm_new_tokens", "warmup_questions", "pad_multiple"):
+        for name in ("questions", "max_new_tokens", "storm_new_tokens", "warmup_questions", "pad_multiple",
+                     "paraphrase_candidates", "paraphrase_formats", "paraphrase_new_tokens"):
             if getattr(self, name) < 1:
                 raise SelfEnsembleError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.threads is not None and self.threads < 1:
@@ -68,9 +73,11 @@ class BenchConfig:
 
     @classmethod
     def tiny(cls, **overrides: Any) -> BenchConfig:
-        """What CI runs: a random 2-layer llama, 2 questions, N=2, 2 new tokens, a short storm."""
+        """What CI runs: a random 2-layer llama, 2 questions, N=2, 2 new tokens, a short storm, 4
+        paraphrase candidates of 4 tokens."""
         base = dict(model="random:llama", questions=2, ns=(2,), max_new_tokens=2, naive_questions=2,
-                    storm_questions=10, warmup_questions=1)
+                    storm_questions=10, warmup_questions=1, paraphrase_candidates=4, paraphrase_formats=2,
+                    paraphrase_new_tokens=4)
         return cls(**{**base, **overrides})
 
     @property

@@ -75,6 +75,14 @@ def format_table(result: dict) -> str:
             ("method", "N", "layout", "batch", "q/s", "q/s batch 1", "speed-up"),
             [(r["method"], r["n"], r["layout"], r["batch_size"], r["q_per_s"], r["q_per_s_batch1"], r["speedup"])
              for r in result["batching"]])]
+    if result.get("paraphrase_writing"):
+        parts += ["", "### Paraphrase writing (one round of candidates; × answering = s/q ÷ all timed methods' s/q)",
+                  _table(("way", "questions", "candidates/q", "batch", "few-shot sets", "s/q", "candidates/s",
+                          "prefill tok/candidate", "rows/call", "gen tok/candidate", "× answering"),
+                         [(r["way"], r["questions"], r["candidates_per_question"], r["batch_size"], r["formats"],
+                           r["s_per_q"], round(r["candidates_per_s"], 2), round(r["prefill_tokens_per_candidate"], 1),
+                           round(r["rows_per_call"], 1), round(r["generated_tokens_per_candidate"], 1),
+                           r["ratio_vs_answering"]) for r in result["paraphrase_writing"]])]
     parts += ["", "### Targets", _table(("target", "measured", "status"),
                                         [(t["target"], t["measured"], t["status"]) for t in result["targets"]])]
     return "\n".join(parts) + "\n"
