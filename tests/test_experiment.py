@@ -252,7 +252,8 @@ def _answer(method, prompts, text, per_prompt=None):
 
 def test_record_carries_scores_group_and_echo_against_its_own_prompts():
     from selfensemble.data.base import Item
-    from selfensemble.experiment import _record, vote_record
+    from selfensemble.records import make_record as _record
+    from selfensemble.records import vote_record
 
     prompts = ("Where was Allan Peiper born?", "In which town was the cyclist Allan Peiper born?", "Peiper's birthplace?")
     item = Item("P19:1", prompts, ("Alexandra",), "P19", {})

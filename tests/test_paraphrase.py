@@ -170,8 +170,9 @@ def test_cache_key_changes_with_gate_settings(tmp_path):
 def test_fewer_survivors_run_with_fewer_prompts_and_the_record_says_so(tmp_path, monkeypatch):
     from rich.console import Console
 
-    from selfensemble.experiment import RunConfig, _record, ensure_paraphrases
+    from selfensemble.experiment import RunConfig, ensure_paraphrases
     from selfensemble.methods import Answer
+    from selfensemble.records import make_record as _record
 
     monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path))
     q = "who plays ken barlow in coronation street?"

@@ -7,7 +7,6 @@ resumes where it stopped. Timing is measured after a warm-up batch, so methods c
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from selfensemble import defaults
 from selfensemble.data.base import Dataset, Item
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.progress import NotesConsole, as_progress
+from selfensemble.records import demo_answers, make_record, vote_record
 
 SAMPLE_DATA = Path(__file__).parent / "samples" / "trivia.jsonl"
 
@@ -260,79 +260,6 @@ def _weights(engine, cfg: RunConfig, queries: list, progress) -> list[list[float
     return [[cache.get(q, i).weight for i in range(len(q.prompts))] for q in queries]
 
 
-def _record(item: Item, answer, method: str, match: str, weights) -> dict:
-    """One results.jsonl line: the answer, its scores, and the attention path that produced it.
-
-    ``correct`` is the scorer ``match`` names; ``scores`` holds all four (scoring.score_all).
-    Echo is judged against the prompts the answer was decoded from (scoring.prompts_seen):
-    origin's against the original question only, each per-prompt answer against its own prompt.
-    """
-    from selfensemble.scoring import check_match, is_echo, majority_vote, prompts_seen, score_all
-
-    check_match(match)  # f1 or an unknown name is no boolean match: a clear error, not a KeyError
-    subject = item.meta.get("subject")
-    scores = score_all(answer.answer, item.answers)
-    seen = 0 if method != "vote" or not answer.per_prompt else majority_vote(answer.per_prompt)[1]
-    rec = {
-        "id": item.id, "prompts": answer.prompts, "gold": list(item.answers), "prediction": answer.answer,
-        "generation": answer.generation, "correct": scores[match], "scores": scores,
-        "echo": is_echo(answer.answer, prompts_seen(method, answer.prompts, seen), item.answers, subject),
-        "confidence": answer.prob, "seconds": answer.seconds, "finish": answer.finish,
-        "prefill_tokens": answer.prefill_tokens, "attention": answer.attention,
-    }
-    if item.group:
-        rec["group"] = item.group  # clusters for report's group bootstrap
-    if answer.per_prompt is not None:
-        per_scores = [score_all(a, item.answers) for a in answer.per_prompt]
-        rec["per_prompt"] = answer.per_prompt
-        rec["per_prompt_correct"] = [s[match] for s in per_scores]
-        rec["per_prompt_scores"] = per_scores
-        rec["per_prompt_echo"] = [is_echo(a, prompts_seen(method, answer.prompts, j), item.answers, subject)
-                                  for j, a in enumerate(answer.per_prompt)]
-        rec["per_prompt_generation"] = answer.per_prompt_generation
-        rec["per_prompt_confidence"] = [math.exp(lp) for lp in answer.per_prompt_logprob]
-        rec["per_prompt_finish"] = answer.per_prompt_finish
-    if weights is not None:
-        rec["weights"] = weights
-    if answer.notes:
-        rec["notes"] = answer.notes
-    if item.meta.get("paraphrase_gate"):
-        rec["paraphrase_gate"] = item.meta["paraphrase_gate"]
-        if "note" in item.meta["paraphrase_gate"]:
-            rec["notes"] = [*rec.get("notes", []), item.meta["paraphrase_gate"]["note"]]
-    return rec
-
-
-def demo_answers(query) -> list[str]:
-    """The normalised answers of a query's few-shot demonstrations (what a copied answer would equal)."""
-    from selfensemble.scoring import normalize
-
-    return [normalize(ex.answer) for ex in query.fmt.examples]
-
-
-def vote_record(per_prompt: dict) -> dict:
-    """vote's record from per_prompt's record of the same item: a pure function of its answers.
-
-    The majority (scoring.majority_vote, over normalised lemmas; ties go to the earliest prompt)
-    picks which prompt's answer, generation, confidence, scores, echo and stop reason become vote's.
-    Equal to decoding ``vote`` directly, which decodes the same rows (tests/test_experiment.py checks).
-    """
-    from selfensemble.scoring import majority_vote
-
-    _, w = majority_vote(per_prompt["per_prompt"])
-    rec = dict(per_prompt)
-    rec.update(prediction=per_prompt["per_prompt"][w], generation=per_prompt["per_prompt_generation"][w],
-               correct=per_prompt["per_prompt_correct"][w], confidence=per_prompt["per_prompt_confidence"][w],
-               finish=per_prompt["per_prompt_finish"][w], derived_from="per_prompt")
-    if "per_prompt_echo" in per_prompt:
-        rec["echo"] = per_prompt["per_prompt_echo"][w]
-    if "per_prompt_scores" in per_prompt:
-        rec["scores"] = per_prompt["per_prompt_scores"][w]
-    else:
-        rec.pop("scores", None)  # an older per_prompt run: report recomputes from the prediction
-    return rec
-
-
 def _stats_delta(after: dict, before: dict) -> dict:
     return {k: after[k] - before.get(k, 0) for k in after}
 
@@ -385,7 +312,7 @@ def _answer_todo(engine, cfg: RunConfig, method: str, items: list[Item], queries
         i = todo[j]
         if store.session["attention_path"] is None:
             store.learn_attention_path(answer.attention_key)
-        rec = _record(items[i], answer, method, cfg.match, queries[i].weights if weights else None)
+        rec = make_record(items[i], answer, method, cfg.match, queries[i].weights if weights else None)
         store.append({**rec, "demo_answers": demo_answers(queries[i])})
         progress.advance()
 

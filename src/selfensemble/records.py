@@ -1,4 +1,5 @@
-"""Run records read under today's scoring rules, whatever version of selfensemble wrote them.
+"""Run records: written from an answer (make_record, vote_record), and read under today's scoring
+rules whatever version of selfensemble wrote them.
 
 A record (one results.jsonl line) written before records carried ``scores`` gets them computed
 from its prediction and gold; its echo flag is re-judged against the prompts its method saw; its
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from selfensemble.data.base import Item
 from selfensemble.errors import SelfEnsembleError, did_you_mean
 from selfensemble.scoring import SCORERS, is_demo_copy, is_echo, majority_vote, prompts_seen, score_all
 
@@ -119,3 +121,79 @@ def demo_copy_rate(records: Sequence[dict]) -> float:
 def mean_or_nan(values: Sequence[float]) -> float:
     """Mean, or NaN for no values (nothing was measured)."""
     return float(np.mean(values)) if len(values) else math.nan
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def make_record(item: Item, answer, method: str, match: str, weights) -> dict:
+    """One results.jsonl line: the answer, its scores, and the attention path that produced it.
+
+    ``correct`` is the scorer ``match`` names; ``scores`` holds all four (scoring.score_all).
+    Echo is judged against the prompts the answer was decoded from (scoring.prompts_seen):
+    origin's against the original question only, each per-prompt answer against its own prompt.
+    """
+    from selfensemble.scoring import check_match, is_echo, majority_vote, prompts_seen, score_all
+
+    check_match(match)  # f1 or an unknown name is no boolean match: a clear error, not a KeyError
+    subject = item.meta.get("subject")
+    scores = score_all(answer.answer, item.answers)
+    seen = 0 if method != "vote" or not answer.per_prompt else majority_vote(answer.per_prompt)[1]
+    rec = {
+        "id": item.id, "prompts": answer.prompts, "gold": list(item.answers), "prediction": answer.answer,
+        "generation": answer.generation, "correct": scores[match], "scores": scores,
+        "echo": is_echo(answer.answer, prompts_seen(method, answer.prompts, seen), item.answers, subject),
+        "confidence": answer.prob, "seconds": answer.seconds, "finish": answer.finish,
+        "prefill_tokens": answer.prefill_tokens, "attention": answer.attention,
+    }
+    if item.group:
+        rec["group"] = item.group  # clusters for report's group bootstrap
+    if answer.per_prompt is not None:
+        per_scores = [score_all(a, item.answers) for a in answer.per_prompt]
+        rec["per_prompt"] = answer.per_prompt
+        rec["per_prompt_correct"] = [s[match] for s in per_scores]
+        rec["per_prompt_scores"] = per_scores
+        rec["per_prompt_echo"] = [is_echo(a, prompts_seen(method, answer.prompts, j), item.answers, subject)
+                                  for j, a in enumerate(answer.per_prompt)]
+        rec["per_prompt_generation"] = answer.per_prompt_generation
+        rec["per_prompt_confidence"] = [math.exp(lp) for lp in answer.per_prompt_logprob]
+        rec["per_prompt_finish"] = answer.per_prompt_finish
+    if weights is not None:
+        rec["weights"] = weights
+    if answer.notes:
+        rec["notes"] = answer.notes
+    if item.meta.get("paraphrase_gate"):
+        rec["paraphrase_gate"] = item.meta["paraphrase_gate"]
+        if "note" in item.meta["paraphrase_gate"]:
+            rec["notes"] = [*rec.get("notes", []), item.meta["paraphrase_gate"]["note"]]
+    return rec
+
+
+def demo_answers(query) -> list[str]:
+    """The normalised answers of a query's few-shot demonstrations (what a copied answer would equal)."""
+    from selfensemble.scoring import normalize
+
+    return [normalize(ex.answer) for ex in query.fmt.examples]
+
+
+def vote_record(per_prompt: dict) -> dict:
+    """vote's record from per_prompt's record of the same item: a pure function of its answers.
+
+    The majority (scoring.majority_vote, over normalised lemmas; ties go to the earliest prompt)
+    picks which prompt's answer, generation, confidence, scores, echo and stop reason become vote's.
+    Equal to decoding ``vote`` directly, which decodes the same rows (tests/test_experiment.py checks).
+    """
+    from selfensemble.scoring import majority_vote
+
+    _, w = majority_vote(per_prompt["per_prompt"])
+    rec = dict(per_prompt)
+    rec.update(prediction=per_prompt["per_prompt"][w], generation=per_prompt["per_prompt_generation"][w],
+               correct=per_prompt["per_prompt_correct"][w], confidence=per_prompt["per_prompt_confidence"][w],
+               finish=per_prompt["per_prompt_finish"][w], derived_from="per_prompt")
+    if "per_prompt_echo" in per_prompt:
+        rec["echo"] = per_prompt["per_prompt_echo"][w]
+    if "per_prompt_scores" in per_prompt:
+        rec["scores"] = per_prompt["per_prompt_scores"][w]
+    else:
+        rec.pop("scores", None)  # an older per_prompt run: report recomputes from the prediction
+    return rec
