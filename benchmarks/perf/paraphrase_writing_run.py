@@ -1,6 +1,6 @@
 """Writing paraphrases as a run does (N=5, the gate on: 12 candidates a question), on WebQuestions.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/paraphrase_writing_run.py 24 after out.json
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/perf/paraphrase_writing_run.py 24 after out.json
 
 Prints one JSON line: s/question, candidates drawn, engine calls and rows per call, prefill tokens
 per candidate (prefilled rows plus few-shot prefix encodings), generated tokens per candidate, the
@@ -24,12 +24,11 @@ from selfensemble.models import load_model
 from selfensemble.paraphrase import ParaphraseConfig, gated_paraphrases
 from selfensemble.paraphrase_gate import GateConfig, load_embedder
 
-DATA = Path("/work/shared/data/webquestions/test.jsonl")
-
-
 def main(n: int, label: str, out: Path) -> dict:
+    from selfensemble.data import load_dataset
+
     torch.set_num_threads(1)
-    qs = [json.loads(line)["question"] for line in DATA.read_text().splitlines()][:n]
+    qs = [it.question for it in load_dataset("webqa", split="test", limit=n).items]  # shared data, else the sample
     engine = methods.Engine(load_model("smollm2-135m"), methods.EngineConfig())
     gate = GateConfig()
     load_embedder(gate.embedder)
