@@ -24,6 +24,7 @@ from selfensemble.models import load_model
 from selfensemble.paraphrase import ParaphraseConfig, gated_paraphrases
 from selfensemble.paraphrase_gate import GateConfig, load_embedder
 
+
 def main(n: int, label: str, out: Path) -> dict:
     from selfensemble.data import load_dataset
 
