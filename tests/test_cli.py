@@ -178,8 +178,8 @@ def drifting_generator(monkeypatch, tmp_path):
     from selfensemble import paraphrase
 
     monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path))
-    monkeypatch.setattr(paraphrase, "generate_paraphrases", lambda engine, questions, cfg, progress=None:
-                        [[DRIFTS[0], TRUE[0], DRIFTS[1], TRUE[1]][: cfg.num_paraphrases] for _ in questions])
+    monkeypatch.setattr(paraphrase, "draw_candidates", lambda engine, questions, counts, rnd, cfg:
+                        [[DRIFTS[0], TRUE[0], DRIFTS[1], TRUE[1]] for _ in questions])
 
 
 def test_ask_without_paraphrases_writes_gated_ones_and_says_so(drifting_generator):

@@ -282,8 +282,8 @@ def test_written_paraphrases_pass_the_gate_run_applies(engine, monkeypatch):
 
     true = ["Who was the discoverer of penicillin?", "Which scientist discovered penicillin?"]
     drifts = ["Who discovered something that will change everything?", "Who discovered that substance?"]
-    monkeypatch.setattr(paraphrase, "generate_paraphrases", lambda e, questions, cfg, progress=None:
-                        [[drifts[0], true[0], drifts[1], true[1]][: cfg.num_paraphrases] for _ in questions])
+    monkeypatch.setattr(paraphrase, "draw_candidates", lambda e, questions, counts, rnd, cfg:
+                        [[drifts[0], true[0], drifts[1], true[1]] for _ in questions])
     adapter = SelfEnsembleLM(method="avg", num_paraphrases=4, engine=engine)
     written = adapter._generated(["who discovered penicillin?"])["who discovered penicillin?"]
     assert sorted(written) == sorted(true) and all(v.kept for v in check("who discovered penicillin?", written))

@@ -172,10 +172,10 @@ def test_unlisted_paraphrases_pass_the_gate_and_a_drifting_candidate_is_dropped(
     question = "who discovered penicillin?"
     true = ["Who was the discoverer of penicillin?", "Which scientist discovered penicillin?"]
 
-    def drifting_generator(engine, questions, cfg, progress=None):
-        return [[DRIFTS[0], true[0], DRIFTS[1], true[1]][: cfg.num_paraphrases] for _ in questions]
+    def drifting_candidates(engine, questions, counts, rnd, cfg):  # the model's raw candidates, stubbed
+        return [[DRIFTS[0], true[0], DRIFTS[1], true[1]] for _ in questions]
 
-    monkeypatch.setattr(paraphrase, "generate_paraphrases", drifting_generator)
+    monkeypatch.setattr(paraphrase, "draw_candidates", drifting_candidates)
     for path, body in (("/v1/ensemble", {"question": question, "methods": ["flex", "avg"], "max_new_tokens": TOKENS}),
                        ("/v1/chat/completions", {"messages": [{"role": "user", "content": question}],
                                                  "max_tokens": TOKENS})):
