@@ -2,9 +2,9 @@
 
 Every entry point (EngineConfig, RunConfig, BenchConfig, the CLI's ask / run / bench / serve /
 lm-eval / mask / demo / interactive, the Python API) reads these, so the default cannot drift
-between them. Chosen by measurement on ../shared ParaRel and WebQuestions: see
-benchmarks/README.md ("Choosing the flex default") and benchmarks/experiments/flex_sweep.py, which reproduces
-the table. Imports nothing heavy (no torch).
+between them. Chosen on the dev split of ParaRel and WebQuestions (benchmarks/experiments/flex_sweep.py)
+and evaluated once on heldout (benchmarks/experiments/confirm.py); benchmarks/README.md has both
+tables and what they do and do not show. Imports nothing heavy (no torch).
 
 Entry points read the constants when an object is built (``factory``), not when a module is
 imported: a changed default (or a test that patches one) reaches every entry point at once, and a
