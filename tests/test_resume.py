@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 
 from selfensemble.data.base import Item
-from selfensemble.decoding import derive_seed
+from selfensemble.decoding import candidate_seed, derive_seed
 from selfensemble.experiment import RunConfig, _weights, paraphrase_items
 from selfensemble.methods import Query
 from selfensemble.paraphrase import ParaphraseCache, ParaphraseConfig
@@ -43,20 +43,32 @@ class StreamEngine:
         self.calls, self.asked, self.log = 0, Counter(), []
         self.stop_at, self.reached = stop_at, reached
 
-    def answer_many(self, queries, method, gen, on_done=None):
+    def _call(self, queries) -> None:
         if self.calls == self.stop_at:
             self.reached.set()
             signal.pause()  # the test kills this process here
         self.calls += 1
         self.log.append({q.prompts[0] for q in queries})
-        out = []
         for q in queries:
             self.asked[q.prompts[0]] += 1
-            seed = gen.seed if gen.do_sample else "greedy"
-            text = f"{q.prompts[0].rstrip('?')} variant {derive_seed(seed, q.stream_key) % 5}?"
-            out.append(SimpleNamespace(answer=text, per_prompt=[
-                f"a{derive_seed(seed, q.stream_key, i) % 3}" for i in range(len(q.prompts))]))
-        return out
+
+    @staticmethod
+    def _variant(q, gen, key) -> str:
+        seed = gen.seed if gen.do_sample else "greedy"
+        return f"{q.prompts[0].rstrip('?')} variant {derive_seed(seed, key) % 5}?"
+
+    def answer_many(self, queries, method, gen, on_done=None):
+        self._call(queries)
+        seed = gen.seed if gen.do_sample else "greedy"
+        return [SimpleNamespace(answer=self._variant(q, gen, q.stream_key), per_prompt=[
+            f"a{derive_seed(seed, q.stream_key, i) % 3}" for i in range(len(q.prompts))]) for q in queries]
+
+    def sample(self, queries, n_samples, gen):
+        """Like Engine.sample: n answers per query, sample j from stream candidate_seed(key, j)."""
+        self._call(queries)
+        counts = [n_samples] * len(queries) if isinstance(n_samples, int) else list(n_samples)
+        return [[SimpleNamespace(answer=self._variant(q, gen, candidate_seed(q.stream_key, j))) for j in range(n)]
+                for q, n in zip(queries, counts, strict=True)]
 
 
 def _items() -> list[Item]:
@@ -233,6 +245,13 @@ def test_paraphrases_do_not_depend_on_batch_neighbours():
                 self.seen[(q.prompts[0], gen.seed)] = a.generation
             return answers
 
+        def sample(self, queries, n_samples, gen):
+            answers = self.engine.sample(queries, n_samples, gen)
+            for q, got in zip(queries, answers, strict=True):
+                for j, a in enumerate(got):
+                    self.seen[(q.prompts[0], str(q.stream_key), j)] = a.generation
+            return answers
+
     engine = Engine(load_model("random:llama"), EngineConfig(attention="sdpa", batch_size=4))
     cfg = ParaphraseConfig(num_paraphrases=2, max_new_tokens=8, attempts=1)
     questions = ["Who wrote Hamlet?", "What is the capital of Peru?", "When did the war end?"]
@@ -240,7 +259,7 @@ def test_paraphrases_do_not_depend_on_batch_neighbours():
     one = gated_paraphrases(alone, questions[1:2], cfg, None)
     many = gated_paraphrases(batched, questions, cfg, None)
     assert alone.seen and all(batched.seen[k] == v for k, v in alone.seen.items())
-    assert {q for q, _ in batched.seen} == set(questions)  # the batch really held its neighbours
+    assert {k[0] for k in batched.seen} == set(questions)  # the batch really held its neighbours
     assert many[1] == one[0]
 
 
