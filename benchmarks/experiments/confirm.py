@@ -102,13 +102,26 @@ def run(conf: dict, model: str, out: Path, datasets: list[str]) -> None:
         cfg = run_config(conf, model, dataset, out / model / dataset)
         engine = engine or build_engine(cfg)
         paraphrases = conf["datasets"][dataset].get("paraphrases")
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.out) / "confirm_provenance.json").write_text(json.dumps({
+        record_provenance(Path(cfg.out), {
             "config": conf, "config_sha256": hashlib.sha256(CONFIG.read_bytes()).hexdigest(),
             "source_commit": source_commit(), "model": model, "dataset": dataset,
             "paraphrases_sha256": hashlib.sha256((ROOT / paraphrases).read_bytes()).hexdigest() if paraphrases else None,
-        }, indent=2))
+        })
         run_experiment(cfg, console, engine=engine)
+
+
+def record_provenance(folder: Path, entry: dict) -> None:
+    """Add this session's provenance to the folder's file: a resumed run keeps the commit of every session.
+
+    The file holds the first session's entry at the top level (as it always has) and every later
+    session's in ``sessions``, so a folder whose methods ran under two commits says so.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "confirm_provenance.json"
+    data = json.loads(path.read_text()) if path.exists() else dict(entry)
+    sessions = data.setdefault("sessions", [])
+    sessions.append({k: entry[k] for k in ("source_commit", "config_sha256", "paraphrases_sha256")})
+    path.write_text(json.dumps(data, indent=2))
 
 
 def table(out: Path, dest: Path) -> Path:
