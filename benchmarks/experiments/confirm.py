@@ -102,12 +102,24 @@ def run(conf: dict, model: str, out: Path, datasets: list[str]) -> None:
         cfg = run_config(conf, model, dataset, out / model / dataset)
         engine = engine or build_engine(cfg)
         paraphrases = conf["datasets"][dataset].get("paraphrases")
+        if paraphrases:
+            check_complete(ROOT / paraphrases, conf["run"]["num_paraphrases"] - 1)
         record_provenance(Path(cfg.out), {
             "config": conf, "config_sha256": hashlib.sha256(CONFIG.read_bytes()).hexdigest(),
             "source_commit": source_commit(), "model": model, "dataset": dataset,
             "paraphrases_sha256": hashlib.sha256((ROOT / paraphrases).read_bytes()).hexdigest() if paraphrases else None,
         })
         run_experiment(cfg, console, engine=engine)
+
+
+def check_complete(path: Path, wanted: int) -> None:
+    """Refuse a fixed-paraphrase file that leaves a question short: the run would write the rest
+    with the model being evaluated, so two models would no longer see the same prompts."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    short = [r["id"] for r in rows if len(r["paraphrases"]) < wanted]
+    if short:
+        sys.exit(f"{path}: {len(short)} questions have fewer than {wanted} paraphrases (first: {short[:3]}); "
+                 "a confirmatory run needs every prompt fixed in the file.")
 
 
 def record_provenance(folder: Path, entry: dict) -> None:
