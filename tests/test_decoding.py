@@ -160,6 +160,10 @@ def test_unknown_attention_kernel(random_lm):
         (" Paris. Q: next", GenerationConfig(stop_strings=("Q:",)), (" Paris. ", "stop")),
         (" Paris Q:\n", GenerationConfig(stop_strings=("Q:",)), (" Paris ", "stop")),
         (" Par", GenerationConfig(), (" Par", None)),
+        (" Who is he? Tell me\n", GenerationConfig(stop_after=("?",)), (" Who is he?", "stop")),
+        (" Who is he", GenerationConfig(stop_after=("?",)), (" Who is he", None)),
+        (" A. Q: x?", GenerationConfig(stop_strings=("Q:",), stop_after=("?",)), (" A. ", "stop")),
+        (" Why?\nQ:", GenerationConfig(stop_strings=("Q:",), stop_after=("?",)), (" Why?", "stop")),
     ],
 )
 def test_stop_text(text, gen, want):

@@ -8,7 +8,17 @@ import pytest
 import torch
 
 from selfensemble import fusion
-from selfensemble.fusion import FUSIONS, avg, identity, max_, select_token, weighted_avg, weighted_max
+from selfensemble.fusion import (
+    FUSIONS,
+    NUCLEUS_CANDIDATES,
+    avg,
+    identity,
+    max_,
+    select_token,
+    select_tokens,
+    weighted_avg,
+    weighted_max,
+)
 
 # The docstring example: probabilities [[.9, .1], [.2, .8]] given as logits (log-probs are logits).
 PROBS = torch.tensor([[0.9, 0.1], [0.2, 0.8]], dtype=torch.float64)
@@ -180,6 +190,34 @@ def test_sampling_frequencies_follow_the_distribution():
     draws = [select_token(logp, True, generator=g) for _ in range(3000)]
     freq = [draws.count(i) / len(draws) for i in range(3)]
     assert freq == pytest.approx([0.7, 0.2, 0.1], abs=0.03)
+
+
+def test_batched_selection_equals_each_row_alone():
+    """Row g of one batched call draws from its own generator only: the same tokens as the row
+    selected alone with a generator of the same seed, step after step, whatever its neighbours."""
+    logp = torch.log_softmax(torch.randn(3, 500, generator=torch.Generator().manual_seed(1)), -1)
+    for knobs in ({"temperature": 1.3}, {"top_k": 20}, {"top_p": 0.9}, {"top_p": 0.5, "top_k": 50}):
+        gens = [torch.Generator().manual_seed(s) for s in (11, 12, 13)]
+        batched = [select_tokens(logp, True, generators=gens, **knobs).tolist() for _ in range(40)]
+        for g, seed in enumerate((11, 12, 13)):
+            alone = torch.Generator().manual_seed(seed)
+            assert [select_token(logp[g], True, generator=alone, **knobs) for _ in range(40)] == \
+                [step[g] for step in batched]
+    assert select_tokens(logp, False).tolist() == logp.argmax(-1).tolist()
+
+
+def test_long_nucleus_is_the_full_sorts():
+    """A flat distribution whose nucleus is longer than the partial sort looks at: the kept set is
+    still exactly the full sort's (tokens past it are never drawn, tokens past the partial sort are)."""
+    vocab = 2000
+    logp = torch.log_softmax(-torch.arange(vocab, dtype=torch.float) * 1e-3, 0)  # decreasing, nearly flat
+    p = logp.exp()
+    nucleus = int(((p.cumsum(0) - p) <= 0.5).sum())  # the reference: full sort, keep the crossing token
+    assert nucleus > NUCLEUS_CANDIDATES
+    g = torch.Generator().manual_seed(0)
+    draws = [int(t) for _ in range(100) for t in select_tokens(logp.expand(40, vocab), True, top_p=0.5,
+                                                                generators=[g] * 40)]
+    assert max(draws) < nucleus and max(draws) > NUCLEUS_CANDIDATES
 
 
 def test_bad_temperature():

@@ -16,7 +16,7 @@ import torch
 
 from selfensemble import masks
 from selfensemble.attention import WindowMasks, flex_errors
-from selfensemble.fusion import FusionFn, select_token
+from selfensemble.fusion import FusionFn, select_tokens
 from selfensemble.packing import PackedBatch
 
 
@@ -31,7 +31,8 @@ class GenerationConfig:
     top_k: int = 0
     seed: int = 0
     stop_at_newline: bool = True
-    stop_strings: tuple[str, ...] = ()
+    stop_strings: tuple[str, ...] = ()  # the answer ends before the first of these (cut from the text)
+    stop_after: tuple[str, ...] = ()  # the answer ends with the first of these (kept in the text)
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -129,12 +130,17 @@ def prefill(model, batch: PackedBatch, cache, attention: str,
 
 
 def _stop_text(text: str, gen: GenerationConfig) -> tuple[str, str | None]:
-    """Cut the text at the first stop string, or at a newline once some text was produced."""
+    """Cut the text at the first stop string (before it; after it for ``stop_after``), or at a newline
+    once some text was produced."""
     cut, reason = len(text), None
     for s in gen.stop_strings:
         i = text.find(s)
         if 0 <= i < cut:
             cut, reason = i, "stop"
+    for s in gen.stop_after:
+        i = text.find(s)
+        if i >= 0 and i + len(s) <= cut:
+            cut, reason = i + len(s), "stop"
     if gen.stop_at_newline:
         lead = len(text) - len(text.lstrip())
         i = text.find("\n", lead)
@@ -199,18 +205,21 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
     where = list(range(B))  # row r of the batch is row where[r] of the tensors (finished rows get dropped)
     for step in range(gen.max_new_tokens):
         next_tokens = torch.full((len(positions),), tokenizer.eos_token_id or 0, dtype=torch.long, device=dev)
-        for g in list(active):
+        fused = torch.stack([fuse(logits[[where[r] for r in groups[g]]], weights[g]) for g in active])
+        chosen = select_tokens(fused, gen.do_sample, gen.temperature, gen.top_p, gen.top_k,
+                               [generators[g] for g in active])
+        picked = fused.gather(1, chosen[:, None])[:, 0]
+        # one host sync per step for every group's token and its log-prob
+        for g, token, lp in zip(list(active), chosen.tolist(), picked.tolist(), strict=True):
             rows = [where[r] for r in groups[g]]
-            logp = fuse(logits[rows], weights[g])
-            token = select_token(logp, gen.do_sample, gen.temperature, gen.top_p, gen.top_k, generators[g])
             next_tokens[rows] = token
             if token in eos_ids:
                 out[g].finish = "eos"
-                out[g].stop_logprob = float(logp[token])
+                out[g].stop_logprob = lp
                 active.remove(g)
                 continue
             out[g].tokens.append(token)
-            out[g].logprobs.append(float(logp[token]))
+            out[g].logprobs.append(lp)
             text, reason = _stop_text(tokenizer.decode(out[g].tokens, skip_special_tokens=True), gen)
             if reason:
                 out[g].finish = reason

@@ -130,18 +130,47 @@ WEIGHTED = {"weighted_avg", "weighted_max"}
 def select_token(logp: torch.Tensor, do_sample: bool, temperature: float = 1.0, top_p: float = 1.0,
                  top_k: int = 0, generator: torch.Generator | None = None) -> int:
     """Greedy argmax, or sampling with temperature / top-k / top-p from fused log-probs (vocab,)."""
+    return int(select_tokens(logp[None], do_sample, temperature, top_p, top_k, [generator])[0])
+
+
+NUCLEUS_CANDIDATES = 256  # top-p looks at this many tokens first; the full sort only when their mass < top_p
+
+
+def select_tokens(logp: torch.Tensor, do_sample: bool, temperature: float = 1.0, top_p: float = 1.0,
+                  top_k: int = 0, generators: list[torch.Generator | None] | None = None) -> torch.Tensor:
+    """One token per row of ``logp`` (G, vocab) → (G,) long, in one batched operation.
+
+    Greedy: the argmax of each row. Sampling: temperature, then top-k, then top-p (the nucleus keeps
+    the token that crosses ``top_p``), then row g draws ONE uniform number from ``generators[g]``
+    and takes the token where it falls in the cumulative distribution (inverse CDF). One draw per
+    row per step keeps each row's stream its own (a row's token never depends on its neighbours)
+    and costs nothing next to a vocabulary-sized multinomial. The nucleus is found among the top
+    ``NUCLEUS_CANDIDATES`` tokens (a partial sort); a row whose top tokens hold less than ``top_p``
+    falls back to the full sort, so the kept set is exactly the one a full sort gives.
+    """
     if not do_sample:
-        return int(torch.argmax(logp))
+        return torch.argmax(logp, dim=-1)
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-    scores = logp.float() / temperature
-    if top_k > 0:
-        kth = torch.topk(scores, min(top_k, scores.numel())).values[-1]
-        scores = scores.masked_fill(scores < kth, -math.inf)
+    rows, vocab = logp.shape
+    generators = list(generators) if generators is not None else [None] * rows
+    if len(generators) != rows:
+        raise ValueError(f"generators: one per row, got {len(generators)} for {rows} rows")
+    probs = torch.softmax(logp.float() / temperature, dim=-1)
+    if 0 < top_k < vocab:
+        kth = torch.topk(probs, top_k, dim=-1).values[:, -1:]
+        probs = probs.masked_fill(probs < kth, 0.0)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
     if top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, descending=True)
-        cum = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
-        drop = cum - torch.softmax(sorted_scores, dim=-1) > top_p  # keep the token that crosses top_p
-        scores = scores.scatter(0, order, sorted_scores.masked_fill(drop, -math.inf))
-    probs = torch.softmax(scores, dim=-1)
-    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+        top, order = torch.topk(probs, min(NUCLEUS_CANDIDATES, vocab), dim=-1)
+        if bool((top.sum(dim=-1) < top_p).any()):  # a flat distribution: its nucleus is longer
+            top, order = torch.sort(probs, dim=-1, descending=True)
+        probs = top
+        cum = probs.cumsum(dim=-1)
+        probs = probs.masked_fill(cum - probs > top_p, 0.0)
+    else:
+        order = None
+    u = torch.stack([torch.rand((), generator=g) for g in generators])  # (G,) one draw per row
+    cum = probs.cumsum(dim=-1)
+    pick = torch.searchsorted(cum, (u * cum[:, -1])[:, None], right=True).clamp(max=probs.shape[1] - 1)
+    return pick[:, 0] if order is None else order.gather(1, pick)[:, 0]

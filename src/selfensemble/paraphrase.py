@@ -14,6 +14,7 @@ questions the gate leaves short sample again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -43,7 +44,7 @@ QUESTION_PAIRS: tuple[tuple[str, str], ...] = (
     ("where is mount kilimanjaro?", "In which country can Mount Kilimanjaro be found?"),
 )
 INSTRUCTION = "Rewrite the question in different words. Keep its meaning."
-CACHE_VERSION = 5  # bump when the prompt, the filters, the gate or the sampling streams change, so stale caches are not reused
+CACHE_VERSION = 6  # bump when the prompt, the filters, the gate or the sampling streams change, so stale caches are not reused
 
 
 @dataclass(frozen=True)
@@ -94,17 +95,24 @@ def draw_candidates(engine, questions: Sequence[str], counts: Sequence[int], rnd
 
     gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature,
                            top_p=cfg.top_p, seed=cfg.seed)
+    # a question's paraphrase ends at its first "?" (acceptable() wants one there and nothing after)
+    asks = dataclasses.replace(gen, stop_after=("?",))
     out: list[list[str]] = [[] for _ in questions]
     for f in range(cfg.formats):
         share = [c // cfg.formats + (f < c % cfg.formats) for c in counts]
-        todo = [i for i, n in enumerate(share) if n]
-        if not todo:
-            continue
         fmt = paraphrase_format(rnd * cfg.formats + f, cfg)
-        queries = [Query([questions[i]], fmt, seed=derive_seed("paraphrase", questions[i], rnd, f)) for i in todo]
-        for i, answers in zip(todo, engine.sample(queries, [share[i] for i in todo], gen), strict=True):
-            out[i] += [a.answer.strip() for a in answers]
+        for kind in (asks, gen):  # split by the question alone, so no question depends on its batch
+            todo = [i for i, n in enumerate(share) if n and _asks(questions[i]) == (kind is asks)]
+            if not todo:
+                continue
+            queries = [Query([questions[i]], fmt, seed=derive_seed("paraphrase", questions[i], rnd, f)) for i in todo]
+            for i, answers in zip(todo, engine.sample(queries, [share[i] for i in todo], kind), strict=True):
+                out[i] += [a.answer.strip() for a in answers]
     return out
+
+
+def _asks(question: str) -> bool:
+    return question.rstrip().endswith("?")
 
 
 def _admit(pool: list[str], candidates: Sequence[str], question: str, limit: int | None = None) -> None:
