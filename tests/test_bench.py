@@ -51,7 +51,7 @@ def _positive(x) -> bool:
 def test_tiny_result_has_every_section(tiny_run):
     result, _ = tiny_run
     for key in ("config", "environment", "rows", "naive", "prefix", "storm", "batching", "targets",
-                "paraphrase_writing"):
+                "paraphrase_writing", "demos"):
         assert key in result
     assert result["environment"]["torch"] and result["environment"]["cpu_count"] >= 1
     methods = {r["method"] for r in result["rows"]}
@@ -154,3 +154,18 @@ def test_tiny_paraphrase_writing_shares_each_prompts_prefill(tiny_run):
     for r in (shared, each):
         assert all(_positive(r[k]) for k in ("s_per_q", "candidates_per_s", "ratio_vs_answering"))
     assert "### Paraphrase writing" in table
+
+
+def test_tiny_demos_section_shares_prefixes_only_when_shared(tiny_run):
+    """Counts, not timings: shared demonstrations give one prefix per relation, encoded once;
+    per-item ones give every item its own prefix, so more prefix tokens are encoded."""
+    result, table = tiny_run
+    rows = {(r["demos"], r["method"]): r for r in result["demos"]}
+    assert {m for _, m in rows} == {"origin", "avg", "flex"}
+    for method in ("origin", "avg", "flex"):
+        shared, own = rows["shared", method], rows["per-item", method]
+        assert shared["items"] == own["items"] == 4
+        assert shared["distinct_prefixes"] == 1 and own["distinct_prefixes"] == 4  # 4 facts of one relation
+        assert shared["prefill_tokens_per_item"] < own["prefill_tokens_per_item"]
+        assert shared["ratio_vs_shared"] == 1.0 and _positive(own["ratio_vs_shared"])
+    assert "### Demonstrations" in table

@@ -9,6 +9,7 @@ apart from the engine (nothing in the library imports it):
   timing.py     timing one call (wall time, compiles, peak memory) and the environment
   sections.py   the sections: engine, naive, prefix, storm, batching
   paraphrase_writing.py  the cost of sampling candidate paraphrases, next to answering
+  demos.py      per-item vs shared few-shot demonstrations (prefix reuse lost, what it costs)
   targets.py    the project's speed targets, judged met / missed / not measured
   tables.py     the result as markdown
 
@@ -24,6 +25,7 @@ from dataclasses import asdict
 from typing import Any
 
 from selfensemble.bench.config import BenchConfig, default_ns
+from selfensemble.bench.demos import demo_rows
 from selfensemble.bench.paraphrase_writing import paraphrase_rows
 from selfensemble.bench.questions import MAX_N, load_questions, make_queries, paraphrases
 from selfensemble.bench.sections import (
@@ -80,6 +82,7 @@ def run_benchmark(config: BenchConfig) -> dict:
             "prefix": prefix_rows(lm, qs, config) if config.prefix_section else [],
             "batching": batching_rows(rows),
             "paraphrase_writing": paraphrase_rows(lm, qs, config, rows) if config.paraphrase_section else [],
+            "demos": demo_rows(lm, config) if config.demos_section else [],
         }
         result["storm"] = storm_section(lm, qs, config)
         result["targets"] = targets(result, config)

@@ -39,6 +39,8 @@ class BenchConfig:
     paraphrase_candidates: int = 12  # per question: N=5 with the gate (4 wanted × oversample 3)
     paraphrase_formats: int = 3  # few-shot sets a question's candidates are spread over
     paraphrase_new_tokens: int = 40  # paraphrase.ParaphraseConfig's default
+    demos_section: bool = True  # shared vs per-item demonstrations (bench/demos.py)
+    demo_items: int = 40  # bundled ParaRel items asked both ways
     few_shot: int = 5
     pad_multiple: int = 32
     compile_flex: bool = True
@@ -63,7 +65,7 @@ class BenchConfig:
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise SelfEnsembleError(f"Batch sizes must be >= 1, got {self.batch_sizes}.")
         for name in ("questions", "max_new_tokens", "storm_new_tokens", "warmup_questions", "pad_multiple",
-                     "paraphrase_candidates", "paraphrase_formats", "paraphrase_new_tokens"):
+                     "paraphrase_candidates", "paraphrase_formats", "paraphrase_new_tokens", "demo_items"):
             if getattr(self, name) < 1:
                 raise SelfEnsembleError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.threads is not None and self.threads < 1:
@@ -74,10 +76,10 @@ class BenchConfig:
     @classmethod
     def tiny(cls, **overrides: Any) -> BenchConfig:
         """What CI runs: a random 2-layer llama, 2 questions, N=2, 2 new tokens, a short storm, 4
-        paraphrase candidates of 4 tokens."""
+        paraphrase candidates of 4 tokens, 4 items asked with each kind of demonstrations."""
         base = dict(model="random:llama", questions=2, ns=(2,), max_new_tokens=2, naive_questions=2,
                     storm_questions=10, warmup_questions=1, paraphrase_candidates=4, paraphrase_formats=2,
-                    paraphrase_new_tokens=4)
+                    paraphrase_new_tokens=4, demo_items=4)
         return cls(**{**base, **overrides})
 
     @property

@@ -83,6 +83,13 @@ def format_table(result: dict) -> str:
                            r["s_per_q"], round(r["candidates_per_s"], 2), round(r["prefill_tokens_per_candidate"], 1),
                            round(r["rows_per_call"], 1), round(r["generated_tokens_per_candidate"], 1),
                            r["ratio_vs_answering"]) for r in result["paraphrase_writing"]])]
+    if result.get("demos"):
+        parts += ["", "### Demonstrations: shared per relation vs drawn per item (bundled ParaRel)", _table(
+            ("demos", "method", "items", "N", "batch", "s/item", "prefill tok/item", "prefix tok encoded",
+             "distinct prefixes", "× shared"),
+            [(r["demos"], r["method"], r["items"], r["n"], r["batch_size"], r["s_per_item"],
+              round(r["prefill_tokens_per_item"], 1), r["prefix_tokens_encoded"], r["distinct_prefixes"],
+              r["ratio_vs_shared"]) for r in result["demos"]])]
     parts += ["", "### Targets", _table(("target", "measured", "status"),
                                         [(t["target"], t["measured"], t["status"]) for t in result["targets"]])]
     return "\n".join(parts) + "\n"

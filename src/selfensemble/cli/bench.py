@@ -40,6 +40,8 @@ def bench_command(
     storm_questions: int = typer.Option(100, help="Questions for the compile-storm section (0: skip)."),
     paraphrase_writing: bool = typer.Option(True, "--paraphrase-writing/--no-paraphrase-writing",
                                             help="Time sampling 12 candidate paraphrases a question (two ways)."),
+    demo_cost: bool = typer.Option(True, "--demo-cost/--no-demo-cost",
+                               help="Time per-item against shared few-shot demonstrations (bundled ParaRel)."),
     compile_flex: bool = typer.Option(True, "--compile-flex/--eager-flex", help="torch.compile flex attention."),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
@@ -54,7 +56,7 @@ def bench_command(
                    layouts=tuple(parse_list(layouts, "--layouts")), positions=positions, rescale=rescale,
                    fusion_temperature=fusion_temperature, fusion_scale=fusion_scale, attention=attention, naive=naive,
                    naive_questions=naive_questions, compile_flex=compile_flex, device=device, dtype=dtype,
-                   threads=threads, paraphrase_section=paraphrase_writing)
+                   threads=threads, paraphrase_section=paraphrase_writing, demos_section=demo_cost)
     if tiny:
         config = BenchConfig.tiny(**options, **({"ns": tuple(parse_list(n, "--n", int))} if n else {}),
                                   storm_questions=min(storm_questions, 10))
