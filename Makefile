@@ -36,10 +36,10 @@ test: $(TEST_STAMP)
 	$(PY) -m pytest -q
 
 # The fast lane for contributors: ruff + every test not marked slow (no embedded-model loads, no Ray cluster,
-# no browser, no subprocess kills); optional integrations that are not installed skip.
+# no browser, no subprocess kills), spread over the cores (pytest-xdist); optional integrations that are not installed skip.
 check: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m selfensemble bench --out runs/bench.json

@@ -36,6 +36,7 @@ def test_info_when_the_embedded_model_is_missing(monkeypatch: pytest.MonkeyPatch
     assert {"webquestions", "pararel"} <= set(out["bundled_samples"])
 
 
+@pytest.mark.slow  # a real CLI subprocess
 def test_info_command_prints_path_spec_and_versions() -> None:
     run = subprocess.run([sys.executable, "-m", "selfensemble", "info", "--json"], capture_output=True, text=True,
                          env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"}, timeout=120)

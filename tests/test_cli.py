@@ -64,6 +64,7 @@ def test_bad_input_is_one_clear_line(args, message):
     assert message in r.stderr, r.stderr
 
 
+@pytest.mark.slow  # a real CLI subprocess drawing with matplotlib
 def test_mask_picture(tmp_path: Path):
     out = tmp_path / "mask.png"
     r = cli("mask", "What is the capital of France?", "-p", "Which city is France's capital?", "-p",

@@ -254,6 +254,7 @@ def test_unknown_model_arg_is_a_clear_error(engine):
         SelfEnsembleLM(method="flex", engine=engine, fusion_tempreature=2)
 
 
+@pytest.mark.slow  # a real CLI subprocess through the harness
 def test_cli_writes_results_json_and_prints_the_table(tmp_path):
     folder = write_task(tmp_path / "tasks", "se_cli", mc_docs(), **MC_CONFIG)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "SELFENSEMBLE_CACHE": str(tmp_path / "cache")}

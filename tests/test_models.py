@@ -192,6 +192,7 @@ def test_random_specs_refuse_device_map():
         load_model("random:llama", device_map="auto")
 
 
+@pytest.mark.slow  # a real CLI subprocess run
 def test_cli_ask_device_map_auto(tmp_path, embedded_tokenizer):
     """`ask --device-map auto` on a saved model folder answers (one process, CPU)."""
     import json

@@ -384,6 +384,7 @@ def test_serve_without_the_extra_is_one_line_naming_pip():
         "error: selfensemble serve needs the optional extra: pip install 'selfensemble[serve]' (uvicorn is missing)."]
 
 
+@pytest.mark.slow  # starts a real server process
 def test_serve_command_starts_and_answers():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
