@@ -36,6 +36,9 @@ __all__ = ["ATTENTION", "LAYOUTS", "METHODS", "ROW_PLANS", "Answer", "Engine", "
            "register_method", "unregister_method"]
 
 
+_weights = query_weights  # the name this check had when it lived here
+
+
 def _fuse_for(method: str):
     """The next-token fusion rule of ``method`` (tests' reference decoders take it from here)."""
     return get_method(method).fusion_fn()
