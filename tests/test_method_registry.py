@@ -28,8 +28,9 @@ from selfensemble.methods import (
 )
 from selfensemble.packing import SHARED, pack_row
 from selfensemble.prompts import build_parts
+from selfensemble.records import prompts_seen
 from selfensemble.reference import reference_generate
-from selfensemble.scoring import majority_vote, prompts_seen
+from selfensemble.scoring import majority_vote
 
 GEN = GenerationConfig(max_new_tokens=4, stop_at_newline=False)
 PROMPTS = ["What is the capital of France?", "Which city is the capital of France?", "Name France's capital city."]

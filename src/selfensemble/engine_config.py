@@ -21,8 +21,9 @@ ATTENTION = ("auto", "flex", "sdpa")
 class EngineConfig:
     """How rows are laid out and run.
 
-    ``layout``, ``positions``, ``rescale``, ``fusion_temperature`` and ``fusion_scale`` only touch
-    a method that packs its prompts in one row (flex) (see ``masks.AttentionFusion`` for the math); every other method ignores them.
+    ``layout``, ``positions``, ``rescale``, ``fusion_temperature`` and ``fusion_scale`` only touch a
+    method that packs its prompts in one row, flex (``masks.AttentionFusion`` has the math); every
+    other method ignores them.
     """
 
     attention: str | None = None  # None: "auto" on CUDA, "sdpa" on CPU (see Engine._resolve_attention)

@@ -17,7 +17,8 @@ import numpy as np
 
 from selfensemble.data.base import Item
 from selfensemble.errors import SelfEnsembleError, did_you_mean
-from selfensemble.scoring import SCORERS, is_demo_copy, is_echo, prompts_seen, score_all
+from selfensemble.method_registry import METHODS, get_method
+from selfensemble.scoring import SCORERS, is_demo_copy, is_echo, score_all
 
 GROUPED_DATASETS = ("pararel", "myriadlama")  # ids "REL:uuid": the relation is the group in older records
 
@@ -61,11 +62,23 @@ def per_prompt_values(record: dict, scorer: str | None) -> list[float] | None:
     return [float(s[scorer]) for s in scores]
 
 
+def prompts_seen(method: str, prompts: Sequence[str], index: int = 0) -> list[str]:
+    """The prompts the judged answer was decoded from: echo is judged against these only.
+
+    origin decodes prompt 0; per_prompt / vote answer ``index`` comes from prompt ``index`` alone;
+    the fusions (avg, max, flex, ...) saw all of ``prompts``. A paraphrase origin never saw
+    cannot be echoed by it. Which methods decode from one prompt is the registry's
+    ``Method.single_prompt``; an unregistered name (an old run's) counts as having seen all prompts.
+    """
+    spec = METHODS.get(method)
+    if spec is not None and spec.single_prompt:
+        return list(prompts[index : index + 1])
+    return list(prompts)
+
+
 def _chosen_prompt(method: str, per_prompt: Sequence[str] | None) -> int:
     """Which prompt the reported answer came from: the method's ``select`` over its per-prompt
     answers (vote's majority), else 0. An unregistered name (an old run's) counts as no selection."""
-    from selfensemble.method_registry import METHODS
-
     spec = METHODS.get(method)
     return spec.select(per_prompt) if spec is not None and spec.select is not None and per_prompt else 0
 
@@ -140,7 +153,7 @@ def make_record(item: Item, answer, method: str, match: str, weights) -> dict:
     Echo is judged against the prompts the answer was decoded from (scoring.prompts_seen):
     origin's against the original question only, each per-prompt answer against its own prompt.
     """
-    from selfensemble.scoring import check_match, is_echo, prompts_seen, score_all
+    from selfensemble.scoring import check_match, is_echo, score_all
 
     check_match(match)  # f1 or an unknown name is no boolean match: a clear error, not a KeyError
     subject = item.meta.get("subject")
@@ -192,8 +205,6 @@ def vote_record(per_prompt: dict, method: str = "vote") -> dict:
     reason become its own. Equal to decoding ``vote`` directly, which decodes the same rows
     (tests/test_experiment.py checks).
     """
-    from selfensemble.method_registry import get_method
-
     spec = get_method(method)
     w = spec.select(per_prompt["per_prompt"])
     rec = dict(per_prompt)

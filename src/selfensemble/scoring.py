@@ -376,22 +376,6 @@ def is_echo(prediction: str, prompts: Sequence[str], golds: Sequence[str], subje
     return any(f" {pred} " in f" {normalize(p.replace(MASK_TOKEN, ' '))} " for p in prompts)
 
 
-def prompts_seen(method: str, prompts: Sequence[str], index: int = 0) -> list[str]:
-    """The prompts the judged answer was decoded from: echo is judged against these only.
-
-    origin decodes prompt 0; per_prompt / vote answer ``index`` comes from prompt ``index`` alone;
-    the fusions (avg, max, flex, ...) saw all of ``prompts``. A paraphrase origin never saw
-    cannot be echoed by it. Which methods decode from one prompt is the registry's
-    ``Method.single_prompt``; an unregistered name (an old run's) counts as having seen all prompts.
-    """
-    from selfensemble.method_registry import METHODS
-
-    spec = METHODS.get(method)
-    if spec is not None and spec.single_prompt:
-        return list(prompts[index : index + 1])
-    return list(prompts)
-
-
 def echo_rate(echoes: Sequence[bool]) -> float:
     """Share of echoed answers (NaN for none)."""
     return float(np.mean([bool(e) for e in echoes])) if len(echoes) else float("nan")
