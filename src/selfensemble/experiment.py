@@ -345,8 +345,7 @@ def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: 
 
     ``progress``: a progress.Progress (or a console: notes only).
 
-    ``derive_from`` (a method with ``derived_from``, e.g. vote): build the records from that run's
-    records (per_prompt's) instead of decoding.
+    ``derive_from`` (for vote): build the records from that per_prompt run's records instead of decoding.
     """
     progress = as_progress(console=progress)
     store = _open_store(engine, cfg, method, out)

@@ -90,11 +90,13 @@ class SelfEnsembleLM(LM):
                  weights_field: str = "weights", tokenize: str = "whole", seed: int = 0, engine=None,
                  max_batch_size=None, **options):
         super().__init__()
-        from selfensemble.methods import Engine, EngineConfig, check_method, get_method
+        from selfensemble.methods import Engine, EngineConfig, check_method
         from selfensemble.models import load_model
 
         self.method = check_method(str(method))
         self.num_paraphrases = int(num_paraphrases)
+        from selfensemble.method_registry import get_method
+
         # a method that asks the original only (origin) writes no paraphrases
         self._prompts = 1 if get_method(self.method).asks_original_only else self.num_paraphrases
         if self.num_paraphrases < 1:
