@@ -8,6 +8,7 @@ import pytest
 
 from selfensemble import scoring
 from selfensemble.errors import SelfEnsembleError
+from selfensemble.records import prompts_seen
 from selfensemble.scoring import (
     accuracy,
     combined_performance_score,
@@ -23,7 +24,6 @@ from selfensemble.scoring import (
     per_prompt_accuracy,
     prompt_disagreement,
     prompt_sensitivity,
-    prompts_seen,
     score_all,
     set_lemmatizer,
     token_f1,

@@ -21,10 +21,9 @@ from pathlib import Path
 import torch
 
 from selfensemble import attention as attn
-from selfensemble import fusion
 from selfensemble.bench import load_questions, make_queries
 from selfensemble.decoding import GenerationConfig
-from selfensemble.methods import Engine, EngineConfig, plan_rows
+from selfensemble.methods import Engine, EngineConfig, get_method, plan_rows
 from selfensemble.models import LoadedModel, load_model
 from selfensemble.prompts import build_parts
 from selfensemble.reference import reference_generate
@@ -60,7 +59,7 @@ def check_path(lm: LoadedModel, attention: str, questions: int) -> list[dict]:
             plan = plan_rows(method, build_parts(lm.tokenizer, q.fmt, list(q.prompts)), None, EngineConfig(), False)
             # the engine's default attention-fusion knobs (rescale, ...) apply to packed flex rows: the
             # reference applies the same rule itself (without them this check fails on any device)
-            ref = reference_generate(lm.model, plan.rows, fusion.FUSIONS.get(method, fusion.identity), MAX_NEW,
+            ref = reference_generate(lm.model, plan.rows, get_method(method).fusion_fn(), MAX_NEW,
                                      lm.eos_token_ids, fusion=EngineConfig().attention_fusion)
             records.append({"check": f"{method} cached == reference", "question": i, "ok": a.tokens == ref,
                             "tokens": [list(a.tokens), list(ref)]})

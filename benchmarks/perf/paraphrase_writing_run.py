@@ -6,7 +6,8 @@ Prints one JSON line: s/question, candidates drawn, engine calls and rows per ca
 per candidate (prefilled rows plus few-shot prefix encodings), generated tokens per candidate, the
 gate's keep rate and the share of questions left short. Rows per call and prefill tokens do not
 depend on the machine's load; seconds do. Works on any checkout whose ``gated_paraphrases`` has
-this signature (it counts engine calls by wrapping ``methods.generate``), so the same script
+this signature (it counts engine calls by wrapping
+``generate`` in whichever module defines the Engine), so the same script
 measures older code through its PYTHONPATH.
 """
 
@@ -35,14 +36,15 @@ def main(n: int, label: str, out: Path) -> dict:
     load_embedder(gate.embedder)
     engine.answer(["What is the capital of France?"], "origin")  # warm-up
     count = {"calls": 0, "rows": 0}
-    inner = methods.generate
+    home = sys.modules[methods.Engine.__module__]  # the module whose ``generate`` the engine calls
+    inner = home.generate
 
     def counting(model, tok, batch, cache, groups, *args, **kwargs):
         count["calls"] += 1
         count["rows"] += sum(len(g) for g in groups)
         return inner(model, tok, batch, cache, groups, *args, **kwargs)
 
-    methods.generate = counting
+    home.generate = counting
     before = dict(engine.stats)
     t0 = time.perf_counter()
     entries = gated_paraphrases(engine, qs, ParaphraseConfig(num_paraphrases=4, seed=0), gate)

@@ -25,6 +25,8 @@ _EXPORTS = {
     "Query": "selfensemble.methods",
     "Answer": "selfensemble.methods",
     "METHODS": "selfensemble.methods",
+    "Method": "selfensemble.methods",
+    "register_method": "selfensemble.methods",
     "GenerationConfig": "selfensemble.decoding",
     "PromptFormat": "selfensemble.prompts",
     "SelfEnsembleError": "selfensemble.errors",

@@ -297,9 +297,10 @@ def _answer_todo(engine, cfg: RunConfig, method: str, items: list[Item], queries
     A warm-up batch (compiles, allocator, prefix KV) runs first and its answers are discarded, so
     the timed pass and its ``engine_stats`` count this method's questions only.
     """
-    from selfensemble import fusion
+    from selfensemble.method_registry import get_method
 
-    weights = _weights(engine, cfg, [queries[i] for i in todo], progress) if method in fusion.WEIGHTED else None
+    needs = get_method(method).needs_weights
+    weights = _weights(engine, cfg, [queries[i] for i in todo], progress) if needs else None
     if weights is not None:
         for i, w in zip(todo, weights, strict=True):
             queries[i].weights = w
@@ -352,7 +353,7 @@ def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: 
         done = store.done_ids()
         todo = [i for i, it in enumerate(items) if it.id not in done]
         if derive_from is not None:
-            session = _derive_todo(derive_from, vote_record, items, todo, store)
+            session = _derive_todo(derive_from, lambda rec: vote_record(rec, method), items, todo, store)
         else:
             session = _answer_todo(engine, cfg, method, items, queries, todo, store, progress)
         return _finish(store, engine, cfg, method, session)
@@ -377,7 +378,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     from selfensemble.backends import BackendConfig, close_backend, open_backend
     from selfensemble.data.base import DEMO_MODES
     from selfensemble.decoding import derive_seed
-    from selfensemble.methods import Query, check_method
+    from selfensemble.methods import Query, check_method, get_method
     from selfensemble.prompts import PromptFormat
     from selfensemble.scoring import check_match
 
@@ -408,13 +409,14 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
                    for it in items]
         out = Path(cfg.out)
         folders = {m: out / m if cfg.subfolders else out for m in cfg.methods}
-        derived = {"vote": folders["per_prompt"]} if {"vote", "per_prompt"} <= set(cfg.methods) else {}
+        sources = {m: get_method(m).derived_from for m in cfg.methods}
+        derived = {m: folders[s] for m, s in sources.items() if s in folders}  # vote from per_prompt's records
         results = {}
         for method in sorted(cfg.methods, key=lambda m: m in derived):  # per_prompt before the vote it feeds
             results[method] = run_method(engine, cfg, method, items, queries, folders[method], progress,
                                          derive_from=derived.get(method))
             m = results[method]
-            how = " (derived from per_prompt's answers)" if method in derived else ""
+            how = f" (derived from {sources[method]}'s answers)" if method in derived else ""
             progress.note(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, echo {m['echo_rate'] or 0:.1%}, "
                           f"{m['seconds_per_item']:.3f} s/question{how} → {folders[method]}")
         return {m: results[m] for m in cfg.methods}

@@ -8,7 +8,7 @@ would have seen:
 
   origin        log p(c | prompt)                          one row
   avg           sum_j log mean_k p_k(c_j | prompt_k, c_<j)  N rows, fused token by token
-  max, weighted_*  the same with fusion.FUSIONS' rule
+  max, weighted_*  the same with the method's fusion rule (Method.fusion_fn)
   flex          log p(c | packed paraphrases + shared cue)  one row; continuation tokens see the
                 whole row, as generated tokens do
 
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 import torch
 
-from selfensemble import fusion, masks
+from selfensemble import masks
 from selfensemble.attention import WindowMasks
 from selfensemble.decoding import prefill
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.methods import check_method
+from selfensemble.method_registry import get_method, methods_where
 from selfensemble.packing import PackedBatch
 from selfensemble.prepared import Prepared
 from selfensemble.prompts import PromptParts
@@ -56,16 +56,17 @@ def score_continuations(engine, parts: Sequence[PromptParts], continuations: Seq
     (``Engine.run_chunks``); a query's score never depends on its batch neighbours (padding is
     masked out). A context plus continuation longer than the model's context is refused.
     """
-    check_method(method)
-    if method in ("per_prompt", "vote"):
-        raise SelfEnsembleError(f"Method {method} gives N answers, not one distribution: it cannot score a "
-                                "continuation. Use origin, avg, max, weighted_avg, weighted_max or flex.")
+    spec = get_method(method)
+    if not spec.scores_continuations:
+        raise SelfEnsembleError(f"Method {method} gives no one next-token distribution (it answers once per "
+                                f"prompt): it cannot score a continuation. Use "
+                                f"{', '.join(methods_where(scores_continuations=True))}.")
     if len(parts) != len(continuations):
         raise ValueError(f"{len(parts)} queries but {len(continuations)} continuations")
     if any(len(c) == 0 for c in continuations):
         raise ValueError("every continuation needs at least one token")
     weights = list(weights) if weights is not None else [None] * len(parts)
-    if method in fusion.WEIGHTED and any(w is None for w in weights):
+    if spec.needs_weights and any(w is None for w in weights):
         raise SelfEnsembleError(f"Method {method} needs one weight per prompt.")
     conts = [list(c) for c in continuations]
     out: list[Scored | None] = [None] * len(parts)
@@ -128,7 +129,7 @@ def _score_chunk(engine, method: str, prep: Prepared, conts: list[list[int]]) ->
     row_conts = [conts[q] for q, plan in enumerate(prep.plans) for _ in plan.rows]
     with torch.inference_mode():
         logits = _forward_continuations(engine, prep, row_conts)
-    fuse = fusion.FUSIONS.get(method, fusion.identity)
+    fuse = get_method(method).fusion_fn()
     return [_fused_score(logits[rows], fuse, w, conts[q])
             for rows, w, q in zip(prep.groups, prep.group_weights, prep.owner, strict=True)]
 

@@ -1,8 +1,8 @@
 """One chunk of queries laid out for the model: the rows, groups and attention-fusion terms that
-decoding (methods.Engine.answer_parts) and scoring (loglik) both run, built by ``Engine.prepare``.
+decoding (engine.Engine.answer_parts) and scoring (loglik) both run, built by ``Engine.prepare``.
 
-Kept apart from methods.py so the layout arithmetic reads on its own: rows come from each query's
-``RowPlan`` (methods.plan_rows), query after query; groups index into them.
+Kept apart from engine.py so the layout arithmetic reads on its own: rows come from each query's
+``RowPlan`` (rows.plan_rows), query after query; groups index into them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.masks import AttentionFusion
+from selfensemble.method_registry import get_method
 from selfensemble.packing import PackedBatch, Row
 from selfensemble.prompts import PromptParts
 
@@ -32,7 +33,7 @@ class Prepared:
     """
 
     parts: list[PromptParts]
-    plans: list  # methods.RowPlan per query
+    plans: list  # rows.RowPlan per query
     rows: list[Row]
     groups: list[list[int]]
     group_weights: list
@@ -51,14 +52,15 @@ def lay_out(method: str, parts: Sequence[PromptParts], plans: Sequence) -> tuple
     Example, avg with 2 queries of 3 prompts: rows 0-5, groups [[0, 1, 2], [3, 4, 5]], owner [0, 1],
     fused_n [1] * 6; flex: rows 0-1 (one packed row each), groups [[0], [1]], fused_n [3, 3].
     """
+    packed = get_method(method).packs_prompts
     rows, groups, group_weights, owner, fused_n = [], [], [], [], []
     for q, (plan, p) in enumerate(zip(plans, parts, strict=True)):
         groups += [[len(rows) + r for r in g] for g in plan.groups]
         rows += plan.rows
         group_weights += plan.weights
         owner += [q] * len(plan.groups)
-        # attention-fusion knobs see a row's N only on flex rows; every other row is N = 1 (untouched)
-        fused_n += [len(p.segments) if method == "flex" else 1] * len(plan.rows)
+        # attention-fusion knobs see a row's N only on packed (flex) rows; every other row is N = 1 (untouched)
+        fused_n += [len(p.segments) if packed else 1] * len(plan.rows)
     return rows, groups, group_weights, owner, fused_n
 
 

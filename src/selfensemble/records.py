@@ -17,7 +17,8 @@ import numpy as np
 
 from selfensemble.data.base import Item
 from selfensemble.errors import SelfEnsembleError, did_you_mean
-from selfensemble.scoring import SCORERS, is_demo_copy, is_echo, majority_vote, prompts_seen, score_all
+from selfensemble.method_registry import METHODS, get_method
+from selfensemble.scoring import SCORERS, is_demo_copy, is_echo, score_all
 
 GROUPED_DATASETS = ("pararel", "myriadlama")  # ids "REL:uuid": the relation is the group in older records
 
@@ -61,6 +62,27 @@ def per_prompt_values(record: dict, scorer: str | None) -> list[float] | None:
     return [float(s[scorer]) for s in scores]
 
 
+def prompts_seen(method: str, prompts: Sequence[str], index: int = 0) -> list[str]:
+    """The prompts the judged answer was decoded from: echo is judged against these only.
+
+    origin decodes prompt 0; per_prompt / vote answer ``index`` comes from prompt ``index`` alone;
+    the fusions (avg, max, flex, ...) saw all of ``prompts``. A paraphrase origin never saw
+    cannot be echoed by it. Which methods decode from one prompt is the registry's
+    ``Method.single_prompt``; an unregistered name (an old run's) counts as having seen all prompts.
+    """
+    spec = METHODS.get(method)
+    if spec is not None and spec.single_prompt:
+        return list(prompts[index : index + 1])
+    return list(prompts)
+
+
+def _chosen_prompt(method: str, per_prompt: Sequence[str] | None) -> int:
+    """Which prompt the reported answer came from: the method's ``select`` over its per-prompt
+    answers (vote's majority), else 0. An unregistered name (an old run's) counts as no selection."""
+    spec = METHODS.get(method)
+    return spec.select(per_prompt) if spec is not None and spec.select is not None and per_prompt else 0
+
+
 def record_echo(record: dict, method: str) -> bool:
     """Echo judged against the prompts the answer came from (scoring.prompts_seen).
 
@@ -69,9 +91,7 @@ def record_echo(record: dict, method: str) -> bool:
     fields the record lacks); a span is re-judged against the prompts this method saw.
     """
     pred, golds, prompts = str(record.get("prediction", "")), record.get("gold") or [], record.get("prompts") or []
-    index = 0
-    if method == "vote" and record.get("per_prompt"):
-        index = majority_vote(record["per_prompt"])[1]
+    index = _chosen_prompt(method, record.get("per_prompt"))
     own = is_echo(pred, prompts_seen(method, prompts, index), golds)
     if "echo" not in record:
         return own
@@ -133,12 +153,12 @@ def make_record(item: Item, answer, method: str, match: str, weights) -> dict:
     Echo is judged against the prompts the answer was decoded from (scoring.prompts_seen):
     origin's against the original question only, each per-prompt answer against its own prompt.
     """
-    from selfensemble.scoring import check_match, is_echo, majority_vote, prompts_seen, score_all
+    from selfensemble.scoring import check_match, is_echo, score_all
 
     check_match(match)  # f1 or an unknown name is no boolean match: a clear error, not a KeyError
     subject = item.meta.get("subject")
     scores = score_all(answer.answer, item.answers)
-    seen = 0 if method != "vote" or not answer.per_prompt else majority_vote(answer.per_prompt)[1]
+    seen = _chosen_prompt(method, answer.per_prompt)
     rec = {
         "id": item.id, "prompts": answer.prompts, "gold": list(item.answers), "prediction": answer.answer,
         "generation": answer.generation, "correct": scores[match], "scores": scores,
@@ -176,20 +196,21 @@ def demo_answers(query) -> list[str]:
     return [normalize(ex.answer) for ex in query.fmt.examples]
 
 
-def vote_record(per_prompt: dict) -> dict:
-    """vote's record from per_prompt's record of the same item: a pure function of its answers.
+def vote_record(per_prompt: dict, method: str = "vote") -> dict:
+    """``method``'s record (vote's, or any method ``derived_from`` per-prompt answers) from the
+    record of the same item by the method it derives from: a pure function of its answers.
 
-    The majority (scoring.majority_vote, over normalised lemmas; ties go to the earliest prompt)
-    picks which prompt's answer, generation, confidence, scores, echo and stop reason become vote's.
-    Equal to decoding ``vote`` directly, which decodes the same rows (tests/test_experiment.py checks).
+    The method's ``select`` (vote: scoring.majority_vote, over normalised lemmas; ties go to the
+    earliest prompt) picks which prompt's answer, generation, confidence, scores, echo and stop
+    reason become its own. Equal to decoding ``vote`` directly, which decodes the same rows
+    (tests/test_experiment.py checks).
     """
-    from selfensemble.scoring import majority_vote
-
-    _, w = majority_vote(per_prompt["per_prompt"])
+    spec = get_method(method)
+    w = spec.select(per_prompt["per_prompt"])
     rec = dict(per_prompt)
     rec.update(prediction=per_prompt["per_prompt"][w], generation=per_prompt["per_prompt_generation"][w],
                correct=per_prompt["per_prompt_correct"][w], confidence=per_prompt["per_prompt_confidence"][w],
-               finish=per_prompt["per_prompt_finish"][w], derived_from="per_prompt")
+               finish=per_prompt["per_prompt_finish"][w], derived_from=spec.derived_from)
     if "per_prompt_echo" in per_prompt:
         rec["echo"] = per_prompt["per_prompt_echo"][w]
     if "per_prompt_scores" in per_prompt:

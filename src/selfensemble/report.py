@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from selfensemble.errors import SelfEnsembleError
+from selfensemble.method_registry import METHODS
 from selfensemble.records import (
     check_scorer,
     demo_copy_rate,
@@ -52,9 +53,6 @@ BOOTSTRAP_N = 1000
 SEED = 0
 ECE_BINS = 10
 SINGLE_PROMPT_RUN = "per_prompt"  # the method whose per-prompt answers define "mean single prompt"
-# Table/plot order: baselines first, then fusions from simplest up (mirrors methods.METHODS, which
-# is not imported here because it pulls in torch).
-_METHOD_ORDER = ("origin", "per_prompt", "vote", "avg", "max", "weighted_avg", "weighted_max", "flex")
 SCORE_FIELDS = {"exact": "exact_match", "contains": "contains", "f1": "token_f1", "partial": "partial"}
 
 
@@ -162,7 +160,7 @@ def holm_adjust(rows: list[dict]) -> list[dict]:
 def compare(runs: Sequence[tuple[str, Sequence[dict]]], baseline: str = "origin", seed: int = SEED,
             scorer: str | None = None, dataset: str | None = None) -> list[dict]:
     """Paired score differences of each run vs the baseline run and vs the mean single prompt,
-    plus every flex run vs the avg run when both ran.
+    plus each run vs the method its Method names in ``compared_with`` (flex vs avg) when both ran.
 
     Only question ids present in both sides are paired, so a run cut short by --limit or a kill
     is compared on what it finished rather than on different questions. Each difference carries
@@ -191,12 +189,12 @@ def compare(runs: Sequence[tuple[str, Sequence[dict]]], baseline: str = "origin"
             row.update(single_source=src, vs_single_mean=s["mean"], vs_single_low=s["low"],
                        vs_single_high=s["high"], vs_single_n=s["n"], vs_single_p=s["p_exact"])
         rows.append(nan_to_none(row))
-    avg = by_name.get("avg")
-    if avg is not None and baseline != "avg":
-        for name, mine in by_name.items():
-            if name.startswith("flex"):
-                row = {"method": name, "baseline": "avg", **_diff_fields(mine, avg, seed, groups), **none_single}
-                rows.append(nan_to_none(row))
+    for name, mine in by_name.items():  # a method's own comparison (flex vs the avg it replaces), if both ran
+        spec = METHODS.get(name.split(" [")[0])  # run names: "method" or "method [folder]"
+        other = spec.compared_with if spec is not None else None
+        if other is not None and other != baseline and other in by_name:
+            row = {"method": name, "baseline": other, **_diff_fields(mine, by_name[other], seed, groups), **none_single}
+            rows.append(nan_to_none(row))
     return holm_adjust(rows)
 
 # -- discovery ---------------------------------------------------------------------------------
@@ -319,8 +317,10 @@ def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, co
     multi_group = len(groups) > 1
 
     def order(i: int) -> tuple:
-        m = loaded[i][3]["method"]
-        return (m != baseline, _METHOD_ORDER.index(m) if m in _METHOD_ORDER else len(_METHOD_ORDER), m)
+        # the registry's order: baselines first, then fusions from simplest up (method_registry imports
+        # no torch, so the report still runs without a model stack); unregistered names last
+        m, known = loaded[i][3]["method"], list(METHODS)
+        return (m != baseline, known.index(m) if m in known else len(known), m)
 
     summary_rows: list[dict] = []
     diff_rows: list[dict] = []

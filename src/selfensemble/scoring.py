@@ -376,21 +376,6 @@ def is_echo(prediction: str, prompts: Sequence[str], golds: Sequence[str], subje
     return any(f" {pred} " in f" {normalize(p.replace(MASK_TOKEN, ' '))} " for p in prompts)
 
 
-SINGLE_PROMPT_METHODS = ("origin", "per_prompt", "vote")  # each answer comes from one prompt's decoding
-
-
-def prompts_seen(method: str, prompts: Sequence[str], index: int = 0) -> list[str]:
-    """The prompts the judged answer was decoded from: echo is judged against these only.
-
-    origin decodes prompt 0; per_prompt / vote answer ``index`` comes from prompt ``index`` alone;
-    the fusions (avg, max, flex, ...) saw all of ``prompts``. A paraphrase origin never saw
-    cannot be echoed by it.
-    """
-    if method in SINGLE_PROMPT_METHODS:
-        return list(prompts[index : index + 1])
-    return list(prompts)
-
-
 def echo_rate(echoes: Sequence[bool]) -> float:
     """Share of echoed answers (NaN for none)."""
     return float(np.mean([bool(e) for e in echoes])) if len(echoes) else float("nan")

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from selfensemble.methods import Query
     from selfensemble.models import LoadedModel
 
+BASELINE = "origin"  # every row's ratio_vs_origin divides by this method's row at the same batch size
+NAIVE_METHODS = ("avg", "flex")  # timed against the full-recompute reference (when configured)
+STORM_METHOD = "flex"  # the packed method, whose varying row lengths could recompile the kernel
+
 
 def progress(message: str) -> None:
     """Progress goes to stderr so that stdout holds only the table."""
@@ -88,12 +92,15 @@ def engine_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> tuple[
     origin ignores paraphrases, so it runs once per batch size (N=1). Answers are kept by key for
     the naive rows' agreement check.
     """
+    from selfensemble.method_registry import get_method
+
     rows, answers = [], {}
     for method in config.methods:
-        for n in ((1,) if method == "origin" else config.ns):
+        spec = get_method(method)
+        for n in ((1,) if spec.asks_original_only else config.ns):
             queries = make_queries(qs, n)
             for bs in config.batch_sizes:
-                for layout in (config.layouts if method == "flex" else (None,)):
+                for layout in (config.layouts if spec.packs_prompts else (None,)):
                     row, ans = engine_row(lm, queries, method, n, bs, layout, config)
                     rows.append(row)
                     answers[(method, n, bs, layout)] = ans
@@ -141,7 +148,7 @@ def hf_generate_row(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> di
 
 def add_ratios(rows: list[dict]) -> None:
     """× origin (same batch size, same run) and × HF generate, on every row, in place."""
-    origin = {r["batch_size"]: r["s_per_q"] for r in rows if r["method"] == "origin"}
+    origin = {r["batch_size"]: r["s_per_q"] for r in rows if r["method"] == BASELINE}
     hf = next((r["s_per_q"] for r in rows if r["method"] == "hf_generate"), None)
     for r in rows:
         base = origin.get(r["batch_size"])
@@ -153,12 +160,12 @@ def add_ratios(rows: list[dict]) -> None:
 def naive_row(lm: LoadedModel, queries: list[Query], method: str, n: int, config: BenchConfig,
               cached: dict | None, cached_answers: list | None) -> dict:
     """Time ``reference_generate`` (every step recomputes every row from scratch) on a few questions."""
-    from selfensemble import fusion
-    from selfensemble.methods import plan_rows
+    from selfensemble.methods import get_method, plan_rows
     from selfensemble.prompts import build_parts
     from selfensemble.reference import reference_generate
 
-    fuse = fusion.FUSIONS.get(method, fusion.identity)
+    spec = get_method(method)
+    fuse = spec.fusion_fn()
     plans = [plan_rows(method, build_parts(lm.tokenizer, q.fmt, list(q.prompts)), None, _engine_config(config, 1),
                        False)
              for q in queries]
@@ -177,7 +184,7 @@ def naive_row(lm: LoadedModel, queries: list[Query], method: str, n: int, config
     if cached:
         row["speedup"] = row["s_per_q"] / cached["s_per_q"]
     knobs = _engine_config(config, 1).attention_fusion.active
-    if cached_answers is not None and not (method == "flex" and knobs):  # the reference has no fusion knobs
+    if cached_answers is not None and not (spec.packs_prompts and knobs):  # the reference has no fusion knobs
         row["agree"] = sum(a.tokens == t for a, t in zip(cached_answers, run.value, strict=False))
     return row
 
@@ -187,9 +194,11 @@ def naive_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig, rows: list
     """avg and flex (shared layout) against their cached batch-1 engine rows, for every N."""
     out = []
     count = min(config.naive_questions, len(qs.questions))
-    for method in (m for m in ("avg", "flex") if m in config.methods):
+    from selfensemble.method_registry import get_method
+
+    for method in (m for m in NAIVE_METHODS if m in config.methods):
         for n in config.ns:
-            layout = "shared" if method == "flex" else None
+            layout = "shared" if get_method(method).packs_prompts else None
             cached = next((r for r in rows if (r["method"], r["n"], r["batch_size"], r["layout"])
                            == (method, n, 1, layout)), None)
             got = answers.get((method, n, 1, layout))
@@ -232,7 +241,7 @@ def prefix_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> list[d
         row_tokens = (engine.stats["prefill_tokens"] - before) / q
         once = engine.stats["prefix_tokens_encoded"]
         out.append({"method": method, "layout": layout, "reuse_prefix": reuse, "n": n, "questions": q,
-                    "positions": engine.config.positions if method == "flex" else None,
+                    "positions": engine.config.positions if layout is not None else None,  # packed rows only
                     "row_prefill_tokens_per_q": row_tokens, "prefix_tokens_once": once,
                     "amortised_prefill_tokens_per_q": row_tokens + once / q,
                     "first_token_s_per_q": run.seconds / q, "compiles": run.compiles})
@@ -255,7 +264,7 @@ def storm_run(lm: LoadedModel, queries: list[Query], pad_multiple: int, config: 
         torch._dynamo.reset()  # as if a fresh process: earlier sections' graphs do not count
     probe = timed(lambda: Engine(lm, replace(_engine_config(config, 1), pad_multiple=pad_multiple)), lm.device)
     engine = probe.value
-    run = timed(lambda: engine.answer_many(queries, "flex", _gen(config.storm_new_tokens)), lm.device)
+    run = timed(lambda: engine.answer_many(queries, STORM_METHOD, _gen(config.storm_new_tokens)), lm.device)
     lengths = set()
     for q in queries:
         parts = build_parts(lm.tokenizer, q.fmt, list(q.prompts))
@@ -270,7 +279,7 @@ def storm_run(lm: LoadedModel, queries: list[Query], pad_multiple: int, config: 
 
 def storm_section(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> dict:
     """Run the storm with the configured pad multiple; if it compiles too often, sweep others."""
-    if "flex" not in config.methods or config.storm_questions == 0:
+    if STORM_METHOD not in config.methods or config.storm_questions == 0:
         return {"runs": [], "recommended_pad_multiple": None}
     queries = make_queries(qs, config.target_n, config.storm_questions)
     runs = [storm_run(lm, queries, config.pad_multiple, config)]

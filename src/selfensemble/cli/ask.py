@@ -107,21 +107,21 @@ def _prompt_plan(question: str, given: list[str], num_paraphrases: int | None, n
     """Check the prompt options; returns how many paraphrases the model must write (0: none)."""
     import warnings
 
-    from selfensemble.methods import check_method
+    from selfensemble.methods import get_method
     from selfensemble.prompts import clean_prompts
 
-    check_method(method)
+    alone = get_method(method).asks_original_only  # origin: the question alone
     if given and (no_paraphrase or num_paraphrases is not None):
         raise SelfEnsembleError("-p gives the paraphrases; --no-paraphrase and --num-paraphrases apply only "
                                 "without -p.")
     if no_paraphrase and num_paraphrases is not None:
         raise SelfEnsembleError("Give --no-paraphrase or --num-paraphrases, not both.")
-    if method == "origin" and num_paraphrases is not None:
-        raise SelfEnsembleError("--method origin asks the question alone; --num-paraphrases does not apply.")
+    if alone and num_paraphrases is not None:
+        raise SelfEnsembleError(f"--method {method} asks the question alone; --num-paraphrases does not apply.")
     with warnings.catch_warnings():  # duplicates are noted by the engine when it answers
         warnings.simplefilter("ignore")
         clean_prompts([question, *given])
-    if given or no_paraphrase or method == "origin":  # origin asks the question alone whatever is given
+    if given or no_paraphrase or alone:  # the question alone whatever is given
         return 0
     return (DEFAULT_PROMPTS if num_paraphrases is None else num_paraphrases) - 1
 

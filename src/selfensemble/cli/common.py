@@ -9,6 +9,7 @@ import typer
 
 from selfensemble import defaults
 from selfensemble.errors import SelfEnsembleError
+from selfensemble.method_registry import METHODS
 from selfensemble.paraphrase_gate import DEFAULT_MIN_SIMILARITY
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -19,7 +20,7 @@ ATTENTION_HELP = ("flex (compiled FlexAttention) | sdpa (same mask, dense) | aut
                   "Default: sdpa on CPU, auto on CUDA.")
 DEVICE_MAP_HELP = ("Place the model with accelerate, e.g. 'auto' (spread over all visible GPUs, as for 7B+ "
                    "models); --device is then ignored.")
-METHOD_HELP = "origin | per_prompt | vote | avg | max | weighted_avg | weighted_max | flex"
+METHOD_HELP = " | ".join(METHODS)  # the registered methods (method_registry imports no torch)
 
 
 def parse_list(text: str | None, what: str, cast: Callable[[str], Any] = str) -> list | None:

@@ -95,7 +95,10 @@ class SelfEnsembleLM(LM):
 
         self.method = check_method(str(method))
         self.num_paraphrases = int(num_paraphrases)
-        self._prompts = 1 if self.method == "origin" else self.num_paraphrases  # origin asks the original only
+        from selfensemble.method_registry import get_method
+
+        # a method that asks the original only (origin) writes no paraphrases
+        self._prompts = 1 if get_method(self.method).asks_original_only else self.num_paraphrases
         if self.num_paraphrases < 1:
             raise SelfEnsembleError("num_paraphrases must be >= 1 (it counts the original question).")
         if paraphrase_source not in PARAPHRASE_SOURCES:
@@ -223,9 +226,9 @@ class SelfEnsembleLM(LM):
         return Prepared(parts, self._weights(doc, kept), whole)
 
     def _weights(self, doc, kept: list[int]) -> torch.Tensor | None:
-        from selfensemble import fusion
+        from selfensemble.method_registry import get_method
 
-        if self.method not in fusion.WEIGHTED:
+        if not get_method(self.method).needs_weights:
             return None
         if len(kept) == 1:
             return torch.ones(1)
