@@ -255,13 +255,12 @@ def interactive_command():
 def _interactive_ask(console, model: str) -> None:
     from rich.prompt import Prompt
 
-    from selfensemble.methods import METHODS, Engine, check_method
-    from selfensemble.models import load_model
+    from selfensemble.methods import METHODS, check_method
     from selfensemble.prompts import default_format
 
     method = check_method(Prompt.ask("Method", choices=list(METHODS), default="flex"))
     with console.status(f"loading {model} (the first load takes ~15-30 s)…"):
-        engine = Engine(load_model(model))
+        engine = make_engine(model)
     console.print(f"[dim]{model} loaded; attention: {engine.attention_note}[/]")
     while True:
         question = Prompt.ask("Question (empty to quit)", default="")
