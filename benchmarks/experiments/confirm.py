@@ -126,9 +126,6 @@ def record_provenance(folder: Path, entry: dict) -> None:
 
 def table(out: Path, dest: Path) -> Path:
     """Every finished run under ``out`` in one report (Holm over all its tests), as markdown + JSON + charts."""
-    import contextlib
-    import io
-
     from selfensemble.report import report
     from selfensemble.report_render import render
 
@@ -136,8 +133,7 @@ def table(out: Path, dest: Path) -> Path:
     if not dirs:
         sys.exit(f"No runs under {out}: run `confirm.py run --model …` first.")
     dest.mkdir(parents=True, exist_ok=True)
-    with contextlib.redirect_stdout(io.StringIO()):
-        result = report(dirs, dest / "report.png", fmt="json")
+    result = report(dirs, dest / "report.png")
     md = dest / "confirm_heldout.md"
     md.write_text(render(result, "markdown"), encoding="utf-8")
     return md

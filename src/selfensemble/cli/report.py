@@ -8,6 +8,29 @@ from pathlib import Path
 import typer
 
 from selfensemble.cli.common import app
+from selfensemble.errors import SelfEnsembleError
+
+
+def check_format(fmt: str) -> str:
+    """``fmt`` when it is a report format, else a one-line user error (before any run is read)."""
+    from selfensemble.report_render import FORMATS
+
+    if fmt not in FORMATS:
+        raise SelfEnsembleError(f"Unknown report format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    return fmt
+
+
+def show_report(result: dict, fmt: str = "table", console=None) -> None:
+    """Render report.report's result: "table" as rich tables on ``console`` (the comparison, then
+    calibration), "markdown" / "csv" / "json" as plain text on stdout (report_render.render)."""
+    from selfensemble.report import ECE_BINS
+    from selfensemble.report_render import calibration_table, print_tables, render
+
+    if check_format(fmt) == "table":
+        print_tables(result, console)
+        calibration_table(result["calibration"], ECE_BINS, console)
+    else:
+        sys.stdout.write(render(result, fmt))
 
 
 def echo_outputs(result: dict) -> None:
@@ -32,6 +55,8 @@ def report(
     from selfensemble.report import check_scorer
     from selfensemble.report import report as make_report
 
-    fmt = output_format or ("table" if sys.stdout.isatty() else "markdown")
+    fmt = check_format(output_format or ("table" if sys.stdout.isatty() else "markdown"))
     check_scorer(scorer)  # before reading any run
-    echo_outputs(make_report(list(run_dirs), png or Path(run_dirs[0]) / "report.png", fmt=fmt, scorer=scorer))
+    result = make_report(list(run_dirs), png or Path(run_dirs[0]) / "report.png", scorer=scorer)
+    show_report(result, fmt)
+    echo_outputs(result)
