@@ -82,13 +82,14 @@ class SelfEnsembleLM(LM):
 
     ``engine``: an Engine already loaded (tests, notebooks), else ``model`` is loaded with the
     ``device``/``dtype``/... in ``options``. ``max_batch_size`` is accepted because the harness
-    passes it, and unused (batches are ``batch_size`` queries).
+    passes it, and unused (batches are ``batch_size`` queries). ``progress``: a progress.Progress
+    that hears the notes of model-written paraphrases (the CLI shows them on stderr; None: silent).
     """
 
     def __init__(self, model: str = "smollm2-135m", method: str = "flex", num_paraphrases: int = 5,
                  batch_size: int | str = 8, paraphrase_source: str = "auto", paraphrase_field: str = "paraphrases",
                  weights_field: str = "weights", tokenize: str = "whole", seed: int = 0, engine=None,
-                 max_batch_size=None, **options):
+                 max_batch_size=None, progress=None, **options):
         super().__init__()
         from selfensemble.engine_factory import LoadSpec, build_engine
         from selfensemble.methods import EngineConfig, check_method
@@ -114,6 +115,7 @@ class SelfEnsembleLM(LM):
             config = EngineConfig(batch_size=int(batch_size), **config_opts)  # checked before the load
             engine = build_engine(LoadSpec(self.model_spec, seed=self.seed, **load_opts), config)
         self.engine = engine
+        self.progress = progress  # notes of model-written paraphrases (the CLI renders them; None: silent)
         self.counts = {"contexts": 0, "with_paraphrases": 0, "no_question": 0, "prompts": 0,
                        "paraphrases_from_doc": 0, "paraphrases_generated": 0, "duplicates_dropped": 0,
                        "retokenized_pieces": 0, "short_after_gate": 0}
@@ -179,13 +181,11 @@ class SelfEnsembleLM(LM):
         """Model-written paraphrases for ``questions`` (on-disk cache; the model runs only for new ones)."""
         if not questions or self._prompts == 1:
             return {}
-        from rich.console import Console
-
         from selfensemble.adhoc import write
 
         t0 = time.perf_counter()  # the gate `run` applies; a question short of paraphrases is counted
         written = write(lambda: self.engine, self.model_spec, questions, self.num_paraphrases - 1, seed=self.seed,
-                        progress=Console(stderr=True))  # its notes on stderr, as before
+                        progress=self.progress)
         self.paraphrase_seconds += time.perf_counter() - t0
         self.counts["short_after_gate"] += sum(len(w.paraphrases) < w.wanted for w in written)
         return {q: list(w.paraphrases) for q, w in zip(questions, written, strict=True)}
