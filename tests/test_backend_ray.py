@@ -169,6 +169,24 @@ def test_a_worker_killed_mid_run_is_replaced(ray_head, dataset, local_run, tmp_p
     _assert_same_answers(recs, _records(local_run / "flex"))
 
 
+@pytest.mark.slow  # starts a Ray cluster and actor pools (minutes on 2 cores)
+def test_paraphrases_written_on_ray_are_the_local_ones(ray_head, dataset, tmp_path, monkeypatch):
+    """N=4 with 2 paraphrases in the data: the model writes the rest (Backend.sample) on the actors,
+    and writes what the local backend writes (each candidate has its own sampling stream)."""
+    def written(backend: BackendConfig | None, name: str) -> tuple[dict, dict]:
+        monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / name / "cache"))  # nothing shared between them
+        out = tmp_path / name
+        run_experiment(_cfg(dataset, out, limit=4, num_paraphrases=4, methods=["per_prompt"], gate=False),
+                       backend=backend)
+        manifest = json.loads((out / "per_prompt" / "manifest.json").read_text())
+        return {rid: r["prompts"] for rid, r in _records(out / "per_prompt").items()}, manifest
+
+    local, _ = written(None, "local")
+    on_ray, manifest = written(BackendConfig(name="ray", address=ray_head, workers=2), "ray")
+    assert on_ray == local
+    assert manifest["ray_passes"] >= 2  # at least one sampling pass before the answering one
+
+
 def _cli(dataset: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "selfensemble", "run", "--dataset", "jsonl", "--data-path", str(dataset),
             "--paraphrase-columns", "paraphrases", "--id-column", "id", "--num-paraphrases", "3", "--few-shot", "0",

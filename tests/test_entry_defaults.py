@@ -14,6 +14,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from selfensemble import defaults
@@ -40,7 +41,7 @@ class FakeEngine:
 def capture(monkeypatch):
     """Stop every path at its engine: no model, no tokenizer, no harness index is loaded."""
     from selfensemble import methods, models
-    from selfensemble.backends import local
+    from selfensemble.backends import BackendConfig, open_backend
     from selfensemble.cli import _register_commands
 
     _register_commands()
@@ -53,15 +54,15 @@ def capture(monkeypatch):
     monkeypatch.setattr(models, "load_model", load_model)
     monkeypatch.setattr(models, "load_tokenizer", lambda *a, **k: object())
     monkeypatch.setattr(methods, "Engine", FakeEngine)
-    monkeypatch.setattr(local, "Engine", FakeEngine)
 
     def plan_rows(method, parts, weights, cfg, cached_prefix):  # the mask picture's plan
         raise Captured(cfg)
 
     monkeypatch.setattr(methods, "plan_rows", plan_rows)
     monkeypatch.setattr("selfensemble.maskplot.build_parts", lambda *a, **k: None)
-    # run / demo / interactive: the experiment builds its engine with backends.local.build_engine
-    monkeypatch.setattr("selfensemble.cli.run.run_experiment", lambda cfg, *a, **k: local.build_engine(cfg))
+    # run / demo / interactive: the experiment opens its backend from the run's LoadSpec and EngineConfig
+    monkeypatch.setattr("selfensemble.cli.run.run_experiment", lambda cfg, *a, **k: open_backend(
+        BackendConfig(), cfg.load_spec(), cfg.engine_config(), Console(quiet=True)))
 
     def run_benchmark(config):  # bench: the engine of the first (default) flex layout
         from selfensemble.bench.sections import _engine_config
@@ -148,3 +149,102 @@ def test_a_hard_coded_knob_fails_the_check(capture, monkeypatch):
 def test_options_given_still_win(capture):
     cfg = _cli("serve", "--model", "random:llama", "--positions", "restart", "--no-rescale")
     assert (cfg.positions, cfg.rescale) == ("restart", False)
+
+
+# -- one engine factory: every entry point that builds an engine goes through engine_factory ---------
+
+
+class Built(Exception):
+    """Raised by the patched factory: the entry point reached it, with this spec and config."""
+
+    def __init__(self, spec, config=None):
+        super().__init__("built")
+        self.spec, self.config = spec, config
+
+
+@pytest.fixture
+def factory(monkeypatch, tmp_path):
+    """engine_factory.build_engine / load raise Built; anything that builds methods.Engine or loads a
+    model another way meets FakeEngine / a failing load_model instead, so it cannot pass."""
+    from selfensemble import engine_factory, methods, models
+    from selfensemble.cli import _register_commands
+
+    _register_commands()
+
+    def build_engine(spec, config):
+        raise Built(spec, config)
+
+    def load(spec):
+        raise Built(spec)
+
+    def elsewhere(*a, **k):
+        raise AssertionError("a model was loaded outside engine_factory")
+
+    monkeypatch.setattr(engine_factory, "build_engine", build_engine)
+    monkeypatch.setattr(engine_factory, "load", load)
+    monkeypatch.setattr(models, "load_model", elsewhere)
+    monkeypatch.setattr(methods, "Engine", FakeEngine)
+    monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "x.jsonl").write_text('{"id": "a", "question": "What is X?", "answers": ["x"]}\n')
+    if importlib.util.find_spec("lm_eval") is not None:
+        monkeypatch.setattr("selfensemble.integrations.lm_eval.task_manager", lambda *a, **k: None)
+
+
+def _built(*args: str, stdin: str | None = None) -> Built:
+    from selfensemble.cli import app
+
+    result = CliRunner().invoke(app, list(args), input=stdin)
+    assert isinstance(result.exception, Built), (args, result.output, result.exception)
+    return result.exception
+
+
+def _ray_worker(tmp: Path) -> Built:
+    from selfensemble.backends.ray import EngineWorker
+    from selfensemble.engine_factory import LoadSpec
+
+    with pytest.raises(Built) as built:
+        EngineWorker(LoadSpec("random:llama"), EngineConfig(batch_size=3), threads=1)
+    return built.value
+
+
+def _lm_eval_built(tmp: Path) -> Built:
+    pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
+    return _built("lm-eval", "--tasks", "anything", "--model", "random:llama", "--out", str(tmp))
+
+
+def _jsonl(tmp: Path) -> list[str]:
+    return ["--dataset", "jsonl", "--data-path", str(tmp / "x.jsonl")]
+
+
+#: Every entry point that builds an engine (mask and the page's picture load a tokenizer only;
+#: the Python API's Engine(lm, config) wraps a model the caller loaded).
+FACTORY_ENTRY_POINTS = {
+    "ask": lambda tmp: _built("ask", "Q?", "-p", "R?", "--model", "random:llama"),
+    "run": lambda tmp: _built("run", *_jsonl(tmp), "--model", "random:llama", "--method", "flex", "--out", str(tmp)),
+    "paraphrase": lambda tmp: _built("paraphrase", *_jsonl(tmp), "--model", "random:llama",
+                                     "--out", str(tmp / "p.jsonl")),
+    "bench": lambda tmp: _built("bench", "--tiny"),
+    "serve": lambda tmp: _built("serve", "--model", "random:llama"),
+    "lm-eval": _lm_eval_built,
+    "interactive-ask": lambda tmp: _built("interactive", stdin="ask\nrandom:llama\nflex\n"),
+    "interactive-run": lambda tmp: _built("interactive", stdin=f"run\nrandom:llama\njsonl\n{tmp}/x.jsonl\n"
+                                                               f"origin,flex\n3\n2\n{tmp}\n"),
+    "demo": lambda tmp: _built("demo", "--out", str(tmp), "--model", "random:llama"),
+    "ray-worker": _ray_worker,
+}
+
+
+@pytest.mark.parametrize("entry", list(FACTORY_ENTRY_POINTS))
+def test_entry_point_builds_its_engine_through_the_factory(entry, factory, tmp_path):
+    built = FACTORY_ENTRY_POINTS[entry](tmp_path)
+    assert built.spec.model == "random:llama"
+    if entry != "bench":  # bench loads once through the factory, then times several configs
+        assert _flex(built.config) == defaults.flex()
+
+
+def test_an_entry_point_that_bypasses_the_factory_fails_the_check(factory):
+    """The control: building the engine the old way (load_model + Engine) does not reach Built."""
+    from selfensemble import methods, models
+
+    with pytest.raises(AssertionError, match="outside engine_factory"):
+        methods.Engine(models.load_model("random:llama"), EngineConfig())

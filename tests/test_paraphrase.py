@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -24,6 +25,8 @@ class _A:
 
 class ScriptedEngine:
     """Returns scripted outputs per sampled candidate, to exercise the filters without a model."""
+
+    config = SimpleNamespace(batch_size=8)  # engine-like: a run saves paraphrases per engine batch
 
     def __init__(self, outputs):
         self.outputs = list(outputs)
@@ -248,6 +251,8 @@ def test_minilm_embedder_when_installed():
 
 class PerQuestionEngine:
     """Scripted outputs per question (in sampling order), counting the candidates each one drew."""
+
+    config = SimpleNamespace(batch_size=8)  # engine-like: a run saves paraphrases per engine batch
 
     def __init__(self, outputs: dict[str, list[str]]):
         self.outputs = {q: list(o) for q, o in outputs.items()}

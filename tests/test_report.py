@@ -8,15 +8,23 @@ import json
 import pytest
 from rich.console import Console
 
+from selfensemble.cli.report import show_report
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.report import (
     compare,
     find_runs,
-    report,
     summarize,
     to_markdown,
 )
+from selfensemble.report import report as compute_report
 from selfensemble.store import RunStore
+
+
+def report(run_dirs, out_png=None, console=None, fmt: str = "table", **kwargs) -> dict:
+    """report.report, then the CLI's rendering of its result (what `selfensemble report` shows)."""
+    result = compute_report(run_dirs, out_png, **kwargs)
+    show_report(result, fmt, console)
+    return result
 
 IDS = ["q0", "q1", "q2", "q3", "q4"]
 ORIGIN = [True, True, True, False, False]  # 3/5
@@ -234,7 +242,7 @@ def test_reliability_bins_and_ece_by_hand():
     # (0.95,T) (0.95,T) → bin (.9, 1]: acc 1; (0.15,T) (0.15,F) (0.15,F) → bin (.1, .2]: acc 1/3
     assert [(b["lo"], b["n"]) for b in bins] == [(pytest.approx(0.1), 3), (pytest.approx(0.9), 2)]
     assert bins[0]["accuracy"] == pytest.approx(1 / 3) and bins[1]["confidence"] == pytest.approx(0.95)
-    [row] = calibration([("avg", recs)], console=False)
+    [row] = calibration([("avg", recs)])
     hand = 0.05 * 0.4 + (1 / 3 - 0.15) * 0.6
     assert row["ece"] == pytest.approx(hand)
     assert row["ece"] == pytest.approx(summarize(recs, _manifest("avg"))["ece"])  # same as scoring.ece
@@ -387,3 +395,13 @@ def test_old_run_folder_without_scores_opens_with_a_note(tmp_path, capsys):
     strict = report([tmp_path / "runs"], None, fmt="markdown", scorer="contains")
     assert strict["runs"][0]["accuracy"] == 0.5
     assert "> records without per-record scores (written by an older version): origin 2/2;" in capsys.readouterr().out
+
+
+def test_the_library_report_prints_nothing(tmp_path, capsys):
+    """report.report returns the comparison; rendering it (tables, markdown, ...) is the CLI's job."""
+    _long_named_runs(tmp_path / "runs")
+    result = compute_report([tmp_path / "runs"], tmp_path / "out" / "report.png")
+    assert capsys.readouterr() == ("", "")
+    assert result["runs"] and (tmp_path / "out" / "report.json").exists()
+    show_report(result, "markdown")
+    assert LONG in capsys.readouterr().out

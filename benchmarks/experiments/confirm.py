@@ -69,7 +69,7 @@ def write_paraphrases(conf: dict) -> Path:
     """WebQuestions heldout questions with the writer model's gated paraphrases, saved as JSONL."""
     from rich.console import Console
 
-    from selfensemble.backends.local import build_engine
+    from selfensemble.engine_factory import build_engine
     from selfensemble.experiment import RunConfig, ensure_paraphrases, load_items
 
     spec = conf["datasets"]["webqa"]
@@ -78,7 +78,7 @@ def write_paraphrases(conf: dict) -> Path:
                     model=conf["paraphrases"]["writer"], gate=conf["paraphrases"]["gate"])
     _, items = load_items(cfg)
     console = Console(stderr=True)
-    engine = build_engine(cfg)
+    engine = build_engine(cfg.load_spec(), cfg.engine_config())
     items = ensure_paraphrases(engine, cfg, items, console)
     path = ROOT / spec["paraphrases"]
     with path.open("w", encoding="utf-8") as fh:
@@ -93,14 +93,14 @@ def write_paraphrases(conf: dict) -> Path:
 def run(conf: dict, model: str, out: Path, datasets: list[str]) -> None:
     from rich.console import Console
 
-    from selfensemble.backends.local import build_engine
+    from selfensemble.engine_factory import build_engine
     from selfensemble.experiment import run_experiment
 
     console = Console(stderr=True)
     engine = None
     for dataset in datasets:
         cfg = run_config(conf, model, dataset, out / model / dataset)
-        engine = engine or build_engine(cfg)
+        engine = engine or build_engine(cfg.load_spec(), cfg.engine_config())
         paraphrases = conf["datasets"][dataset].get("paraphrases")
         if paraphrases:
             check_complete(ROOT / paraphrases, conf["run"]["num_paraphrases"] - 1)
@@ -138,9 +138,6 @@ def record_provenance(folder: Path, entry: dict) -> None:
 
 def table(out: Path, dest: Path) -> Path:
     """Every finished run under ``out`` in one report (Holm over all its tests), as markdown + JSON + charts."""
-    import contextlib
-    import io
-
     from selfensemble.report import report
     from selfensemble.report_render import render
 
@@ -148,8 +145,7 @@ def table(out: Path, dest: Path) -> Path:
     if not dirs:
         sys.exit(f"No runs under {out}: run `confirm.py run --model …` first.")
     dest.mkdir(parents=True, exist_ok=True)
-    with contextlib.redirect_stdout(io.StringIO()):
-        result = report(dirs, dest / "report.png", fmt="json")
+    result = report(dirs, dest / "report.png")
     md = dest / "confirm_heldout.md"
     md.write_text(render(result, "markdown"), encoding="utf-8")
     return md

@@ -68,17 +68,17 @@ def write_dataset(path: Path, n: int) -> None:
 def run_once(backend_cfg, cfg, workers: int) -> dict:
     from rich.console import Console
 
-    from selfensemble.backends import close_backend, open_backend
+    from selfensemble.backends import open_backend
     from selfensemble.experiment import run_experiment
 
     console = Console(file=io.StringIO())
     t0 = time.perf_counter()
-    engine = Timed(open_backend(backend_cfg, cfg, console))
+    engine = Timed(open_backend(backend_cfg, cfg.load_spec(), cfg.engine_config(), console))
     t_ready = time.perf_counter()
     try:
         run_experiment(cfg, console=console, engine=engine)
     finally:
-        close_backend(engine.inner)
+        engine.inner.close()
     s, n = engine.stamps, len(engine.stamps)
     first_batch = min(cfg.batch_size, n)
     records = [json.loads(x) for x in (Path(cfg.out) / "results.jsonl").read_text().splitlines()]

@@ -10,12 +10,16 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from selfensemble import defaults
 from selfensemble.data.base import Dataset, Item
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.progress import NotesConsole, as_progress
 from selfensemble.records import demo_answers, make_record, vote_record
+
+if TYPE_CHECKING:
+    from selfensemble.backends import Backend
 
 SAMPLE_DATA = Path(__file__).parent / "samples" / "trivia.jsonl"
 
@@ -69,6 +73,21 @@ class RunConfig:
         return GateConfig(enabled=on, embedder=self.embedder, entity_guard=self.entity_guard,
                           min_similarity=self.min_similarity)
 
+    def load_spec(self):
+        """The engine_factory.LoadSpec of this run's model (what the local engine and every Ray actor load)."""
+        from selfensemble.engine_factory import LoadSpec
+
+        return LoadSpec(model=self.model, device=self.device, dtype=self.dtype, seed=self.seed,
+                        device_map=self.device_map, revision=self.revision, trust_remote_code=self.trust_remote_code)
+
+    def engine_config(self):
+        """The methods.EngineConfig every engine of this run runs (validated when built)."""
+        from selfensemble.methods import EngineConfig
+
+        return EngineConfig(attention=self.attention, layout=self.layout, positions=self.positions,
+                            rescale=self.rescale, fusion_temperature=self.fusion_temperature,
+                            fusion_scale=self.fusion_scale, batch_size=self.batch_size)
+
     def method_config(self, method: str) -> dict:
         """The manifest config of one method's run (other methods' names don't define it)."""
         d = asdict(self)
@@ -106,7 +125,7 @@ def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], progress=None)
     """
     from selfensemble.paraphrase import ParaphraseConfig
 
-    progress = as_progress(console=progress)
+    progress = as_progress(console=progress)  # engine: a Backend, or an Engine / engine-like stub (as_backend)
     items = _screen_dataset_paraphrases(cfg, items) if cfg.gate else items
     short = [it for it in items if len(it.prompts) < cfg.num_paraphrases]
     blanks = [it for it in short if "[MASK]" in it.question]
@@ -169,13 +188,14 @@ def _screen_dataset_paraphrases(cfg: RunConfig, items: list[Item]) -> list[Item]
 def paraphrase_items(engine_factory, model: str, dataset: str, items: list[Item], pcfg, progress=None, gate=None):
     """Write paraphrases for the items not in the on-disk cache; returns the cache.
 
-    ``engine_factory()`` is called only when something is missing, so a fully cached dataset never
-    loads the model. ``gate`` (a GateConfig, None = off) screens oversampled candidates. The missing
+    ``engine_factory()`` (returning a Backend, or an Engine that is wrapped in one) is called only
+    when something is missing, so a fully cached dataset never loads the model. ``gate`` (a GateConfig, None = off) screens oversampled candidates. The missing
     questions are written one engine batch at a time (``batch_size``), each batch saved to the
     cache before the next starts: a killed run loses at most the batch in flight, and a rerun only
     writes what is still missing. A question's paraphrases come from its own sampling stream, so
     they are the same whichever batch it lands in. ``progress``: a progress.Progress (or a console).
     """
+    from selfensemble.backends import as_backend
     from selfensemble.paraphrase import ParaphraseCache, gated_paraphrases
 
     progress = as_progress(console=progress)
@@ -184,7 +204,7 @@ def paraphrase_items(engine_factory, model: str, dataset: str, items: list[Item]
     missing = [q for q in questions if cache.get(q) is None]
     if not missing:
         return cache
-    engine = engine_factory()
+    engine = as_backend(engine_factory())
     size, t0 = batch_size(engine), time.perf_counter()
     per_question = pcfg.num_paraphrases * (gate.oversample if gate is not None and gate.enabled else 1)
     progress.note(f"paraphrasing {len(missing)} questions ({len(questions) - len(missing)} already cached), "
@@ -207,10 +227,9 @@ def paraphrase_items(engine_factory, model: str, dataset: str, items: list[Item]
     return cache
 
 
-def batch_size(engine) -> int:
-    """Questions per saved batch: one engine batch (per worker of a Ray pool), 8 for engine-like stubs."""
-    per = getattr(getattr(engine, "config", None), "batch_size", 8)
-    return per * getattr(getattr(engine, "opts", None), "workers", 1)
+def batch_size(backend: Backend) -> int:
+    """Questions per saved batch: one engine batch per worker (one worker locally)."""
+    return backend.config.batch_size * backend.workers
 
 
 def select_prompts(item: Item, cfg: RunConfig) -> list[str]:
@@ -231,6 +250,7 @@ def _weights(engine, cfg: RunConfig, queries: list, progress) -> list[list[float
     with the batches already sampled (each query samples from its own stream, so batching does
     not change its samples).
     """
+    from selfensemble.backends import as_backend
     from selfensemble.confidence import ConfidenceCache, ConfidenceConfig, estimate
     from selfensemble.fusion import DYNAMIC_WEIGHTS
 
@@ -243,7 +263,7 @@ def _weights(engine, cfg: RunConfig, queries: list, progress) -> list[list[float
     cache = ConfidenceCache(cfg.model, ccfg)
     todo = [q for q in queries if any(cache.get(q, i) is None for i in range(len(q.prompts)))]
     if todo:
-        size = batch_size(engine)
+        size = batch_size(as_backend(engine))
         progress.note(f"estimating confidence for {len(todo)} questions ({ccfg.samples} samples per prompt), "
                       f"saved every {size} → {cache.path}")
         progress.start("confidence", len(queries), done=len(queries) - len(todo), unit="questions")
@@ -264,9 +284,8 @@ def _stats_delta(after: dict, before: dict) -> dict:
     return {k: after[k] - before.get(k, 0) for k in after}
 
 
-def _finish(store, engine, cfg: RunConfig, method: str, session: dict) -> dict:
+def _finish(store, engine: Backend, cfg: RunConfig, method: str, session: dict) -> dict:
     """Metrics over every record, and this session's facts in the manifest (one entry per session)."""
-    from selfensemble.backends import provenance
     from selfensemble.report import summarize
 
     records = store.records()
@@ -277,20 +296,20 @@ def _finish(store, engine, cfg: RunConfig, method: str, session: dict) -> dict:
     manifest = store.manifest()
     sessions = manifest.get("sessions") or [{}]
     sessions[-1] = {**sessions[-1], **session}
-    store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"), **provenance(engine),
+    store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"), **engine.provenance(),
                           attention_paths=sorted({str(r["attention"]) for r in records if "attention" in r}))
     return metrics
 
 
-def _open_store(engine, cfg: RunConfig, method: str, out: Path):
+def _open_store(engine: Backend, cfg: RunConfig, method: str, out: Path):
     from selfensemble.store import RunStore
 
     # a Ray pool learns its attention path from its first answers (see _answer_todo)
-    path = engine.attention_key if getattr(engine, "attention_known", True) else None
+    path = engine.attention_key if engine.attention_known else None
     return RunStore(out, cfg.method_config(method), attention_path=path, allow_mixed=cfg.allow_mixed).open()
 
 
-def _answer_todo(engine, cfg: RunConfig, method: str, items: list[Item], queries: list, todo: list[int],
+def _answer_todo(engine: Backend, cfg: RunConfig, method: str, items: list[Item], queries: list, todo: list[int],
                  store, progress) -> dict:
     """Decode the items at ``todo`` and append their records; returns this session's timing and stats.
 
@@ -304,7 +323,7 @@ def _answer_todo(engine, cfg: RunConfig, method: str, items: list[Item], queries
     if weights is not None:
         for i, w in zip(todo, weights, strict=True):
             queries[i].weights = w
-    if todo and getattr(engine, "warm_up", True):  # a Ray pool warms its own actors
+    if todo and engine.warm_up:  # a Ray pool warms its own actors
         engine.answer_many([queries[i] for i in todo[: engine.config.batch_size]], method, _gen(cfg))
     t0, compiles, before = time.perf_counter(), engine.compile_count, dict(engine.stats)
     progress.start(method, len(items), done=len(items) - len(todo), unit="questions")
@@ -345,9 +364,13 @@ def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: 
 
     ``progress``: a progress.Progress (or a console: notes only).
 
+    ``engine``: a Backend, or an Engine (or engine-like stub) the caller loaded (as_backend).
     ``derive_from`` (for vote): build the records from that per_prompt run's records instead of decoding.
     """
+    from selfensemble.backends import as_backend
+
     progress = as_progress(console=progress)
+    engine = as_backend(engine)
     store = _open_store(engine, cfg, method, out)
     try:
         done = store.done_ids()
@@ -375,7 +398,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     (a progress.Progress) hears every phase: loading, paraphrasing, confidence, each method; with
     only a ``console`` its notes are printed there and no bars drawn (the CLI draws those).
     """
-    from selfensemble.backends import BackendConfig, close_backend, open_backend
+    from selfensemble.backends import BackendConfig, as_backend, open_backend
     from selfensemble.data.base import DEMO_MODES
     from selfensemble.decoding import derive_seed
     from selfensemble.methods import Query, check_method, get_method
@@ -397,10 +420,12 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     if owned:
         progress.start("loading", 1, unit="models")
         try:
-            engine = open_backend(backend or BackendConfig(), cfg, NotesConsole(progress))
+            engine = open_backend(backend or BackendConfig(), cfg.load_spec(), cfg.engine_config(),
+                                  NotesConsole(progress))
             progress.advance()
         finally:
             progress.end()
+    engine = as_backend(engine)
     try:
         items = ensure_paraphrases(engine, cfg, items, progress)
         queries = [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,
@@ -422,5 +447,5 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
         return {m: results[m] for m in cfg.methods}
     finally:
         if owned:
-            close_backend(engine)
+            engine.close()
 

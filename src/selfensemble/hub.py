@@ -23,7 +23,7 @@ PROBE_SECONDS = 3.0  # a reachable hub answers a TCP connect in well under a sec
 
 def is_hub_id(spec: str) -> bool:
     """'org/name' or 'name' that is no local path, no .gguf, not random:<arch>, not the embedded model."""
-    from selfensemble.models import PACKAGED_GGUF_SPECS
+    from selfensemble.model_specs import PACKAGED_GGUF_SPECS
 
     if spec in PACKAGED_GGUF_SPECS or spec.startswith("random:") or spec.endswith(".gguf"):
         return False
@@ -76,7 +76,7 @@ def check_hub_spec(spec: str, revision: str | None = None) -> None:
         why = "the hub cannot be reached from this machine"
     else:
         return
-    from selfensemble.models import DEFAULT_MODEL, GEMMA3_SPEC, RANDOM_CONFIGS
+    from selfensemble.model_specs import DEFAULT_MODEL, GEMMA3_SPEC, RANDOM_CONFIGS
 
     raise SelfEnsembleError(
         f"Model {spec!r} is not a local folder or file and not in the local hub cache, and {why}. "

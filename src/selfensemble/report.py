@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ from selfensemble.records import (
     record_value,
     run_config,
 )
-from selfensemble.report_render import FORMATS, calibration_table, print_tables, render
 from selfensemble.report_render import to_markdown as to_markdown  # re-exported for callers of report
 from selfensemble.scoring import ece, echo_rate, prompt_sensitivity
 from selfensemble.stats import (
@@ -245,7 +243,7 @@ def reliability_bins(records: Sequence[dict], n_bins: int = ECE_BINS) -> list[di
             for b in range(n_bins) if (idx == b).any()]
 
 
-def calibration(runs: Sequence[tuple[str, Sequence[dict]]], out_png: Path | None = None, console=None) -> list[dict]:
+def calibration(runs: Sequence[tuple[str, Sequence[dict]]], out_png: Path | None = None) -> list[dict]:
     """ECE and a reliability diagram (PNG) of the fused answer probability for each run.
 
     Does ensembling calibrate? A method is calibrated when its answers given probability p are
@@ -261,8 +259,6 @@ def calibration(runs: Sequence[tuple[str, Sequence[dict]]], out_png: Path | None
                      "ece": float(sum(b["n"] / n * abs(b["accuracy"] - b["confidence"]) for b in bins)),
                      "mean_confidence": float(sum(b["n"] * b["confidence"] for b in bins) / n),
                      "accuracy": float(sum(b["n"] * b["accuracy"] for b in bins) / n)})
-    if rows and console is not False:
-        calibration_table(rows, ECE_BINS, console)
     if rows and out_png is not None:
         from selfensemble.report_plot import plot_reliability
 
@@ -295,20 +291,18 @@ def _notes(summary_rows: Sequence[dict], scorer: str | None) -> list[str]:
     return notes
 
 
-def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, console=None,
-           baseline: str = "origin", seed: int = SEED, fmt: str = "table", scorer: str | None = None) -> dict:
-    """Tables and plot for runs found under run_dirs; returns (and writes next to out_png) a JSON-able dict.
+def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, baseline: str = "origin",
+           seed: int = SEED, scorer: str | None = None) -> dict:
+    """The comparison of the runs found under run_dirs, as a JSON-able dict (also written next to out_png).
 
     ``scorer`` (one of scoring.SCORERS) is the headline score of every table; None keeps each
-    run's own --match. ``fmt`` "table" prints rich tables on ``console``; "markdown" / "csv" /
-    "json" print plain text (report_render.render) to stdout. The result's "png" and "json" say
-    where the files went; "notes" what the reader must know (recomputed scores, mixed scorers).
+    run's own --match. Nothing is printed: the CLI renders the result (tables, markdown, csv,
+    json; report_render.py). The result's "png" and "json" say where the files went; "notes"
+    what the reader must know (recomputed scores, mixed scorers).
 
     Paired comparisons only make sense on the same questions asked of the same model, so runs are
     grouped by (model, dataset) and compared within each group; Holm's adjustment spans them all.
     """
-    if fmt not in FORMATS:
-        raise SelfEnsembleError(f"Unknown report format {fmt!r}; use one of {', '.join(FORMATS)}.")
     check_scorer(scorer)
     loaded = _load(find_runs(run_dirs), seed, scorer)
     groups: dict[tuple, list[int]] = {}
@@ -349,14 +343,9 @@ def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, co
     reliability_png = Path(out_png).with_name("reliability.png") if out_png is not None else None
     records_by_path = {str(p): recs for p, _, recs, _ in loaded}
     result["calibration"] = calibration([(r["name"], records_by_path[r["path"]]) for r in summary_rows],
-                                        reliability_png, console=False)
+                                        reliability_png)
     if out_png is not None:
         _write_files(result, Path(out_png), reliability_png)
-    if fmt == "table":
-        print_tables(result, console)
-        calibration_table(result["calibration"], ECE_BINS, console)
-    else:
-        sys.stdout.write(render(result, fmt))
     return result
 
 

@@ -1,4 +1,5 @@
-"""The report as text: rich tables, markdown, CSV and JSON (report.py computes, this module lays out).
+"""The report as text: table cells, markdown, CSV and JSON (report.py computes, this module lays out,
+cli/report.py draws the cells as rich tables). Nothing here prints.
 
 Each table is (title, headers, rows of cells) built once and rendered by every format, so a new
 column is one header plus one cell. Cells never wrap or truncate: names like
@@ -149,7 +150,7 @@ def to_csv(result: dict) -> str:
 
 
 def render(result: dict, fmt: str) -> str:
-    """The report as text in ``fmt`` ("markdown", "csv" or "json"; "table" is printed by rich)."""
+    """The report as text in ``fmt`` ("markdown", "csv" or "json"; "table" is drawn by cli/report.py)."""
     if fmt == "markdown":
         return to_markdown(result)
     if fmt == "csv":
@@ -159,47 +160,6 @@ def render(result: dict, fmt: str) -> str:
     raise SelfEnsembleError(f"Unknown report format {fmt!r}; use one of {', '.join(FORMATS)}.")
 
 
-def print_tables(result: dict, console=None) -> None:
-    """Rich tables whose cells never wrap or truncate: each column is as wide as its widest cell."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = console or _console()
-    for title, headers, rows in tables(result):
-        t = Table(title=title)
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-        for i, (h, w) in enumerate(zip(headers, widths, strict=True)):
-            t.add_column(h, justify="left" if i < 2 else "right", no_wrap=True, min_width=w)
-        for r in rows:
-            t.add_row(*(escape(c) for c in r))  # run names like 'flex [dir]' are not markup
-        # as wide as the cells need, even past a narrow terminal: rich would otherwise squeeze or drop
-        # columns (print(width=...) does not reach the table's own measuring, the console width does)
-        narrow = console.width
-        console.width = max(narrow, sum(widths) + 3 * len(widths) + 1)
-        try:
-            console.print(t, crop=False)
-        finally:
-            console.width = narrow
-    for note in result.get("notes", []):
-        console.print(f"note: {escape(note)}", soft_wrap=True)
-
-
-def _console():
-    from rich.console import Console
-
-    return Console()
-
-
-def calibration_table(rows: Sequence[dict], ece_bins: int, console=None) -> None:
-    """The rows of report.calibration as a rich table (nothing when no run has confidences)."""
-    if not rows:
-        return
-    from rich.markup import escape
-    from rich.table import Table
-
-    t = Table(title=f"Calibration of the fused answer probability ({ece_bins} bins)")
-    for i, h in enumerate(("method", "n", "ECE", "mean confidence", "accuracy")):
-        t.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
-    for r in rows:
-        t.add_row(escape(r["name"]), str(r["n"]), _fmt(r["ece"]), _fmt(r["mean_confidence"]), _fmt(r["accuracy"]))
-    (console or _console()).print(t)
+def calibration_cells(rows: Sequence[dict]) -> list[list[str]]:
+    """The rows of report.calibration as table cells: method, n, ECE, mean confidence, accuracy."""
+    return [[r["name"], str(r["n"]), _fmt(r["ece"]), _fmt(r["mean_confidence"]), _fmt(r["accuracy"])] for r in rows]

@@ -1,25 +1,32 @@
 """How ``experiment.py`` maps items over engines.
 
-A backend is *engine-like*: it offers the Engine's batched call
-``answer_many(queries, method, gen, on_done) -> list[Answer]`` plus ``config.batch_size``,
-``attention_note``, ``compile_count`` and ``stats``. Everything a run does through the engine
-(answers, model-written paraphrases, sampled confidence) therefore runs unchanged on either one:
+A backend satisfies the ``Backend`` protocol (``backends/base.py``): the Engine's batched calls
+``answer_many`` and ``sample`` plus ``config``, ``workers``, the attention path, counters,
+``provenance()`` and ``close()``. Everything a run does through the engine (answers,
+model-written paraphrases, sampled confidence) therefore runs unchanged on either one:
 
-  local   the Engine itself, in this process (``backends/local.py``)
+  local   one Engine in this process (``backends/local.py``)
   ray     the same Engine in every actor of a Ray Data actor pool (``backends/ray.py``); the
           driver keeps the run store, so results, resume and reports are those of a local run
 
 The backend never changes an answer (the engine is batch-invariant and each Ray batch is one
 engine batch of the same ``batch_size``), so it is not part of a run's resume-defining config;
-it is recorded in the manifest instead (:func:`provenance`).
+it is recorded in the manifest instead (``Backend.provenance``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from selfensemble.backends.base import Backend
 from selfensemble.errors import SelfEnsembleError
+
+if TYPE_CHECKING:
+    from selfensemble.engine_factory import LoadSpec
+    from selfensemble.methods import EngineConfig
+
+__all__ = ["BACKENDS", "Backend", "BackendConfig", "as_backend", "open_backend"]
 
 BACKENDS = ("local", "ray")
 
@@ -50,25 +57,22 @@ class BackendConfig:
                                     f"{self.gpus_per_worker} and {self.cpus_per_worker}.")
 
 
-def open_backend(backend: BackendConfig, cfg, console):
-    """The engine-like object that answers ``cfg``'s queries (``cfg``: an experiment.RunConfig)."""
+def open_backend(backend: BackendConfig, spec: LoadSpec, config: EngineConfig, console) -> Backend:
+    """The Backend that answers with ``config`` on the model of ``spec`` (``console``: status and notes)."""
     if backend.name == "ray":
         from selfensemble.backends.ray import RayBackend
 
-        return RayBackend(cfg, backend, console)
+        return RayBackend(spec, config, backend, console)
     from selfensemble.backends.local import load_engine
 
-    return load_engine(cfg, console)
+    return load_engine(spec, config, console)
 
 
-def provenance(engine: Any) -> dict:
-    """Manifest fields naming where a run's answers were computed."""
-    own = getattr(engine, "provenance", None)
-    return own() if callable(own) else {"backend": "local", "workers": 1}
+def as_backend(engine: Any) -> Backend:
+    """``engine`` itself when it is a Backend, else a LocalBackend over it (an Engine, or a test's
+    engine-like stub, that the caller loaded and keeps: closing the backend leaves it open)."""
+    if isinstance(engine, Backend):
+        return engine
+    from selfensemble.backends.local import LocalBackend
 
-
-def close_backend(engine: Any) -> None:
-    """Release what the backend holds (a Ray connection); an in-process Engine holds nothing."""
-    close = getattr(engine, "close", None)
-    if callable(close):
-        close()
+    return LocalBackend(engine)

@@ -4,8 +4,9 @@ Shape of one ``answer_many`` call (one method over the items a run still needs):
 
   driver: [(index, pickled Query)] → ray.data.from_items, one block per engine batch
   actors: map_batches(EngineWorker, batch_size=engine batch size, compute=ActorPoolStrategy(size=K),
-          num_gpus=G, num_cpus=C); each actor builds the Engine once (``local.build_engine``)
-          and answers a batch with ``Engine.answer_many`` — the local backend's own code
+          num_gpus=G, num_cpus=C); each actor builds the Engine once from the driver's LoadSpec and
+          EngineConfig (``engine_factory.build_engine``) and answers a batch with
+          ``Engine.answer_many`` (or ``Engine.sample``) — the local backend's own code
   driver: iter_batches as batches finish → ``on_done(index, Answer)`` (the run store's append)
 
 The driver is the only writer of the run folder, so a killed driver loses nothing written and
@@ -28,7 +29,6 @@ import os
 import pickle
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 
 from selfensemble.errors import SelfEnsembleError
 
@@ -167,27 +167,31 @@ def check_resources(cluster: dict, opts) -> None:
 class EngineWorker:
     """The callable class of the actor pool: builds one Engine, then answers batches with it.
 
-    A batch is a pyarrow table with ``index`` (int) and ``query`` (a pickled methods.Query); the
-    answer table has ``index``, ``answer`` (a pickled methods.Answer) and ``stats`` (the engine's
-    counters for this batch, pickled in the first row; None in the others).
+    Built from the driver's ``LoadSpec`` and ``EngineConfig`` (``engine_factory.build_engine``, as
+    the local backend). A batch is a pyarrow table with ``index`` (int), ``query`` (a pickled
+    methods.Query) and ``n`` (samples wanted: ``sample`` passes only); the answer table has
+    ``index``, ``answer`` (a pickled Answer, or list of Answers for ``sample``) and ``stats`` (the
+    engine's counters for this batch, pickled in the first row; None in the others).
     """
 
-    def __init__(self, run_config: dict, threads: int):
+    def __init__(self, spec, config, threads: int):
         import torch
 
-        from selfensemble.backends.local import build_engine
-        from selfensemble.experiment import RunConfig
+        from selfensemble.engine_factory import build_engine
 
         torch.set_num_threads(threads)
-        self.engine = build_engine(RunConfig(**run_config))
+        self.engine = build_engine(spec, config)
 
-    def __call__(self, batch, method: str, gen):
+    def __call__(self, batch, method: str | None, gen):
         import pyarrow as pa
 
         _maybe_crash_for_test()
         queries = [pickle.loads(b) for b in batch.column("query").to_pylist()]
         before, compiles = dict(self.engine.stats), self.engine.compile_count
-        answers = self.engine.answer_many(queries, method, gen)
+        if method is None:  # a sample pass: n answers per query
+            answers = self.engine.sample(queries, batch.column("n").to_pylist(), gen)
+        else:
+            answers = self.engine.answer_many(queries, method, gen)
         delta = {k: v - before.get(k, 0) for k, v in self.engine.stats.items()}
         delta["compiles"] = self.engine.compile_count - compiles
         stats = [pickle.dumps(delta)] + [None] * (len(answers) - 1)
@@ -208,25 +212,23 @@ def _maybe_crash_for_test() -> None:
     os._exit(1)
 
 
-@dataclass
-class _Config:
-    batch_size: int
-
-
 class RayBackend:
-    """Engine-like (see backends/__init__.py): ``answer_many`` runs on a Ray Data actor pool."""
+    """The Backend protocol (backends/base.py): ``answer_many`` and ``sample`` run on a Ray Data actor pool.
+
+    ``spec`` and ``config`` (engine_factory.LoadSpec, methods.EngineConfig) go to every actor as
+    they are; ``opts`` is the BackendConfig (pool shape, cluster address).
+    """
 
     #: no discarded warm-up batch: it would start (and load the model in) a whole extra actor pool
     warm_up = False
 
-    def __init__(self, cfg, opts, console):
-        if opts.gpus_per_worker > 0 and cfg.device == "cpu":
+    def __init__(self, spec, config, opts, console):
+        if opts.gpus_per_worker > 0 and spec.device == "cpu":
             raise SelfEnsembleError("--gpus-per-worker needs --device cuda (or auto): the actors would hold a GPU "
                                     "and compute on the CPU.")
         self.ray = import_ray()
         self.opts, self.console = opts, console
-        self.run_config = asdict(cfg)
-        self.config = _Config(cfg.batch_size)
+        self.spec, self.config = spec, config
         self._owns_connection = connect(self.ray, opts.address, verbose=opts.verbose)
         try:
             self.cluster = cluster_summary(self.ray)
@@ -243,7 +245,7 @@ class RayBackend:
         where = f"cluster at {opts.address}" if opts.address else "a local Ray instance"
         console.print(f"ray: {opts.workers} workers × ({opts.cpus_per_worker:g} CPU, {opts.gpus_per_worker:g} GPU) "
                       f"on {where} ({self.cluster['nodes']} nodes, {self.cluster['CPU']:g} CPUs, "
-                      f"{self.cluster['GPU']:g} GPUs); each worker loads {cfg.model} once per pass")
+                      f"{self.cluster['GPU']:g} GPUs); each worker loads {spec.model} once per pass")
 
     def _quiet_ray_data(self) -> None:
         """One progress bar (the run's own): Ray Data's bars, start-of-execution prints and stats logs off;
@@ -254,6 +256,11 @@ class RayBackend:
         ctx.enable_auto_log_stats = self.opts.verbose
         logging.getLogger("ray.data").setLevel(logging.INFO if self.opts.verbose else logging.ERROR)
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+
+    @property
+    def workers(self) -> int:
+        """Actors answering at once (the pool size)."""
+        return self.opts.workers
 
     @property
     def attention_known(self) -> bool:
@@ -277,11 +284,28 @@ class RayBackend:
         from selfensemble.methods import check_method
 
         check_method(method)
+        return self._run(queries, method, gen or GenerationConfig(), None, on_done)
+
+    def sample(self, queries: Sequence, n_samples: int | Sequence[int], gen=None) -> list:
+        """``Engine.sample`` over the actor pool: ``n_samples`` (per query, or one for all) answers per query.
+
+        Each sample draws from its query's own stream (Engine.sample), so which actor and batch a
+        query lands in does not change its samples.
+        """
+        from selfensemble.decoding import GenerationConfig
+
+        counts = [n_samples] * len(queries) if isinstance(n_samples, int) else list(n_samples)
+        if len(counts) != len(queries) or any(n < 0 for n in counts):
+            raise SelfEnsembleError(f"n_samples: one count >= 0 per query, got {counts} for {len(queries)} queries")
+        return self._run(queries, None, gen or GenerationConfig(), counts, None)
+
+    def _run(self, queries: Sequence, method: str | None, gen, counts: list[int] | None, on_done) -> list:
+        """One Ray Data pass: answers (``method``) or samples (``counts``, method None) in query order."""
         if not queries:
             return []
         results: list = [None] * len(queries)
         try:
-            for batch in self._dataset(queries, method, gen or GenerationConfig()).iter_batches(
+            for batch in self._dataset(queries, method, gen, counts).iter_batches(
                     batch_size=None, batch_format="pyarrow"):
                 self._collect(batch, results, on_done)
         except SelfEnsembleError:
@@ -293,16 +317,17 @@ class RayBackend:
             raise SelfEnsembleError(f"Ray returned {len(queries) - missing} of {len(queries)} answers; rerun to resume.")
         return results
 
-    def _dataset(self, queries: Sequence, method: str, gen):
+    def _dataset(self, queries: Sequence, method: str | None, gen, counts: list[int] | None):
         ray, bs, opts = self.ray, self.config.batch_size, self.opts
         self.passes += 1
-        rows = [{"index": i, "query": pickle.dumps(q)} for i, q in enumerate(queries)]
+        rows = [{"index": i, "query": pickle.dumps(q), "n": counts[i] if counts else 0} for i, q in enumerate(queries)]
         blocks = max(1, -(-len(rows) // bs))  # one block per engine batch
         ds = ray.data.from_items(rows, override_num_blocks=blocks)
         env = {CRASH_ONCE_ENV: os.environ[CRASH_ONCE_ENV]} if os.environ.get(CRASH_ONCE_ENV) else {}
         return ds.map_batches(
             EngineWorker, batch_size=bs, batch_format="pyarrow", zero_copy_batch=True,
-            fn_constructor_kwargs={"run_config": self.run_config, "threads": max(1, int(opts.cpus_per_worker))},
+            fn_constructor_kwargs={"spec": self.spec, "config": self.config,
+                                   "threads": max(1, int(opts.cpus_per_worker))},
             fn_kwargs={"method": method, "gen": gen},
             compute=ray.data.ActorPoolStrategy(size=min(opts.workers, blocks)),  # no actor without a batch
             num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker or None,
@@ -320,12 +345,16 @@ class RayBackend:
                 continue
             answer = pickle.loads(blob)
             results[i] = answer
-            if answer.attention not in self.attention_notes:
-                self.attention_notes.append(answer.attention)
-            if answer.attention_key not in self.attention_keys:
-                self.attention_keys.append(answer.attention_key)
+            for one in answer if isinstance(answer, list) else [answer]:  # a sample pass: n answers
+                self._learn_attention(one)
             if on_done:
                 on_done(i, answer)
+
+    def _learn_attention(self, answer) -> None:
+        if answer.attention not in self.attention_notes:
+            self.attention_notes.append(answer.attention)
+        if answer.attention_key not in self.attention_keys:
+            self.attention_keys.append(answer.attention_key)
 
     def provenance(self) -> dict:
         """Manifest fields: backend, pool shape, the cluster's resources, Ray version."""

@@ -51,7 +51,7 @@ def run_benchmark(config: BenchConfig) -> dict:
     import torch
 
     from selfensemble import attention as attn
-    from selfensemble.models import load_model
+    from selfensemble.engine_factory import LoadSpec, load
     from selfensemble.prompts import build_parts
 
     saved, attn.COMPILE_FLEX = attn.COMPILE_FLEX, config.compile_flex
@@ -60,7 +60,7 @@ def run_benchmark(config: BenchConfig) -> dict:
         torch.set_num_threads(config.threads)
     try:
         t0 = time.perf_counter()
-        lm = load_model(config.model, device=config.device, dtype=config.dtype, seed=config.seed)
+        lm = load(LoadSpec(config.model, device=config.device, dtype=config.dtype, seed=config.seed))
         load_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         qs = load_questions(config.questions, config.few_shot, config.data_dir, config.seed)

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 import warnings
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -29,9 +29,14 @@ NAIVE_METHODS = ("avg", "flex")  # timed against the full-recompute reference (w
 STORM_METHOD = "flex"  # the packed method, whose varying row lengths could recompile the kernel
 
 
+#: Where the bench reports progress; ``selfensemble bench`` shows it on stderr (stdout holds only
+#: the table), a library caller sees it only if it configures this logger.
+LOG = logging.getLogger("selfensemble.bench")
+
+
 def progress(message: str) -> None:
-    """Progress goes to stderr so that stdout holds only the table."""
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+    """One progress line (INFO on the ``selfensemble.bench`` logger)."""
+    LOG.info(message)
 
 
 def _gen(max_new_tokens: int):

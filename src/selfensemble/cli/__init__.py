@@ -35,13 +35,14 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # n
 _python_format_warning = warnings.formatwarning
 
 
-def main() -> None:
-    """Entry point: user errors become one line on stderr, never a traceback."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr, never a traceback (``argv``: the
+    arguments after the program name; None reads sys.argv)."""
     _register_commands()
     warnings.formatwarning = _format_warning
     debug = os.environ.get("SELFENSEMBLE_DEBUG") == "1"
     try:
-        app(standalone_mode=False)
+        app(args=argv, standalone_mode=False)
     except SelfEnsembleError as err:
         if debug:
             raise

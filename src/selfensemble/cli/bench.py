@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import sys
 from pathlib import Path
 
 import typer
@@ -63,9 +66,29 @@ def bench_command(
     else:
         config = BenchConfig(model=model, ns=tuple(parse_list(n, "--n", int)) if n else default_ns(device), questions=questions,
                              max_new_tokens=max_new_tokens, storm_questions=storm_questions, **options)
-    result = run_benchmark(config)
+    with _progress_on_stderr():
+        result = run_benchmark(config)
     typer.echo(format_table(result))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         typer.echo(f"wrote {out}", err=True)
+
+
+@contextlib.contextmanager
+def _progress_on_stderr():
+    """The bench's progress log (logger ``selfensemble.bench``) as '[bench] …' lines on stderr."""
+    from selfensemble.bench.sections import LOG
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[bench] %(message)s"))
+    level, propagate = LOG.level, LOG.propagate
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    LOG.propagate = False  # shown once, here
+    try:
+        yield
+    finally:
+        LOG.removeHandler(handler)
+        LOG.setLevel(level)
+        LOG.propagate = propagate

@@ -68,11 +68,11 @@ def engine_config(attention: str | None = None, batch_size: int = 8, **flex: Any
 def make_engine(model: str, device: str = "cpu", dtype: str = "auto", attention: str | None = None, *,
                 batch_size: int = 8, seed: int = 0, device_map: str | None = None, revision: str | None = None,
                 trust_remote_code: bool = False, **flex: Any):
-    """Load ``model`` into an Engine; the config (``engine_config``) is validated first, so a bad option
-    fails before the slow load."""
-    from selfensemble.methods import Engine
-    from selfensemble.models import load_model
+    """Load ``model`` into an Engine through engine_factory.build_engine (the one factory every entry
+    point uses); the config (``engine_config``) is validated first, so a bad option fails before the
+    slow load."""
+    from selfensemble.engine_factory import LoadSpec, build_engine
 
     cfg = engine_config(attention, batch_size, **flex)
-    return Engine(load_model(model, device=device, dtype=dtype, seed=seed, device_map=device_map,
-                             revision=revision, trust_remote_code=trust_remote_code), cfg)
+    return build_engine(LoadSpec(model=model, device=device, dtype=dtype, seed=seed, device_map=device_map,
+                                 revision=revision, trust_remote_code=trust_remote_code), cfg)

@@ -24,6 +24,7 @@ def demo_command(
 
     from selfensemble import demo
     from selfensemble.cli.progress import ConsoleProgress
+    from selfensemble.cli.report import show_report
     from selfensemble.cli.run import graceful_stop
     from selfensemble.experiment import run_experiment
     from selfensemble.report import report
@@ -37,7 +38,8 @@ def demo_command(
                   f"(resumable: rerun the same command after an interruption). Output: {out}/")
     with graceful_stop():
         run_experiment(cfg, progress=ConsoleProgress(console))
-    result = report([out], out / "report.png", console=console)
+    result = report([out], out / "report.png")
+    show_report(result, console=console)
     summary = demo.summarize_demo(out, result)
     (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     _print_summary(console, summary)

@@ -75,8 +75,13 @@ def lm_eval_command(
     options = {k: v for k, v in options.items() if v is not None}
     manager = task_manager(names, str(include_path) if include_path else None)  # before the model loads
     t0 = time.perf_counter()
+    from rich.console import Console
+
+    from selfensemble.progress import as_progress
+
     lm = SelfEnsembleLM(model=model, method=method, num_paraphrases=num_paraphrases, batch_size=batch_size,
-                        paraphrase_source=paraphrase_source, seed=seed, **options)
+                        paraphrase_source=paraphrase_source, seed=seed,
+                        progress=as_progress(console=Console(stderr=True)), **options)  # paraphrase notes on stderr
     loaded = time.perf_counter() - t0
     results = evaluate(lm, names, limit=limit, log_samples=True, manager=manager)
     seconds = time.perf_counter() - t0 - loaded

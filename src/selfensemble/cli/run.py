@@ -26,7 +26,7 @@ from selfensemble.cli.common import (
     parse_list,
 )
 from selfensemble.cli.progress import ConsoleProgress
-from selfensemble.cli.report import echo_outputs
+from selfensemble.cli.report import echo_outputs, show_report
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.experiment import RunConfig, load_items, paraphrase_items, run_experiment
 
@@ -121,7 +121,9 @@ def run_command(
     if len(chosen) > 1:
         from selfensemble.report import report
 
-        echo_outputs(report([out], out / "report.png"))
+        result = report([out], out / "report.png")
+        show_report(result)
+        echo_outputs(result)
 
 
 class Stopped(KeyboardInterrupt):
@@ -249,19 +251,20 @@ def interactive_command():
         run_experiment(cfg, progress=ConsoleProgress(console))
     from selfensemble.report import report
 
-    echo_outputs(report([Path(out)], Path(out) / "report.png", console=console))
+    result = report([Path(out)], Path(out) / "report.png")
+    show_report(result, console=console)
+    echo_outputs(result)
 
 
 def _interactive_ask(console, model: str) -> None:
     from rich.prompt import Prompt
 
-    from selfensemble.methods import METHODS, Engine, check_method
-    from selfensemble.models import load_model
+    from selfensemble.methods import METHODS, check_method
     from selfensemble.prompts import default_format
 
     method = check_method(Prompt.ask("Method", choices=list(METHODS), default="flex"))
     with console.status(f"loading {model} (the first load takes ~15-30 s)…"):
-        engine = Engine(load_model(model))
+        engine = make_engine(model)
     console.print(f"[dim]{model} loaded; attention: {engine.attention_note}[/]")
     while True:
         question = Prompt.ask("Question (empty to quit)", default="")

@@ -32,7 +32,6 @@ paraphrases from the document or generated, duplicates dropped) are in ``SelfEns
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
@@ -62,12 +61,13 @@ class Prepared:
 
 
 def _engine_options(options: dict) -> tuple[dict, dict]:
-    """Split extra model_args into EngineConfig fields and load_model keywords; unknown keys are an error."""
+    """Split extra model_args into EngineConfig fields and LoadSpec fields (``torch_dtype``: the old
+    name of ``dtype``); unknown keys are an error."""
+    from selfensemble.engine_factory import LoadSpec
     from selfensemble.methods import EngineConfig
-    from selfensemble.models import load_model
 
     config_keys = {f.name for f in fields(EngineConfig)}
-    load_keys = set(inspect.signature(load_model).parameters) - {"spec"}
+    load_keys = {f.name for f in fields(LoadSpec)} - {"model"} | {"torch_dtype"}
     unknown = sorted(set(options) - config_keys - load_keys)
     if unknown:
         raise SelfEnsembleError(f"Unknown selfensemble model_args {unknown}; engine options: "
@@ -82,16 +82,17 @@ class SelfEnsembleLM(LM):
 
     ``engine``: an Engine already loaded (tests, notebooks), else ``model`` is loaded with the
     ``device``/``dtype``/... in ``options``. ``max_batch_size`` is accepted because the harness
-    passes it, and unused (batches are ``batch_size`` queries).
+    passes it, and unused (batches are ``batch_size`` queries). ``progress``: a progress.Progress
+    that hears the notes of model-written paraphrases (the CLI shows them on stderr; None: silent).
     """
 
     def __init__(self, model: str = "smollm2-135m", method: str = "flex", num_paraphrases: int = 5,
                  batch_size: int | str = 8, paraphrase_source: str = "auto", paraphrase_field: str = "paraphrases",
                  weights_field: str = "weights", tokenize: str = "whole", seed: int = 0, engine=None,
-                 max_batch_size=None, **options):
+                 max_batch_size=None, progress=None, **options):
         super().__init__()
-        from selfensemble.methods import Engine, EngineConfig, check_method
-        from selfensemble.models import load_model
+        from selfensemble.engine_factory import LoadSpec, build_engine
+        from selfensemble.methods import EngineConfig, check_method
 
         self.method = check_method(str(method))
         self.num_paraphrases = int(num_paraphrases)
@@ -112,9 +113,12 @@ class SelfEnsembleLM(LM):
         self.seed, self.model_spec, self.tokenize = int(seed), str(model), tokenize
         config_opts, load_opts = _engine_options(options)
         if engine is None:
-            engine = Engine(load_model(self.model_spec, seed=self.seed, **load_opts),
-                            EngineConfig(batch_size=int(batch_size), **config_opts))
+            if "torch_dtype" in load_opts:  # load_model's old name of dtype
+                load_opts["dtype"] = load_opts.pop("torch_dtype")
+            config = EngineConfig(batch_size=int(batch_size), **config_opts)  # checked before the load
+            engine = build_engine(LoadSpec(self.model_spec, seed=self.seed, **load_opts), config)
         self.engine = engine
+        self.progress = progress  # notes of model-written paraphrases (the CLI renders them; None: silent)
         self.counts = {"contexts": 0, "with_paraphrases": 0, "no_question": 0, "prompts": 0,
                        "paraphrases_from_doc": 0, "paraphrases_generated": 0, "duplicates_dropped": 0,
                        "retokenized_pieces": 0, "short_after_gate": 0}
@@ -180,13 +184,11 @@ class SelfEnsembleLM(LM):
         """Model-written paraphrases for ``questions`` (on-disk cache; the model runs only for new ones)."""
         if not questions or self._prompts == 1:
             return {}
-        from rich.console import Console
-
         from selfensemble.adhoc import write
 
         t0 = time.perf_counter()  # the gate `run` applies; a question short of paraphrases is counted
         written = write(lambda: self.engine, self.model_spec, questions, self.num_paraphrases - 1, seed=self.seed,
-                        progress=Console(stderr=True))  # its notes on stderr, as before
+                        progress=self.progress)
         self.paraphrase_seconds += time.perf_counter() - t0
         self.counts["short_after_gate"] += sum(len(w.paraphrases) < w.wanted for w in written)
         return {q: list(w.paraphrases) for q, w in zip(questions, written, strict=True)}

@@ -1,0 +1,140 @@
+"""The Backend protocol: both backends meet it, a backend missing a member does not, and the Ray
+actor's code path (EngineWorker, RayBackend._collect) answers as the engine does, without Ray."""
+
+from __future__ import annotations
+
+import pickle
+import typing
+
+import pytest
+
+from selfensemble.backends import Backend, BackendConfig, as_backend
+from selfensemble.backends.local import LocalBackend
+from selfensemble.backends.ray import EngineWorker, RayBackend
+from selfensemble.decoding import GenerationConfig
+from selfensemble.engine_factory import LoadSpec
+from selfensemble.methods import Engine, EngineConfig, Query
+from selfensemble.prompts import PromptFormat
+
+MEMBERS = sorted(typing.get_protocol_members(Backend) if hasattr(typing, "get_protocol_members")
+                 else typing._get_protocol_attrs(Backend))  # Python < 3.13: the private helper isinstance uses
+
+
+@pytest.fixture
+def engine(random_lm) -> Engine:
+    return Engine(random_lm("llama"), EngineConfig(attention="sdpa", batch_size=2))
+
+
+def _ray_backend(config: EngineConfig, workers: int = 2) -> RayBackend:
+    """A RayBackend as its constructor leaves it, minus the cluster connection (no Ray started)."""
+    backend = RayBackend.__new__(RayBackend)
+    backend.spec, backend.config = LoadSpec("random:llama"), config
+    backend.opts = BackendConfig(name="ray", workers=workers)
+    backend.attention_notes, backend.attention_keys, backend.stats = [], [], {}
+    backend.compile_count, backend.passes = 0, 0
+    return backend
+
+
+def test_the_protocol_names_what_a_run_uses():
+    assert set(MEMBERS) == {"config", "workers", "warm_up", "stats", "attention_known", "attention_key",
+                            "attention_note", "compile_count", "answer_many", "sample", "provenance", "close"}
+
+
+def test_both_backends_satisfy_the_protocol(engine):
+    local: Backend = LocalBackend(engine)  # the static check: a type checker reads these assignments
+    ray: Backend = _ray_backend(EngineConfig(batch_size=4))
+    assert isinstance(local, Backend) and isinstance(ray, Backend)
+    assert all(hasattr(LocalBackend, m) for m in MEMBERS)  # the class's own, not set by chance later
+    assert all(hasattr(RayBackend, m) for m in MEMBERS if m not in ("stats", "config", "compile_count"))
+    assert (local.workers, ray.workers) == (1, 2)
+    assert local.attention_known and not ray.attention_known  # a pool learns its path from its answers
+    assert local.warm_up and not ray.warm_up
+    assert ray.config == EngineConfig(batch_size=4)  # the real EngineConfig, as the actors get it
+
+
+@pytest.mark.parametrize("member", MEMBERS)
+def test_a_backend_missing_a_member_fails_the_check(engine, member):
+    """The control: LocalBackend with any one protocol member taken away is no Backend."""
+    assert member in vars(LocalBackend)  # defined on the class, so taking it away removes it
+    body = {k: v for k, v in vars(LocalBackend).items() if k != member and not k.startswith("__")}
+    partial = type("Partial", (), {**body, "__init__": LocalBackend.__init__})(engine)
+    assert not isinstance(partial, Backend)
+
+
+def test_an_engine_is_wrapped_and_a_backend_passes_through(engine):
+    assert not isinstance(engine, Backend)  # no workers / provenance: a run wraps it
+    wrapped = as_backend(engine)
+    assert isinstance(wrapped, LocalBackend) and wrapped.engine is engine
+    assert as_backend(wrapped) is wrapped
+    ray = _ray_backend(EngineConfig())
+    assert as_backend(ray) is ray
+    assert wrapped.provenance() == {"backend": "local", "workers": 1}
+
+
+def test_only_an_owned_engine_is_closed():
+    class Closable:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    mine, theirs = Closable(), Closable()
+    LocalBackend(mine, owned=True).close()
+    LocalBackend(theirs).close()
+    assert mine.closed and not theirs.closed
+
+
+def test_a_saved_batch_is_one_engine_batch_per_worker(engine):
+    from selfensemble.experiment import batch_size
+
+    assert batch_size(LocalBackend(engine)) == 2
+    assert batch_size(_ray_backend(EngineConfig(batch_size=4), workers=3)) == 12
+
+
+def _queries() -> list[Query]:
+    fmt = PromptFormat(instruction="Answer the question.")
+    return [Query([q], fmt, seed=i) for i, q in enumerate(("What is the capital of France?",
+                                                           "Who wrote Hamlet?", "What is 2 + 2?"))]
+
+
+def _table(queries: list[Query], counts: list[int]):
+    import pyarrow as pa
+
+    return pa.table({"index": list(range(len(queries))), "query": [pickle.dumps(q) for q in queries],
+                     "n": counts})
+
+
+def test_the_ray_actor_samples_as_the_engine_does_alone(engine):
+    """EngineWorker's sample pass (what each Ray actor runs), against Engine.sample one query at a time."""
+    pytest.importorskip("pyarrow")
+    worker = EngineWorker(LoadSpec("random:llama"), EngineConfig(attention="sdpa", batch_size=2), threads=1)
+    queries, counts = _queries(), [2, 0, 3]
+    gen = GenerationConfig(max_new_tokens=4, do_sample=True, temperature=1.0, seed=5)
+    out = worker(_table(queries, counts), None, gen)
+    got = [[a.answer for a in pickle.loads(b)] for b in out.column("answer").to_pylist()]
+    alone = [[a.answer for a in worker.engine.sample([q], [n], gen)[0]] for q, n in zip(queries, counts, strict=True)]
+    assert got == alone and [len(g) for g in got] == counts
+    # the driver side: a sample pass fills each slot with that query's list and learns the attention path
+    backend, results = _ray_backend(EngineConfig(attention="sdpa", batch_size=2)), [None] * 3
+    backend._collect(out, results, None)
+    assert [[a.answer for a in r] for r in results] == alone
+    assert backend.attention_known and backend.attention_key == "sdpa-dense"
+    assert backend.stats["calls"] > 0
+
+
+def test_the_ray_actor_answers_as_the_engine_does(engine):
+    pytest.importorskip("pyarrow")
+    worker = EngineWorker(LoadSpec("random:llama"), EngineConfig(attention="sdpa", batch_size=2), threads=1)
+    queries, gen = _queries(), GenerationConfig(max_new_tokens=4)
+    out = worker(_table(queries, [0, 0, 0]), "origin", gen)
+    got = [pickle.loads(b).answer for b in out.column("answer").to_pylist()]
+    assert got == [worker.engine.answer_many([q], "origin", gen)[0].answer for q in queries]
+
+
+def test_ray_sample_checks_its_counts_before_any_pass():
+    from selfensemble.errors import SelfEnsembleError
+
+    backend = _ray_backend(EngineConfig())
+    with pytest.raises(SelfEnsembleError, match="one count >= 0 per query"):
+        backend.sample(_queries(), [1, 2], GenerationConfig())
+    assert backend.passes == 0
