@@ -90,7 +90,7 @@ def write_paraphrases(conf: dict) -> Path:
     return path
 
 
-def run(conf: dict, model: str, out: Path, datasets: list[str]) -> None:
+def run(conf: dict, model: str, out: Path, datasets: list[str], allow_mixed: bool = False) -> None:
     from rich.console import Console
 
     from selfensemble.engine_factory import build_engine
@@ -100,6 +100,7 @@ def run(conf: dict, model: str, out: Path, datasets: list[str]) -> None:
     engine = None
     for dataset in datasets:
         cfg = run_config(conf, model, dataset, out / model / dataset)
+        cfg.allow_mixed = allow_mixed  # resume under another version: each new record carries its provenance
         engine = engine or build_engine(cfg.load_spec(), cfg.engine_config())
         paraphrases = conf["datasets"][dataset].get("paraphrases")
         if paraphrases:
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--out", type=Path, default=ROOT / "runs" / "confirm")
     r.add_argument("--datasets", default="pararel,webqa")
     r.add_argument("--threads", type=int, default=1, help="torch threads (one run per core)")
+    r.add_argument("--allow-mixed", action="store_true",
+                   help="resume folders written by another selfensemble version (recorded per record)")
     t = sub.add_parser("table")
     t.add_argument("--out", type=Path, default=ROOT / "runs" / "confirm")
     t.add_argument("--dest", type=Path, default=ROOT / "benchmarks" / "results" / "confirm")
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if args.model not in conf["models"]:
         sys.exit(f"{args.model!r} is not in confirm.json's models {conf['models']}")
-    run(conf, args.model, args.out, args.datasets.split(","))
+    run(conf, args.model, args.out, args.datasets.split(","), args.allow_mixed)
 
 
 if __name__ == "__main__":
