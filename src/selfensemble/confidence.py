@@ -65,8 +65,8 @@ def estimate(engine, queries: Sequence, cfg: ConfidenceConfig) -> list[list[Prom
 
 
 # 2: each query samples from its own stream (run seed, item); files written by 1 keyed by prompt text
-# alone and held samples from the old shared sampler, so they are not read; 3: tokens drawn by inverse
-# CDF (one uniform per row per step, fusion.select_tokens) instead of a vocabulary-sized multinomial
+# alone and held samples from the old shared sampler, so they are not read; 3: tokens drawn by an exponential
+# race (fusion.select_tokens: nucleus by partial sort, argmax of p / Exp(1) draws) instead of multinomial
 SAMPLER_VERSION = 3
 
 

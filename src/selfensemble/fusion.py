@@ -133,7 +133,7 @@ def select_token(logp: torch.Tensor, do_sample: bool, temperature: float = 1.0, 
     return int(select_tokens(logp[None], do_sample, temperature, top_p, top_k, [generator])[0])
 
 
-NUCLEUS_CANDIDATES = 256  # top-p looks at this many tokens first; the full sort only when their mass < top_p
+NUCLEUS_CANDIDATES = 256  # top-p looks at this many tokens first; the full sort only for a row whose mass falls short
 
 
 def select_tokens(logp: torch.Tensor, do_sample: bool, temperature: float = 1.0, top_p: float = 1.0,
@@ -141,12 +141,13 @@ def select_tokens(logp: torch.Tensor, do_sample: bool, temperature: float = 1.0,
     """One token per row of ``logp`` (G, vocab) → (G,) long, in one batched operation.
 
     Greedy: the argmax of each row. Sampling: temperature, then top-k, then top-p (the nucleus keeps
-    the token that crosses ``top_p``), then row g draws ONE uniform number from ``generators[g]``
-    and takes the token where it falls in the cumulative distribution (inverse CDF). One draw per
-    row per step keeps each row's stream its own (a row's token never depends on its neighbours)
-    and costs nothing next to a vocabulary-sized multinomial. The nucleus is found among the top
-    ``NUCLEUS_CANDIDATES`` tokens (a partial sort); a row whose top tokens hold less than ``top_p``
-    falls back to the full sort, so the kept set is exactly the one a full sort gives.
+    the token that crosses ``top_p``), then an exponential race: row g draws one Exp(1) number per
+    vocabulary entry from ``generators[g]`` and takes argmax(p / q), which is a draw from p. Draws
+    are indexed by token id and their number never varies, so a row's token depends only on its own
+    distribution and stream (not on its neighbours, nor on how its nucleus was found), and a
+    rounding-level change in the logits flips a pick only when two tokens tie to ~1e-6. The
+    nucleus is found among each row's top ``NUCLEUS_CANDIDATES`` tokens (a partial sort); a row
+    whose top tokens hold less than ``top_p`` is sorted in full, so the kept set is a full sort's.
     """
     if not do_sample:
         return torch.argmax(logp, dim=-1)
@@ -160,17 +161,19 @@ def select_tokens(logp: torch.Tensor, do_sample: bool, temperature: float = 1.0,
     if 0 < top_k < vocab:
         kth = torch.topk(probs, top_k, dim=-1).values[:, -1:]
         probs = probs.masked_fill(probs < kth, 0.0)
-        probs = probs / probs.sum(dim=-1, keepdim=True)
     if top_p < 1.0:
-        top, order = torch.topk(probs, min(NUCLEUS_CANDIDATES, vocab), dim=-1)
-        if bool((top.sum(dim=-1) < top_p).any()):  # a flat distribution: its nucleus is longer
-            top, order = torch.sort(probs, dim=-1, descending=True)
-        probs = top
-        cum = probs.cumsum(dim=-1)
-        probs = probs.masked_fill(cum - probs > top_p, 0.0)
-    else:
-        order = None
-    u = torch.stack([torch.rand((), generator=g) for g in generators])  # (G,) one draw per row
-    cum = probs.cumsum(dim=-1)
-    pick = torch.searchsorted(cum, (u * cum[:, -1])[:, None], right=True).clamp(max=probs.shape[1] - 1)
-    return pick[:, 0] if order is None else order.gather(1, pick)[:, 0]
+        probs = probs * _nucleus(probs / probs.sum(dim=-1, keepdim=True), top_p)
+    race = torch.stack([torch.empty(vocab).exponential_(generator=g) for g in generators]).to(probs.device)
+    return torch.argmax(probs / race, dim=-1)
+
+
+def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """(G, vocab) bool: the smallest most-probable set per row whose mass reaches ``top_p``."""
+    top, order = torch.topk(probs, min(NUCLEUS_CANDIDATES, probs.shape[1]), dim=-1)
+    short = top.sum(dim=-1) < top_p  # a flat distribution: its nucleus is longer than the partial sort
+    keep = torch.zeros_like(probs, dtype=torch.bool)
+    keep.scatter_(1, order, top.cumsum(dim=-1) - top <= top_p)
+    if bool(short.any()):
+        full, forder = torch.sort(probs[short], dim=-1, descending=True)
+        keep[short] = torch.zeros_like(full, dtype=torch.bool).scatter_(1, forder, full.cumsum(dim=-1) - full <= top_p)
+    return keep
