@@ -218,6 +218,7 @@ def test_driver_killed_mid_run_then_the_same_command_resumes(ray_head, dataset, 
     assert json.loads((out / "metrics.json").read_text())["n"] == 16
 
 
+@pytest.mark.slow  # imports Ray and dials a dead address
 def test_unreachable_address_is_a_quick_clear_error(dataset, tmp_path):
     t0 = time.time()
     done = subprocess.run(_cli(dataset, tmp_path / "run", "--model", "random:llama", "--limit", "2",

@@ -22,6 +22,7 @@ def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
                           timeout=timeout, env=ENV)
 
 
+@pytest.mark.slow  # a real CLI subprocess
 def test_ask_json_on_random_model():
     r = cli("ask", "What is the capital of France?", "-p", "Which city is the capital of France?",
             "--model", "random:llama", "--method", "avg", "--max-new-tokens", "3", "--attention", "sdpa", "--json")
@@ -33,6 +34,7 @@ def test_ask_json_on_random_model():
     assert out["attention"].startswith("sdpa")
 
 
+@pytest.mark.slow  # a real CLI subprocess
 def test_ask_per_prompt_lists_every_prompt():
     r = cli("ask", "Q one?", "-p", "Q two?", "-p", "Q three?", "--model", "random:qwen2", "--method", "per_prompt",
             "--max-new-tokens", "2", "--attention", "sdpa", "--json")
