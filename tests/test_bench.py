@@ -28,7 +28,7 @@ from selfensemble.errors import SelfEnsembleError
 
 ENGINE_KEYS = {"method", "n", "batch_size", "layout", "s_per_q", "q_per_s", "prefill_tokens_per_q",
                "gen_tokens_per_s", "compiles_warmup", "compiles_timed", "peak_rss_mb", "attention",
-               "ratio_vs_origin", "ratio_vs_hf"}
+               "ratio_vs_origin", "ratio_vs_hf", "host_syncs_per_step"}
 
 
 @pytest.fixture(scope="module")

@@ -268,3 +268,40 @@ def test_each_query_samples_its_own_stream_whatever_its_batch(random_lm):
              for x in reversed(queries)][::-1]
     assert [a.tokens for a in together] == [a.tokens for a in alone]
     assert len({tuple(a.tokens) for a in together}) > 1, "query seeds must give different samples"
+
+
+# --------------------------------------------------------------------------- host syncs per step
+
+
+@pytest.mark.parametrize("gen, per_step", [
+    (GenerationConfig(max_new_tokens=8, stop_at_newline=False), 1),
+    (GenerationConfig(max_new_tokens=8, stop_at_newline=False, do_sample=True, top_p=0.9), 2),  # + nucleus check
+])
+def test_one_host_sync_per_decode_step_for_all_groups(random_lm, gen, per_step):
+    """Four groups (avg over three rows, three single rows) decode with ``per_step`` tensor → Python
+    copies per step in all, not one per group: counted by wrapping Tensor.tolist/item/__bool__/..."""
+    from selfensemble.bench.timing import count_host_syncs
+    from selfensemble.packing import pack_row
+
+    lm = random_lm("llama")
+    rows = [pack_row([], [[5 + i, 6, 7 + i]], [9]) for i in range(6)]
+    groups = [[0, 1, 2], [3], [4], [5]]
+    batch = PackedBatch.from_rows(rows)
+    with count_host_syncs() as counted:
+        out = generate(lm.model, lm.tokenizer, batch, new_cache(lm.model.config.num_hidden_layers, batch.shape[1] + 8), groups,
+                       fusion.avg, gen, attention="sdpa", eos_ids=set())
+    steps = max(len(d.tokens) for d in out)
+    assert steps == 8
+    prefill_syncs = 2  # the fusion-temperature probe and the group check are per call, not per step
+    assert counted["syncs"] <= per_step * steps + prefill_syncs, counted
+
+
+def test_count_host_syncs_counts_and_restores():
+    from selfensemble.bench.timing import count_host_syncs
+
+    t = torch.tensor([1.0, 2.0])
+    with count_host_syncs() as counted:
+        t.tolist(), t[0].item(), bool(t[0]), float(t[1])
+    assert counted["syncs"] == 4
+    t.tolist()
+    assert counted["syncs"] == 4  # unwrapped after the block

@@ -65,9 +65,9 @@ def capture(monkeypatch):
         BackendConfig(), cfg.load_spec(), cfg.engine_config(), Console(quiet=True)))
 
     def run_benchmark(config):  # bench: the engine of the first (default) flex layout
-        from selfensemble.bench.sections import _engine_config
+        from selfensemble.bench.sections import engine_config
 
-        raise Captured(_engine_config(config, 1, config.layouts[0]))
+        raise Captured(engine_config(config, 1, config.layouts[0]))
 
     monkeypatch.setattr("selfensemble.bench.run_benchmark", run_benchmark)
     if importlib.util.find_spec("lm_eval") is not None:

@@ -18,6 +18,8 @@ from selfensemble import masks
 from selfensemble.attention import WindowMasks, flex_errors
 from selfensemble.fusion import FusionFn, select_tokens
 from selfensemble.packing import PackedBatch
+from selfensemble.stopping import TextWatch, can_stop_on_text
+from selfensemble.stopping import stop_text as _stop_text
 
 
 @dataclass(frozen=True)
@@ -129,26 +131,6 @@ def prefill(model, batch: PackedBatch, cache, attention: str,
     return model_forward(model, batch.input_ids, batch.position_ids, mask, cache, score_mod, windows, score_scale)
 
 
-def _stop_text(text: str, gen: GenerationConfig) -> tuple[str, str | None]:
-    """Cut the text at the first stop string (before it; after it for ``stop_after``), or at a newline
-    once some text was produced."""
-    cut, reason = len(text), None
-    for s in gen.stop_strings:
-        i = text.find(s)
-        if 0 <= i < cut:
-            cut, reason = i, "stop"
-    for s in gen.stop_after:
-        i = text.find(s)
-        if i >= 0 and i + len(s) <= cut:
-            cut, reason = i + len(s), "stop"
-    if gen.stop_at_newline:
-        lead = len(text) - len(text.lstrip())
-        i = text.find("\n", lead)
-        if 0 <= i < cut and text[:i].strip():
-            cut, reason = i, "newline"
-    return text[:cut], reason
-
-
 def _expand_rows(index: torch.Tensor, logits: torch.Tensor, batch: PackedBatch, cache,
                  terms: tuple[torch.Tensor, torch.Tensor] | None):
     """After one prefill, prefilled row index[i] becomes decoded row i: logits, KV and row tensors."""
@@ -201,6 +183,7 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
     positions = batch.next_position.clone()
     key_pos = masks.key_positions(batch)  # (B, K): position of every cached key, for sliding windows
     out = [Decoded() for _ in groups]
+    watches = [TextWatch(tokenizer, gen) for _ in groups] if can_stop_on_text(gen) else None
     active = list(range(len(groups)))
     where = list(range(B))  # row r of the batch is row where[r] of the tensors (finished rows get dropped)
     for step in range(gen.max_new_tokens):
@@ -208,9 +191,10 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
         fused = torch.stack([fuse(logits[[where[r] for r in groups[g]]], weights[g]) for g in active])
         chosen = select_tokens(fused, gen.do_sample, gen.temperature, gen.top_p, gen.top_k,
                                [generators[g] for g in active])
-        picked = fused.gather(1, chosen[:, None])[:, 0]
-        # one host sync per step for every group's token and its log-prob
-        for g, token, lp in zip(list(active), chosen.tolist(), picked.tolist(), strict=True):
+        picked = fused.gather(1, chosen[:, None])[:, 0].double()
+        # one host sync per step for every group's token and its log-prob (float64 holds any token id exactly)
+        for g, (token, lp) in zip(list(active), torch.stack((chosen.double(), picked), 1).tolist(), strict=True):
+            token = int(token)
             rows = [where[r] for r in groups[g]]
             next_tokens[rows] = token
             if token in eos_ids:
@@ -220,7 +204,7 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
                 continue
             out[g].tokens.append(token)
             out[g].logprobs.append(lp)
-            text, reason = _stop_text(tokenizer.decode(out[g].tokens, skip_special_tokens=True), gen)
+            reason = watches[g].push(out[g].tokens) if watches else None
             if reason:
                 out[g].finish = reason
                 active.remove(g)

@@ -42,9 +42,10 @@ class Engine:
         self.attention, self.attention_key, self.attention_note = self._resolve_attention(self.config.attention)
         self._prefix_caches: dict[tuple[int, ...], object] = {}
         # prefill_tokens: tokens of prefilled rows (the cached prefix apart); calls: engine calls
-        # (one prefill + one decode loop each); decoded_rows: rows those calls decoded
+        # (one prefill + one decode loop each); decoded_rows: rows those calls decoded; decode_steps:
+        # iterations of those calls' decode loops
         self.stats = {"prefill_tokens": 0, "generated_tokens": 0, "prefix_tokens_encoded": 0, "calls": 0,
-                      "decoded_rows": 0}
+                      "decoded_rows": 0, "decode_steps": 0}
         self._restore_attention: str | None = None  # set by from_model: the user's implementation
         self._was_training = False
 
@@ -346,6 +347,8 @@ class Engine:
         self.stats["generated_tokens"] += sum(len(d.tokens) for d in decoded)
         self.stats["calls"] += 1
         self.stats["decoded_rows"] += sum(len(g) for g in groups)
+        # steps of the decode loop: the longest answer, its EOS step included
+        self.stats["decode_steps"] += max((len(d.tokens) + (d.finish == "eos") for d in decoded), default=0)
         if samples is not None:
             return [[self._answer(method, p, [d], sum(len(r.tokens) for r in plan.rows) + prep.prefix_tokens, seconds)
                      for d, o in zip(decoded, owner, strict=True) if o == q]

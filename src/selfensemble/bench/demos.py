@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from selfensemble.bench.config import BenchConfig
-from selfensemble.bench.sections import _engine_config, _gen, progress
+from selfensemble.bench.sections import engine_config, fixed_gen, progress
 from selfensemble.bench.timing import timed
 
 if TYPE_CHECKING:
@@ -48,14 +48,14 @@ def demo_rows(lm: LoadedModel, config: BenchConfig) -> list[dict]:
     """One row per demonstration mode × timed method, at the largest batch size."""
     from selfensemble.methods import Engine
 
-    bs, gen = max(config.batch_sizes), _gen(config.max_new_tokens)
+    bs, gen = max(config.batch_sizes), fixed_gen(config.max_new_tokens)
     out: list[dict] = []
     for method in config.methods:
         for mode in MODES:
             queries = demo_queries(config, mode)
             # warm-up (compiles, allocator) on its own engine, so no prefix is cached before the timed pass
-            Engine(lm, _engine_config(config, bs)).answer_many(queries[:min(bs, len(queries))], method, gen)
-            engine = Engine(lm, _engine_config(config, bs))
+            Engine(lm, engine_config(config, bs)).answer_many(queries[:min(bs, len(queries))], method, gen)
+            engine = Engine(lm, engine_config(config, bs))
             before = dict(engine.stats)
             run = timed(lambda e=engine, q=queries, m=method: e.answer_many(q, m, gen), lm.device)
             d = {k: engine.stats[k] - v for k, v in before.items()}

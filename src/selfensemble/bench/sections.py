@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from selfensemble.bench.config import BenchConfig
 from selfensemble.bench.questions import QuestionSet, make_queries
 from selfensemble.bench.targets import STORM_COMPILE_TARGET
-from selfensemble.bench.timing import timed
+from selfensemble.bench.timing import count_host_syncs, timed
 
 if TYPE_CHECKING:
     from selfensemble.methods import Query
@@ -39,15 +39,16 @@ def progress(message: str) -> None:
     LOG.info(message)
 
 
-def _gen(max_new_tokens: int):
+def fixed_gen(max_new_tokens: int):
+    """Fixed-length answers (no newline stop): every method decodes the same number of steps unless EOS comes first."""
     from selfensemble.decoding import GenerationConfig
 
-    # fixed-length answers: every method decodes the same number of steps unless EOS comes first
     return GenerationConfig(max_new_tokens=max_new_tokens, stop_at_newline=False)
 
 
 # -- engine rows -------------------------------------------------------------------------------
-def _engine_config(config: BenchConfig, batch_size: int, layout: str = "shared", **overrides: Any):
+def engine_config(config: BenchConfig, batch_size: int, layout: str = "shared", **overrides: Any):
+    """The EngineConfig of a bench row: the bench's attention and flex knobs, this row's batch and layout."""
     from selfensemble.methods import EngineConfig
 
     settings = dict(attention=config.attention, layout=layout, batch_size=batch_size,
@@ -65,14 +66,18 @@ def engine_row(lm: LoadedModel, queries: list[Query], method: str, n: int, batch
     """
     from selfensemble.methods import Engine
 
-    engine = Engine(lm, _engine_config(config, batch_size, layout or "shared"))
-    gen = _gen(config.max_new_tokens)
+    engine = Engine(lm, engine_config(config, batch_size, layout or "shared"))
+    gen = fixed_gen(config.max_new_tokens)
     warm_q = min(max(config.warmup_questions, batch_size), len(queries))
     warm = timed(lambda: engine.answer_many(queries[:warm_q], method, gen), lm.device)
     before = dict(engine.stats)
     run = timed(lambda: engine.answer_many(queries, method, gen), lm.device)
     delta = {k: engine.stats[k] - v for k, v in before.items()}
     q = len(queries)
+    steps = engine.stats["decode_steps"]
+    with count_host_syncs() as syncs:  # an untimed pass: the wrapping costs time
+        engine.answer_many(queries, method, gen)
+    steps = engine.stats["decode_steps"] - steps
     s_per_q = run.seconds / q
     row = {
         "method": method, "n": n, "batch_size": batch_size, "layout": layout, "questions": q,
@@ -87,6 +92,8 @@ def engine_row(lm: LoadedModel, queries: list[Query], method: str, n: int, batch
         "compiles_warmup": warm.compiles, "compiles_timed": run.compiles,
         "peak_rss_mb": max(warm.peak_rss_mb, run.peak_rss_mb), "cuda_peak_mb": run.cuda_peak_mb,
         "attention": engine.attention_note,
+        # every tensor → Python value of a pass (packing and prefill included) ÷ its decode steps
+        "host_syncs_per_step": syncs["syncs"] / max(1, steps),
     }
     return row, run.value
 
@@ -140,6 +147,8 @@ def hf_generate_row(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> di
             warnings.simplefilter("ignore")
             timed(lambda: generate(ids[0]), lm.device)
             run = timed(lambda: sum(generate(t) for t in ids), lm.device)
+            with count_host_syncs() as syncs:  # untimed: HF generate's own syncs, the reference for ours
+                steps = sum(generate(t) for t in ids)
     finally:
         lm.model.set_attn_implementation(ATTN_IMPLEMENTATION)
     q = len(ids)
@@ -148,7 +157,8 @@ def hf_generate_row(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> di
             "prefill_tokens_per_q": sum(map(len, ids)) / q, "prefix_tokens_encoded": 0,
             "generated_tokens": run.value, "gen_tokens_per_s": run.value / run.seconds,
             "warmup_seconds": None, "compile_seconds": None, "compiles_warmup": 0, "compiles_timed": run.compiles,
-            "peak_rss_mb": run.peak_rss_mb, "cuda_peak_mb": run.cuda_peak_mb, "attention": "sdpa (HF generate)"}
+            "peak_rss_mb": run.peak_rss_mb, "cuda_peak_mb": run.cuda_peak_mb, "attention": "sdpa (HF generate)",
+            "host_syncs_per_step": syncs["syncs"] / max(1, steps)}
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -171,7 +181,7 @@ def naive_row(lm: LoadedModel, queries: list[Query], method: str, n: int, config
 
     spec = get_method(method)
     fuse = spec.fusion_fn()
-    plans = [plan_rows(method, build_parts(lm.tokenizer, q.fmt, list(q.prompts)), None, _engine_config(config, 1),
+    plans = [plan_rows(method, build_parts(lm.tokenizer, q.fmt, list(q.prompts)), None, engine_config(config, 1),
                        False)
              for q in queries]
 
@@ -188,7 +198,7 @@ def naive_row(lm: LoadedModel, queries: list[Query], method: str, n: int, config
            "cached_s_per_q": cached["s_per_q"] if cached else None, "speedup": None, "agree": None}
     if cached:
         row["speedup"] = row["s_per_q"] / cached["s_per_q"]
-    knobs = _engine_config(config, 1).attention_fusion.active
+    knobs = engine_config(config, 1).attention_fusion.active
     if cached_answers is not None and not (spec.packs_prompts and knobs):  # the reference has no fusion knobs
         row["agree"] = sum(a.tokens == t for a, t in zip(cached_answers, run.value, strict=False))
     return row
@@ -231,14 +241,14 @@ def prefix_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> list[d
 
     n = config.target_n
     queries = make_queries(qs, n)
-    gen = _gen(1)
+    gen = fixed_gen(1)
     out = []
     for method, layout, reuse in PREFIX_SETTINGS:
         if method not in config.methods:
             continue
         # the full layout shares one prefix encoding only when its copies sit at the same (restarted) positions
         pos = {"positions": "restart"} if layout == "full" else {}
-        engine = Engine(lm, _engine_config(config, 1, layout or "shared", reuse_prefix=reuse, **pos))
+        engine = Engine(lm, engine_config(config, 1, layout or "shared", reuse_prefix=reuse, **pos))
         engine.answer_many(queries[:1], method, gen)  # warm-up; encodes the prefix if reused
         before = engine.stats["prefill_tokens"]
         run = timed(lambda e=engine, m=method: e.answer_many(queries, m, gen), lm.device)
@@ -267,9 +277,9 @@ def storm_run(lm: LoadedModel, queries: list[Query], pad_multiple: int, config: 
 
     if config.compile_flex:
         torch._dynamo.reset()  # as if a fresh process: earlier sections' graphs do not count
-    probe = timed(lambda: Engine(lm, replace(_engine_config(config, 1), pad_multiple=pad_multiple)), lm.device)
+    probe = timed(lambda: Engine(lm, replace(engine_config(config, 1), pad_multiple=pad_multiple)), lm.device)
     engine = probe.value
-    run = timed(lambda: engine.answer_many(queries, STORM_METHOD, _gen(config.storm_new_tokens)), lm.device)
+    run = timed(lambda: engine.answer_many(queries, STORM_METHOD, fixed_gen(config.storm_new_tokens)), lm.device)
     lengths = set()
     for q in queries:
         parts = build_parts(lm.tokenizer, q.fmt, list(q.prompts))

@@ -24,10 +24,11 @@ def _table(headers: Sequence[str], lines: Sequence[Sequence[Any]]) -> str:
 
 def _engine_table(rows: list[dict]) -> str:
     headers = ("method", "N", "batch", "layout", "s/q", "× origin", "× HF", "q/s", "prefill tok/q",
-               "gen tok/s", "compile s", "compiles warm/timed", "peak RSS MB", "CUDA peak MB", "attention")
+               "gen tok/s", "syncs/step", "compile s", "compiles warm/timed", "peak RSS MB", "CUDA peak MB", "attention")
     lines = [(r["method"], r["n"], r["batch_size"], r["layout"], r["s_per_q"], r["ratio_vs_origin"],
               r["ratio_vs_hf"], r["q_per_s"], round(r["prefill_tokens_per_q"], 1), round(r["gen_tokens_per_s"], 1),
-              r["compile_seconds"], f"{r['compiles_warmup']}/{r['compiles_timed']}", round(r["peak_rss_mb"]),
+              r.get("host_syncs_per_step"), r["compile_seconds"], f"{r['compiles_warmup']}/{r['compiles_timed']}",
+              round(r["peak_rss_mb"]),
               round(r["cuda_peak_mb"]) if r["cuda_peak_mb"] is not None else None, r["attention"])
              for r in rows]
     return _table(headers, lines)

@@ -5,6 +5,7 @@ This is the small part any timing script needs; it knows nothing about methods o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import threading
@@ -81,6 +82,37 @@ def timed(fn: Callable[[], Any], device: Any) -> Timed:
         seconds = time.perf_counter() - t0
     cuda_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
     return Timed(seconds, compile_count() - c0, rss.mb, cuda_mb, value)
+
+
+#: Tensor methods that copy a value to the host (on a GPU each waits for the device's queue to drain)
+SYNC_METHODS = ("tolist", "item", "__bool__", "__int__", "__float__")
+
+
+@contextlib.contextmanager
+def count_host_syncs():
+    """Count calls of ``SYNC_METHODS`` on any tensor inside the block; yields a one-key dict ``{"syncs": n}``.
+
+    Counted by wrapping the methods, so it sees CPU tensors too (where a "sync" is free): the
+    number is what a GPU would wait on. Wrapping slows the block down; do not time it.
+    """
+    import torch
+
+    counter = {"syncs": 0}
+    saved = {name: getattr(torch.Tensor, name) for name in SYNC_METHODS}
+
+    def wrap(fn):
+        def counted(self, *args, **kwargs):
+            counter["syncs"] += 1
+            return fn(self, *args, **kwargs)
+        return counted
+
+    for name, fn in saved.items():
+        setattr(torch.Tensor, name, wrap(fn))
+    try:
+        yield counter
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.Tensor, name, fn)
 
 
 def _git_commit() -> tuple[str | None, bool | None]:
