@@ -19,10 +19,10 @@ from selfensemble.experiment import RunConfig
 DEMO_METHODS = ["origin", "per_prompt", "vote", "avg", "max", "flex"]
 DEFAULT_LIMIT = 100  # 20 facts per relation of the sample's 5
 DEFAULT_MAX_NEW_TOKENS = 8  # cloze answers are a word or a name; a newline ends them sooner
-# Measured: 40 facts, all six methods, N = 5, one torch thread took 125 s of CPU (about 20 s of it
-# loading the model), i.e. ~2.6 s per fact; on 2 free cores wall time ≈ CPU time. A busy machine
-# takes longer (the same run took 9 min 45 s of wall time at load average ~8).
-_START_S, _PER_FACT_S = 20.0, 2.6
+# Measured: the default demo (100 facts, all six methods, N = 5) took 6 min 12 s of wall time and
+# 11.6 CPU-minutes on a quiet 2-core machine (`/usr/bin/time selfensemble demo`), about 20 s of it
+# loading the model: ~3.5 s of wall time per fact. A busy machine takes longer.
+_START_S, _PER_FACT_S = 20.0, 3.5
 
 
 def demo_config(out: Path | str, limit: int = DEFAULT_LIMIT, num_paraphrases: int = 5,
