@@ -62,7 +62,7 @@ def capture(monkeypatch):
     monkeypatch.setattr("selfensemble.maskplot.build_parts", lambda *a, **k: None)
     # run / demo / interactive: the experiment opens its backend from the run's LoadSpec and EngineConfig
     monkeypatch.setattr("selfensemble.cli.run.run_experiment", lambda cfg, *a, **k: open_backend(
-        BackendConfig(), cfg.load_spec(), cfg.engine_config(), Console(quiet=True)))
+        BackendConfig(), cfg.load, cfg.engine, Console(quiet=True)))
 
     def run_benchmark(config):  # bench: the engine of the first (default) flex layout
         from selfensemble.bench.sections import _engine_config
