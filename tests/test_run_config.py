@@ -185,3 +185,38 @@ def test_run_flags_keep_their_names_and_meaning(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["run", "--model", "random:llama", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert seen["cfg"].gate.enabled is None  # no --gate/--no-gate: on for generated paraphrases only
+
+
+# -- the checked-in confirmatory runs (flat manifests) ----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIRM_RUNS = ROOT / "benchmarks" / "results" / "confirm" / "runs.tar.gz"
+
+
+def test_checked_in_confirm_runs_would_resume_under_the_nested_config():
+    """Each of the 28 flat manifests of the confirmatory run reads as the nested config confirm.py
+    builds today for that cell, so `confirm.py run` resumes them (data_path is this machine's)."""
+    import tarfile
+
+    from selfensemble.data import default_data_dir
+    from selfensemble.store_config import config_differences
+
+    if default_data_dir() is None:
+        pytest.skip("no shared data folder: confirm.py builds its configs from it")
+    spec = importlib.util.spec_from_file_location("confirm", ROOT / "benchmarks" / "experiments" / "confirm.py")
+    confirm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(confirm)
+    conf, checked = confirm.load_config(), 0
+    with tarfile.open(CONFIRM_RUNS) as tar:
+        for member in tar:
+            if not member.name.endswith("/manifest.json"):
+                continue
+            model, dataset, method = member.name.split("/")[-4:-1]
+            stored = json.loads(tar.extractfile(member).read())["config"]
+            assert not is_nested(stored)
+            given = confirm.run_config(conf, model, dataset, Path(stored["out"])).method_config(method)
+            diffs = config_differences(nested_config(stored), given)
+            diffs.pop("data_path", None)
+            assert diffs == {}, member.name
+            checked += 1
+    assert checked >= 28
