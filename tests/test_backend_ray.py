@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 
 from selfensemble.backends import BackendConfig
+from selfensemble.engine_config import EngineConfig
+from selfensemble.engine_factory import LoadSpec
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.experiment import RunConfig, run_experiment
+from selfensemble.experiment import GateSettings, RunConfig, run_experiment
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs Ray (pip install 'selfensemble[ray]')"),
@@ -105,8 +107,9 @@ def dataset(tmp_path_factory) -> Path:
 def _cfg(data: Path, out: Path, **kw) -> RunConfig:
     base = dict(dataset="jsonl", data_path=str(data), dataset_options={"paraphrase_columns": ["paraphrases"],
                                                                        "id_column": "id"},
-                num_paraphrases=3, few_shot=2, model="random:llama", attention="sdpa", batch_size=4,
-                max_new_tokens=4, out=str(out), methods=list(METHODS))
+                num_paraphrases=3, few_shot=2, load=LoadSpec("random:llama"),
+                engine=EngineConfig(attention="sdpa", batch_size=4), max_new_tokens=4, out=str(out),
+                methods=list(METHODS))
     base.update(kw)
     return RunConfig(**base)
 
@@ -176,8 +179,8 @@ def test_paraphrases_written_on_ray_are_the_local_ones(ray_head, dataset, tmp_pa
     def written(backend: BackendConfig | None, name: str) -> tuple[dict, dict]:
         monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / name / "cache"))  # nothing shared between them
         out = tmp_path / name
-        run_experiment(_cfg(dataset, out, limit=4, num_paraphrases=4, methods=["per_prompt"], gate=False),
-                       backend=backend)
+        run_experiment(_cfg(dataset, out, limit=4, num_paraphrases=4, methods=["per_prompt"],
+                            gate=GateSettings(enabled=False)), backend=backend)
         manifest = json.loads((out / "per_prompt" / "manifest.json").read_text())
         return {rid: r["prompts"] for rid, r in _records(out / "per_prompt").items()}, manifest
 

@@ -62,7 +62,7 @@ def capture(monkeypatch):
     monkeypatch.setattr("selfensemble.maskplot.build_parts", lambda *a, **k: None)
     # run / demo / interactive: the experiment opens its backend from the run's LoadSpec and EngineConfig
     monkeypatch.setattr("selfensemble.cli.run.run_experiment", lambda cfg, *a, **k: open_backend(
-        BackendConfig(), cfg.load_spec(), cfg.engine_config(), Console(quiet=True)))
+        BackendConfig(), cfg.load, cfg.engine, Console(quiet=True)))
 
     def run_benchmark(config):  # bench: the engine of the first (default) flex layout
         from selfensemble.bench.sections import engine_config
@@ -101,8 +101,16 @@ def _lm_eval(tmp: Path) -> EngineConfig:
     return _cli("lm-eval", "--tasks", "anything", "--model", "random:llama", "--out", str(tmp))
 
 
+def _run_config_api() -> EngineConfig:
+    """A RunConfig built without an engine: its EngineConfig is built (and reads defaults.py) then."""
+    from selfensemble.experiment import RunConfig
+
+    return RunConfig().engine
+
+
 ENTRY_POINTS = {
     "python-api": lambda tmp: _api(),
+    "run-config-api": lambda tmp: _run_config_api(),
     "ask": lambda tmp: _cli("ask", "Q?", "-p", "R?", "--model", "random:llama"),
     "run": lambda tmp: _cli("run", "--model", "random:llama", "--method", "flex", "--out", str(tmp)),
     "bench": lambda tmp: _cli("bench", "--tiny"),

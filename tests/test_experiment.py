@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from selfensemble.engine_factory import LoadSpec
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.experiment import SAMPLE_DATA, RunConfig, run_experiment
 
@@ -36,9 +37,11 @@ def engine():
 
 
 def cfg(out: Path, **kw) -> RunConfig:
+    from selfensemble.methods import EngineConfig
+
     base = dict(dataset="jsonl", data_path=str(SAMPLE_DATA), dataset_options=SAMPLE_OPTS, num_paraphrases=3,
-                few_shot=0, model="random:llama", attention="sdpa", batch_size=4, max_new_tokens=3, out=str(out),
-                methods=["origin"])
+                few_shot=0, load=LoadSpec("random:llama"), engine=EngineConfig(attention="sdpa", batch_size=4),
+                max_new_tokens=3, out=str(out), methods=["origin"])
     base.update(kw)
     return RunConfig(**base)
 

@@ -132,10 +132,13 @@ def loglikelihoods(results: dict, task: str) -> list[tuple[float, bool]]:
 # -- generation: the same predictions as `selfensemble run` ----------------------------------------------
 @pytest.mark.parametrize("method", ["origin", "avg", "flex"])
 def test_generate_until_matches_selfensemble_run(tmp_path, engine, method):
+    from selfensemble.engine_factory import LoadSpec
     from selfensemble.experiment import SAMPLE_DATA, RunConfig, load_items, run_experiment
+    from selfensemble.methods import EngineConfig
 
     cfg = RunConfig(dataset="jsonl", data_path=str(SAMPLE_DATA), limit=10, few_shot=2, num_paraphrases=3,
-                    methods=[method], model="random:llama", attention="sdpa", max_new_tokens=6,
+                    methods=[method], load=LoadSpec("random:llama"), engine=EngineConfig(attention="sdpa"),
+                    max_new_tokens=6,
                     dataset_options={"paraphrase_columns": ["paraphrases"], "id_column": "id"}, out=str(tmp_path / "run"))
     ds, items = load_items(cfg)
     docs = []

@@ -173,7 +173,8 @@ def test_cache_key_changes_with_gate_settings(tmp_path):
 def test_fewer_survivors_run_with_fewer_prompts_and_the_record_says_so(tmp_path, monkeypatch):
     from rich.console import Console
 
-    from selfensemble.experiment import RunConfig, ensure_paraphrases
+    from selfensemble.engine_factory import LoadSpec
+    from selfensemble.experiment import GateSettings, RunConfig, ensure_paraphrases
     from selfensemble.methods import Answer
     from selfensemble.records import make_record as _record
 
@@ -181,7 +182,7 @@ def test_fewer_survivors_run_with_fewer_prompts_and_the_record_says_so(tmp_path,
     q = "who plays ken barlow in coronation street?"
     eng = ScriptedEngine(["Which actor plays Ken Barlow in Coronation Street?",
                           "Who plays Clint Eastwood in Coronation Street?"] + ["What is the capital of Australia?"] * 40)
-    cfg = RunConfig(num_paraphrases=3, model="scripted")  # 2 paraphrases wanted, 6 candidates
+    cfg = RunConfig(num_paraphrases=3, load=LoadSpec("scripted"))  # 2 paraphrases wanted, 6 candidates
     [item] = ensure_paraphrases(eng, cfg, [Item("i1", (q,), ("Tony Warren",))], Console(quiet=True))
     assert item.prompts == (q, "Which actor plays Ken Barlow in Coronation Street?")  # no pad
     gate = item.meta["paraphrase_gate"]
@@ -195,7 +196,8 @@ def test_fewer_survivors_run_with_fewer_prompts_and_the_record_says_so(tmp_path,
     # --no-gate: the old behaviour, every acceptable candidate, no gate record
     eng = ScriptedEngine(["Which actor plays Ken Barlow in Coronation Street?",
                           "Who plays Clint Eastwood in Coronation Street?"] + ["Same?"] * 40)
-    [item] = ensure_paraphrases(eng, RunConfig(num_paraphrases=3, model="scripted2", gate=False),
+    [item] = ensure_paraphrases(eng, RunConfig(num_paraphrases=3, load=LoadSpec("scripted2"),
+                                                     gate=GateSettings(enabled=False)),
                                 [Item("i1", (q,), ("Tony Warren",))], Console(quiet=True))
     assert len(item.prompts) == 3 and "paraphrase_gate" not in item.meta
 
@@ -203,13 +205,13 @@ def test_fewer_survivors_run_with_fewer_prompts_and_the_record_says_so(tmp_path,
 def test_dataset_paraphrases_are_not_gated_unless_asked(tmp_path):
     from rich.console import Console
 
-    from selfensemble.experiment import RunConfig, ensure_paraphrases
+    from selfensemble.experiment import GateSettings, RunConfig, ensure_paraphrases
 
     q = "who plays ken barlow in coronation street?"
     it = Item("i1", (q, "Which actor plays Ken Barlow in Coronation Street?", "What is the capital of Australia?"),
               ("Tony Warren",))
     assert ensure_paraphrases(None, RunConfig(num_paraphrases=3), [it], Console(quiet=True)) == [it]
-    [gated] = ensure_paraphrases(None, RunConfig(num_paraphrases=3, gate=True), [it], Console(quiet=True))
+    [gated] = ensure_paraphrases(None, RunConfig(num_paraphrases=3, gate=GateSettings(enabled=True)), [it], Console(quiet=True))
     assert gated.prompts == it.prompts[:2] and "only 1 of 2" in gated.meta["paraphrase_gate"]["note"]
 
 

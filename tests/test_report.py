@@ -165,6 +165,25 @@ def test_report_accepts_run_dirs_directly_and_groups_models(tmp_path):
     assert not (tmp_path / "report.json").exists()
 
 
+def test_report_reads_flat_and_nested_manifests_alike(tmp_path):
+    """A run folder from before nested manifests (model at the top) and a new one (model under
+    "load") of the same model and dataset are one group, so they are paired."""
+    from selfensemble.engine_factory import LoadSpec
+    from selfensemble.experiment import RunConfig
+
+    _write(tmp_path, "origin", _records(ORIGIN), {"model": "m", "dataset": "toy", "batch_size": 8, "gate": None})
+    nested = RunConfig(dataset="toy", num_paraphrases=3, load=LoadSpec("m")).method_config("avg")
+    assert "model" not in nested and nested["load"]["model"] == "m"
+    with RunStore(tmp_path / "avg", nested) as store:
+        for r in _records(AVG):
+            store.append(r)
+    result = compute_report([tmp_path], None)
+    assert [(r["method"], r["model"], r["dataset"]) for r in result["runs"]] == [("origin", "m", "toy"),
+                                                                                 ("avg", "m", "toy")]
+    assert [(d["method"], d["model"]) for d in result["comparisons"]] == [("avg", "m")]
+    assert result["comparisons"][0]["diff_mean"] == pytest.approx(0.2)
+
+
 def test_find_runs_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SelfEnsembleError, match="no results.jsonl"):

@@ -20,6 +20,7 @@ import pytest
 
 from selfensemble.data.base import Item
 from selfensemble.decoding import candidate_seed, derive_seed
+from selfensemble.engine_factory import LoadSpec
 from selfensemble.experiment import RunConfig, _weights, paraphrase_items
 from selfensemble.methods import Query
 from selfensemble.paraphrase import ParaphraseCache, ParaphraseConfig
@@ -79,7 +80,7 @@ def _paraphrase(engine) -> dict:
     return paraphrase_items(lambda: engine, "stub", "kill", _items(), PCFG, NullProgress()).data
 
 
-CCFG = RunConfig(model="stub", confidence_samples=3, seed=0)
+CCFG = RunConfig(load=LoadSpec("stub", seed=0), confidence_samples=3)
 
 
 def _queries() -> list[Query]:

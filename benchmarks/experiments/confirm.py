@@ -50,10 +50,15 @@ def source_commit() -> str | None:
 
 def run_config(conf: dict, model: str, dataset: str, out: Path):
     """The RunConfig of one (model, dataset) cell, from confirm.json alone."""
-    from selfensemble.experiment import RunConfig
+    from selfensemble.engine_config import EngineConfig
+    from selfensemble.engine_factory import LoadSpec
+    from selfensemble.experiment import GateSettings, RunConfig
 
     spec = conf["datasets"][dataset]
-    common = dict(conf["run"], model=model, methods=list(conf["methods"]), limit=spec["limit"], out=str(out))
+    common = dict(conf["run"], methods=list(conf["methods"]), limit=spec["limit"], out=str(out))
+    # confirm.json's run settings are flat: the seed and batch size belong to the load and the engine
+    common.update(load=LoadSpec(model=model, seed=common.pop("seed")),
+                  engine=EngineConfig(batch_size=common.pop("batch_size")))
     if "paraphrases" not in spec:
         return RunConfig(dataset=dataset, data_path=str(data_dir() / ('pararel' if dataset == 'pararel' else 'webquestions')), dataset_options=spec["dataset_options"],
                          **common)
@@ -62,23 +67,24 @@ def run_config(conf: dict, model: str, dataset: str, out: Path):
     opts = {"paraphrase_columns": "paraphrases", "id_column": "id",
             "train_path": str(data_dir() / "webquestions" / "train.jsonl")}
     return RunConfig(dataset="jsonl", data_path=str(ROOT / spec["paraphrases"]), dataset_options=opts,
-                     gate=False, **common)
+                     gate=GateSettings(enabled=False), **common)
 
 
 def write_paraphrases(conf: dict) -> Path:
     """WebQuestions heldout questions with the writer model's gated paraphrases, saved as JSONL."""
     from rich.console import Console
 
-    from selfensemble.engine_factory import build_engine
-    from selfensemble.experiment import RunConfig, ensure_paraphrases, load_items
+    from selfensemble.engine_factory import LoadSpec, build_engine
+    from selfensemble.experiment import GateSettings, RunConfig, ensure_paraphrases, load_items
 
     spec = conf["datasets"]["webqa"]
     cfg = RunConfig(dataset="webqa", data_path=str(data_dir() / "webquestions"), split=conf["run"]["split"],
-                    limit=spec["limit"], num_paraphrases=conf["run"]["num_paraphrases"], seed=conf["run"]["seed"],
-                    model=conf["paraphrases"]["writer"], gate=conf["paraphrases"]["gate"])
+                    limit=spec["limit"], num_paraphrases=conf["run"]["num_paraphrases"],
+                    load=LoadSpec(model=conf["paraphrases"]["writer"], seed=conf["run"]["seed"]),
+                    gate=GateSettings(enabled=conf["paraphrases"]["gate"]))
     _, items = load_items(cfg)
     console = Console(stderr=True)
-    engine = build_engine(cfg.load_spec(), cfg.engine_config())
+    engine = build_engine(cfg.load, cfg.engine)
     items = ensure_paraphrases(engine, cfg, items, console)
     path = ROOT / spec["paraphrases"]
     with path.open("w", encoding="utf-8") as fh:
@@ -101,7 +107,7 @@ def run(conf: dict, model: str, out: Path, datasets: list[str], allow_mixed: boo
     for dataset in datasets:
         cfg = run_config(conf, model, dataset, out / model / dataset)
         cfg.allow_mixed = allow_mixed  # resume under another version: each new record carries its provenance
-        engine = engine or build_engine(cfg.load_spec(), cfg.engine_config())
+        engine = engine or build_engine(cfg.load, cfg.engine)
         paraphrases = conf["datasets"][dataset].get("paraphrases")
         if paraphrases:
             check_complete(ROOT / paraphrases, conf["run"]["num_paraphrases"] - 1)

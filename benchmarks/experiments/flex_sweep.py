@@ -68,11 +68,12 @@ def _done(path: Path) -> set[tuple]:
 def load(dataset: str, fmt: str, n: int, seed: int):
     """A seeded sample of n items spread over groups (relations), with their few-shot queries' parts."""
     from selfensemble.data._common import round_robin
+    from selfensemble.engine_factory import LoadSpec
     from selfensemble.experiment import RunConfig, load_items
 
     opts = {"demo": "single" if fmt == "chat" else fmt} if dataset == "pararel" else {}
     path = DATA / ("pararel" if dataset == "pararel" else "webquestions")
-    cfg = RunConfig(dataset=dataset, data_path=str(path), seed=seed, dataset_options=opts, split="dev",
+    cfg = RunConfig(dataset=dataset, data_path=str(path), load=LoadSpec(seed=seed), dataset_options=opts, split="dev",
                     limit=None if dataset == "pararel" else n, chat=fmt == "chat")
     ds, items = load_items(cfg)
     if dataset == "pararel":

@@ -92,7 +92,7 @@ def run(args) -> None:
     torch.set_num_threads(1)
     from rich.console import Console
 
-    from selfensemble.experiment import RunConfig, run_method
+    from selfensemble.experiment import GateSettings, RunConfig, run_method
     from selfensemble.methods import Engine, EngineConfig, Query
     from selfensemble.models import load_model
     from selfensemble.prompts import PromptFormat
@@ -110,7 +110,8 @@ def run(args) -> None:
         limit = args.confidence_limit if weights == "confidence" else len(v_items)
         v_items = v_items[:limit]
         cfg = RunConfig(dataset="webqa", split="dev", methods=[method], num_paraphrases=N_PROMPTS,
-                        weights=weights or "confidence", out=str(out / variant), gate=variant != "nogate")
+                        weights=weights or "confidence", out=str(out / variant),
+                        gate=GateSettings(enabled=variant != "nogate"))
         queries = [Query(list(it.prompts), PromptFormat(instruction=ds.instruction,
                                                         examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed))))
                    for it in v_items]

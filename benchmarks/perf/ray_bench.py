@@ -73,14 +73,14 @@ def run_once(backend_cfg, cfg, workers: int) -> dict:
 
     console = Console(file=io.StringIO())
     t0 = time.perf_counter()
-    engine = Timed(open_backend(backend_cfg, cfg.load_spec(), cfg.engine_config(), console))
+    engine = Timed(open_backend(backend_cfg, cfg.load, cfg.engine, console))
     t_ready = time.perf_counter()
     try:
         run_experiment(cfg, console=console, engine=engine)
     finally:
         engine.inner.close()
     s, n = engine.stamps, len(engine.stamps)
-    first_batch = min(cfg.batch_size, n)
+    first_batch = min(cfg.engine.batch_size, n)
     records = [json.loads(x) for x in (Path(cfg.out) / "results.jsonl").read_text().splitlines()]
     return {"backend": backend_cfg.name, "workers": workers, "items": n, "ready_s": t_ready - t0,
             "startup_s": s[0] - t0, "total_s": s[-1] - t0, "run_s": s[-1] - t_ready,
@@ -106,6 +106,8 @@ def main() -> None:
 
     torch.set_num_threads(1)  # the local engine gets one core; each Ray actor gets its --cpus-per-worker (1)
     from selfensemble.backends import BackendConfig
+    from selfensemble.engine_config import EngineConfig
+    from selfensemble.engine_factory import LoadSpec
     from selfensemble.experiment import RunConfig
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,7 +115,8 @@ def main() -> None:
         write_dataset(data, args.items)
         base = dict(dataset="jsonl", data_path=str(data), dataset_options={"paraphrase_columns": ["paraphrases"],
                                                                            "id_column": "id"},
-                    num_paraphrases=3, few_shot=2, model=args.model, attention="sdpa", batch_size=args.batch_size,
+                    num_paraphrases=3, few_shot=2, load=LoadSpec(model=args.model),
+                    engine=EngineConfig(attention="sdpa", batch_size=args.batch_size),
                     max_new_tokens=args.max_new_tokens, methods=[args.method], subfolders=False)
         local = run_once(BackendConfig("local"), RunConfig(**base, out=f"{tmp}/local"), 1)
         ray = run_once(BackendConfig("ray", args.ray_address, args.workers),

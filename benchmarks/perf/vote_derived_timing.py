@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from selfensemble.engine_factory import LoadSpec
 from selfensemble.experiment import SAMPLE_DATA, RunConfig, run_experiment
 from selfensemble.methods import Engine, EngineConfig
 from selfensemble.models import load_model
@@ -26,9 +27,10 @@ def main(model: str) -> None:
     console = Console(file=io.StringIO())
 
     def timed(out: Path, methods: list[str]) -> float:
-        cfg = RunConfig(dataset="jsonl", data_path=str(SAMPLE_DATA), num_paraphrases=5, few_shot=0, model=model,
+        cfg = RunConfig(dataset="jsonl", data_path=str(SAMPLE_DATA), num_paraphrases=5, few_shot=0,
+                        load=LoadSpec(model=model),
                         dataset_options={"paraphrase_columns": ["paraphrases"], "id_column": "id"},
-                        attention="sdpa", batch_size=8, max_new_tokens=8, out=str(out), methods=methods)
+                        engine=engine.config, max_new_tokens=8, out=str(out), methods=methods)
         t0 = time.perf_counter()
         run_experiment(cfg, console, engine)
         return time.perf_counter() - t0

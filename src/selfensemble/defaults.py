@@ -22,7 +22,7 @@ FLEX_RESCALE = True
 FLEX_TEMPERATURE = 1.0
 FLEX_SCALE = 1.0
 
-#: The flex knobs by their EngineConfig / RunConfig / CLI option names.
+#: The flex knobs by their EngineConfig / CLI option names (a RunConfig holds an EngineConfig).
 FLEX_KNOBS = ("layout", "positions", "rescale", "fusion_temperature", "fusion_scale")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from selfensemble.engine_factory import LoadSpec
 from selfensemble.experiment import RunConfig
 
 DEMO_METHODS = ["origin", "per_prompt", "vote", "avg", "max", "flex"]
@@ -32,7 +33,7 @@ def demo_config(out: Path | str, limit: int = DEFAULT_LIMIT, num_paraphrases: in
     from selfensemble.data.bundled import sample_path
 
     return RunConfig(dataset="pararel", data_path=str(sample_path("pararel")), limit=limit,
-                     num_paraphrases=num_paraphrases, methods=list(DEMO_METHODS), model=model,
+                     num_paraphrases=num_paraphrases, methods=list(DEMO_METHODS), load=LoadSpec(model=model),
                      max_new_tokens=max_new_tokens, out=str(out))
 
 

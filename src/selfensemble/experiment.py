@@ -8,99 +8,22 @@ resumes where it stopped. Timing is measured after a warm-up batch, so methods c
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from selfensemble import defaults
 from selfensemble.data.base import Dataset, Item
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.progress import NotesConsole, as_progress
 from selfensemble.records import demo_answers, make_record, vote_record
+from selfensemble.run_config import GateSettings, RunConfig, nested_config
+
+__all__ = ["SAMPLE_DATA", "GateSettings", "RunConfig", "ensure_paraphrases", "load_items", "paraphrase_items",
+           "run_experiment", "run_method"]
 
 if TYPE_CHECKING:
     from selfensemble.backends import Backend
 
 SAMPLE_DATA = Path(__file__).parent / "samples" / "trivia.jsonl"
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines a run (saved in the manifest; resuming requires the same values)."""
-
-    dataset: str = "webqa"
-    data_path: str | None = None
-    split: str = "test"
-    limit: int | None = None
-    methods: list[str] = field(default_factory=lambda: ["origin"])
-    num_paraphrases: int = 5
-    prompt_indices: list[int] | None = None
-    few_shot: int = 5
-    demos: str = "per-item"  # data.base.DEMO_MODES: per-item demonstrations, or one shared set per group
-    seed: int = 0
-    model: str = "smollm2-135m"
-    device: str = "cpu"
-    dtype: str = "auto"
-    device_map: str | None = None
-    revision: str | None = None
-    trust_remote_code: bool = False
-    batch_size: int = 8
-    max_new_tokens: int = 16
-    attention: str | None = None
-    layout: str = field(default_factory=defaults.factory("layout"))  # flex knobs: defaults.py, read when built
-    positions: str = field(default_factory=defaults.factory("positions"))
-    rescale: bool = field(default_factory=defaults.factory("rescale"))
-    fusion_temperature: float = field(default_factory=defaults.factory("fusion_temperature"))
-    fusion_scale: float = field(default_factory=defaults.factory("fusion_scale"))
-    chat: bool = False
-    match: str = "contains"  # scoring.DEFAULT_MATCH: gold inside the answer as whole words
-    confidence_samples: int = 4
-    weights: str = "confidence"  # weighted_*: confidence (sampled) | entropy | agreement (per decode step)
-    gate: bool | None = None  # None: on for generated paraphrases, off for a dataset's own
-    min_similarity: float | None = None  # None: paraphrase_gate.DEFAULT_MIN_SIMILARITY of the embedder
-    embedder: str = "wordllama"
-    entity_guard: bool = False  # paraphrase_gate.DEFAULT_ENTITY_GUARD (measured: no gain in accuracy)
-    dataset_options: dict = field(default_factory=dict)
-    out: str = "runs/experiment"
-    subfolders: bool = True
-    allow_mixed: bool = False  # resume under other versions / attention path, provenance per record
-
-    def gate_config(self, generated: bool):
-        """The paraphrase gate for generated (True) or dataset (False) paraphrases."""
-        from selfensemble.paraphrase_gate import GateConfig
-
-        on = self.gate if self.gate is not None else generated
-        return GateConfig(enabled=on, embedder=self.embedder, entity_guard=self.entity_guard,
-                          min_similarity=self.min_similarity)
-
-    def load_spec(self):
-        """The engine_factory.LoadSpec of this run's model (what the local engine and every Ray actor load)."""
-        from selfensemble.engine_factory import LoadSpec
-
-        return LoadSpec(model=self.model, device=self.device, dtype=self.dtype, seed=self.seed,
-                        device_map=self.device_map, revision=self.revision, trust_remote_code=self.trust_remote_code)
-
-    def engine_config(self):
-        """The methods.EngineConfig every engine of this run runs (validated when built)."""
-        from selfensemble.methods import EngineConfig
-
-        return EngineConfig(attention=self.attention, layout=self.layout, positions=self.positions,
-                            rescale=self.rescale, fusion_temperature=self.fusion_temperature,
-                            fusion_scale=self.fusion_scale, batch_size=self.batch_size)
-
-    def method_config(self, method: str) -> dict:
-        """The manifest config of one method's run (other methods' names don't define it)."""
-        d = asdict(self)
-        d.pop("methods")
-        d.pop("subfolders")
-        d.pop("allow_mixed")
-        for key in ("device_map", "revision", "trust_remote_code"):  # recorded when set; older manifests lack them
-            if not d[key]:
-                d.pop(key)
-        if d["demos"] == "shared":  # older manifests lack the key: they drew shared demonstrations
-            d.pop("demos")
-        d["method"] = method
-        return d
 
 
 def load_items(cfg: RunConfig) -> tuple[Dataset, list[Item]]:
@@ -116,17 +39,17 @@ def load_items(cfg: RunConfig) -> tuple[Dataset, list[Item]]:
 def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], progress=None) -> list[Item]:
     """Questions with fewer than N prompts get model-written paraphrases (cached on disk).
 
-    Generated paraphrases pass the gate (paraphrase_gate.py) unless ``cfg.gate`` is False; a
+    Generated paraphrases pass the gate (paraphrase_gate.py) unless ``cfg.gate.enabled`` is False; a
     question whose candidates mostly fail is asked through fewer prompts, and its record says so
     (``paraphrase_gate`` in the item's meta → the run records). A dataset's own paraphrases are
-    screened only when ``cfg.gate`` is True. Fill-in-the-blank items (templates with [MASK]) keep
+    screened only when ``cfg.gate.enabled`` is True. Fill-in-the-blank items (templates with [MASK]) keep
     the templates their dataset has: a relation with fewer than N templates is asked through fewer
     prompts, and the run says so. ``progress``: a progress.Progress (or a console: notes only).
     """
     from selfensemble.paraphrase import ParaphraseConfig
 
     progress = as_progress(console=progress)  # engine: a Backend, or an Engine / engine-like stub (as_backend)
-    items = _screen_dataset_paraphrases(cfg, items) if cfg.gate else items
+    items = _screen_dataset_paraphrases(cfg, items) if cfg.gate.enabled else items
     short = [it for it in items if len(it.prompts) < cfg.num_paraphrases]
     blanks = [it for it in short if "[MASK]" in it.question]
     if blanks:
@@ -137,7 +60,7 @@ def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], progress=None)
         return items
     pcfg = ParaphraseConfig(num_paraphrases=cfg.num_paraphrases - 1, seed=cfg.seed)
     gate = cfg.gate_config(generated=True)
-    cache = paraphrase_items(lambda: engine, cfg.model, cfg.dataset, need, pcfg, progress, gate)
+    cache = paraphrase_items(lambda: engine, cfg.load.model, cfg.dataset, need, pcfg, progress, gate)
     todo = {it.id for it in need}
     out, few = [], 0
     for it in items:
@@ -260,7 +183,7 @@ def _weights(engine, cfg: RunConfig, queries: list, progress) -> list[list[float
         raise SelfEnsembleError(f"Unknown --weights {cfg.weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.")
 
     ccfg = ConfidenceConfig(samples=cfg.confidence_samples, seed=cfg.seed)
-    cache = ConfidenceCache(cfg.model, ccfg)
+    cache = ConfidenceCache(cfg.load.model, ccfg)
     todo = [q for q in queries if any(cache.get(q, i) is None for i in range(len(q.prompts)))]
     if todo:
         size = batch_size(as_backend(engine))
@@ -290,7 +213,7 @@ def _finish(store, engine: Backend, cfg: RunConfig, method: str, session: dict) 
 
     records = store.records()
     metrics = summarize(records, store.manifest())
-    metrics.update(method=method, model=cfg.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
+    metrics.update(method=method, model=cfg.load.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
                    attention=engine.attention_note)
     store.write_metrics(metrics)
     manifest = store.manifest()
@@ -306,7 +229,8 @@ def _open_store(engine: Backend, cfg: RunConfig, method: str, out: Path):
 
     # a Ray pool learns its attention path from its first answers (see _answer_todo)
     path = engine.attention_key if engine.attention_known else None
-    return RunStore(out, cfg.method_config(method), attention_path=path, allow_mixed=cfg.allow_mixed).open()
+    return RunStore(out, cfg.method_config(method), attention_path=path, allow_mixed=cfg.allow_mixed,
+                    upgrade=nested_config).open()  # a folder from before nested manifests resumes
 
 
 def _answer_todo(engine: Backend, cfg: RunConfig, method: str, items: list[Item], queries: list, todo: list[int],
@@ -420,7 +344,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     if owned:
         progress.start("loading", 1, unit="models")
         try:
-            engine = open_backend(backend or BackendConfig(), cfg.load_spec(), cfg.engine_config(),
+            engine = open_backend(backend or BackendConfig(), cfg.load, cfg.engine,
                                   NotesConsole(progress))
             progress.advance()
         finally:

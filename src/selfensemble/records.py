@@ -124,8 +124,16 @@ def nan_to_none(x: Any) -> Any:
 
 
 def run_config(manifest: dict) -> dict:
-    """The run's settings: a manifest's "config" (older manifests were the config itself)."""
-    return manifest.get("config", manifest) if isinstance(manifest, dict) else {}
+    """The run's settings, nested (run_config.nested_config): a manifest's "config" (older manifests
+    were the config itself; older configs were flat: ``model`` is read as ``load.model``)."""
+    from selfensemble.run_config import nested_config
+
+    return nested_config(manifest.get("config", manifest)) if isinstance(manifest, dict) else {}
+
+
+def run_model(cfg: dict) -> str | None:
+    """The model of a run's settings (as run_config returns them)."""
+    return (cfg.get("load") or {}).get("model")
 
 
 def demo_copy_rate(records: Sequence[dict]) -> float:

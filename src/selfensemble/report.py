@@ -35,6 +35,7 @@ from selfensemble.records import (
     record_scores,
     record_value,
     run_config,
+    run_model,
 )
 from selfensemble.report_render import to_markdown as to_markdown  # re-exported for callers of report
 from selfensemble.scoring import ece, echo_rate, prompt_sensitivity
@@ -87,7 +88,7 @@ def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED, scorer:
             if r.get("confidence") is not None]
     secs = [float(r["seconds"]) for r in records if r.get("seconds") is not None]
     row = {
-        "method": method, "model": cfg.get("model"), "dataset": cfg.get("dataset"),
+        "method": method, "model": run_model(cfg), "dataset": cfg.get("dataset"),
         "num_paraphrases": cfg.get("num_paraphrases"), "n": len(records),
         "scorer": scorer or cfg.get("match"),
         "accuracy": mean_or_nan(correct), "ci_low": low, "ci_high": high,
@@ -307,7 +308,7 @@ def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, ba
     loaded = _load(find_runs(run_dirs), seed, scorer)
     groups: dict[tuple, list[int]] = {}
     for i, (_, cfg, _, _) in enumerate(loaded):
-        groups.setdefault((cfg.get("model"), cfg.get("dataset")), []).append(i)
+        groups.setdefault((run_model(cfg), cfg.get("dataset")), []).append(i)
     multi_group = len(groups) > 1
 
     def order(i: int) -> tuple:

@@ -22,44 +22,23 @@ import socket
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.provenance import attention_key, check_resume, package_versions, source
+from selfensemble.store_config import VOLATILE_KEYS, config_differences
+from selfensemble.store_config import json_default as _json_default
+from selfensemble.store_config import jsonable as _jsonable
+
+__all__ = ["VOLATILE_KEYS", "RunStore", "atomic_write_json", "config_differences", "is_run_dir", "load_run"]
 
 RESULTS = "results.jsonl"
 METRICS = "metrics.json"
 MANIFEST = "manifest.json"
 LOCK = ".lock"
-
-#: Config keys that may change between a run and its resumption because they do not change
-#: any single item's answer: how many items to do, how they are batched, where output goes,
-#: and how chatty the run is.
-VOLATILE_KEYS: frozenset[str] = frozenset(
-    {"limit", "batch_size", "out", "out_dir", "output", "resume", "verbose", "quiet", "progress", "log_level"}
-)
-
-
-def _json_default(obj: Any) -> Any:
-    """Let numpy/torch scalars and arrays, paths and sets through json.dumps."""
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=str)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
-def _jsonable(obj: Any) -> Any:
-    """The value as it will read back from JSON, so stored and given configs compare like for like."""
-    return json.loads(json.dumps(obj, default=_json_default))
-
 
 def atomic_write_json(path: Path, data: Any) -> None:
     """Write JSON so readers see the old file or the new one, never a half-written one."""
@@ -90,21 +69,6 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def config_differences(stored: dict, given: dict, volatile: Iterable[str] = VOLATILE_KEYS) -> dict[str, tuple]:
-    """{key: (stored, given)} for run-defining keys that differ; a key missing on one side counts as a difference."""
-    skip = set(volatile)
-    stored, given = _jsonable(stored), _jsonable(given)
-    missing = object()
-    diffs: dict[str, tuple] = {}
-    for key in sorted(set(stored) | set(given), key=str):
-        if key in skip:
-            continue
-        a, b = stored.get(key, missing), given.get(key, missing)
-        if a != b:
-            diffs[key] = ("<absent>" if a is missing else a, "<absent>" if b is missing else b)
-    return diffs
 
 
 @dataclass
@@ -217,12 +181,17 @@ class RunStore:
     ``attention_path`` is this session's attention path; with the library versions it must match
     the stored run's on resume unless ``allow_mixed`` (see provenance.py); ``store.mixed`` then
     says this session differs, and :meth:`append` stamps its provenance on every record.
+    ``upgrade`` (stored config → config) reads a manifest written in an older form before it is
+    compared (run_config.nested_config for experiment runs); the resumed manifest is then rewritten
+    in the given form.
     """
 
     def __init__(self, path: Path | str, config: dict, volatile_keys: Iterable[str] = VOLATILE_KEYS, *,
-                 attention_path: str | None = None, allow_mixed: bool = False):
+                 attention_path: str | None = None, allow_mixed: bool = False,
+                 upgrade: Callable[[dict], dict] | None = None):
         self.path = Path(path)
         self.config = dict(config)
+        self.upgrade = upgrade
         self.volatile_keys = frozenset(volatile_keys)
         # attention_path holds the stable key (provenance.attention_key maps a sentence given by older callers)
         self.session = {"versions": package_versions(), "source": source(),
@@ -272,7 +241,9 @@ class RunStore:
             manifest = self._read_manifest()
             now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             if manifest is not None:
-                diffs = config_differences(manifest.get("config", {}), self.config, self.volatile_keys)
+                stored = manifest.get("config", {})
+                stored = self.upgrade(stored) if self.upgrade is not None else stored
+                diffs = config_differences(stored, self.config, self.volatile_keys)
                 if diffs:
                     lines = "; ".join(f"{k}: stored {a!r}, given {b!r}" for k, a, b in
                                       ((k, *v) for k, v in diffs.items()))
@@ -288,7 +259,7 @@ class RunStore:
             else:  # versions and attention path are the first session's and are never overwritten
                 manifest = {
                     "config": _jsonable(self.config),
-                    "seed": self.config.get("seed"),
+                    "seed": _seed(self.config),
                     "start_time": now,
                     "hostname": socket.gethostname(),
                     **self.session,
@@ -404,6 +375,12 @@ class RunStore:
         if not self.manifest_path.exists():
             return None
         return _read_json(self.manifest_path, "manifest")
+
+
+def _seed(config: dict) -> Any:
+    """The run's seed: a flat config's "seed", else its load section's (run_config: load.seed owns it)."""
+    load = config.get("load")
+    return load.get("seed") if "seed" not in config and isinstance(load, dict) else config.get("seed")
 
 
 def _key_legacy_attention(manifest: dict) -> None:

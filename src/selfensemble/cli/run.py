@@ -27,8 +27,9 @@ from selfensemble.cli.common import (
 )
 from selfensemble.cli.progress import ConsoleProgress
 from selfensemble.cli.report import echo_outputs, show_report
+from selfensemble.engine_factory import LoadSpec
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.experiment import RunConfig, load_items, paraphrase_items, run_experiment
+from selfensemble.experiment import GateSettings, RunConfig, load_items, paraphrase_items, run_experiment
 
 
 @app.command("run")
@@ -105,16 +106,20 @@ def run_command(
                "answers_column": answers_column, "paraphrase_columns": parse_list(paraphrase_columns, "--paraphrase-columns"),
                "id_column": id_column}
     options = {k: v for k, v in options.items() if v is not None}
+    from selfensemble.engine_config import EngineConfig
+
     cfg = RunConfig(dataset=dataset, data_path=data_path, split=split, limit=limit, methods=chosen,
                     num_paraphrases=num_paraphrases, prompt_indices=parse_list(prompt_indices, "--prompt-indices", int),
-                    few_shot=few_shot, demos=demos, seed=seed, model=model, device=device, dtype=dtype, batch_size=batch_size,
-                    device_map=device_map, revision=revision, trust_remote_code=trust_remote_code,
-                    max_new_tokens=max_new_tokens, attention=attention, layout=layout, positions=positions,
-                    rescale=rescale, fusion_temperature=fusion_temperature, fusion_scale=fusion_scale,
-                    chat=chat, match=match, confidence_samples=confidence_samples,
-                    dataset_options=options, out=str(out), subfolders=method is None, allow_mixed=allow_mixed,
-                    weights=weights, gate=gate, min_similarity=min_similarity, embedder=embedder,
-                    entity_guard=entity_guard)
+                    few_shot=few_shot, demos=demos, max_new_tokens=max_new_tokens, chat=chat, match=match,
+                    confidence_samples=confidence_samples, dataset_options=options, out=str(out),
+                    subfolders=method is None, allow_mixed=allow_mixed, weights=weights,
+                    load=LoadSpec(model=model, device=device, dtype=dtype, seed=seed, device_map=device_map,
+                                  revision=revision, trust_remote_code=trust_remote_code),
+                    engine=EngineConfig(attention=attention, layout=layout, positions=positions, rescale=rescale,
+                                        fusion_temperature=fusion_temperature, fusion_scale=fusion_scale,
+                                        batch_size=batch_size),
+                    gate=GateSettings(enabled=gate, min_similarity=min_similarity, embedder=embedder,
+                                      entity_guard=entity_guard))
     backend_cfg = _backend_config(backend, ray_address, workers, gpus_per_worker, cpus_per_worker, verbose)
     with graceful_stop():
         run_experiment(cfg, backend=backend_cfg, progress=ConsoleProgress())
@@ -199,8 +204,9 @@ def paraphrase_command(
 
     console = Console()
     progress = ConsoleProgress(console)
-    rcfg = RunConfig(dataset=dataset, data_path=data_path, limit=limit, seed=seed, gate=gate,
-                     min_similarity=min_similarity, embedder=embedder, entity_guard=entity_guard)
+    rcfg = RunConfig(dataset=dataset, data_path=data_path, limit=limit, load=LoadSpec(model=model, seed=seed),
+                     gate=GateSettings(enabled=gate, min_similarity=min_similarity, embedder=embedder,
+                                       entity_guard=entity_guard))
     _, items = load_items(rcfg)
     pcfg = ParaphraseConfig(num_paraphrases=num_paraphrases, temperature=temperature, top_p=top_p, seed=seed)
     with graceful_stop():
@@ -244,7 +250,7 @@ def interactive_command():
     limit = IntPrompt.ask("How many items", default=20)
     out = Prompt.ask("Output folder", default=f"runs/{dataset}")
     cfg = RunConfig(dataset=dataset, data_path=path, methods=parse_list(methods, "Methods"), num_paraphrases=n, limit=limit,
-                    model=model, out=out)
+                    load=LoadSpec(model=model), out=out)
     console.print(f"[dim]same as: selfensemble run --dataset {dataset} --methods {methods} "
                   f"--num-paraphrases {n} --limit {limit} --model {model} --out {out}[/]")
     with graceful_stop():

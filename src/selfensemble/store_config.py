@@ -1,0 +1,62 @@
+"""What counts as the same run: the config keys compared on resume, and how they are compared.
+
+Kept apart from store.py (the run folder's files and locks); store re-exports these names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+#: Config keys that may change between a run and its resumption because they do not change
+#: any single item's answer: how many items to do, how they are batched, where output goes,
+#: and how chatty the run is. A key inside a nested section is named by its path ("engine.batch_size").
+VOLATILE_KEYS: frozenset[str] = frozenset(
+    {"limit", "batch_size", "engine.batch_size", "out", "out_dir", "output", "resume", "verbose", "quiet",
+     "progress", "log_level"}
+)
+
+
+def json_default(obj: Any) -> Any:
+    """Let numpy/torch scalars and arrays, paths and sets through json.dumps."""
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=str)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def jsonable(obj: Any) -> Any:
+    """The value as it will read back from JSON, so stored and given configs compare like for like."""
+    return json.loads(json.dumps(obj, default=json_default))
+
+
+def config_differences(stored: dict, given: dict, volatile: Iterable[str] = VOLATILE_KEYS) -> dict[str, tuple]:
+    """{key: (stored, given)} for run-defining keys that differ; a key missing on one side counts as a difference.
+
+    Where both sides hold a dict under a key, its keys are compared one by one and named by their
+    path, so ``{"engine": {"positions": ...}}`` differs as "engine.positions" (and "engine.batch_size"
+    can be volatile while the rest of the section is not).
+    """
+    return _differences(jsonable(stored), jsonable(given), set(volatile), "")
+
+
+def _differences(stored: dict, given: dict, skip: set[str], prefix: str) -> dict[str, tuple]:
+    missing = object()
+    diffs: dict[str, tuple] = {}
+    for key in sorted(set(stored) | set(given), key=str):
+        name = f"{prefix}{key}"
+        if name in skip:
+            continue
+        a, b = stored.get(key, missing), given.get(key, missing)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs.update(_differences(a, b, skip, f"{name}."))
+        elif a != b:
+            diffs[name] = ("<absent>" if a is missing else a, "<absent>" if b is missing else b)
+    return diffs
