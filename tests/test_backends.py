@@ -1,9 +1,8 @@
 """The Backend protocol: both backends meet it, a backend missing a member does not, and the Ray
-actor's code path (EngineWorker, RayBackend._collect) answers as the engine does, without Ray."""
+actor's code path (EngineWorker.answer, RayBackend._collect) answers as the engine does, without Ray."""
 
 from __future__ import annotations
 
-import pickle
 import typing
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from selfensemble.backends import Backend, BackendConfig, as_backend
 from selfensemble.backends.local import LocalBackend
 from selfensemble.backends.ray import EngineWorker, RayBackend
+from selfensemble.backends.ray_pool import batches
 from selfensemble.decoding import GenerationConfig
 from selfensemble.engine_factory import LoadSpec
 from selfensemble.methods import Engine, EngineConfig, Query
@@ -97,21 +97,13 @@ def _queries() -> list[Query]:
                                                            "Who wrote Hamlet?", "What is 2 + 2?"))]
 
 
-def _table(queries: list[Query], counts: list[int]):
-    import pyarrow as pa
-
-    return pa.table({"index": list(range(len(queries))), "query": [pickle.dumps(q) for q in queries],
-                     "n": counts})
-
-
 def test_the_ray_actor_samples_as_the_engine_does_alone(engine):
     """EngineWorker's sample pass (what each Ray actor runs), against Engine.sample one query at a time."""
-    pytest.importorskip("pyarrow")
     worker = EngineWorker(LoadSpec("random:llama"), EngineConfig(attention="sdpa", batch_size=2), threads=1)
     queries, counts = _queries(), [2, 0, 3]
     gen = GenerationConfig(max_new_tokens=4, do_sample=True, temperature=1.0, seed=5)
-    out = worker(_table(queries, counts), None, gen)
-    got = [[a.answer for a in pickle.loads(b)] for b in out.column("answer").to_pylist()]
+    out = worker.answer([0, 1, 2], queries, counts, None, gen)
+    got = [[a.answer for a in answers] for answers in out[1]]
     alone = [[a.answer for a in worker.engine.sample([q], [n], gen)[0]] for q, n in zip(queries, counts, strict=True)]
     assert got == alone and [len(g) for g in got] == counts
     # the driver side: a sample pass fills each slot with that query's list and learns the attention path
@@ -123,12 +115,31 @@ def test_the_ray_actor_samples_as_the_engine_does_alone(engine):
 
 
 def test_the_ray_actor_answers_as_the_engine_does(engine):
-    pytest.importorskip("pyarrow")
     worker = EngineWorker(LoadSpec("random:llama"), EngineConfig(attention="sdpa", batch_size=2), threads=1)
     queries, gen = _queries(), GenerationConfig(max_new_tokens=4)
-    out = worker(_table(queries, [0, 0, 0]), "origin", gen)
-    got = [pickle.loads(b).answer for b in out.column("answer").to_pylist()]
-    assert got == [worker.engine.answer_many([q], "origin", gen)[0].answer for q in queries]
+    indices, answers, delta = worker.answer([5, 6, 7], queries, None, "origin", gen)
+    assert indices == [5, 6, 7] and delta["calls"] > 0 and delta["compiles"] == 0
+    assert [a.answer for a in answers] == [worker.engine.answer_many([q], "origin", gen)[0].answer for q in queries]
+
+
+def test_a_pass_is_cut_into_engine_batches_in_order():
+    qs = list("abcdefg")
+    assert batches(7, 3, qs, None) == [([0, 1, 2], ["a", "b", "c"], None), ([3, 4, 5], ["d", "e", "f"], None),
+                                       ([6], ["g"], None)]
+    assert [b[2] for b in batches(7, 3, qs, [1, 2, 3, 4, 5, 6, 7])] == [[1, 2, 3], [4, 5, 6], [7]]
+
+
+def test_a_batch_answered_twice_is_written_once():
+    """The driver keeps the first answer for an index and calls on_done once for it."""
+    class Ans:
+        attention, attention_key = "sdpa (dense)", "sdpa-dense"
+
+    backend, results, done = _ray_backend(EngineConfig()), [None] * 2, []
+    first, again = [Ans(), Ans()], [Ans(), Ans()]
+    backend._collect(([0, 1], first, {"calls": 1, "compiles": 0}), results, lambda i, a: done.append((i, a)))
+    backend._collect(([0, 1], again, {"calls": 1, "compiles": 0}), results, lambda i, a: done.append((i, a)))
+    assert results == first and done == [(0, first[0]), (1, first[1])]
+    assert backend.stats == {"calls": 2}  # the work itself was done twice
 
 
 def test_ray_sample_checks_its_counts_before_any_pass():

@@ -6,8 +6,8 @@ A backend satisfies the ``Backend`` protocol (``backends/base.py``): the Engine'
 model-written paraphrases, sampled confidence) therefore runs unchanged on either one:
 
   local   one Engine in this process (``backends/local.py``)
-  ray     the same Engine in every actor of a Ray Data actor pool (``backends/ray.py``); the
-          driver keeps the run store, so results, resume and reports are those of a local run
+  ray     the same Engine in every actor of one Ray actor pool kept for the whole run
+          (``backends/ray.py``); the driver keeps the run store, so results, resume and reports are those of a local run
 
 The backend never changes an answer (the engine is batch-invariant and each Ray batch is one
 engine batch of the same ``batch_size``), so it is not part of a run's resume-defining config;

@@ -1,7 +1,7 @@
 """What a run needs from the thing that answers its queries: the ``Backend`` protocol.
 
 Both backends satisfy it: ``local.LocalBackend`` (one Engine in this process) and
-``ray.RayBackend`` (an Engine in every actor of a Ray Data pool). ``experiment.py`` only uses
+``ray.RayBackend`` (an Engine in every actor of a Ray actor pool). ``experiment.py`` only uses
 these members, so it never asks which backend it holds.
 """
 
@@ -24,8 +24,8 @@ class Backend(Protocol):
     paraphrases or confidence samples is ``config.batch_size * workers`` questions.
     ``attention_key`` / ``attention_note``: the attention path that ran (stable key, human note);
     ``attention_known`` is False until they are (a Ray pool learns them from its first answers).
-    ``warm_up``: whether a discarded warm-up batch should run before a timed pass (a Ray pool
-    would start a whole extra actor pool for it). ``stats`` / ``compile_count``: running counters
+    ``warm_up``: whether a discarded warm-up batch should run before a timed pass (on a Ray pool
+    it would warm one actor only). ``stats`` / ``compile_count``: running counters
     of the engines (tokens, calls; flex compiles), read before and after a pass.
     """
 

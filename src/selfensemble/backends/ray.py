@@ -1,24 +1,22 @@
-"""The Ray backend: queries go through ``ray.data`` to a pool of actors, each holding one Engine.
+"""The Ray backend: one pool of actors, each holding one Engine, answers every pass of a run.
 
-Shape of one ``answer_many`` call (one method over the items a run still needs):
+The pool (``ray_pool.ActorPool``) lives as long as the backend: its actors build the Engine once
+from the driver's LoadSpec and EngineConfig (``engine_factory.build_engine``) on the first pass
+that has work for them, then serve every pass: each method, each sampled-confidence pass of a
+weighted method, each paraphrase-writing round. A run whose items are all stored starts no actor.
 
-  driver: [(index, pickled Query)] → ray.data.from_items, one block per engine batch
-  actors: map_batches(EngineWorker, batch_size=engine batch size, compute=ActorPoolStrategy(size=K),
-          num_gpus=G, num_cpus=C); each actor builds the Engine once from the driver's LoadSpec and
-          EngineConfig (``engine_factory.build_engine``) and answers a batch with
-          ``Engine.answer_many`` (or ``Engine.sample``) — the local backend's own code
-  driver: iter_batches as batches finish → ``on_done(index, Answer)`` (the run store's append)
+Shape of one ``answer_many`` / ``sample`` call (one pass over the items a run still needs):
+
+  driver: queries cut into engine batches (``config.batch_size``); each actor gets up to two
+  actors: ``Engine.answer_many`` (or ``Engine.sample``) on a batch — the local backend's own code
+  driver: ``ray.wait`` as batches finish → ``on_done(index, Answer)`` (the run store's append),
+          and the freed actor's next batch
 
 The driver is the only writer of the run folder, so a killed driver loses nothing written and
-the same command resumes; a killed actor is restarted by Ray and its batch retried (Ray Data's
-actor defaults ``max_restarts=-1``, ``max_task_retries=-1``: unlimited; passing other values is
-deprecated in Ray 2.60, so a batch that kills its actor every time is retried until the run is
-stopped). Ray's own checkpointing is not used (it hung on 2
-logical CPUs here); the run store already skips finished items before anything is sent.
-
-Each ``answer_many`` call is one Ray Data pass with its own actor pool, so every actor loads the
-model once per pass: once per method, plus once per sampled-confidence pass for weighted
-methods and per attempt when paraphrases are written.
+the same command resumes; a killed actor is restarted by Ray (``max_restarts=-1``) and the
+batches it held are retried (``max_task_retries=-1``: a batch that kills its actor every time is
+retried until the run is stopped). Ray's own checkpointing is not used; the run store already
+skips finished items before anything is sent.
 """
 
 from __future__ import annotations
@@ -26,16 +24,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import socket
 from collections.abc import Callable, Sequence
 
+from selfensemble.backends.ray_pool import CRASH_ONCE_ENV, ActorPool, EngineWorker, batches
 from selfensemble.errors import SelfEnsembleError
 
+__all__ = ["CRASH_ONCE_ENV", "EngineWorker", "RayBackend", "connect", "import_ray"]
+
 INSTALL_HINT = "pip install 'selfensemble[ray]'"
-#: Test hook: when set to a file path, the first actor to answer a batch creates that file and
-#: dies (``os._exit``) before answering, once per path: proves a lost actor's batch is retried.
-CRASH_ONCE_ENV = "SELFENSEMBLE_TEST_CRASH_ONCE"
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -43,7 +40,6 @@ def import_ray():
     """``ray``, or a one-line error saying how to install it."""
     try:
         import ray
-        import ray.data  # noqa: F401
     except ImportError as err:
         raise SelfEnsembleError(f"--backend ray needs Ray, which is not installed: {INSTALL_HINT}") from err
     return ray
@@ -100,9 +96,8 @@ def code_env() -> dict:
 #: log lines on the driver's stderr, set through the environment before the instance starts (its
 #: processes read it then; a value the user set wins).
 QUIET_ENV = {"RAY_BACKEND_LOG_LEVEL": "fatal"}
-#: Python loggers quieted to ERROR: Ray core (token-authentication notes, start-up info) and Ray Data
-#: (per-dataset execution and stats lines).
-QUIET_LOGGERS = ("ray", "ray.data", "ray._private.authentication")
+#: Python loggers quieted to ERROR: Ray core (token-authentication notes, start-up info).
+QUIET_LOGGERS = ("ray", "ray._private.authentication")
 
 
 def connect(ray, address: str | None, verbose: bool = False) -> bool:
@@ -110,8 +105,8 @@ def connect(ray, address: str | None, verbose: bool = False) -> bool:
 
     Quiet unless ``verbose``: actors' stdout/stderr stay in Ray's log files (``log_to_driver``),
     Ray's own Python loggers show errors only, and the C++ core worker logs only fatal errors
-    (QUIET_ENV). Real failures still reach the user: an actor's exception comes back through the
-    Ray Data pass and is raised as one line (`_user_error`).
+    (QUIET_ENV). Real failures still reach the user: an actor's exception comes back with its
+    batch and is raised as one line (`_user_error`).
     """
     if ray.is_initialized():
         return False
@@ -164,62 +159,14 @@ def check_resources(cluster: dict, opts) -> None:
                                     f"the Ray cluster has {cluster[what]:g}; use fewer --workers or add nodes.")
 
 
-class EngineWorker:
-    """The callable class of the actor pool: builds one Engine, then answers batches with it.
-
-    Built from the driver's ``LoadSpec`` and ``EngineConfig`` (``engine_factory.build_engine``, as
-    the local backend). A batch is a pyarrow table with ``index`` (int), ``query`` (a pickled
-    methods.Query) and ``n`` (samples wanted: ``sample`` passes only); the answer table has
-    ``index``, ``answer`` (a pickled Answer, or list of Answers for ``sample``) and ``stats`` (the
-    engine's counters for this batch, pickled in the first row; None in the others).
-    """
-
-    def __init__(self, spec, config, threads: int):
-        import torch
-
-        from selfensemble.engine_factory import build_engine
-
-        torch.set_num_threads(threads)
-        self.engine = build_engine(spec, config)
-
-    def __call__(self, batch, method: str | None, gen):
-        import pyarrow as pa
-
-        _maybe_crash_for_test()
-        queries = [pickle.loads(b) for b in batch.column("query").to_pylist()]
-        before, compiles = dict(self.engine.stats), self.engine.compile_count
-        if method is None:  # a sample pass: n answers per query
-            answers = self.engine.sample(queries, batch.column("n").to_pylist(), gen)
-        else:
-            answers = self.engine.answer_many(queries, method, gen)
-        delta = {k: v - before.get(k, 0) for k, v in self.engine.stats.items()}
-        delta["compiles"] = self.engine.compile_count - compiles
-        stats = [pickle.dumps(delta)] + [None] * (len(answers) - 1)
-        return pa.table({"index": batch.column("index"),
-                         "answer": pa.array([pickle.dumps(a) for a in answers], pa.binary()),
-                         "stats": pa.array(stats, pa.binary())})
-
-
-def _maybe_crash_for_test() -> None:
-    path = os.environ.get(CRASH_ONCE_ENV)
-    if not path:
-        return
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    os.close(fd)
-    os._exit(1)
-
-
 class RayBackend:
-    """The Backend protocol (backends/base.py): ``answer_many`` and ``sample`` run on a Ray Data actor pool.
+    """The Backend protocol (backends/base.py): ``answer_many`` and ``sample`` run on one actor pool.
 
     ``spec`` and ``config`` (engine_factory.LoadSpec, methods.EngineConfig) go to every actor as
     they are; ``opts`` is the BackendConfig (pool shape, cluster address).
     """
 
-    #: no discarded warm-up batch: it would start (and load the model in) a whole extra actor pool
+    #: no discarded warm-up batch: it would warm (and load the model in) one actor of the pool only
     warm_up = False
 
     def __init__(self, spec, config, opts, console):
@@ -236,7 +183,7 @@ class RayBackend:
         except BaseException:
             self.close()
             raise
-        self._quiet_ray_data()
+        self.pool = ActorPool(self.ray, spec, config, opts)  # no actor yet: the first pass with work starts them
         self.attention_notes: list[str] = []
         self.attention_keys: list[str] = []  # stable names (provenance.ATTENTION_KEYS), what resume compares
         self.stats: dict[str, int] = {}
@@ -245,17 +192,7 @@ class RayBackend:
         where = f"cluster at {opts.address}" if opts.address else "a local Ray instance"
         console.print(f"ray: {opts.workers} workers × ({opts.cpus_per_worker:g} CPU, {opts.gpus_per_worker:g} GPU) "
                       f"on {where} ({self.cluster['nodes']} nodes, {self.cluster['CPU']:g} CPUs, "
-                      f"{self.cluster['GPU']:g} GPUs); each worker loads {spec.model} once per pass")
-
-    def _quiet_ray_data(self) -> None:
-        """One progress bar (the run's own): Ray Data's bars, start-of-execution prints and stats logs off;
-        with ``verbose`` its execution and stats lines come back (its bars stay off: two bars would fight)."""
-        ctx = self.ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = self.opts.verbose
-        ctx.enable_auto_log_stats = self.opts.verbose
-        logging.getLogger("ray.data").setLevel(logging.INFO if self.opts.verbose else logging.ERROR)
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+                      f"{self.cluster['GPU']:g} GPUs); each worker loads {spec.model} once per run")
 
     @property
     def workers(self) -> int:
@@ -300,50 +237,34 @@ class RayBackend:
         return self._run(queries, None, gen or GenerationConfig(), counts, None)
 
     def _run(self, queries: Sequence, method: str | None, gen, counts: list[int] | None, on_done) -> list:
-        """One Ray Data pass: answers (``method``) or samples (``counts``, method None) in query order."""
+        """One pass over the pool: answers (``method``) or samples (``counts``, method None) in query order."""
         if not queries:
             return []
+        self.passes += 1
         results: list = [None] * len(queries)
+        work = batches(len(queries), self.config.batch_size, queries, counts)
         try:
-            for batch in self._dataset(queries, method, gen, counts).iter_batches(
-                    batch_size=None, batch_format="pyarrow"):
-                self._collect(batch, results, on_done)
-        except SelfEnsembleError:
-            raise
-        except Exception as err:
+            for out in self.pool.run(work, method, gen):
+                self._collect(out, results, on_done)
+        except Exception as err:  # a RayTaskError is also an instance of the actor's exception class
+            if isinstance(err, SelfEnsembleError) and not hasattr(err, "cause"):
+                raise  # our own (on_done's), not from an actor
             raise _user_error(err) from None
         missing = sum(a is None for a in results)
         if missing:
             raise SelfEnsembleError(f"Ray returned {len(queries) - missing} of {len(queries)} answers; rerun to resume.")
         return results
 
-    def _dataset(self, queries: Sequence, method: str | None, gen, counts: list[int] | None):
-        ray, bs, opts = self.ray, self.config.batch_size, self.opts
-        self.passes += 1
-        rows = [{"index": i, "query": pickle.dumps(q), "n": counts[i] if counts else 0} for i, q in enumerate(queries)]
-        blocks = max(1, -(-len(rows) // bs))  # one block per engine batch
-        ds = ray.data.from_items(rows, override_num_blocks=blocks)
-        env = {CRASH_ONCE_ENV: os.environ[CRASH_ONCE_ENV]} if os.environ.get(CRASH_ONCE_ENV) else {}
-        return ds.map_batches(
-            EngineWorker, batch_size=bs, batch_format="pyarrow", zero_copy_batch=True,
-            fn_constructor_kwargs={"spec": self.spec, "config": self.config,
-                                   "threads": max(1, int(opts.cpus_per_worker))},
-            fn_kwargs={"method": method, "gen": gen},
-            compute=ray.data.ActorPoolStrategy(size=min(opts.workers, blocks)),  # no actor without a batch
-            num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker or None,
-            runtime_env={"env_vars": env} if env else None)
-
-    def _collect(self, batch, results: list, on_done) -> None:
-        for i, blob, stats in zip(batch.column("index").to_pylist(), batch.column("answer").to_pylist(),
-                                  batch.column("stats").to_pylist(), strict=True):
-            if stats is not None:
-                delta = pickle.loads(stats)
-                self.compile_count += delta.pop("compiles", 0)
-                for k, v in delta.items():
-                    self.stats[k] = self.stats.get(k, 0) + v
-            if results[i] is not None:  # a retried batch answered twice: keep the first, write once
+    def _collect(self, out: tuple[list[int], list, dict], results: list, on_done) -> None:
+        """One finished batch (indices, answers, stats delta) into ``results``, the counters and ``on_done``."""
+        indices, answers, delta = out
+        delta = dict(delta)
+        self.compile_count += delta.pop("compiles", 0)
+        for k, v in delta.items():
+            self.stats[k] = self.stats.get(k, 0) + v
+        for i, answer in zip(indices, answers, strict=True):
+            if results[i] is not None:  # a batch answered twice: keep the first, write once
                 continue
-            answer = pickle.loads(blob)
             results[i] = answer
             for one in answer if isinstance(answer, list) else [answer]:  # a sample pass: n answers
                 self._learn_attention(one)
@@ -357,13 +278,21 @@ class RayBackend:
             self.attention_keys.append(answer.attention_key)
 
     def provenance(self) -> dict:
-        """Manifest fields: backend, pool shape, the cluster's resources, Ray version."""
+        """Manifest fields: backend, pool shape, the cluster's resources, Ray version.
+
+        ``ray_passes``: passes run so far (answer_many / sample calls with work); ``ray_actor_starts``:
+        actors created so far (each loaded the model once; Ray's restarts of a crashed one not counted).
+        """
         return {"backend": "ray", "workers": self.opts.workers, "gpus_per_worker": self.opts.gpus_per_worker,
                 "cpus_per_worker": self.opts.cpus_per_worker, "ray_address": self.opts.address,
-                "cluster_resources": self.cluster, "ray_version": self.ray.__version__, "ray_passes": self.passes}
+                "cluster_resources": self.cluster, "ray_version": self.ray.__version__, "ray_passes": self.passes,
+                "ray_actor_starts": self.pool.starts}
 
     def close(self) -> None:
-        """Disconnect (and stop the local instance) if this backend connected."""
+        """Kill the pool's actors, then disconnect (and stop the local instance) if this backend connected."""
+        pool = getattr(self, "pool", None)
+        if pool is not None and self.ray.is_initialized():
+            pool.kill()
         if self._owns_connection and self.ray.is_initialized():
             self.ray.shutdown()
         self._owns_connection = False
