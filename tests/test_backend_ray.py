@@ -9,6 +9,7 @@ and keeps it for all its passes, so the tests keep to few runs.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import re
@@ -216,6 +217,30 @@ def test_one_pool_serves_every_pass_of_a_run(ray_head, dataset, tmp_path, monkey
     assert last["ray_passes"] >= 5 and last["ray_actor_starts"] == 2  # 4 answering passes + confidence, one pool
     run(BackendConfig(name="ray", address=ray_head, workers=2), "ray")  # everything stored: nothing to send
     assert (manifest("weighted_avg")["ray_passes"], manifest("weighted_avg")["ray_actor_starts"]) == (0, 0)
+
+
+@pytest.mark.slow  # joins the module's Ray cluster and starts one actor
+def test_an_actors_own_error_reaches_the_driver_as_one_line(ray_head, capfd):
+    """A model the actor cannot build: its SelfEnsembleError comes back as itself, not as Ray's
+    actor-died error, and no Ray retry chatter reaches the terminal."""
+    from rich.console import Console
+
+    from selfensemble.backends.ray import RayBackend
+    from selfensemble.engine_factory import LoadSpec
+    from selfensemble.methods import EngineConfig, Query
+    from selfensemble.prompts import PromptFormat
+
+    backend = RayBackend(LoadSpec("random:nope"), EngineConfig(batch_size=1), BackendConfig(
+        name="ray", address=ray_head, workers=2), Console(file=io.StringIO()))
+    queries = [Query([f"What is {i} + {i}?"], PromptFormat(instruction="Answer."), seed=i) for i in range(4)]
+    try:
+        with pytest.raises(SelfEnsembleError, match=r"^Unknown random architecture 'nope'; known: llama"):
+            backend.answer_many(queries, "origin")
+        assert backend.provenance()["ray_actor_starts"] == 2
+    finally:
+        backend.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "retries" not in err
 
 
 def _cli(dataset: Path, out: Path, *extra: str) -> list[str]:

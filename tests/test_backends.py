@@ -122,6 +122,15 @@ def test_the_ray_actor_answers_as_the_engine_does(engine):
     assert [a.answer for a in answers] == [worker.engine.answer_many([q], "origin", gen)[0].answer for q in queries]
 
 
+def test_a_worker_that_cannot_build_raises_with_its_first_batch():
+    """The actor's constructor never raises (Ray would report a bare actor death); ``answer`` does."""
+    from selfensemble.errors import SelfEnsembleError
+
+    worker = EngineWorker(LoadSpec("random:nope"), EngineConfig(), threads=1)
+    with pytest.raises(SelfEnsembleError, match="Unknown random architecture 'nope'"):
+        worker.answer([0], _queries()[:1], None, "origin", GenerationConfig())
+
+
 def test_a_pass_is_cut_into_engine_batches_in_order():
     qs = list("abcdefg")
     assert batches(7, 3, qs, None) == [([0, 1, 2], ["a", "b", "c"], None), ([3, 4, 5], ["d", "e", "f"], None),

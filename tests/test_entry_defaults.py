@@ -210,8 +210,9 @@ def _ray_worker(tmp: Path) -> Built:
     from selfensemble.backends.ray import EngineWorker
     from selfensemble.engine_factory import LoadSpec
 
-    with pytest.raises(Built) as built:
-        EngineWorker(LoadSpec("random:llama"), EngineConfig(batch_size=3), threads=1)
+    worker = EngineWorker(LoadSpec("random:llama"), EngineConfig(batch_size=3), threads=1)
+    with pytest.raises(Built) as built:  # the actor raises a failed build with its first batch
+        worker.answer([0], [], None, "origin", None)
     return built.value
 
 

@@ -40,16 +40,23 @@ class EngineWorker:
     """The actor: builds one Engine, then answers batches with it until the pool is killed.
 
     Built from the driver's ``LoadSpec`` and ``EngineConfig`` (``engine_factory.build_engine``, as
-    the local backend), with ``threads`` torch threads (its CPU share).
+    the local backend), with ``threads`` torch threads (its CPU share). A failed build (an unknown
+    model, a missing dependency on the node) is raised by ``answer``, not here: an exception in
+    a task reaches the driver as itself (one line, ``ray._user_error``), while one in an actor's
+    constructor comes back as a bare ActorDiedError and makes Ray log a retry line per queued batch.
     """
 
     def __init__(self, spec, config, threads: int):
-        import torch
+        self.engine, self.error = None, None
+        try:
+            import torch
 
-        from selfensemble.engine_factory import build_engine
+            from selfensemble.engine_factory import build_engine
 
-        torch.set_num_threads(threads)
-        self.engine = build_engine(spec, config)
+            torch.set_num_threads(threads)
+            self.engine = build_engine(spec, config)
+        except Exception as err:  # raised with the first batch (see above)
+            self.error = err
 
     def answer(self, indices: list[int], queries: list, counts: list[int] | None, method: str | None,
                gen) -> tuple[list[int], list, dict[str, int]]:
@@ -59,6 +66,8 @@ class EngineWorker:
         (``Engine.sample``); otherwise one Answer per query (``Engine.answer_many``). The delta is
         the engine's counters for this batch, plus ``compiles`` (flex compiles it caused).
         """
+        if self.error is not None:
+            raise self.error
         _maybe_crash_for_test()
         before, compiles = dict(self.engine.stats), self.engine.compile_count
         if method is None:
