@@ -85,13 +85,13 @@ def run_command(
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Resume a run made under other torch/"
                                      "transformers/selfensemble versions or attention path; each new record "
                                      "then carries its own provenance."),
-    backend: str = typer.Option("local", help="local (this process) | ray (a Ray Data actor pool; needs the 'ray' extra)"),
+    backend: str = typer.Option("local", help="local (this process) | ray (one Ray actor pool for the run; needs the 'ray' extra)"),
     ray_address: str = typer.Option(None, help="ray: 'auto' or HOST:PORT of a running cluster; default: a local Ray instance."),
     workers: int = typer.Option(None, help="ray: actors in the pool, each loads the model once (default 2)."),
     gpus_per_worker: float = typer.Option(None, help="ray: GPUs per actor (default 0; use with --device cuda)."),
     cpus_per_worker: float = typer.Option(None, help="ray: CPUs per actor (default 1; also its torch threads)."),
     verbose: bool = typer.Option(False, "--verbose", help="ray: also show Ray's own output (actor stdout, token-auth "
-                                 "notes, core-worker and Ray Data log lines); default: progress and errors only."),
+                                 "notes, core-worker log lines); default: progress and errors only."),
 ):
     """Run methods over a dataset; resumable (rerun the same command after a crash)."""
     if method and methods:
