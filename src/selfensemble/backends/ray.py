@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from selfensemble.backends.ray_pool import CRASH_ONCE_ENV, ActorPool, EngineWorker, batches
 from selfensemble.errors import SelfEnsembleError
@@ -215,7 +216,7 @@ class RayBackend:
         return " | ".join(self.attention_keys) or "unknown"
 
     def answer_many(self, queries: Sequence, method: str, gen=None,
-                    on_done: Callable[[int, object], None] | None = None) -> list:
+                    on_done: Callable[[int, Any], None] | None = None) -> list:
         """``Engine.answer_many`` over the actor pool; ``on_done(index, answer)`` as each batch returns."""
         from selfensemble.decoding import GenerationConfig
         from selfensemble.methods import check_method
