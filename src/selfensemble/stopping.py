@@ -11,16 +11,26 @@ earlier than the full decode would.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from selfensemble.decoding import GenerationConfig
+
+class StopRules(Protocol):
+    """The stop fields of decoding.GenerationConfig (a Protocol: decoding imports this module)."""
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]: ...
+
+    @property
+    def stop_after(self) -> tuple[str, ...]: ...
+
+    @property
+    def stop_at_newline(self) -> bool: ...
 
 #: what ``tokenizer.decode`` gives for an incomplete UTF-8 sequence at the end of a window
 PARTIAL = "\ufffd"
 
 
-def stop_text(text: str, gen: GenerationConfig) -> tuple[str, str | None]:
+def stop_text(text: str, gen: StopRules) -> tuple[str, str | None]:
     """Cut the text at the first stop string (before it; after it for ``stop_after``), or at a newline
     once some text was produced. Returns (text up to the stop, "stop" | "newline" | None)."""
     cut, reason = len(text), None
@@ -40,7 +50,7 @@ def stop_text(text: str, gen: GenerationConfig) -> tuple[str, str | None]:
     return text[:cut], reason
 
 
-def can_stop_on_text(gen: GenerationConfig) -> bool:
+def can_stop_on_text(gen: StopRules) -> bool:
     """False when no text rule is set (only EOS and length end the answer): no decoding is needed."""
     return bool(gen.stop_strings or gen.stop_after or gen.stop_at_newline)
 
@@ -53,7 +63,7 @@ class TextWatch:
     decodes two windows of a few tokens, whatever the answer's length.
     """
 
-    def __init__(self, tokenizer, gen: GenerationConfig):
+    def __init__(self, tokenizer, gen: StopRules):
         self.tokenizer, self.gen = tokenizer, gen
         self.text = ""
         self.prefix = self.read = 0  # tokens[prefix:read] is the window already in ``text``
