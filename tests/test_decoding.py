@@ -8,11 +8,12 @@ import torch
 
 from selfensemble import fusion
 from selfensemble.cache import new_cache
-from selfensemble.decoding import GenerationConfig, _stop_text, generate
+from selfensemble.decoding import GenerationConfig, generate
 from selfensemble.methods import Engine, EngineConfig, Query, _fuse_for, plan_rows
 from selfensemble.packing import PackedBatch
 from selfensemble.prompts import build_parts
 from selfensemble.reference import reference_generate
+from selfensemble.stopping import stop_text
 
 PROMPTS = ["What is the capital of France?", "Which city is France's capital?", "Name the capital of France."]
 WEIGHTS = [1.0, 2.0, 0.5]
@@ -167,7 +168,7 @@ def test_unknown_attention_kernel(random_lm):
     ],
 )
 def test_stop_text(text, gen, want):
-    assert _stop_text(text, gen) == want
+    assert stop_text(text, gen) == want
 
 
 def test_max_new_tokens_must_be_positive():

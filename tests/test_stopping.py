@@ -31,7 +31,7 @@ def first_stop_full(tokenizer, tokens: list[int], gen: GenerationConfig) -> tupl
     return None
 
 
-def first_stop_watch(tokenizer, tokens: list[int], gen: GenerationConfig, calls: list | None = None):
+def first_stop_watch(tokenizer, tokens: list[int], gen: GenerationConfig):
     watch = TextWatch(tokenizer, gen)
     for n in range(1, len(tokens) + 1):
         reason = watch.push(tokens[:n])
@@ -84,13 +84,16 @@ def test_watch_stops_where_the_full_decode_does_sentencepiece(gen):
 
 
 def test_a_partial_character_is_checked_but_not_committed(embedded_tokenizer):
-    """'€' is three bytes: until the last arrives the watch holds no text for it, then exactly '€'."""
-    ids = embedded_tokenizer.encode(" €", add_special_tokens=False)
-    byte_ids = [embedded_tokenizer.convert_tokens_to_ids(t) for t in embedded_tokenizer.convert_ids_to_tokens(ids)]
-    watch = TextWatch(embedded_tokenizer, GenerationConfig(stop_after=("€",)))
-    reasons = [watch.push(ids[:n]) for n in range(1, len(ids) + 1)]
-    assert reasons[-1] == "stop" and watch.text == " €"
-    assert byte_ids == ids
+    """' 日本' is four byte-level tokens; the first two decode to an incomplete character: the watch
+    holds no text for them, then exactly ' 日' and ' 日本' (a stop on '本' comes with the last)."""
+    ids = embedded_tokenizer.encode(" 日本", add_special_tokens=False)
+    assert [embedded_tokenizer.decode(ids[:n]) for n in (1, 2)] == [" \ufffd"] * 2, "pick a split character"
+    watch = TextWatch(embedded_tokenizer, GenerationConfig(stop_after=("本",)))
+    texts, reasons = [], []
+    for n in range(1, len(ids) + 1):
+        reasons.append(watch.push(ids[:n]))
+        texts.append(watch.text)
+    assert texts == ["", "", " 日", " 日本"] and reasons == [None, None, None, "stop"]
 
 
 def test_each_push_decodes_a_window_not_the_whole_answer(embedded_tokenizer):

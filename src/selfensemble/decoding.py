@@ -18,8 +18,7 @@ from selfensemble import masks
 from selfensemble.attention import WindowMasks, flex_errors
 from selfensemble.fusion import FusionFn, select_tokens
 from selfensemble.packing import PackedBatch
-from selfensemble.stopping import TextWatch, can_stop_on_text
-from selfensemble.stopping import stop_text as _stop_text
+from selfensemble.stopping import TextWatch, can_stop_on_text, stop_text
 
 
 @dataclass(frozen=True)
@@ -231,5 +230,5 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
                                score_scale=None if scale is None else scale[:, None, None, :].to(model.dtype))
         positions = positions + 1
     for d in out:
-        d.text, _ = _stop_text(tokenizer.decode(d.tokens, skip_special_tokens=True), gen)
+        d.text, _ = stop_text(tokenizer.decode(d.tokens, skip_special_tokens=True), gen)
     return out

@@ -75,8 +75,8 @@ def engine_row(lm: LoadedModel, queries: list[Query], method: str, n: int, batch
     delta = {k: engine.stats[k] - v for k, v in before.items()}
     q = len(queries)
     steps = engine.stats["decode_steps"]
-    with count_host_syncs() as syncs:  # an untimed pass: the wrapping costs time
-        engine.answer_many(queries, method, gen)
+    with count_host_syncs() as syncs:  # one untimed batch (a per-step ratio): the wrapping costs time
+        engine.answer_many(queries[:batch_size], method, gen)
     steps = engine.stats["decode_steps"] - steps
     s_per_q = run.seconds / q
     row = {
@@ -92,7 +92,7 @@ def engine_row(lm: LoadedModel, queries: list[Query], method: str, n: int, batch
         "compiles_warmup": warm.compiles, "compiles_timed": run.compiles,
         "peak_rss_mb": max(warm.peak_rss_mb, run.peak_rss_mb), "cuda_peak_mb": run.cuda_peak_mb,
         "attention": engine.attention_note,
-        # every tensor → Python value of a pass (packing and prefill included) ÷ its decode steps
+        # every tensor → Python value of one batch (packing and prefill included) ÷ its decode steps
         "host_syncs_per_step": syncs["syncs"] / max(1, steps),
     }
     return row, run.value
@@ -147,8 +147,8 @@ def hf_generate_row(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> di
             warnings.simplefilter("ignore")
             timed(lambda: generate(ids[0]), lm.device)
             run = timed(lambda: sum(generate(t) for t in ids), lm.device)
-            with count_host_syncs() as syncs:  # untimed: HF generate's own syncs, the reference for ours
-                steps = sum(generate(t) for t in ids)
+            with count_host_syncs() as syncs:  # untimed, one question: HF generate's own syncs per step
+                steps = generate(ids[0])
     finally:
         lm.model.set_attn_implementation(ATTN_IMPLEMENTATION)
     q = len(ids)
