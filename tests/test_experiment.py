@@ -84,6 +84,49 @@ def test_resume_refuses_other_settings(tmp_path, engine):
         run_experiment(cfg(tmp_path, limit=2, num_paraphrases=4), engine=engine)
 
 
+def _copy_sample(to: Path, edit=None) -> Path:
+    rows = [json.loads(x) for x in SAMPLE_DATA.read_text().splitlines()]
+    if edit is not None:
+        edit(rows)
+    to.parent.mkdir(parents=True, exist_ok=True)
+    to.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return to
+
+
+def test_a_moved_data_folder_resumes_and_the_move_is_recorded(tmp_path, engine):
+    """Where the data lives is not what it is: the same file under another path adds only new items."""
+    first = _copy_sample(tmp_path / "a" / "data.jsonl")
+    run_experiment(cfg(tmp_path / "run", limit=3, data_path=str(first)), engine=engine)
+    before = lines(tmp_path / "run" / "origin" / "results.jsonl")
+    moved = tmp_path / "b" / "data.jsonl"
+    _copy_sample(moved)
+    first.unlink()
+    run_experiment(cfg(tmp_path / "run", limit=5, data_path=str(moved)), engine=engine)
+    recs = lines(tmp_path / "run" / "origin" / "results.jsonl")
+    assert recs[:3] == before and [r["id"] for r in recs] == ["s01", "s02", "s03", "s04", "s05"]
+    manifest = json.loads((tmp_path / "run" / "origin" / "manifest.json").read_text())
+    assert manifest["sessions"][-1]["data_moved"] == {"data_path": {"stored": str(first), "given": str(moved)}}
+    assert manifest["config"]["data_path"] == str(moved) and "data_moved" not in manifest["sessions"][0]
+
+
+@pytest.mark.parametrize("field", ["answers", "question"])
+@pytest.mark.parametrize("moved", [False, True])
+def test_data_that_changed_under_a_stored_run_is_refused(tmp_path, engine, field, moved):
+    """An item edited in place (or another file under a moved path) refuses the resume; nothing is written."""
+    data = _copy_sample(tmp_path / "a" / "data.jsonl")
+    run_experiment(cfg(tmp_path / "run", limit=3, data_path=str(data)), engine=engine)
+    results = tmp_path / "run" / "origin" / "results.jsonl"
+    before = results.read_bytes()
+
+    def edit(rows):
+        rows[1][field] = "What is the capital of Edited?" if field == "question" else ["edited gold"]
+
+    data = _copy_sample(tmp_path / ("b" if moved else "a") / "data.jsonl", edit)
+    with pytest.raises(SelfEnsembleError, match=f"item s02: stored {'gold' if field == 'answers' else field}"):
+        run_experiment(cfg(tmp_path / "run", limit=5, data_path=str(data)), engine=engine)
+    assert results.read_bytes() == before
+
+
 def test_prompt_indices_pick_prompts(tmp_path, engine):
     run_experiment(cfg(tmp_path, limit=2, num_paraphrases=5, prompt_indices=[0, 2, 4]), engine=engine)
     rec = lines(tmp_path / "origin" / "results.jsonl")[0]

@@ -10,7 +10,9 @@ A run directory holds:
 
 Re-running with the same directory skips the ids already in ``results.jsonl``. That is only
 sound when the settings that shape answers are unchanged, so :meth:`RunStore.open` refuses a
-config that differs from the stored one on any key outside :data:`VOLATILE_KEYS`.
+config that differs from the stored one on any key outside :data:`VOLATILE_KEYS`, except a data
+location (a moved data folder: ``store.moved``, recorded in the session as ``data_moved``); the
+caller then checks the stored items against the data (store_config.item_differences).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.provenance import attention_key, check_resume, package_versions, source
-from selfensemble.store_config import VOLATILE_KEYS, config_differences
+from selfensemble.store_config import VOLATILE_KEYS, config_differences, split_moves
 from selfensemble.store_config import json_default as _json_default
 from selfensemble.store_config import jsonable as _jsonable
 
@@ -199,6 +201,7 @@ class RunStore:
         self.allow_mixed = allow_mixed
         self.mixed = False
         self.repairs: list[str] = []
+        self.moved: dict[str, tuple] = {}  # data locations that differ from the stored run's (store_config)
         self._ids: set[str] | None = None
         self._fh = None
         self._lock_key: str | None = None
@@ -243,7 +246,7 @@ class RunStore:
             if manifest is not None:
                 stored = manifest.get("config", {})
                 stored = self.upgrade(stored) if self.upgrade is not None else stored
-                diffs = config_differences(stored, self.config, self.volatile_keys)
+                diffs, self.moved = split_moves(config_differences(stored, self.config, self.volatile_keys))
                 if diffs:
                     lines = "; ".join(f"{k}: stored {a!r}, given {b!r}" for k, a, b in
                                       ((k, *v) for k, v in diffs.items()))
@@ -267,7 +270,9 @@ class RunStore:
             manifest.setdefault("versions", self.session["versions"])
             if manifest.get("attention_path") is None:
                 manifest["attention_path"] = self.session["attention_path"]
-            manifest["sessions"] = [*manifest.get("sessions", []), {"started": now, **self.session}]
+            moves = {"data_moved": {k: {"stored": a, "given": b} for k, (a, b) in self.moved.items()}}
+            manifest["sessions"] = [*manifest.get("sessions", []),
+                                    {"started": now, **self.session, **(moves if self.moved else {})}]
             atomic_write_json(self.manifest_path, manifest)
             self._opened = True
             self.done_ids()

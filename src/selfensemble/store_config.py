@@ -1,5 +1,10 @@
 """What counts as the same run: the config keys compared on resume, and how they are compared.
 
+Where the data lives is not what it is: a data folder moved, or a run folder resumed on another
+machine, names other paths for the same items. Those keys (:func:`is_data_location`) may differ
+on resume; :func:`item_differences` then checks what matters, that every stored answer answers
+the item as loaded now, which also catches data edited in place under an unchanged path.
+
 Kept apart from store.py (the run folder's files and locks); store re-exports these names.
 """
 
@@ -17,6 +22,48 @@ VOLATILE_KEYS: frozenset[str] = frozenset(
     {"limit", "batch_size", "engine.batch_size", "out", "out_dir", "output", "resume", "verbose", "quiet",
      "progress", "log_level"}
 )
+
+
+def is_data_location(key: str) -> bool:
+    """True for config keys that name where data is read from ("data_path", "dataset_options.train_path")."""
+    return key == "data_path" or (key.startswith("dataset_options.") and key.endswith("_path"))
+
+
+def split_moves(diffs: dict[str, tuple]) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """(differences that refuse a resume, data locations that moved) from :func:`config_differences`.
+
+    A location that appears or disappears is no move: it changes which data is read.
+    """
+    moved = {k: v for k, v in diffs.items() if is_data_location(k) and "<absent>" not in v and None not in v}
+    return {k: v for k, v in diffs.items() if k not in moved}, moved
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def item_differences(records: Iterable[dict], items: Iterable[Any], question_first: bool = True,
+                     limit: int = 3) -> list[str]:
+    """Up to ``limit`` sentences naming stored records whose item reads differently now.
+
+    ``items``: data.base.Item (``id``, ``answers``, ``question``). A record is compared on its gold
+    answers and, when ``question_first`` (no --prompt-indices), on its first prompt against the
+    item's question, whitespace-normalised. Records of items not loaded now (a smaller --limit)
+    are not compared.
+    """
+    by_id = {str(it.id): it for it in items}
+    found: list[str] = []
+    for rec in records:
+        item = by_id.get(str(rec.get("id")))
+        if item is None:
+            continue
+        if list(rec.get("gold", [])) != list(item.answers):
+            found.append(f"item {item.id}: stored gold {rec.get('gold')!r}, data now {list(item.answers)!r}")
+        elif question_first and rec.get("prompts") and _norm(rec["prompts"][0]) != _norm(item.question):
+            found.append(f"item {item.id}: stored question {rec['prompts'][0]!r}, data now {item.question!r}")
+        if len(found) >= limit:
+            break
+    return found
 
 
 def json_default(obj: Any) -> Any:
