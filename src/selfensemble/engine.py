@@ -25,7 +25,7 @@ from selfensemble.models import LoadedModel
 from selfensemble.packing import SHARED, PackedBatch, Row
 from selfensemble.prepared import Prepared, check_context, fusion_terms, lay_out
 from selfensemble.prompts import PromptFormat, PromptParts, build_parts
-from selfensemble.queries import Answer, Query, query_weights
+from selfensemble.queries import Answer, Query, query_weights, sample_counts
 from selfensemble.rows import plan_rows
 
 T = TypeVar("T")
@@ -186,9 +186,7 @@ class Engine:
         whatever else shares the batch. Returns one list of n Answers per query (its prompt's
         ``prefill_tokens`` on each, prefilled once for all n).
         """
-        counts = [n_samples] * len(queries) if isinstance(n_samples, int) else list(n_samples)
-        if len(counts) != len(queries) or any(n < 0 for n in counts):
-            raise SelfEnsembleError(f"n_samples: one count >= 0 per query, got {counts} for {len(queries)} queries")
+        counts = sample_counts(n_samples, len(queries))
         gen = gen or GenerationConfig()
         live = [i for i, n in enumerate(counts) if n > 0]
         parts = [build_parts(self.lm.tokenizer, queries[i].fmt, list(queries[i].prompts[:1])) for i in live]

@@ -90,3 +90,11 @@ def query_weights(method: str, query: Query, parts: PromptParts) -> torch.Tensor
     except ValueError as err:
         raise SelfEnsembleError(f"Method {method}: {err}.") from None
     return torch.tensor(kept)
+
+
+def sample_counts(n_samples: int | Sequence[int], n_queries: int) -> list[int]:
+    """``n_samples`` as one count per query (``Engine.sample``'s argument: one for all, or a list)."""
+    counts = [n_samples] * n_queries if isinstance(n_samples, int) else list(n_samples)
+    if len(counts) != n_queries or any(n < 0 for n in counts):
+        raise SelfEnsembleError(f"n_samples: one count >= 0 per query, got {counts} for {n_queries} queries")
+    return counts

@@ -231,10 +231,9 @@ class RayBackend:
         query lands in does not change its samples.
         """
         from selfensemble.decoding import GenerationConfig
+        from selfensemble.queries import sample_counts
 
-        counts = [n_samples] * len(queries) if isinstance(n_samples, int) else list(n_samples)
-        if len(counts) != len(queries) or any(n < 0 for n in counts):
-            raise SelfEnsembleError(f"n_samples: one count >= 0 per query, got {counts} for {len(queries)} queries")
+        counts = sample_counts(n_samples, len(queries))
         return self._run(queries, None, gen or GenerationConfig(), counts, None)
 
     def _run(self, queries: Sequence, method: str | None, gen, counts: list[int] | None, on_done) -> list:
