@@ -297,6 +297,30 @@ def test_one_host_sync_per_decode_step_for_all_groups(random_lm, gen, per_step):
     assert counted["syncs"] <= per_step * steps + prefill_syncs, counted
 
 
+@pytest.mark.parametrize("weights", [
+    [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([1.0])],
+    ["entropy", "agreement", "entropy", "entropy"],
+], ids=["numbers", "rules"])
+def test_weighted_fusion_adds_no_host_sync_per_step(random_lm, weights):
+    """Weights are checked once per call, not at every step: decoding 8 more tokens costs 8 more
+    syncs (the one batched token copy per step), for numbers and for per-step rules alike."""
+    from selfensemble.bench.timing import count_host_syncs
+    from selfensemble.packing import pack_row
+
+    lm = random_lm("llama")
+    rows = [pack_row([], [[5 + i, 6, 7 + i]], [9]) for i in range(6)]
+    groups, batch, counts = [[0, 1, 2], [3], [4], [5]], PackedBatch.from_rows(rows), []
+    for steps in (8, 16):
+        gen = GenerationConfig(max_new_tokens=steps, stop_at_newline=False)
+        with count_host_syncs() as counted:
+            out = generate(lm.model, lm.tokenizer, batch, new_cache(lm.model.config.num_hidden_layers,
+                           batch.shape[1] + steps), groups, fusion.weighted_avg, gen, attention="sdpa",
+                           eos_ids=set(), weights=weights)
+        assert max(len(d.tokens) for d in out) == steps
+        counts.append(counted["syncs"])
+    assert counts[1] - counts[0] == 8, counts
+
+
 def test_count_host_syncs_counts_and_restores():
     from selfensemble.bench.timing import count_host_syncs
 

@@ -145,6 +145,22 @@ def test_weights_as_list_are_accepted():
     assert torch.allclose(weighted_avg(LOGITS, [1.0, 3.0]), weighted_avg(LOGITS, torch.tensor([1.0, 3.0])))
 
 
+@pytest.mark.parametrize("fn", [weighted_avg, weighted_max])
+def test_checked_weights_fuse_as_the_numbers_they_came_from(fn):
+    """check_weights validates once; the rules then use its tensor as it is, rule names stay names."""
+    checked = fusion.check_weights([1.0, 3.0], 2)
+    assert isinstance(checked, fusion.CheckedWeights) and checked.tensor.tolist() == [0.25, 0.75]
+    assert torch.equal(fn(LOGITS, checked), fn(LOGITS, [1.0, 3.0]))
+    assert fusion.check_weights("entropy", 2) == "entropy" and fusion.check_weights(None, 2) is None
+    assert torch.allclose(fn(LOGITS, "entropy"), fn(LOGITS, fusion.entropy_weights(LOGITS)))
+    with pytest.raises(ValueError, match="non-negative"):
+        fusion.check_weights([1.0, -1.0], 2)
+    with pytest.raises(ValueError, match="weights rule"):
+        fusion.check_weights("loudest", 2)
+    with pytest.raises(ValueError, match="shape"):
+        fn(LOGITS, fusion.check_weights([1.0, 2.0, 3.0], 3))
+
+
 # --------------------------------------------------------------------------- select_token
 
 

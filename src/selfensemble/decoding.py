@@ -16,7 +16,7 @@ import torch
 
 from selfensemble import masks
 from selfensemble.attention import WindowMasks, flex_errors
-from selfensemble.fusion import FusionFn, select_tokens
+from selfensemble.fusion import FusionFn, check_weights, select_tokens
 from selfensemble.packing import PackedBatch
 from selfensemble.stopping import TextWatch, can_stop_on_text, stop_text
 
@@ -161,7 +161,8 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
     B = batch.shape[0] if expand is None else len(expand)
     if sorted(r for g in groups for r in g) != list(range(B)):
         raise ValueError("every row must belong to exactly one group")
-    weights = list(weights) if weights is not None else [None] * len(groups)
+    weights = [None] * len(groups) if weights is None else [
+        check_weights(w, len(rows), batch.input_ids.device) for w, rows in zip(weights, groups, strict=True)]
     terms = None
     if fusion is not None and fusion.active and fused_n is not None and max(fused_n) > 1:
         if len(fused_n) != batch.shape[0]:

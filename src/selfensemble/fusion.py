@@ -4,7 +4,9 @@ Every rule takes raw logits of shape (N, vocab) (one row per prompt) and optiona
 and returns normalised log-probabilities of shape (vocab,). Inputs are never modified.
 
 The weighted rules also take a rule name instead of a weight tensor ("entropy", "agreement"):
-the weights are then derived from the same logits at every decode step, at no extra cost.
+the weights are then derived from the same logits at every decode step, at no extra cost. A loop
+that fuses many times passes :class:`CheckedWeights` (:func:`check_weights`, validated once), so
+no step checks its weights again.
 
 Worked example (vocab of 2): probabilities [[.9, .1], [.2, .8]]
   avg          → [.55, .45]
@@ -15,11 +17,22 @@ Worked example (vocab of 2): probabilities [[.9, .1], [.2, .8]]
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
-FusionFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+@dataclass(frozen=True)
+class CheckedWeights:
+    """(N,) weights already validated and normalised (:func:`check_weights`), used by the rules as
+    they are: a decode loop checks its weights once, not at every step (on a GPU each check of a
+    device tensor is a host sync)."""
+
+    tensor: torch.Tensor
+
+
+FusionFn = Callable[[torch.Tensor, "torch.Tensor | str | CheckedWeights | None"], torch.Tensor]
 DYNAMIC_WEIGHTS = ("entropy", "agreement")
 
 
@@ -49,13 +62,38 @@ def agreement_weights(logits: torch.Tensor) -> torch.Tensor:
 _DYNAMIC = {"entropy": entropy_weights, "agreement": agreement_weights}
 
 
-def _check(logits: torch.Tensor, weights: torch.Tensor | str | None, needs_weights: bool) -> torch.Tensor | None:
-    if logits.dim() != 2 or logits.shape[0] == 0:
-        raise ValueError(f"logits must have shape (N, vocab) with N >= 1, got {tuple(logits.shape)}")
+def check_weights(weights: torch.Tensor | Sequence[float] | str | CheckedWeights | None, n: int,
+                  device: torch.device | str = "cpu") -> CheckedWeights | str | None:
+    """Validate a group's weights once, before a loop that fuses its N rows many times.
+
+    Numbers become :class:`CheckedWeights` on ``device`` (ValueError as :func:`normalise_weights`);
+    a rule name is checked and kept (its weights come from each step's logits); None stays None.
+    """
+    if isinstance(weights, CheckedWeights):
+        return weights if weights.tensor.device == torch.device(device) else CheckedWeights(weights.tensor.to(device))
+    if weights is None:
+        return weights
     if isinstance(weights, str):
         if weights not in _DYNAMIC:
             raise ValueError(f"weights rule must be one of {DYNAMIC_WEIGHTS}, got {weights!r}")
-        weights = _DYNAMIC[weights](logits)
+        return weights
+    return CheckedWeights(normalise_weights(weights, n).to(device))
+
+
+def _check(logits: torch.Tensor, weights: torch.Tensor | str | CheckedWeights | None,
+           needs_weights: bool) -> torch.Tensor | None:
+    if logits.dim() != 2 or logits.shape[0] == 0:
+        raise ValueError(f"logits must have shape (N, vocab) with N >= 1, got {tuple(logits.shape)}")
+    if isinstance(weights, CheckedWeights):
+        if tuple(weights.tensor.shape) != (logits.shape[0],):
+            raise ValueError(f"weights must have shape ({logits.shape[0]},), got {tuple(weights.tensor.shape)}")
+        return weights.tensor.to(logits.device)
+    if isinstance(weights, str):
+        if weights not in _DYNAMIC:
+            raise ValueError(f"weights rule must be one of {DYNAMIC_WEIGHTS}, got {weights!r}")
+        # exp(-H) and exp(-KL) are in (0, 1] by construction: normalised without a check (no host sync)
+        w = _DYNAMIC[weights](logits)
+        return w / w.sum()
     if weights is None:
         if needs_weights:
             raise ValueError("this fusion rule needs one weight per prompt, got none")
@@ -72,8 +110,10 @@ def normalise_weights(weights, n: int) -> torch.Tensor:
     w = torch.as_tensor(weights, dtype=torch.float32)
     if w.shape != (n,):
         raise ValueError(f"weights must have shape ({n},), got {tuple(w.shape)}")
-    if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"weights must be finite, non-negative and not all zero, got {w.tolist()}")
+    # Python numbers are checked as they are; a tensor with one copy to the host, not three
+    values = w.tolist() if isinstance(weights, torch.Tensor) else [float(x) for x in weights]
+    if not all(math.isfinite(x) and x >= 0 for x in values) or sum(values) <= 0:
+        raise ValueError(f"weights must be finite, non-negative and not all zero, got {values}")
     return w / w.sum()
 
 
@@ -104,14 +144,14 @@ def max_(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Ten
     return logp - torch.logsumexp(logp, dim=0)
 
 
-def weighted_avg(logits: torch.Tensor, weights: torch.Tensor | str | None) -> torch.Tensor:
+def weighted_avg(logits: torch.Tensor, weights: torch.Tensor | str | CheckedWeights | None) -> torch.Tensor:
     """Mixture with per-prompt weights (e.g. confidence estimates, or a rule name: "entropy",
     "agreement", computed from ``logits``); weights are normalised to sum 1."""
     w = _check(logits, weights, needs_weights=True)
     return _log_weighted_mean(torch.log_softmax(logits.float(), dim=-1), w)
 
 
-def weighted_max(logits: torch.Tensor, weights: torch.Tensor | str | None) -> torch.Tensor:
+def weighted_max(logits: torch.Tensor, weights: torch.Tensor | str | CheckedWeights | None) -> torch.Tensor:
     """Per-token max of weight × probability, renormalised (weights: tensor (N,) or a rule name)."""
     w = _check(logits, weights, needs_weights=True)
     logp = (torch.log_softmax(logits.float(), dim=-1) + w.clamp_min(1e-30).log()[:, None]).amax(dim=0)

@@ -33,6 +33,7 @@ from selfensemble import masks
 from selfensemble.attention import WindowMasks
 from selfensemble.decoding import prefill
 from selfensemble.errors import SelfEnsembleError
+from selfensemble.fusion import check_weights
 from selfensemble.method_registry import get_method, methods_where
 from selfensemble.packing import PackedBatch
 from selfensemble.prepared import Prepared
@@ -137,6 +138,7 @@ def _score_chunk(engine, method: str, prep: Prepared, conts: list[list[int]]) ->
 def _fused_score(logits: torch.Tensor, fuse, weights, cont: list[int]) -> Scored:
     """logits (n_rows, m, vocab) of one query → fused log-prob of ``cont`` and its greediness."""
     per_token, greedy = [], True
+    weights = check_weights(weights, logits.shape[0], logits.device)  # once, not per token
     for j, token in enumerate(cont):
         logp = fuse(logits[:, j, :], weights)  # (vocab,)
         per_token.append(float(logp[token]))

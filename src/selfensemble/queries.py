@@ -10,8 +10,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
-
 from selfensemble import fusion
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.method_registry import get_method
@@ -67,8 +65,8 @@ class Answer:
         return {**self.__dict__, "prob": self.prob}
 
 
-def query_weights(method: str, query: Query, parts: PromptParts) -> torch.Tensor | str | None:
-    """A (kept prompts,) weight tensor, or a per-step rule name the fusion resolves from the logits;
+def query_weights(method: str, query: Query, parts: PromptParts) -> fusion.CheckedWeights | str | None:
+    """(kept prompts,) weights, validated and normalised, or a per-step rule name the fusion resolves from the logits;
     None for a method that takes no weights. Bad weights are refused here, before any decoding."""
     if not get_method(method).needs_weights:
         return None
@@ -85,11 +83,10 @@ def query_weights(method: str, query: Query, parts: PromptParts) -> torch.Tensor
             f"Method {method} got {len(query.weights)} weights for {len(query.prompts)} prompts; give one per prompt."
         )
     kept = [float(query.weights[i]) for i in parts.kept_indices]  # duplicates of a prompt were dropped
-    try:
-        fusion.normalise_weights(kept, len(kept))  # validated here so the user sees it before decoding
+    try:  # validated here, once, so the user sees it before decoding
+        return fusion.check_weights(kept, len(kept))
     except ValueError as err:
         raise SelfEnsembleError(f"Method {method}: {err}.") from None
-    return torch.tensor(kept)
 
 
 def sample_counts(n_samples: int | Sequence[int], n_queries: int) -> list[int]:
