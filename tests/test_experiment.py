@@ -127,6 +127,26 @@ def test_data_that_changed_under_a_stored_run_is_refused(tmp_path, engine, field
     assert results.read_bytes() == before
 
 
+def test_another_training_file_under_a_moved_path_is_refused(tmp_path, engine):
+    """The demonstrations come from dataset_options.train_path: moved, it resumes; with other answers
+    in it, the stored records' demonstration answers differ and the resume is refused."""
+    def run(train: Path, limit: int):
+        opts = {**SAMPLE_OPTS, "train_path": str(train)}
+        return run_experiment(cfg(tmp_path / "run", limit=limit, few_shot=2, dataset_options=opts), engine=engine)
+
+    def other_answers(rows):
+        for r in rows:
+            r["answers"] = [f"not {r['answers'][0]}"]
+
+    run(_copy_sample(tmp_path / "a" / "train.jsonl"), 2)
+    assert lines(tmp_path / "run" / "origin" / "results.jsonl")[0]["demo_answers"]
+    run(_copy_sample(tmp_path / "b" / "train.jsonl"), 3)
+    assert len(lines(tmp_path / "run" / "origin" / "results.jsonl")) == 3
+    with pytest.raises(SelfEnsembleError, match="stored demonstration answers"):
+        run(_copy_sample(tmp_path / "c" / "train.jsonl", other_answers), 4)
+    assert len(lines(tmp_path / "run" / "origin" / "results.jsonl")) == 3
+
+
 def test_prompt_indices_pick_prompts(tmp_path, engine):
     run_experiment(cfg(tmp_path, limit=2, num_paraphrases=5, prompt_indices=[0, 2, 4]), engine=engine)
     rec = lines(tmp_path / "origin" / "results.jsonl")[0]

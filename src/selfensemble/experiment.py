@@ -282,12 +282,13 @@ def _derive_todo(source: Path, derive, items: list[Item], todo: list[int], store
     return {"items_this_session": len(todo), "derived_from": str(source), "engine_stats": None}
 
 
-def _check_stored_items(store, items: list[Item], cfg: RunConfig) -> None:
+def _check_stored_items(store, items: list[Item], queries: list, cfg: RunConfig) -> None:
     """Refuse to add to answers of items that read differently now (data edited, or another file
     under a moved path); nothing is written."""
     from selfensemble.store_config import item_differences
 
-    found = item_differences(store.records(), items, question_first=cfg.prompt_indices is None)
+    demos = {str(it.id): demo_answers(q) for it, q in zip(items, queries, strict=True)}
+    found = item_differences(store.records(), items, question_first=cfg.prompt_indices is None, demos=demos)
     if found:
         moved = "".join(f"; {k} moved from {a!r} to {b!r}" for k, (a, b) in store.moved.items())
         raise SelfEnsembleError(
@@ -310,7 +311,7 @@ def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: 
     engine = as_backend(engine)
     store = _open_store(engine, cfg, method, out)
     try:
-        _check_stored_items(store, items, cfg)
+        _check_stored_items(store, items, queries, cfg)
         done = store.done_ids()
         todo = [i for i, it in enumerate(items) if it.id not in done]
         if derive_from is not None:

@@ -3,7 +3,8 @@
 Where the data lives is not what it is: a data folder moved, or a run folder resumed on another
 machine, names other paths for the same items. Those keys (:func:`is_data_location`) may differ
 on resume; :func:`item_differences` then checks what matters, that every stored answer answers
-the item as loaded now, which also catches data edited in place under an unchanged path.
+the item as loaded now (gold, question, demonstrations), which also catches data edited in place
+under an unchanged path.
 
 Kept apart from store.py (the run folder's files and locks); store re-exports these names.
 """
@@ -43,13 +44,14 @@ def _norm(text: str) -> str:
 
 
 def item_differences(records: Iterable[dict], items: Iterable[Any], question_first: bool = True,
-                     limit: int = 3) -> list[str]:
+                     demos: dict[str, list[str]] | None = None, limit: int = 3) -> list[str]:
     """Up to ``limit`` sentences naming stored records whose item reads differently now.
 
     ``items``: data.base.Item (``id``, ``answers``, ``question``). A record is compared on its gold
-    answers and, when ``question_first`` (no --prompt-indices), on its first prompt against the
-    item's question, whitespace-normalised. Records of items not loaded now (a smaller --limit)
-    are not compared.
+    answers; when ``question_first`` (no --prompt-indices), on its first prompt against the item's
+    question, whitespace-normalised; and, given ``demos`` ({item id: records.demo_answers of its
+    query now}), on the answers of its few-shot demonstrations (another training file). Records of
+    items not loaded now (a smaller --limit) are not compared.
     """
     by_id = {str(it.id): it for it in items}
     found: list[str] = []
@@ -61,6 +63,9 @@ def item_differences(records: Iterable[dict], items: Iterable[Any], question_fir
             found.append(f"item {item.id}: stored gold {rec.get('gold')!r}, data now {list(item.answers)!r}")
         elif question_first and rec.get("prompts") and _norm(rec["prompts"][0]) != _norm(item.question):
             found.append(f"item {item.id}: stored question {rec['prompts'][0]!r}, data now {item.question!r}")
+        elif demos is not None and "demo_answers" in rec and rec["demo_answers"] != demos.get(str(item.id)):
+            found.append(f"item {item.id}: stored demonstration answers {rec['demo_answers']!r}, "
+                         f"data now {demos.get(str(item.id))!r}")
         if len(found) >= limit:
             break
     return found
