@@ -57,6 +57,11 @@ class PromptParts:
         return self.prefix + self.segments[i] + self.cue
 
 
+def prompt_key(text: str) -> str:
+    """The form two prompts are compared by: whitespace runs collapsed, ends stripped."""
+    return " ".join(text.split())
+
+
 def clean_prompts(prompts: list[str]) -> tuple[list[str], list[str], list[int]]:
     """Reject empty input, drop duplicates (keeping the first) and say which were dropped.
 
@@ -69,7 +74,7 @@ def clean_prompts(prompts: list[str]) -> tuple[list[str], list[str], list[int]]:
             raise SelfEnsembleError(f"Prompt {i} is empty or whitespace; every paraphrase needs text.")
     kept, notes, seen, indices = [], [], {}, []
     for i, p in enumerate(prompts):
-        key = " ".join(p.split())
+        key = prompt_key(p)
         if key in seen:
             notes.append(f"dropped duplicate prompt {i} (same as prompt {seen[key]}): {p!r}")
             continue

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from selfensemble.prompts import prompt_key
+
 #: Config keys that may change between a run and its resumption because they do not change
 #: any single item's answer: how many items to do, how they are batched, where output goes,
 #: and how chatty the run is. A key inside a nested section is named by its path ("engine.batch_size").
@@ -39,10 +41,6 @@ def split_moves(diffs: dict[str, tuple]) -> tuple[dict[str, tuple], dict[str, tu
     return {k: v for k, v in diffs.items() if k not in moved}, moved
 
 
-def _norm(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def item_differences(records: Iterable[dict], items: Iterable[Any], question_first: bool = True,
                      demos: dict[str, list[str]] | None = None, limit: int = 3) -> list[str]:
     """Up to ``limit`` sentences naming stored records whose item reads differently now.
@@ -61,7 +59,7 @@ def item_differences(records: Iterable[dict], items: Iterable[Any], question_fir
             continue
         if list(rec.get("gold", [])) != list(item.answers):
             found.append(f"item {item.id}: stored gold {rec.get('gold')!r}, data now {list(item.answers)!r}")
-        elif question_first and rec.get("prompts") and _norm(rec["prompts"][0]) != _norm(item.question):
+        elif question_first and rec.get("prompts") and prompt_key(rec["prompts"][0]) != prompt_key(item.question):
             found.append(f"item {item.id}: stored question {rec['prompts'][0]!r}, data now {item.question!r}")
         elif demos is not None and "demo_answers" in rec and rec["demo_answers"] != demos.get(str(item.id)):
             found.append(f"item {item.id}: stored demonstration answers {rec['demo_answers']!r}, "
