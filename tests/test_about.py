@@ -27,7 +27,8 @@ def test_public_api_exports_the_embedded_model_path() -> None:
 
 
 def test_info_when_the_embedded_model_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    from selfensemble import about, models
+    from selfensemble import about
+    from selfensemble.engine import models
 
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
     out = about.info()

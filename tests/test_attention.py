@@ -12,13 +12,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfensemble import attention as attn
-from selfensemble import masks
-from selfensemble.decoding import GenerationConfig
+from selfensemble.config.engine import EngineConfig
+from selfensemble.engine.attention import dispatch as attn
+from selfensemble.engine.attention import masks
+from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.engine.engine import Engine
+from selfensemble.engine.packing import SHARED, PackedBatch, pack_row
+from selfensemble.engine.prompts import build_parts
+from selfensemble.engine.queries import Query
+from selfensemble.engine.rows import plan_rows
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.methods import Engine, EngineConfig, Query, plan_rows
-from selfensemble.packing import SHARED, PackedBatch, pack_row
-from selfensemble.prompts import build_parts
 
 QUESTION_A = ["What is the capital of France?", "Which city is the capital of France?",
               "France has which city as its capital?"]
@@ -277,7 +280,7 @@ def test_recompile_limit_is_strict_only_inside_our_compiled_calls(monkeypatch):
     """Our compiled flex runs with fail_on_recompile_limit_hit=True; the user's setting is untouched."""
     import torch._dynamo.config as dynamo_config
 
-    from selfensemble import attention as attn
+    from selfensemble.engine.attention import dispatch as attn
 
     seen = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: lambda *a, **k: seen.append(

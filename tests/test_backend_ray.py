@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from selfensemble.backends import BackendConfig
-from selfensemble.engine_config import EngineConfig
-from selfensemble.engine_factory import LoadSpec
+from selfensemble.config.engine import EngineConfig
+from selfensemble.engine.factory import LoadSpec
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.experiment import GateSettings, RunConfig, run_experiment
+from selfensemble.pipeline.backends import BackendConfig
+from selfensemble.pipeline.experiment import GateSettings, RunConfig, run_experiment
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs Ray (pip install 'selfensemble[ray]')"),
@@ -225,10 +225,11 @@ def test_an_actors_own_error_reaches_the_driver_as_one_line(ray_head, capfd):
     actor-died error, and no Ray retry chatter reaches the terminal."""
     from rich.console import Console
 
-    from selfensemble.backends.ray import RayBackend
-    from selfensemble.engine_factory import LoadSpec
-    from selfensemble.methods import EngineConfig, Query
-    from selfensemble.prompts import PromptFormat
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.engine.prompts import PromptFormat
+    from selfensemble.engine.queries import Query
+    from selfensemble.pipeline.backends.ray import RayBackend
 
     backend = RayBackend(LoadSpec("random:nope"), EngineConfig(batch_size=1), BackendConfig(
         name="ray", address=ray_head, workers=2), Console(file=io.StringIO()))
@@ -325,7 +326,7 @@ class _FakeRay:
 def test_ray_is_quiet_by_default_and_verbose_brings_it_back(monkeypatch):
     import logging
 
-    from selfensemble.backends import ray as ray_backend
+    from selfensemble.pipeline.backends import ray as ray_backend
 
     monkeypatch.delenv("RAY_BACKEND_LOG_LEVEL", raising=False)
     quiet, loud = _FakeRay(), _FakeRay()

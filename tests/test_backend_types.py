@@ -39,7 +39,7 @@ def test_both_backends_are_backends_to_mypy(tmp_path):
 
 def test_a_backend_missing_a_member_is_rejected(tmp_path):
     control = tmp_path / "missing_close.py"
-    source = CONFORM.read_text().replace("from selfensemble.backends.ray import RayBackend\n", "")
+    source = CONFORM.read_text().replace("from selfensemble.pipeline.backends.ray import RayBackend\n", "")
     source = source.split("\n\ndef ray_is_a_backend")[0] + '''
 
 class NoClose(LocalBackend):

@@ -7,14 +7,16 @@ import typing
 
 import pytest
 
-from selfensemble.backends import Backend, BackendConfig, as_backend
-from selfensemble.backends.local import LocalBackend
-from selfensemble.backends.ray import EngineWorker, RayBackend
-from selfensemble.backends.ray_pool import batches
-from selfensemble.decoding import GenerationConfig
-from selfensemble.engine_factory import LoadSpec
-from selfensemble.methods import Engine, EngineConfig, Query
-from selfensemble.prompts import PromptFormat
+from selfensemble.config.engine import EngineConfig
+from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.engine.engine import Engine
+from selfensemble.engine.factory import LoadSpec
+from selfensemble.engine.prompts import PromptFormat
+from selfensemble.engine.queries import Query
+from selfensemble.pipeline.backends import Backend, BackendConfig, as_backend
+from selfensemble.pipeline.backends.local import LocalBackend
+from selfensemble.pipeline.backends.ray import EngineWorker, RayBackend
+from selfensemble.pipeline.backends.ray_pool import batches
 
 MEMBERS = sorted(typing.get_protocol_members(Backend) if hasattr(typing, "get_protocol_members")
                  else typing._get_protocol_attrs(Backend))  # Python < 3.13: the private helper isinstance uses
@@ -85,7 +87,7 @@ def test_only_an_owned_engine_is_closed():
 
 
 def test_a_saved_batch_is_one_engine_batch_per_worker(engine):
-    from selfensemble.experiment import batch_size
+    from selfensemble.pipeline.experiment import batch_size
 
     assert batch_size(LocalBackend(engine)) == 2
     assert batch_size(_ray_backend(EngineConfig(batch_size=4), workers=3)) == 12

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfensemble.cache import GrowingLayer, new_cache
+from selfensemble.engine.cache import GrowingLayer, new_cache
 
 
 def test_growing_layer_matches_concatenation():

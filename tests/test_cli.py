@@ -84,7 +84,7 @@ def test_usage_errors_are_the_frameworks_own(args, message):
 
 
 def test_library_modules_do_not_import_the_cli_framework():
-    code = ("import sys, selfensemble.experiment, selfensemble.bench, selfensemble.report; "
+    code = ("import sys, selfensemble.pipeline.experiment, selfensemble.bench, selfensemble.analysis.report; "
             "print('typer' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -92,7 +92,7 @@ def test_library_modules_do_not_import_the_cli_framework():
 
 
 def _two_runs(root: Path) -> None:
-    from selfensemble.store import RunStore
+    from selfensemble.store.run_store import RunStore
 
     for method, correct in (("origin", [True, False]), ("flex", [True, True])):
         config = {"method": method, "model": "tiny", "dataset": "toy", "num_paraphrases": 2}
@@ -132,7 +132,7 @@ def _invoke(*args: str):
 @pytest.fixture
 def loads(monkeypatch) -> list:
     """Records every model load (and loads nothing): a bad option must fail before the first."""
-    from selfensemble import models
+    from selfensemble.engine import models
 
     calls: list = []
     monkeypatch.setattr(models, "load_model", lambda *a, **k: calls.append(a) or pytest.fail("model loaded"))
@@ -178,7 +178,7 @@ DRIFTS = ["Who discovered something that will change everything?", "Who discover
 @pytest.fixture
 def drifting_generator(monkeypatch, tmp_path):
     """The model's paraphrase writer stubbed: two true paraphrases among two drifting ones."""
-    from selfensemble import paraphrase
+    from selfensemble.pipeline.paraphrase import writer as paraphrase
 
     monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path))
     monkeypatch.setattr(paraphrase, "draw_candidates", lambda engine, questions, counts, rnd, cfg:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from selfensemble.confidence import ConfidenceCache, ConfidenceConfig, PromptConfidence, estimate
+from selfensemble.pipeline.confidence import ConfidenceCache, ConfidenceConfig, PromptConfidence, estimate
 
 
 @dataclass
@@ -41,7 +41,7 @@ def test_empty_greedy_never_agrees():
 
 
 def test_cache_roundtrip(tmp_path):
-    from selfensemble.methods import Query
+    from selfensemble.engine.queries import Query
 
     cfg = ConfidenceConfig(samples=2)
     c = ConfidenceCache("m", cfg, root=tmp_path)
@@ -60,8 +60,8 @@ def test_cache_entries_belong_to_their_query_stream(tmp_path):
     import hashlib
     import json
 
-    from selfensemble import confidence
-    from selfensemble.methods import Query
+    from selfensemble.engine.queries import Query
+    from selfensemble.pipeline import confidence
 
     cfg = ConfidenceConfig(samples=2)
     c = ConfidenceCache("m", cfg, root=tmp_path)

@@ -6,14 +6,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfensemble import fusion
-from selfensemble.cache import new_cache
-from selfensemble.decoding import GenerationConfig, generate
-from selfensemble.methods import Engine, EngineConfig, Query, _fuse_for, plan_rows
-from selfensemble.packing import PackedBatch
-from selfensemble.prompts import build_parts
-from selfensemble.reference import reference_generate
-from selfensemble.stopping import stop_text
+from selfensemble.config.engine import EngineConfig
+from selfensemble.engine.cache import new_cache
+from selfensemble.engine.decoding import GenerationConfig, generate
+from selfensemble.engine.engine import Engine
+from selfensemble.engine.packing import PackedBatch
+from selfensemble.engine.prompts import build_parts
+from selfensemble.engine.queries import Query
+from selfensemble.engine.reference import reference_generate
+from selfensemble.engine.rows import plan_rows
+from selfensemble.engine.stopping import stop_text
+from selfensemble.methods import fusion
+from selfensemble.methods.registry import get_method
 
 PROMPTS = ["What is the capital of France?", "Which city is France's capital?", "Name the capital of France."]
 WEIGHTS = [1.0, 2.0, 0.5]
@@ -37,7 +41,7 @@ def reference_tokens(lm, fmt, method, layout, positions) -> list[int]:
     w = torch.tensor(WEIGHTS) if method in fusion.WEIGHTED else None
     plan = plan_rows(method, parts, w, cfg, cached_prefix=False)
     assert len(plan.groups) == 1
-    return reference_generate(lm.model, plan.rows, _fuse_for(method), STEPS, lm.eos_token_ids, weights=w)
+    return reference_generate(lm.model, plan.rows, get_method(method).fusion_fn(), STEPS, lm.eos_token_ids, weights=w)
 
 
 @pytest.mark.parametrize("method, layout, positions", CONFIGS)
@@ -130,7 +134,7 @@ def test_n_identical_rows_fuse_to_origin(random_lm, fewshot_fmt, method):
 
 def test_generate_rejects_bad_groups(random_lm):
     lm = random_lm("llama")
-    from selfensemble.packing import pack_row
+    from selfensemble.engine.packing import pack_row
 
     batch = PackedBatch.from_rows([pack_row([], [[5, 6]], [7]), pack_row([], [[8]], [9])])
     with pytest.raises(ValueError, match="exactly one group"):
@@ -140,8 +144,8 @@ def test_generate_rejects_bad_groups(random_lm):
 def test_unknown_attention_kernel(random_lm):
     from transformers import DynamicCache
 
-    from selfensemble.decoding import prefill
-    from selfensemble.packing import pack_row
+    from selfensemble.engine.decoding import prefill
+    from selfensemble.engine.packing import pack_row
 
     lm = random_lm("llama")
     batch = PackedBatch.from_rows([pack_row([], [[5, 6]], [7])])
@@ -208,8 +212,10 @@ def test_sampling_reproducible_and_seed_dependent(smollm, fewshot_fmt):
 
 def test_sampling_does_not_depend_on_batch_neighbours(load_random):
     """Each group draws from its own seeded generator, so a sampled answer is batch-invariant."""
-    from selfensemble.methods import Engine, EngineConfig, Query
-    from selfensemble.prompts import PromptFormat
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.engine import Engine
+    from selfensemble.engine.prompts import PromptFormat
+    from selfensemble.engine.queries import Query
 
     lm = load_random("llama")
     gen = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=1.5, seed=3, stop_at_newline=False)
@@ -226,7 +232,7 @@ def test_sampling_does_not_depend_on_batch_neighbours(load_random):
 def test_logprob_counts_the_stop_token_whatever_the_stop(random_lm, fewshot_fmt, monkeypatch):
     """The same three chosen tokens score the same whether the third is EOS or carries a stop string:
     the stop token counts in both; a length cut after three tokens counts all three as well."""
-    from selfensemble.models import LoadedModel
+    from selfensemble.engine.models import LoadedModel
 
     lm = random_lm("llama")
     eos: set[int] = set()
@@ -257,8 +263,8 @@ def test_logprob_counts_the_stop_token_whatever_the_stop(random_lm, fewshot_fmt,
 def test_each_query_samples_its_own_stream_whatever_its_batch(random_lm):
     """Same prompt, different query seeds → different draws; a query's draws do not depend on its
     neighbours; per_prompt's prompts draw from different streams too."""
-    from selfensemble.methods import Query
-    from selfensemble.prompts import PromptFormat
+    from selfensemble.engine.prompts import PromptFormat
+    from selfensemble.engine.queries import Query
 
     lm = random_lm("llama")
     gen = GenerationConfig(max_new_tokens=8, do_sample=True, temperature=3.0, seed=5, stop_at_newline=False)
@@ -282,7 +288,7 @@ def test_one_host_sync_per_decode_step_for_all_groups(random_lm, gen, per_step):
     """Four groups (avg over three rows, three single rows) decode with ``per_step`` tensor → Python
     copies per step in all, not one per group: counted by wrapping Tensor.tolist/item/__bool__/..."""
     from selfensemble.bench.timing import count_host_syncs
-    from selfensemble.packing import pack_row
+    from selfensemble.engine.packing import pack_row
 
     lm = random_lm("llama")
     rows = [pack_row([], [[5 + i, 6, 7 + i]], [9]) for i in range(6)]
@@ -305,7 +311,7 @@ def test_weighted_fusion_adds_no_host_sync_per_step(random_lm, weights):
     """Weights are checked once per call, not at every step: decoding 8 more tokens costs 8 more
     syncs (the one batched token copy per step), for numbers and for per-step rules alike."""
     from selfensemble.bench.timing import count_host_syncs
-    from selfensemble.packing import pack_row
+    from selfensemble.engine.packing import pack_row
 
     lm = random_lm("llama")
     rows = [pack_row([], [[5 + i, 6, 7 + i]], [9]) for i in range(6)]

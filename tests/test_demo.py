@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from selfensemble.demo import method_rows, sensitivity
+from selfensemble.pipeline.demo import method_rows, sensitivity
 
 
 def test_sensitivity_against_hand_counts() -> None:

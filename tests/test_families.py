@@ -13,12 +13,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfensemble import fusion
-from selfensemble.decoding import GenerationConfig
-from selfensemble.methods import Engine, EngineConfig
-from selfensemble.packing import PackedBatch, pack_row
-from selfensemble.prompts import build_parts
-from selfensemble.reference import hf_greedy, reference_generate
+from selfensemble.config.engine import EngineConfig
+from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.engine.engine import Engine
+from selfensemble.engine.packing import PackedBatch, pack_row
+from selfensemble.engine.prompts import build_parts
+from selfensemble.engine.reference import hf_greedy, reference_generate
+from selfensemble.methods import fusion
 
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "qwen2-swa", "gemma", "gemma2", "gemma3", "phi3", "olmo2")
 WINDOWED = ("mistral", "qwen2-swa", "gemma2", "gemma3")
@@ -92,8 +93,8 @@ def test_window_check_can_fail(random_lm, fewshot_fmt, arch):
 @torch.inference_mode()
 def test_paraphrases_isolated_in_packed_prefill(random_lm, fewshot_fmt, arch, attention, eager_flex):
     """Two left-padded packed rows; every paraphrase's last logits equal it run alone (eager HF)."""
-    from selfensemble import masks
-    from selfensemble.attention import WindowMasks
+    from selfensemble.engine.attention import masks
+    from selfensemble.engine.attention.dispatch import WindowMasks
 
     lm = random_lm(arch)
     parts = [build_parts(lm.tokenizer, fewshot_fmt, q) for q in QUESTIONS[:2]]
@@ -134,7 +135,7 @@ def test_compiled_flex_with_windows_and_softcap_on_cpu(random_lm, fewshot_fmt, r
     Without the static compile, torch 2.13's CPU inductor fails to rebuild the window mask for a
     second length (benchmarks/repro/flex_cpu_window_repro.py). ~40 s of compiling on a 2-core CPU.
     """
-    from selfensemble import attention as attn
+    from selfensemble.engine.attention import dispatch as attn
 
     attn.COMPILE_FLEX = True
     lm = random_lm("gemma2")

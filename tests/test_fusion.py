@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from selfensemble import fusion
-from selfensemble.fusion import (
+from selfensemble.methods import fusion
+from selfensemble.methods.fusion import (
     FUSIONS,
     NUCLEUS_CANDIDATES,
     avg,
@@ -301,10 +301,12 @@ def test_dynamic_weights_do_not_modify_input_and_reject_unknown_rules():
 @pytest.mark.parametrize("method, rule", [("weighted_avg", "entropy"), ("weighted_max", "agreement")])
 def test_dynamic_weights_in_the_decode_loop_equal_the_no_cache_reference(random_lm, fewshot_fmt, method, rule):
     """--weights entropy/agreement through the engine = the slow reference fusing each step's logits."""
-    from selfensemble.decoding import GenerationConfig
-    from selfensemble.methods import Engine, EngineConfig, plan_rows
-    from selfensemble.prompts import build_parts
-    from selfensemble.reference import reference_generate
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.engine.engine import Engine
+    from selfensemble.engine.prompts import build_parts
+    from selfensemble.engine.reference import reference_generate
+    from selfensemble.engine.rows import plan_rows
 
     lm = random_lm("llama")
     prompts = ["What is the capital of France?", "Which city is France's capital?", "Name the capital of France."]
@@ -322,8 +324,9 @@ def test_dynamic_weights_in_the_decode_loop_equal_the_no_cache_reference(random_
 
 
 def test_unknown_weights_rule_is_a_user_error(random_lm, fewshot_fmt):
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.engine import Engine
     from selfensemble.errors import SelfEnsembleError
-    from selfensemble.methods import Engine, EngineConfig
 
     engine = Engine(random_lm("llama"), EngineConfig(attention="sdpa"))
     with pytest.raises(SelfEnsembleError, match="Unknown weights rule"):

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from selfensemble import hub
+from selfensemble.engine import hub
 from selfensemble.errors import SelfEnsembleError
 
 
@@ -23,7 +23,7 @@ def no_transformers_load(monkeypatch):
 
 
 def test_unreachable_hub_refuses_an_unknown_id_before_loading(monkeypatch, no_transformers_load):
-    from selfensemble.models import load_model, load_tokenizer
+    from selfensemble.engine.models import load_model, load_tokenizer
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(hub, "hub_reachable", lambda timeout=hub.PROBE_SECONDS: False)
@@ -35,7 +35,7 @@ def test_unreachable_hub_refuses_an_unknown_id_before_loading(monkeypatch, no_tr
 
 
 def test_offline_flag_refuses_without_probing(monkeypatch, no_transformers_load):
-    from selfensemble.models import load_model
+    from selfensemble.engine.models import load_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hub, "hub_reachable", lambda timeout=0: pytest.fail("probed although offline"))

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from selfensemble import jsoncache
 from selfensemble.errors import SelfEnsembleError
+from selfensemble.store import jsoncache
 
 
 def test_appends_are_read_back_and_folded_into_the_object(tmp_path):

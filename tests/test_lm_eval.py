@@ -18,10 +18,11 @@ import pytest
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install '.[lm-eval]')")
 
+from selfensemble.config.engine import EngineConfig  # noqa: E402
+from selfensemble.engine.engine import Engine  # noqa: E402
+from selfensemble.engine.prompts import PromptFormat  # noqa: E402
 from selfensemble.integrations.harness_prompt import split_context  # noqa: E402
 from selfensemble.integrations.lm_eval import SelfEnsembleLM, evaluate  # noqa: E402
-from selfensemble.methods import Engine, EngineConfig  # noqa: E402
-from selfensemble.prompts import PromptFormat  # noqa: E402
 
 FEWSHOT_QA = "Answer briefly.\n\nQuestion: Who wrote Hamlet?\nAnswer: Shakespeare\n\nQuestion: Where is Rome?\nAnswer: Italy\n\n"
 MC_DOCS = [
@@ -132,9 +133,9 @@ def loglikelihoods(results: dict, task: str) -> list[tuple[float, bool]]:
 # -- generation: the same predictions as `selfensemble run` ----------------------------------------------
 @pytest.mark.parametrize("method", ["origin", "avg", "flex"])
 def test_generate_until_matches_selfensemble_run(tmp_path, engine, method):
-    from selfensemble.engine_factory import LoadSpec
-    from selfensemble.experiment import SAMPLE_DATA, RunConfig, load_items, run_experiment
-    from selfensemble.methods import EngineConfig
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.pipeline.experiment import SAMPLE_DATA, RunConfig, load_items, run_experiment
 
     cfg = RunConfig(dataset="jsonl", data_path=str(SAMPLE_DATA), limit=10, few_shot=2, num_paraphrases=3,
                     methods=[method], load=LoadSpec("random:llama"), engine=EngineConfig(attention="sdpa"),
@@ -269,7 +270,7 @@ def test_cli_writes_results_json_and_prints_the_table(tmp_path):
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert "acc,none" in saved["results"]["se_cli"]
     assert saved["selfensemble"]["method"] == "avg" and saved["selfensemble"]["counts"]["with_paraphrases"] == 2
-    from selfensemble import defaults
+    from selfensemble.config import defaults
 
     engine = saved["selfensemble"]["engine"]  # the measured flex default, not a copy of its own
     assert {k: engine[k] for k in defaults.FLEX_KNOBS} == defaults.flex()
@@ -281,8 +282,8 @@ def test_cli_writes_results_json_and_prints_the_table(tmp_path):
 def test_written_paraphrases_pass_the_gate_run_applies(engine, monkeypatch):
     """The adapter writes paraphrases through the run's gated generator: a drifting candidate (stubbed
     generator, wordllama similarity .41 / .49) is never fused, and a question left short is counted."""
-    from selfensemble import paraphrase
-    from selfensemble.paraphrase_gate import check
+    from selfensemble.pipeline.paraphrase import writer as paraphrase
+    from selfensemble.pipeline.paraphrase.gate import check
 
     true = ["Who was the discoverer of penicillin?", "Which scientist discovered penicillin?"]
     drifts = ["Who discovered something that will change everything?", "Who discovered that substance?"]

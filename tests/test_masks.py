@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfensemble import masks
-from selfensemble.packing import CUE, PAD, SHARED, PackedBatch, pack_row
+from selfensemble.engine.attention import masks
+from selfensemble.engine.packing import CUE, PAD, SHARED, PackedBatch, pack_row
 
 
 def rule(seg: list[int], prefix_len: int, q: int, kv: int) -> bool:
@@ -137,7 +137,7 @@ def test_fusion_score_mod_equals_dense_twin(temperature, scale, rescale, eager_f
     """flex_attention + fusion_score_mod == the SDPA path's dense (multiplier, bias) twin, rows of different N."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    from selfensemble.attention import dense_scores_attention
+    from selfensemble.engine.attention.dispatch import dense_scores_attention
 
     batch = random_batch([130, 60], prefix_len=4, seed=5)
     q, k, v = qkv(batch, seed=2)

@@ -11,26 +11,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfensemble import fusion, method_registry
-from selfensemble.decoding import GenerationConfig
+from selfensemble.config.engine import EngineConfig
+from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.engine.engine import Engine
+from selfensemble.engine.loglik import score_continuations
+from selfensemble.engine.packing import SHARED, pack_row
+from selfensemble.engine.prompts import build_parts
+from selfensemble.engine.reference import reference_generate
+from selfensemble.engine.rows import plan_rows
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.loglik import score_continuations
-from selfensemble.methods import (
+from selfensemble.methods import fusion
+from selfensemble.methods import registry as method_registry
+from selfensemble.methods.registry import (
     METHODS,
-    Engine,
-    EngineConfig,
     Method,
     check_method,
     get_method,
-    plan_rows,
     register_method,
     unregister_method,
 )
-from selfensemble.packing import SHARED, pack_row
-from selfensemble.prompts import build_parts
-from selfensemble.records import prompts_seen
-from selfensemble.reference import reference_generate
 from selfensemble.scoring import majority_vote
+from selfensemble.store.records import prompts_seen
 
 GEN = GenerationConfig(max_new_tokens=4, stop_at_newline=False)
 PROMPTS = ["What is the capital of France?", "Which city is the capital of France?", "Name France's capital city."]
@@ -53,9 +54,7 @@ def test_registry_holds_the_methods_in_their_order():
     assert "flex" in METHODS and "nope" not in METHODS
     with pytest.raises(SelfEnsembleError, match="Unknown method 'flx'.*Did you mean 'flex'"):
         check_method("flx")
-    from selfensemble import methods
-
-    assert methods.ONE_ROW_METHODS == ("origin", "flex")
+    assert method_registry.methods_where(one_row=True) == ("origin", "flex")
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -6,13 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfensemble import fusion
-from selfensemble.decoding import GenerationConfig
+from selfensemble.config.engine import EngineConfig
+from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.engine.engine import Engine
+from selfensemble.engine.packing import pack_row
+from selfensemble.engine.prompts import PromptFormat, build_parts
+from selfensemble.engine.queries import Query
+from selfensemble.engine.reference import row_logits
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.methods import METHODS, Engine, EngineConfig, Query, check_method
-from selfensemble.packing import pack_row
-from selfensemble.prompts import PromptFormat, build_parts
-from selfensemble.reference import row_logits
+from selfensemble.methods import fusion
+from selfensemble.methods.registry import METHODS, check_method
 
 GEN = GenerationConfig(max_new_tokens=6, stop_at_newline=False)
 ONE = ["What is the capital of France?"]
@@ -29,7 +32,7 @@ def test_flex_with_one_prompt_is_origin(any_lm, fewshot_fmt, layout, reuse_prefi
     With layout "full" and no prefix reuse the flex row differs from the origin row (the prefix is
     part of the paraphrase segment, not SHARED), so a flex-specific mask or knob bug shows here.
     """
-    from selfensemble.methods import plan_rows
+    from selfensemble.engine.rows import plan_rows
 
     cfg = EngineConfig(attention=attention, layout=layout, reuse_prefix=reuse_prefix, **KNOBS_ON)
     engine = Engine(any_lm, cfg)
@@ -48,12 +51,12 @@ def test_flex_with_one_prompt_is_origin(any_lm, fewshot_fmt, layout, reuse_prefi
 
 def test_one_prompt_flex_check_can_fail(random_lm, fewshot_fmt):
     """Control for the test above: knobs applied at N = 1 (the bug it guards against) change the answer."""
-    from selfensemble import fusion as fusion_fns
-    from selfensemble.cache import new_cache
-    from selfensemble.decoding import generate
-    from selfensemble.masks import AttentionFusion
-    from selfensemble.methods import plan_rows
-    from selfensemble.packing import PackedBatch
+    from selfensemble.engine.attention.masks import AttentionFusion
+    from selfensemble.engine.cache import new_cache
+    from selfensemble.engine.decoding import generate
+    from selfensemble.engine.packing import PackedBatch
+    from selfensemble.engine.rows import plan_rows
+    from selfensemble.methods import fusion as fusion_fns
 
     lm = random_lm("llama")
     cfg = EngineConfig(attention="sdpa", layout="full", reuse_prefix=False, **KNOBS_ON)
@@ -291,8 +294,9 @@ def test_answer_record(engine, fewshot_fmt):
 
 def test_full_layout_encodes_its_prefix_once_and_matches_no_reuse(random_lm, fewshot_fmt):
     """Full layout, restart positions: one encoding of the prefix serves every paraphrase's copy."""
-    from selfensemble.decoding import GenerationConfig
-    from selfensemble.methods import Engine, EngineConfig
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.engine.engine import Engine
 
     lm = random_lm("llama")
     prompts = ["What is the capital of France?", "Which city is France's capital?", "Name France's capital."]

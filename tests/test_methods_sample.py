@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from selfensemble.decoding import GenerationConfig, candidate_seed
+from selfensemble.config.engine import EngineConfig
+from selfensemble.engine.decoding import GenerationConfig, candidate_seed
+from selfensemble.engine.engine import Engine
+from selfensemble.engine.prompts import build_parts
+from selfensemble.engine.queries import Query
+from selfensemble.engine.reference import hf_greedy
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.methods import Engine, EngineConfig, Query
-from selfensemble.prompts import build_parts
-from selfensemble.reference import hf_greedy
 
 QUESTIONS = ["What is the capital of France?", "Who wrote Hamlet?", "Where is Mount Kilimanjaro?",
              "What currency does Japan use?", "Who painted the Mona Lisa?", "When did the war end?",
@@ -70,7 +72,7 @@ def test_sample_rejects_bad_counts(random_lm, fewshot_fmt):
 def test_dropping_finished_rows_keeps_every_answer(random_lm, fewshot_fmt, method, monkeypatch):
     """Answers stop at different steps (a stop string), so the batch drops finished rows mid-decode;
     every answer still equals the one decoded alone, where nothing is ever dropped."""
-    from selfensemble.cache import GrowingLayer
+    from selfensemble.engine.cache import GrowingLayer
 
     lm = random_lm("llama")
     gen = GenerationConfig(max_new_tokens=10, do_sample=True, temperature=1.5, seed=5, stop_at_newline=False,

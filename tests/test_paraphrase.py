@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from selfensemble.paraphrase import (
+from selfensemble.pipeline.paraphrase.writer import (
     ParaphraseCache,
     ParaphraseConfig,
     acceptable,
@@ -88,8 +88,8 @@ def test_cache_roundtrip_and_key(tmp_path):
 # -- the gate (issue 10) ---------------------------------------------------------------------------
 
 from selfensemble.data.base import Item  # noqa: E402
-from selfensemble.paraphrase import gated_paraphrases  # noqa: E402
-from selfensemble.paraphrase_gate import GateConfig, check, entity_problem, screen  # noqa: E402
+from selfensemble.pipeline.paraphrase.gate import GateConfig, check, entity_problem, screen  # noqa: E402
+from selfensemble.pipeline.paraphrase.writer import gated_paraphrases  # noqa: E402
 
 # (original, a true paraphrase, crafted drifts: a changed entity / number, an unrelated question)
 GATE_CASES = [(c["original"], c["paraphrase"], c["drifts"])
@@ -173,10 +173,10 @@ def test_cache_key_changes_with_gate_settings(tmp_path):
 def test_fewer_survivors_run_with_fewer_prompts_and_the_record_says_so(tmp_path, monkeypatch):
     from rich.console import Console
 
-    from selfensemble.engine_factory import LoadSpec
-    from selfensemble.experiment import GateSettings, RunConfig, ensure_paraphrases
-    from selfensemble.methods import Answer
-    from selfensemble.records import make_record as _record
+    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.engine.queries import Answer
+    from selfensemble.pipeline.experiment import GateSettings, RunConfig, ensure_paraphrases
+    from selfensemble.store.records import make_record as _record
 
     monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path))
     q = "who plays ken barlow in coronation street?"
@@ -205,7 +205,7 @@ def test_fewer_survivors_run_with_fewer_prompts_and_the_record_says_so(tmp_path,
 def test_dataset_paraphrases_are_not_gated_unless_asked(tmp_path):
     from rich.console import Console
 
-    from selfensemble.experiment import GateSettings, RunConfig, ensure_paraphrases
+    from selfensemble.pipeline.experiment import GateSettings, RunConfig, ensure_paraphrases
 
     q = "who plays ken barlow in coronation street?"
     it = Item("i1", (q, "Which actor plays Ken Barlow in Coronation Street?", "What is the capital of Australia?"),
@@ -286,7 +286,7 @@ def test_only_questions_the_gate_leaves_short_sample_again():
 
 
 def test_cache_key_is_versioned(tmp_path, monkeypatch):
-    import selfensemble.paraphrase as para
+    import selfensemble.pipeline.paraphrase.writer as para
 
     cfg = ParaphraseConfig(num_paraphrases=2)
     old = ParaphraseCache("m", "webqa", cfg, tmp_path).path
@@ -303,8 +303,9 @@ QUESTIONS = ["what country is the grand bahama island in?", "who played luke sky
 def test_paraphrases_do_not_depend_on_batch_neighbours(random_lm, monkeypatch, gate):
     """The same question, alone (batch size 1) or among 8 others (batch size 8), gets the same
     candidates, the same kept paraphrases and the same verdicts."""
-    import selfensemble.paraphrase as para
-    from selfensemble.methods import Engine, EngineConfig
+    import selfensemble.pipeline.paraphrase.writer as para
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.engine import Engine
 
     monkeypatch.setattr(para, "acceptable", lambda text, original: True)  # a random model writes no questions
     lm = random_lm("llama")

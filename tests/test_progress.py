@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 
 from selfensemble.cli.progress import ConsoleProgress
-from selfensemble.progress import ConsoleNotes, NullProgress, Progress, as_progress
+from selfensemble.pipeline.progress import ConsoleNotes, NullProgress, Progress, as_progress
 
 
 class Clock:

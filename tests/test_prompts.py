@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from selfensemble.data.base import Example
+from selfensemble.engine.prompts import PromptFormat, build_parts, clean_prompts, default_format
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.prompts import PromptFormat, build_parts, clean_prompts, default_format
 
 
 @pytest.fixture

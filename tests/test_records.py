@@ -7,7 +7,7 @@ import math
 import pytest
 
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.records import (
+from selfensemble.store.records import (
     check_scorer,
     demo_copy_rate,
     per_prompt_values,

@@ -8,16 +8,16 @@ import json
 import pytest
 from rich.console import Console
 
-from selfensemble.cli.report import show_report
-from selfensemble.errors import SelfEnsembleError
-from selfensemble.report import (
+from selfensemble.analysis.report import (
     compare,
     find_runs,
     summarize,
     to_markdown,
 )
-from selfensemble.report import report as compute_report
-from selfensemble.store import RunStore
+from selfensemble.analysis.report import report as compute_report
+from selfensemble.cli.report import show_report
+from selfensemble.errors import SelfEnsembleError
+from selfensemble.store.run_store import RunStore
 
 
 def report(run_dirs, out_png=None, console=None, fmt: str = "table", **kwargs) -> dict:
@@ -168,8 +168,8 @@ def test_report_accepts_run_dirs_directly_and_groups_models(tmp_path):
 def test_report_reads_flat_and_nested_manifests_alike(tmp_path):
     """A run folder from before nested manifests (model at the top) and a new one (model under
     "load") of the same model and dataset are one group, so they are paired."""
-    from selfensemble.engine_factory import LoadSpec
-    from selfensemble.experiment import RunConfig
+    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.pipeline.experiment import RunConfig
 
     _write(tmp_path, "origin", _records(ORIGIN), {"model": "m", "dataset": "toy", "batch_size": 8, "gate": None})
     nested = RunConfig(dataset="toy", num_paraphrases=3, load=LoadSpec("m")).method_config("avg")
@@ -252,7 +252,7 @@ def test_rich_table_in_a_narrow_terminal_does_not_wrap_or_cut_names(tmp_path):
 
 
 def test_reliability_bins_and_ece_by_hand():
-    from selfensemble.report import calibration, reliability_bins
+    from selfensemble.analysis.report import calibration, reliability_bins
 
     recs = _records(ORIGIN)
     for r, c in zip(recs, [0.95, 0.95, 0.15, 0.15, 0.15], strict=True):

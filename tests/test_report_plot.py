@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfensemble.report_plot import chart_slots, chart_title, plot_reliability, plot_summary
+from selfensemble.analysis.plots import chart_slots, chart_title, plot_reliability, plot_summary
 
 
 def row(method: str, pp: list[float] | None, n: int = 40, acc: float = 0.5) -> dict:

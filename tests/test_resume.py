@@ -19,12 +19,12 @@ from types import SimpleNamespace
 import pytest
 
 from selfensemble.data.base import Item
-from selfensemble.decoding import candidate_seed, derive_seed
-from selfensemble.engine_factory import LoadSpec
-from selfensemble.experiment import RunConfig, _weights, paraphrase_items
-from selfensemble.methods import Query
-from selfensemble.paraphrase import ParaphraseCache, ParaphraseConfig
-from selfensemble.progress import NullProgress
+from selfensemble.engine.decoding import candidate_seed, derive_seed
+from selfensemble.engine.factory import LoadSpec
+from selfensemble.engine.queries import Query
+from selfensemble.pipeline.experiment import RunConfig, _weights, paraphrase_items
+from selfensemble.pipeline.paraphrase.writer import ParaphraseCache, ParaphraseConfig
+from selfensemble.pipeline.progress import NullProgress
 
 FORK = multiprocessing.get_context("fork")
 QUESTIONS = [f"What is the name of thing number {i}?" for i in range(10)]
@@ -107,7 +107,7 @@ def _killed_at(work, call: int) -> bool:
 
 def _cache_file(kind: str, root) -> dict:
     """Every entry of the one cache file under ``root/kind`` ({} if none yet)."""
-    from selfensemble import jsoncache
+    from selfensemble.store import jsoncache
 
     names = {p.name.split(".json")[0] for p in (root / kind).glob("*.json*")} if (root / kind).exists() else set()
     assert len(names) <= 1, names
@@ -150,7 +150,7 @@ def test_kill_at_every_engine_call_then_resume(kind, tmp_path, monkeypatch):
 
 
 def _confidence_key(query, index):
-    from selfensemble.confidence import ConfidenceCache
+    from selfensemble.pipeline.confidence import ConfidenceCache
 
     return ConfidenceCache.key(query, index)
 
@@ -165,7 +165,7 @@ def test_kill_in_the_middle_of_a_cache_write(tmp_path, monkeypatch):
     reached = FORK.Event()
 
     def child():
-        from selfensemble import jsoncache
+        from selfensemble.store import jsoncache
 
         real, writes = jsoncache._append, [0]
 
@@ -216,7 +216,7 @@ def test_two_processes_writing_one_cache_keep_both_sets(tmp_path):
 
 def test_confidence_cache_save_merges_with_another_writer(tmp_path):
     """Two caches opened on the same file (two runs): each save keeps what the other saved."""
-    from selfensemble.confidence import ConfidenceCache, ConfidenceConfig, PromptConfidence
+    from selfensemble.pipeline.confidence import ConfidenceCache, ConfidenceConfig, PromptConfidence
 
     one, two = (ConfidenceCache("m", ConfidenceConfig(), root=tmp_path) for _ in range(2))
     q1, q2 = Query(["A?"], "f", seed=1), Query(["B?"], "f", seed=2)
@@ -232,9 +232,10 @@ def test_confidence_cache_save_merges_with_another_writer(tmp_path):
 def test_paraphrases_do_not_depend_on_batch_neighbours():
     """On a real (random) model: the raw sampled outputs for a question, and what is kept of them,
     are the same when it is paraphrased alone and in a batch with others."""
-    from selfensemble.methods import Engine, EngineConfig
-    from selfensemble.models import load_model
-    from selfensemble.paraphrase import gated_paraphrases
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.engine import Engine
+    from selfensemble.engine.models import load_model
+    from selfensemble.pipeline.paraphrase.writer import gated_paraphrases
 
     class Recording:
         def __init__(self, engine):
@@ -269,7 +270,7 @@ def test_paraphrases_do_not_depend_on_batch_neighbours():
 def _cli(out, extra=()):
     import sys
 
-    from selfensemble.experiment import SAMPLE_DATA
+    from selfensemble.pipeline.experiment import SAMPLE_DATA
 
     return [sys.executable, "-m", "selfensemble", "run", "--dataset", "jsonl", "--data-path", str(SAMPLE_DATA),
             "--id-column", "id", "--model", "random:llama", "--attention", "sdpa", "--batch-size", "1",

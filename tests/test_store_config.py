@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from selfensemble.store_config import config_differences
+from selfensemble.store.resume import config_differences
 
 
 def test_nested_sections_differ_by_path():
@@ -27,7 +27,7 @@ def test_a_key_missing_on_one_side_differs():
 
 def test_only_a_data_location_that_changed_value_is_a_move():
     """A path that moved is a move; one that appears or disappears changes what is read, as does any other key."""
-    from selfensemble.store_config import config_differences, split_moves
+    from selfensemble.store.resume import config_differences, split_moves
 
     stored = {"data_path": "/a/x.jsonl", "dataset_options": {"train_path": "/a/t.jsonl"}, "split": "test"}
     given = {"data_path": "/b/x.jsonl", "dataset_options": {"train_path": "/b/t.jsonl"}, "split": "test"}

@@ -58,7 +58,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from selfensemble.paraphrase_gate import entity_problem, load_embedder, similarities
+    from selfensemble.pipeline.paraphrase.gate import entity_problem, load_embedder, similarities
 
     p = argparse.ArgumentParser()
     p.add_argument("--pool", default="runs/bench_gate/pool.json")

@@ -22,14 +22,15 @@ from pathlib import Path
 
 import torch
 
-from selfensemble import fusion
+from selfensemble.config.engine import EngineConfig
 from selfensemble.data import load_dataset
-from selfensemble.decoding import GenerationConfig
-from selfensemble.methods import Engine, EngineConfig
-from selfensemble.models import load_model
-from selfensemble.packing import pack_row
-from selfensemble.prompts import PromptFormat, build_parts
-from selfensemble.reference import hf_greedy, reference_generate
+from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.engine.engine import Engine
+from selfensemble.engine.models import load_model
+from selfensemble.engine.packing import pack_row
+from selfensemble.engine.prompts import PromptFormat, build_parts
+from selfensemble.engine.reference import hf_greedy, reference_generate
+from selfensemble.methods import fusion
 
 NEW = 8
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gguf
 
-from selfensemble.models import EMBEDDED_PACKAGE, embedded_model_path
+from selfensemble.engine.models import EMBEDDED_PACKAGE, embedded_model_path
 
 
 def write_shim(folder: Path) -> Path:

@@ -20,13 +20,16 @@ from pathlib import Path
 
 import torch
 
-from selfensemble import attention as attn
 from selfensemble.bench import load_questions, make_queries
-from selfensemble.decoding import GenerationConfig
-from selfensemble.methods import Engine, EngineConfig, get_method, plan_rows
-from selfensemble.models import LoadedModel, load_model
-from selfensemble.prompts import build_parts
-from selfensemble.reference import reference_generate
+from selfensemble.config.engine import EngineConfig
+from selfensemble.engine.attention import dispatch as attn
+from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.engine.engine import Engine
+from selfensemble.engine.models import LoadedModel, load_model
+from selfensemble.engine.prompts import build_parts
+from selfensemble.engine.reference import reference_generate
+from selfensemble.engine.rows import plan_rows
+from selfensemble.methods.registry import get_method
 
 MAX_NEW = 6
 GEN = GenerationConfig(max_new_tokens=MAX_NEW, stop_at_newline=False)

@@ -50,9 +50,9 @@ def source_commit() -> str | None:
 
 def run_config(conf: dict, model: str, dataset: str, out: Path):
     """The RunConfig of one (model, dataset) cell, from confirm.json alone."""
-    from selfensemble.engine_config import EngineConfig
-    from selfensemble.engine_factory import LoadSpec
-    from selfensemble.experiment import GateSettings, RunConfig
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.pipeline.experiment import GateSettings, RunConfig
 
     spec = conf["datasets"][dataset]
     common = dict(conf["run"], methods=list(conf["methods"]), limit=spec["limit"], out=str(out))
@@ -74,8 +74,8 @@ def write_paraphrases(conf: dict) -> Path:
     """WebQuestions heldout questions with the writer model's gated paraphrases, saved as JSONL."""
     from rich.console import Console
 
-    from selfensemble.engine_factory import LoadSpec, build_engine
-    from selfensemble.experiment import GateSettings, RunConfig, ensure_paraphrases, load_items
+    from selfensemble.engine.factory import LoadSpec, build_engine
+    from selfensemble.pipeline.experiment import GateSettings, RunConfig, ensure_paraphrases, load_items
 
     spec = conf["datasets"]["webqa"]
     cfg = RunConfig(dataset="webqa", data_path=str(data_dir() / "webquestions"), split=conf["run"]["split"],
@@ -99,8 +99,8 @@ def write_paraphrases(conf: dict) -> Path:
 def run(conf: dict, model: str, out: Path, datasets: list[str], allow_mixed: bool = False) -> None:
     from rich.console import Console
 
-    from selfensemble.engine_factory import build_engine
-    from selfensemble.experiment import run_experiment
+    from selfensemble.engine.factory import build_engine
+    from selfensemble.pipeline.experiment import run_experiment
 
     console = Console(stderr=True)
     engine = None
@@ -145,8 +145,8 @@ def record_provenance(folder: Path, entry: dict) -> None:
 
 def table(out: Path, dest: Path) -> Path:
     """Every finished run under ``out`` in one report (Holm over all its tests), as markdown + JSON + charts."""
-    from selfensemble.report import report
-    from selfensemble.report_render import render
+    from selfensemble.analysis.render import render
+    from selfensemble.analysis.report import report
 
     dirs = sorted(p for p in out.glob("*/*") if p.is_dir())
     if not dirs:

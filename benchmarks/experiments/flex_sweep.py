@@ -42,7 +42,7 @@ FLEX_CONFIGS = {
 
 def _default_name() -> str:
     """The library's flex default (defaults.py) under its FLEX_CONFIGS name."""
-    from selfensemble import defaults
+    from selfensemble.config import defaults
 
     name = f"flex:{defaults.FLEX_LAYOUT}/{defaults.FLEX_POSITIONS}{'+rescale' if defaults.FLEX_RESCALE else ''}"
     assert name in FLEX_CONFIGS and defaults.FLEX_TEMPERATURE == 1.0 and defaults.FLEX_SCALE == 1.0, name
@@ -68,8 +68,8 @@ def _done(path: Path) -> set[tuple]:
 def load(dataset: str, fmt: str, n: int, seed: int):
     """A seeded sample of n items spread over groups (relations), with their few-shot queries' parts."""
     from selfensemble.data._common import round_robin
-    from selfensemble.engine_factory import LoadSpec
-    from selfensemble.experiment import RunConfig, load_items
+    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.pipeline.experiment import RunConfig, load_items
 
     opts = {"demo": "single" if fmt == "chat" else fmt} if dataset == "pararel" else {}
     path = DATA / ("pararel" if dataset == "pararel" else "webquestions")
@@ -90,9 +90,9 @@ def load(dataset: str, fmt: str, n: int, seed: int):
 
 
 def queries_for(engine, cfg, ds, items, console):
-    from selfensemble.experiment import ensure_paraphrases, select_prompts
-    from selfensemble.methods import Query
-    from selfensemble.prompts import PromptFormat
+    from selfensemble.engine.prompts import PromptFormat
+    from selfensemble.engine.queries import Query
+    from selfensemble.pipeline.experiment import ensure_paraphrases, select_prompts
 
     items = ensure_paraphrases(engine, cfg, items, console)
     return items, [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,
@@ -102,8 +102,9 @@ def queries_for(engine, cfg, ds, items, console):
 
 def run_config(lm, name: str, dataset: str, fmt: str, items, queries, out: Path, done: set, bs: int,
                max_new_tokens: int = 10) -> None:
-    from selfensemble.decoding import GenerationConfig
-    from selfensemble.methods import Engine, EngineConfig
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.engine.engine import Engine
     from selfensemble.scoring import is_correct, is_echo
 
     todo = [i for i, it in enumerate(items) if (dataset, fmt, name, it.id) not in done]
@@ -162,7 +163,7 @@ def sweep(args) -> None:
     import torch
     from rich.console import Console
 
-    from selfensemble.models import load_model
+    from selfensemble.engine.models import load_model
 
     torch.set_num_threads(1)
     console = Console(file=sys.stderr)
@@ -182,7 +183,8 @@ def sweep(args) -> None:
                            args.max_new_tokens)
     fmt = args.format or best_format(records(out), fmt_ids)
     print(f"cloze format: {fmt}", flush=True)
-    from selfensemble.methods import Engine, EngineConfig
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.engine import Engine
 
     para_engine = Engine(lm, EngineConfig(attention="sdpa", batch_size=args.batch_size))
     sets = {}
@@ -207,7 +209,7 @@ def summary(path: Path) -> str:
     """Markdown table: accuracy [95% CI], echo, s/question, paired diff vs avg [CI] and McNemar p."""
     import numpy as np
 
-    from selfensemble.scoring import bootstrap_ci, mcnemar_exact, paired_bootstrap_diff
+    from selfensemble.analysis.stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_diff
 
     recs = records(path)
     keys = list(dict.fromkeys((r["dataset"], r["fmt"], r["config"]) for r in recs))
@@ -236,7 +238,7 @@ def format_table(recs: list[dict]) -> str:
     """Demonstration styles on the facts every style ran (phase 1): accuracy [CI] and echo per method."""
     import numpy as np
 
-    from selfensemble.scoring import bootstrap_ci
+    from selfensemble.analysis.stats import bootstrap_ci
 
     names = ("origin", "avg", FLEX_DEFAULT)
     ids = set.intersection(*[{r["id"] for r in recs if r["dataset"] == "pararel" and r["fmt"] == f
@@ -263,7 +265,7 @@ def choose_default(recs: list[dict]) -> str:
     """
     import numpy as np
 
-    from selfensemble.scoring import mcnemar_exact, paired_bootstrap_diff
+    from selfensemble.analysis.stats import mcnemar_exact, paired_bootstrap_diff
 
     main = {}
     for r in recs:  # phase 2 rows: webqa, and pararel in the style that has the flex sweep

@@ -37,14 +37,14 @@ STAGES = [("nogate", "avg", None), (f"gate{COMPARE_T}", "avg", None),
 
 
 def _items(limit: int):
-    from selfensemble.experiment import RunConfig, load_items
+    from selfensemble.pipeline.experiment import RunConfig, load_items
 
     return load_items(RunConfig(dataset="webqa", split="dev", limit=limit))  # tuning: dev split only
 
 
 def make_pool(engine, items, out: Path, chunk: int = 25) -> dict[str, list[str]]:
     """{question: 12 candidates}, saved after every chunk (resumable)."""
-    from selfensemble.paraphrase import ParaphraseConfig, generate_paraphrases
+    from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig, generate_paraphrases
 
     path = out / "pool.json"
     pool = json.loads(path.read_text()) if path.exists() else {}
@@ -66,8 +66,8 @@ def make_pool(engine, items, out: Path, chunk: int = 25) -> dict[str, list[str]]
 def variant_items(variant: str, items, pool):
     """Items whose prompts are the original + the variant's paraphrases (meta: the gate's record)."""
     from selfensemble.data.base import Item
-    from selfensemble.experiment import gate_record
-    from selfensemble.paraphrase_gate import GateConfig, screen
+    from selfensemble.pipeline.experiment import gate_record
+    from selfensemble.pipeline.paraphrase.gate import GateConfig, screen
 
     k = N_PROMPTS - 1
     out = []
@@ -92,10 +92,12 @@ def run(args) -> None:
     torch.set_num_threads(1)
     from rich.console import Console
 
-    from selfensemble.experiment import GateSettings, RunConfig, run_method
-    from selfensemble.methods import Engine, EngineConfig, Query
-    from selfensemble.models import load_model
-    from selfensemble.prompts import PromptFormat
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.engine import Engine
+    from selfensemble.engine.models import load_model
+    from selfensemble.engine.prompts import PromptFormat
+    from selfensemble.engine.queries import Query
+    from selfensemble.pipeline.experiment import GateSettings, RunConfig, run_method
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +134,7 @@ def _records(folder: Path) -> dict[str, dict]:
 
 
 def _pair(a: dict, b: dict) -> str:
-    from selfensemble.scoring import paired_bootstrap_diff
+    from selfensemble.analysis.stats import paired_bootstrap_diff
 
     ids = sorted(set(a) & set(b))
     if not ids:
@@ -143,7 +145,7 @@ def _pair(a: dict, b: dict) -> str:
 
 
 def _acc(r: dict) -> str:
-    from selfensemble.scoring import bootstrap_ci
+    from selfensemble.analysis.stats import bootstrap_ci
 
     if not r:
         return "–"
@@ -166,7 +168,7 @@ def _secs(r: dict) -> str:
 
 def gate_stats(items, pool, t: float, guard: bool = False, embedder: str = "wordllama") -> dict:
     """Share of candidates dropped by reason, questions left short, and the gate's cost per question."""
-    from selfensemble.paraphrase_gate import GateConfig, load_embedder, screen
+    from selfensemble.pipeline.paraphrase.gate import GateConfig, load_embedder, screen
 
     t0 = time.perf_counter()
     emb = load_embedder(embedder)

@@ -10,8 +10,8 @@ import argparse
 import time
 
 from selfensemble import Engine, EngineConfig, GenerationConfig, load_model
-from selfensemble.methods import METHODS
-from selfensemble.prompts import default_format
+from selfensemble.engine.prompts import default_format
+from selfensemble.methods.registry import METHODS
 
 QUESTIONS = [
     ["What is the capital of France?", "Which city is the capital of France?", "Name the French capital.",

@@ -15,10 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-from selfensemble.decoding import GenerationConfig
-from selfensemble.methods import Engine, EngineConfig, Query
-from selfensemble.models import load_model
-from selfensemble.prompts import default_format
+from selfensemble.config.engine import EngineConfig
+from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.engine.engine import Engine
+from selfensemble.engine.models import load_model
+from selfensemble.engine.prompts import default_format
+from selfensemble.engine.queries import Query
 
 TIMING = Path(__file__).resolve().parents[2] / "src" / "selfensemble" / "bench" / "timing.py"
 

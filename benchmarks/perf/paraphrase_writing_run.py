@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 import selfensemble.methods as methods
-from selfensemble.models import load_model
-from selfensemble.paraphrase import ParaphraseConfig, gated_paraphrases
-from selfensemble.paraphrase_gate import GateConfig, load_embedder
+from selfensemble.engine.models import load_model
+from selfensemble.pipeline.paraphrase.gate import GateConfig, load_embedder
+from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig, gated_paraphrases
 
 
 def main(n: int, label: str, out: Path) -> dict:

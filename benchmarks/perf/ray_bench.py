@@ -73,8 +73,8 @@ def write_dataset(path: Path, n: int) -> None:
 def run_once(backend_cfg, cfg, workers: int) -> dict:
     from rich.console import Console
 
-    from selfensemble.backends import open_backend
-    from selfensemble.experiment import run_experiment
+    from selfensemble.pipeline.backends import open_backend
+    from selfensemble.pipeline.experiment import run_experiment
 
     console = Console(file=io.StringIO())
     t0 = time.perf_counter()
@@ -115,10 +115,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)  # the local engine gets one core; each Ray actor gets its --cpus-per-worker (1)
-    from selfensemble.backends import BackendConfig
-    from selfensemble.engine_config import EngineConfig
-    from selfensemble.engine_factory import LoadSpec
-    from selfensemble.experiment import RunConfig
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.pipeline.backends import BackendConfig
+    from selfensemble.pipeline.experiment import RunConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "bench.jsonl"

@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
-    from selfensemble.decoding import GenerationConfig
-    from selfensemble.models import load_tokenizer
-    from selfensemble.stopping import TextWatch, stop_text
+    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.engine.models import load_tokenizer
+    from selfensemble.engine.stopping import TextWatch, stop_text
 
     tok, gen = load_tokenizer(), GenerationConfig()
     ids = tok.encode(PASSAGE, add_special_tokens=False)

@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from selfensemble.engine_factory import LoadSpec
-from selfensemble.experiment import SAMPLE_DATA, RunConfig, run_experiment
-from selfensemble.methods import Engine, EngineConfig
-from selfensemble.models import load_model
+from selfensemble.config.engine import EngineConfig
+from selfensemble.engine.engine import Engine
+from selfensemble.engine.factory import LoadSpec
+from selfensemble.engine.models import load_model
+from selfensemble.pipeline.experiment import SAMPLE_DATA, RunConfig, run_experiment
 
 
 def main(model: str) -> None:

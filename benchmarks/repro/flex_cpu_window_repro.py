@@ -16,8 +16,8 @@ import warnings
 import torch
 from torch.nn.attention.flex_attention import flex_attention
 
-from selfensemble import masks
-from selfensemble.packing import PackedBatch, pack_row
+from selfensemble.engine.attention import masks
+from selfensemble.engine.packing import PackedBatch, pack_row
 
 
 def main() -> None:

@@ -17,18 +17,18 @@ __version__ = _version()
 
 # Public API, imported lazily so `import selfensemble` (and the CLI's start) stays cheap.
 _EXPORTS = {
-    "load_model": "selfensemble.models",
-    "embedded_model_path": "selfensemble.models",
+    "load_model": "selfensemble.engine.models",
+    "embedded_model_path": "selfensemble.engine.models",
     "info": "selfensemble.about",
-    "Engine": "selfensemble.methods",
-    "EngineConfig": "selfensemble.methods",
-    "Query": "selfensemble.methods",
-    "Answer": "selfensemble.methods",
-    "METHODS": "selfensemble.methods",
-    "Method": "selfensemble.methods",
-    "register_method": "selfensemble.methods",
-    "GenerationConfig": "selfensemble.decoding",
-    "PromptFormat": "selfensemble.prompts",
+    "Engine": "selfensemble.engine.engine",
+    "EngineConfig": "selfensemble.config.engine",
+    "Query": "selfensemble.engine.queries",
+    "Answer": "selfensemble.engine.queries",
+    "METHODS": "selfensemble.methods.registry",
+    "Method": "selfensemble.methods.registry",
+    "register_method": "selfensemble.methods.registry",
+    "GenerationConfig": "selfensemble.engine.decoding",
+    "PromptFormat": "selfensemble.engine.prompts",
     "SelfEnsembleError": "selfensemble.errors",
 }
 __all__ = sorted(_EXPORTS)

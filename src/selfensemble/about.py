@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from selfensemble import defaults
+from selfensemble.config import defaults
 from selfensemble.errors import SelfEnsembleError
 
 
@@ -24,8 +24,8 @@ def info() -> dict[str, Any]:
     """
     from selfensemble.data import default_data_dir
     from selfensemble.data.bundled import SAMPLES_DIR
-    from selfensemble.models import DEFAULT_MODEL, embedded_model_path
-    from selfensemble.provenance import package_versions
+    from selfensemble.engine.models import DEFAULT_MODEL, embedded_model_path
+    from selfensemble.store.provenance import package_versions
 
     try:
         embedded = {"path": str(embedded_model_path()), "error": None}

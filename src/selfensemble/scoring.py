@@ -22,9 +22,6 @@ from typing import Any
 import numpy as np
 
 from .errors import SelfEnsembleError, did_you_mean
-from .stats import bootstrap_ci as bootstrap_ci  # re-exported: benchmarks import them from here
-from .stats import mcnemar_exact as mcnemar_exact
-from .stats import paired_bootstrap_diff as paired_bootstrap_diff
 
 LEMMATIZERS = ("simplemma", "spacy", "none")
 MATCH_MODES = ("exact", "contains", "partial")  # the boolean scorers a run's `correct` can use

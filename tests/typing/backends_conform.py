@@ -1,8 +1,8 @@
 """Read by mypy (tests/test_backend_types.py), never run: both backends are Backends to a type checker."""
 
-from selfensemble.backends.base import Backend
-from selfensemble.backends.local import LocalBackend
-from selfensemble.backends.ray import RayBackend
+from selfensemble.pipeline.backends.base import Backend
+from selfensemble.pipeline.backends.local import LocalBackend
+from selfensemble.pipeline.backends.ray import RayBackend
 
 
 def local_is_a_backend(backend: LocalBackend) -> Backend:

@@ -50,9 +50,9 @@ def run_benchmark(config: BenchConfig) -> dict:
     """Run every section on one loaded model; returns a JSON-serialisable dict (see module doc)."""
     import torch
 
-    from selfensemble import attention as attn
-    from selfensemble.engine_factory import LoadSpec, load
-    from selfensemble.prompts import build_parts
+    from selfensemble.engine.attention import dispatch as attn
+    from selfensemble.engine.factory import LoadSpec, load
+    from selfensemble.engine.prompts import build_parts
 
     saved, attn.COMPILE_FLEX = attn.COMPILE_FLEX, config.compile_flex
     saved_threads = torch.get_num_threads()

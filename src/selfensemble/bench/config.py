@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from selfensemble import defaults
 from selfensemble.bench.questions import MAX_N
+from selfensemble.config import defaults
 from selfensemble.errors import SelfEnsembleError
 
 
@@ -51,7 +51,8 @@ class BenchConfig:
     data_dir: str | None = None  # None: selfensemble.data.default_data_dir(), else built-in questions
 
     def __post_init__(self):
-        from selfensemble.methods import ATTENTION, LAYOUTS, check_method
+        from selfensemble.config.engine import ATTENTION, LAYOUTS
+        from selfensemble.methods.registry import check_method
 
         for m in self.methods:
             check_method(m)

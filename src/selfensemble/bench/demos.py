@@ -21,8 +21,8 @@ from selfensemble.bench.sections import engine_config, fixed_gen, progress
 from selfensemble.bench.timing import timed
 
 if TYPE_CHECKING:
-    from selfensemble.methods import Query
-    from selfensemble.models import LoadedModel
+    from selfensemble.engine.models import LoadedModel
+    from selfensemble.engine.queries import Query
 
 MODES = ("shared", "per-item")
 
@@ -32,8 +32,8 @@ def demo_queries(config: BenchConfig, mode: str) -> list[Query]:
     demonstrations drawn by ``mode``."""
     from selfensemble.data import load_dataset
     from selfensemble.data.bundled import sample_path
-    from selfensemble.methods import Query
-    from selfensemble.prompts import PromptFormat
+    from selfensemble.engine.prompts import PromptFormat
+    from selfensemble.engine.queries import Query
 
     ds = load_dataset("pararel", sample_path("pararel"), split="test", seed=config.seed)
     # relation by relation, as a run meets them: shared demonstrations can then be reused
@@ -46,7 +46,7 @@ def demo_queries(config: BenchConfig, mode: str) -> list[Query]:
 
 def demo_rows(lm: LoadedModel, config: BenchConfig) -> list[dict]:
     """One row per demonstration mode × timed method, at the largest batch size."""
-    from selfensemble.methods import Engine
+    from selfensemble.engine.engine import Engine
 
     bs, gen = max(config.batch_sizes), fixed_gen(config.max_new_tokens)
     out: list[dict] = []

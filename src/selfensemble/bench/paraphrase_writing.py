@@ -22,14 +22,14 @@ from selfensemble.bench.sections import progress
 from selfensemble.bench.timing import timed
 
 if TYPE_CHECKING:
-    from selfensemble.models import LoadedModel
+    from selfensemble.engine.models import LoadedModel
 
 
 def _one_row_each(engine, questions: list[str], k: int, pcfg) -> None:
     """The per-candidate baseline: candidate i of every question is an origin query on few-shot set i."""
-    from selfensemble.decoding import GenerationConfig
-    from selfensemble.methods import Query
-    from selfensemble.paraphrase import paraphrase_format
+    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.engine.queries import Query
+    from selfensemble.pipeline.paraphrase.writer import paraphrase_format
 
     for i in range(k):
         gen = GenerationConfig(max_new_tokens=pcfg.max_new_tokens, do_sample=True, temperature=pcfg.temperature,
@@ -38,7 +38,7 @@ def _one_row_each(engine, questions: list[str], k: int, pcfg) -> None:
 
 
 def _shared_prefill(engine, questions: list[str], k: int, pcfg) -> None:
-    from selfensemble.paraphrase import draw_candidates
+    from selfensemble.pipeline.paraphrase.writer import draw_candidates
 
     draw_candidates(engine, questions, [k] * len(questions), 0, pcfg)
 
@@ -48,8 +48,9 @@ WAYS = {"shared prefill": _shared_prefill, "one row each": _one_row_each}
 
 def paraphrase_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig, rows: list[dict]) -> list[dict]:
     """One row per way of sampling ``config.paraphrase_candidates`` candidates for every question."""
-    from selfensemble.methods import Engine, EngineConfig
-    from selfensemble.paraphrase import ParaphraseConfig
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.engine import Engine
+    from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
 
     bs = max(config.batch_sizes)
     pcfg = ParaphraseConfig(max_new_tokens=config.paraphrase_new_tokens, formats=config.paraphrase_formats,

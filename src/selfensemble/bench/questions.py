@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from selfensemble.errors import SelfEnsembleError
 
 if TYPE_CHECKING:
-    from selfensemble.methods import Query
-    from selfensemble.prompts import PromptFormat
+    from selfensemble.engine.prompts import PromptFormat
+    from selfensemble.engine.queries import Query
 
 PARAPHRASE_TEMPLATES = (
     "Question: {q}",
@@ -47,7 +47,7 @@ class QuestionSet:
 def _source(data_dir: str | Path | None) -> tuple[str, Path, dict]:
     """(dataset name, path, loader options): the shared WebQuestions folder, else the bundled sample."""
     from selfensemble.data import default_data_dir
-    from selfensemble.experiment import SAMPLE_DATA
+    from selfensemble.pipeline.experiment import SAMPLE_DATA
 
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     folder = root / "webquestions" if root is not None else None
@@ -64,7 +64,7 @@ def load_questions(count: int, few_shot: int = 5, data_dir: str | Path | None = 
     ``make_queries`` rotates templates per index, so cycled questions still give different prompts.
     """
     from selfensemble.data import load_dataset
-    from selfensemble.prompts import PromptFormat
+    from selfensemble.engine.prompts import PromptFormat
 
     if count < 1:
         raise SelfEnsembleError(f"count must be >= 1, got {count}")
@@ -87,7 +87,7 @@ def paraphrases(question: str, n: int, rotate: int = 0) -> list[str]:
 
 def make_queries(qs: QuestionSet, n: int, count: int | None = None) -> list[Query]:
     """One Query per question (``count`` cycles the questions), N prompts each."""
-    from selfensemble.methods import Query
+    from selfensemble.engine.queries import Query
 
     chosen = qs.questions if count is None else [qs.questions[i % len(qs.questions)] for i in range(count)]
     return [Query(paraphrases(q, n, rotate=i), qs.fmt) for i, q in enumerate(chosen)]

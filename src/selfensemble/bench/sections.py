@@ -21,8 +21,8 @@ from selfensemble.bench.targets import STORM_COMPILE_TARGET
 from selfensemble.bench.timing import count_host_syncs, timed
 
 if TYPE_CHECKING:
-    from selfensemble.methods import Query
-    from selfensemble.models import LoadedModel
+    from selfensemble.engine.models import LoadedModel
+    from selfensemble.engine.queries import Query
 
 BASELINE = "origin"  # every row's ratio_vs_origin divides by this method's row at the same batch size
 NAIVE_METHODS = ("avg", "flex")  # timed against the full-recompute reference (when configured)
@@ -41,7 +41,7 @@ def progress(message: str) -> None:
 
 def fixed_gen(max_new_tokens: int):
     """Fixed-length answers (no newline stop): every method decodes the same number of steps unless EOS comes first."""
-    from selfensemble.decoding import GenerationConfig
+    from selfensemble.engine.decoding import GenerationConfig
 
     return GenerationConfig(max_new_tokens=max_new_tokens, stop_at_newline=False)
 
@@ -49,7 +49,7 @@ def fixed_gen(max_new_tokens: int):
 # -- engine rows -------------------------------------------------------------------------------
 def engine_config(config: BenchConfig, batch_size: int, layout: str = "shared", **overrides: Any):
     """The EngineConfig of a bench row: the bench's attention and flex knobs, this row's batch and layout."""
-    from selfensemble.methods import EngineConfig
+    from selfensemble.config.engine import EngineConfig
 
     settings = dict(attention=config.attention, layout=layout, batch_size=batch_size,
                     pad_multiple=config.pad_multiple, positions=config.positions, rescale=config.rescale,
@@ -64,7 +64,7 @@ def engine_row(lm: LoadedModel, queries: list[Query], method: str, n: int, batch
     The warm-up covers at least one full batch, so the timed pass meets no batch shape the warm-up
     did not compile; compiles that still happen in the timed pass (new lengths) are counted apart.
     """
-    from selfensemble.methods import Engine
+    from selfensemble.engine.engine import Engine
 
     engine = Engine(lm, engine_config(config, batch_size, layout or "shared"))
     gen = fixed_gen(config.max_new_tokens)
@@ -104,7 +104,7 @@ def engine_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> tuple[
     origin ignores paraphrases, so it runs once per batch size (N=1). Answers are kept by key for
     the naive rows' agreement check.
     """
-    from selfensemble.method_registry import get_method
+    from selfensemble.methods.registry import get_method
 
     rows, answers = [], {}
     for method in config.methods:
@@ -129,8 +129,8 @@ def hf_generate_row(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> di
     """
     import torch
 
-    from selfensemble.attention import ATTN_IMPLEMENTATION
-    from selfensemble.prompts import build_parts
+    from selfensemble.engine.attention.dispatch import ATTN_IMPLEMENTATION
+    from selfensemble.engine.prompts import build_parts
 
     ids = [build_parts(lm.tokenizer, qs.fmt, [q]).full(0) for q in qs.questions]
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
@@ -175,9 +175,10 @@ def add_ratios(rows: list[dict]) -> None:
 def naive_row(lm: LoadedModel, queries: list[Query], method: str, n: int, config: BenchConfig,
               cached: dict | None, cached_answers: list | None) -> dict:
     """Time ``reference_generate`` (every step recomputes every row from scratch) on a few questions."""
-    from selfensemble.methods import get_method, plan_rows
-    from selfensemble.prompts import build_parts
-    from selfensemble.reference import reference_generate
+    from selfensemble.engine.prompts import build_parts
+    from selfensemble.engine.reference import reference_generate
+    from selfensemble.engine.rows import plan_rows
+    from selfensemble.methods.registry import get_method
 
     spec = get_method(method)
     fuse = spec.fusion_fn()
@@ -209,7 +210,7 @@ def naive_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig, rows: list
     """avg and flex (shared layout) against their cached batch-1 engine rows, for every N."""
     out = []
     count = min(config.naive_questions, len(qs.questions))
-    from selfensemble.method_registry import get_method
+    from selfensemble.methods.registry import get_method
 
     for method in (m for m in NAIVE_METHODS if m in config.methods):
         for n in config.ns:
@@ -237,7 +238,7 @@ def prefix_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> list[d
     One new token only: this section is about prefill. ``prefix_tokens_once`` is the shared
     instruction + few-shot prefix, encoded once per engine and reused by every row and question.
     """
-    from selfensemble.methods import Engine
+    from selfensemble.engine.engine import Engine
 
     n = config.target_n
     queries = make_queries(qs, n)
@@ -272,8 +273,8 @@ def storm_run(lm: LoadedModel, queries: list[Query], pad_multiple: int, config: 
     """
     import torch
 
-    from selfensemble.methods import Engine
-    from selfensemble.prompts import build_parts
+    from selfensemble.engine.engine import Engine
+    from selfensemble.engine.prompts import build_parts
 
     if config.compile_flex:
         torch._dynamo.reset()  # as if a fresh process: earlier sections' graphs do not count

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from selfensemble.models import LoadedModel
+    from selfensemble.engine.models import LoadedModel
 
 
 class PeakRss:
@@ -67,7 +67,7 @@ def timed(fn: Callable[[], Any], device: Any) -> Timed:
     """Run ``fn`` once; CUDA is synchronised on both sides so the wall time is the device's too."""
     import torch
 
-    from selfensemble.attention import compile_count
+    from selfensemble.engine.attention.dispatch import compile_count
 
     cuda = getattr(device, "type", str(device)) == "cuda"
     if cuda:
@@ -118,7 +118,7 @@ def count_host_syncs():
 def _git_commit() -> tuple[str | None, bool | None]:
     """The source commit (provenance.source: git HEAD, or "sha256:<hash>" of the installed files) and
     whether the checkout has local changes (None without git)."""
-    from selfensemble.provenance import source
+    from selfensemble.store.provenance import source
 
     src = source()
     return (src["commit"], src["dirty"]) if "commit" in src else (f"sha256:{src['sha256']}", None)

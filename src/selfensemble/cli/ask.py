@@ -61,8 +61,8 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Answer QUESTION, fused over its paraphrases (given with -p, else written by the model and gated)."""
-    from selfensemble.decoding import GenerationConfig
-    from selfensemble.prompts import default_format
+    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.engine.prompts import default_format
 
     flex = dict(layout=layout, positions=positions, rescale=rescale, fusion_temperature=fusion_temperature,
                 fusion_scale=fusion_scale)
@@ -107,8 +107,8 @@ def _prompt_plan(question: str, given: list[str], num_paraphrases: int | None, n
     """Check the prompt options; returns how many paraphrases the model must write (0: none)."""
     import warnings
 
-    from selfensemble.methods import get_method
-    from selfensemble.prompts import clean_prompts
+    from selfensemble.engine.prompts import clean_prompts
+    from selfensemble.methods.registry import get_method
 
     alone = get_method(method).asks_original_only  # origin: the question alone
     if given and (no_paraphrase or num_paraphrases is not None):
@@ -132,7 +132,7 @@ DEFAULT_PROMPTS = 5  # `ask` without -p: prompts per question, as `run --num-par
 def _check_weights(weights: str | None, method: str, n_prompts: int | None) -> list[float] | str | None:
     """--weights as the engine takes it, checked against the method and the prompt count (None: not
     known yet, the model writes the paraphrases)."""
-    from selfensemble.fusion import DYNAMIC_WEIGHTS, WEIGHTED, normalise_weights
+    from selfensemble.methods.fusion import DYNAMIC_WEIGHTS, WEIGHTED, normalise_weights
 
     if weights is not None and weights.strip() in DYNAMIC_WEIGHTS:
         return weights.strip()
@@ -165,8 +165,8 @@ def _prompts(engine, model: str, question: str, given: list[str], wanted: int, n
         return [question], [], None
     from rich.console import Console
 
-    from selfensemble.adhoc import write
     from selfensemble.cli.progress import ConsoleProgress
+    from selfensemble.pipeline.paraphrase.one_question import write
 
     progress = ConsoleProgress(Console(stderr=True))  # stderr: --json keeps stdout to one object
     written = write(lambda: engine, model, [question], wanted, seed=seed, progress=progress)[0]
@@ -184,9 +184,9 @@ def mask(
     model: str = typer.Option("smollm2-135m", help="Whose tokenizer to use. " + MODEL_HELP),
 ):
     """Draw the flex attention mask for QUESTION and its paraphrases."""
-    from selfensemble.maskplot import layout_row, plot_mask
-    from selfensemble.models import load_tokenizer
-    from selfensemble.prompts import default_format
+    from selfensemble.engine.attention.maskplot import layout_row, plot_mask
+    from selfensemble.engine.models import load_tokenizer
+    from selfensemble.engine.prompts import default_format
 
     row = layout_row(load_tokenizer(model), [question, *paraphrase], default_format(few_shot), layout, positions)
     path = plot_mask(row, out, title=f"flex mask, layout={layout}, positions={positions}")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import typer
 
-from selfensemble import defaults
 from selfensemble.cli.common import (
     POSITIONS_HELP,
     RESCALE_HELP,
@@ -20,6 +19,7 @@ from selfensemble.cli.common import (
     flex_option,
     parse_list,
 )
+from selfensemble.config import defaults
 
 
 @app.command("bench")

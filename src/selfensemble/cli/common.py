@@ -7,10 +7,10 @@ from typing import Any
 
 import typer
 
-from selfensemble import defaults
+from selfensemble.config import defaults
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.method_registry import METHODS
-from selfensemble.paraphrase_gate import DEFAULT_MIN_SIMILARITY
+from selfensemble.methods.registry import METHODS
+from selfensemble.pipeline.paraphrase.gate import DEFAULT_MIN_SIMILARITY
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ask one question through N paraphrases and fuse them into one answer.")
@@ -60,7 +60,7 @@ def flex_option(knob: str, *decls: str, help: str) -> Any:
 def engine_config(attention: str | None = None, batch_size: int = 8, **flex: Any):
     """The EngineConfig of a command, checked before any model loads; flex knobs not given come from
     defaults.py (``flex``: any of defaults.FLEX_KNOBS, e.g. positions="restart")."""
-    from selfensemble.methods import EngineConfig
+    from selfensemble.config.engine import EngineConfig
 
     return EngineConfig(attention=attention, batch_size=batch_size, **flex)
 
@@ -71,7 +71,7 @@ def make_engine(model: str, device: str = "cpu", dtype: str = "auto", attention:
     """Load ``model`` into an Engine through engine_factory.build_engine (the one factory every entry
     point uses); the config (``engine_config``) is validated first, so a bad option fails before the
     slow load."""
-    from selfensemble.engine_factory import LoadSpec, build_engine
+    from selfensemble.engine.factory import LoadSpec, build_engine
 
     cfg = engine_config(attention, batch_size, **flex)
     return build_engine(LoadSpec(model=model, device=device, dtype=dtype, seed=seed, device_map=device_map,

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from selfensemble.cli.common import app
-from selfensemble.demo import DEFAULT_LIMIT, DEFAULT_MAX_NEW_TOKENS
+from selfensemble.pipeline.demo import DEFAULT_LIMIT, DEFAULT_MAX_NEW_TOKENS
 
 
 @app.command("demo")
@@ -22,12 +22,12 @@ def demo_command(
     """How much the answer depends on the phrasing, and what each method does about it, at what cost."""
     from rich.console import Console
 
-    from selfensemble import demo
+    from selfensemble.analysis.report import report
     from selfensemble.cli.progress import ConsoleProgress
     from selfensemble.cli.report import show_report
     from selfensemble.cli.run import graceful_stop
-    from selfensemble.experiment import run_experiment
-    from selfensemble.report import report
+    from selfensemble.pipeline import demo
+    from selfensemble.pipeline.experiment import run_experiment
 
     console = Console()
     cfg = demo.demo_config(out, limit, num_paraphrases, model, max_new_tokens)

@@ -77,7 +77,7 @@ def lm_eval_command(
     t0 = time.perf_counter()
     from rich.console import Console
 
-    from selfensemble.progress import as_progress
+    from selfensemble.pipeline.progress import as_progress
 
     lm = SelfEnsembleLM(model=model, method=method, num_paraphrases=num_paraphrases, batch_size=batch_size,
                         paraphrase_source=paraphrase_source, seed=seed,

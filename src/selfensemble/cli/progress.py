@@ -1,4 +1,4 @@
-"""The CLI's rendering of library progress (``selfensemble.progress.Progress``).
+"""The CLI's rendering of library progress (``selfensemble.pipeline.progress.Progress``).
 
 On a terminal each phase is a rich bar (done / total, elapsed, ETA). When stdout is not a
 terminal (a log file, a batch job) a bar is never drawn, so each phase prints plain lines instead:

@@ -13,7 +13,7 @@ from selfensemble.errors import SelfEnsembleError
 
 def check_format(fmt: str) -> str:
     """``fmt`` when it is a report format, else a one-line user error (before any run is read)."""
-    from selfensemble.report_render import FORMATS
+    from selfensemble.analysis.render import FORMATS
 
     if fmt not in FORMATS:
         raise SelfEnsembleError(f"Unknown report format {fmt!r}; use one of {', '.join(FORMATS)}.")
@@ -25,8 +25,8 @@ def show_report(result: dict, fmt: str = "table", console=None) -> None:
     calibration), "markdown" / "csv" / "json" as plain text on stdout (report_render.render)."""
     from rich.console import Console
 
-    from selfensemble.report import ECE_BINS
-    from selfensemble.report_render import render
+    from selfensemble.analysis.render import render
+    from selfensemble.analysis.report import ECE_BINS
 
     if check_format(fmt) == "table":
         console = console or Console()
@@ -41,7 +41,7 @@ def print_tables(result: dict, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from selfensemble.report_render import tables
+    from selfensemble.analysis.render import tables
 
     for title, headers, rows in tables(result):
         t = Table(title=title)
@@ -69,7 +69,7 @@ def calibration_table(rows: list[dict], ece_bins: int, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from selfensemble.report_render import calibration_cells
+    from selfensemble.analysis.render import calibration_cells
 
     t = Table(title=f"Calibration of the fused answer probability ({ece_bins} bins)")
     for i, h in enumerate(("method", "n", "ECE", "mean confidence", "accuracy")):
@@ -98,8 +98,8 @@ def report(
 ):
     """Compare runs: accuracy under four scorers with 95% intervals, per-prompt spread and prompt
     sensitivity, paired differences with Holm-adjusted p, a bar chart."""
-    from selfensemble.report import check_scorer
-    from selfensemble.report import report as make_report
+    from selfensemble.analysis.report import check_scorer
+    from selfensemble.analysis.report import report as make_report
 
     fmt = check_format(output_format or ("table" if sys.stdout.isatty() else "markdown"))
     check_scorer(scorer)  # before reading any run

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import typer
 
-from selfensemble.backends import BackendConfig
 from selfensemble.cli.common import (
     DEVICE_MAP_HELP,
     LAYOUT_HELP,
@@ -27,9 +26,16 @@ from selfensemble.cli.common import (
 )
 from selfensemble.cli.progress import ConsoleProgress
 from selfensemble.cli.report import echo_outputs, show_report
-from selfensemble.engine_factory import LoadSpec
+from selfensemble.engine.factory import LoadSpec
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.experiment import GateSettings, RunConfig, load_items, paraphrase_items, run_experiment
+from selfensemble.pipeline.backends import BackendConfig
+from selfensemble.pipeline.experiment import (
+    GateSettings,
+    RunConfig,
+    load_items,
+    paraphrase_items,
+    run_experiment,
+)
 
 
 @app.command("run")
@@ -96,7 +102,7 @@ def run_command(
     """Run methods over a dataset; resumable (rerun the same command after a crash)."""
     if method and methods:
         raise SelfEnsembleError("Give --method or --methods, not both.")
-    from selfensemble.fusion import DYNAMIC_WEIGHTS
+    from selfensemble.methods.fusion import DYNAMIC_WEIGHTS
 
     if weights not in ("confidence", *DYNAMIC_WEIGHTS):
         raise SelfEnsembleError(f"Unknown --weights {weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.")
@@ -106,7 +112,7 @@ def run_command(
                "answers_column": answers_column, "paraphrase_columns": parse_list(paraphrase_columns, "--paraphrase-columns"),
                "id_column": id_column}
     options = {k: v for k, v in options.items() if v is not None}
-    from selfensemble.engine_config import EngineConfig
+    from selfensemble.config.engine import EngineConfig
 
     cfg = RunConfig(dataset=dataset, data_path=data_path, split=split, limit=limit, methods=chosen,
                     num_paraphrases=num_paraphrases, prompt_indices=parse_list(prompt_indices, "--prompt-indices", int),
@@ -124,7 +130,7 @@ def run_command(
     with graceful_stop():
         run_experiment(cfg, backend=backend_cfg, progress=ConsoleProgress())
     if len(chosen) > 1:
-        from selfensemble.report import report
+        from selfensemble.analysis.report import report
 
         result = report([out], out / "report.png")
         show_report(result)
@@ -200,7 +206,7 @@ def paraphrase_command(
 
     from rich.console import Console
 
-    from selfensemble.paraphrase import ParaphraseConfig
+    from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
 
     console = Console()
     progress = ConsoleProgress(console)
@@ -231,7 +237,7 @@ def interactive_command():
     from rich.prompt import IntPrompt, Prompt
 
     from selfensemble.data import DATASETS, default_data_dir
-    from selfensemble.methods import METHODS
+    from selfensemble.methods.registry import METHODS
 
     console = Console()
     mode = Prompt.ask("What do you want to do", choices=["ask", "run"], default="ask")
@@ -255,7 +261,7 @@ def interactive_command():
                   f"--num-paraphrases {n} --limit {limit} --model {model} --out {out}[/]")
     with graceful_stop():
         run_experiment(cfg, progress=ConsoleProgress(console))
-    from selfensemble.report import report
+    from selfensemble.analysis.report import report
 
     result = report([Path(out)], Path(out) / "report.png")
     show_report(result, console=console)
@@ -265,8 +271,8 @@ def interactive_command():
 def _interactive_ask(console, model: str) -> None:
     from rich.prompt import Prompt
 
-    from selfensemble.methods import METHODS, check_method
-    from selfensemble.prompts import default_format
+    from selfensemble.engine.prompts import default_format
+    from selfensemble.methods.registry import METHODS, check_method
 
     method = check_method(Prompt.ask("Method", choices=list(METHODS), default="flex"))
     with console.status(f"loading {model} (the first load takes ~15-30 s)…"):

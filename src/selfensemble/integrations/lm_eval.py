@@ -42,9 +42,9 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
+from selfensemble.engine.prompts import PromptParts, _adds_bos, clean_prompts
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.integrations.harness_prompt import ContextSplit, split_context
-from selfensemble.prompts import PromptParts, _adds_bos, clean_prompts
 
 log = logging.getLogger(__name__)
 PARAPHRASE_SOURCES = ("auto", "doc", "generate")
@@ -63,8 +63,8 @@ class Prepared:
 def _engine_options(options: dict) -> tuple[dict, dict]:
     """Split extra model_args into EngineConfig fields and LoadSpec fields (``torch_dtype``: the old
     name of ``dtype``); unknown keys are an error."""
-    from selfensemble.engine_factory import LoadSpec
-    from selfensemble.methods import EngineConfig
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.engine.factory import LoadSpec
 
     config_keys = {f.name for f in fields(EngineConfig)}
     load_keys = {f.name for f in fields(LoadSpec)} - {"model"} | {"torch_dtype"}
@@ -91,12 +91,13 @@ class SelfEnsembleLM(LM):
                  weights_field: str = "weights", tokenize: str = "whole", seed: int = 0, engine=None,
                  max_batch_size=None, progress=None, **options):
         super().__init__()
-        from selfensemble.engine_factory import LoadSpec, build_engine
-        from selfensemble.methods import EngineConfig, check_method
+        from selfensemble.config.engine import EngineConfig
+        from selfensemble.engine.factory import LoadSpec, build_engine
+        from selfensemble.methods.registry import check_method
 
         self.method = check_method(str(method))
         self.num_paraphrases = int(num_paraphrases)
-        from selfensemble.method_registry import get_method
+        from selfensemble.methods.registry import get_method
 
         # a method that asks the original only (origin) writes no paraphrases
         self._prompts = 1 if get_method(self.method).asks_original_only else self.num_paraphrases
@@ -184,7 +185,7 @@ class SelfEnsembleLM(LM):
         """Model-written paraphrases for ``questions`` (on-disk cache; the model runs only for new ones)."""
         if not questions or self._prompts == 1:
             return {}
-        from selfensemble.adhoc import write
+        from selfensemble.pipeline.paraphrase.one_question import write
 
         t0 = time.perf_counter()  # the gate `run` applies; a question short of paraphrases is counted
         written = write(lambda: self.engine, self.model_spec, questions, self.num_paraphrases - 1, seed=self.seed,
@@ -228,7 +229,7 @@ class SelfEnsembleLM(LM):
         return Prepared(parts, self._weights(doc, kept), whole)
 
     def _weights(self, doc, kept: list[int]) -> torch.Tensor | None:
-        from selfensemble.method_registry import get_method
+        from selfensemble.methods.registry import get_method
 
         if not get_method(self.method).needs_weights:
             return None
@@ -265,7 +266,7 @@ class SelfEnsembleLM(LM):
         return out  # type: ignore[return-value]
 
     def _generation_config(self, kwargs: dict):
-        from selfensemble.decoding import GenerationConfig
+        from selfensemble.engine.decoding import GenerationConfig
 
         kwargs = dict(kwargs or {})
         until = kwargs.pop("until", None) or []
@@ -280,7 +281,7 @@ class SelfEnsembleLM(LM):
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         """(fused log p(continuation | context), is_greedy) per request; the harness's trailing-space rule."""
-        from selfensemble.loglik import score_continuations
+        from selfensemble.engine.loglik import score_continuations
 
         prepared = self._prepare(requests)
         conts = []
@@ -303,7 +304,7 @@ class SelfEnsembleLM(LM):
         """The PLAIN model's rolling log-likelihood (no paraphrases), windows as the harness's hf model."""
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-        from selfensemble.loglik import score_continuations
+        from selfensemble.engine.loglik import score_continuations
 
         out = []
         for r in requests:
@@ -318,7 +319,7 @@ class SelfEnsembleLM(LM):
 
 def _provenance() -> dict:
     """Library versions and the source commit (or installed-source hash) behind these results."""
-    from selfensemble.provenance import package_versions, source
+    from selfensemble.store.provenance import package_versions, source
 
     return {"versions": package_versions(), "source": source()}
 

@@ -34,11 +34,13 @@ from fastapi import Query as Param
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from selfensemble import adhoc
-from selfensemble.decoding import GenerationConfig
+from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.engine.engine import Engine
+from selfensemble.engine.prompts import clean_prompts, default_format
+from selfensemble.engine.queries import Answer, Query
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.methods import METHODS, Answer, Engine, Query, check_method
-from selfensemble.prompts import clean_prompts, default_format
+from selfensemble.methods.registry import METHODS, check_method
+from selfensemble.pipeline.paraphrase import one_question as adhoc
 from selfensemble.serve.batching import Batcher
 from selfensemble.serve.schemas import (
     DEFAULT_GENERATED,
@@ -100,7 +102,7 @@ def _result(ans: Answer) -> dict:
 
 def _mask_png(engine: Engine, prompts: list[str], few_shot: bool) -> bytes:
     """Draw the flex row plan of these prompts under the engine's layout (run in the engine thread)."""
-    from selfensemble.maskplot import layout_row, plot_mask
+    from selfensemble.engine.attention.maskplot import layout_row, plot_mask
 
     cfg = engine.config
     row = layout_row(engine.lm.tokenizer, prompts, default_format(few_shot), cfg.layout, cfg.positions)

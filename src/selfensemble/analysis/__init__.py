@@ -1,0 +1,1 @@
+"""Reading finished runs: statistics, the report, its renderings and charts (never loads a model)."""

@@ -1,0 +1,1 @@
+"""Every configuration dataclass and the measured defaults."""

@@ -1,0 +1,55 @@
+"""How the engine lays out and runs rows (EngineConfig), validated when built.
+
+The packed-row knobs (layout, positions, rescale, fusion temperature/scale) are read from
+defaults.py each time a config is built, never a copy fixed at import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from selfensemble.config import defaults
+from selfensemble.engine.attention.masks import AttentionFusion
+from selfensemble.engine.packing import POSITION_MODES
+from selfensemble.errors import SelfEnsembleError
+
+LAYOUTS = ("shared", "full")
+ATTENTION = ("auto", "flex", "sdpa")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How rows are laid out and run.
+
+    ``layout``, ``positions``, ``rescale``, ``fusion_temperature`` and ``fusion_scale`` only touch a
+    method that packs its prompts in one row, flex (``masks.AttentionFusion`` has the math); every
+    other method ignores them.
+    """
+
+    attention: str | None = None  # None: "auto" on CUDA, "sdpa" on CPU (see Engine._resolve_attention)
+    # flex knobs: read from defaults.py when a config is built (never a copy fixed at import)
+    layout: str = field(default_factory=defaults.factory("layout"))
+    positions: str = field(default_factory=defaults.factory("positions"))
+    rescale: bool = field(default_factory=defaults.factory("rescale"))
+    fusion_temperature: float = field(default_factory=defaults.factory("fusion_temperature"))
+    fusion_scale: float = field(default_factory=defaults.factory("fusion_scale"))
+    reuse_prefix: bool = True
+    batch_size: int = 8
+    pad_multiple: int = 32
+
+    def __post_init__(self):
+        for name, value, allowed in (("attention", self.attention or "auto", ATTENTION), ("layout", self.layout, LAYOUTS),
+                                     ("positions", self.positions, POSITION_MODES)):
+            if value not in allowed:
+                raise SelfEnsembleError(f"Unknown {name} {value!r}; use one of {', '.join(allowed)}.")
+        if self.batch_size < 1:
+            raise SelfEnsembleError(f"batch_size must be >= 1, got {self.batch_size}")
+        try:
+            self.attention_fusion  # noqa: B018 - validates the knobs
+        except ValueError as err:
+            raise SelfEnsembleError(str(err)) from err
+
+    @property
+    def attention_fusion(self) -> AttentionFusion:
+        """The flex-only attention-fusion knobs as one object (validated)."""
+        return AttentionFusion(self.fusion_temperature, self.fusion_scale, self.rescale)

@@ -1,0 +1,168 @@
+"""What defines a run (RunConfig), and its manifest form, old and new.
+
+A run holds the engine's own config objects instead of copies of their fields:
+
+  engine  methods.EngineConfig     how rows are laid out and run (attention, flex knobs, batch size)
+  load    engine_factory.LoadSpec  which model, loaded how (model, device, dtype, seed, placement)
+  gate    GateSettings             the paraphrase gate (on / off / automatic, embedder, threshold)
+
+Every engine of a run is built from ``cfg.load`` + ``cfg.engine`` by engine_factory.build_engine,
+so a field added to EngineConfig or LoadSpec reaches runs, manifests and Ray workers with no edit
+here. The seed has one owner, ``load.seed`` (``cfg.seed`` reads it): the one number seeds the model
+load (random:* weights), the dataset sample, the demonstrations and every sampling stream.
+
+Manifests store the nested form ``{"engine": {...}, "load": {...}, "gate": {...}, "dataset": ...}``.
+Run folders written before that hold a flat config; :func:`nested_config` reads either into the
+nested form, so old folders keep resuming and reports read both. Importing this module loads no
+torch (the CLI's ``--help`` and ``report`` stay fast): EngineConfig is imported when first built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from selfensemble.engine.factory import LoadSpec
+
+if TYPE_CHECKING:
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.pipeline.paraphrase.gate import GateConfig
+
+#: Sections of a manifest config that hold a nested dataclass (RunConfig field → manifest key).
+SECTIONS = ("engine", "load", "gate")
+
+
+def _engine_config() -> EngineConfig:
+    """A default EngineConfig, built now (flex knobs read from defaults.py at this moment)."""
+    from selfensemble.config.engine import EngineConfig
+
+    return EngineConfig()
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The run's paraphrase-gate settings; :meth:`resolve` turns them into a paraphrase_gate.GateConfig.
+
+    ``enabled``: None screens generated paraphrases and leaves a dataset's own alone (the
+    default); True screens both; False neither.
+    """
+
+    enabled: bool | None = None
+    min_similarity: float | None = None  # None: paraphrase_gate.DEFAULT_MIN_SIMILARITY of the embedder
+    embedder: str = "wordllama"
+    entity_guard: bool = False  # paraphrase_gate.DEFAULT_ENTITY_GUARD (measured: no gain in accuracy)
+
+    def resolve(self, generated: bool) -> GateConfig:
+        """The gate for generated (True) or a dataset's own (False) paraphrases (validated)."""
+        from selfensemble.pipeline.paraphrase.gate import GateConfig
+
+        on = self.enabled if self.enabled is not None else generated
+        return GateConfig(enabled=on, embedder=self.embedder, entity_guard=self.entity_guard,
+                          min_similarity=self.min_similarity)
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run (saved in the manifest; resuming requires the same values).
+
+    The run's own fields stay flat; the engine, the model load and the gate are held whole
+    (``engine``, ``load``, ``gate``), never copied field by field.
+    """
+
+    dataset: str = "webqa"
+    data_path: str | None = None
+    split: str = "test"
+    limit: int | None = None
+    methods: list[str] = field(default_factory=lambda: ["origin"])
+    num_paraphrases: int = 5
+    prompt_indices: list[int] | None = None
+    few_shot: int = 5
+    demos: str = "per-item"  # data.base.DEMO_MODES: per-item demonstrations, or one shared set per group
+    max_new_tokens: int = 16
+    chat: bool = False
+    match: str = "contains"  # scoring.DEFAULT_MATCH: gold inside the answer as whole words
+    confidence_samples: int = 4
+    weights: str = "confidence"  # weighted_*: confidence (sampled) | entropy | agreement (per decode step)
+    dataset_options: dict = field(default_factory=dict)
+    out: str = "runs/experiment"
+    subfolders: bool = True
+    allow_mixed: bool = False  # resume under other versions / attention path, provenance per record
+    engine: EngineConfig = field(default_factory=_engine_config)  # flex knobs: defaults.py, read when built
+    load: LoadSpec = field(default_factory=LoadSpec)
+    gate: GateSettings = field(default_factory=GateSettings)
+
+    @property
+    def seed(self) -> int:
+        """The run's seed: ``load.seed`` (one owner; see the module docstring)."""
+        return self.load.seed
+
+    def gate_config(self, generated: bool) -> GateConfig:
+        """The paraphrase gate for generated (True) or dataset (False) paraphrases."""
+        return self.gate.resolve(generated)
+
+    def method_config(self, method: str) -> dict:
+        """The manifest config of one method's run, nested (other methods' names don't define it).
+
+        ``{"dataset": ..., "engine": {...}, "load": {...}, "gate": {...}, "method": method}``:
+        every field of the nested dataclasses is recorded, so a new one is compared on resume.
+        """
+        d = asdict(self)  # a deep copy; the nested dataclasses become dicts
+        for key in ("methods", "subfolders", "allow_mixed"):
+            d.pop(key)
+        d["method"] = method
+        return d
+
+
+# -- old flat manifests ------------------------------------------------------------------------------------
+
+#: Where each key of a flat (pre-nesting) manifest config went. Frozen: it describes files already
+#: written, so it never follows new fields of EngineConfig / LoadSpec.
+FLAT_KEYS: dict[str, tuple[str, str]] = {
+    **{k: ("engine", k) for k in ("attention", "layout", "positions", "rescale", "fusion_temperature",
+                                  "fusion_scale", "batch_size")},
+    **{k: ("load", k) for k in ("model", "device", "dtype", "seed", "device_map", "revision", "trust_remote_code")},
+    "gate": ("gate", "enabled"),
+    **{k: ("gate", k) for k in ("min_similarity", "embedder", "entity_guard")},
+}
+
+#: What runs used for settings their manifest does not hold: fields the flat RunConfig never had
+#: (its engines ran EngineConfig's and LoadSpec's defaults of the time) and fields it recorded only
+#: when set (device_map, revision, trust_remote_code; demos only when "per-item": older runs drew
+#: one shared set). A field added to EngineConfig / LoadSpec later gets one entry here (the value
+#: runs had before it existed) and older folders keep resuming; without one, resuming them is
+#: refused, naming the field. Any other key a manifest lacks stays absent, so it is refused as before.
+UNRECORDED: dict[str, dict[str, Any]] = {
+    "engine": {"reuse_prefix": True, "pad_multiple": 32},
+    "load": {"device_map": None, "revision": None, "trust_remote_code": False, "quantization_config": None},
+    "gate": {},
+    "": {"demos": "shared"},
+}
+
+
+def is_nested(config: dict) -> bool:
+    """True for a manifest config written with nested sections (``load`` / ``engine`` dicts)."""
+    return isinstance(config.get("load"), dict) or isinstance(config.get("engine"), dict)
+
+
+def nested_config(config: dict) -> dict:
+    """A manifest config in the nested form: a nested one as is, a flat (older) one converted.
+
+    Flat: ``{"model": "m", "batch_size": 8, "gate": null, "dataset": "webqa", ...}`` →
+    ``{"load": {"model": "m", ...}, "engine": {"batch_size": 8, ...}, "gate": {"enabled": null, ...},
+    "dataset": "webqa", ...}``; either way the settings a manifest left out (UNRECORDED) are filled
+    in. Keys FLAT_KEYS does not know stay at the top level. Used once when an old folder is
+    resumed (its manifest is then rewritten nested) and whenever a report reads a manifest.
+    """
+    if is_nested(config):
+        out = {**config, **{name: dict(config[name]) for name in SECTIONS if isinstance(config.get(name), dict)}}
+    else:
+        out = {name: {} for name in SECTIONS}
+        for key, value in config.items():
+            section, name = FLAT_KEYS.get(key, ("", key))
+            (out[section] if section else out)[name] = value
+    for section, filled in UNRECORDED.items():
+        target = out.get(section) if section else out
+        if isinstance(target, dict):
+            for key, value in filled.items():
+                target.setdefault(key, value)
+    return out

@@ -1,0 +1,1 @@
+"""The answering methods: the registry and the fusion rules."""

@@ -1,0 +1,1 @@
+"""Runs end to end: experiment, paraphrase writing and its gate, confidence, progress, backends."""

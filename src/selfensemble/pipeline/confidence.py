@@ -1,0 +1,103 @@
+"""Per-prompt confidence: how often sampled answers agree with the greedy answer.
+
+For each prompt: one greedy answer and k sampled answers (seeded); confidence = share of samples
+whose normalised lemmas equal the greedy answer's. Weights for ``weighted_avg``/``weighted_max``
+are the Laplace-smoothed share (agree + 1) / (k + 2), so no prompt gets a weight of exactly zero.
+Results are cached on disk per (model, k, temperature, seed) file and, inside it, per (query's
+sampling stream, prompt index, prompt, format): the samples a prompt gets depend on its query's
+stream, so an entry is reused only where the same samples would be drawn again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.pipeline.paraphrase.writer import cache_dir
+from selfensemble.store import jsoncache
+
+
+@dataclass(frozen=True)
+class ConfidenceConfig:
+    samples: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens: int = 12
+    seed: int = 0
+
+
+@dataclass
+class PromptConfidence:
+    greedy: str
+    samples: list[str]
+    agree: int
+
+    @property
+    def confidence(self) -> float:
+        return self.agree / len(self.samples) if self.samples else float("nan")
+
+    @property
+    def weight(self) -> float:
+        return (self.agree + 1) / (len(self.samples) + 2)
+
+
+def estimate(engine, queries: Sequence, cfg: ConfidenceConfig) -> list[list[PromptConfidence]]:
+    """Per query, one PromptConfidence per prompt (1 greedy + cfg.samples sampled per_prompt passes)."""
+    from selfensemble.scoring import answer_key
+
+    greedy = engine.answer_many(queries, "per_prompt", GenerationConfig(max_new_tokens=cfg.max_new_tokens))
+    sampled = [engine.answer_many(queries, "per_prompt", GenerationConfig(
+        max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
+        seed=cfg.seed + s)) for s in range(cfg.samples)]
+    out = []
+    for q, g in enumerate(greedy):
+        per_prompt = []
+        for i, answer in enumerate(g.per_prompt):
+            samples = [run[q].per_prompt[i] for run in sampled]
+            key = answer_key(answer)
+            per_prompt.append(PromptConfidence(answer, samples, sum(1 for s in samples if key and answer_key(s) == key)))
+        out.append(per_prompt)
+    return out
+
+
+# 2: each query samples from its own stream (run seed, item); files written by 1 keyed by prompt text
+# alone and held samples from the old shared sampler, so they are not read; 3: tokens drawn by an exponential
+# race (fusion.select_tokens: nucleus by partial sort, argmax of p / Exp(1) draws) instead of multinomial
+SAMPLER_VERSION = 3
+
+
+class ConfidenceCache:
+    """{hash(query stream, prompt index, prompt, format): {greedy, samples, agree}}, one JSON file per
+    model and setting. ``query`` is a ``methods.Query`` (its ``stream_key``, ``prompts``, ``fmt``).
+
+    ``put`` collects entries in memory; ``save`` appends them to the file under a lock
+    (``jsoncache``), so a run saves after every batch and runs sharing the file keep each other's.
+    """
+
+    def __init__(self, model: str, cfg: ConfidenceConfig, root: Path | None = None):
+        key = hashlib.sha256(json.dumps([model, cfg.__dict__, SAMPLER_VERSION], sort_keys=True).encode()).hexdigest()[:16]
+        self.path = (root or cache_dir()) / "confidence" / f"{key}.json"
+        self.data: dict[str, dict] = jsoncache.read(self.path, "confidence")
+        self._unsaved: dict[str, dict] = {}
+
+    @staticmethod
+    def key(query, index: int) -> str:
+        return hashlib.sha256(repr((query.stream_key, index, query.prompts[index], query.fmt)).encode()).hexdigest()[:24]
+
+    def get(self, query, index: int) -> PromptConfidence | None:
+        d = self.data.get(self.key(query, index))
+        return PromptConfidence(d["greedy"], d["samples"], d["agree"]) if d else None
+
+    def put(self, query, index: int, pc: PromptConfidence) -> None:
+        entry = {"greedy": pc.greedy, "samples": pc.samples, "agree": pc.agree}
+        self.data[self.key(query, index)] = self._unsaved[self.key(query, index)] = entry
+
+    def save(self) -> None:
+        """Write the entries ``put`` since the last save (a no-op when there are none)."""
+        if self._unsaved:
+            jsoncache.merge(self.path, self._unsaved, "confidence")
+            self._unsaved = {}

@@ -1,0 +1,391 @@
+"""Experiments end to end: dataset → paraphrases → (confidence) → every method → scored, resumable runs.
+
+One model load serves all methods; each method writes its own run folder (results.jsonl,
+metrics.json, manifest.json). Items already in a run's results are skipped, so a killed run
+resumes where it stopped. Timing is measured after a warm-up batch, so methods compare fairly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from selfensemble.config.run import GateSettings, RunConfig, nested_config
+from selfensemble.data.base import Dataset, Item
+from selfensemble.errors import SelfEnsembleError
+from selfensemble.pipeline.progress import NotesConsole, as_progress
+from selfensemble.store.records import demo_answers, make_record, vote_record
+
+__all__ = ["SAMPLE_DATA", "GateSettings", "RunConfig", "ensure_paraphrases", "load_items", "paraphrase_items",
+           "run_experiment", "run_method"]
+
+if TYPE_CHECKING:
+    from selfensemble.pipeline.backends import Backend
+
+SAMPLE_DATA = Path(__file__).parents[1] / "samples" / "trivia.jsonl"
+
+
+def load_items(cfg: RunConfig) -> tuple[Dataset, list[Item]]:
+    from selfensemble.data import load_dataset
+
+    ds = load_dataset(cfg.dataset, cfg.data_path, split=cfg.split, limit=cfg.limit, seed=cfg.seed,
+                      **cfg.dataset_options)
+    if not ds.items:
+        raise SelfEnsembleError(f"Dataset {cfg.dataset!r} gave no items (check --data-path / --limit).")
+    return ds, list(ds.items)
+
+
+def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], progress=None) -> list[Item]:
+    """Questions with fewer than N prompts get model-written paraphrases (cached on disk).
+
+    Generated paraphrases pass the gate (paraphrase_gate.py) unless ``cfg.gate.enabled`` is False; a
+    question whose candidates mostly fail is asked through fewer prompts, and its record says so
+    (``paraphrase_gate`` in the item's meta → the run records). A dataset's own paraphrases are
+    screened only when ``cfg.gate.enabled`` is True. Fill-in-the-blank items (templates with [MASK]) keep
+    the templates their dataset has: a relation with fewer than N templates is asked through fewer
+    prompts, and the run says so. ``progress``: a progress.Progress (or a console: notes only).
+    """
+    from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
+
+    progress = as_progress(console=progress)  # engine: a Backend, or an Engine / engine-like stub (as_backend)
+    items = _screen_dataset_paraphrases(cfg, items) if cfg.gate.enabled else items
+    short = [it for it in items if len(it.prompts) < cfg.num_paraphrases]
+    blanks = [it for it in short if "[MASK]" in it.question]
+    if blanks:
+        progress.note(f"{len(blanks)} fill-in-the-blank items have fewer than {cfg.num_paraphrases} templates; "
+                      "they are asked through the templates they have (no generated paraphrases).")
+    need = [it for it in short if "[MASK]" not in it.question and not it.meta.get("paraphrase_gate")]
+    if not need:
+        return items
+    pcfg = ParaphraseConfig(num_paraphrases=cfg.num_paraphrases - 1, seed=cfg.seed)
+    gate = cfg.gate_config(generated=True)
+    cache = paraphrase_items(lambda: engine, cfg.load.model, cfg.dataset, need, pcfg, progress, gate)
+    todo = {it.id for it in need}
+    out, few = [], 0
+    for it in items:
+        if it.id not in todo:
+            out.append(it)
+            continue
+        entry = cache.entry(it.question) or {"paraphrases": [], "checks": []}
+        extra = [p for p in entry["paraphrases"] if p not in it.prompts]
+        meta = dict(it.meta)
+        if gate.enabled:
+            meta["paraphrase_gate"] = gate_record(entry, len(extra), pcfg.num_paraphrases, gate)
+            few += len(extra) < pcfg.num_paraphrases
+        out.append(Item(it.id, tuple(it.prompts) + tuple(extra), it.answers, it.group, meta))
+    if few:
+        progress.note(f"[yellow]{few} questions kept fewer than {pcfg.num_paraphrases} paraphrases after the gate; "
+                      "they are asked through fewer prompts (see 'paraphrase_gate' in their records).[/]")
+    return out
+
+
+def gate_record(entry: dict, kept: int, wanted: int, gate) -> dict:
+    """What a run record says about an item's paraphrases: every candidate's similarity and fate."""
+    rec = {"min_similarity": gate.min_similarity, "embedder": gate.embedder, "entity_guard": gate.entity_guard,
+           "wanted": wanted, "kept": kept, "candidates": entry.get("checks", [])}
+    if kept < wanted:
+        rec["note"] = (f"only {kept} of {wanted} paraphrases passed the gate; asked through {kept + 1} prompts "
+                       "instead of padding")
+    return rec
+
+
+def _screen_dataset_paraphrases(cfg: RunConfig, items: list[Item]) -> list[Item]:
+    """--gate on a dataset that brings its own paraphrases: drop those that fail (no diversity cut)."""
+    from selfensemble.pipeline.paraphrase.gate import check
+
+    gate = cfg.gate_config(generated=False)
+    out = []
+    for it in items:
+        if not it.paraphrases:
+            out.append(it)
+            continue
+        verdicts = check(it.question, list(it.paraphrases), gate)
+        kept = [v.paraphrase for v in verdicts if v.kept]
+        entry = {"checks": [v.to_dict() for v in verdicts]}
+        meta = {**it.meta, "paraphrase_gate": gate_record(entry, len(kept), len(it.paraphrases), gate)}
+        out.append(Item(it.id, (it.question, *kept), it.answers, it.group, meta))
+    return out
+
+
+def paraphrase_items(engine_factory, model: str, dataset: str, items: list[Item], pcfg, progress=None, gate=None):
+    """Write paraphrases for the items not in the on-disk cache; returns the cache.
+
+    ``engine_factory()`` (returning a Backend, or an Engine that is wrapped in one) is called only
+    when something is missing, so a fully cached dataset never loads the model. ``gate`` (a GateConfig, None = off) screens oversampled candidates. The missing
+    questions are written one engine batch at a time (``batch_size``), each batch saved to the
+    cache before the next starts: a killed run loses at most the batch in flight, and a rerun only
+    writes what is still missing. A question's paraphrases come from its own sampling stream, so
+    they are the same whichever batch it lands in. ``progress``: a progress.Progress (or a console).
+    """
+    from selfensemble.pipeline.backends import as_backend
+    from selfensemble.pipeline.paraphrase.writer import ParaphraseCache, gated_paraphrases
+
+    progress = as_progress(console=progress)
+    cache = ParaphraseCache(model, dataset, pcfg, gate=gate)
+    questions = list(dict.fromkeys(it.question for it in items))  # a repeated question is written once
+    missing = [q for q in questions if cache.get(q) is None]
+    if not missing:
+        return cache
+    engine = as_backend(engine_factory())
+    size, t0 = batch_size(engine), time.perf_counter()
+    per_question = pcfg.num_paraphrases * (gate.oversample if gate is not None and gate.enabled else 1)
+    progress.note(f"paraphrasing {len(missing)} questions ({len(questions) - len(missing)} already cached), "
+                  f"saved every {size} → {cache.path}")
+    progress.start("paraphrasing", len(missing) * per_question, unit="candidates")
+    try:
+        for lo in range(0, len(missing), size):
+            batch, kept = missing[lo: lo + size], [0]
+
+            def advance(n: int, kept=kept) -> None:
+                kept[0] += n
+                progress.advance(n)
+
+            entries = gated_paraphrases(engine, batch, pcfg, gate, advance)
+            cache.put_many(dict(zip(batch, entries, strict=True)))
+            progress.advance(len(batch) * per_question - kept[0])  # candidates never found: the batch is done
+    finally:
+        progress.end()
+    progress.note(f"paraphrased {len(missing)} questions in {time.perf_counter() - t0:.1f}s → {cache.path}")
+    return cache
+
+
+def batch_size(backend: Backend) -> int:
+    """Questions per saved batch: one engine batch per worker (one worker locally)."""
+    return backend.config.batch_size * backend.workers
+
+
+def select_prompts(item: Item, cfg: RunConfig) -> list[str]:
+    prompts = list(item.prompts[: cfg.num_paraphrases])
+    if cfg.prompt_indices is None:
+        return prompts
+    bad = [i for i in cfg.prompt_indices if i >= len(prompts) or i < 0]
+    if bad:
+        raise SelfEnsembleError(f"--prompt-indices {bad} out of range: item {item.id} has {len(prompts)} prompts.")
+    return [prompts[i] for i in cfg.prompt_indices]
+
+
+def _weights(engine, cfg: RunConfig, queries: list, progress) -> list[list[float] | str]:
+    """Per query: sampled confidence per prompt, or the name of a per-step rule (fusion.DYNAMIC_WEIGHTS)
+    that the fusion derives from the logits themselves (no sampling, no extra forward passes).
+
+    Sampled confidence is saved to its cache after every batch of queries: a killed run resumes
+    with the batches already sampled (each query samples from its own stream, so batching does
+    not change its samples).
+    """
+    from selfensemble.methods.fusion import DYNAMIC_WEIGHTS
+    from selfensemble.pipeline.backends import as_backend
+    from selfensemble.pipeline.confidence import ConfidenceCache, ConfidenceConfig, estimate
+
+    if cfg.weights in DYNAMIC_WEIGHTS:
+        return [cfg.weights for _ in queries]
+    if cfg.weights != "confidence":
+        raise SelfEnsembleError(f"Unknown --weights {cfg.weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.")
+
+    ccfg = ConfidenceConfig(samples=cfg.confidence_samples, seed=cfg.seed)
+    cache = ConfidenceCache(cfg.load.model, ccfg)
+    todo = [q for q in queries if any(cache.get(q, i) is None for i in range(len(q.prompts)))]
+    if todo:
+        size = batch_size(as_backend(engine))
+        progress.note(f"estimating confidence for {len(todo)} questions ({ccfg.samples} samples per prompt), "
+                      f"saved every {size} → {cache.path}")
+        progress.start("confidence", len(queries), done=len(queries) - len(todo), unit="questions")
+        try:
+            for lo in range(0, len(todo), size):
+                batch = todo[lo: lo + size]
+                for q, confs in zip(batch, estimate(engine, batch, ccfg), strict=True):
+                    for i, c in enumerate(confs):
+                        cache.put(q, i, c)
+                cache.save()
+                progress.advance(len(batch))
+        finally:
+            progress.end()
+    return [[cache.get(q, i).weight for i in range(len(q.prompts))] for q in queries]
+
+
+def _stats_delta(after: dict, before: dict) -> dict:
+    return {k: after[k] - before.get(k, 0) for k in after}
+
+
+def _finish(store, engine: Backend, cfg: RunConfig, method: str, session: dict) -> dict:
+    """Metrics over every record, and this session's facts in the manifest (one entry per session)."""
+    from selfensemble.analysis.report import summarize
+
+    records = store.records()
+    metrics = summarize(records, store.manifest())
+    metrics.update(method=method, model=cfg.load.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
+                   attention=engine.attention_note)
+    store.write_metrics(metrics)
+    manifest = store.manifest()
+    sessions = manifest.get("sessions") or [{}]
+    sessions[-1] = {**sessions[-1], **session}
+    store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"), **engine.provenance(),
+                          attention_paths=sorted({str(r["attention"]) for r in records if "attention" in r}))
+    return metrics
+
+
+def _open_store(engine: Backend, cfg: RunConfig, method: str, out: Path):
+    from selfensemble.store.run_store import RunStore
+
+    # a Ray pool learns its attention path from its first answers (see _answer_todo)
+    path = engine.attention_key if engine.attention_known else None
+    return RunStore(out, cfg.method_config(method), attention_path=path, allow_mixed=cfg.allow_mixed,
+                    upgrade=nested_config).open()  # a folder from before nested manifests resumes
+
+
+def _answer_todo(engine: Backend, cfg: RunConfig, method: str, items: list[Item], queries: list, todo: list[int],
+                 store, progress) -> dict:
+    """Decode the items at ``todo`` and append their records; returns this session's timing and stats.
+
+    A warm-up batch (compiles, allocator, prefix KV) runs first and its answers are discarded, so
+    the timed pass and its ``engine_stats`` count this method's questions only.
+    """
+    from selfensemble.methods.registry import get_method
+
+    needs = get_method(method).needs_weights
+    weights = _weights(engine, cfg, [queries[i] for i in todo], progress) if needs else None
+    if weights is not None:
+        for i, w in zip(todo, weights, strict=True):
+            queries[i].weights = w
+    if todo and engine.warm_up:  # a Ray pool warms its own actors
+        engine.answer_many([queries[i] for i in todo[: engine.config.batch_size]], method, _gen(cfg))
+    t0, compiles, before = time.perf_counter(), engine.compile_count, dict(engine.stats)
+    progress.start(method, len(items), done=len(items) - len(todo), unit="questions")
+
+    def on_done(j: int, answer) -> None:
+        i = todo[j]
+        if store.session["attention_path"] is None:
+            store.learn_attention_path(answer.attention_key)
+        rec = make_record(items[i], answer, method, cfg.match, queries[i].weights if weights else None)
+        store.append({**rec, "demo_answers": demo_answers(queries[i])})
+        progress.advance()
+
+    try:
+        engine.answer_many([queries[i] for i in todo], method, _gen(cfg), on_done=on_done)
+    finally:
+        progress.end()
+    return {"wall_time_s": time.perf_counter() - t0, "compiles_during_run": engine.compile_count - compiles,
+            "items_this_session": len(todo), "engine_stats": _stats_delta(engine.stats, before)}
+
+
+def _derive_todo(source: Path, derive, items: list[Item], todo: list[int], store) -> dict:
+    """Append records derived from another run's records (``derive(record) -> record``); no decoding."""
+    from selfensemble.store.run_store import load_run
+
+    _, records, _ = load_run(source)
+    by_id = {str(r["id"]): r for r in records}
+    missing = [items[i].id for i in todo if items[i].id not in by_id]
+    if missing:
+        raise SelfEnsembleError(f"{source} lacks items {missing[:5]} needed to derive this run.")
+    for i in todo:
+        store.append(derive(by_id[items[i].id]))
+    return {"items_this_session": len(todo), "derived_from": str(source), "engine_stats": None}
+
+
+def _check_stored_items(store, items: list[Item], queries: list, cfg: RunConfig) -> None:
+    """Refuse to add to answers of items that read differently now (data edited, or another file
+    under a moved path); nothing is written."""
+    from selfensemble.store.resume import item_differences
+
+    demos = {str(it.id): demo_answers(q) for it, q in zip(items, queries, strict=True)}
+    found = item_differences(store.records(), items, question_first=cfg.prompt_indices is None, demos=demos)
+    if found:
+        moved = "".join(f"; {k} moved from {a!r} to {b!r}" for k, (a, b) in store.moved.items())
+        raise SelfEnsembleError(
+            f"{store.path} holds answers to items that differ from the data loaded now ({'; '.join(found)}"
+            f"{moved}). Resuming would mix both; use the original data or another output directory.")
+
+
+def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: list, out: Path, progress=None,
+               derive_from: Path | None = None) -> dict:
+    """Answer every item not yet in ``out``'s results; returns the run's metrics.
+
+    ``progress``: a progress.Progress (or a console: notes only).
+
+    ``engine``: a Backend, or an Engine (or engine-like stub) the caller loaded (as_backend).
+    ``derive_from`` (for vote): build the records from that per_prompt run's records instead of decoding.
+    """
+    from selfensemble.pipeline.backends import as_backend
+
+    progress = as_progress(console=progress)
+    engine = as_backend(engine)
+    store = _open_store(engine, cfg, method, out)
+    try:
+        _check_stored_items(store, items, queries, cfg)
+        done = store.done_ids()
+        todo = [i for i, it in enumerate(items) if it.id not in done]
+        if derive_from is not None:
+            session = _derive_todo(derive_from, lambda rec: vote_record(rec, method), items, todo, store)
+        else:
+            session = _answer_todo(engine, cfg, method, items, queries, todo, store, progress)
+        return _finish(store, engine, cfg, method, session)
+    finally:
+        store.close()
+
+
+def _gen(cfg: RunConfig):
+    from selfensemble.engine.decoding import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+
+
+def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, progress=None) -> dict[str, dict]:
+    """Run every method of ``cfg`` over the dataset; returns {method: metrics}.
+
+    ``backend`` (a backends.BackendConfig; default local) says where the engines run; an
+    ``engine`` given by the caller is used as is (the local backend, already loaded). ``progress``
+    (a progress.Progress) hears every phase: loading, paraphrasing, confidence, each method; with
+    only a ``console`` its notes are printed there and no bars drawn (the CLI draws those).
+    """
+    from selfensemble.data.base import DEMO_MODES
+    from selfensemble.engine.decoding import derive_seed
+    from selfensemble.engine.prompts import PromptFormat
+    from selfensemble.engine.queries import Query
+    from selfensemble.methods.registry import check_method, get_method
+    from selfensemble.pipeline.backends import BackendConfig, as_backend, open_backend
+    from selfensemble.scoring import check_match
+
+    progress = as_progress(progress, console)
+    for m in cfg.methods:
+        check_method(m)
+    check_match(cfg.match)  # before the model loads
+    if cfg.demos not in DEMO_MODES:
+        raise SelfEnsembleError(f"Unknown --demos {cfg.demos!r}; use one of {', '.join(DEMO_MODES)}.")
+    if cfg.num_paraphrases < 1:
+        raise SelfEnsembleError("--num-paraphrases must be >= 1 (it counts the original question).")
+    ds, items = load_items(cfg)
+    if engine is not None and backend is not None:
+        raise ValueError("run_experiment takes an engine or a backend config, not both")
+    owned = engine is None
+    if owned:
+        progress.start("loading", 1, unit="models")
+        try:
+            engine = open_backend(backend or BackendConfig(), cfg.load, cfg.engine,
+                                  NotesConsole(progress))
+            progress.advance()
+        finally:
+            progress.end()
+    engine = as_backend(engine)
+    try:
+        items = ensure_paraphrases(engine, cfg, items, progress)
+        queries = [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,
+                                                               examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed, cfg.demos))),
+                         seed=derive_seed(cfg.seed, it.id))  # the item's own sampling streams
+                   for it in items]
+        out = Path(cfg.out)
+        folders = {m: out / m if cfg.subfolders else out for m in cfg.methods}
+        sources = {m: get_method(m).derived_from for m in cfg.methods}
+        derived = {m: folders[s] for m, s in sources.items() if s in folders}  # vote from per_prompt's records
+        results = {}
+        for method in sorted(cfg.methods, key=lambda m: m in derived):  # per_prompt before the vote it feeds
+            results[method] = run_method(engine, cfg, method, items, queries, folders[method], progress,
+                                         derive_from=derived.get(method))
+            m = results[method]
+            how = f" (derived from {sources[method]}'s answers)" if method in derived else ""
+            progress.note(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, echo {m['echo_rate'] or 0:.1%}, "
+                          f"{m['seconds_per_item']:.3f} s/question{how} → {folders[method]}")
+        return {m: results[m] for m in cfg.methods}
+    finally:
+        if owned:
+            engine.close()
+

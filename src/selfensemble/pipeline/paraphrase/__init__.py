@@ -1,0 +1,1 @@
+"""Model-written paraphrases, the gate that screens them, and one-question paraphrasing."""

@@ -1,0 +1,1 @@
+"""Run folders on disk: the run store, records, resume comparison, provenance, shared caches."""

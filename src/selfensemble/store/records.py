@@ -1,0 +1,228 @@
+"""Run records: written from an answer (make_record, vote_record), and read under today's scoring
+rules whatever version of selfensemble wrote them.
+
+A record (one results.jsonl line) written before records carried ``scores`` gets them computed
+from its prediction and gold; its echo flag is re-judged against the prompts its method saw; its
+group comes from a ParaRel-style id when the record has no ``group`` field. report.py builds every
+table from these readers, so old run folders stay comparable with new ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from selfensemble.data.base import Item
+from selfensemble.errors import SelfEnsembleError, did_you_mean
+from selfensemble.methods.registry import METHODS, get_method
+from selfensemble.scoring import SCORERS, is_demo_copy, is_echo, score_all
+
+GROUPED_DATASETS = ("pararel", "myriadlama")  # ids "REL:uuid": the relation is the group in older records
+
+
+def check_scorer(scorer: str | None) -> str | None:
+    """``scorer`` if None (each run's own --match) or one of scoring.SCORERS, else a clear error."""
+    if scorer is not None and scorer not in SCORERS:
+        raise SelfEnsembleError(f"Unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}."
+                                + did_you_mean(scorer, list(SCORERS)))
+    return scorer
+
+
+def record_scores(record: dict) -> dict:
+    """The record's four scores: as written by the run, or computed from prediction and gold."""
+    if isinstance(record.get("scores"), dict):
+        return record["scores"]
+    return score_all(str(record.get("prediction") or ""), record.get("gold") or [])
+
+
+def record_correct(record: dict) -> bool:
+    """The stored ``correct`` (the run's --match); a record without one was never scored."""
+    if "correct" not in record:
+        raise SelfEnsembleError(f'record {record.get("id")!r} has no "correct" field; was it scored?')
+    return bool(record["correct"])
+
+
+def record_value(record: dict, scorer: str | None) -> float:
+    """The headline score of one record: its stored ``correct`` (the run's --match) or ``scorer``'s."""
+    return float(record_correct(record)) if scorer is None else float(record_scores(record)[scorer])
+
+
+def per_prompt_values(record: dict, scorer: str | None) -> list[float] | None:
+    """Each prompt's answer scored alone (None when the record has no per-prompt answers)."""
+    if scorer is None:
+        got = record.get("per_prompt_correct")
+        return [float(c) for c in got] if got else None
+    if not record.get("per_prompt"):
+        return None
+    stored = record.get("per_prompt_scores")
+    scores = stored or [score_all(a, record.get("gold") or []) for a in record["per_prompt"]]
+    return [float(s[scorer]) for s in scores]
+
+
+def prompts_seen(method: str, prompts: Sequence[str], index: int = 0) -> list[str]:
+    """The prompts the judged answer was decoded from: echo is judged against these only.
+
+    origin decodes prompt 0; per_prompt / vote answer ``index`` comes from prompt ``index`` alone;
+    the fusions (avg, max, flex, ...) saw all of ``prompts``. A paraphrase origin never saw
+    cannot be echoed by it. Which methods decode from one prompt is the registry's
+    ``Method.single_prompt``; an unregistered name (an old run's) counts as having seen all prompts.
+    """
+    spec = METHODS.get(method)
+    if spec is not None and spec.single_prompt:
+        return list(prompts[index : index + 1])
+    return list(prompts)
+
+
+def _chosen_prompt(method: str, per_prompt: Sequence[str] | None) -> int:
+    """Which prompt the reported answer came from: the method's ``select`` over its per-prompt
+    answers (vote's majority), else 0. An unregistered name (an old run's) counts as no selection."""
+    spec = METHODS.get(method)
+    return spec.select(per_prompt) if spec is not None and spec.select is not None and per_prompt else 0
+
+
+def record_echo(record: dict, method: str) -> bool:
+    """Echo judged against the prompts the answer came from (scoring.prompts_seen).
+
+    Records written before that rule judged every method against all prompts. Their stored flag is
+    kept when it did not come from a prompt span (a restated [MASK] or the subject, which need
+    fields the record lacks); a span is re-judged against the prompts this method saw.
+    """
+    pred, golds, prompts = str(record.get("prediction", "")), record.get("gold") or [], record.get("prompts") or []
+    index = _chosen_prompt(method, record.get("per_prompt"))
+    own = is_echo(pred, prompts_seen(method, prompts, index), golds)
+    if "echo" not in record:
+        return own
+    if "scores" in record:  # written with the rule: the stored flag is the judgement
+        return bool(record["echo"])
+    return bool(record["echo"]) and (own or not is_echo(pred, prompts, golds))
+
+
+def record_group(record: dict, dataset: str | None) -> str | None:
+    """The item's group for the cluster bootstrap: its ``group`` field, else a ParaRel-style id prefix."""
+    if record.get("group"):
+        return str(record["group"])
+    rid = str(record.get("id", ""))
+    if dataset in GROUPED_DATASETS and ":" in rid:
+        return rid.split(":", 1)[0]
+    return None
+
+
+def nan_to_none(x: Any) -> Any:
+    """JSON-able copy: NaN / inf become None, numpy scalars Python numbers, through dicts and lists."""
+    if isinstance(x, dict):
+        return {k: nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [nan_to_none(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, (np.floating, np.integer)):
+        return nan_to_none(x.item())
+    return x
+
+
+def run_config(manifest: dict) -> dict:
+    """The run's settings, nested (run_config.nested_config): a manifest's "config" (older manifests
+    were the config itself; older configs were flat: ``model`` is read as ``load.model``)."""
+    from selfensemble.config.run import nested_config
+
+    return nested_config(manifest.get("config", manifest)) if isinstance(manifest, dict) else {}
+
+
+def run_model(cfg: dict) -> str | None:
+    """The model of a run's settings (as run_config returns them)."""
+    return (cfg.get("load") or {}).get("model")
+
+
+def demo_copy_rate(records: Sequence[dict]) -> float:
+    """Share of predictions equal (as answers) to one of their own ``demo_answers``.
+
+    Over the records that carry the field (a zero-shot record's empty list copies nothing);
+    NaN when none does (runs that did not record their demonstrations).
+    """
+    with_demos = [r for r in records if "demo_answers" in r]
+    return mean_or_nan([is_demo_copy(str(r.get("prediction", "")), r["demo_answers"] or []) for r in with_demos])
+
+
+def mean_or_nan(values: Sequence[float]) -> float:
+    """Mean, or NaN for no values (nothing was measured)."""
+    return float(np.mean(values)) if len(values) else math.nan
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def make_record(item: Item, answer, method: str, match: str, weights) -> dict:
+    """One results.jsonl line: the answer, its scores, and the attention path that produced it.
+
+    ``correct`` is the scorer ``match`` names; ``scores`` holds all four (scoring.score_all).
+    Echo is judged against the prompts the answer was decoded from (scoring.prompts_seen):
+    origin's against the original question only, each per-prompt answer against its own prompt.
+    """
+    from selfensemble.scoring import check_match, is_echo, score_all
+
+    check_match(match)  # f1 or an unknown name is no boolean match: a clear error, not a KeyError
+    subject = item.meta.get("subject")
+    scores = score_all(answer.answer, item.answers)
+    seen = _chosen_prompt(method, answer.per_prompt)
+    rec = {
+        "id": item.id, "prompts": answer.prompts, "gold": list(item.answers), "prediction": answer.answer,
+        "generation": answer.generation, "correct": scores[match], "scores": scores,
+        "echo": is_echo(answer.answer, prompts_seen(method, answer.prompts, seen), item.answers, subject),
+        "confidence": answer.prob, "seconds": answer.seconds, "finish": answer.finish,
+        "prefill_tokens": answer.prefill_tokens, "attention": answer.attention,
+    }
+    if item.group:
+        rec["group"] = item.group  # clusters for report's group bootstrap
+    if answer.per_prompt is not None:
+        per_scores = [score_all(a, item.answers) for a in answer.per_prompt]
+        rec["per_prompt"] = answer.per_prompt
+        rec["per_prompt_correct"] = [s[match] for s in per_scores]
+        rec["per_prompt_scores"] = per_scores
+        rec["per_prompt_echo"] = [is_echo(a, prompts_seen(method, answer.prompts, j), item.answers, subject)
+                                  for j, a in enumerate(answer.per_prompt)]
+        rec["per_prompt_generation"] = answer.per_prompt_generation
+        rec["per_prompt_confidence"] = [math.exp(lp) for lp in answer.per_prompt_logprob]
+        rec["per_prompt_finish"] = answer.per_prompt_finish
+    if weights is not None:
+        rec["weights"] = weights
+    if answer.notes:
+        rec["notes"] = answer.notes
+    if item.meta.get("paraphrase_gate"):
+        rec["paraphrase_gate"] = item.meta["paraphrase_gate"]
+        if "note" in item.meta["paraphrase_gate"]:
+            rec["notes"] = [*rec.get("notes", []), item.meta["paraphrase_gate"]["note"]]
+    return rec
+
+
+def demo_answers(query) -> list[str]:
+    """The normalised answers of a query's few-shot demonstrations (what a copied answer would equal)."""
+    from selfensemble.scoring import normalize
+
+    return [normalize(ex.answer) for ex in query.fmt.examples]
+
+
+def vote_record(per_prompt: dict, method: str = "vote") -> dict:
+    """``method``'s record (vote's, or any method ``derived_from`` per-prompt answers) from the
+    record of the same item by the method it derives from: a pure function of its answers.
+
+    The method's ``select`` (vote: scoring.majority_vote, over normalised lemmas; ties go to the
+    earliest prompt) picks which prompt's answer, generation, confidence, scores, echo and stop
+    reason become its own. Equal to decoding ``vote`` directly, which decodes the same rows
+    (tests/test_experiment.py checks).
+    """
+    spec = get_method(method)
+    w = spec.select(per_prompt["per_prompt"])
+    rec = dict(per_prompt)
+    rec.update(prediction=per_prompt["per_prompt"][w], generation=per_prompt["per_prompt_generation"][w],
+               correct=per_prompt["per_prompt_correct"][w], confidence=per_prompt["per_prompt_confidence"][w],
+               finish=per_prompt["per_prompt_finish"][w], derived_from=spec.derived_from)
+    if "per_prompt_echo" in per_prompt:
+        rec["echo"] = per_prompt["per_prompt_echo"][w]
+    if "per_prompt_scores" in per_prompt:
+        rec["scores"] = per_prompt["per_prompt_scores"][w]
+    else:
+        rec.pop("scores", None)  # an older per_prompt run: report recomputes from the prediction
+    return rec
