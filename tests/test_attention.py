@@ -201,8 +201,7 @@ COMPILE_QUESTIONS = [
 
 
 @pytest.mark.slow
-def test_compiled_flex_few_compiles_and_matches_sdpa(smollm, fewshot_fmt, restore_compile_flex):
-    attn.COMPILE_FLEX = True
+def test_compiled_flex_few_compiles_and_matches_sdpa(smollm, fewshot_fmt, compiled_flex):
     gen = GenerationConfig(max_new_tokens=3, stop_at_newline=False)
     queries = [Query(q, fewshot_fmt) for q in COMPILE_QUESTIONS]
     before = attn.compile_count()

@@ -129,15 +129,12 @@ def test_kv_cached_engine_equals_no_cache_reference(random_lm, fewshot_fmt, arch
 
 
 @pytest.mark.slow
-def test_compiled_flex_with_windows_and_softcap_on_cpu(random_lm, fewshot_fmt, restore_compile_flex):
+def test_compiled_flex_with_windows_and_softcap_on_cpu(random_lm, fewshot_fmt, compiled_flex):
     """Compiled flex (static shapes for window layers on CPU, see attention._flex_static) == SDPA.
 
     Without the static compile, torch 2.13's CPU inductor fails to rebuild the window mask for a
     second length (benchmarks/repro/flex_cpu_window_repro.py). ~40 s of compiling on a 2-core CPU.
     """
-    from selfensemble.engine.attention import dispatch as attn
-
-    attn.COMPILE_FLEX = True
     lm = random_lm("gemma2")
     for method in ("origin", "flex"):
         for prompts in QUESTIONS[:2]:
