@@ -83,6 +83,17 @@ def _cli(*args: str, stdin: str | None = None) -> EngineConfig:
     return result.exception.config
 
 
+def _needs_serve() -> None:
+    """`serve` (and the page's mask) need the serve extra; without it they skip and say so."""
+    for module in ("fastapi", "uvicorn"):
+        pytest.importorskip(module, reason="the serve extra is not installed (pip install 'selfensemble[serve]')")
+
+
+def _serve(*args: str) -> EngineConfig:
+    _needs_serve()
+    return _cli("serve", *args)
+
+
 def _api() -> EngineConfig:
     return EngineConfig()
 
@@ -91,7 +102,7 @@ def _page(tmp: Path) -> EngineConfig:
     """The page's mask picture (GET /v1/mask.png): serve's engine config drawn by maskplot.layout_row."""
     from selfensemble.engine.attention.maskplot import layout_row
 
-    served = _cli("serve", "--model", "random:llama")
+    served = _serve("--model", "random:llama")
     with pytest.raises(Captured) as drawn:
         layout_row(None, ["Q?"], None, served.layout, served.positions)
     return drawn.value.config
@@ -115,7 +126,7 @@ ENTRY_POINTS = {
     "ask": lambda tmp: _cli("ask", "Q?", "-p", "R?", "--model", "random:llama"),
     "run": lambda tmp: _cli("run", "--model", "random:llama", "--method", "flex", "--out", str(tmp)),
     "bench": lambda tmp: _cli("bench", "--tiny"),
-    "serve": lambda tmp: _cli("serve", "--model", "random:llama"),
+    "serve": lambda tmp: _serve("--model", "random:llama"),
     "page-mask": _page,
     "lm-eval": _lm_eval,
     "mask": lambda tmp: _cli("mask", "Q?", "-p", "R?", "--out", str(tmp / "m.png")),
@@ -156,7 +167,7 @@ def test_a_hard_coded_knob_fails_the_check(capture, monkeypatch):
 
 
 def test_options_given_still_win(capture):
-    cfg = _cli("serve", "--model", "random:llama", "--positions", "restart", "--no-rescale")
+    cfg = _serve("--model", "random:llama", "--positions", "restart", "--no-rescale")
     assert (cfg.positions, cfg.rescale) == ("restart", False)
 
 
@@ -236,7 +247,7 @@ FACTORY_ENTRY_POINTS = {
     "paraphrase": lambda tmp: _built("paraphrase", *_jsonl(tmp), "--model", "random:llama",
                                      "--out", str(tmp / "p.jsonl")),
     "bench": lambda tmp: _built("bench", "--tiny"),
-    "serve": lambda tmp: _built("serve", "--model", "random:llama"),
+    "serve": lambda tmp: (_needs_serve(), _built("serve", "--model", "random:llama"))[1],
     "lm-eval": _lm_eval_built,
     "interactive-ask": lambda tmp: _built("interactive", stdin="ask\nrandom:llama\nflex\n"),
     "interactive-run": lambda tmp: _built("interactive", stdin=f"run\nrandom:llama\njsonl\n{tmp}/x.jsonl\n"
