@@ -165,18 +165,42 @@ def _check_power_args(n: int, discordance: float, effect: float, alpha: float) -
     return float(discordance), min(delta, float(discordance))
 
 
+def _bdtr(k: np.ndarray, n: np.ndarray, p: float) -> np.ndarray:
+    """P(Binomial(n, p) <= k), 0 where k < 0 (scipy.special: fast to import, unlike scipy.stats)."""
+    from scipy.special import bdtr
+
+    return np.where(k < 0, 0.0, bdtr(np.maximum(k, 0), n, p))
+
+
 def mcnemar_critical(discordant: int | np.ndarray, alpha: float) -> np.ndarray:
     """k_D per discordant count D: the exact two-sided test rejects when min(b, D − b) <= k_D
     (−1: no split of D pairs is significant, e.g. D < 6 at α .05). Shape of ``discordant``.
 
     Example: D = 10, α = .05 → k = 1 (2·P(Bin(10, ½) <= 1) = 22/1024 = .021; <= 2 would be .109).
     """
-    from scipy.stats import binom
+    from scipy.special import bdtrik
 
     d = np.asarray(discordant, dtype=float)
-    k = np.asarray(binom.ppf(alpha / 2, d, 0.5), dtype=float)  # smallest k with cdf(k) >= α/2
-    over = binom.cdf(k, d, 0.5) > (alpha / 2) * (1 + 1e-9)  # tolerance: a p exactly at α rejects
-    return np.where(over, k - 1, k)
+    limit = (alpha / 2) * (1 + 1e-9)  # tolerance: a p exactly at α rejects
+    with np.errstate(invalid="ignore"):
+        k = np.floor(np.nan_to_num(bdtrik(alpha / 2, d, 0.5), nan=-1.0))  # the continuous inverse, ±1
+    k = np.clip(k, -1, np.floor(d / 2))
+    for _ in range(4):  # settle on the largest k with P(<= k) <= α/2
+        up = (k + 1 <= d / 2) & (_bdtr(k + 1, d, 0.5) <= limit)
+        down = (k >= 0) & (_bdtr(k, d, 0.5) > limit)
+        k = k + up - down
+    return k
+
+
+def _binom_pmf(n: int, p: float) -> np.ndarray:
+    """P(Binomial(n, p) = D) for D = 0..n, through log-gamma (shape (n + 1,))."""
+    from scipy.special import gammaln
+
+    counts = np.arange(n + 1, dtype=float)
+    if p >= 1.0:
+        return (counts == n).astype(float)
+    log_pmf = gammaln(n + 1) - gammaln(counts + 1) - gammaln(n - counts + 1)
+    return np.exp(log_pmf + counts * math.log(p) + (n - counts) * math.log1p(-p))
 
 
 def mcnemar_power(n: int, discordance: float, effect: float, alpha: float = 0.05, method: str = "auto") -> float:
@@ -188,30 +212,29 @@ def mcnemar_power(n: int, discordance: float, effect: float, alpha: float = 0.05
     exact up to EXACT_MAX_N items. At Δ = 0 the exact value is the test's real size (<= α).
     """
     d, delta = _check_power_args(n, discordance, effect, alpha)
+    if method not in ("exact", "normal", "auto"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'normal', got {method!r}")
     if n == 0 or d == 0.0:
         return 0.0  # no discordant pair can occur: the test never rejects
     if method == "normal" or (method == "auto" and n > EXACT_MAX_N):
         return _power_normal(n, d, delta, alpha)
-    if method not in ("exact", "auto"):
-        raise ValueError(f"method must be 'auto', 'exact' or 'normal', got {method!r}")
-    from scipy.stats import binom
+    from scipy.special import bdtrc
 
-    counts = np.arange(n + 1)
-    weight = binom.pmf(counts, n, d)
+    weight = _binom_pmf(int(n), d)
     keep = weight > 1e-300
-    counts, weight = counts[keep], weight[keep]
+    counts, weight = np.arange(n + 1, dtype=float)[keep], weight[keep]
     k = mcnemar_critical(counts, alpha)
     p_a = (d + delta) / (2 * d)  # given a discordant pair, the chance it favours the better method
-    reject = binom.cdf(k, counts, p_a) + binom.sf(counts - k - 1, counts, p_a)
+    reject = _bdtr(k, counts, p_a) + bdtrc(counts - k - 1, counts, p_a)  # P(b <= k) + P(b >= D − k)
     reject = np.where(k < 0, 0.0, reject)
     return float(min(1.0, np.sum(weight * reject)))
 
 
 def _power_normal(n: int, d: float, delta: float, alpha: float) -> float:
-    from scipy.stats import norm
+    from scipy.special import ndtr, ndtri
 
     spread = math.sqrt(max(d - delta * delta, 1e-300))
-    return float(norm.cdf((delta * math.sqrt(n) - norm.ppf(1 - alpha / 2) * math.sqrt(d)) / spread))
+    return float(ndtr((delta * math.sqrt(n) - ndtri(1 - alpha / 2) * math.sqrt(d)) / spread))
 
 
 def mcnemar_n_normal(discordance: float, effect: float, alpha: float = 0.05, power: float = 0.8) -> int:
@@ -220,12 +243,12 @@ def mcnemar_n_normal(discordance: float, effect: float, alpha: float = 0.05, pow
 
     Example: d = .03, Δ = .01, α = .05, power .8 → (1.95996·.17321 + .84162·.17292)² / .0001 → 2,353.
     """
-    from scipy.stats import norm
+    from scipy.special import ndtri
 
     d, delta = _check_power_args(0, discordance, effect, alpha)
     if delta == 0.0:
         raise ValueError("effect must be non-zero: no sample detects a zero difference")
-    z = norm.ppf(1 - alpha / 2) * math.sqrt(d) + norm.ppf(power) * math.sqrt(d - delta * delta)
+    z = ndtri(1 - alpha / 2) * math.sqrt(d) + ndtri(power) * math.sqrt(d - delta * delta)
     return math.ceil(z * z / (delta * delta) - 1e-9)
 
 
