@@ -223,11 +223,12 @@ def tables(result: dict, width: int | None = DEFAULT_WIDTH) -> list[Table]:
 
 
 def legend(result: dict, shown: Sequence[Table], width: int | None = DEFAULT_WIDTH,
-           wrap: bool = True) -> list[str]:
-    """The definitions of the terms the shown tables use, then which optional columns were left out to
-    fit ``width``; lines wrapped to it when ``wrap``."""
+           wrap: bool = True, also: Sequence[str] = ()) -> list[str]:
+    """The definitions of the terms the shown tables (and the headers in ``also``) use, then which
+    optional columns were left out to fit ``width``; lines wrapped to it when ``wrap``."""
     wrap_at = width if wrap else None
-    lines = legend_lines([h for t in shown for h in t[1]], wrap_at, comparisons=bool(result.get("comparisons")))
+    headers = [h for t in shown for h in t[1]] + list(also)
+    lines = legend_lines(headers, wrap_at, comparisons=bool(result.get("comparisons")))
     left = [f"{t[0].split(' — ')[0]}: {', '.join(t[3])}" for t in shown if len(t) > 3 and t[3]]
     if left:
         text = (f"left out to fit {width} columns (shown with --wide; every field is in --format json/csv): "
@@ -312,6 +313,40 @@ def render(result: dict, fmt: str, width: int | None = DEFAULT_WIDTH) -> str:
     if fmt == "json":
         return json.dumps(result, indent=2, ensure_ascii=False) + "\n"
     raise SelfEnsembleError(f"Unknown report format {fmt!r}; use one of {', '.join(FORMATS)}.")
+
+
+PLAN_COLUMNS = [
+    Column("model, dataset", lambda r: f"{r.get('model')}, {r.get('dataset')}"),
+    Column("method", lambda r: str(r["method"])),
+    Column("vs", lambda r: str(r.get("vs"))),
+    Column("n dev", lambda r: str(r.get("n_dev"))),
+    Column("d", lambda r: _short(r.get("discordance"), 4)),
+    Column("Δ dev", lambda r: _signed(r.get("observed_diff"), True), drop=1),
+    Column("n formula", lambda r: _fmt(r.get("n_normal"))),
+    Column("n exact", lambda r: _fmt(r.get("n_exact"))),
+    Column("power at n dev", lambda r: _short(r.get("power_at_n_dev"), 2), drop=2),
+]
+
+
+def plan_tables(plan: dict, width: int | None = DEFAULT_WIDTH) -> list[Table]:
+    """The planner's result (plan.plan) as one table: per comparison, the items it needs."""
+    title = (f"Items needed for Δ = {plan['effect']:g} at power {plan['power']:g} (alpha {plan['alpha']:g} / k = "
+             f"{plan['k']}, {plan['family']} family)")
+    return [build(title, PLAN_COLUMNS, plan["comparisons"], width)]
+
+
+def plan_lines(plan: dict, width: int | None = DEFAULT_WIDTH) -> list[str]:
+    """What to read under the planner's table: the answer, the formula, and each row's note."""
+    need = plan["n_needed"]
+    lines = [f"needed: {need} items per cell (the largest n exact)" if need is not None
+             else "needed: no comparison could be sized (see the notes)",
+             "n formula = (z(1-a/2)·√d + z(power)·√(d − Δ²))² / Δ², a = alpha/k; n exact = the smallest n whose "
+             "exact McNemar power reaches the target; d = dev discordance (share of items where exactly one "
+             "side is right)."]
+    lines += [f"declared but not in these runs (counted in k): {m}" for m in plan.get("missing") or []]
+    lines += [f"{r['method']} vs {r['vs']} ({r['model']}, {r['dataset']}): {r['note']}"
+              for r in plan["comparisons"] if r.get("note")]
+    return [w for line in lines for w in _wrap(line, width)]
 
 
 def calibration_cells(rows: Sequence[dict]) -> list[list[str]]:

@@ -72,7 +72,7 @@ def print_legend(result: dict, console, width: int | None = None) -> None:
 
     for line in notes(result, width):
         console.print(escape(line), soft_wrap=True)
-    lines = legend(result, tables(result, width), width)
+    lines = legend(result, tables(result, width), width, also=["ECE"] if result.get("calibration") else [])
     if lines:
         console.print("legend:", soft_wrap=True)
         for line in lines:
