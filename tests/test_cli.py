@@ -105,7 +105,7 @@ def test_report_piped_is_markdown_and_says_where_files_went(tmp_path: Path):
     _two_runs(tmp_path / "runs")
     r = cli("report", str(tmp_path / "runs"))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("### Accuracy by method") and "| flex | 2 | 1.000 [" in r.stdout
+    assert r.stdout.startswith("### Accuracy — tiny, toy") and "| flex | 2 | 1.000 [" in r.stdout
     png = tmp_path / "runs" / "report.png"
     assert f"wrote {png} (chart) and {tmp_path / 'runs' / 'report.json'} (numbers)" in r.stderr
     assert png.is_file()

@@ -280,7 +280,7 @@ def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, ba
         for i in idxs:
             p, manifest, _, records, row = loaded[i]
             name = row["method"] if methods.count(row["method"]) == 1 else f"{row['method']} [{p.name}]"
-            summary_rows.append({"name": f"{name} ({model}, {dataset})" if multi else name, "label": name, **row,
+            summary_rows.append({"name": f"{name} ({model}, {dataset})" if multi else name, **row, "label": name,
                                  "path": str(p)})
             runs.append((name, records))
             cell_runs.append((name, manifest, records))
