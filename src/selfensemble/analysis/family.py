@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from selfensemble.analysis.stats import holm, mcnemar_mde, mcnemar_power
-from selfensemble.errors import ConfigError
+from selfensemble.errors import ConfigError, SelfEnsembleError
 from selfensemble.store.records import check_scorer
 
 MEAN_SINGLE = "mean_single"  # the per-item mean of the single prompts, as a comparison's other side
@@ -65,7 +65,7 @@ class Family:
     alpha: float = ALPHA
     scorer: str | None = None
     source: str | None = None
-    extra: dict = field(default_factory=dict, compare=False)
+    extra: dict = field(default_factory=dict, compare=False)  # the file's other keys (an "about" text), as given
 
 
 def base_name(run_name: str) -> str:
@@ -99,7 +99,7 @@ def parse_family(data: Any, source: str | None = None) -> Family:
     scorer = data.get("scorer")
     try:
         check_scorer(scorer)
-    except Exception as err:
+    except SelfEnsembleError as err:
         raise ConfigError(f"{where}: {err}") from None
     comparisons = tuple(dict.fromkeys(_comparison(c, where) for c in data["comparisons"]))
     extra = {k: v for k, v in data.items() if k not in ("comparisons", "alpha", "scorer")}

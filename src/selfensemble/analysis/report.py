@@ -207,8 +207,9 @@ def _family_notes(block: dict) -> list[str]:
     """What the reader must know about the confirmatory family: where it came from, what is missing."""
     conf = block.get("confirmatory")
     if conf is None:
-        return [f"no family file: all {block['exploratory']['k']} tests are exploratory (Holm over all of them); "
-                "pass --family to mark the comparisons fixed in advance."]
+        k = block["exploratory"]["k"]
+        return [f"no family file: all {k} tests are exploratory (Holm over all of them); pass --family to "
+                "mark the comparisons fixed in advance."] if k > 1 else []
     notes = [f"confirmatory family from {conf['source']}: {conf['tested']} tests, Holm over k = {conf['k']} at "
              f"alpha {conf['alpha']}; the other {block['exploratory']['k']} tests are exploratory, Holm-adjusted "
              "separately."]
