@@ -105,7 +105,7 @@ def test_report_piped_is_markdown_and_says_where_files_went(tmp_path: Path):
     _two_runs(tmp_path / "runs")
     r = cli("report", str(tmp_path / "runs"))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("### Accuracy by method") and "| flex | 2 | 1.000 [" in r.stdout
+    assert r.stdout.startswith("### Accuracy — tiny, toy") and "| flex | 2 | 1.000 [" in r.stdout
     png = tmp_path / "runs" / "report.png"
     assert f"wrote {png} (chart) and {tmp_path / 'runs' / 'report.json'} (numbers)" in r.stderr
     assert png.is_file()
@@ -114,7 +114,7 @@ def test_report_piped_is_markdown_and_says_where_files_went(tmp_path: Path):
     bad = cli("report", str(tmp_path / "runs"), "--format", "html")
     assert bad.returncode == 2 and "Unknown report format 'html'" in bad.stderr
     f1 = cli("report", str(tmp_path / "runs"), "--scorer", "f1", "--png", str(tmp_path / "f.png"))
-    assert f1.returncode == 0 and "| flex | 2 | 0.000 [" in f1.stdout and "| f1 |" in f1.stdout  # no prediction
+    assert f1.returncode == 0 and "| flex | 2 | 0.000 [" in f1.stdout and "(scorer f1)" in f1.stdout  # no prediction
     bad = cli("report", str(tmp_path / "runs"), "--scorer", "contain")
     assert bad.returncode == 2 and "Did you mean 'contains'" in bad.stderr
 

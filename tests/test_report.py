@@ -8,22 +8,20 @@ import json
 import pytest
 from rich.console import Console
 
-from selfensemble.analysis.report import (
-    compare,
-    find_runs,
-    summarize,
-    to_markdown,
-)
+from selfensemble.analysis.compare import compare
+from selfensemble.analysis.render import to_markdown
+from selfensemble.analysis.report import find_runs, summarize
 from selfensemble.analysis.report import report as compute_report
 from selfensemble.cli.report import show_report
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.store.run_store import RunStore
 
 
-def report(run_dirs, out_png=None, console=None, fmt: str = "table", **kwargs) -> dict:
-    """report.report, then the CLI's rendering of its result (what `selfensemble report` shows)."""
+def report(run_dirs, out_png=None, console=None, fmt: str = "table", width=None, **kwargs) -> dict:
+    """report.report, then the CLI's rendering of its result (what `selfensemble report` shows;
+    ``width`` as --width, 0 as --wide)."""
     result = compute_report(run_dirs, out_png, **kwargs)
-    show_report(result, fmt, console)
+    show_report(result, fmt, console, width=width)
     return result
 
 IDS = ["q0", "q1", "q2", "q3", "q4"]
@@ -70,14 +68,17 @@ def test_summarize_exact_numbers():
     assert row["ci_low"] <= 0.6 <= row["ci_high"] and row["ci_low"] < row["ci_high"]
     assert row["ci_low"] >= 0.0 and row["ci_high"] <= 1.0
     assert row["seconds_per_item"] == pytest.approx(3.0)  # mean of 1..5
-    assert row["per_prompt_mean"] is None and row["consistency"] is None and row["ece"] is None
+    assert row["avg_prompt_accuracy"] is None and row["mean_single"] is None
+    assert row["consistency"] is None and row["ece"] is None
     json.dumps(row)  # JSON-able, no NaN
 
 
 def test_summarize_per_prompt_stats_and_consistency():
     row = summarize(_records(ORIGIN, per_prompt=True), _manifest("per_prompt"))
     assert row["per_prompt_accuracy"] == pytest.approx([0.6, 0.4, 0.4])
-    assert row["per_prompt_mean"] == pytest.approx(7 / 15)
+    assert row["avg_prompt_accuracy"] == pytest.approx(7 / 15)
+    # per item over its 3 prompts: 2/3, 1/3, 1, 1/3, 0 -> mean_single 7/15 (every item has every prompt: = AvgP)
+    assert row["mean_single"] == pytest.approx(7 / 15)
     assert row["per_prompt_min"] == pytest.approx(0.4)
     assert row["per_prompt_max"] == pytest.approx(0.6)
     assert row["per_prompt_std"] == pytest.approx((((0.6 - 7 / 15) ** 2 + 2 * (0.4 - 7 / 15) ** 2) / 3) ** 0.5)
@@ -95,16 +96,19 @@ def test_ece_in_summary_by_hand():
 def test_compare_paired_diffs():
     runs = [("origin", _records(ORIGIN)), ("avg", _records(AVG)),
             ("per_prompt", _records([c[0] for c in PER_PROMPT_CORRECT], per_prompt=True))]
-    rows = {r["method"]: r for r in compare(runs)}
-    assert set(rows) == {"avg", "per_prompt"}
-    avg = rows["avg"]
-    assert avg["diff_mean"] == pytest.approx(0.2) and avg["n_paired"] == 5
+    rows = {(r["method"], r["baseline"]): r for r in compare(runs)}
+    assert set(rows) == {("origin", "mean_single"), ("avg", "origin"), ("avg", "mean_single"),
+                         ("per_prompt", "origin"), ("per_prompt", "mean_single")}
+    avg = rows["avg", "origin"]
+    assert avg["diff_mean"] == pytest.approx(0.2) and avg["n_paired"] == 5 and avg["test"] == "mcnemar"
     assert avg["diff_low"] <= 0.2 <= avg["diff_high"]
-    # vs mean single prompt: AVG - (2/3, 1/3, 1, 1/3, 0) = (1/3, 2/3, 0, 2/3, 0) -> mean 1/3
-    assert avg["single_source"] == "per_prompt"
-    assert avg["vs_single_mean"] == pytest.approx(1 / 3) and avg["vs_single_n"] == 5
-    assert avg["vs_single_low"] <= 1 / 3 <= avg["vs_single_high"]
-    assert rows["per_prompt"]["diff_mean"] == pytest.approx(0.0)
+    # vs mean_single: AVG - (2/3, 1/3, 1, 1/3, 0) = (1/3, 2/3, 0, 2/3, 0) -> mean 1/3; the sign test: 3 above, 0 below
+    single = rows["avg", "mean_single"]
+    assert single["single_source"] == "per_prompt" and single["test"] == "sign"
+    assert single["diff_mean"] == pytest.approx(1 / 3) and single["n_paired"] == 5
+    assert single["diff_low"] <= 1 / 3 <= single["diff_high"]
+    assert (single["n_better"], single["n_worse"]) == (3, 0) and single["p_value"] == pytest.approx(2 / 8)
+    assert rows["per_prompt", "origin"]["diff_mean"] == pytest.approx(0.0)
 
 
 def test_echo_rate_and_mcnemar_in_report_rows():
@@ -116,8 +120,8 @@ def test_echo_rate_and_mcnemar_in_report_rows():
     flex = _records([False, False, False, False, True])  # vs avg: avg-only 4, flex-only 1 → p = 2*6/32
     rows = compare([("origin", _records(ORIGIN)), ("avg", _records(AVG)), ("flex", flex)])
     by = {(r["method"], r["baseline"]): r for r in rows}
-    assert by["avg", "origin"]["mcnemar_p"] == pytest.approx(1.0)
-    assert by["flex", "avg"]["mcnemar_p"] == pytest.approx(2 * 6 / 32)
+    assert by["avg", "origin"]["p_value"] == pytest.approx(1.0)
+    assert by["flex", "avg"]["p_value"] == pytest.approx(2 * 6 / 32)
     assert by["flex", "avg"]["diff_mean"] == pytest.approx(-0.6) and by["flex", "avg"]["n_paired"] == 5
     assert ("avg", "avg") not in by
 
@@ -125,10 +129,8 @@ def test_echo_rate_and_mcnemar_in_report_rows():
 def test_compare_pairs_only_shared_ids_and_handles_missing_baseline():
     short = _records(AVG)[:4]  # avg stopped early: q0..q3 -> diff mean(0,0,0,1) = 0.25
     rows = compare([("origin", _records(ORIGIN)), ("avg", short)])
-    assert rows[0]["n_paired"] == 4 and rows[0]["diff_mean"] == pytest.approx(0.25)
-    assert rows[0]["vs_single_mean"] is None
-    rows = compare([("avg", _records(AVG))], baseline="origin")
-    assert rows[0]["baseline"] is None and rows[0]["diff_mean"] is None and rows[0]["n_paired"] == 0
+    assert len(rows) == 1 and rows[0]["n_paired"] == 4 and rows[0]["diff_mean"] == pytest.approx(0.25)
+    assert compare([("avg", _records(AVG))], baseline="origin") == []  # nothing to compare with
 
 
 def test_report_on_dir_with_method_subfolders(tmp_path):
@@ -143,12 +145,12 @@ def test_report_on_dir_with_method_subfolders(tmp_path):
     assert sorted(names) == ["avg", "origin", "per_prompt"]
     by = {r["name"]: r for r in result["runs"]}
     assert by["origin"]["accuracy"] == pytest.approx(0.6) and by["avg"]["accuracy"] == pytest.approx(0.8)
-    assert by["per_prompt"]["per_prompt_mean"] == pytest.approx(7 / 15)
-    diffs = {r["method"]: r for r in result["comparisons"]}
-    assert diffs["avg"]["diff_mean"] == pytest.approx(0.2)
+    assert by["per_prompt"]["avg_prompt_accuracy"] == pytest.approx(7 / 15)
+    diffs = {(r["method"], r["baseline"]): r for r in result["comparisons"]}
+    assert diffs["avg", "origin"]["diff_mean"] == pytest.approx(0.2)
     text = buf.getvalue()
-    assert "Accuracy by method" in text and "Paired differences" in text
-    assert "0.600 [" in text and "+0.200 [" in text
+    assert "Accuracy — tiny, toy" in text and "Paired differences — tiny, toy" in text
+    assert "0.600 [" in text and "+.200 [" in text
 
 
 def test_report_accepts_run_dirs_directly_and_groups_models(tmp_path):
@@ -163,6 +165,7 @@ def test_report_accepts_run_dirs_directly_and_groups_models(tmp_path):
     assert [(d["method"], d["model"]) for d in result["comparisons"]] == [("avg", "tiny")]
     assert result["comparisons"][0]["diff_mean"] == pytest.approx(0.2)
     assert not (tmp_path / "report.json").exists()
+    assert [(c["model"], c["dataset"]) for c in result["provenance"]] == [("tiny", "toy"), ("other", "toy")]
 
 
 def test_report_reads_flat_and_nested_manifests_alike(tmp_path):
@@ -195,13 +198,14 @@ def test_find_runs_errors(tmp_path):
 def test_to_markdown():
     rows = [summarize(_records(ORIGIN), _manifest("origin")),
             summarize(_records(AVG, per_prompt=True), _manifest("per_prompt"))]
-    md = to_markdown({"runs": rows, "notes": ["a note"]})
+    md = to_markdown({"runs": rows, "notes": ["a note"]}, width=None)
     lines = md.strip().splitlines()
-    assert lines[0] == "### Accuracy by method" and lines[1] == ""
-    assert len(lines) == 8 and lines[2].startswith("| method | n | accuracy [95% CI] | scorer |")
+    assert lines[0] == "### Accuracy — tiny, toy" and lines[1] == ""
+    assert lines[2].startswith("| method | n | accuracy [95% CI] | EM/cont/F1/part | AvgP (min–max) |")
     assert "| origin | 5 | 0.600 [" in lines[4]
     assert "0.467 (0.400–0.600)" in lines[5]
-    assert lines[7] == "> a note"
+    assert lines[7] == "> a note" and lines[9] == "**Legend**"
+    assert any(ln.startswith("- AvgP (min–max): ") for ln in lines)
 
 
 LONG = "flex [pararel-relations-with-a-very-long-folder-name]"
@@ -226,7 +230,7 @@ def test_report_formats_keep_names_whole(tmp_path, capsys):
         assert LONG in out, fmt
         if fmt == "markdown":
             table = [ln for ln in out.splitlines() if ln.startswith("| ")]
-            assert {ln.count(" | ") for ln in table[:5]} == {9}  # header + 4 runs, 10 cells each, none wrapped
+            assert len({ln.count(" | ") for ln in table[:6]}) == 1  # header, rule, 4 runs: none wrapped
             assert f"| {LONG} | 5 | 0.800 [" in out
         elif fmt == "csv":
             import csv
@@ -349,14 +353,15 @@ def test_holm_adjusted_p_decides_significance(tmp_path):
     buf = io.StringIO()
     result = report([tmp_path / "runs"], None, console=Console(file=buf, width=250))
     by = {(r["method"], r["baseline"]): r for r in result["comparisons"]}
-    assert by["avg", "origin"]["mcnemar_p"] == pytest.approx(2 / 1024)
-    assert by["avg", "origin"]["mcnemar_p_holm"] == pytest.approx(3 * 2 / 1024)
-    assert by["flex", "origin"]["mcnemar_p"] == pytest.approx(0.03125)
-    assert by["flex", "origin"]["mcnemar_p_holm"] == pytest.approx(0.0625)
-    assert by["flex", "avg"]["mcnemar_p_holm"] == pytest.approx(0.125)
+    assert by["avg", "origin"]["p_value"] == pytest.approx(2 / 1024)
+    assert by["avg", "origin"]["p_holm"] == pytest.approx(3 * 2 / 1024)
+    assert by["flex", "origin"]["p_value"] == pytest.approx(0.03125)
+    assert by["flex", "origin"]["p_holm"] == pytest.approx(0.0625)
+    assert by["flex", "avg"]["p_holm"] == pytest.approx(0.125)
+    assert {r["family"] for r in result["comparisons"]} == {"exploratory"} and result["families"]["confirmatory"] is None
     text = buf.getvalue()
-    assert "0.006 *" in text  # avg vs origin survives the adjustment
-    assert "0.031" in text and "0.062 *" not in text and "0.063 *" not in text  # flex vs origin does not
+    assert ".006 *" in text  # avg vs origin survives the adjustment
+    assert ".031" in text and ".062 *" not in text and ".063 *" not in text  # flex vs origin does not
     assert all(r["cluster_low"] is None for r in result["comparisons"])  # no groups: no group interval
 
 
@@ -386,7 +391,7 @@ def test_prompt_sensitivity_block_in_metrics_and_report(tmp_path, capsys):
     assert ps["cps"] == pytest.approx(0.6 * (1 - (0.6 - 7 / 15)))
     # answers disagree on q0 (Paris/paris/London), q3, q4; agree on q1 (Beatles x3) and q2 -> 3/5
     assert ps["prompt_disagreement"] == pytest.approx(0.6) and ps["consistency"] == pytest.approx(8 / 15)
-    result = report([tmp_path / "runs"], None, fmt="markdown")
+    result = report([tmp_path / "runs"], None, fmt="markdown", width=0)
     out = capsys.readouterr().out
     [block] = result["prompt_sensitivity"]
     assert block["source"] == "per_prompt" and block["model"] == "tiny" and block["n_items"] == 5

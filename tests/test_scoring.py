@@ -290,3 +290,12 @@ def test_prompt_sensitivity_by_hand() -> None:
     assert out["n_items"] == 4
     assert prompt_disagreement([["", ""], ["only one"]]) == 1.0  # empty agrees with nothing; 1 prompt skipped
     assert math.isnan(prompt_disagreement([["only one"]]))
+
+
+def test_mean_single_is_per_item_and_avg_prompt_accuracy_per_position() -> None:
+    # items asked through 3 and 2 prompts: per item 1/3 and 1 -> mean_single 2/3;
+    # positions: (1+1)/2, (0+1)/2, 0/1 -> AvgP 1/2. The two baselines differ when prompt counts differ.
+    out = prompt_sensitivity([[1, 0, 0], [1, 1]], [["a", "b", "c"], ["a", "a"]])
+    assert out["mean_single"] == pytest.approx(2 / 3) and out["avg_prompt_accuracy"] == pytest.approx(0.5)
+    full = prompt_sensitivity([[1, 0, 0], [1, 1, 0]], [["a"] * 3, ["a"] * 3])
+    assert full["mean_single"] == pytest.approx(full["avg_prompt_accuracy"])  # every item has every position

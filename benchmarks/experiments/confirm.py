@@ -6,9 +6,14 @@
     python benchmarks/experiments/confirm.py table [--out runs/confirm]  # → benchmarks/results/confirm/
 
 Settings are never chosen here: tuning sweeps run on the `dev` split and the configuration is
-committed in confirm.json before this runs. Every run folder records the configuration (manifest),
-the source commit and the paraphrases' file hash (confirm_provenance.json), so a rerun is comparable.
-Runs are resumable: rerun the same command after an interruption.
+committed in confirm.json before this runs, with the family of confirmatory comparisons, the
+scorer and alpha the table is read under (docs/statistics.md). Every run folder records the
+configuration (manifest), the source commit and the paraphrases' file hash (confirm_provenance.json),
+so a rerun is comparable. Runs are resumable: rerun the same command after an interruption.
+
+A run refuses a working tree with uncommitted changes (--allow-dirty) and a cell whose records
+would come from more than one source — other package versions or another commit than this
+session's (--allow-mixed); allowed, the report marks that cell.
 """
 
 from __future__ import annotations
@@ -38,14 +43,52 @@ def load_config() -> dict:
     return json.loads(CONFIG.read_text())
 
 
-def source_commit() -> str | None:
+def tree_changes(root: Path = ROOT) -> list[str] | None:
+    """Tracked files with uncommitted changes in the checkout at ``root`` (None: not a git checkout)."""
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        out = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"], capture_output=True,
-                           text=True).stdout.strip()
-    return out.stdout.strip() + ("+dirty" if dirty else "")
+    return [line[3:] for line in out.stdout.splitlines() if line.strip()]
+
+
+def source_commit(root: Path = ROOT) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() + ("+dirty" if tree_changes(root) else "")
+
+
+def check_clean_tree(root: Path = ROOT, allow_dirty: bool = False) -> None:
+    """Refuse a confirmatory run from a checkout with uncommitted changes to tracked files: its answers
+    could not be reproduced from any commit. ``allow_dirty`` lets it run (the source each record
+    came from says dirty when the package was modified, and the report marks the cell)."""
+    changes = tree_changes(root)
+    if changes and not allow_dirty:
+        sys.exit(f"{root}: the working tree has uncommitted changes ({len(changes)} files: {', '.join(changes[:5])}"
+                 f"{', …' if len(changes) > 5 else ''}); commit them first, or pass --allow-dirty.")
+
+
+def check_cell_sources(cell: Path, allow_mixed: bool = False) -> None:
+    """Refuse to add to a cell (model × dataset folder of method runs) whose records already come from
+    another source than this session's — other selfensemble / torch / transformers versions, another
+    commit, a dirty tree — or from several: the cell's paired differences would compare two systems.
+    ``allow_mixed`` lets it go on (the report then marks the cell)."""
+    from selfensemble.analysis.sources import KEY_FIELDS, cell_provenance, describe, source_key
+    from selfensemble.store.provenance import package_versions, source
+    from selfensemble.store.run_store import is_run_dir, load_run
+
+    runs = [(p.name, *load_run(p)[:2]) for p in sorted(cell.iterdir()) if p.is_dir() and is_run_dir(p)] \
+        if cell.is_dir() else []
+    now = source_key({"versions": package_versions(), "source": source()})
+    others = [s for s in cell_provenance(runs)["sources"] if tuple(s[k] for k in KEY_FIELDS) != now]
+    if others and not allow_mixed:
+        here = describe({**dict(zip(KEY_FIELDS, now, strict=True)), "runs": ["this session"], "records": None})
+        sys.exit(f"{cell} holds records from another source than this session's ({here}): "
+                 f"{'; '.join(describe(s) for s in others)}. Run from that source, use another --out, "
+                 "or pass --allow-mixed (the report then marks the cell).")
 
 
 def run_config(conf: dict, model: str, dataset: str, out: Path):
@@ -96,12 +139,16 @@ def write_paraphrases(conf: dict) -> Path:
     return path
 
 
-def run(conf: dict, model: str, out: Path, datasets: list[str], allow_mixed: bool = False) -> None:
+def run(conf: dict, model: str, out: Path, datasets: list[str], allow_mixed: bool = False,
+        allow_dirty: bool = False) -> None:
     from rich.console import Console
 
     from selfensemble.engine.factory import build_engine
     from selfensemble.pipeline.experiment import run_experiment
 
+    check_clean_tree(ROOT, allow_dirty)
+    for dataset in datasets:  # every cell is checked before the model loads or anything is written
+        check_cell_sources(out / model / dataset, allow_mixed)
     console = Console(stderr=True)
     engine = None
     for dataset in datasets:
@@ -113,7 +160,7 @@ def run(conf: dict, model: str, out: Path, datasets: list[str], allow_mixed: boo
             check_complete(ROOT / paraphrases, conf["run"]["num_paraphrases"] - 1)
         record_provenance(Path(cfg.out), {
             "config": conf, "config_sha256": hashlib.sha256(CONFIG.read_bytes()).hexdigest(),
-            "source_commit": source_commit(), "model": model, "dataset": dataset,
+            "source_commit": source_commit(), "tree_changes": tree_changes(), "model": model, "dataset": dataset,
             "paraphrases_sha256": hashlib.sha256((ROOT / paraphrases).read_bytes()).hexdigest() if paraphrases else None,
         })
         run_experiment(cfg, console, engine=engine)
@@ -139,12 +186,15 @@ def record_provenance(folder: Path, entry: dict) -> None:
     path = folder / "confirm_provenance.json"
     data = json.loads(path.read_text()) if path.exists() else dict(entry)
     sessions = data.setdefault("sessions", [])
-    sessions.append({k: entry[k] for k in ("source_commit", "config_sha256", "paraphrases_sha256")})
+    sessions.append({k: entry.get(k) for k in ("source_commit", "tree_changes", "config_sha256", "paraphrases_sha256")})
     path.write_text(json.dumps(data, indent=2))
 
 
 def table(out: Path, dest: Path) -> Path:
-    """Every finished run under ``out`` in one report (Holm over all its tests), as markdown + JSON + charts."""
+    """Every finished run under ``out`` in one report, read under confirm.json's family (its comparisons
+    confirmatory, Holm over exactly them; the rest exploratory), scorer and alpha, as markdown (every
+    column) + JSON + charts."""
+    from selfensemble.analysis.family import load_family
     from selfensemble.analysis.render import render
     from selfensemble.analysis.report import report
 
@@ -152,9 +202,9 @@ def table(out: Path, dest: Path) -> Path:
     if not dirs:
         sys.exit(f"No runs under {out}: run `confirm.py run --model …` first.")
     dest.mkdir(parents=True, exist_ok=True)
-    result = report(dirs, dest / "report.png")
+    result = report(dirs, dest / "report.png", family=load_family(CONFIG))
     md = dest / "confirm_heldout.md"
-    md.write_text(render(result, "markdown"), encoding="utf-8")
+    md.write_text(render(result, "markdown", width=None), encoding="utf-8")
     return md
 
 
@@ -168,7 +218,10 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--datasets", default="pararel,webqa")
     r.add_argument("--threads", type=int, default=1, help="torch threads (one run per core)")
     r.add_argument("--allow-mixed", action="store_true",
-                   help="resume folders written by another selfensemble version (recorded per record)")
+                   help="add to cells whose records come from other versions or another commit (the report "
+                        "marks them; records written under other versions carry their own provenance)")
+    r.add_argument("--allow-dirty", action="store_true",
+                   help="run from a working tree with uncommitted changes (the report marks the cells)")
     t = sub.add_parser("table")
     t.add_argument("--out", type=Path, default=ROOT / "runs" / "confirm")
     t.add_argument("--dest", type=Path, default=ROOT / "benchmarks" / "results" / "confirm")
@@ -186,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if args.model not in conf["models"]:
         sys.exit(f"{args.model!r} is not in confirm.json's models {conf['models']}")
-    run(conf, args.model, args.out, args.datasets.split(","), args.allow_mixed)
+    run(conf, args.model, args.out, args.datasets.split(","), args.allow_mixed, args.allow_dirty)
 
 
 if __name__ == "__main__":

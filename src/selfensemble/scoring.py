@@ -309,6 +309,17 @@ def combined_performance_score(max_p: float, avg_p: float) -> float:
     return max_p * (1 - (max_p - avg_p))
 
 
+def mean_single(per_prompt_correct: Sequence[Sequence[float]]) -> float:
+    """Per item, the mean score of the prompts it was asked through; then the mean over items (NaN
+    for none). The single-prompt baseline a method is compared with item by item: unlike AvgP
+    (positions averaged), an item asked through 3 prompts weighs as much as one asked through 5.
+
+    Example: items [1, 0, 0] and [1, 1] → (1/3 + 1) / 2 = 2/3, while AvgP = (1 + 1/2 + 0) / 3 = 1/2.
+    """
+    rows = [float(np.mean(row)) for row in per_prompt_correct if len(row)]
+    return float(np.mean(rows)) if rows else float("nan")
+
+
 def prompt_sensitivity(per_prompt_correct: Sequence[Sequence[float]],
                        per_prompt_answers: Sequence[Sequence[str]]) -> dict[str, Any]:
     """How much the answer depends on phrasing, as prompt-sensitivity studies report it.
@@ -317,11 +328,14 @@ def prompt_sensitivity(per_prompt_correct: Sequence[Sequence[float]],
     ``per_prompt_answers`` the same shape of answer strings. A "prompt" is a position: its
     accuracy averages over the items having it. Returns per_prompt_accuracy (per position),
     min / max / std (population) of those, max_prompt_accuracy (MaxP), avg_prompt_accuracy
-    (AvgP), cps, consistency, prompt_disagreement and n_items.
+    (AvgP: the mean over positions, Mizrahi et al.), mean_single (the mean over items of each
+    item's mean over its own prompts; equals AvgP when every item has every position), cps,
+    consistency, prompt_disagreement and n_items.
     """
     pp = per_prompt_accuracy(per_prompt_correct)
     return {"per_prompt_accuracy": pp["per_index"], "min": pp["min"], "max": pp["max"], "std": pp["std"],
             "max_prompt_accuracy": pp["max"], "avg_prompt_accuracy": pp["mean"],
+            "mean_single": mean_single(per_prompt_correct),
             "cps": combined_performance_score(pp["max"], pp["mean"]),
             "consistency": consistency(per_prompt_answers), "prompt_disagreement": prompt_disagreement(per_prompt_answers),
             "n_items": len(per_prompt_correct)}

@@ -1,11 +1,12 @@
 """Compare answering methods run on the same questions.
 
 Accuracy differences between methods are small next to item-to-item noise, so every comparison
-here is *paired* over the question ids two runs share, with a seeded bootstrap interval, an exact
-paired test and Holm's adjustment over every test the report prints; when items come in groups
-(ParaRel relations) a second interval resamples whole groups. The single-prompt baseline is shown
-as a spread over prompts (a paraphrase can be much better or worse than the original), with the
-prompt-sensitivity numbers of multi-prompt evaluation (MaxP, AvgP, CPS).
+is *paired* over the question ids two runs share (compare.py: a seeded bootstrap interval and an
+exact paired test per comparison). Which tests are confirmatory is fixed in advance by a family
+file (family.py: Holm over exactly those, everything else exploratory and adjusted separately,
+with the MDE and power of each test); the single-prompt baselines are ``mean_single`` (per item)
+and AvgP (per prompt position), with MaxP and CPS; each cell says which code produced its
+records (sources.py). See docs/statistics.md.
 
 Every record is read under four scorers (scoring.score_all); runs written before records carried
 ``scores`` get them computed from prediction and gold here, and the report says so.
@@ -21,15 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from selfensemble.analysis.compare import BOOTSTRAP_N, SEED, SINGLE_PROMPT_RUN, compare
+from selfensemble.analysis.family import Family, apply_families, load_family
 from selfensemble.analysis.render import to_markdown as to_markdown  # re-exported for callers of report
-from selfensemble.analysis.stats import (
-    bootstrap_ci,
-    cluster_bootstrap_diff,
-    holm,
-    mcnemar_exact,
-    paired_bootstrap_diff,
-)
-from selfensemble.errors import SelfEnsembleError
+from selfensemble.analysis.sources import cell_provenance, describe
+from selfensemble.analysis.stats import bootstrap_ci
+from selfensemble.errors import ConfigError, SelfEnsembleError
 from selfensemble.methods.registry import METHODS
 from selfensemble.scoring import ece, echo_rate, prompt_sensitivity
 from selfensemble.store.records import (
@@ -40,7 +38,6 @@ from selfensemble.store.records import (
     per_prompt_values,
     record_correct,
     record_echo,
-    record_group,
     record_scores,
     record_value,
     run_config,
@@ -48,10 +45,7 @@ from selfensemble.store.records import (
 )
 from selfensemble.store.run_store import is_run_dir, load_run
 
-BOOTSTRAP_N = 1000
-SEED = 0
 ECE_BINS = 10
-SINGLE_PROMPT_RUN = "per_prompt"  # the method whose per-prompt answers define "mean single prompt"
 SCORE_FIELDS = {"exact": "exact_match", "contains": "contains", "f1": "token_f1", "partial": "partial"}
 
 
@@ -82,8 +76,8 @@ def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED, scorer:
     scores = [record_scores(r) for r in records]
     low, high = bootstrap_ci(correct, n=BOOTSTRAP_N, seed=seed)
     ps = _sensitivity(records, scorer)
-    pp = ps or {"per_prompt_accuracy": [], "avg_prompt_accuracy": math.nan, "min": math.nan, "max": math.nan,
-                "std": math.nan}
+    pp = ps or {"per_prompt_accuracy": [], "avg_prompt_accuracy": math.nan, "mean_single": math.nan,
+                "min": math.nan, "max": math.nan, "std": math.nan}
     conf = [(float(r["confidence"]), c) for r, c in zip(records, correct, strict=True)
             if r.get("confidence") is not None]
     secs = [float(r["seconds"]) for r in records if r.get("seconds") is not None]
@@ -95,7 +89,8 @@ def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED, scorer:
         **{field: mean_or_nan([float(s[name]) for s in scores]) for name, field in SCORE_FIELDS.items()},
         "scores_recomputed": sum(1 for r in records if not isinstance(r.get("scores"), dict)),
         "per_prompt_accuracy": pp["per_prompt_accuracy"],
-        "per_prompt_mean": pp["avg_prompt_accuracy"],
+        "avg_prompt_accuracy": pp["avg_prompt_accuracy"],  # AvgP: per prompt position, averaged over positions
+        "mean_single": pp["mean_single"],  # per item over its own prompts, averaged over items
         "per_prompt_min": pp["min"],
         "per_prompt_max": pp["max"],
         "per_prompt_std": pp["std"],  # population std over prompt indices
@@ -108,93 +103,6 @@ def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED, scorer:
     }
     return nan_to_none(row)
 
-
-def _paired(a: Sequence[float], b: Sequence[float], seed: int) -> dict:
-    """Bootstrap difference plus the exact paired test (McNemar on 0/1 values, sign test on means)."""
-    p = mcnemar_exact(a, b)["p_value"] if len(a) else math.nan
-    return {**paired_bootstrap_diff(a, b, n=BOOTSTRAP_N, seed=seed), "n": len(a), "p_exact": p}
-
-
-def _single_prompt_source(runs: Sequence[tuple[str, Sequence[dict]]],
-                          scorer: str | None = None) -> tuple[str, dict[str, float]] | None:
-    """Per question, the mean score of its prompts asked one at a time (prefers the per_prompt run)."""
-    candidates = [(name, recs) for name, recs in runs if any(per_prompt_values(r, scorer) for r in recs)]
-    if not candidates:
-        return None
-    candidates.sort(key=lambda nr: nr[0] != SINGLE_PROMPT_RUN)
-    name, recs = candidates[0]
-    values = {str(r["id"]): per_prompt_values(r, scorer) for r in recs}
-    return name, {i: float(np.mean(v)) for i, v in values.items() if v}
-
-
-def _diff_fields(mine: dict[str, float], other: dict[str, float], seed: int,
-                 groups: dict[str, str | None]) -> dict:
-    """Paired difference of two runs over their shared ids; the group interval when every id has a
-    group and there are at least two (one group resampled is no interval)."""
-    ids = [i for i in mine if i in other]
-    a, b = [mine[i] for i in ids], [other[i] for i in ids]
-    d = _paired(a, b, seed=seed)
-    out = {"diff_mean": d["mean"], "diff_low": d["low"], "diff_high": d["high"], "p_value_like": d["p_value_like"],
-           "mcnemar_p": d["p_exact"], "n_paired": d["n"], "cluster_low": None, "cluster_high": None,
-           "n_groups": None}
-    labels = [groups.get(i) for i in ids]
-    if ids and all(labels) and len(set(labels)) > 1:
-        c = cluster_bootstrap_diff(a, b, labels, n=BOOTSTRAP_N, seed=seed)
-        out.update(cluster_low=c["low"], cluster_high=c["high"], n_groups=c["n_groups"])
-    return out
-
-
-def holm_adjust(rows: list[dict]) -> list[dict]:
-    """Fill ``mcnemar_p_holm`` and ``vs_single_p_holm``: Holm over every p-value the rows hold
-    (both columns, all rows), the family of tests one report prints."""
-    keys = [(i, k) for i, r in enumerate(rows) for k in ("mcnemar_p", "vs_single_p") if r.get(k) is not None]
-    adjusted = holm([rows[i][k] for i, k in keys])
-    for r in rows:
-        r["mcnemar_p_holm"] = r["vs_single_p_holm"] = None
-    for (i, k), p in zip(keys, adjusted, strict=True):
-        rows[i][f"{k}_holm"] = p
-    return rows
-
-
-def compare(runs: Sequence[tuple[str, Sequence[dict]]], baseline: str = "origin", seed: int = SEED,
-            scorer: str | None = None, dataset: str | None = None) -> list[dict]:
-    """Paired score differences of each run vs the baseline run and vs the mean single prompt,
-    plus each run vs the method its Method names in ``compared_with`` (flex vs avg) when both ran.
-
-    Only question ids present in both sides are paired, so a run cut short by --limit or a kill
-    is compared on what it finished rather than on different questions. Each difference carries
-    an exact paired p: McNemar's test against another run, the exact sign test against the mean
-    single prompt (per-question means are fractions; with 0/1 values the two tests coincide),
-    Holm-adjusted over all rows (:func:`holm_adjust`); items with groups also get a group interval.
-    """
-    by_name = {name: {str(r["id"]): record_value(r, scorer) for r in recs} for name, recs in runs}
-    groups = {str(r["id"]): record_group(r, dataset) for _, recs in runs for r in recs}
-    base = by_name.get(baseline)
-    single = _single_prompt_source(runs, scorer)
-    rows = []
-    none_single = {"single_source": None, "vs_single_mean": None, "vs_single_low": None, "vs_single_high": None,
-                   "vs_single_n": 0, "vs_single_p": None}
-    for name, _ in runs:
-        if name == baseline:
-            continue
-        mine = by_name[name]
-        row: dict[str, Any] = {"method": name, "baseline": baseline if base is not None else None}
-        row.update(_diff_fields(mine, base or {}, seed, groups))
-        row.update(none_single)
-        if single is not None:
-            src, means = single
-            ids = [i for i in mine if i in means]
-            s = _paired([mine[i] for i in ids], [means[i] for i in ids], seed=seed)
-            row.update(single_source=src, vs_single_mean=s["mean"], vs_single_low=s["low"],
-                       vs_single_high=s["high"], vs_single_n=s["n"], vs_single_p=s["p_exact"])
-        rows.append(nan_to_none(row))
-    for name, mine in by_name.items():  # a method's own comparison (flex vs the avg it replaces), if both ran
-        spec = METHODS.get(name.split(" [")[0])  # run names: "method" or "method [folder]"
-        other = spec.compared_with if spec is not None else None
-        if other is not None and other != baseline and other in by_name:
-            row = {"method": name, "baseline": other, **_diff_fields(mine, by_name[other], seed, groups), **none_single}
-            rows.append(nan_to_none(row))
-    return holm_adjust(rows)
 
 # -- discovery ---------------------------------------------------------------------------------
 
@@ -270,11 +178,14 @@ def calibration(runs: Sequence[tuple[str, Sequence[dict]]], out_png: Path | None
 # -- the report --------------------------------------------------------------------------------
 
 
-def _load(paths: Sequence[Path], seed: int, scorer: str | None) -> list[tuple[Path, dict, list[dict], dict]]:
+Loaded = tuple  # (path, manifest, config, records, summary row)
+
+
+def _load(paths: Sequence[Path], seed: int, scorer: str | None) -> list[Loaded]:
     out = []
     for p in paths:
         manifest, records, _metrics = load_run(p)
-        out.append((p, run_config(manifest), records, summarize(records, manifest, seed=seed, scorer=scorer)))
+        out.append((p, manifest, run_config(manifest), records, summarize(records, manifest, seed=seed, scorer=scorer)))
     return out
 
 
@@ -292,59 +203,105 @@ def _notes(summary_rows: Sequence[dict], scorer: str | None) -> list[str]:
     return notes
 
 
+def _family_notes(block: dict) -> list[str]:
+    """What the reader must know about the confirmatory family: where it came from, what is missing."""
+    conf = block.get("confirmatory")
+    if conf is None:
+        k = block["exploratory"]["k"]
+        return [f"no family file: all {k} tests are exploratory (Holm over all of them); pass --family to "
+                "mark the comparisons fixed in advance."] if k > 1 else []
+    notes = [f"confirmatory family from {conf['source']}: {conf['tested']} tests, Holm over k = {conf['k']} at "
+             f"alpha {conf['alpha']}; the other {block['exploratory']['k']} tests are exploratory, Holm-adjusted "
+             "separately."]
+    if conf["missing"]:
+        notes.append(f"declared but not in these runs (counted in k as p = 1): {'; '.join(conf['missing'])}.")
+    if conf["not_testable"]:
+        notes.append(f"declared but identical by construction, not tested: {'; '.join(conf['not_testable'])}.")
+    return notes
+
+
+def _provenance_notes(cells: Sequence[dict]) -> list[str]:
+    notes = []
+    for c in cells:
+        if c["flags"]:
+            sources = "; ".join(describe(s) for s in c["sources"])
+            notes.append(f"{c['model']}, {c['dataset']}: provenance {', '.join(c['flags'])} — {sources}.")
+    return notes
+
+
+def resolve_family(family: Family | Path | str | None, scorer: str | None) -> tuple[Family | None, str | None]:
+    """The family (loaded from a file when given a path) and the scorer the report uses: the family's
+    own when it names one (a different ``scorer`` is refused), else ``scorer``."""
+    fam = load_family(family) if isinstance(family, (str, Path)) else family
+    if fam is not None and fam.scorer is not None:
+        if scorer is not None and scorer != fam.scorer:
+            raise ConfigError(f"the family ({fam.source}) fixes scorer {fam.scorer!r}; scorer={scorer!r} contradicts it.")
+        scorer = fam.scorer
+    return fam, check_scorer(scorer)
+
+
+def _cells(loaded: Sequence[Loaded], baseline: str) -> dict[tuple, list[int]]:
+    """Indices of the loaded runs per (model, dataset), each in the registry's order (baseline first,
+    then fusions from simplest up; unregistered names last)."""
+    cells: dict[tuple, list[int]] = {}
+    for i, (_, _, cfg, _, _) in enumerate(loaded):
+        cells.setdefault((run_model(cfg), cfg.get("dataset")), []).append(i)
+
+    def order(i: int) -> tuple:
+        m, known = loaded[i][4]["method"], list(METHODS)
+        return (m != baseline, known.index(m) if m in known else len(known), m)
+
+    return {cell: sorted(idxs, key=order) for cell, idxs in cells.items()}
+
+
 def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, baseline: str = "origin",
-           seed: int = SEED, scorer: str | None = None) -> dict:
+           seed: int = SEED, scorer: str | None = None, family: Family | Path | str | None = None) -> dict:
     """The comparison of the runs found under run_dirs, as a JSON-able dict (also written next to out_png).
 
     ``scorer`` (one of scoring.SCORERS) is the headline score of every table; None keeps each
-    run's own --match. Nothing is printed: the CLI renders the result (tables, markdown, csv,
-    json; report_render.py). The result's "png" and "json" say where the files went; "notes"
-    what the reader must know (recomputed scores, mixed scorers).
+    run's own --match (a family that names a scorer sets it). ``family``: a family file or Family
+    (family.py) naming the confirmatory comparisons; without one every test is exploratory.
+    Nothing is printed: the CLI renders the result (render.py). The result's "png" and "json"
+    say where the files went; "notes" what the reader must know.
 
     Paired comparisons only make sense on the same questions asked of the same model, so runs are
-    grouped by (model, dataset) and compared within each group; Holm's adjustment spans them all.
+    grouped by (model, dataset) cells and compared within each; each family's Holm spans all cells.
     """
-    check_scorer(scorer)
+    fam, scorer = resolve_family(family, scorer)
     loaded = _load(find_runs(run_dirs), seed, scorer)
-    groups: dict[tuple, list[int]] = {}
-    for i, (_, cfg, _, _) in enumerate(loaded):
-        groups.setdefault((run_model(cfg), cfg.get("dataset")), []).append(i)
-    multi_group = len(groups) > 1
-
-    def order(i: int) -> tuple:
-        # the registry's order: baselines first, then fusions from simplest up (method_registry imports
-        # no torch, so the report still runs without a model stack); unregistered names last
-        m, known = loaded[i][3]["method"], list(METHODS)
-        return (m != baseline, known.index(m) if m in known else len(known), m)
-
+    cells = _cells(loaded, baseline)
+    multi = len(cells) > 1
     summary_rows: list[dict] = []
     diff_rows: list[dict] = []
     sensitivity: list[dict] = []
-    for (model, dataset), idxs in groups.items():
-        idxs = sorted(idxs, key=order)
-        methods = [loaded[i][3]["method"] for i in idxs]
-        runs = []
+    provenance: list[dict] = []
+    for (model, dataset), idxs in cells.items():
+        methods = [loaded[i][4]["method"] for i in idxs]
+        runs, cell_runs = [], []
         for i in idxs:
-            p, _, records, row = loaded[i]
+            p, manifest, _, records, row = loaded[i]
             name = row["method"] if methods.count(row["method"]) == 1 else f"{row['method']} [{p.name}]"
-            summary_rows.append({"name": f"{name} ({model}, {dataset})" if multi_group else name, **row,
+            summary_rows.append({"name": f"{name} ({model}, {dataset})" if multi else name, **row, "label": name,
                                  "path": str(p)})
             runs.append((name, records))
+            cell_runs.append((name, manifest, records))
         for d in compare(runs, baseline=baseline, seed=seed, scorer=scorer, dataset=dataset):
-            if multi_group:
-                d["group"] = f"{model}, {dataset}"
-            d["model"], d["dataset"] = model, dataset
+            d.update({"group": f"{model}, {dataset}"} if multi else {}, model=model, dataset=dataset)
             diff_rows.append(d)
         sensitivity += _group_sensitivity(summary_rows[-len(idxs):], model, dataset)
-
-    result: dict[str, Any] = {"runs": summary_rows, "comparisons": holm_adjust(diff_rows), "baseline": baseline,
-                              "scorer": scorer, "prompt_sensitivity": sensitivity,
+        provenance.append({"model": model, "dataset": dataset, **cell_provenance(cell_runs)})
+    families = apply_families(diff_rows, list(cells), fam)
+    result: dict[str, Any] = {"runs": summary_rows, "comparisons": diff_rows, "families": families,
+                              "baseline": baseline, "scorer": scorer, "prompt_sensitivity": sensitivity,
+                              "provenance": provenance,
                               "bootstrap": {"n": BOOTSTRAP_N, "seed": seed, "alpha": 0.05},
-                              "notes": _notes(summary_rows, scorer)}
+                              "notes": _notes(summary_rows, scorer) + _family_notes(families)
+                              + _provenance_notes(provenance)}
     reliability_png = Path(out_png).with_name("reliability.png") if out_png is not None else None
-    records_by_path = {str(p): recs for p, _, recs, _ in loaded}
+    records_by_path = {str(p): recs for p, _, _, recs, _ in loaded}
     result["calibration"] = calibration([(r["name"], records_by_path[r["path"]]) for r in summary_rows],
                                         reliability_png)
+    result = nan_to_none(result)
     if out_png is not None:
         _write_files(result, Path(out_png), reliability_png)
     return result

@@ -138,3 +138,157 @@ def holm(pvalues: Sequence[float | None]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p))
         out[i] = running
     return out
+
+
+# -- power of the exact McNemar test -----------------------------------------------------------
+#
+# Paired 0/1 outcomes of two methods on n items: an item is discordant (one method right, the other
+# wrong) with probability d, and the effect Δ = P(only a right) − P(only b right), so |Δ| <= d. The
+# number of discordant items is D ~ Binomial(n, d); given D, the a-only count is
+# b ~ Binomial(D, (d + Δ) / (2d)); the exact test (mcnemar_exact) rejects at level α when
+# min(b, D − b) <= k_D, the largest k with 2·P(Binomial(D, 1/2) <= k) <= α. Power sums that over D.
+
+EXACT_MAX_N = 200_000  # above this many items the normal approximation is used (exact costs O(n))
+
+
+def _check_power_args(n: int, discordance: float, effect: float, alpha: float) -> tuple[float, float]:
+    if n < 0 or int(n) != n:
+        raise ValueError(f"n must be a whole number >= 0, got {n!r}")
+    if not 0.0 <= discordance <= 1.0:
+        raise ValueError(f"discordance must lie in [0, 1], got {discordance!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    delta = abs(float(effect))
+    if delta > discordance + 1e-12:
+        raise ValueError(f"|effect| {delta} exceeds the discordance {discordance}: every discordant pair would "
+                         "have to go one way more often than there are discordant pairs")
+    return float(discordance), min(delta, float(discordance))
+
+
+def _bdtr(k: np.ndarray, n: np.ndarray, p: float) -> np.ndarray:
+    """P(Binomial(n, p) <= k), 0 where k < 0 (scipy.special: fast to import, unlike scipy.stats)."""
+    from scipy.special import bdtr
+
+    return np.where(k < 0, 0.0, bdtr(np.maximum(k, 0), n, p))
+
+
+def mcnemar_critical(discordant: int | np.ndarray, alpha: float) -> np.ndarray:
+    """k_D per discordant count D: the exact two-sided test rejects when min(b, D − b) <= k_D
+    (−1: no split of D pairs is significant, e.g. D < 6 at α .05). Shape of ``discordant``.
+
+    Example: D = 10, α = .05 → k = 1 (2·P(Bin(10, ½) <= 1) = 22/1024 = .021; <= 2 would be .109).
+    """
+    from scipy.special import bdtrik
+
+    d = np.asarray(discordant, dtype=float)
+    limit = (alpha / 2) * (1 + 1e-9)  # tolerance: a p exactly at α rejects
+    with np.errstate(invalid="ignore"):
+        k = np.floor(np.nan_to_num(bdtrik(alpha / 2, d, 0.5), nan=-1.0))  # the continuous inverse, ±1
+    k = np.clip(k, -1, np.floor(d / 2))
+    for _ in range(4):  # settle on the largest k with P(<= k) <= α/2
+        up = (k + 1 <= d / 2) & (_bdtr(k + 1, d, 0.5) <= limit)
+        down = (k >= 0) & (_bdtr(k, d, 0.5) > limit)
+        k = k + up - down
+    return k
+
+
+def _binom_pmf(n: int, p: float) -> np.ndarray:
+    """P(Binomial(n, p) = D) for D = 0..n, through log-gamma (shape (n + 1,))."""
+    from scipy.special import gammaln
+
+    counts = np.arange(n + 1, dtype=float)
+    if p >= 1.0:
+        return (counts == n).astype(float)
+    log_pmf = gammaln(n + 1) - gammaln(counts + 1) - gammaln(n - counts + 1)
+    return np.exp(log_pmf + counts * math.log(p) + (n - counts) * math.log1p(-p))
+
+
+def mcnemar_power(n: int, discordance: float, effect: float, alpha: float = 0.05, method: str = "auto") -> float:
+    """Probability that the exact two-sided McNemar test at level ``alpha`` rejects on ``n`` paired
+    items with discordant-pair rate ``discordance`` and true difference ``effect`` (share of items).
+
+    ``method``: "exact" sums over the number of discordant pairs (see the module note above);
+    "normal" is the large-sample approximation Φ((|Δ|√n − z_{1−α/2}√d) / √(d − Δ²)); "auto" is
+    exact up to EXACT_MAX_N items. At Δ = 0 the exact value is the test's real size (<= α).
+    """
+    d, delta = _check_power_args(n, discordance, effect, alpha)
+    if method not in ("exact", "normal", "auto"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'normal', got {method!r}")
+    if n == 0 or d == 0.0:
+        return 0.0  # no discordant pair can occur: the test never rejects
+    if method == "normal" or (method == "auto" and n > EXACT_MAX_N):
+        return _power_normal(n, d, delta, alpha)
+    from scipy.special import bdtrc
+
+    weight = _binom_pmf(int(n), d)
+    keep = weight > 1e-300
+    counts, weight = np.arange(n + 1, dtype=float)[keep], weight[keep]
+    k = mcnemar_critical(counts, alpha)
+    p_a = (d + delta) / (2 * d)  # given a discordant pair, the chance it favours the better method
+    reject = _bdtr(k, counts, p_a) + bdtrc(counts - k - 1, counts, p_a)  # P(b <= k) + P(b >= D − k)
+    reject = np.where(k < 0, 0.0, reject)
+    return float(min(1.0, np.sum(weight * reject)))
+
+
+def _power_normal(n: int, d: float, delta: float, alpha: float) -> float:
+    from scipy.special import ndtr, ndtri
+
+    spread = math.sqrt(max(d - delta * delta, 1e-300))
+    return float(ndtr((delta * math.sqrt(n) - ndtri(1 - alpha / 2) * math.sqrt(d)) / spread))
+
+
+def mcnemar_n_normal(discordance: float, effect: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Items the exact McNemar test needs, by the normal approximation:
+    n = (z_{1−α/2}·√d + z_{power}·√(d − Δ²))² / Δ², rounded up.
+
+    Example: d = .03, Δ = .01, α = .05, power .8 → (1.95996·.17321 + .84162·.17292)² / .0001 → 2,353.
+    """
+    from scipy.special import ndtri
+
+    d, delta = _check_power_args(0, discordance, effect, alpha)
+    if delta == 0.0:
+        raise ValueError("effect must be non-zero: no sample detects a zero difference")
+    z = ndtri(1 - alpha / 2) * math.sqrt(d) + ndtri(power) * math.sqrt(d - delta * delta)
+    return math.ceil(z * z / (delta * delta) - 1e-9)
+
+
+def mcnemar_n_exact(discordance: float, effect: float, alpha: float = 0.05, power: float = 0.8,
+                    max_n: int = 10_000_000) -> int:
+    """Smallest n whose exact power (mcnemar_power) reaches ``power``, searched by bisection.
+
+    The exact power of a discrete test saw-tooths slightly in n, so bisection finds one crossing of
+    the target, and the result is then stepped down while the power stays at or above it: at the
+    returned n the power is >= the target and at n − 1 it is below. Large n use the normal
+    approximation (mcnemar_power's "auto").
+    """
+    d, delta = _check_power_args(0, discordance, effect, alpha)
+    if delta == 0.0:
+        raise ValueError("effect must be non-zero: no sample detects a zero difference")
+    hi = max(2, mcnemar_n_normal(d, delta, alpha, power))
+    while mcnemar_power(hi, d, delta, alpha) < power:
+        hi *= 2
+        if hi > max_n:
+            raise ValueError(f"more than {max_n} items would be needed")
+    lo = 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if mcnemar_power(mid, d, delta, alpha) >= power else (mid, hi)
+    while hi > 1 and mcnemar_power(hi - 1, d, delta, alpha) >= power:
+        hi -= 1
+    return hi
+
+
+def mcnemar_mde(n: int, discordance: float, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """Minimum detectable effect: the smallest |Δ| (share of items, at most the discordance) that
+    the exact McNemar test on ``n`` items at this discordance and ``alpha`` rejects with probability
+    ``power``; None when even Δ = d (every discordant pair one way) falls short. Bisection to 1e-5
+    on the exact power, which grows with |Δ|.
+    """
+    d, _ = _check_power_args(n, discordance, 0.0, alpha)
+    if n == 0 or d == 0.0 or mcnemar_power(n, d, d, alpha) < power:
+        return None
+    lo, hi = 0.0, d
+    while hi - lo > 1e-5:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if mcnemar_power(n, d, mid, alpha) >= power else (mid, hi)
+    return hi

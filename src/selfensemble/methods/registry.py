@@ -97,6 +97,13 @@ class Method:
         return self.rows == "alone"
 
     @property
+    def reports_original_answer(self) -> bool:
+        """The reported answer is the original question's, decoded from it alone: ``origin``, and a
+        per-prompt method without ``select`` (it reports the first of its N answers). Two such methods
+        give the same answers by construction, so the report does not test one against the other."""
+        return self.rows == "alone" or (self.per_prompt and self.select is None)
+
+    @property
     def single_prompt(self) -> bool:
         """Each answer is decoded from one prompt alone (echo is judged against that prompt only)."""
         return self.rows == "alone" or self.per_prompt
