@@ -13,6 +13,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from selfensemble.analysis.baselines import HEADERS as BASELINE_HEADERS
+from selfensemble.analysis.baselines import baseline_cells, copy_cell
 from selfensemble.errors import SelfEnsembleError
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -49,7 +51,7 @@ def _summary_cells(row: dict) -> list[str]:
     pp = ("–" if row.get("per_prompt_mean") is None else
           f"{_fmt(row['per_prompt_mean'])} ({_fmt(row['per_prompt_min'])}–{_fmt(row['per_prompt_max'])})")
     return [str(row.get("name", row["method"])), str(row["n"]), acc, str(row.get("scorer") or "–"), scorers, pp,
-            _pct(row.get("echo_rate")), _pct(row.get("demo_copy_rate")), _fmt(row.get("consistency")),
+            _pct(row.get("echo_rate")), copy_cell(row), _fmt(row.get("consistency")),
             _fmt(row.get("seconds_per_item"), 2)]
 
 
@@ -91,6 +93,9 @@ def _sensitivity_cells(row: dict) -> list[str]:
 def tables(result: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, headers, rows of cells) per table of a report result."""
     out = [("Accuracy by method", _SUMMARY_HEADERS, [_summary_cells(r) for r in result["runs"]])]
+    if result.get("no_model_baselines"):
+        out.append(("No-model baselines (rules that never read the question)", BASELINE_HEADERS,
+                    baseline_cells(result["no_model_baselines"])))
     if result.get("comparisons"):
         out.append((f"Paired differences (bootstrap over shared questions; * = Holm-adjusted p < {ALPHA})",
                     _DIFF_HEADERS, [_diff_cells(r) for r in result["comparisons"]]))
