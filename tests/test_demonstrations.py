@@ -151,7 +151,7 @@ def test_the_draw_version_is_recorded_and_a_changed_draw_is_refused(tmp_path):
 
 def test_a_short_draw_is_noted_in_the_item_s_record():
     from selfensemble.config.run import RunConfig
-    from selfensemble.pipeline.experiment import item_fields
+    from selfensemble.pipeline.build import item_fields
 
     ds = _pool_dataset()
     ds.examples["P20"] = ds.examples["P20"][:3]

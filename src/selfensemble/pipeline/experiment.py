@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 from selfensemble.config.run import GateSettings, RunConfig, nested_config
 from selfensemble.data.base import Dataset, Item
-from selfensemble.errors import ConfigError, SelfEnsembleError
+from selfensemble.errors import SelfEnsembleError
 from selfensemble.pipeline.progress import NotesConsole, as_progress
 from selfensemble.store.records import demo_answers, make_record, rescored, vote_record
 
-__all__ = ["SAMPLE_DATA", "GateSettings", "RunConfig", "build_queries", "check_weights", "ensure_paraphrases",
-           "load_items", "paraphrase_items", "run_experiment", "run_method"]
+__all__ = ["SAMPLE_DATA", "GateSettings", "RunConfig", "ensure_paraphrases", "load_items", "paraphrase_items",
+           "run_experiment", "run_method"]
 
 if TYPE_CHECKING:
     from selfensemble.pipeline.backends import Backend
@@ -175,62 +175,6 @@ def batch_size(backend: Backend) -> int:
     return backend.config.batch_size * backend.workers
 
 
-def select_prompts(item: Item, cfg: RunConfig) -> list[str]:
-    return _selected(item, list(item.prompts), cfg)
-
-
-def _selected(item: Item, values: list, cfg: RunConfig) -> list:
-    """The entries of ``values`` (parallel to ``item.prompts``) for the prompts the run asks: the first
-    --num-paraphrases, then --prompt-indices of those."""
-    prompts = values[: cfg.num_paraphrases]
-    if cfg.prompt_indices is None:
-        return prompts
-    bad = [i for i in cfg.prompt_indices if i >= len(prompts) or i < 0]
-    if bad:
-        raise SelfEnsembleError(f"--prompt-indices {bad} out of range: item {item.id} has {len(prompts)} prompts.")
-    return [prompts[i] for i in cfg.prompt_indices]
-
-
-def item_fields(ds: Dataset, item: Item, shown: int, cfg: RunConfig) -> Item:
-    """The item with what its records should say about it (meta["record"], merged by records.make_record):
-    its group pool's most common answer (``prior_answer``, the no-model baseline report scores), the
-    templates behind its prompts (``prompt_templates``, ParaRel; tune-weights keys on them), and a note
-    when fewer than --few-shot demonstrations could be drawn (``shown`` of them)."""
-    record = dict(item.meta.get("record") or {})
-    record["prior_answer"] = ds.prior_answer(item)
-    if item.meta.get("templates"):
-        record["prompt_templates"] = _selected(item, list(item.meta["templates"]), cfg)
-    if shown < cfg.few_shot:
-        record["notes"] = [*record.get("notes", []), f"{shown} of {cfg.few_shot} demonstrations ({cfg.demos}): "
-                           "the pool holds no more examples besides the item's own fact"]
-    return Item(item.id, item.prompts, item.answers, item.group, {**item.meta, "record": record})
-
-
-def build_queries(ds: Dataset, items: list[Item], cfg: RunConfig, weights: dict | None = None):
-    """(items with their record fields, one Query per item): the run's prompts, its few-shot
-    demonstrations (Dataset.few_shot under --demos), its own sampling streams, and with a weights
-    file (pipeline.tuning) each prompt's dev-tuned weight, refused before any decoding when the file
-    does not cover an item's group or prompts."""
-    from selfensemble.engine.decoding import derive_seed
-    from selfensemble.engine.prompts import PromptFormat
-    from selfensemble.engine.queries import Query
-    from selfensemble.pipeline.tuning import weights_for
-
-    out_items, queries = [], []
-    for it in items:
-        examples = tuple(ds.few_shot(it, cfg.few_shot, cfg.seed, cfg.demos))
-        it = item_fields(ds, it, len(examples), cfg)
-        prompts = select_prompts(it, cfg)
-        query = Query(prompts, PromptFormat(instruction=ds.instruction, chat=cfg.chat, examples=examples),
-                      seed=derive_seed(cfg.seed, it.id))  # the item's own sampling streams
-        if weights is not None:
-            query.weights = weights_for(weights, it.group, it.meta["record"].get("prompt_templates"), len(prompts),
-                                        where=f"--weights {cfg.weights}")
-        out_items.append(it)
-        queries.append(query)
-    return out_items, queries
-
-
 def _weights(engine, cfg: RunConfig, queries: list, progress) -> list[list[float] | str]:
     """Per query: sampled confidence per prompt, or the name of a per-step rule (fusion.DYNAMIC_WEIGHTS)
     that the fusion derives from the logits themselves (no sampling, no extra forward passes).
@@ -246,7 +190,7 @@ def _weights(engine, cfg: RunConfig, queries: list, progress) -> list[list[float
 
     if cfg.weights in DYNAMIC_WEIGHTS:
         return [cfg.weights for _ in queries]
-    if is_weights_file(cfg.weights):  # dev-tuned: set per query from the file by build_queries
+    if is_weights_file(cfg.weights):  # dev-tuned: set per query from the file (build.build_queries)
         return [q.weights for q in queries]
     if cfg.weights != "confidence":
         raise SelfEnsembleError(f"Unknown --weights {cfg.weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.")
@@ -398,22 +342,6 @@ def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: 
         store.close()
 
 
-def check_weights(cfg: RunConfig) -> dict | None:
-    """The weights file ``cfg.weights`` names (pipeline.tuning), read and checked; None for a rule
-    (confidence, entropy, agreement). ``select`` without a file is refused here, before the model loads."""
-    from selfensemble.methods.registry import get_method
-    from selfensemble.pipeline.tuning import WEIGHT_RULES, is_weights_file, load_weights
-
-    if is_weights_file(cfg.weights):
-        return load_weights(cfg.weights)
-    chosen = [m for m in cfg.methods if get_method(m).rows == "chosen"]
-    if chosen:
-        raise ConfigError(f"{chosen[0]} answers through the dev-best prompt of each item's group: give --weights FILE, "
-                          f"a weights file fit on a dev run (`selfensemble tune-weights DEV_RUN --out FILE`), not "
-                          f"{cfg.weights!r} ({', '.join(WEIGHT_RULES)} are per-item rules).")
-    return None
-
-
 def _gen(cfg: RunConfig):
     from selfensemble.engine.decoding import GenerationConfig
 
@@ -431,6 +359,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     from selfensemble.config.demos import DEMO_MODES
     from selfensemble.methods.registry import check_method, get_method
     from selfensemble.pipeline.backends import BackendConfig, as_backend, open_backend
+    from selfensemble.pipeline.build import build_queries, load_run_weights
     from selfensemble.scoring import check_match
 
     progress = as_progress(progress, console)
@@ -441,7 +370,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
         raise SelfEnsembleError(f"Unknown --demos {cfg.demos!r}; use one of {', '.join(DEMO_MODES)}.")
     if cfg.num_paraphrases < 1:
         raise SelfEnsembleError("--num-paraphrases must be >= 1 (it counts the original question).")
-    weights = check_weights(cfg)
+    weights = load_run_weights(cfg)
     ds, items = load_items(cfg)
     if cfg.few_shot > 0:
         ds.demo_pool(items[0], cfg.demos)  # --demos other-groups on a one-pool dataset: refused before loading

@@ -239,7 +239,7 @@ def make_record(item: Item, answer, method: str, match: str, weights) -> dict:
         rec["paraphrase_gate"] = item.meta["paraphrase_gate"]
         if "note" in item.meta["paraphrase_gate"]:
             rec["notes"] = [*rec.get("notes", []), item.meta["paraphrase_gate"]["note"]]
-    extra = dict(item.meta.get("record") or {})  # what the run knows of the item (pipeline: item_fields)
+    extra = dict(item.meta.get("record") or {})  # what the run knows of the item (pipeline.build.item_fields)
     if extra.get("notes"):
         rec["notes"] = [*rec.get("notes", []), *extra["notes"]]
     rec.update({k: v for k, v in extra.items() if k != "notes"})
