@@ -52,9 +52,10 @@ class Method:
     ``select``: picks the reported answer among those N (vote) — else the first is reported;
     ``derived_from``: a method whose answers determine this one's (a run derives vote's and
     select's records from per_prompt's instead of decoding again); ``needs_weights``: one weight per
-    prompt (or a per-step rule; rows "chosen": numbers) is required; ``scores_continuations``: the method gives one distribution per
-    step, so loglik can score a given continuation; ``compared_with``: a method the report also
-    compares this one against (flex against the logit average it replaces).
+    prompt (or a per-step rule; rows "chosen": numbers) is required; ``scores_continuations``: the
+    method gives one distribution per step, so loglik can score a given continuation;
+    ``compared_with``: a method the report also compares this one against (flex against the logit
+    average it replaces).
     """
 
     name: str
