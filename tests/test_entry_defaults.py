@@ -132,7 +132,7 @@ ENTRY_POINTS = {
     "mask": lambda tmp: _cli("mask", "Q?", "-p", "R?", "--out", str(tmp / "m.png")),
     "interactive-ask": lambda tmp: _cli("interactive", stdin="ask\nrandom:llama\nflex\n"),
     "interactive-run": lambda tmp: _cli("interactive", stdin=f"run\nrandom:llama\njsonl\n{tmp}/x.jsonl\n"
-                                                             f"origin,flex\n3\n2\n{tmp}\n"),
+                                                             f"origin,flex\n3\n2\nper-item\n{tmp}\n"),
     "demo": lambda tmp: _cli("demo", "--out", str(tmp)),
 }
 
@@ -251,7 +251,7 @@ FACTORY_ENTRY_POINTS = {
     "lm-eval": _lm_eval_built,
     "interactive-ask": lambda tmp: _built("interactive", stdin="ask\nrandom:llama\nflex\n"),
     "interactive-run": lambda tmp: _built("interactive", stdin=f"run\nrandom:llama\njsonl\n{tmp}/x.jsonl\n"
-                                                               f"origin,flex\n3\n2\n{tmp}\n"),
+                                                               f"origin,flex\n3\n2\nper-item\n{tmp}\n"),
     "demo": lambda tmp: _built("demo", "--out", str(tmp), "--model", "random:llama"),
     "ray-worker": _ray_worker,
 }

@@ -49,12 +49,13 @@ def engine(lm):
 
 
 def test_registry_holds_the_methods_in_their_order():
-    assert list(METHODS) == ["origin", "per_prompt", "vote", "avg", "max", "weighted_avg", "weighted_max", "flex"]
+    assert list(METHODS) == ["origin", "per_prompt", "vote", "avg", "max", "weighted_avg", "weighted_max", "select",
+                             "flex"]
     assert all(isinstance(m, Method) and m.name == n for n, m in METHODS.items())
     assert "flex" in METHODS and "nope" not in METHODS
     with pytest.raises(SelfEnsembleError, match="Unknown method 'flx'.*Did you mean 'flex'"):
         check_method("flx")
-    assert method_registry.methods_where(one_row=True) == ("origin", "flex")
+    assert method_registry.methods_where(one_row=True) == ("origin", "select", "flex")
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -70,6 +71,10 @@ def test_row_plan_matches_the_declaration(name, lm, fewshot_fmt):
         assert len(plan.rows) == 1 and plan.groups == [[0]] and len([s for s in segs if s > 0]) == n
     elif spec.asks_original_only:
         assert plan.rows[0].tokens == parts.full(0) and plan.groups == [[0]]
+    elif spec.rows == "chosen":  # the prompt with the largest weight alone (ones: the first)
+        assert plan.rows[0].tokens == parts.full(0) and plan.groups == [[0]]
+        plan = plan_rows(name, parts, torch.tensor([1.0, 3.0, 2.0]), EngineConfig(), cached_prefix=False)
+        assert [r.tokens for r in plan.rows] == [parts.full(1)] and plan.groups == [[0]]
     else:
         assert [r.tokens for r in plan.rows] == [parts.full(k) for k in range(n)]
         assert plan.groups == ([[k] for k in range(n)] if spec.per_prompt else [list(range(n))])
@@ -93,6 +98,8 @@ def test_answers_match_the_declaration(name, engine, fewshot_fmt):
         assert ans.answer == ans.per_prompt[want]
     else:
         assert ans.per_prompt is None
+    if spec.rows == "chosen":  # weights [1, 2, .5]: prompt 1 asked alone
+        assert ans.answer == engine.answer(PROMPTS[1:2], "origin", GEN, fewshot_fmt).answer
     assert len(prompts_seen(name, PROMPTS, 1)) == (1 if spec.single_prompt else len(PROMPTS))
 
 
@@ -113,8 +120,10 @@ def test_derived_and_compared_methods_are_registered():
     for spec in METHODS.values():
         for other in (spec.derived_from, spec.compared_with):
             assert other is None or other in METHODS
-        if spec.derived_from is not None:  # a derived method's rows are its source's rows
-            assert (spec.rows, spec.per_prompt) == (METHODS[spec.derived_from].rows, METHODS[spec.derived_from].per_prompt)
+        if spec.derived_from is not None:  # a derived method's rows are its source's rows, or one of them
+            source = METHODS[spec.derived_from]
+            assert (spec.rows, spec.per_prompt) == (source.rows, source.per_prompt) or (
+                spec.rows == "chosen" and source.rows == "each" and source.per_prompt)
 
 
 def _min_fusion(logits: torch.Tensor, weights=None) -> torch.Tensor:

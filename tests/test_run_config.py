@@ -208,7 +208,8 @@ CONFIRM_RUNS = ROOT / "benchmarks" / "results" / "confirm" / "runs.tar.gz"
 
 def test_checked_in_confirm_runs_would_resume_under_the_nested_config():
     """Each of the 28 flat manifests of the confirmatory run reads as the nested config confirm.py
-    builds today for that cell, so `confirm.py run` resumes them wherever the shared data lives."""
+    builds today for that cell, but for the demonstration draw: they were asked with per-item draw 1
+    (which left the gold out, and so leaked it), so `confirm.py run` refuses to add to them."""
     import tarfile
 
     from selfensemble.data import default_data_dir
@@ -230,6 +231,6 @@ def test_checked_in_confirm_runs_would_resume_under_the_nested_config():
             given = confirm.run_config(conf, model, dataset, Path(stored["out"])).method_config(method)
             # data paths are this machine's: RunStore accepts them as moved (then checks the items)
             diffs, _moved = split_moves(config_differences(nested_config(stored), given))
-            assert diffs == {}, member.name
+            assert diffs == {"demo_draw": (1, 2)}, member.name
             checked += 1
     assert checked >= 28

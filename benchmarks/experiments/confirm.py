@@ -105,7 +105,8 @@ def run_config(conf: dict, model: str, dataset: str, out: Path):
     if "paraphrases" not in spec:
         return RunConfig(dataset=dataset, data_path=str(data_dir() / ('pararel' if dataset == 'pararel' else 'webquestions')), dataset_options=spec["dataset_options"],
                          **common)
-    # fixed paraphrases: the saved file is the dataset; few-shot pool = WebQuestions' train split
+    # fixed paraphrases: the saved file is the dataset (each row's gate verdict travels with it, so a
+    # question the gate left short is asked through fewer prompts); few-shot pool = WebQuestions' train split
     common.pop("split")
     opts = {"paraphrase_columns": "paraphrases", "id_column": "id",
             "train_path": str(data_dir() / "webquestions" / "train.jsonl")}
@@ -157,7 +158,7 @@ def run(conf: dict, model: str, out: Path, datasets: list[str], allow_mixed: boo
         engine = engine or build_engine(cfg.load, cfg.engine)
         paraphrases = conf["datasets"][dataset].get("paraphrases")
         if paraphrases:
-            check_complete(ROOT / paraphrases, conf["run"]["num_paraphrases"] - 1)
+            check_gated(ROOT / paraphrases)
         record_provenance(Path(cfg.out), {
             "config": conf, "config_sha256": hashlib.sha256(CONFIG.read_bytes()).hexdigest(),
             "source_commit": source_commit(), "tree_changes": tree_changes(), "model": model, "dataset": dataset,
@@ -166,14 +167,29 @@ def run(conf: dict, model: str, out: Path, datasets: list[str], allow_mixed: boo
         run_experiment(cfg, console, engine=engine)
 
 
-def check_complete(path: Path, wanted: int) -> None:
-    """Refuse a fixed-paraphrase file that leaves a question short: the run would write the rest
-    with the model being evaluated, so two models would no longer see the same prompts."""
+def check_gated(path: Path) -> None:
+    """Refuse a fixed-paraphrase file holding any paraphrase without a passing gate verdict.
+
+    Every row must carry ``paraphrase_gate`` (the writer's verdict on each candidate) and every
+    paraphrase it lists must be a candidate the gate kept. A question the gate left short stays short:
+    it is asked through fewer prompts (its record says so), never topped up with ungated paraphrases —
+    which is how 114 of the 300 questions had come to be asked about something else. A run over the
+    file writes no paraphrases (the loader keeps each row's verdict), so both models see these prompts.
+    """
+    from selfensemble.errors import DataError
+
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    short = [r["id"] for r in rows if len(r["paraphrases"]) < wanted]
-    if short:
-        sys.exit(f"{path}: {len(short)} questions have fewer than {wanted} paraphrases (first: {short[:3]}); "
-                 "a confirmatory run needs every prompt fixed in the file.")
+    for row in rows:
+        gate = row.get("paraphrase_gate")
+        if not isinstance(gate, dict) or not isinstance(gate.get("candidates"), list):
+            raise DataError(f"{path}: question {row.get('id')!r} ({row.get('question')!r}) carries no gate verdict "
+                            "('paraphrase_gate'); a confirmatory run asks only gated paraphrases.")
+        kept = {c.get("paraphrase") for c in gate["candidates"] if c.get("kept")}
+        ungated = [p for p in row.get("paraphrases") or [] if p not in kept]
+        if ungated:
+            raise DataError(f"{path}: question {row.get('id')!r} ({row.get('question')!r}) lists paraphrase "
+                            f"{ungated[0]!r} that the gate did not keep ({len(ungated)} such); a confirmatory run "
+                            "asks only gated paraphrases, and a question the gate left short stays short.")
 
 
 def record_provenance(folder: Path, entry: dict) -> None:

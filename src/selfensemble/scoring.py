@@ -4,7 +4,9 @@ Free-form generations rarely equal the gold string ("The Pacific Ocean." vs "pac
 matching works on SQuAD-normalised, lemmatised tokens; the same key groups answers for voting
 and consistency, so "cities" and "city" count as one answer everywhere. Four scorers are reported
 side by side (``score_all``): exact, contains (gold inside the prediction as whole words), token
-F1, and the lenient both-directions ``partial``. Statistics for comparing runs live in stats.py.
+F1, and the lenient both-directions ``partial``. Every scorer reads a gold together with its aliases
+(``gold_forms``: Freebase names such as "Dutch Language" also answer as "Dutch"; docs/experiments.md).
+Statistics for comparing runs live in stats.py.
 All functions are pure (apart from the lemma cache) and deterministic given their seed.
 """
 
@@ -27,6 +29,9 @@ LEMMATIZERS = ("simplemma", "spacy", "none")
 MATCH_MODES = ("exact", "contains", "partial")  # the boolean scorers a run's `correct` can use
 SCORERS = ("exact", "contains", "f1", "partial")  # every record's `scores`
 DEFAULT_MATCH = "contains"
+#: The scoring rules records are written under (a record's ``scoring_version``); a record written under
+#: an older one is rescored when read (store.records.rescored). 1: before the alias rule; 2: with it.
+SCORING_VERSION = 2
 
 _lemmatizer = "simplemma"
 _spacy_nlp: Any = None
@@ -117,6 +122,39 @@ def answer_key(text: str) -> tuple[str, ...]:
     return _lemmas(text, _lemmatizer)
 
 
+# --------------------------------------------------------------------------- gold aliases
+
+#: Systematic Freebase name forms in WebQuestions' golds, each with the shorter name that answers the
+#: same question (pattern, alias template). Kept small on purpose: an alias must never make a wrong
+#: answer right. Currency names get none: the bare word is shared across countries ("peso" would
+#: credit "Mexican peso" for Cuba's "Cuban peso" under contains).
+ALIAS_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^(?P<x>.+?)\s+languages?$", re.IGNORECASE), "{x}"),  # "Dutch Language" -> "Dutch"
+    (re.compile(r"^(?P<x>.+?\btime)\s+zone$", re.IGNORECASE), "{x}"),  # "Central Time Zone" -> "Central Time"
+    (re.compile(r"^united states of america$", re.IGNORECASE), "United States"),
+)
+
+
+@lru_cache(maxsize=65536)
+def gold_forms(gold: str) -> tuple[str, ...]:
+    """The gold followed by its aliases under ALIAS_RULES, the forms every scorer accepts.
+
+    "Dutch Language" → ("Dutch Language", "Dutch"); "Central Time Zone" → (…, "Central Time");
+    "United States of America" → (…, "United States"); "Paris" → ("Paris",). An alias that
+    normalises to nothing ("The Language" → "The") or to the gold itself is dropped.
+    """
+    text = gold.strip()
+    forms = [gold]
+    for pattern, template in ALIAS_RULES:
+        m = pattern.match(text)
+        if m is None:
+            continue
+        alias = template.format(**m.groupdict()).strip()
+        if normalize(alias) and normalize(alias) != normalize(gold) and alias not in forms:
+            forms.append(alias)
+    return tuple(forms)
+
+
 # --------------------------------------------------------------------------- matching
 
 
@@ -126,32 +164,33 @@ def _contains(seq: Sequence[str], sub: Sequence[str]) -> bool:
 
 
 def partial_match(prediction: str, gold: str) -> bool:
-    """Lenient: gold's lemmas appear contiguously in the prediction's, or the prediction's in the gold's.
+    """Lenient: gold's lemmas (or an alias's) appear contiguously in the prediction's, or the prediction's in theirs.
 
     Kept for comparison with the original research code. The second direction credits fragments:
     "Mozart" matches "Wolfgang Amadeus Mozart", "Cancer" matches "Lung cancer". Prefer
     ``contains``. An empty prediction never matches.
     """
-    p, g = answer_key(prediction), answer_key(gold)
-    if not p or not g:
+    p = answer_key(prediction)
+    if not p:
         return False
-    return _contains(p, g) or _contains(g, p)
+    return any(g and (_contains(p, g) or _contains(g, p)) for g in map(answer_key, gold_forms(gold)))
 
 
 def contains_match(prediction: str, gold: str) -> bool:
-    """The gold's lemmas appear as whole words, contiguously, inside the prediction's.
+    """The gold's lemmas (or an alias's, gold_forms) appear as whole words, contiguously, inside the prediction's.
 
     "It is Paris, France" contains "Paris"; "Mozart" does not contain "Wolfgang Amadeus Mozart";
     "Parisian" does not contain "Paris" (whole tokens). An empty prediction never matches.
     """
-    p, g = answer_key(prediction), answer_key(gold)
-    return bool(p) and bool(g) and _contains(p, g)
+    p = answer_key(prediction)
+    return bool(p) and any(g and _contains(p, g) for g in map(answer_key, gold_forms(gold)))
 
 
 def exact_match(prediction: str, gold: str) -> bool:
-    """Equal after SQuAD normalisation and lemmatising ("Cities" = "city"); empty never matches."""
+    """Equal after SQuAD normalisation and lemmatising ("Cities" = "city") to the gold or one of its
+    aliases (gold_forms: "Dutch" = "Dutch Language"); empty never matches."""
     p = answer_key(prediction)
-    return bool(p) and p == answer_key(gold)
+    return bool(p) and any(p == answer_key(g) for g in gold_forms(gold))
 
 
 def token_f1(prediction: str, gold: str) -> float:
@@ -159,8 +198,12 @@ def token_f1(prediction: str, gold: str) -> float:
 
     Lemmas rather than SQuAD's raw tokens so that an exact match always has F1 1.
     Example: "the Eiffel tower in Paris" vs "Eiffel Tower": overlap 2, P 2/4, R 2/2 → F1 2/3.
+    The best F1 over the gold's forms (gold_forms: "Dutch" vs "Dutch Language" → 1).
     """
-    p, g = answer_key(prediction), answer_key(gold)
+    return max(_f1(answer_key(prediction), answer_key(g)) for g in gold_forms(gold))
+
+
+def _f1(p: tuple[str, ...], g: tuple[str, ...]) -> float:
     common = sum((Counter(p) & Counter(g)).values())
     if not p or not g or common == 0:
         return 0.0

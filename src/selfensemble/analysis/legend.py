@@ -16,7 +16,11 @@ TERMS: dict[str, str] = {
     "EM/cont/F1/part": "accuracy under each of the four scorers: exact match / contains / token F1 / partial.",
     "AvgP (min–max)": "AvgP of the run's prompts asked alone, with the worst and best prompt position.",
     "echo": "share of answers that copy the prompt (a restated template or the subject) instead of answering.",
-    "demo copy": "share of answers equal to one of the item's own few-shot demonstration answers.",
+    "demo copy": "share of answers equal to one of the item's own few-shot demonstration answers; in "
+                 "brackets the part of it that is right (a demonstration may share the gold answer).",
+    "baseline (no model)": "a rule that never reads the question: majority_answer answers the group's most "
+                           "common pool answer, majority_demo_answer the most common answer among the item's "
+                           "own demonstrations (analysis/baselines.py).",
     "consistency": "per item, the share of its prompt pairs whose answers agree (normalised), averaged over items.",
     "s/q": "wall-clock seconds per question, one sample on a possibly busy machine (not a benchmark).",
     "vs": "the other side of the comparison: a run (McNemar test), mean_single (sign test), or avg "

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from selfensemble.analysis.baselines import copy_cell
 from selfensemble.analysis.legend import legend_lines
 from selfensemble.errors import SelfEnsembleError
 
@@ -114,7 +115,7 @@ SUMMARY_COLUMNS = [
                                                                                   "partial")), drop=3),
     Column("AvgP (min–max)", _avgp, drop=5),
     Column("echo", lambda r: _pct(r.get("echo_rate")), drop=1),
-    Column("demo copy", lambda r: _pct(r.get("demo_copy_rate")), drop=1),
+    Column("demo copy", copy_cell, drop=1),
     Column("consistency", lambda r: _fmt(r.get("consistency")), drop=4),
     Column("s/q", lambda r: _fmt(r.get("seconds_per_item"), 2), drop=2),
 ]
@@ -199,6 +200,20 @@ def summary_tables(result: dict, width: int | None) -> list[Table]:
     return out
 
 
+BASELINE_COLUMNS = [
+    Column("dataset", lambda r: str(r["dataset"])),
+    Column("baseline (no model)", lambda r: str(r["name"])),
+    Column("n", lambda r: str(r["n"])),
+    Column("accuracy", lambda r: _fmt(r.get("accuracy"))),
+]
+
+
+def baseline_tables(result: dict, width: int | None) -> list[Table]:
+    """Rules that never read the question (analysis/baselines.py): what no model needs to know."""
+    rows = result.get("no_model_baselines") or []
+    return [build("No-model baselines (rules that never read the question)", BASELINE_COLUMNS, rows, width)] if rows else []
+
+
 def comparison_tables(result: dict, width: int | None) -> list[Table]:
     """Paired differences, one table per cell, each test labelled with its family."""
     out = []
@@ -217,6 +232,7 @@ def sensitivity_tables(result: dict, width: int | None) -> list[Table]:
 def tables(result: dict, width: int | None = DEFAULT_WIDTH) -> list[Table]:
     """Every table of a report result, each fitted to ``width`` (None: every column)."""
     out = summary_tables(result, width)
+    out += baseline_tables(result, width)
     out += comparison_tables(result, width)
     out += sensitivity_tables(result, width)
     return out

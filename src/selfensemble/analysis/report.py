@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from selfensemble.analysis.baselines import demo_copy_split, no_model_baselines
 from selfensemble.analysis.compare import BOOTSTRAP_N, SEED, SINGLE_PROMPT_RUN, compare
 from selfensemble.analysis.family import Family, apply_families, load_family
 from selfensemble.analysis.render import to_markdown as to_markdown  # re-exported for callers of report
@@ -40,6 +41,7 @@ from selfensemble.store.records import (
     record_echo,
     record_scores,
     record_value,
+    rescored,
     run_config,
     run_model,
 )
@@ -88,6 +90,7 @@ def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED, scorer:
         "accuracy": mean_or_nan(correct), "ci_low": low, "ci_high": high,
         **{field: mean_or_nan([float(s[name]) for s in scores]) for name, field in SCORE_FIELDS.items()},
         "scores_recomputed": sum(1 for r in records if not isinstance(r.get("scores"), dict)),
+        "scores_realiased": sum(1 for r in records if r.get("scores_recomputed")),  # records.rescored: gold aliases
         "per_prompt_accuracy": pp["per_prompt_accuracy"],
         "avg_prompt_accuracy": pp["avg_prompt_accuracy"],  # AvgP: per prompt position, averaged over positions
         "mean_single": pp["mean_single"],  # per item over its own prompts, averaged over items
@@ -96,6 +99,7 @@ def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED, scorer:
         "per_prompt_std": pp["std"],  # population std over prompt indices
         "echo_rate": echo_rate([record_echo(r, method) for r in records]),
         "demo_copy_rate": demo_copy_rate(records),
+        **demo_copy_split(records, scorer),  # demo_copy_right_rate + demo_copy_wrong_rate (analysis/baselines.py)
         "consistency": ps["consistency"] if ps else math.nan,
         "prompt_sensitivity": ps,
         "ece": ece([min(max(c, 0.0), 1.0) for c, _ in conf], [y for _, y in conf], ECE_BINS) if conf else math.nan,
@@ -185,7 +189,9 @@ def _load(paths: Sequence[Path], seed: int, scorer: str | None) -> list[Loaded]:
     out = []
     for p in paths:
         manifest, records, _metrics = load_run(p)
-        out.append((p, manifest, run_config(manifest), records, summarize(records, manifest, seed=seed, scorer=scorer)))
+        cfg = run_config(manifest)
+        records = rescored(records, cfg.get("match"))  # an older run's records under today's scoring rules
+        out.append((p, manifest, cfg, records, summarize(records, manifest, seed=seed, scorer=scorer)))
     return out
 
 
@@ -196,6 +202,10 @@ def _notes(summary_rows: Sequence[dict], scorer: str | None) -> list[str]:
     if old:
         notes.append(f"records without per-record scores (written by an older version): {', '.join(old)}; "
                      "their exact/contains/F1/partial were computed here from prediction and gold.")
+    aliased = [f"{r['name']} {r['scores_realiased']}/{r['n']}" for r in summary_rows if r.get("scores_realiased")]
+    if aliased:
+        notes.append(f"records scored before the gold alias rule (scoring.gold_forms) whose golds have aliases: "
+                     f"{', '.join(aliased)}; rescored here from their answers and golds.")
     used = sorted({str(r.get("scorer")) for r in summary_rows})
     if scorer is None and len(used) > 1:
         notes.append(f"runs were scored with different --match ({', '.join(used)}); pass --scorer to compare "
@@ -297,6 +307,8 @@ def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, ba
                               "bootstrap": {"n": BOOTSTRAP_N, "seed": seed, "alpha": 0.05},
                               "notes": _notes(summary_rows, scorer) + _family_notes(families)
                               + _provenance_notes(provenance)}
+    result["no_model_baselines"], notes = no_model_baselines([(cfg, recs) for _, _, cfg, recs, _ in loaded], scorer)
+    result["notes"] += notes
     reliability_png = Path(out_png).with_name("reliability.png") if out_png is not None else None
     records_by_path = {str(p): recs for p, _, _, recs, _ in loaded}
     result["calibration"] = calibration([(r["name"], records_by_path[r["path"]]) for r in summary_rows],

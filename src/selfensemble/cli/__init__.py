@@ -21,7 +21,7 @@ __all__ = ["app", "main"]
 def _register_commands() -> None:
     """Importing a command module registers its commands on ``app``."""
     import selfensemble.cli.paraphrase  # noqa: F401
-    from selfensemble.cli import ask, bench, demo, info, lm_eval, plan, report, run, serve  # noqa: F401
+    from selfensemble.cli import ask, bench, demo, info, lm_eval, plan, report, run, serve, tune  # noqa: F401
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 (warnings' signature)

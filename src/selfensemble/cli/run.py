@@ -48,8 +48,10 @@ def run_command(
     limit: int = typer.Option(None, min=1, help="At most this many items."),
     prompt_indices: str = typer.Option(None, help="Which prompts take part, e.g. 0,2,4."),
     few_shot: int = typer.Option(5, help="Few-shot examples in the shared prefix."),
-    demos: str = typer.Option("per-item", help="Few-shot demonstrations: per-item (drawn per item, never its "
-                              "gold answer) | shared (one set per relation/dataset, the older draw)"),
+    demos: str = typer.Option("per-item", help="Few-shot demonstrations: per-item (drawn per item from its "
+                              "relation's pool, blind to its gold) | other-groups (from other relations' pools: the "
+                              "format without the relation's answer prior) | shared (one set per relation, the "
+                              "older draw)"),
     model: str = typer.Option("smollm2-135m"),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto"),
@@ -69,7 +71,8 @@ def run_command(
                                                "whole words) | exact | partial (lenient, either way round)"),
     confidence_samples: int = typer.Option(4, help="Samples per prompt for weighted_* confidence."),
     weights: str = typer.Option("confidence", help="weighted_*: confidence (sampled, --confidence-samples) | "
-                                                   "entropy | agreement (per decode step, free)"),
+                                                   "entropy | agreement (per decode step, free) | FILE (dev-tuned "
+                                                   "per-prompt weights from tune-weights; select needs one)"),
     gate: bool = typer.Option(None, "--gate/--no-gate", help="Screen paraphrases by meaning (default: on for "
                                                             "generated ones, off for a dataset's own)."),
     min_similarity: float = typer.Option(None, help=MIN_SIMILARITY_HELP),
@@ -102,10 +105,10 @@ def run_command(
     """Run methods over a dataset; resumable (rerun the same command after a crash)."""
     if method and methods:
         raise SelfEnsembleError("Give --method or --methods, not both.")
-    from selfensemble.methods.fusion import DYNAMIC_WEIGHTS
+    from selfensemble.pipeline.tuning import is_weights_file, load_weights
 
-    if weights not in ("confidence", *DYNAMIC_WEIGHTS):
-        raise SelfEnsembleError(f"Unknown --weights {weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.")
+    if is_weights_file(weights):
+        load_weights(weights)  # a typo or a wrong file: one clear line before anything loads
     chosen = parse_list(methods, "--methods") or [method or "origin"]
     options = {"templates": templates, "demo": cloze_demo, "relations": parse_list(relations, "--relations"),
                "max_facts_per_relation": max_facts_per_relation, "question_column": question_column,
@@ -236,6 +239,7 @@ def interactive_command():
     from rich.console import Console
     from rich.prompt import IntPrompt, Prompt
 
+    from selfensemble.config.demos import DEFAULT_DEMOS, DEMO_MODES
     from selfensemble.data import DATASETS, default_data_dir
     from selfensemble.methods.registry import METHODS
 
@@ -254,11 +258,12 @@ def interactive_command():
     methods = Prompt.ask(f"Methods (comma-separated, from {', '.join(METHODS)})", default="origin,avg,flex")
     n = IntPrompt.ask("Prompts per question (N, original included)", default=5)
     limit = IntPrompt.ask("How many items", default=20)
+    demos = Prompt.ask("Few-shot demonstrations", choices=list(DEMO_MODES), default=DEFAULT_DEMOS)
     out = Prompt.ask("Output folder", default=f"runs/{dataset}")
     cfg = RunConfig(dataset=dataset, data_path=path, methods=parse_list(methods, "Methods"), num_paraphrases=n, limit=limit,
-                    load=LoadSpec(model=model), out=out)
+                    demos=demos, load=LoadSpec(model=model), out=out)
     console.print(f"[dim]same as: selfensemble run --dataset {dataset} --methods {methods} "
-                  f"--num-paraphrases {n} --limit {limit} --model {model} --out {out}[/]")
+                  f"--num-paraphrases {n} --limit {limit} --demos {demos} --model {model} --out {out}[/]")
     with graceful_stop():
         run_experiment(cfg, progress=ConsoleProgress(console))
     from selfensemble.analysis.report import report

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from selfensemble.config.demos import LEGACY_DEMO_DRAW, demo_draw
 from selfensemble.engine.factory import LoadSpec
 
 if TYPE_CHECKING:
@@ -77,12 +78,13 @@ class RunConfig:
     num_paraphrases: int = 5
     prompt_indices: list[int] | None = None
     few_shot: int = 5
-    demos: str = "per-item"  # data.base.DEMO_MODES: per-item demonstrations, or one shared set per group
+    demos: str = "per-item"  # config.demos.DEMO_MODES: per-item | other-groups | shared (older runs)
     max_new_tokens: int = 16
     chat: bool = False
     match: str = "contains"  # scoring.DEFAULT_MATCH: gold inside the answer as whole words
     confidence_samples: int = 4
-    weights: str = "confidence"  # weighted_*: confidence (sampled) | entropy | agreement (per decode step)
+    # weighted_*: confidence (sampled) | entropy | agreement (per decode step) | a weights file (tune-weights)
+    weights: str = "confidence"
     dataset_options: dict = field(default_factory=dict)
     out: str = "runs/experiment"
     subfolders: bool = True
@@ -103,13 +105,15 @@ class RunConfig:
     def method_config(self, method: str) -> dict:
         """The manifest config of one method's run, nested (other methods' names don't define it).
 
-        ``{"dataset": ..., "engine": {...}, "load": {...}, "gate": {...}, "method": method}``:
-        every field of the nested dataclasses is recorded, so a new one is compared on resume.
+        ``{"dataset": ..., "engine": {...}, "load": {...}, "gate": {...}, "method": method, "demo_draw": 2}``:
+        every field of the nested dataclasses is recorded, so a new one is compared on resume, and so
+        is the version of the demonstration draw (config.demos), so a changed draw is never resumed.
         """
         d = asdict(self)  # a deep copy; the nested dataclasses become dicts
         for key in ("methods", "subfolders", "allow_mixed"):
             d.pop(key)
         d["method"] = method
+        d["demo_draw"] = demo_draw(self.demos, self.few_shot)
         return d
 
 
@@ -150,7 +154,7 @@ def nested_config(config: dict) -> dict:
     Flat: ``{"model": "m", "batch_size": 8, "gate": null, "dataset": "webqa", ...}`` →
     ``{"load": {"model": "m", ...}, "engine": {"batch_size": 8, ...}, "gate": {"enabled": null, ...},
     "dataset": "webqa", ...}``; either way the settings a manifest left out (UNRECORDED) are filled
-    in. Keys FLAT_KEYS does not know stay at the top level. Used once when an old folder is
+    in, and a missing ``demo_draw`` is the legacy draw (config.demos.LEGACY_DEMO_DRAW; None zero-shot). Keys FLAT_KEYS does not know stay at the top level. Used once when an old folder is
     resumed (its manifest is then rewritten nested) and whenever a report reads a manifest.
     """
     if is_nested(config):
@@ -165,4 +169,6 @@ def nested_config(config: dict) -> dict:
         if isinstance(target, dict):
             for key, value in filled.items():
                 target.setdefault(key, value)
+    if "demo_draw" not in out:  # written before draws were versioned: the first version of its mode
+        out["demo_draw"] = LEGACY_DEMO_DRAW if isinstance(out.get("few_shot"), int) and out["few_shot"] > 0 else None
     return out

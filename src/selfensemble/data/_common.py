@@ -268,9 +268,10 @@ def build_cloze_dataset(
 def _demonstration(fact: ClozeFact, index: int, demo: str) -> Example:
     """One few-shot example of `fact` in the `demo` style (templates rotate across the pool)."""
     prompts = _rotate(fact.prompts, index, 3 if demo == "multi" else 1)
+    subject = str(fact.meta.get("subject") or "")
     if demo == "sentence":
-        return Example(prompts=prompts, answer=prompts[0].replace(MASK, fact.answers[0]))
-    return Example(prompts=prompts, answer=fact.answers[0])
+        return Example(prompts=prompts, answer=prompts[0].replace(MASK, fact.answers[0]), fact=subject)
+    return Example(prompts=prompts, answer=fact.answers[0], fact=subject)
 
 
 def _rotate(prompts: tuple[str, ...], start: int, k: int) -> tuple[str, ...]:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from selfensemble.errors import SelfEnsembleError, did_you_mean
-
-# How few-shot demonstrations are drawn (Dataset.few_shot): per item (default), or one set per group.
-DEMO_MODES = ("per-item", "shared")
-DEFAULT_DEMOS = "per-item"
+from selfensemble.config.demos import DEFAULT_DEMOS, DEMO_MODES
+from selfensemble.errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -16,10 +13,13 @@ class Example:
     """A few-shot demonstration: one or more phrasings of a question and its answer.
 
     Several phrasings (MyriadLAMA style) show the model that paraphrases share one answer.
+    ``fact`` names what it asks about (a ParaRel subject; "" when the loader does not say): an item of
+    the same group asking about the same fact never gets it as a demonstration.
     """
 
     prompts: tuple[str, ...]
     answer: str
+    fact: str = ""  # what it asks about (a ParaRel subject): an item on the same fact never sees it
 
 
 @dataclass(frozen=True)
@@ -60,47 +60,60 @@ class Dataset:
     examples: dict[str, list[Example]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def few_shot(self, item: Item, k: int, seed: int = 0, demos: str = "per-item") -> list[Example]:
-        """k demonstrations for ``item`` from its group's pool (or the global pool).
+    def few_shot(self, item: Item, k: int, seed: int = 0, demos: str = DEFAULT_DEMOS) -> list[Example]:
+        """Up to k demonstrations for ``item`` (config.demos describes the modes).
 
-        ``demos="per-item"`` (default) draws them per item, seeded by (seed, group, item id): never
-        the item's own fact and never a demonstration whose answer contains one of the item's gold
-        answers (so a right answer can never be a copy), with distinct answers where the pool allows.
-        ``demos="shared"`` is the older draw, seeded by (seed, group) only: every item of a group
-        gets the same demonstrations, so a relation's answers leak into all of its items.
+        ``demos="per-item"`` (default): a seeded sample without replacement, seeded by (seed, group,
+        item id), from the item's group pool (or the global pool) with only the item's own fact left
+        out — its answers are never read, so two items that differ only in their gold get the same
+        demonstrations. ``"other-groups"``: the same draw from the pools of every other group (a
+        dataset with one pool has none: a ConfigError). ``"shared"``: the older draw seeded by
+        (seed, group) only, one set for all items of a group. Fewer than k come back when the pool
+        is smaller; the run notes it in the item's record.
         """
         import random
 
-        if demos not in DEMO_MODES:
-            raise SelfEnsembleError(f"Unknown demonstration mode {demos!r}; use one of {', '.join(DEMO_MODES)}."
-                                    + did_you_mean(str(demos), list(DEMO_MODES)))
-        pool = self.examples.get(item.group) or self.examples.get("", [])
-        pool = [ex for ex in pool if item.question not in ex.prompts]
+        pool = self.demo_pool(item, demos)
         if k <= 0 or not pool:
             return []
         if demos == "shared":
             return random.Random(f"{seed}:{item.group}").sample(pool, min(k, len(pool)))
-        return _per_item_draw(pool, item, k, random.Random(f"{seed}:{item.group}:{item.id}"))
+        return random.Random(f"{seed}:{item.group}:{item.id}").sample(pool, min(k, len(pool)))
 
+    def demo_pool(self, item: Item, demos: str = DEFAULT_DEMOS) -> list[Example]:
+        """The examples ``item``'s demonstrations are drawn from, in pool order, its own fact left out.
 
-def _per_item_draw(pool: list[Example], item: Item, k: int, rng) -> list[Example]:
-    """Up to k examples in a seeded order: gold answers excluded, distinct answers first."""
-    from selfensemble.scoring import answer_key
+        The item's group pool (else the global pool ""), or for ``demos="other-groups"`` the pools of
+        every other group in name order. Own fact: an example asking the item's question, or of the
+        same group about the same fact (``Example.fact`` = the item's ``meta["subject"]``).
+        """
+        if demos not in DEMO_MODES:
+            raise ConfigError(f"Unknown demonstration mode {demos!r}; use one of {', '.join(DEMO_MODES)}."
+                              + did_you_mean(str(demos), list(DEMO_MODES)))
+        if demos == "other-groups":
+            others = [g for g in sorted(self.examples) if g != item.group]
+            if not any(self.examples[g] for g in others):
+                raise ConfigError(f"demos='other-groups' draws demonstrations from other groups' pools, but "
+                                  f"dataset {self.name!r} has none besides {item.group or 'its one pool'!r}; "
+                                  "use a dataset whose items come in groups (ParaRel relations).")
+            return [ex for g in others for ex in self.examples[g] if item.question not in ex.prompts]
+        pool = self.examples.get(item.group) or self.examples.get("", [])
+        subject = item.meta.get("subject")
+        return [ex for ex in pool if item.question not in ex.prompts and not (subject and ex.fact == subject)]
 
-    golds = [g for g in (answer_key(a) for a in item.answers) if g]
-    order = rng.sample(range(len(pool)), len(pool))
-    allowed = [pool[i] for i in order if not any(_has_span(answer_key(pool[i].answer), g) for g in golds)]
-    chosen, seen, repeats = [], set(), []
-    for ex in allowed:
-        key = answer_key(ex.answer)
-        (repeats if key in seen else chosen).append(ex)
-        seen.add(key)
-        if len(chosen) == k:
-            return chosen
-    return chosen + repeats[: k - len(chosen)]
+    def prior_answer(self, item: Item) -> str | None:
+        """The most common answer of ``item``'s group pool (its own fact left out): what a rule that
+        reads no question would answer. Answers count as one by scoring.answer_key; a tie goes to
+        the answer seen first in the pool. None for an empty pool. Example: pool answers Paris,
+        Rome, paris, Rome → "Paris" (2 each, Paris first).
+        """
+        from selfensemble.scoring import answer_key
 
-
-def _has_span(tokens: tuple[str, ...], span: tuple[str, ...]) -> bool:
-    """``span`` occurs contiguously in ``tokens`` ("new york city" has "new york")."""
-    n = len(span)
-    return any(tokens[i : i + n] == span for i in range(len(tokens) - n + 1))
+        counts: dict[tuple[str, ...], list] = {}
+        for ex in self.demo_pool(item, "per-item"):
+            key = answer_key(ex.answer)
+            if key:
+                counts.setdefault(key, [0, ex.answer])[0] += 1
+        if not counts:
+            return None
+        return max(counts.values(), key=lambda c: c[0])[1]  # max keeps the first of equal counts

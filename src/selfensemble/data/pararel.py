@@ -126,7 +126,15 @@ def _read_templates(path: Path, max_templates: int | None) -> list[str]:
 
 
 def _read_facts(path: Path, rel: str, templates: list[str]) -> list[ClozeFact]:
-    out: list[ClozeFact] = []
+    """One fact per line; its golds are every object the relation pairs with its subject in the file.
+
+    ParaRel lists an N-M relation one object per line ("Missouri shares border with Nebraska", "…
+    Kansas"), so the line's object alone would mark another valid object wrong. As LAMA-style
+    evaluation does, each fact's golds are its line's object first, then the subject's other objects
+    in file order; ``meta["line_answer"]`` keeps the line's own. ``meta["templates"]`` names the
+    pattern behind each prompt (a template that fills to an earlier prompt's text is dropped with it).
+    """
+    rows: list[tuple[str, str, str]] = []
     seen: set[str] = set()
     for line_no, rec in read_jsonl(path):
         sub = get_str(rec, "sub_label", path, line_no)
@@ -135,14 +143,22 @@ def _read_facts(path: Path, rel: str, templates: list[str]) -> list[ClozeFact]:
         if uuid in seen:
             raise SelfEnsembleError(f"{path}:{line_no}: duplicate uuid {uuid!r}.")
         seen.add(uuid)
-        prompts = dedupe(fill_template(t, sub) for t in templates)
+        rows.append((sub, obj, uuid))
+    objects: dict[str, list[str]] = {}
+    for sub, obj, _ in rows:
+        objects.setdefault(sub, []).append(obj)
+    out: list[ClozeFact] = []
+    for sub, obj, uuid in rows:
+        filled: dict[str, str] = {}  # prompt text -> the first template that fills to it
+        for t in templates:
+            filled.setdefault(fill_template(t, sub), t)
         out.append(
             ClozeFact(
                 id=f"{rel}:{uuid}",
                 group=rel,
-                prompts=prompts,
-                answers=(obj,),
-                meta={"relation": rel, "subject": sub},
+                prompts=tuple(filled),
+                answers=dedupe([obj, *objects[sub]]),
+                meta={"relation": rel, "subject": sub, "line_answer": obj, "templates": tuple(filled.values())},
             )
         )
     return out

@@ -60,7 +60,9 @@ def load_table(
     Options: question_column ("question"), answers_column ("answers"; None = no gold answers),
     paraphrase_columns (list of columns each holding one paraphrase, or one column holding a
     list), id_column (default: line number), train_path (same format; becomes the few-shot
-    pool), instruction (overrides the default).
+    pool), instruction (overrides the default). A JSONL row's ``paraphrase_gate`` object (the gate's
+    verdicts, as `paraphrase` and the confirm protocol write them) is kept in the item's meta, so the
+    run records it and never tops the question up with model-written paraphrases.
     """
     reject_unknown_options(fmt, options, OPTIONS)
     check_limit(limit)
@@ -163,7 +165,10 @@ def _read_items(
         if item_id in seen:
             raise SelfEnsembleError(f"{where(path, line)}: duplicate id {item_id!r}.")
         seen.add(item_id)
-        items.append(Item(id=item_id, prompts=dedupe([question, *paraphrases]), answers=answers))
+        meta = {}
+        if isinstance(rec.get("paraphrase_gate"), dict) and not pool:
+            meta["paraphrase_gate"] = rec["paraphrase_gate"]  # a fixed file's gate verdicts reach the records
+        items.append(Item(id=item_id, prompts=dedupe([question, *paraphrases]), answers=answers, meta=meta))
     if not items and limit != 0:
         raise SelfEnsembleError(f"{path}: no records.")
     return items

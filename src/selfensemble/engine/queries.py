@@ -74,6 +74,10 @@ def query_weights(method: str, query: Query, parts: PromptParts) -> fusion.Check
         raise SelfEnsembleError(f"Method {method} needs one weight per prompt (e.g. --weights 1,0.5,...) "
                                 f"or a per-step rule ({', '.join(fusion.DYNAMIC_WEIGHTS)}).")
     if isinstance(query.weights, str):
+        if get_method(method).rows == "chosen":
+            raise SelfEnsembleError(f"Method {method} answers through the prompt with the largest weight: give one "
+                                    f"number per prompt (a weights file from tune-weights), not the rule "
+                                    f"{query.weights!r}.")
         if query.weights not in fusion.DYNAMIC_WEIGHTS:
             raise SelfEnsembleError(f"Unknown weights rule {query.weights!r}; use one of "
                                     f"{', '.join(fusion.DYNAMIC_WEIGHTS)} or one number per prompt.")

@@ -12,7 +12,7 @@ import torch
 
 from selfensemble.engine.packing import Row, pack_row
 from selfensemble.engine.prompts import PromptParts
-from selfensemble.methods.registry import Method, get_method
+from selfensemble.methods.registry import Method, get_method, heaviest
 
 
 @dataclass
@@ -22,7 +22,8 @@ class RowPlan:
     ``rows`` are packed token rows (packing.Row); ``groups`` lists row indices (local to this
     query), one group per answer decoded; ``weights`` holds one (N,) tensor or None per group.
     Example, 3 prompts: per_prompt → 3 rows, groups [[0], [1], [2]]; avg → 3 rows, groups
-    [[0, 1, 2]]; flex → 1 row holding all 3 segments and the shared cue, groups [[0]].
+    [[0, 1, 2]]; flex → 1 row holding all 3 segments and the shared cue, groups [[0]]; select with
+    weights [.2, .5, .3] → 1 row, prompt 1 alone, groups [[0]].
     """
 
     rows: list[Row]
@@ -43,8 +44,9 @@ def plan_rows(method: str | Method, parts: PromptParts, weights: torch.Tensor | 
     spec = get_method(method)
     shared, start = ([], len(parts.prefix)) if cached_prefix else (parts.prefix, 0)
     n = len(parts.segments)
-    if spec.rows == "alone":
-        return RowPlan([pack_row(shared, [parts.segments[0]], parts.cue, start)], [[0]], [None])
+    if spec.rows in ("alone", "chosen"):
+        k = 0 if spec.rows == "alone" else heaviest(_values(weights))
+        return RowPlan([pack_row(shared, [parts.segments[k]], parts.cue, start)], [[0]], [None])
     if spec.rows == "packed":
         if cfg.layout == "full" and cached_prefix:  # one cached copy of the prefix per paraphrase
             row = pack_row([], parts.segments, parts.cue, start, cfg.positions)
@@ -57,3 +59,11 @@ def plan_rows(method: str | Method, parts: PromptParts, weights: torch.Tensor | 
     if spec.per_prompt:
         return RowPlan(rows, [[i] for i in range(n)], [None] * n)
     return RowPlan(rows, [list(range(n))], [weights])
+
+
+def _values(weights) -> list[float] | None:
+    """A query's weights as plain numbers (a CheckedWeights, a tensor or a list), None for none."""
+    if weights is None:
+        return None
+    tensor = getattr(weights, "tensor", weights)
+    return [float(w) for w in (tensor.tolist() if hasattr(tensor, "tolist") else tensor)]

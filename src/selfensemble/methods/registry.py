@@ -13,6 +13,7 @@ of comparing its name, so a new method is one ``register_method`` call:
   vote          each     none          1 of N: per_prompt's answers, the majority picked
   avg, max      each     avg, max      1: the N rows' next-token distributions fused every step
   weighted_*    each     weighted_*    1: the same with per-prompt weights (needs_weights)
+  select        chosen   none          1: the prompt with the largest weight alone (dev-tuned weights)
   flex          packed   attention     1: the N prompts in one row under a block mask
 
 This module imports neither torch nor the engine, so the report and the scorer (which run without
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 
 from selfensemble.errors import SelfEnsembleError, did_you_mean
 
-ROW_PLANS = ("alone", "each", "packed")  # the original alone | one row per prompt | all prompts in one row
+# the original alone | one row per prompt | all prompts in one row | the prompt with the largest weight alone
+ROW_PLANS = ("alone", "each", "packed", "chosen")
 
 
 def _majority(answers: Sequence[str]) -> int:
@@ -41,17 +43,19 @@ class Method:
     """One answering method: a row plan plus a fusion rule on top of the one decode loop.
 
     ``rows``: "alone" (prompt 0 only, one row), "each" (one row per prompt), "packed" (all prompts
-    in one row under a block mask, a shared answer cue after them). ``fusion``: the rule's name —
+    in one row under a block mask, a shared answer cue after them), "chosen" (the prompt with the
+    largest weight alone, one row; the first on ties). ``fusion``: the rule's name —
     "none" (each answer group is one row), "attention" (packed rows fuse inside attention),
     or a next-token rule over a group's rows (fusion.FUSIONS' names, or any name given with its
     ``fuse`` function: (N, vocab) logits and (N,) weights or None → (vocab,) log-probs).
     ``per_prompt``: one answer group per prompt, so N answers come back (Answer.per_prompt);
     ``select``: picks the reported answer among those N (vote) — else the first is reported;
-    ``derived_from``: a method whose answers determine this one's (a run derives vote's records
-    from per_prompt's instead of decoding again); ``needs_weights``: one weight per prompt (or a
-    per-step rule) is required; ``scores_continuations``: the method gives one distribution per
-    step, so loglik can score a given continuation; ``compared_with``: a method the report also
-    compares this one against (flex against the logit average it replaces).
+    ``derived_from``: a method whose answers determine this one's (a run derives vote's and
+    select's records from per_prompt's instead of decoding again); ``needs_weights``: one weight per
+    prompt (or a per-step rule; rows "chosen": numbers) is required; ``scores_continuations``: the
+    method gives one distribution per step, so loglik can score a given continuation;
+    ``compared_with``: a method the report also compares this one against (flex against the logit
+    average it replaces).
     """
 
     name: str
@@ -80,6 +84,8 @@ class Method:
                              f"over the rows; any other plan has none, got fusion {self.fusion!r}")
         if (self.fusion == "attention") != (self.rows == "packed"):
             raise ValueError(f"Method {self.name!r}: fusion 'attention' goes with rows 'packed'")
+        if self.rows == "chosen" and not self.needs_weights:
+            raise ValueError(f"Method {self.name!r}: rows 'chosen' picks its prompt by weight (needs_weights=True)")
 
     @property
     def packs_prompts(self) -> bool:
@@ -89,7 +95,7 @@ class Method:
     @property
     def one_row(self) -> bool:
         """One row per query (origin, flex): queries with a lone few-shot prefix batch together."""
-        return self.rows in ("alone", "packed")
+        return self.rows in ("alone", "packed", "chosen")
 
     @property
     def asks_original_only(self) -> bool:
@@ -106,7 +112,15 @@ class Method:
     @property
     def single_prompt(self) -> bool:
         """Each answer is decoded from one prompt alone (echo is judged against that prompt only)."""
-        return self.rows == "alone" or self.per_prompt
+        return self.rows in ("alone", "chosen") or self.per_prompt
+
+    def choose(self, answers: Sequence[str] | None, weights: Sequence[float] | None = None) -> int:
+        """Which prompt the reported answer comes from: rows "chosen" → the largest of ``weights``
+        (first on ties); a ``select`` → its pick among the per-prompt ``answers`` (vote's majority);
+        else 0. Example: select with weights [.2, .5, .5] → 1; vote with answers [a, b, b] → 1."""
+        if self.rows == "chosen":
+            return heaviest(weights)
+        return self.select(answers) if self.select is not None and answers else 0
 
     def fusion_fn(self) -> Callable:
         """The next-token rule a group's rows fuse by: ``fuse``, else fusion.FUSIONS[fusion], else identity."""
@@ -115,6 +129,14 @@ class Method:
         from selfensemble.methods import fusion
 
         return fusion.FUSIONS.get(self.fusion, fusion.identity)
+
+
+def heaviest(weights: Sequence[float] | None) -> int:
+    """Index of the largest weight, the first on ties (0 for none): the prompt ``select`` answers through."""
+    if not weights or isinstance(weights, str):
+        return 0
+    values = [float(w) for w in weights]
+    return values.index(max(values))
 
 
 METHODS: dict[str, Method] = {}  # name → Method, in registration order (tables list methods in this order)
@@ -173,6 +195,8 @@ for _m in (
            summary="avg with per-prompt weights"),
     Method("weighted_max", rows="each", fusion="weighted_max", needs_weights=True,
            summary="max with per-prompt weights"),
+    Method("select", rows="chosen", derived_from="per_prompt", needs_weights=True, scores_continuations=False,
+           summary="the prompt with the largest dev-tuned weight (--weights FILE from tune-weights), alone"),
     Method("flex", rows="packed", fusion="attention", compared_with="avg",
            summary="the N prompts packed in one row under a block mask, one shared answer cue"),
 ):

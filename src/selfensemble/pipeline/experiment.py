@@ -15,7 +15,7 @@ from selfensemble.config.run import GateSettings, RunConfig, nested_config
 from selfensemble.data.base import Dataset, Item
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.pipeline.progress import NotesConsole, as_progress
-from selfensemble.store.records import demo_answers, make_record, vote_record
+from selfensemble.store.records import demo_answers, make_record, rescored, vote_record
 
 __all__ = ["SAMPLE_DATA", "GateSettings", "RunConfig", "ensure_paraphrases", "load_items", "paraphrase_items",
            "run_experiment", "run_method"]
@@ -42,8 +42,10 @@ def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], progress=None)
     Generated paraphrases pass the gate (paraphrase_gate.py) unless ``cfg.gate.enabled`` is False; a
     question whose candidates mostly fail is asked through fewer prompts, and its record says so
     (``paraphrase_gate`` in the item's meta → the run records). A dataset's own paraphrases are
-    screened only when ``cfg.gate.enabled`` is True. Fill-in-the-blank items (templates with [MASK]) keep
-    the templates their dataset has: a relation with fewer than N templates is asked through fewer
+    screened only when ``cfg.gate.enabled`` is True. A question that brings its own paraphrases (or a
+    gate verdict, e.g. a fixed paraphrase file) is never topped up with model-written ones: it is asked
+    through the prompts it has, and its record says so. Fill-in-the-blank items (templates with [MASK])
+    keep the templates their dataset has: a relation with fewer than N templates is asked through fewer
     prompts, and the run says so. ``progress``: a progress.Progress (or a console: notes only).
     """
     from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
@@ -55,7 +57,13 @@ def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], progress=None)
     if blanks:
         progress.note(f"{len(blanks)} fill-in-the-blank items have fewer than {cfg.num_paraphrases} templates; "
                       "they are asked through the templates they have (no generated paraphrases).")
-    need = [it for it in short if "[MASK]" not in it.question and not it.meta.get("paraphrase_gate")]
+    own = [it for it in short if "[MASK]" not in it.question and (it.paraphrases or it.meta.get("paraphrase_gate"))]
+    if own:
+        progress.note(f"{len(own)} questions bring fewer than {cfg.num_paraphrases - 1} paraphrases of their own; "
+                      "they are asked through the prompts they have (never topped up with model-written ones).")
+        own_ids = {it.id for it in own}
+        items = [_noted(it, cfg.num_paraphrases) if it.id in own_ids else it for it in items]
+    need = [it for it in short if "[MASK]" not in it.question and not (it.paraphrases or it.meta.get("paraphrase_gate"))]
     if not need:
         return items
     pcfg = ParaphraseConfig(num_paraphrases=cfg.num_paraphrases - 1, seed=cfg.seed)
@@ -78,6 +86,18 @@ def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], progress=None)
         progress.note(f"[yellow]{few} questions kept fewer than {pcfg.num_paraphrases} paraphrases after the gate; "
                       "they are asked through fewer prompts (see 'paraphrase_gate' in their records).[/]")
     return out
+
+
+def _noted(item: Item, wanted: int) -> Item:
+    """The item with a note for its record: asked through its own prompts, fewer than ``wanted`` (unless its
+    gate verdict already says so)."""
+    if (item.meta.get("paraphrase_gate") or {}).get("note"):
+        return item
+    record = dict(item.meta.get("record") or {})
+    note = (f"asked through its {len(item.prompts)} own prompts, fewer than {wanted}: questions that bring "
+            "paraphrases are not topped up with model-written ones")
+    record["notes"] = [*record.get("notes", []), note]
+    return Item(item.id, item.prompts, item.answers, item.group, {**item.meta, "record": record})
 
 
 def gate_record(entry: dict, kept: int, wanted: int, gate) -> dict:
@@ -155,16 +175,6 @@ def batch_size(backend: Backend) -> int:
     return backend.config.batch_size * backend.workers
 
 
-def select_prompts(item: Item, cfg: RunConfig) -> list[str]:
-    prompts = list(item.prompts[: cfg.num_paraphrases])
-    if cfg.prompt_indices is None:
-        return prompts
-    bad = [i for i in cfg.prompt_indices if i >= len(prompts) or i < 0]
-    if bad:
-        raise SelfEnsembleError(f"--prompt-indices {bad} out of range: item {item.id} has {len(prompts)} prompts.")
-    return [prompts[i] for i in cfg.prompt_indices]
-
-
 def _weights(engine, cfg: RunConfig, queries: list, progress) -> list[list[float] | str]:
     """Per query: sampled confidence per prompt, or the name of a per-step rule (fusion.DYNAMIC_WEIGHTS)
     that the fusion derives from the logits themselves (no sampling, no extra forward passes).
@@ -176,9 +186,12 @@ def _weights(engine, cfg: RunConfig, queries: list, progress) -> list[list[float
     from selfensemble.methods.fusion import DYNAMIC_WEIGHTS
     from selfensemble.pipeline.backends import as_backend
     from selfensemble.pipeline.confidence import ConfidenceCache, ConfidenceConfig, estimate
+    from selfensemble.pipeline.tuning import is_weights_file
 
     if cfg.weights in DYNAMIC_WEIGHTS:
         return [cfg.weights for _ in queries]
+    if is_weights_file(cfg.weights):  # dev-tuned: set per query from the file (build.build_queries)
+        return [q.weights for q in queries]
     if cfg.weights != "confidence":
         raise SelfEnsembleError(f"Unknown --weights {cfg.weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.")
 
@@ -211,7 +224,7 @@ def _finish(store, engine: Backend, cfg: RunConfig, method: str, session: dict) 
     """Metrics over every record, and this session's facts in the manifest (one entry per session)."""
     from selfensemble.analysis.report import summarize
 
-    records = store.records()
+    records = rescored(store.records(), cfg.match)  # older records of a resumed run: today's rules
     metrics = summarize(records, store.manifest())
     metrics.update(method=method, model=cfg.load.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
                    attention=engine.attention_note)
@@ -225,11 +238,15 @@ def _finish(store, engine: Backend, cfg: RunConfig, method: str, session: dict) 
 
 
 def _open_store(engine: Backend, cfg: RunConfig, method: str, out: Path):
+    from selfensemble.pipeline.tuning import file_sha256, is_weights_file
     from selfensemble.store.run_store import RunStore
 
     # a Ray pool learns its attention path from its first answers (see _answer_todo)
     path = engine.attention_key if engine.attention_known else None
-    return RunStore(out, cfg.method_config(method), attention_path=path, allow_mixed=cfg.allow_mixed,
+    config = cfg.method_config(method)
+    if is_weights_file(cfg.weights):  # another file under the same name is another run
+        config["weights_sha256"] = file_sha256(cfg.weights)
+    return RunStore(out, config, attention_path=path, allow_mixed=cfg.allow_mixed,
                     upgrade=nested_config).open()  # a folder from before nested manifests resumes
 
 
@@ -303,7 +320,7 @@ def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: 
     ``progress``: a progress.Progress (or a console: notes only).
 
     ``engine``: a Backend, or an Engine (or engine-like stub) the caller loaded (as_backend).
-    ``derive_from`` (for vote): build the records from that per_prompt run's records instead of decoding.
+    ``derive_from`` (vote, select): build the records from that per_prompt run's records instead of decoding.
     """
     from selfensemble.pipeline.backends import as_backend
 
@@ -315,7 +332,9 @@ def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: 
         done = store.done_ids()
         todo = [i for i, it in enumerate(items) if it.id not in done]
         if derive_from is not None:
-            session = _derive_todo(derive_from, lambda rec: vote_record(rec, method), items, todo, store)
+            weights = {str(it.id): q.weights for it, q in zip(items, queries, strict=True)}  # select's, from a file
+            session = _derive_todo(derive_from, lambda rec: vote_record(rec, method, weights.get(str(rec["id"]))),
+                                   items, todo, store)
         else:
             session = _answer_todo(engine, cfg, method, items, queries, todo, store, progress)
         return _finish(store, engine, cfg, method, session)
@@ -337,12 +356,10 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     (a progress.Progress) hears every phase: loading, paraphrasing, confidence, each method; with
     only a ``console`` its notes are printed there and no bars drawn (the CLI draws those).
     """
-    from selfensemble.data.base import DEMO_MODES
-    from selfensemble.engine.decoding import derive_seed
-    from selfensemble.engine.prompts import PromptFormat
-    from selfensemble.engine.queries import Query
+    from selfensemble.config.demos import DEMO_MODES
     from selfensemble.methods.registry import check_method, get_method
     from selfensemble.pipeline.backends import BackendConfig, as_backend, open_backend
+    from selfensemble.pipeline.build import build_queries, load_run_weights
     from selfensemble.scoring import check_match
 
     progress = as_progress(progress, console)
@@ -353,7 +370,10 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
         raise SelfEnsembleError(f"Unknown --demos {cfg.demos!r}; use one of {', '.join(DEMO_MODES)}.")
     if cfg.num_paraphrases < 1:
         raise SelfEnsembleError("--num-paraphrases must be >= 1 (it counts the original question).")
+    weights = load_run_weights(cfg)
     ds, items = load_items(cfg)
+    if cfg.few_shot > 0:
+        ds.demo_pool(items[0], cfg.demos)  # --demos other-groups on a one-pool dataset: refused before loading
     if engine is not None and backend is not None:
         raise ValueError("run_experiment takes an engine or a backend config, not both")
     owned = engine is None
@@ -368,10 +388,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     engine = as_backend(engine)
     try:
         items = ensure_paraphrases(engine, cfg, items, progress)
-        queries = [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,
-                                                               examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed, cfg.demos))),
-                         seed=derive_seed(cfg.seed, it.id))  # the item's own sampling streams
-                   for it in items]
+        items, queries = build_queries(ds, items, cfg, weights)
         out = Path(cfg.out)
         folders = {m: out / m if cfg.subfolders else out for m in cfg.methods}
         sources = {m: get_method(m).derived_from for m in cfg.methods}

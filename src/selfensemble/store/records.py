@@ -18,7 +18,15 @@ import numpy as np
 from selfensemble.data.base import Item
 from selfensemble.errors import SelfEnsembleError, did_you_mean
 from selfensemble.methods.registry import METHODS, get_method
-from selfensemble.scoring import SCORERS, is_demo_copy, is_echo, score_all
+from selfensemble.scoring import (
+    MATCH_MODES,
+    SCORERS,
+    SCORING_VERSION,
+    gold_forms,
+    is_demo_copy,
+    is_echo,
+    score_all,
+)
 
 GROUPED_DATASETS = ("pararel", "myriadlama")  # ids "REL:uuid": the relation is the group in older records
 
@@ -36,6 +44,38 @@ def record_scores(record: dict) -> dict:
     if isinstance(record.get("scores"), dict):
         return record["scores"]
     return score_all(str(record.get("prediction") or ""), record.get("gold") or [])
+
+
+def rescored(records: Sequence[dict], match: str | None) -> list[dict]:
+    """The records as today's scoring rules score them (scoring.SCORING_VERSION, the gold aliases).
+
+    A record written under an older version (no ``scoring_version``) whose golds have aliases
+    (scoring.gold_forms: "Dutch Language") gets its ``scores`` and ``per_prompt_scores`` computed
+    again from its answers and gold, its ``correct`` and ``per_prompt_correct`` from the run's
+    ``match`` (kept as stored when the run names none), and ``scores_recomputed: True``; every other
+    record is returned as it is (the rule changes nothing for it). Reports and run metrics read
+    records through this, so an old run and a new one are scored alike.
+    """
+    return [_rescore(r, match) if _before_aliases(r) else r for r in records]
+
+
+def _before_aliases(record: dict) -> bool:
+    """Scored before the alias rule, and one of its golds has an alias (its scores may change)."""
+    return record.get("scoring_version", 1) < SCORING_VERSION and any(
+        len(gold_forms(str(g))) > 1 for g in record.get("gold") or [])
+
+
+def _rescore(record: dict, match: str | None) -> dict:
+    golds = record.get("gold") or []
+    out = {**record, "scores": score_all(str(record.get("prediction") or ""), golds), "scores_recomputed": True}
+    usable = match in MATCH_MODES
+    if usable and "correct" in record:
+        out["correct"] = out["scores"][match]
+    if record.get("per_prompt"):
+        out["per_prompt_scores"] = [score_all(str(a or ""), golds) for a in record["per_prompt"]]
+        if usable and "per_prompt_correct" in record:
+            out["per_prompt_correct"] = [s[match] for s in out["per_prompt_scores"]]
+    return out
 
 
 def record_correct(record: dict) -> bool:
@@ -76,11 +116,11 @@ def prompts_seen(method: str, prompts: Sequence[str], index: int = 0) -> list[st
     return list(prompts)
 
 
-def _chosen_prompt(method: str, per_prompt: Sequence[str] | None) -> int:
-    """Which prompt the reported answer came from: the method's ``select`` over its per-prompt
-    answers (vote's majority), else 0. An unregistered name (an old run's) counts as no selection."""
+def _chosen_prompt(method: str, per_prompt: Sequence[str] | None, weights: Sequence[float] | None = None) -> int:
+    """Which prompt the reported answer came from (Method.choose): vote's majority over its per-prompt
+    answers, select's largest weight, else 0. An unregistered name (an old run's) counts as no selection."""
     spec = METHODS.get(method)
-    return spec.select(per_prompt) if spec is not None and spec.select is not None and per_prompt else 0
+    return spec.choose(per_prompt, weights) if spec is not None else 0
 
 
 def record_echo(record: dict, method: str) -> bool:
@@ -91,7 +131,7 @@ def record_echo(record: dict, method: str) -> bool:
     fields the record lacks); a span is re-judged against the prompts this method saw.
     """
     pred, golds, prompts = str(record.get("prediction", "")), record.get("gold") or [], record.get("prompts") or []
-    index = _chosen_prompt(method, record.get("per_prompt"))
+    index = _chosen_prompt(method, record.get("per_prompt"), record.get("weights"))
     own = is_echo(pred, prompts_seen(method, prompts, index), golds)
     if "echo" not in record:
         return own
@@ -166,16 +206,21 @@ def make_record(item: Item, answer, method: str, match: str, weights) -> dict:
     check_match(match)  # f1 or an unknown name is no boolean match: a clear error, not a KeyError
     subject = item.meta.get("subject")
     scores = score_all(answer.answer, item.answers)
-    seen = _chosen_prompt(method, answer.per_prompt)
+    seen = _chosen_prompt(method, answer.per_prompt, weights)
     rec = {
         "id": item.id, "prompts": answer.prompts, "gold": list(item.answers), "prediction": answer.answer,
         "generation": answer.generation, "correct": scores[match], "scores": scores,
+        "scoring_version": SCORING_VERSION,
         "echo": is_echo(answer.answer, prompts_seen(method, answer.prompts, seen), item.answers, subject),
         "confidence": answer.prob, "seconds": answer.seconds, "finish": answer.finish,
         "prefill_tokens": answer.prefill_tokens, "attention": answer.attention,
     }
     if item.group:
         rec["group"] = item.group  # clusters for report's group bootstrap
+    if "line_answer" in item.meta:
+        rec["line_answer"] = item.meta["line_answer"]  # the data line's own object (golds: every valid one)
+    if get_method(method).rows == "chosen":
+        rec["selected_prompt"] = seen
     if answer.per_prompt is not None:
         per_scores = [score_all(a, item.answers) for a in answer.per_prompt]
         rec["per_prompt"] = answer.per_prompt
@@ -194,6 +239,10 @@ def make_record(item: Item, answer, method: str, match: str, weights) -> dict:
         rec["paraphrase_gate"] = item.meta["paraphrase_gate"]
         if "note" in item.meta["paraphrase_gate"]:
             rec["notes"] = [*rec.get("notes", []), item.meta["paraphrase_gate"]["note"]]
+    extra = dict(item.meta.get("record") or {})  # what the run knows of the item (pipeline.build.item_fields)
+    if extra.get("notes"):
+        rec["notes"] = [*rec.get("notes", []), *extra["notes"]]
+    rec.update({k: v for k, v in extra.items() if k != "notes"})
     return rec
 
 
@@ -204,18 +253,20 @@ def demo_answers(query) -> list[str]:
     return [normalize(ex.answer) for ex in query.fmt.examples]
 
 
-def vote_record(per_prompt: dict, method: str = "vote") -> dict:
-    """``method``'s record (vote's, or any method ``derived_from`` per-prompt answers) from the
-    record of the same item by the method it derives from: a pure function of its answers.
+def vote_record(per_prompt: dict, method: str = "vote", weights: Sequence[float] | None = None) -> dict:
+    """``method``'s record (vote's, select's, or any method ``derived_from`` per-prompt answers) from
+    the record of the same item by the method it derives from: a pure function of its answers.
 
-    The method's ``select`` (vote: scoring.majority_vote, over normalised lemmas; ties go to the
-    earliest prompt) picks which prompt's answer, generation, confidence, scores, echo and stop
-    reason become its own. Equal to decoding ``vote`` directly, which decodes the same rows
-    (tests/test_experiment.py checks).
+    The method's choice (Method.choose: vote's majority over normalised lemmas, ties to the earliest
+    prompt; select's largest of ``weights``, the item's dev-tuned weights) picks which prompt's answer,
+    generation, confidence, scores, echo and stop reason become its own. Equal to decoding the method
+    directly, which decodes the same rows (tests/test_experiment.py, tests/test_tuning.py check).
     """
     spec = get_method(method)
-    w = spec.select(per_prompt["per_prompt"])
+    w = spec.choose(per_prompt["per_prompt"], weights)
     rec = dict(per_prompt)
+    if spec.rows == "chosen":
+        rec.update(weights=list(weights or []), selected_prompt=w)
     rec.update(prediction=per_prompt["per_prompt"][w], generation=per_prompt["per_prompt_generation"][w],
                correct=per_prompt["per_prompt_correct"][w], confidence=per_prompt["per_prompt_confidence"][w],
                finish=per_prompt["per_prompt_finish"][w], derived_from=spec.derived_from)

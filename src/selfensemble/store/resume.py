@@ -27,6 +27,19 @@ VOLATILE_KEYS: frozenset[str] = frozenset(
 )
 
 
+#: What a differing key means, for the refusal message (a bare "stored 1, given 2" says too little).
+DIFFERENCE_HINTS: dict[str, str] = {
+    "demo_draw": "the demonstration draw changed (config.demos: per-item draw 2 never reads the item's "
+                 "gold; draw 1 left it out and so leaked it), so the stored answers saw other demonstrations",
+}
+
+
+def difference_lines(diffs: dict[str, tuple]) -> str:
+    """'key: stored a, given b' per difference, with its DIFFERENCE_HINTS line where there is one."""
+    return "; ".join(f"{k}: stored {a!r}, given {b!r}" + (f" ({DIFFERENCE_HINTS[k]})" if k in DIFFERENCE_HINTS else "")
+                     for k, (a, b) in diffs.items())
+
+
 def is_data_location(key: str) -> bool:
     """True for config keys that name where data is read from ("data_path", "dataset_options.train_path")."""
     return key == "data_path" or (key.startswith("dataset_options.") and key.endswith("_path"))

@@ -31,7 +31,7 @@ from typing import Any
 
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.store.provenance import attention_key, check_resume, package_versions, source
-from selfensemble.store.resume import VOLATILE_KEYS, config_differences, split_moves
+from selfensemble.store.resume import VOLATILE_KEYS, config_differences, difference_lines, split_moves
 from selfensemble.store.resume import json_default as _json_default
 from selfensemble.store.resume import jsonable as _jsonable
 
@@ -248,8 +248,7 @@ class RunStore:
                 stored = self.upgrade(stored) if self.upgrade is not None else stored
                 diffs, self.moved = split_moves(config_differences(stored, self.config, self.volatile_keys))
                 if diffs:
-                    lines = "; ".join(f"{k}: stored {a!r}, given {b!r}" for k, a, b in
-                                      ((k, *v) for k, v in diffs.items()))
+                    lines = difference_lines(diffs)
                     raise SelfEnsembleError(
                         f"{self.path} holds a run with different settings ({lines}). Resuming would mix "
                         f"results from both; use another output directory or the original settings."
