@@ -18,6 +18,8 @@ TERMS: dict[str, str] = {
     "echo": "share of answers that copy the prompt (a restated template or the subject) instead of answering.",
     "demo copy": "share of answers equal to one of the item's own few-shot demonstration answers; in "
                  "brackets the part of it that is right (a demonstration may share the gold answer).",
+    "dataset": "the dataset whose items a no-model rule answers.",
+    "accuracy": "share of items the no-model rule answers right under the report's scorer.",
     "baseline (no model)": "a rule that never reads the question: majority_answer answers the group's most "
                            "common pool answer, majority_demo_answer the most common answer among the item's "
                            "own demonstrations (analysis/baselines.py).",
