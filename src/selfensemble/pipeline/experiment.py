@@ -8,6 +8,7 @@ resumes where it stopped. Timing is measured after a warm-up batch, so methods c
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -165,6 +166,28 @@ def select_prompts(item: Item, cfg: RunConfig) -> list[str]:
     return [prompts[i] for i in cfg.prompt_indices]
 
 
+def item_queries(ds: Dataset, items: list[Item], cfg: RunConfig) -> list:
+    """One engine Query per item: its first N prompts in one format (the plain run), or its N
+    variants (pipeline/variants.py); each seeded with the item's own sampling streams."""
+    from selfensemble.engine.decoding import derive_seed
+    from selfensemble.engine.prompts import PromptFormat
+    from selfensemble.engine.queries import Query
+    from selfensemble.pipeline.variants import is_plain, variant_query
+
+    queries = []
+    for it in items:
+        fmt = PromptFormat(instruction=ds.instruction, chat=cfg.chat,
+                           examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed, cfg.demos)))
+        seed = derive_seed(cfg.seed, it.id)
+        if not is_plain(cfg):
+            queries.append(variant_query(ds, it, cfg, fmt, seed))
+            continue
+        prompts = select_prompts(it, cfg)
+        indices = cfg.prompt_indices if cfg.prompt_indices is not None else range(len(prompts))
+        queries.append(Query(prompts, fmt, seed=seed, variants=[{"paraphrase": i} for i in indices]))
+    return queries
+
+
 def _weights(engine, cfg: RunConfig, queries: list, progress) -> list[list[float] | str]:
     """Per query: sampled confidence per prompt, or the name of a per-step rule (fusion.DYNAMIC_WEIGHTS)
     that the fusion derives from the logits themselves (no sampling, no extra forward passes).
@@ -214,7 +237,7 @@ def _finish(store, engine: Backend, cfg: RunConfig, method: str, session: dict) 
     records = store.records()
     metrics = summarize(records, store.manifest())
     metrics.update(method=method, model=cfg.load.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
-                   attention=engine.attention_note)
+                   variants=list(cfg.variants), attention=engine.attention_note)
     store.write_metrics(metrics)
     manifest = store.manifest()
     sessions = manifest.get("sessions") or [{}]
@@ -241,6 +264,7 @@ def _answer_todo(engine: Backend, cfg: RunConfig, method: str, items: list[Item]
     the timed pass and its ``engine_stats`` count this method's questions only.
     """
     from selfensemble.methods.registry import get_method
+    from selfensemble.pipeline.variants import recorded_variants
 
     needs = get_method(method).needs_weights
     weights = _weights(engine, cfg, [queries[i] for i in todo], progress) if needs else None
@@ -257,7 +281,7 @@ def _answer_todo(engine: Backend, cfg: RunConfig, method: str, items: list[Item]
         if store.session["attention_path"] is None:
             store.learn_attention_path(answer.attention_key)
         rec = make_record(items[i], answer, method, cfg.match, queries[i].weights if weights else None)
-        store.append({**rec, "demo_answers": demo_answers(queries[i])})
+        store.append({**rec, "demo_answers": demo_answers(queries[i]), "variants": recorded_variants(queries[i])})
         progress.advance()
 
     try:
@@ -338,11 +362,9 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     only a ``console`` its notes are printed there and no bars drawn (the CLI draws those).
     """
     from selfensemble.data.base import DEMO_MODES
-    from selfensemble.engine.decoding import derive_seed
-    from selfensemble.engine.prompts import PromptFormat
-    from selfensemble.engine.queries import Query
     from selfensemble.methods.registry import check_method, get_method
     from selfensemble.pipeline.backends import BackendConfig, as_backend, open_backend
+    from selfensemble.pipeline.variants import check_variants, paraphrases_needed
     from selfensemble.scoring import check_match
 
     progress = as_progress(progress, console)
@@ -353,6 +375,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
         raise SelfEnsembleError(f"Unknown --demos {cfg.demos!r}; use one of {', '.join(DEMO_MODES)}.")
     if cfg.num_paraphrases < 1:
         raise SelfEnsembleError("--num-paraphrases must be >= 1 (it counts the original question).")
+    check_variants(cfg)
     ds, items = load_items(cfg)
     if engine is not None and backend is not None:
         raise ValueError("run_experiment takes an engine or a backend config, not both")
@@ -367,11 +390,8 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
             progress.end()
     engine = as_backend(engine)
     try:
-        items = ensure_paraphrases(engine, cfg, items, progress)
-        queries = [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,
-                                                               examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed, cfg.demos))),
-                         seed=derive_seed(cfg.seed, it.id))  # the item's own sampling streams
-                   for it in items]
+        items = ensure_paraphrases(engine, replace(cfg, num_paraphrases=paraphrases_needed(cfg)), items, progress)
+        queries = item_queries(ds, items, cfg)
         out = Path(cfg.out)
         folders = {m: out / m if cfg.subfolders else out for m in cfg.methods}
         sources = {m: get_method(m).derived_from for m in cfg.methods}
