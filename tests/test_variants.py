@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,74 @@ def test_per_prompt_over_variants_is_each_variant_asked_alone(random_lm):
     alone = [engine.answer_many([Query([p], f)], "origin", gen)[0].generation
              for p, f in zip(q.prompts, q.formats, strict=True)]
     assert each == alone and len(set(alone)) > 1
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@pytest.fixture(scope="module")
+def engine(load_random):
+    from selfensemble.engine.engine import Engine
+
+    return Engine(load_random("llama"), EngineConfig(attention="sdpa", batch_size=4))
+
+
+def _pararel_cfg(out: Path, **kw) -> RunConfig:
+    import selfensemble
+    from selfensemble.engine.factory import LoadSpec
+
+    sample = Path(selfensemble.__file__).parent / "samples" / "pararel"
+    base = dict(dataset="pararel", data_path=str(sample), limit=4, num_paraphrases=4, few_shot=3, max_new_tokens=3,
+                load=LoadSpec("random:llama"), engine=EngineConfig(attention="sdpa", batch_size=4), out=str(out),
+                methods=["per_prompt", "avg", "flex"], variants=["format", "order"])
+    return RunConfig(**{**base, **kw})
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_a_run_records_the_same_variants_for_every_method_and_reports_them(tmp_path, engine, monkeypatch):
+    from selfensemble.analysis.report import report
+    from selfensemble.pipeline.experiment import run_experiment
+
+    monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / "cache"))
+    run_experiment(_pararel_cfg(tmp_path), engine=engine)
+    runs = {m: _lines(tmp_path / m / "results.jsonl") for m in ("per_prompt", "avg", "flex")}
+    for recs in zip(*runs.values(), strict=True):
+        assert len({json.dumps([r["variants"], r["prompts"]]) for r in recs}) == 1
+        assert recs[0]["variants"][0] == {"format": 0, "order": 0} and len(recs[0]["variants"]) == 4
+        assert len(recs[0]["per_prompt"]) == 4
+    manifest = json.loads((tmp_path / "flex" / "manifest.json").read_text())
+    assert manifest["config"]["variants"] == ["format", "order"]
+    result = report([tmp_path], tmp_path / "report.png")
+    block = result["prompt_sensitivity"][0]["by_dimension"]
+    assert set(block) == {"format", "order"} and block["format"]["n_items"] == 4
+    assert Path(result["sensitivity_png"]).exists() and result["sensitivity_chart"]["panels"]
+    json.loads(Path(result["json"]).read_text())  # strict JSON (no NaN)
+
+
+def test_resume_with_other_variants_is_refused(tmp_path, engine, monkeypatch):
+    from selfensemble.errors import SelfEnsembleError
+    from selfensemble.pipeline.experiment import run_experiment
+
+    monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / "cache"))
+    cfg = _pararel_cfg(tmp_path, methods=["origin"], limit=2)
+    run_experiment(cfg, engine=engine)
+    run_experiment(replace(cfg, limit=3), engine=engine)  # same variants: resumes
+    assert len(_lines(tmp_path / "origin" / "results.jsonl")) == 3
+    with pytest.raises(SelfEnsembleError, match="variants: stored"):
+        run_experiment(replace(cfg, variants=["format", "demos"]), engine=engine)
+    with pytest.raises(SelfEnsembleError, match="variant_levels: stored"):
+        run_experiment(replace(cfg, variant_levels=7), engine=engine)
+
+
+def test_bad_variant_settings_are_refused_before_any_model_loads(tmp_path):
+    from selfensemble.pipeline.experiment import run_experiment
+
+    with pytest.raises(ConfigError, match="few-shot"):
+        run_experiment(_pararel_cfg(tmp_path, few_shot=0, variants=["demos"]))
+    with pytest.raises(ConfigError, match="prompt-indices"):
+        run_experiment(_pararel_cfg(tmp_path, prompt_indices=[0, 1]))
+    with pytest.raises(ConfigError, match="Unknown variant dimension"):
+        _pararel_cfg(tmp_path, variants=["fromat"])

@@ -79,6 +79,17 @@ class Fit:
         theta, beta = _spread(self.theta, 1 / self.l2_item), _spread(self.beta, 1 / self.l2_variant)
         return _sigmoid(self.mu + theta[:, None] + beta[None, :])
 
+    def plausible(self, g: Grid, rng: np.random.Generator) -> np.ndarray:
+        """Cell probabilities of effects drawn around the fit (Laplace posterior: each effect ± its
+        standard error), so the simulations also carry the uncertainty of the fit itself."""
+        p = _sigmoid(self.mu + self.theta[g.item] + self.beta[g.variant])
+        w = p * (1 - p)
+        se_t = 1 / np.sqrt(np.bincount(g.item, weights=w, minlength=g.n_items) + self.l2_item)
+        se_b = 1 / np.sqrt(np.bincount(g.variant, weights=w, minlength=g.n_variants) + self.l2_variant)
+        drawn = Fit(self.mu, self.theta + rng.standard_normal(g.n_items) * se_t,
+                    self.beta + rng.standard_normal(g.n_variants) * se_b, self.l2_item, self.l2_variant)
+        return drawn.probabilities()
+
 
 def fit(g: Grid, start: Fit | None = None, rounds: int = EM_ROUNDS) -> Fit:
     """The model fitted to ``g``'s cells, its penalties set by empirical Bayes: ``rounds`` times, fit
@@ -146,10 +157,10 @@ def estimate(g: Grid, quantiles: Sequence[float] = QUANTILES, n_sim: int = N_SIM
     quantile, and the evaluation budget used. JSON-able."""
     fitted = fit(g)
     est = np.quantile(variant_accuracy(g, fitted), quantiles)
-    p = fitted.probabilities()
     rng = np.random.default_rng(seed)
     errors = np.empty((n_sim, len(quantiles)))
     for b in range(n_sim):
+        p = fitted.plausible(g, rng)
         full = (rng.random(p.shape) < p).astype(float)  # a complete grid the fitted model could give
         sim = Grid(g.item, g.variant, full[g.item, g.variant], g.n_items, g.n_variants, g.variant_names)
         refit = variant_accuracy(sim, fit(sim, start=fitted))
