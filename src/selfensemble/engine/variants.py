@@ -119,8 +119,9 @@ def render(prompts: Sequence[str], base: PromptFormat, chosen: Sequence[dict],
            draw: Callable[[int], Sequence[Example]] | None = None) -> Rendered:
     """Each variant as (prompt text, PromptFormat).
 
-    ``base`` holds the instruction, the demonstrations of draw 0 and the chat flag; ``draw(j)``
-    gives the demonstrations of draw j (needed for ``demos``). A draw with fewer demonstrations than
+    ``base`` holds the instruction, the demonstrations of draw 0, the chat flag and the surface of
+    format 0 (FORMATS[0] in runs and `ask`; a harness task's own in lm-eval); ``draw(j)`` gives the
+    demonstrations of draw j (needed for ``demos``). A draw with fewer demonstrations than
     draw 0 (a small pool) takes order ``j`` modulo its own k!. Two variants that read the same (two
     orders of equal demonstrations) stay here: the engine drops the repeat with a note, as it does
     for a repeated paraphrase (Query.kept_indices says which prompts it asks).
@@ -132,7 +133,7 @@ def render(prompts: Sequence[str], base: PromptFormat, chosen: Sequence[dict],
             k = len(examples)
             examples = tuple(examples[i] for i in permutation(k, v["order"] % math.factorial(k)))
         fmt = replace(base, examples=examples)
-        fmts.append(apply_format(fmt, FORMATS[v["format"]]) if "format" in v else fmt)
+        fmts.append(apply_format(fmt, FORMATS[v["format"]]) if v.get("format") else fmt)
         texts.append(prompts[v.get("paraphrase", 0)])
     return Rendered(texts, fmts, [dict(v) for v in chosen])
 
