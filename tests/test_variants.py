@@ -72,6 +72,9 @@ def test_sampling_is_seeded_distinct_and_keeps_variant_0_first():
     assert a != sample_variants(counts, 8, seed=3, key="item-2")
     assert a[0] == {"format": 0, "demos": 0, "order": 0}
     assert len({json.dumps(v, sort_keys=True) for v in a}) == 8  # without replacement
+    for key in range(20):  # 8 of 9 points: a draw with replacement would repeat one
+        near_all = sample_variants({"format": 3, "order": 3}, 8, seed=0, key=str(key))
+        assert len({(v["format"], v["order"]) for v in near_all}) == 8
     assert all(0 <= v[d] < counts[d] for v in a for d in counts)
 
 
