@@ -107,7 +107,7 @@ def test_the_check_can_fail(check):
 
 
 def test_full_evaluation_quantiles_and_a_complete_run_gets_its_check():
-    g = synthetic(seed=2, n_items=40, n_variants=6)
+    g = synthetic(seed=2, n_items=40, n_variants=10)
     assert full_quantiles(g, [0.0, 1.0]) == [float(min(np.bincount(g.variant, g.score) / 40)),
                                              float(max(np.bincount(g.variant, g.score) / 40))]
     assert full_quantiles(g.subset(np.arange(10))) is None
