@@ -351,3 +351,16 @@ def test_bad_variant_settings_are_refused_before_any_model_loads(tmp_path):
         run_experiment(_pararel_cfg(tmp_path, prompt_indices=[0, 1]))
     with pytest.raises(ConfigError, match="Unknown variant dimension"):
         _pararel_cfg(tmp_path, variants=["fromat"])
+
+
+def test_a_dimension_with_nothing_to_vary_is_said():
+    from selfensemble.pipeline.experiment import item_queries
+    from selfensemble.pipeline.variants import short_note
+
+    _, items = _dataset(("alpha",))
+    bare = Dataset("toy", items, "Answer briefly.", {})  # no demonstrations to permute
+    cfg = _run_cfg(variants=["format", "order"])
+    queries = item_queries(bare, items, cfg)
+    assert all(v["order"] == 0 for q in queries for v in q.variants)
+    assert "order took value 0 only" in short_note(queries, cfg)
+    assert short_note(item_queries(*_dataset(("alpha",)), cfg), cfg) is None

@@ -364,7 +364,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     from selfensemble.data.base import DEMO_MODES
     from selfensemble.methods.registry import check_method, get_method
     from selfensemble.pipeline.backends import BackendConfig, as_backend, open_backend
-    from selfensemble.pipeline.variants import check_variants, paraphrases_needed
+    from selfensemble.pipeline.variants import check_variants, paraphrases_needed, short_note
     from selfensemble.scoring import check_match
 
     progress = as_progress(progress, console)
@@ -392,6 +392,8 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     try:
         items = ensure_paraphrases(engine, replace(cfg, num_paraphrases=paraphrases_needed(cfg)), items, progress)
         queries = item_queries(ds, items, cfg)
+        if (note := short_note(queries, cfg)) is not None:
+            progress.note(f"[yellow]{note}[/]")
         out = Path(cfg.out)
         folders = {m: out / m if cfg.subfolders else out for m in cfg.methods}
         sources = {m: get_method(m).derived_from for m in cfg.methods}

@@ -64,3 +64,20 @@ def recorded_variants(query: Query) -> list[dict] | None:
     if query.variants is None:
         return None
     return [query.variants[i] for i in query.kept_indices()]
+
+
+def short_note(queries: list[Query], cfg: RunConfig) -> str | None:
+    """A run note when items have fewer than N variants (a product smaller than N: few templates, too
+    few demonstrations to draw or order), or a dimension never leaves value 0 (nothing to vary: no
+    demonstrations in the pool); each record lists the variants it asked."""
+    if is_plain(cfg):
+        return None
+    notes = []
+    short = sum(len(q.kept_indices()) < cfg.num_paraphrases for q in queries)
+    if short:
+        notes.append(f"{short} of {len(queries)} items have fewer than {cfg.num_paraphrases} distinct variants; "
+                     "they are asked through the variants they have")
+    flat = [d for d in cfg.variants if all(v.get(d, 0) == 0 for q in queries for v in q.variants or [])]
+    if flat:
+        notes.append(f"{', '.join(flat)} took value 0 only (nothing to vary: no demonstrations or templates?)")
+    return "; ".join(notes) + " (see 'variants' in the records)." if notes else None
