@@ -48,7 +48,8 @@ def plot_sensitivity(entries: list[dict], out_png: Path) -> dict:
         ax.set_xticks(xs)
         ax.set_xticklabels([str(v) for v in p["values"]], fontsize=8)
         ax.set_xlabel(f"{p['dimension']} value", fontsize=8)
-        ax.set_ylim(0, 1.05)
+        # held-fixed values come from a linear model: on few items they can leave [0, 1]; show them anyway
+        ax.set_ylim(min(0.0, *p["held_fixed"]) - 0.02, max(1.05, *p["held_fixed"]))
         spread = "n/a" if p["spread"] is None else f"{p['spread']:.3f}"
         ax.set_title(f"{p['title']}\nspread {spread}, n={p['n_items']}", fontsize=8)
         ax.grid(axis="y", alpha=0.3)

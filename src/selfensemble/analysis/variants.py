@@ -173,7 +173,9 @@ def add_variant_blocks(sensitivity: list[dict], summary_rows: Sequence[dict], re
                        scorer: str | None = None, seed: int = 0) -> None:
     """Give each prompt-sensitivity entry of a report its ``by_dimension`` and ``variant_estimate``
     (None when its source run has no per-prompt variants), in place."""
-    paths = {r["name"]: r["path"] for r in summary_rows}
+    paths: dict[str, str] = {}
+    for r in summary_rows:  # the first run of a name, as report._group_sensitivity picks it
+        paths.setdefault(r["name"], r["path"])
     for entry in sensitivity:
         records = records_by_path.get(paths.get(entry.get("source"), ""), [])
         entry["by_dimension"] = nan_to_none(by_dimension(records, scorer, seed))
