@@ -177,6 +177,6 @@ def add_variant_blocks(sensitivity: list[dict], summary_rows: Sequence[dict], re
     for r in summary_rows:  # the first run of a name, as report._group_sensitivity picks it
         paths.setdefault(r["name"], r["path"])
     for entry in sensitivity:
-        records = records_by_path.get(paths.get(entry.get("source"), ""), [])
+        records = records_by_path.get(paths.get(str(entry.get("source")), ""), [])
         entry["by_dimension"] = nan_to_none(by_dimension(records, scorer, seed))
         entry["variant_estimate"] = nan_to_none(variant_estimate(records, scorer, seed))

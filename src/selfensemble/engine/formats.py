@@ -96,7 +96,8 @@ assert FORMATS[0] == FormatSpec(), "FORMATS[0] must be the default Q:/A: format"
 
 def apply_format(fmt: PromptFormat, spec: FormatSpec) -> PromptFormat:
     """``fmt`` (instruction, demonstrations, chat) rendered under ``spec``'s surface."""
-    return replace(fmt, **spec.templates())
+    t = spec.templates()
+    return replace(fmt, question_template=t["question_template"], answer_template=t["answer_template"], cue=t["cue"])
 
 
 def parse_rendered(text: str, spec: FormatSpec, has_instruction: bool) -> dict:
