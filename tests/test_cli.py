@@ -57,6 +57,9 @@ def test_ask_per_prompt_lists_every_prompt():
         (["ask", "Q?", "--model", "/no/such/model"], "not found"),
         (["run", "--dataset", "webqaa", "--model", "random:llama"], "Did you mean 'webqa'"),
         (["report", "/no/such/run"], "/no/such/run"),
+        (["run", "--variants", "fromat", "--model", "random:llama"], "Did you mean 'format'"),
+        (["ask", "Q?", "--variants", "demos", "--no-few-shot", "--model", "random:llama"], "drop --no-few-shot"),
+        (["ask", "Q?", "-p", "R?", "--variants", "format", "--model", "random:llama"], "add paraphrase"),
     ],
 )
 def test_bad_input_is_one_clear_line(args, message):
@@ -64,6 +67,16 @@ def test_bad_input_is_one_clear_line(args, message):
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
     assert message in r.stderr, r.stderr
+
+
+@pytest.mark.slow  # a real CLI subprocess
+def test_ask_over_format_variants_records_them():
+    r = cli("ask", "Who wrote Hamlet?", "--variants", "format,order", "--num-paraphrases", "3", "--model",
+            "random:llama", "--method", "per_prompt", "--max-new-tokens", "2", "--attention", "sdpa", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["prompts"] == ["Who wrote Hamlet?"] * 3 and len(out["per_prompt"]) == 3
+    assert out["variants"][0] == {"format": 0, "order": 0} and len({json.dumps(v) for v in out["variants"]}) == 3
 
 
 @pytest.mark.slow  # a real CLI subprocess drawing with matplotlib

@@ -293,3 +293,57 @@ def test_written_paraphrases_pass_the_gate_run_applies(engine, monkeypatch):
     written = adapter._generated(["who discovered penicillin?"])["who discovered penicillin?"]
     assert sorted(written) == sorted(true) and all(v.kept for v in check("who discovered penicillin?", written))
     assert adapter.counts["short_after_gate"] == 1
+
+
+# -- variants (--variants): the harness's own demonstrations re-rendered ----------------------------------
+def test_harness_format_reads_the_context_back():
+    from selfensemble.integrations.harness_variants import harness_format
+
+    split = split_context(FEWSHOT_QA + "Question: Where is Paris?\nAnswer:")
+    fmt = harness_format(split)
+    assert [(e.prompts[0], e.answer) for e in fmt.examples] == [("Who wrote Hamlet?", "Shakespeare"),
+                                                                 ("Where is Rome?", "Italy")]
+    assert fmt.prefix_text() + fmt.question_template.format(question=split.question) + fmt.cue == \
+        FEWSHOT_QA + "Question: Where is Paris?\nAnswer:"
+    assert harness_format(split_context("Some passage.\nQuestion: Where is Paris?\nAnswer:")) is None
+
+
+def test_variants_demos_and_weighted_methods_are_refused(engine):
+    from selfensemble.errors import ConfigError, SelfEnsembleError
+
+    with pytest.raises(ConfigError, match="harness draws the demonstrations"):
+        SelfEnsembleLM(method="avg", variants="format,demos", engine=engine)
+    with pytest.raises(SelfEnsembleError, match="cannot weigh variants"):
+        SelfEnsembleLM(method="weighted_avg", variants="format", engine=engine)
+
+
+@pytest.mark.parametrize("method", ["avg", "flex"])
+def test_generate_until_with_variants_matches_selfensemble_run(tmp_path, engine, method):
+    """Every variant of a small product (2 formats × 2 orders of 2 demonstrations) through the adapter
+    gives `run --variants format,order`'s answers: the same texts, the same tokens, the same fusion."""
+    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.pipeline.experiment import SAMPLE_DATA, RunConfig, load_items, run_experiment
+
+    cfg = RunConfig(dataset="jsonl", data_path=str(SAMPLE_DATA), limit=6, few_shot=2, num_paraphrases=4,
+                    variants=["format", "order"], variant_levels=2, methods=[method], load=LoadSpec("random:llama"),
+                    engine=EngineConfig(attention="sdpa"), max_new_tokens=6, out=str(tmp_path / "run"),
+                    dataset_options={"paraphrase_columns": ["paraphrases"], "id_column": "id",
+                                     "train_path": str(SAMPLE_DATA)})
+    ds, items = load_items(cfg)
+    docs = []
+    for it in items:
+        fmt = PromptFormat(instruction=ds.instruction, examples=tuple(ds.few_shot(it, cfg.few_shot, cfg.seed)))
+        assert len(fmt.examples) == 2
+        docs.append({"id": it.id, "prompt": fmt.prefix_text() + f"Q: {it.question}\nA:", "answers": list(it.answers)})
+    folder = write_task(tmp_path / "tasks", "se_var", docs, **GEN_CONFIG)
+    run_experiment(cfg, engine=engine)
+    run = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "run" / method / "results.jsonl").read_text().splitlines()}
+    assert all(len(r["variants"]) == 4 for r in run.values())
+
+    adapter = SelfEnsembleLM(method=method, num_paraphrases=4, engine=engine, variants="order,format",
+                             variant_levels=2)
+    results = run_task(adapter, folder, "se_var")
+    got = {s["doc"]["id"]: s["resps"][0][0] for s in results["samples"]["se_var"]}
+    assert got == {i: r["generation"].split("\n")[0] for i, r in run.items()}
+    counts = adapter.report()["counts"]
+    assert (counts["with_variants"], counts["variants_unreadable"]) == (6, 0)

@@ -29,6 +29,7 @@ _EXPORTS = {
     "register_method": "selfensemble.methods.registry",
     "GenerationConfig": "selfensemble.engine.decoding",
     "PromptFormat": "selfensemble.engine.prompts",
+    "variant_query": "selfensemble.engine.variants",
     "SelfEnsembleError": "selfensemble.errors",
 }
 __all__ = sorted(_EXPORTS)

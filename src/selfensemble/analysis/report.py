@@ -311,12 +311,28 @@ def report(run_dirs: Sequence[Path | str], out_png: Path | str | None = None, ba
     result["notes"] += notes
     reliability_png = Path(out_png).with_name("reliability.png") if out_png is not None else None
     records_by_path = {str(p): recs for p, _, _, recs, _ in loaded}
+    _variant_sensitivity(result, summary_rows, records_by_path, out_png, seed, scorer)
     result["calibration"] = calibration([(r["name"], records_by_path[r["path"]]) for r in summary_rows],
                                         reliability_png)
     result = nan_to_none(result)
     if out_png is not None:
         _write_files(result, Path(out_png), reliability_png)
     return result
+
+
+def _variant_sensitivity(result: dict, summary_rows: list[dict], records_by_path: dict, out_png, seed: int,
+                         scorer: str | None) -> None:
+    """Per-dimension sensitivity and the budgeted estimate (analysis/variants.py), and their figure
+    ``sensitivity.png`` beside the report chart when any run recorded its prompts' variants."""
+    from selfensemble.analysis.variants import add_variant_blocks
+
+    add_variant_blocks(result["prompt_sensitivity"], summary_rows, records_by_path, scorer, seed)
+    if out_png is not None and any(s.get("by_dimension") for s in result["prompt_sensitivity"]):
+        from selfensemble.analysis.sensitivity_plot import plot_sensitivity
+
+        path = Path(out_png).with_name("sensitivity.png")
+        result["sensitivity_chart"] = plot_sensitivity(result["prompt_sensitivity"], path)
+        result["sensitivity_png"] = str(path)
 
 
 def _group_sensitivity(rows: Sequence[dict], model: Any, dataset: Any) -> list[dict]:

@@ -58,17 +58,27 @@ def ask(
     top_p: float = typer.Option(1.0, help="Nucleus sampling mass, in (0, 1]."),
     top_k: int = typer.Option(0, min=0, help="Keep the k likeliest tokens when sampling (0: all)."),
     seed: int = typer.Option(0),
+    variants: str = typer.Option("paraphrase", help="What the prompts vary, comma-separated: paraphrase | format | "
+                                 "demos | order (N = --num-paraphrases of their product; prompt 0 = the plain prompt)"),
+    variant_levels: int = typer.Option(None, min=1, help="Values per variant dimension (default: N)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Answer QUESTION, fused over its paraphrases (given with -p, else written by the model and gated)."""
+    from selfensemble.config.variants import DEFAULT_VARIANTS, parse_variants
     from selfensemble.engine.decoding import GenerationConfig
     from selfensemble.engine.prompts import default_format
 
     flex = dict(layout=layout, positions=positions, rescale=rescale, fusion_temperature=fusion_temperature,
                 fusion_scale=fusion_scale)
     # everything the user typed is checked here, before the model loads (~17 s for the embedded one)
-    wanted = _prompt_plan(question, paraphrase, num_paraphrases, no_paraphrase, method)
-    w = _check_weights(weights, method, len(paraphrase) + 1 if paraphrase or no_paraphrase else None)
+    dims = parse_variants(parse_list(variants, "--variants"))
+    plain = dims == DEFAULT_VARIANTS and variant_levels is None
+    if plain:
+        wanted = _prompt_plan(question, paraphrase, num_paraphrases, no_paraphrase, method)
+        w = _check_weights(weights, method, len(paraphrase) + 1 if paraphrase or no_paraphrase else None)
+    else:
+        wanted = _variant_plan(question, paraphrase, dims, num_paraphrases, variant_levels, no_paraphrase, few_shot)
+        w = _check_weights(weights, method, None, "the variants are drawn when the model runs")
     engine_config(attention, **flex)
     if not temperature > 0 or not 0 < top_p <= 1:
         raise SelfEnsembleError(f"--temperature must be > 0 and --top-p in (0, 1]; got {temperature} and {top_p}.")
@@ -78,13 +88,23 @@ def ask(
                          trust_remote_code=trust_remote_code, **flex)
     t0 = time.perf_counter()
     prompts, notes, gate = _prompts(engine, model, question, paraphrase, wanted, no_paraphrase, method, seed)
-    ans = engine.answer(prompts, method, gen, default_format(few_shot, chat), w)
+    recorded = None
+    if plain:
+        ans = engine.answer(prompts, method, gen, default_format(few_shot, chat), w)
+    else:
+        from selfensemble.engine.variants import variant_query
+
+        query = variant_query(prompts, dims, num_paraphrases or DEFAULT_PROMPTS, default_format(few_shot, chat),
+                              variant_levels, seed)
+        query.weights = w
+        ans = engine.answer_many([query], method, gen)[0]
+        recorded = [query.variants[i] for i in query.kept_indices()]
     seconds = time.perf_counter() - t0
     notes = notes + ans.notes
     if as_json:
         out = {"answer": ans.answer, "method": method, "prompts": ans.prompts, "per_prompt": ans.per_prompt,
                "generation": ans.generation, "prob": ans.prob, "finish": ans.finish, "seconds": seconds,
-               "attention": ans.attention, "model": model, "notes": notes}
+               "attention": ans.attention, "model": model, "notes": notes, "variants": recorded}
         if gate:
             out["paraphrase_gate"] = gate
         typer.echo(json.dumps(out, ensure_ascii=False))
@@ -96,7 +116,8 @@ def ask(
     for note in notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
     if ans.per_prompt is not None:
-        for p, a in zip(ans.prompts, ans.per_prompt, strict=True):
+        labels = [json.dumps(v) for v in recorded] if recorded else ans.prompts
+        for p, a in zip(labels, ans.per_prompt, strict=True):
             console.print(f"  [dim]{escape(p)}[/] → {escape(a)}")
     console.print(f"[bold]{escape(ans.answer)}[/]  [dim]({method}, p={ans.prob:.3f}, {seconds:.2f}s, "
                   f"{escape(ans.attention)})[/]")
@@ -129,9 +150,33 @@ def _prompt_plan(question: str, given: list[str], num_paraphrases: int | None, n
 DEFAULT_PROMPTS = 5  # `ask` without -p: prompts per question, as `run --num-paraphrases`
 
 
-def _check_weights(weights: str | None, method: str, n_prompts: int | None) -> list[float] | str | None:
+def _variant_plan(question: str, given: list[str], dims: tuple[str, ...], n: int | None, levels: int | None,
+                  no_paraphrase: bool, few_shot: bool) -> int:
+    """Check the options of a --variants question; returns how many paraphrases the model must write.
+
+    N prompts (--num-paraphrases, default 5) are drawn from the product of ``dims``; the paraphrase
+    dimension takes the -p paraphrases, else --variant-levels (default N) - 1 written ones.
+    """
+    from selfensemble.engine.prompts import clean_prompts
+
+    if no_paraphrase and (given or "paraphrase" in dims):
+        raise SelfEnsembleError("--no-paraphrase asks the question in one wording: drop it, or drop paraphrase "
+                                "from --variants.")
+    if given and "paraphrase" not in dims:
+        raise SelfEnsembleError("-p gives paraphrases, but --variants does not vary the wording: add paraphrase.")
+    if not few_shot and {"demos", "order"} & set(dims):
+        raise SelfEnsembleError("--variants demos/order vary the demonstrations: drop --no-few-shot.")
+    clean_prompts([question, *given])
+    if "paraphrase" not in dims or given:
+        return 0
+    return (levels or n or DEFAULT_PROMPTS) - 1
+
+
+def _check_weights(weights: str | None, method: str, n_prompts: int | None,
+                   unknown: str = "the model writes a number of paraphrases not known in advance"
+                   ) -> list[float] | str | None:
     """--weights as the engine takes it, checked against the method and the prompt count (None: not
-    known yet, the model writes the paraphrases)."""
+    known yet, for the reason ``unknown``)."""
     from selfensemble.methods.fusion import DYNAMIC_WEIGHTS, WEIGHTED, normalise_weights
 
     if weights is not None and weights.strip() in DYNAMIC_WEIGHTS:
@@ -143,8 +188,8 @@ def _check_weights(weights: str | None, method: str, n_prompts: int | None) -> l
     if w is None or method not in WEIGHTED:
         return w  # other methods ignore weights (the engine says nothing either)
     if n_prompts is None:
-        raise SelfEnsembleError("Numeric --weights need the prompts given with -p (the model writes a number of "
-                                f"paraphrases not known in advance); or use --weights {' | '.join(DYNAMIC_WEIGHTS)}.")
+        raise SelfEnsembleError(f"Numeric --weights need the prompts given with -p ({unknown}); "
+                                f"or use --weights {' | '.join(DYNAMIC_WEIGHTS)}.")
     if len(w) != n_prompts:
         raise SelfEnsembleError(f"Method {method} got {len(w)} weights for {n_prompts} prompts; give one per prompt.")
     try:

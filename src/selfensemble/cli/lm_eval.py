@@ -54,6 +54,9 @@ def lm_eval_command(
     fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
     paraphrase_source: str = typer.Option("auto", help="auto (doc field 'paraphrases' if present, else "
                                           "model-written) | doc | generate"),
+    variants: str = typer.Option("paraphrase", help="What the prompts vary, comma-separated: paraphrase | format | "
+                                 "order (demos: the harness draws the demonstrations)"),
+    variant_levels: int = typer.Option(None, min=1, help="Values per variant dimension (default: N)."),
     model_args: str = typer.Option(None, help="More engine options as key=value,... (as in the harness)."),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("runs/lm-eval"), help="Folder for results.json and samples."),
@@ -80,7 +83,8 @@ def lm_eval_command(
     from selfensemble.pipeline.progress import as_progress
 
     lm = SelfEnsembleLM(model=model, method=method, num_paraphrases=num_paraphrases, batch_size=batch_size,
-                        paraphrase_source=paraphrase_source, seed=seed,
+                        paraphrase_source=paraphrase_source, seed=seed, variants=variants,
+                        variant_levels=variant_levels,
                         progress=as_progress(console=Console(stderr=True)), **options)  # paraphrase notes on stderr
     loaded = time.perf_counter() - t0
     results = evaluate(lm, names, limit=limit, log_samples=True, manager=manager)
@@ -96,6 +100,9 @@ def lm_eval_command(
                 fh.write(json.dumps(s, default=str, ensure_ascii=False) + "\n")
     typer.echo(make_table(results))
     counts = lm.report()["counts"]
+    if not lm.plain:
+        typer.echo(f"{counts['with_variants']} contexts asked through variants ({','.join(lm.variants)}), "
+                   f"{counts['variants_unreadable']} whose demonstrations could not be read back (asked as plain)")
     typer.echo(f"{counts['contexts']} contexts, {counts['with_paraphrases']} asked through paraphrases, "
                f"{counts['no_question']} without a question to paraphrase (answered as is); "
                f"{seconds:.1f}s → {out / 'results.json'}")

@@ -109,6 +109,8 @@ def echo_outputs(result: dict) -> None:
         typer.echo(f"wrote {result['png']} (chart) and {result['json']} (numbers)", err=True)
     if result.get("reliability_png"):
         typer.echo(f"wrote {result['reliability_png']} (reliability diagram)", err=True)
+    if result.get("sensitivity_png"):
+        typer.echo(f"wrote {result['sensitivity_png']} (accuracy per variant value, by dimension)", err=True)
 
 
 @app.command()

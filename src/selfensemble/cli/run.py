@@ -47,6 +47,11 @@ def run_command(
     num_paraphrases: int = typer.Option(5, min=1, help="Prompts per question, the original included."),
     limit: int = typer.Option(None, min=1, help="At most this many items."),
     prompt_indices: str = typer.Option(None, help="Which prompts take part, e.g. 0,2,4."),
+    variants: str = typer.Option("paraphrase", help="What the N prompts vary, comma-separated: paraphrase (wording) | "
+                                 "format (surface) | demos (another draw of demonstrations) | order (demonstrations "
+                                 "permuted); N of their product per item, variant 0 = the plain prompt"),
+    variant_levels: int = typer.Option(None, min=1, help="Values per variant dimension (default: "
+                                       "--num-paraphrases); more than N asks each item a random N of them."),
     few_shot: int = typer.Option(5, help="Few-shot examples in the shared prefix."),
     demos: str = typer.Option("per-item", help="Few-shot demonstrations: per-item (drawn per item from its "
                               "relation's pool, blind to its gold) | other-groups (from other relations' pools: the "
@@ -119,6 +124,7 @@ def run_command(
 
     cfg = RunConfig(dataset=dataset, data_path=data_path, split=split, limit=limit, methods=chosen,
                     num_paraphrases=num_paraphrases, prompt_indices=parse_list(prompt_indices, "--prompt-indices", int),
+                    variants=parse_list(variants, "--variants"), variant_levels=variant_levels,
                     few_shot=few_shot, demos=demos, max_new_tokens=max_new_tokens, chat=chat, match=match,
                     confidence_samples=confidence_samples, dataset_options=options, out=str(out),
                     subfolders=method is None, allow_mixed=allow_mixed, weights=weights,

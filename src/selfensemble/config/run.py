@@ -75,8 +75,10 @@ class RunConfig:
     split: str = "test"
     limit: int | None = None
     methods: list[str] = field(default_factory=lambda: ["origin"])
-    num_paraphrases: int = 5
+    num_paraphrases: int = 5  # prompts per question (N), the original included: N variants with --variants
     prompt_indices: list[int] | None = None
+    variants: list[str] = field(default_factory=lambda: ["paraphrase"])  # config.variants.DIMENSIONS
+    variant_levels: int | None = None  # values per variant dimension (None: num_paraphrases)
     few_shot: int = 5
     demos: str = "per-item"  # config.demos.DEMO_MODES: per-item | other-groups | shared (older runs)
     max_new_tokens: int = 16
@@ -92,6 +94,13 @@ class RunConfig:
     engine: EngineConfig = field(default_factory=_engine_config)  # flex knobs: defaults.py, read when built
     load: LoadSpec = field(default_factory=LoadSpec)
     gate: GateSettings = field(default_factory=GateSettings)
+
+    def __post_init__(self) -> None:
+        from selfensemble.config.variants import check_levels, parse_variants
+
+        # one spelling per run ("demos,format" == ["format", "demos"]): the manifest compares it on resume
+        self.variants = list(parse_variants(self.variants))
+        check_levels(self.variant_levels)
 
     @property
     def seed(self) -> int:
@@ -132,14 +141,15 @@ FLAT_KEYS: dict[str, tuple[str, str]] = {
 #: What runs used for settings their manifest does not hold: fields the flat RunConfig never had
 #: (its engines ran EngineConfig's and LoadSpec's defaults of the time) and fields it recorded only
 #: when set (device_map, revision, trust_remote_code; demos only when "per-item": older runs drew
-#: one shared set). A field added to EngineConfig / LoadSpec later gets one entry here (the value
-#: runs had before it existed) and older folders keep resuming; without one, resuming them is
+#: one shared set; variants and variant_levels: runs before --variants asked paraphrases only).
+#: A field added to EngineConfig / LoadSpec later gets one entry here (the value runs had before it
+#: existed) and older folders keep resuming; without one, resuming them is
 #: refused, naming the field. Any other key a manifest lacks stays absent, so it is refused as before.
 UNRECORDED: dict[str, dict[str, Any]] = {
     "engine": {"reuse_prefix": True, "pad_multiple": 32},
     "load": {"device_map": None, "revision": None, "trust_remote_code": False, "quantization_config": None},
     "gate": {},
-    "": {"demos": "shared"},
+    "": {"demos": "shared", "variants": ["paraphrase"], "variant_levels": None},
 }
 
 

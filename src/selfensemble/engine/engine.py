@@ -29,8 +29,8 @@ from selfensemble.engine.decoding import (
 from selfensemble.engine.models import LoadedModel
 from selfensemble.engine.packing import SHARED, PackedBatch, Row
 from selfensemble.engine.prepared import Prepared, check_context, fusion_terms, lay_out
-from selfensemble.engine.prompts import PromptFormat, PromptParts, build_parts
-from selfensemble.engine.queries import Answer, Query, query_weights, sample_counts
+from selfensemble.engine.prompts import PromptFormat, PromptParts
+from selfensemble.engine.queries import Answer, Query, query_parts, query_weights, sample_counts
 from selfensemble.engine.rows import plan_rows
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.methods.registry import check_method, get_method
@@ -178,7 +178,7 @@ class Engine:
                     on_done: Callable[[int, Answer], None] | None = None) -> list[Answer]:
         """Answer queries in batches of ``batch_size``; ``on_done(index, answer)`` fires as each batch ends."""
         check_method(method)
-        parts = [build_parts(self.lm.tokenizer, q.fmt, list(q.prompts)) for q in queries]
+        parts = [query_parts(self.lm.tokenizer, q) for q in queries]
         weights = [query_weights(method, q, p) for q, p in zip(queries, parts, strict=True)]
         return self.answer_parts(parts, method, gen, weights, on_done, [q.stream_key for q in queries])
 
@@ -196,7 +196,7 @@ class Engine:
         counts = sample_counts(n_samples, len(queries))
         gen = gen or GenerationConfig()
         live = [i for i, n in enumerate(counts) if n > 0]
-        parts = [build_parts(self.lm.tokenizer, queries[i].fmt, list(queries[i].prompts[:1])) for i in live]
+        parts = [query_parts(self.lm.tokenizer, queries[i], first_only=True) for i in live]
         results: list[list[Answer]] = [[] for _ in queries]
         def decode(prepared: Prepared, chunk: list[int]) -> list[list[Answer]]:
             return self._decode(prepared, "origin", gen, [queries[live[c]].stream_key for c in chunk],

@@ -9,6 +9,7 @@ them all.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from selfensemble.data.base import Example
@@ -43,7 +44,12 @@ class PromptFormat:
 
 @dataclass
 class PromptParts:
-    """Token ids of one query: ``prefix`` is shared by all prompts, one ``segment`` per prompt."""
+    """Token ids of one query: ``prefix`` is shared by all prompts, one ``segment`` per prompt.
+
+    ``cues``: one cue per prompt when prompts end differently (format variants: ``A:`` / ``Answer -``),
+    else None and every prompt ends in ``cue``. Attention fusion places one cue after all segments:
+    ``cue``, prompt 0's.
+    """
 
     prefix: list[int]
     segments: list[list[int]]
@@ -51,10 +57,15 @@ class PromptParts:
     prompts: list[str]
     notes: list[str] = field(default_factory=list)
     kept_indices: list[int] = field(default_factory=list)
+    cues: list[list[int]] | None = None
+
+    def cue_of(self, i: int) -> list[int]:
+        """The cue prompt i ends with when asked alone."""
+        return self.cues[i] if self.cues is not None else self.cue
 
     def full(self, i: int) -> list[int]:
         """Prompt i alone, as origin / per_prompt / logit fusion see it."""
-        return self.prefix + self.segments[i] + self.cue
+        return self.prefix + self.segments[i] + self.cue_of(i)
 
 
 def prompt_key(text: str) -> str:
@@ -107,9 +118,8 @@ def _chat_frame(tokenizer) -> tuple[str, str]:
     return before, after
 
 
-def build_parts(tokenizer, fmt: PromptFormat, prompts: list[str]) -> PromptParts:
-    """Tokenise prefix, one segment per prompt, and the cue; BOS (if the model wants one) opens the prefix."""
-    prompts, notes, kept = clean_prompts(list(prompts))
+def _frame(tokenizer, fmt: PromptFormat) -> tuple[list[int], list[int]]:
+    """(prefix tokens, cue tokens) of one format: BOS (if the model wants one) opens the prefix."""
     prefix_text, cue_text = fmt.prefix_text(), fmt.cue
     if fmt.chat:
         before, after = _chat_frame(tokenizer)
@@ -118,9 +128,69 @@ def build_parts(tokenizer, fmt: PromptFormat, prompts: list[str]) -> PromptParts
     prefix = _encode(tokenizer, prefix_text)
     if _adds_bos(tokenizer) and not fmt.chat:
         prefix = [tokenizer.bos_token_id] + prefix
+    return prefix, _encode(tokenizer, cue_text)
+
+
+def build_parts(tokenizer, fmt: PromptFormat, prompts: list[str]) -> PromptParts:
+    """Tokenise prefix, one segment per prompt, and the cue; BOS (if the model wants one) opens the prefix."""
+    prompts, notes, kept = clean_prompts(list(prompts))
+    prefix, cue = _frame(tokenizer, fmt)
     segments = [_encode(tokenizer, fmt.question_template.format(question=p)) for p in prompts]
-    return PromptParts(prefix=prefix, segments=segments, cue=_encode(tokenizer, cue_text),
-                       prompts=prompts, notes=notes, kept_indices=kept)
+    return PromptParts(prefix=prefix, segments=segments, cue=cue, prompts=prompts, notes=notes, kept_indices=kept)
+
+
+def variant_key(fmt: PromptFormat, prompt: str) -> str:
+    """What two (format, prompt) pairs are compared by: the whole text the model would read."""
+    return prompt_key(f"{fmt.chat}|{fmt.prefix_text()}{fmt.question_template.format(question=prompt)}{fmt.cue}")
+
+
+def clean_variants(fmts: Sequence[PromptFormat], prompts: Sequence[str]) -> tuple[list[int], list[str]]:
+    """(kept indices, notes): a prompt whose whole text (its format included) repeats an earlier one
+    is dropped, keeping the first; empty prompts are refused. Pure: runs call it to align records."""
+    if len(fmts) != len(prompts) or not prompts:
+        raise SelfEnsembleError(f"{len(fmts)} prompt formats for {len(prompts)} prompts; give one format per prompt.")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or not p.strip():
+            raise SelfEnsembleError(f"Prompt {i} is empty or whitespace; every prompt needs text.")
+    seen: dict[str, int] = {}
+    kept, notes = [], []
+    for i, (f, p) in enumerate(zip(fmts, prompts, strict=True)):
+        key = variant_key(f, p.strip())
+        if key in seen:
+            notes.append(f"dropped duplicate prompt {i} (reads the same as prompt {seen[key]}): {p!r}")
+            continue
+        seen[key] = i
+        kept.append(i)
+    return kept, notes
+
+
+def build_variant_parts(tokenizer, fmts: Sequence[PromptFormat], prompts: Sequence[str]) -> PromptParts:
+    """Prompt i under its own format ``fmts[i]`` (demonstrations, surface, cue): one query's pieces.
+
+    Each prompt alone is exactly ``build_parts(tokenizer, fmts[i], [prompts[i]]).full(0)``. What all
+    prompts share at the start (BOS, the instruction, often more) becomes ``prefix``, encoded once
+    (and kept in the KV cache); the rest of each prompt's own prefix opens its segment. Cutting a
+    token list anywhere is exact for a causal model. Equal formats give ``build_parts``'s pieces.
+    """
+    kept, notes = clean_variants(fmts, prompts)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    framed = [_frame(tokenizer, fmts[i]) for i in kept]
+    shared = _common_prefix([p for p, _ in framed])
+    texts = [prompts[i].strip() for i in kept]
+    segments = [p[len(shared):] + _encode(tokenizer, fmts[i].question_template.format(question=t))
+                for (p, _), i, t in zip(framed, kept, texts, strict=True)]
+    cues = [c for _, c in framed]
+    return PromptParts(prefix=shared, segments=segments, cue=cues[0], prompts=texts, notes=notes, kept_indices=kept,
+                       cues=None if all(c == cues[0] for c in cues) else cues)
+
+
+def _common_prefix(seqs: list[list[int]]) -> list[int]:
+    """The longest token list every sequence starts with."""
+    n = len(seqs[0])
+    for s in seqs[1:]:
+        n = next((i for i, (a, b) in enumerate(zip(seqs[0][:n], s, strict=False)) if a != b), min(n, len(s)))
+    return seqs[0][:n]
 
 
 # Generic few-shot demonstrations for ad-hoc questions (``selfensemble ask``): they teach the

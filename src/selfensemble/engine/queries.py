@@ -7,10 +7,18 @@ need them, one weight per prompt; an Answer holds the decoded answer with its pr
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from selfensemble.engine.prompts import PromptFormat, PromptParts
+from selfensemble.engine.prompts import (
+    PromptFormat,
+    PromptParts,
+    build_parts,
+    build_variant_parts,
+    clean_prompts,
+    clean_variants,
+)
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.methods import fusion
 from selfensemble.methods.registry import get_method
@@ -23,16 +31,45 @@ class Query:
     ``seed`` keys this query's own sampling streams (a run derives it from its seed and the item
     id); None keys them by the prompts' text. Either way each query, and each answer group within
     it, draws its own random numbers, independent of which queries share its batch.
+
+    ``formats`` (prompt variants, engine/variants.py): one PromptFormat per prompt, each with its own
+    demonstrations, surface and cue, instead of ``fmt`` for all; ``variants`` says which variant each
+    prompt is (``{"format": 3, "demos": 1}``), for the run's records.
     """
 
     prompts: Sequence[str]
     fmt: PromptFormat = field(default_factory=PromptFormat)
     weights: Sequence[float] | str | None = None  # or "entropy" / "agreement": derived per decode step
     seed: int | None = None
+    formats: Sequence[PromptFormat] | None = None
+    variants: list[dict] | None = None
 
     @property
     def stream_key(self) -> object:
         return self.seed if self.seed is not None else tuple(self.prompts)
+
+    def format_of(self, i: int) -> PromptFormat:
+        """The format prompt i is asked in."""
+        return self.formats[i] if self.formats is not None else self.fmt
+
+    def kept_indices(self) -> list[int]:
+        """The prompts the engine asks (a repeat of an earlier prompt is dropped), as build_parts keeps them."""
+        if self.formats is not None:
+            return clean_variants(self.formats, self.prompts)[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the engine notes the duplicates when it answers
+            return clean_prompts(list(self.prompts))[2]
+
+
+def query_parts(tokenizer, query: Query, first_only: bool = False) -> PromptParts:
+    """The query's token pieces: one format for all prompts (build_parts), or one each (build_variant_parts).
+
+    ``first_only``: prompt 0 alone, in its own format (what ``origin`` and sampling ask).
+    """
+    n = 1 if first_only else len(query.prompts)
+    if query.formats is None:
+        return build_parts(tokenizer, query.fmt, list(query.prompts[:n]))
+    return build_variant_parts(tokenizer, list(query.formats[:n]), list(query.prompts[:n]))
 
 
 @dataclass

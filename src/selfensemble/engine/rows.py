@@ -39,7 +39,8 @@ def plan_rows(method: str | Method, parts: PromptParts, weights: torch.Tensor | 
     rows hold only what follows it (positions start at len(prefix)); else it is inside every row.
     A packed plan (flex) uses ``cfg.layout`` ("shared": one prefix before all paraphrases; "full":
     the prefix once per paraphrase) and ``cfg.positions`` (``cfg``: an EngineConfig); other plans
-    ignore both.
+    ignore both. A row of one prompt ends in that prompt's own cue (``parts.cue_of``); a packed row
+    in the one shared cue after all segments (``parts.cue``).
     """
     spec = get_method(method)
     shared, start = ([], len(parts.prefix)) if cached_prefix else (parts.prefix, 0)
@@ -55,7 +56,7 @@ def plan_rows(method: str | Method, parts: PromptParts, weights: torch.Tensor | 
         else:
             row = pack_row(shared, parts.segments, parts.cue, start, cfg.positions)
         return RowPlan([row], [[0]], [None])
-    rows = [pack_row(shared, [s], parts.cue, start) for s in parts.segments]
+    rows = [pack_row(shared, [s], parts.cue_of(i), start) for i, s in enumerate(parts.segments)]
     if spec.per_prompt:
         return RowPlan(rows, [[i] for i in range(n)], [None] * n)
     return RowPlan(rows, [list(range(n))], [weights])

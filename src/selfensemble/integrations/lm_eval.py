@@ -89,7 +89,8 @@ class SelfEnsembleLM(LM):
     def __init__(self, model: str = "smollm2-135m", method: str = "flex", num_paraphrases: int = 5,
                  batch_size: int | str = 8, paraphrase_source: str = "auto", paraphrase_field: str = "paraphrases",
                  weights_field: str = "weights", tokenize: str = "whole", seed: int = 0, engine=None,
-                 max_batch_size=None, progress=None, **options):
+                 max_batch_size=None, progress=None, variants: str = "paraphrase", variant_levels: int | None = None,
+                 **options):
         super().__init__()
         from selfensemble.config.engine import EngineConfig
         from selfensemble.engine.factory import LoadSpec, build_engine
@@ -112,6 +113,7 @@ class SelfEnsembleLM(LM):
         if tokenize not in TOKENIZE_MODES:
             raise SelfEnsembleError(f"tokenize must be one of {', '.join(TOKENIZE_MODES)}, got {tokenize!r}.")
         self.seed, self.model_spec, self.tokenize = int(seed), str(model), tokenize
+        self._variants(variants, variant_levels)
         config_opts, load_opts = _engine_options(options)
         if engine is None:
             if "torch_dtype" in load_opts:  # load_model's old name of dtype
@@ -122,14 +124,32 @@ class SelfEnsembleLM(LM):
         self.progress = progress  # notes of model-written paraphrases (the CLI renders them; None: silent)
         self.counts = {"contexts": 0, "with_paraphrases": 0, "no_question": 0, "prompts": 0,
                        "paraphrases_from_doc": 0, "paraphrases_generated": 0, "duplicates_dropped": 0,
-                       "retokenized_pieces": 0, "short_after_gate": 0}
+                       "retokenized_pieces": 0, "short_after_gate": 0, "with_variants": 0,
+                       "variants_unreadable": 0}
         self._prepared: dict[str, Prepared] = {}
         self.paraphrase_seconds = 0.0  # model-written paraphrases (0 when all came from the doc or the cache)
+
+    def _variants(self, variants, variant_levels) -> None:
+        """Check and keep the variant settings (harness_variants.py); the plain run is paraphrase alone."""
+        from selfensemble.config.variants import DEFAULT_VARIANTS, check_levels, parse_variants
+        from selfensemble.integrations.harness_variants import check_harness_variants
+        from selfensemble.methods.registry import get_method
+
+        self.variants = parse_variants(variants)
+        self.variant_levels = check_levels(None if variant_levels in (None, "") else int(variant_levels))
+        self.plain = self.variants == DEFAULT_VARIANTS and self.variant_levels is None
+        check_harness_variants(self.variants)
+        if not self.plain and get_method(self.method).needs_weights:
+            raise SelfEnsembleError(f"Method {self.method} takes per-prompt weights from the documents, which "
+                                    "cannot weigh variants; use avg, max or flex with variants.")
+        if not self.plain:  # the paraphrase dimension's values: the question and its paraphrases
+            self._prompts = (self.variant_levels or self.num_paraphrases) if "paraphrase" in self.variants else 1
 
     # -- what the harness and the CLI read back ------------------------------------------------------
     def report(self) -> dict:
         """Configuration and counts of this adapter's run (written next to the harness's results)."""
         return {"model": self.model_spec, "method": self.method, "num_paraphrases": self.num_paraphrases,
+                "variants": list(self.variants), "variant_levels": self.variant_levels,
                 "paraphrase_source": self.paraphrase_source, "attention": self.engine.attention_note,
                 "engine": {f.name: getattr(self.engine.config, f.name) for f in fields(self.engine.config)},
                 "counts": dict(self.counts), "paraphrase_seconds": round(self.paraphrase_seconds, 2),
@@ -223,10 +243,27 @@ class SelfEnsembleLM(LM):
         self.counts["duplicates_dropped"] += len(notes)
         self.counts["with_paraphrases"] += len(prompts) > 1
         self.counts["prompts"] += len(prompts)
+        if not self.plain and (varied := self._variant_parts(split, prompts)) is not None:
+            return Prepared(varied, None, whole)
         prefix, segment, cue = self._cut(context, split)
         segments = [segment] + [self._encode(split.segment(p))[1 if _adds_bos(self._tok) else 0:] for p in prompts[1:]]
         parts = PromptParts(prefix, segments, cue, prompts, notes, kept)
         return Prepared(parts, self._weights(doc, kept), whole)
+
+    def _variant_parts(self, split: ContextSplit, prompts: list[str]) -> PromptParts | None:
+        """The context's N variants as token pieces (tokenised in pieces, as `run` does), or None when its
+        demonstrations cannot be read back (counted in ``variants_unreadable``; asked as a plain context)."""
+        from selfensemble.engine.prompts import build_variant_parts
+        from selfensemble.integrations.harness_variants import harness_format, harness_variants
+
+        base = harness_format(split)
+        if base is None:
+            self.counts["variants_unreadable"] += 1
+            return None
+        r = harness_variants(split, base, prompts, self.variants, self.num_paraphrases,
+                             self.variant_levels or self.num_paraphrases, self.seed)
+        self.counts["with_variants"] += 1
+        return build_variant_parts(self._tok, r.formats, r.prompts)
 
     def _weights(self, doc, kept: list[int]) -> torch.Tensor | None:
         from selfensemble.methods.registry import get_method
@@ -356,4 +393,8 @@ def evaluate(lm: SelfEnsembleLM, tasks: Sequence[str], include_path: str | None 
     if lm.counts["no_question"]:
         log.warning("selfensemble: %d of %d contexts had no question to paraphrase; they were answered "
                     "from the whole context without paraphrases.", lm.counts["no_question"], lm.counts["contexts"])
+    if lm.counts["variants_unreadable"]:
+        log.warning("selfensemble: %d of %d contexts had demonstrations that could not be read back for variants; "
+                    "they were asked through their paraphrases only.", lm.counts["variants_unreadable"],
+                    lm.counts["contexts"])
     return results

@@ -57,14 +57,25 @@ def build_queries(ds: Dataset, items: list[Item], cfg: RunConfig, weights: dict 
     from selfensemble.engine.prompts import PromptFormat
     from selfensemble.engine.queries import Query
     from selfensemble.pipeline.tuning import weights_for
+    from selfensemble.pipeline.variants import is_plain, variant_query
 
+    plain = is_plain(cfg)
+    if weights is not None and not plain:
+        raise ConfigError("A weights file is keyed by template or prompt position; it cannot weight format/demos/"
+                          f"order variants (variants={list(cfg.variants)}).")
     out_items, queries = [], []
     for it in items:
         examples = tuple(ds.few_shot(it, cfg.few_shot, cfg.seed, cfg.demos))
         it = item_fields(ds, it, len(examples), cfg)
+        fmt = PromptFormat(instruction=ds.instruction, chat=cfg.chat, examples=examples)
+        seed = derive_seed(cfg.seed, it.id)  # the item's own sampling streams
+        if not plain:  # N variants of the item (pipeline/variants.py), each recorded as its dict of values
+            out_items.append(it)
+            queries.append(variant_query(ds, it, cfg, fmt, seed))
+            continue
         prompts = select_prompts(it, cfg)
-        query = Query(prompts, PromptFormat(instruction=ds.instruction, chat=cfg.chat, examples=examples),
-                      seed=derive_seed(cfg.seed, it.id))  # the item's own sampling streams
+        indices = cfg.prompt_indices if cfg.prompt_indices is not None else range(len(prompts))
+        query = Query(prompts, fmt, seed=seed, variants=[{"paraphrase": i} for i in indices])
         if weights is not None:
             query.weights = weights_for(weights, it.group, it.meta["record"].get("prompt_templates"), len(prompts),
                                         where=f"--weights {cfg.weights}")

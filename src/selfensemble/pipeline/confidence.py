@@ -86,7 +86,7 @@ class ConfidenceCache:
 
     @staticmethod
     def key(query, index: int) -> str:
-        return hashlib.sha256(repr((query.stream_key, index, query.prompts[index], query.fmt)).encode()).hexdigest()[:24]
+        return hashlib.sha256(repr((query.stream_key, index, query.prompts[index], query.format_of(index))).encode()).hexdigest()[:24]
 
     def get(self, query, index: int) -> PromptConfidence | None:
         d = self.data.get(self.key(query, index))

@@ -8,6 +8,7 @@ resumes where it stopped. Timing is measured after a warm-up batch, so methods c
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -227,7 +228,7 @@ def _finish(store, engine: Backend, cfg: RunConfig, method: str, session: dict) 
     records = rescored(store.records(), cfg.match)  # older records of a resumed run: today's rules
     metrics = summarize(records, store.manifest())
     metrics.update(method=method, model=cfg.load.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
-                   attention=engine.attention_note)
+                   variants=list(cfg.variants), attention=engine.attention_note)
     store.write_metrics(metrics)
     manifest = store.manifest()
     sessions = manifest.get("sessions") or [{}]
@@ -258,6 +259,7 @@ def _answer_todo(engine: Backend, cfg: RunConfig, method: str, items: list[Item]
     the timed pass and its ``engine_stats`` count this method's questions only.
     """
     from selfensemble.methods.registry import get_method
+    from selfensemble.pipeline.variants import recorded_variants
 
     needs = get_method(method).needs_weights
     weights = _weights(engine, cfg, [queries[i] for i in todo], progress) if needs else None
@@ -274,7 +276,7 @@ def _answer_todo(engine: Backend, cfg: RunConfig, method: str, items: list[Item]
         if store.session["attention_path"] is None:
             store.learn_attention_path(answer.attention_key)
         rec = make_record(items[i], answer, method, cfg.match, queries[i].weights if weights else None)
-        store.append({**rec, "demo_answers": demo_answers(queries[i])})
+        store.append({**rec, "demo_answers": demo_answers(queries[i]), "variants": recorded_variants(queries[i])})
         progress.advance()
 
     try:
@@ -360,6 +362,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     from selfensemble.methods.registry import check_method, get_method
     from selfensemble.pipeline.backends import BackendConfig, as_backend, open_backend
     from selfensemble.pipeline.build import build_queries, load_run_weights
+    from selfensemble.pipeline.variants import check_variants, paraphrases_needed, short_note
     from selfensemble.scoring import check_match
 
     progress = as_progress(progress, console)
@@ -370,6 +373,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
         raise SelfEnsembleError(f"Unknown --demos {cfg.demos!r}; use one of {', '.join(DEMO_MODES)}.")
     if cfg.num_paraphrases < 1:
         raise SelfEnsembleError("--num-paraphrases must be >= 1 (it counts the original question).")
+    check_variants(cfg)
     weights = load_run_weights(cfg)
     ds, items = load_items(cfg)
     if cfg.few_shot > 0:
@@ -387,8 +391,10 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
             progress.end()
     engine = as_backend(engine)
     try:
-        items = ensure_paraphrases(engine, cfg, items, progress)
+        items = ensure_paraphrases(engine, replace(cfg, num_paraphrases=paraphrases_needed(cfg)), items, progress)
         items, queries = build_queries(ds, items, cfg, weights)
+        if (note := short_note(queries, cfg)) is not None:
+            progress.note(f"[yellow]{note}[/]")
         out = Path(cfg.out)
         folders = {m: out / m if cfg.subfolders else out for m in cfg.methods}
         sources = {m: get_method(m).derived_from for m in cfg.methods}

@@ -247,10 +247,17 @@ def make_record(item: Item, answer, method: str, match: str, weights) -> dict:
 
 
 def demo_answers(query) -> list[str]:
-    """The normalised answers of a query's few-shot demonstrations (what a copied answer would equal)."""
+    """The normalised answers of a query's few-shot demonstrations (what a copied answer would equal).
+
+    A query with one format per prompt (variants) shows several sets: their answers, each once,
+    in the order the prompts show them.
+    """
     from selfensemble.scoring import normalize
 
-    return [normalize(ex.answer) for ex in query.fmt.examples]
+    if getattr(query, "formats", None) is None:
+        return [normalize(ex.answer) for ex in query.fmt.examples]
+    answers = [normalize(ex.answer) for f in query.formats for ex in f.examples]
+    return list(dict.fromkeys(answers))
 
 
 def vote_record(per_prompt: dict, method: str = "vote", weights: Sequence[float] | None = None) -> dict:
