@@ -268,7 +268,7 @@ def test_reliability_bins_and_ece_by_hand():
     [row] = calibration([("avg", recs)])
     hand = 0.05 * 0.4 + (1 / 3 - 0.15) * 0.6
     assert row["ece"] == pytest.approx(hand)
-    assert row["ece"] == pytest.approx(summarize(recs, _manifest("avg"))["ece"])  # same as scoring.ece
+    assert row["ece"] == pytest.approx(summarize(recs, _manifest("avg"))["ece"])  # same as metrics.ece
 
 
 def test_report_writes_reliability_diagram_next_to_report_png(tmp_path):

@@ -7,12 +7,18 @@ import math
 import pytest
 
 from selfensemble import scoring
-from selfensemble.errors import SelfEnsembleError
-from selfensemble.scoring import (
+from selfensemble.analysis import metrics
+from selfensemble.analysis.metrics import (
     accuracy,
     combined_performance_score,
     consistency,
     ece,
+    per_prompt_accuracy,
+    prompt_disagreement,
+    prompt_sensitivity,
+)
+from selfensemble.errors import SelfEnsembleError
+from selfensemble.scoring import (
     exact_match,
     is_correct,
     is_demo_copy,
@@ -20,9 +26,6 @@ from selfensemble.scoring import (
     majority_vote,
     normalize,
     partial_match,
-    per_prompt_accuracy,
-    prompt_disagreement,
-    prompt_sensitivity,
     score_all,
     set_lemmatizer,
     token_f1,
@@ -241,8 +244,8 @@ def test_is_echo_on_crafted_records(prediction, prompts, golds, subject, echo):
 
 
 def test_echo_rate():
-    assert scoring.echo_rate([True, False, False, True]) == 0.5
-    assert math.isnan(scoring.echo_rate([]))
+    assert metrics.echo_rate([True, False, False, True]) == 0.5
+    assert math.isnan(metrics.echo_rate([]))
 
 
 def test_echo_against_own_prompts() -> None:

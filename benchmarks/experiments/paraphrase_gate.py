@@ -155,7 +155,7 @@ def _acc(r: dict) -> str:
 
 
 def _ece(r: dict) -> str:
-    from selfensemble.scoring import ece
+    from selfensemble.analysis.metrics import ece
 
     if not r:
         return "–"

@@ -25,12 +25,12 @@ import numpy as np
 from selfensemble.analysis.baselines import demo_copy_split, no_model_baselines
 from selfensemble.analysis.compare import BOOTSTRAP_N, SEED, SINGLE_PROMPT_RUN, compare
 from selfensemble.analysis.family import Family, apply_families, load_family
+from selfensemble.analysis.metrics import ece, echo_rate, prompt_sensitivity
 from selfensemble.analysis.render import to_markdown as to_markdown  # re-exported for callers of report
 from selfensemble.analysis.sources import cell_provenance, describe
 from selfensemble.analysis.stats import bootstrap_ci
 from selfensemble.errors import ConfigError, SelfEnsembleError
 from selfensemble.methods.registry import METHODS
-from selfensemble.scoring import ece, echo_rate, prompt_sensitivity
 from selfensemble.store.records import (
     check_scorer,
     demo_copy_rate,
@@ -55,7 +55,7 @@ SCORE_FIELDS = {"exact": "exact_match", "contains": "contains", "f1": "token_f1"
 
 
 def _sensitivity(records: Sequence[dict], scorer: str | None) -> dict | None:
-    """scoring.prompt_sensitivity over the records with per-prompt answers (None without any)."""
+    """metrics.prompt_sensitivity over the records with per-prompt answers (None without any)."""
     rows = [(r["per_prompt"], per_prompt_values(r, scorer)) for r in records if r.get("per_prompt")]
     rows = [(a, v) for a, v in rows if v]
     if not rows:
@@ -139,7 +139,7 @@ def find_runs(run_dirs: Sequence[Path | str]) -> list[Path]:
 
 def reliability_bins(records: Sequence[dict], n_bins: int = ECE_BINS) -> list[dict]:
     """Equal-width bins (lo, hi] of the fused answer probability (``confidence``; 0 joins bin 0, as in
-    scoring.ece): per non-empty bin its count, mean confidence and accuracy. ECE = Σ count/n · |acc − conf|.
+    metrics.ece): per non-empty bin its count, mean confidence and accuracy. ECE = Σ count/n · |acc − conf|.
 
     Example: confidences .95, .95, .15, .15, .15 with correct T, T, T, F, F →
     bin (.9, 1]: n 2, conf .95, acc 1; bin (.1, .2]: n 3, conf .15, acc 1/3.
