@@ -301,8 +301,16 @@ def _entries(root, kind: str) -> int:
     return len(_cache_file(kind, root))
 
 
-def _strip(path) -> list[dict]:
-    return [{k: v for k, v in json.loads(x).items() if k not in ("seconds",)} for x in path.read_text().splitlines()]
+def _strip(path, approx: bool = False) -> list[dict]:
+    """Records without timings and with confidences as ``pytest.approx`` (relative 1e-4): the
+    uninterrupted run wrote paraphrases in the same process before answering, so its prefix KV came
+    from other batch shapes and float sums differ in the last bits (seen: 2.41649446e-18 vs
+    2.41649677e-18). Every text, count and flag must still be equal exactly."""
+    rows = [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in path.read_text().splitlines()]
+    for row in rows:
+        if approx and isinstance(row.get("confidence"), float):
+            row["confidence"] = pytest.approx(row["confidence"], rel=1e-4)
+    return rows
 
 
 @pytest.mark.slow
@@ -352,7 +360,7 @@ def test_cli_killed_and_stopped_in_every_phase_resumes_to_the_uninterrupted_reco
     assert f"estimating confidence for {8 - sampled} questions" in last.stdout
     assert _cache_file("paraphrases", cache) == _cache_file("paraphrases", ref / "cache")
     assert _cache_file("confidence", cache) == _cache_file("confidence", ref / "cache")
-    assert _strip(out / "results.jsonl") == _strip(ref / "out" / "results.jsonl")
+    assert _strip(out / "results.jsonl") == _strip(ref / "out" / "results.jsonl", approx=True)
 
 
 # -- graceful stop ----------------------------------------------------------------------------------
