@@ -31,7 +31,8 @@ def test_ask_json_on_random_model():
     assert out["method"] == "avg"
     assert out["prompts"] == ["What is the capital of France?", "Which city is the capital of France?"]
     assert isinstance(out["answer"], str) and out["seconds"] > 0
-    assert out["attention"].startswith("sdpa")
+    assert out["attention"] == {"prefill": "sdpa-dense", "decode": "sdpa-dense"}
+    assert any(n.startswith("attention: sdpa") for n in out["notes"])
 
 
 @pytest.mark.slow  # a real CLI subprocess

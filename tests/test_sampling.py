@@ -7,10 +7,10 @@ import torch
 
 from selfensemble.engine.sampling import (
     NUCLEUS_CANDIDATES,
+    race_uniforms,
     sample_keys,
     select_token,
     select_tokens,
-    step_uniforms,
 )
 
 
@@ -81,19 +81,47 @@ def test_the_uniforms_are_pinned():
     """The stream's numbers, fixed: a change here changes every sampled answer, so the caches that
     store sampled outputs (paraphrase.writer.CACHE_VERSION, confidence.SAMPLER_VERSION) must be bumped."""
     keys = sample_keys([0, 1, 2**40 + 3, 2**63 - 1])
-    assert step_uniforms(keys, 0).tolist() == pytest.approx(
-        [0.2047664324257238, 0.8087997971124261, 0.5558258132954992, 0.9223590655633015], abs=1e-15)
-    assert step_uniforms(keys, 7).tolist() == pytest.approx(
-        [0.10782999977300112, 0.25980700263867484, 0.5461955398563023, 0.6133875571486471], abs=1e-15)
+    assert race_uniforms(keys, 0, 3)[:, 1].tolist() == pytest.approx(
+        [0.1750679612159729, 0.22732633352279663, 0.4629959464073181, 0.44539588689804077], abs=1e-7)
+    assert race_uniforms(keys, 7, torch.tensor([[5, 49151]] * 4)).flatten().tolist() == pytest.approx(
+        [0.7008673548698425, 0.5989544987678528, 0.21975821256637573, 0.4706428647041321, 0.20895403623580933,
+         0.16377753019332886, 0.5094075798988342, 0.12014168500900269], abs=1e-7)
+
+
+def test_no_uniform_is_0_or_1():
+    """-log(u) must be finite and > 0 for every token, or a p = 0 token could win the race (0 / 0)."""
+    u = race_uniforms(sample_keys(range(64)), 0, 1 << 16)
+    assert float(u.min()) > 0 and float(u.max()) < 1
+
+
+def test_a_tokens_number_is_the_same_in_the_vocabulary_and_among_candidates():
+    """The race over a nucleus's candidates uses each token's own number, as the race over every token does."""
+    keys = sample_keys([3, 4])
+    full = race_uniforms(keys, 5, 1000)
+    ids = torch.tensor([[7, 999, 0], [500, 1, 2]])
+    assert torch.equal(race_uniforms(keys, 5, ids), full.gather(1, ids))
 
 
 def test_uniforms_look_uniform():
-    u = torch.cat([step_uniforms(sample_keys(range(50)), t) for t in range(200)])
-    assert float(u.min()) >= 0 and float(u.max()) < 1
+    u = torch.cat([race_uniforms(sample_keys(range(50)), t, 40).flatten() for t in range(100)])
+    assert float(u.min()) > 0 and float(u.max()) < 1
     assert float(u.mean()) == pytest.approx(0.5, abs=0.01)
     assert float(u.var()) == pytest.approx(1 / 12, abs=0.005)
-    counts = torch.histc(u.float(), bins=10, min=0, max=1)
+    counts = torch.histc(u, bins=10, min=0, max=1)
     assert float(counts.min()) > 0.9 * len(u) / 10
+
+
+def test_top_p_candidates_race_draws_what_the_full_race_draws():
+    """With top_p < 1 the race runs over the nucleus's candidates; the pick equals racing every token."""
+    logp = torch.log_softmax(torch.randn(6, 3000, generator=torch.Generator().manual_seed(2)) * 3, -1)
+    keys = sample_keys(range(6))
+    for step in range(40):
+        got = select_tokens(logp, True, top_p=0.8, keys=keys, step=step)
+        probs = torch.softmax(logp, -1)
+        top, order = torch.topk(probs, 3000, dim=-1)
+        keep = torch.zeros_like(probs, dtype=torch.bool).scatter_(1, order, top.cumsum(-1) - top <= 0.8)
+        race = -torch.log(race_uniforms(keys, step, 3000))
+        assert got.tolist() == torch.argmax(probs * keep / race, dim=-1).tolist()
 
 
 def test_long_nucleus_is_the_full_sorts():

@@ -19,6 +19,7 @@ from selfensemble.cli.common import (
     SCALE_HELP,
     TEMPERATURE_HELP,
     app,
+    compile_option,
     engine_config,
     flex_option,
     make_engine,
@@ -48,6 +49,7 @@ def ask(
     layout: str = flex_option("layout", help=LAYOUT_HELP),
     positions: str = flex_option("positions", help=POSITIONS_HELP),
     attention: str = typer.Option(None, help=ATTENTION_HELP),
+    compile_step: bool = compile_option(),
     rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
     fusion_temperature: float = flex_option("fusion_temperature", help=TEMPERATURE_HELP),
     fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
@@ -65,7 +67,7 @@ def ask(
     from selfensemble.engine.prompts import default_format
 
     flex = dict(layout=layout, positions=positions, rescale=rescale, fusion_temperature=fusion_temperature,
-                fusion_scale=fusion_scale)
+                fusion_scale=fusion_scale, compile=compile_step)
     # everything the user typed is checked here, before the model loads (~17 s for the embedded one)
     wanted = _prompt_plan(question, paraphrase, num_paraphrases, no_paraphrase, method)
     w = _check_weights(weights, method, len(paraphrase) + 1 if paraphrase or no_paraphrase else None)
@@ -80,7 +82,7 @@ def ask(
     prompts, notes, gate = _prompts(engine, model, question, paraphrase, wanted, no_paraphrase, method, seed)
     ans = engine.answer(prompts, method, gen, default_format(few_shot, chat), w)
     seconds = time.perf_counter() - t0
-    notes = notes + ans.notes
+    notes = [*notes, *ans.notes, f"attention: {ans.attention_note}"]
     if as_json:
         out = {"answer": ans.answer, "method": method, "prompts": ans.prompts, "per_prompt": ans.per_prompt,
                "generation": ans.generation, "prob": ans.prob, "finish": ans.finish, "seconds": seconds,
@@ -93,13 +95,13 @@ def ask(
     from rich.markup import escape
 
     console = Console()
-    for note in notes:
+    for note in notes[:-1]:  # the attention note is the answer line's last part
         console.print(f"[yellow]note:[/] {escape(note)}")
     if ans.per_prompt is not None:
         for p, a in zip(ans.prompts, ans.per_prompt, strict=True):
             console.print(f"  [dim]{escape(p)}[/] → {escape(a)}")
     console.print(f"[bold]{escape(ans.answer)}[/]  [dim]({method}, p={ans.prob:.3f}, {seconds:.2f}s, "
-                  f"{escape(ans.attention)})[/]")
+                  f"prefill {ans.attention['prefill']}, decode {ans.attention['decode']})[/]")
 
 
 def _prompt_plan(question: str, given: list[str], num_paraphrases: int | None, no_paraphrase: bool,

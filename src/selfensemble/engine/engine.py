@@ -46,8 +46,9 @@ class Engine:
     def __init__(self, lm: LoadedModel, config: EngineConfig | None = None):
         self.lm = lm
         self.config = config or EngineConfig()
-        # attention: what runs; attention_key: its stable name (provenance.ATTENTION_KEYS), compared on
-        # resume; attention_note: the sentence shown to people (free to reword)
+        # attention: what prefill runs; attention_key: its stable name (provenance.ATTENTION_KEYS),
+        # compared on resume with decode_key as attention_paths; attention_note: the sentence shown to
+        # people (free to reword)
         self.attention, self.attention_key, self.attention_note = self._resolve_attention(self.config.attention)
         # the decode step: SDPA over the static step's dense masks (engine/step.py), compiled on request
         self._step = CompiledStep(self.lm.device.type) if self.config.compile else None
@@ -112,7 +113,7 @@ class Engine:
             return "sdpa", "sdpa-dense", "sdpa (dense mask; default on CPU, use --attention flex to try compiled flex)"
         if requested == "sdpa":
             return "sdpa", "sdpa-dense", "sdpa (dense mask, as requested)"
-        ok, why = attn.flex_available(self.lm.device)
+        ok, why = attn.flex_available(self.lm.device, (16, self._head_dim))
         if ok:
             if attn.COMPILE_FLEX:
                 return "flex", "flex-compiled", "flex (compiled FlexAttention)"
@@ -135,6 +136,11 @@ class Engine:
         return attn.compile_count()
 
     # -- prefix KV reuse -----------------------------------------------------------------------
+    @property
+    def _head_dim(self) -> int:
+        cfg = self.lm.model.config.get_text_config()
+        return int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+
     @property
     def _num_layers(self) -> int:
         return self.lm.model.config.get_text_config().num_hidden_layers
@@ -389,8 +395,8 @@ class Engine:
         chosen = decoded[spec.select(per_prompt)] if spec.select is not None else decoded[0]
         return Answer(answer=chosen.text.strip(), method=method, prompts=list(parts.prompts),
                       generation=chosen.text, per_prompt=per_prompt, logprob=chosen.logprob,
-                      tokens=list(chosen.tokens), finish=chosen.finish, attention=self.attention_note,
-                      attention_key=self.attention_key,
+                      tokens=list(chosen.tokens), finish=chosen.finish, attention=self.attention_paths,
+                      attention_note=self.attention_note,
                       prefill_tokens=prefill_tokens, seconds=seconds, notes=list(parts.notes),
                       per_prompt_generation=[d.text for d in decoded] if each else None,
                       per_prompt_logprob=[d.logprob for d in decoded] if each else None,

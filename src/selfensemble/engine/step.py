@@ -116,10 +116,12 @@ class CompiledStep:
 
     RECOMPILE_LIMIT = 64
 
-    def __init__(self, device_type: str):
+    def __init__(self, device_type: str, backend: str = "inductor"):
         self.device_type = device_type
-        self.mode = "reduce-overhead" if device_type == "cuda" else None
-        self._fn = torch.compile(decode_forward, mode=self.mode, dynamic=None)
+        self.mode = "reduce-overhead" if device_type == "cuda" and backend == "inductor" else None
+        # backend: "inductor" (what --compile runs); tests also use "aot_eager" (dynamo's capture of the
+        # step without inductor's code generation, which takes minutes per graph on a small CPU)
+        self._fn = torch.compile(decode_forward, backend=backend, mode=self.mode, dynamic=None)
 
     def __call__(self, model, tokens, positions, steps, cache, step_masks: StepMasks) -> torch.Tensor:
         import torch._dynamo.config as dynamo_config

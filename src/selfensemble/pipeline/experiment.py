@@ -7,6 +7,7 @@ resumes where it stopped. Timing is measured after a warm-up batch, so methods c
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from selfensemble.config.run import GateSettings, RunConfig, nested_config
 from selfensemble.data.base import Dataset, Item
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.pipeline.progress import NotesConsole, as_progress
+from selfensemble.store.provenance import attention_paths
 from selfensemble.store.records import demo_answers, make_record, vote_record
 
 __all__ = ["SAMPLE_DATA", "GateSettings", "RunConfig", "ensure_paraphrases", "load_items", "paraphrase_items",
@@ -214,13 +216,14 @@ def _finish(store, engine: Backend, cfg: RunConfig, method: str, session: dict) 
     records = store.records()
     metrics = summarize(records, store.manifest())
     metrics.update(method=method, model=cfg.load.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
-                   attention=engine.attention_note)
+                   attention=engine.attention_paths, attention_note=engine.attention_note)
     store.write_metrics(metrics)
     manifest = store.manifest()
     sessions = manifest.get("sessions") or [{}]
     sessions[-1] = {**sessions[-1], **session}
+    seen = {json.dumps(attention_paths(r["attention"]), sort_keys=True) for r in records if "attention" in r}
     store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"), **engine.provenance(),
-                          attention_paths=sorted({str(r["attention"]) for r in records if "attention" in r}))
+                          attention_paths=[json.loads(p) for p in sorted(seen)], attention_note=engine.attention_note)
     return metrics
 
 
@@ -228,7 +231,7 @@ def _open_store(engine: Backend, cfg: RunConfig, method: str, out: Path):
     from selfensemble.store.run_store import RunStore
 
     # a Ray pool learns its attention path from its first answers (see _answer_todo)
-    path = engine.attention_key if engine.attention_known else None
+    path = engine.attention_paths if engine.attention_known else None
     return RunStore(out, cfg.method_config(method), attention_path=path, allow_mixed=cfg.allow_mixed,
                     upgrade=nested_config).open()  # a folder from before nested manifests resumes
 
@@ -255,7 +258,7 @@ def _answer_todo(engine: Backend, cfg: RunConfig, method: str, items: list[Item]
     def on_done(j: int, answer) -> None:
         i = todo[j]
         if store.session["attention_path"] is None:
-            store.learn_attention_path(answer.attention_key)
+            store.learn_attention_path(answer.attention)
         rec = make_record(items[i], answer, method, cfg.match, queries[i].weights if weights else None)
         store.append({**rec, "demo_answers": demo_answers(queries[i])})
         progress.advance()
