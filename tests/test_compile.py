@@ -9,13 +9,13 @@ inductor compile that ``--compile`` runs. CUDA (CUDA graphs) is checked by bench
 from __future__ import annotations
 
 import pytest
-from test_families import FAMILIES
 
 from selfensemble.config.engine import EngineConfig
 from selfensemble.engine.decoding import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.queries import Query
 from selfensemble.engine.step import CompiledStep
+from test_families import FAMILIES
 
 PROMPTS = [["What is the capital of France?", "Which city is France's capital?", "Name the capital of France."],
            ["Who wrote Hamlet?", "Hamlet was written by whom?"]]

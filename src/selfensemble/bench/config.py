@@ -9,7 +9,6 @@ from selfensemble.bench.questions import MAX_N
 from selfensemble.config import defaults
 from selfensemble.errors import SelfEnsembleError
 
-
 DECODE_MODES = ("eager", "compiled")
 
 
