@@ -38,6 +38,13 @@ def _row(rows: list[dict], method: str, n: int | None, bs: int, layout: str | No
                  and (n is None or r["n"] == n) and (layout is None or r["layout"] in (layout, None))), None)
 
 
+def _n(method: str, n: int) -> int | None:
+    """The N a method's rows were run at: any for a method that asks the original only (origin runs at N=1)."""
+    from selfensemble.methods.registry import get_method
+
+    return None if get_method(method).asks_original_only else n
+
+
 def targets(result: dict, config: BenchConfig) -> list[dict]:
     """Each project target as met / missed / not measured, with the number that decided it; ratio
     targets once per decode mode run (labelled when compiled)."""
@@ -52,9 +59,9 @@ def targets(result: dict, config: BenchConfig) -> list[dict]:
         for label, method, over, limit, bs in DECODE_TARGETS:
             if bs not in config.batch_sizes:
                 continue
-            a = _row(rows, method, None if method == "origin" else n, bs, config.layouts[0], decode)
+            a = _row(rows, method, _n(method, n), bs, config.layouts[0], decode)
             b = next((r for r in rows if r["method"] == "hf_generate"), None) if over == "hf_generate" else \
-                _row(rows, over, None if over == "origin" else n, bs, config.layouts[0], decode)
+                _row(rows, over, _n(over, n), bs, config.layouts[0], decode)
             value = a["s_per_q"] / b["s_per_q"] if a and b else None
             shown = "model.generate" if over == "hf_generate" else over
             out.append(_target(f"decode step: {label} s/q ≤ {limit}× {shown} (N={n}, batch {bs}){tag}", value,

@@ -222,8 +222,10 @@ def _finish(store, engine: Backend, cfg: RunConfig, method: str, session: dict) 
     sessions = manifest.get("sessions") or [{}]
     sessions[-1] = {**sessions[-1], **session}
     seen = {json.dumps(attention_paths(r["attention"]), sort_keys=True) for r in records if "attention" in r}
+    # the note describes the manifest's attention_path, the first session's: set once, never overwritten
+    note = {} if manifest.get("attention_note") else {"attention_note": engine.attention_note}
     store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"), **engine.provenance(),
-                          attention_paths=[json.loads(p) for p in sorted(seen)], attention_note=engine.attention_note)
+                          attention_paths=[json.loads(p) for p in sorted(seen)], **note)
     return metrics
 
 
