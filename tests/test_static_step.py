@@ -62,21 +62,27 @@ def reference(lm, fmt, method: str, layout: str, gen: GenerationConfig, eos: set
 
 
 def ending_half(free: list[list[int]]) -> set[int]:
-    """EOS ids that end at least half the answers before the last step while one answer goes on longer
-    (so the loop drops finished rows), found among the answers' own tokens."""
+    """EOS ids that end at least half the answers mid-answer (after two or more steps, before the last)
+    while one answer goes on longer, so the loop drops rows that had decoded; found among the answers'
+    own tokens."""
     def ends(eos: set[int]) -> list[int]:  # the step each answer stops at (STEPS: never)
         return [next((i for i, t in enumerate(a) if t in eos), STEPS) for a in free]
 
-    tokens = sorted({t for a in free for t in a[:STEPS - 1]})
+    tokens = sorted({t for a in free for t in a[2:STEPS - 1]})
     half = len(free) // 2
     picks = [list(range(half)), list(range(half, len(free))), list(range(0, len(free), 2))]
-    by_step = [{free[q][k] for q in chosen} for k in range(STEPS - 1) for chosen in picks]  # varied answers
+    by_step = [{free[q][k] for q in chosen} for k in range(2, STEPS - 1) for chosen in picks]  # varied answers
     for eos in [{t} for t in tokens] + [{t, u} for t in tokens for u in tokens if t < u] + by_step:
         stop = sorted(ends(eos))
-        at = stop[len(stop) // 2 - 1]  # by this step half the answers have ended
-        if at < STEPS - 1 and stop[-1] > at:
+        at = stop[half - 1]  # by this step half the answers have ended
+        if stop[0] >= 2 and at < STEPS - 1 and stop[-1] > at:
             return eos
-    raise AssertionError(f"no EOS choice ends half of these answers early: {free}")
+    raise AssertionError(f"no EOS choice ends half of these answers mid-answer: {free}")
+
+
+def cut(tokens: list[int], eos: set[int]) -> list[int]:
+    """An answer as it reads when EOS ends it: the tokens before the first EOS id."""
+    return tokens[:next((i for i, t in enumerate(tokens) if t in eos), len(tokens))]
 
 
 # a plain family and a windowed, softcapped one in the fast lane; the other eight marked slow (~15 s each here)
@@ -90,18 +96,18 @@ def test_batch_1_and_8_equal_the_no_cache_reference(random_lm, fewshot_fmt, monk
     lm = random_lm(arch)
     eos: set[int] = set()
     monkeypatch.setattr(LoadedModel, "eos_token_ids", property(lambda self: set(eos)))
-    free = answers(lm, fewshot_fmt, method, layout, gen, batch_size=1)
-    eos.update(ending_half(free))  # half the questions end early: the batch of 8 drops their rows mid-answer
+    want = reference(lm, fmt=fewshot_fmt, method=method, layout=layout, gen=gen, eos=set())
+    assert answers(lm, fewshot_fmt, method, layout, gen, batch_size=1) == want  # every step of every answer
+    assert answers(lm, fewshot_fmt, method, layout, gen, batch_size=8) == want
+    # now half the answers end mid-answer: the batch of 8 drops their rows and decodes on without them
+    eos.update(ending_half(want))
     drops = []
     select = GrowingLayer.batch_select_indices
     monkeypatch.setattr(GrowingLayer, "batch_select_indices",
                         lambda self, idx: (drops.append(len(idx)), select(self, idx))[1])
     batched = answers(lm, fewshot_fmt, method, layout, gen, batch_size=8)
     assert drops, "no finished rows were dropped: the check would not cover dropping"
-    want = reference(lm, fmt=fewshot_fmt, method=method, layout=layout, gen=gen, eos=eos)
-    assert batched == want
-    assert answers(lm, fewshot_fmt, method, layout, gen, batch_size=1) == want
-    assert min(len(t) for t in want) < STEPS - 1 and max(len(t) for t in want) > min(len(t) for t in want)
+    assert batched == [cut(t, eos) for t in want]  # the reference stops at the first EOS: these tokens
 
 
 def test_sampled_reference_differs_from_greedy(random_lm, fewshot_fmt):

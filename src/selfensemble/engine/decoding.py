@@ -190,11 +190,7 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
     rows = Groups.build(groups, weights, dev)  # validates the partition and the weights, once
     if rows.index.shape[0] != B:
         raise ValueError("every row must belong to exactly one group")
-    terms = None
-    if fusion is not None and fusion.active and fused_n is not None and max(fused_n) > 1:
-        if len(fused_n) != batch.shape[0]:
-            raise ValueError(f"fused_n has {len(fused_n)} entries for {batch.shape[0]} rows")
-        terms = tuple(t.to(dev) for t in fusion.row_terms(torch.tensor(list(fused_n))))
+    terms = _attention_terms(fusion, fused_n, batch.shape[0], dev)
     seeds = list(seeds) if seeds is not None else [gen.seed] * len(groups)
     if len(seeds) != len(groups):
         raise ValueError(f"seeds: one per group, got {len(seeds)} for {len(groups)} groups")
@@ -230,6 +226,16 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
         logits = forward(model, tokens, positions[:, None], steps, cache, tables)[:, -1, :]
         positions, steps = positions + 1, steps + 1
     return answers.finish()
+
+
+def _attention_terms(fusion: masks.AttentionFusion | None, fused_n: Sequence[int] | None, rows: int,
+                     dev) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per-row (multiplier, bias) of attention fusion on the device, None when no row is fused."""
+    if fusion is None or not fusion.active or fused_n is None or max(fused_n) <= 1:
+        return None
+    if len(fused_n) != rows:
+        raise ValueError(f"fused_n has {len(fused_n)} entries for {rows} rows")
+    return tuple(t.to(dev) for t in fusion.row_terms(torch.tensor(list(fused_n))))  # type: ignore[return-value]
 
 
 class _Answers:
