@@ -106,7 +106,7 @@ def test_isolation_check_can_fail(random_lm, fewshot_fmt):
 
 
 def _no_flex(monkeypatch):
-    monkeypatch.setattr(attn, "flex_available", lambda device="cpu": (False, "no flex on this test machine"))
+    monkeypatch.setattr(attn, "flex_available", lambda device="cpu", head_dims=(16,): (False, "no flex on this test machine"))
 
 
 def test_flex_requested_but_unavailable_is_an_error(random_lm, monkeypatch):
@@ -123,8 +123,9 @@ def test_auto_falls_back_loudly(random_lm, fewshot_fmt, monkeypatch):
     assert engine.attention == "sdpa"
     gen = GenerationConfig(max_new_tokens=3, stop_at_newline=False)
     answer = engine.answer(QUESTION_A, "flex", gen, fewshot_fmt)
-    assert "FALLBACK" in answer.attention and "no flex on this test machine" in answer.attention
-    assert engine.attention_key == answer.attention_key == "fallback-sdpa"
+    assert "FALLBACK" in answer.attention_note and "no flex on this test machine" in answer.attention_note
+    assert engine.attention_key == answer.attention["prefill"] == "fallback-sdpa"
+    assert answer.attention["decode"] == "sdpa-dense"
     want = Engine(lm, EngineConfig(attention="sdpa")).answer(QUESTION_A, "flex", gen, fewshot_fmt)
     assert answer.tokens == want.tokens
 
@@ -132,8 +133,8 @@ def test_auto_falls_back_loudly(random_lm, fewshot_fmt, monkeypatch):
 def test_sdpa_request_is_recorded_as_such(random_lm, fewshot_fmt):
     engine = Engine(random_lm("llama"), EngineConfig(attention="sdpa"))
     a = engine.answer(QUESTION_A, "flex", GenerationConfig(max_new_tokens=2), fewshot_fmt)
-    assert a.attention.startswith("sdpa") and "FALLBACK" not in a.attention
-    assert a.attention_key == engine.attention_key == "sdpa-dense"
+    assert a.attention_note.startswith("sdpa") and "FALLBACK" not in a.attention_note
+    assert a.attention == engine.attention_paths == {"prefill": "sdpa-dense", "decode": "sdpa-dense"}
 
 
 def _broken_block_mask(batch):
@@ -151,13 +152,13 @@ def test_flex_failure_mid_run_auto_falls_back_and_stays_correct(random_lm, fewsh
     with pytest.warns(RuntimeWarning, match="simulated flex kernel failure"):
         answer = engine.answer(QUESTION_A, method, gen, fewshot_fmt)
     assert engine.attention == "sdpa"
-    assert "FALLBACK" in answer.attention and "RuntimeError: simulated flex kernel failure" in answer.attention
-    assert answer.attention_key == "fallback-sdpa"
+    assert "FALLBACK" in answer.attention_note and "RuntimeError: simulated flex kernel failure" in answer.attention_note
+    assert answer.attention == {"prefill": "fallback-sdpa", "decode": "sdpa-dense"}
     want = Engine(lm, EngineConfig(attention="sdpa")).answer(QUESTION_A, method, gen, fewshot_fmt)
     assert answer.tokens == want.tokens and len(want.tokens) == 4
     # later answers keep recording the fallback
     again = engine.answer(QUESTION_B, method, gen, fewshot_fmt)
-    assert "FALLBACK" in again.attention
+    assert "FALLBACK" in again.attention_note and again.attention["prefill"] == "fallback-sdpa"
 
 
 def test_flex_failure_mid_run_with_flex_requested_is_an_error(random_lm, fewshot_fmt, monkeypatch, eager_flex):
@@ -176,6 +177,23 @@ def test_attention_without_mask_is_refused(random_lm):
 def test_flex_available_probe_on_cpu(eager_flex):
     ok, why = attn.flex_available("cpu")
     assert ok, why
+
+
+@pytest.mark.parametrize("bad_length, bad_dim", [(77, 16), (130, 16), (24, 64)])
+def test_the_probe_catches_a_kernel_wrong_at_one_shape_only(monkeypatch, eager_flex, bad_length, bad_dim):
+    """Compiled CPU flex came out wrong for some lengths only: the probe tries several lengths (none a
+    multiple of 128, most not of 16 or 32) and the model's head dim, and names the shape that failed."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    def wrong_at_one_shape(q, k, v, **kwargs):
+        out = flex_attention(q, k, v, **kwargs)
+        return out + 2.0 if tuple(q.shape[-2:]) == (bad_length, bad_dim) else out
+
+    monkeypatch.setattr(attn, "_flex", lambda: wrong_at_one_shape)
+    ok, why = attn.flex_available("cpu", head_dims=(16, 64))
+    assert not ok and f"length {bad_length}, head dim {bad_dim}" in why and "max |diff| 2" in why
+    if bad_dim != 16:  # a head dim the model does not use is not probed
+        assert attn.flex_available("cpu", head_dims=(16, 32)) == (True, "ok")
 
 
 # --------------------------------------------------------------------------- compiled flex
@@ -215,7 +233,7 @@ def test_compiled_flex_few_compiles_and_matches_sdpa(smollm, fewshot_fmt, compil
     assert compiles <= 5, compiles
     want = Engine(smollm, EngineConfig(attention="sdpa", batch_size=4)).answer_many(queries, "flex", gen)
     assert [a.tokens for a in answers] == [w.tokens for w in want]
-    assert all(a.attention == "flex (compiled FlexAttention)" for a in answers)
+    assert all(a.attention == {"prefill": "flex-compiled", "decode": "sdpa-dense"} for a in answers)
 
 
 # --------------------------------------------------------------------------- a torch bug we work around
@@ -363,7 +381,7 @@ def test_failure_inside_the_flex_kernel_falls_back(random_lm, fewshot_fmt, monke
     monkeypatch.setattr(attn, "_flex", lambda: broken_flex)
     with pytest.warns(RuntimeWarning, match="simulated kernel assertion"):
         answer = engine.answer(QUESTION_A, "flex", GenerationConfig(max_new_tokens=2), fewshot_fmt)
-    assert "FALLBACK" in answer.attention and "AssertionError: simulated kernel assertion" in answer.attention
+    assert "FALLBACK" in answer.attention_note and "AssertionError: simulated kernel assertion" in answer.attention_note
 
 
 # --------------------------------------------------------------------------- masks are checked, never sliced

@@ -32,13 +32,13 @@ def _ray_backend(config: EngineConfig, workers: int = 2) -> RayBackend:
     backend = RayBackend.__new__(RayBackend)
     backend.spec, backend.config = LoadSpec("random:llama"), config
     backend.opts = BackendConfig(name="ray", workers=workers)
-    backend.attention_notes, backend.attention_keys, backend.stats = [], [], {}
+    backend.attention_notes, backend.attention_seen, backend.stats = [], [], {}
     backend.compile_count, backend.passes = 0, 0
     return backend
 
 
 def test_the_protocol_names_what_a_run_uses():
-    assert set(MEMBERS) == {"config", "workers", "warm_up", "stats", "attention_known", "attention_key",
+    assert set(MEMBERS) == {"config", "workers", "warm_up", "stats", "attention_known", "attention_paths",
                             "attention_note", "compile_count", "answer_many", "sample", "provenance", "close"}
 
 
@@ -112,7 +112,7 @@ def test_the_ray_actor_samples_as_the_engine_does_alone(engine):
     backend, results = _ray_backend(EngineConfig(attention="sdpa", batch_size=2)), [None] * 3
     backend._collect(out, results, None)
     assert [[a.answer for a in r] for r in results] == alone
-    assert backend.attention_known and backend.attention_key == "sdpa-dense"
+    assert backend.attention_known and backend.attention_paths == {"prefill": "sdpa-dense", "decode": "sdpa-dense"}
     assert backend.stats["calls"] > 0
 
 
@@ -143,7 +143,7 @@ def test_a_pass_is_cut_into_engine_batches_in_order():
 def test_a_batch_answered_twice_is_written_once():
     """The driver keeps the first answer for an index and calls on_done once for it."""
     class Ans:
-        attention, attention_key = "sdpa (dense)", "sdpa-dense"
+        attention, attention_note = {"prefill": "sdpa-dense", "decode": "sdpa-dense"}, "sdpa (dense)"
 
     backend, results, done = _ray_backend(EngineConfig()), [None] * 2, []
     first, again = [Ans(), Ans()], [Ans(), Ans()]

@@ -27,7 +27,8 @@ from selfensemble.cli.bench import bench_command
 from selfensemble.errors import SelfEnsembleError
 
 ENGINE_KEYS = {"method", "n", "batch_size", "layout", "s_per_q", "q_per_s", "prefill_tokens_per_q",
-               "gen_tokens_per_s", "compiles_warmup", "compiles_timed", "peak_rss_mb", "attention",
+               "gen_tokens_per_s", "compiles_warmup", "compiles_timed", "peak_rss_mb", "prefill", "decode",
+               "decode_mode", "prefix_cache_hits", "prefix_cache_misses",
                "ratio_vs_origin", "ratio_vs_hf", "host_syncs_per_step"}
 
 
@@ -80,15 +81,16 @@ def test_tiny_naive_prefix_storm_and_targets(tiny_run):
         met = t["value"] <= t["limit"] if t["at_most"] else t["value"] >= t["limit"]
         assert t["status"] == ("met" if met else "missed"), t
     names = " ".join(t["target"] for t in result["targets"])
-    # 3 ratio targets × 2 batch sizes, 2 naive, batching for origin/avg/flex×2 layouts, 1 storm
-    assert len(result["targets"]) == 6 + 2 + 4 + 1, names
+    # 3 ratio targets × 2 batch sizes, 3 decode-step targets, 2 naive, batching for origin/avg/flex×2 layouts, 1 storm
+    assert len(result["targets"]) == 6 + 3 + 2 + 4 + 1, names
+    assert "decode step: origin s/q ≤ 0.6× model.generate (N=2, batch 1)" in names
     assert "naive" in names and "compiles across 4 flex questions" in names
 
 
 def test_tiny_table_is_markdown(tiny_run):
     result, stdout = tiny_run
     table = format_table(result)
-    assert "| method | N | batch | layout | s/q |" in table
+    assert "| method | N | batch | layout | decode | s/q |" in table and "| prefill path | decode path |" in table
     assert "### Targets" in table
     assert table.splitlines()[0].startswith("## ")
     assert "| method | N | batch |" in stdout  # the command prints the same table
@@ -97,7 +99,7 @@ def test_tiny_table_is_markdown(tiny_run):
 def test_targets_judge_value_against_limit():
     """Hand-made result: a ratio just under its limit is met, just over is missed, absent is not measured."""
     config = BenchConfig(methods=("origin", "avg"), ns=(5,), batch_sizes=(1,), layouts=("shared",))
-    rows = [{"method": "avg", "n": 5, "batch_size": 1, "layout": None, "ratio_vs_origin": 1.59}]
+    rows = [{"method": "avg", "n": 5, "batch_size": 1, "layout": None, "decode_mode": "eager", "ratio_vs_origin": 1.59}]
     result = {"rows": rows, "naive": [{"method": "avg", "n": 5, "speedup": 9.9}],
               "batching": [], "storm": {"runs": [{"questions": 100, "pad_multiple": 32, "compiles": 3}]}}
     by_name = {t["target"].split(" s/q")[0].split(" cached")[0]: t for t in targets(result, config)}
@@ -107,6 +109,31 @@ def test_targets_judge_value_against_limit():
     assert by_name["≤ 3 compiles across 100 flex questions (pad_multiple 32)"]["status"] == "met"
     rows[0]["ratio_vs_origin"] = 1.61
     assert next(t for t in targets(result, config) if t["target"].startswith("logit avg"))["status"] == "missed"
+
+
+def test_decode_step_targets_divide_the_right_rows():
+    """The issue's decode-step targets, each judged per decode mode on its own pair of rows."""
+    config = BenchConfig(methods=("origin", "avg", "flex"), ns=(5,), batch_sizes=(1, 8), layouts=("shared",),
+                         decode_modes=("eager", "compiled"))
+
+    def row(method, bs, s, decode, n=5, layout=None):
+        return {"method": method, "n": n, "batch_size": bs, "layout": layout, "decode_mode": decode, "s_per_q": s,
+                "ratio_vs_origin": None}
+
+    rows = [{**row("hf_generate", 1, 1.0, "eager", n=1)}, row("origin", 1, 0.55, "eager", n=1),
+            row("origin", 1, 0.7, "compiled", n=1), row("flex", 1, 0.65, "eager", layout="shared"),
+            row("flex", 1, 0.7, "compiled", layout="shared"), row("avg", 8, 1.0, "eager"),
+            row("flex", 8, 0.61, "eager", layout="shared")]
+    result = {"rows": rows, "naive": [], "batching": [], "storm": {"runs": []}}
+    got = {t["target"]: (t["value"], t["status"]) for t in targets(result, config) if "decode step" in t["target"]}
+    assert got["decode step: origin s/q ≤ 0.6× model.generate (N=5, batch 1)"] == (pytest.approx(0.55), "met")
+    assert got["decode step: origin s/q ≤ 0.6× model.generate (N=5, batch 1) (compiled decode)"] == \
+        (pytest.approx(0.7), "missed")
+    assert got["decode step: flex s/q ≤ 1.2× origin (N=5, batch 1)"] == (pytest.approx(0.65 / 0.55), "met")
+    assert got["decode step: flex s/q ≤ 0.6× avg (N=5, batch 8)"] == (pytest.approx(0.61), "missed")
+    assert got["decode step: flex s/q ≤ 0.6× avg (N=5, batch 8) (compiled decode)"] == (None, "not measured")
+    with pytest.raises(SelfEnsembleError, match="decode modes"):
+        BenchConfig(decode_modes=("jit",))
 
 
 def test_questions_come_through_load_dataset(tmp_path):

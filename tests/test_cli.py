@@ -31,7 +31,8 @@ def test_ask_json_on_random_model():
     assert out["method"] == "avg"
     assert out["prompts"] == ["What is the capital of France?", "Which city is the capital of France?"]
     assert isinstance(out["answer"], str) and out["seconds"] > 0
-    assert out["attention"].startswith("sdpa")
+    assert out["attention"] == {"prefill": "sdpa-dense", "decode": "sdpa-dense"}
+    assert any(n.startswith("attention: sdpa") for n in out["notes"])
 
 
 @pytest.mark.slow  # a real CLI subprocess
@@ -215,4 +216,5 @@ def test_ask_no_paraphrase_answers_through_the_question_alone_and_says_so(drifti
     assert r.exit_code == 0, (r.output, r.exception)
     out = json.loads(r.output.strip().splitlines()[-1])
     assert out["prompts"] == ["who discovered penicillin?"]
-    assert out["notes"] == ["answered through the question alone (--no-paraphrase)"]
+    assert out["notes"][:-1] == ["answered through the question alone (--no-paraphrase)"]
+    assert out["notes"][-1].startswith("attention: sdpa")

@@ -16,7 +16,7 @@ from selfensemble.engine.queries import Query
 from selfensemble.engine.reference import reference_generate
 from selfensemble.engine.rows import plan_rows
 from selfensemble.engine.stopping import stop_text
-from selfensemble.methods import fusion
+from selfensemble.methods import fusion, group_fusion
 from selfensemble.methods.registry import get_method
 
 PROMPTS = ["What is the capital of France?", "Which city is France's capital?", "Name the capital of France."]
@@ -113,7 +113,7 @@ def test_flex_knobs_use_each_querys_own_n(random_lm, fewshot_fmt, attention, kno
     batch = PackedBatch.from_rows(plan.rows, 0, 0, 1)
     with torch.inference_mode():
         got = [generate(lm.model, lm.tokenizer, batch, new_cache(two._num_layers, batch.shape[1] + STEPS), [[0]],
-                        fusion.identity, GEN, attention=attention, eos_ids=lm.eos_token_ids, fusion=wrong,
+                        group_fusion.identity_groups, GEN, attention=attention, eos_ids=lm.eos_token_ids, fusion=wrong,
                         fused_n=[n])[0].tokens
                for n in (2, 3)]
     assert got[0] != got[1], "N must matter for this check to mean anything"
@@ -138,7 +138,8 @@ def test_generate_rejects_bad_groups(random_lm):
 
     batch = PackedBatch.from_rows([pack_row([], [[5, 6]], [7]), pack_row([], [[8]], [9])])
     with pytest.raises(ValueError, match="exactly one group"):
-        generate(lm.model, lm.tokenizer, batch, None, [[0]], fusion.identity, GEN, attention="sdpa", eos_ids={2})
+        generate(lm.model, lm.tokenizer, batch, None, [[0]], group_fusion.identity_groups, GEN, attention="sdpa",
+                 eos_ids={2})
 
 
 def test_unknown_attention_kernel(random_lm):
@@ -296,7 +297,7 @@ def test_one_host_sync_per_decode_step_for_all_groups(random_lm, gen, per_step):
     batch = PackedBatch.from_rows(rows)
     with count_host_syncs() as counted:
         out = generate(lm.model, lm.tokenizer, batch, new_cache(lm.model.config.num_hidden_layers, batch.shape[1] + 8), groups,
-                       fusion.avg, gen, attention="sdpa", eos_ids=set())
+                       group_fusion.avg_groups, gen, attention="sdpa", eos_ids=set())
     steps = max(len(d.tokens) for d in out)
     assert steps == 8
     prefill_syncs = 2  # the fusion-temperature probe and the group check are per call, not per step
@@ -320,7 +321,7 @@ def test_weighted_fusion_adds_no_host_sync_per_step(random_lm, weights):
         gen = GenerationConfig(max_new_tokens=steps, stop_at_newline=False)
         with count_host_syncs() as counted:
             out = generate(lm.model, lm.tokenizer, batch, new_cache(lm.model.config.num_hidden_layers,
-                           batch.shape[1] + steps), groups, fusion.weighted_avg, gen, attention="sdpa",
+                           batch.shape[1] + steps), groups, group_fusion.weighted_avg_groups, gen, attention="sdpa",
                            eos_ids=set(), weights=weights)
         assert max(len(d.tokens) for d in out) == steps
         counts.append(counted["syncs"])

@@ -63,7 +63,7 @@ def test_run_writes_results_metrics_manifest(tmp_path, engine):
         assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["seconds_per_item"] > 0
         manifest = json.loads((tmp_path / method / "manifest.json").read_text())
         assert manifest["config"]["method"] == method
-        assert manifest["attention_path"].startswith("sdpa")
+        assert manifest["attention_path"] == {"prefill": "sdpa-dense", "decode": "sdpa-dense"}
     per_prompt = lines(tmp_path / "per_prompt" / "results.jsonl")
     assert all(len(r["per_prompt"]) == 3 and len(r["per_prompt_correct"]) == 3 for r in per_prompt)
     assert all(r["correct"] == r["per_prompt_correct"][0] for r in per_prompt)
@@ -243,9 +243,11 @@ def test_every_record_carries_its_attention_path(tmp_path, engine):
     run_experiment(cfg(tmp_path, limit=2, methods=["origin", "flex"]), engine=engine)
     for method in ("origin", "flex"):
         recs = lines(tmp_path / method / "results.jsonl")
-        assert [r["attention"] for r in recs] == [engine.attention_note] * 2
+        assert [r["attention"] for r in recs] == [{"prefill": "sdpa-dense", "decode": "sdpa-dense"}] * 2  # keys per phase, not a sentence
         manifest = json.loads((tmp_path / method / "manifest.json").read_text())
-        assert manifest["attention_paths"] == [engine.attention_note]
+        assert manifest["attention_paths"] == [{"prefill": "sdpa-dense", "decode": "sdpa-dense"}] and manifest["attention_note"] == engine.attention_note
+        metrics = json.loads((tmp_path / method / "metrics.json").read_text())
+        assert metrics["attention"] == {"prefill": "sdpa-dense", "decode": "sdpa-dense"} and metrics["attention_note"] == engine.attention_note
 
 
 def test_resume_under_other_versions_is_refused_or_recorded(tmp_path, engine, monkeypatch):
@@ -270,9 +272,41 @@ def test_resume_under_another_attention_path_is_refused(tmp_path, engine, monkey
     run_experiment(cfg(tmp_path, limit=1), engine=engine)
     monkeypatch.setattr(engine, "attention_note", "sdpa: the same dense path, described in other words")
     run_experiment(cfg(tmp_path, limit=2), engine=engine)  # resume compares the key, not the sentence
-    monkeypatch.setattr(engine, "attention_key", "flex-compiled")
-    with pytest.raises(SelfEnsembleError, match="attention_path: run has 'sdpa-dense', now 'flex-compiled'"):
+    monkeypatch.setattr(engine, "decode_key", "sdpa-dense-compiled")  # the decode path alone differs
+    with pytest.raises(SelfEnsembleError, match="attention_path: run has 'prefill sdpa-dense, decode sdpa-dense', "
+                                                "now 'prefill sdpa-dense, decode sdpa-dense-compiled'"):
         run_experiment(cfg(tmp_path, limit=3), engine=engine)
+    monkeypatch.setattr(engine, "decode_key", "sdpa-dense")
+    monkeypatch.setattr(engine, "attention_key", "flex-compiled")
+    with pytest.raises(SelfEnsembleError, match="run has 'prefill sdpa-dense, decode sdpa-dense', "
+                                                "now 'prefill flex-compiled, decode sdpa-dense'"):
+        run_experiment(cfg(tmp_path, limit=3), engine=engine)
+
+
+OLD_NOTE = "sdpa (dense mask; default on CPU, use --attention flex to try compiled flex)"
+
+
+def test_a_folder_from_before_the_phases_resumes_and_reports(tmp_path, engine):
+    """A run folder written when ``attention`` was one sentence (records, metrics, manifest) resumes under
+    the same path (its decode steps ran SDPA dense, as now) and reports; new records carry the keys."""
+    from selfensemble.analysis.report import report
+
+    run_experiment(cfg(tmp_path, limit=2), engine=engine)
+    folder = tmp_path / "origin"
+    recs = lines(folder / "results.jsonl")
+    (folder / "results.jsonl").write_text("".join(json.dumps({**r, "attention": OLD_NOTE}) + "\n" for r in recs))
+    for name, key in (("manifest.json", "attention_path"), ("metrics.json", "attention")):
+        data = json.loads((folder / name).read_text())
+        data[key] = OLD_NOTE
+        data.pop("attention_paths", None), data.pop("attention_note", None)
+        (folder / name).write_text(json.dumps(data))
+    assert report([folder], tmp_path / "old.png")["runs"][0]["n"] == 2  # the old folder as it is
+    run_experiment(cfg(tmp_path, limit=3), engine=engine)  # resumes: no refusal
+    recs = lines(folder / "results.jsonl")
+    assert [r["attention"] for r in recs] == [OLD_NOTE, OLD_NOTE, engine.attention_paths]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["attention_path"] == engine.attention_paths and manifest["attention_note"] == OLD_NOTE
+    assert report([folder], tmp_path / "mixed.png")["runs"][0]["n"] == 3
 
 
 def test_vote_derived_from_per_prompt_equals_vote_decoded(tmp_path, engine):
@@ -311,7 +345,7 @@ def _answer(method, prompts, text, per_prompt=None):
 
     each = per_prompt is not None
     return Answer(answer=text, method=method, prompts=list(prompts), generation=text, per_prompt=per_prompt,
-                  logprob=-0.5, tokens=[1], finish="eos", attention="sdpa", prefill_tokens=3,
+                  logprob=-0.5, tokens=[1], finish="eos", attention={"prefill": "sdpa-dense", "decode": "sdpa-dense"}, prefill_tokens=3,
                   per_prompt_generation=list(per_prompt) if each else None,
                   per_prompt_logprob=[-0.5] * len(per_prompt) if each else None,
                   per_prompt_finish=["eos"] * len(per_prompt) if each else None)

@@ -10,12 +10,9 @@ import torch
 from selfensemble.methods import fusion
 from selfensemble.methods.fusion import (
     FUSIONS,
-    NUCLEUS_CANDIDATES,
     avg,
     identity,
     max_,
-    select_token,
-    select_tokens,
     weighted_avg,
     weighted_max,
 )
@@ -159,86 +156,6 @@ def test_checked_weights_fuse_as_the_numbers_they_came_from(fn):
         fusion.check_weights("loudest", 2)
     with pytest.raises(ValueError, match="shape"):
         fn(LOGITS, fusion.check_weights([1.0, 2.0, 3.0], 3))
-
-
-# --------------------------------------------------------------------------- select_token
-
-
-def test_greedy_is_argmax():
-    logp = torch.log_softmax(torch.tensor([0.1, 2.0, -1.0, 1.9]), 0)
-    assert select_token(logp, do_sample=False) == 1
-    # sampling knobs are ignored when greedy
-    assert select_token(logp, False, temperature=5.0, top_p=0.1, top_k=3) == 1
-
-
-def test_sampling_reproducible_with_seeded_generator():
-    logp = torch.log_softmax(torch.randn(100, generator=torch.Generator().manual_seed(3)), 0)
-
-    def draw(seed):
-        g = torch.Generator().manual_seed(seed)
-        return [select_token(logp, True, temperature=2.0, generator=g) for _ in range(30)]
-
-    assert draw(7) == draw(7)
-    assert draw(7) != draw(8)
-    assert len(set(draw(7))) > 5  # really sampling at temperature 2 over 100 tokens
-
-
-def test_top_k_1_is_greedy():
-    logp = torch.log_softmax(torch.randn(100, generator=torch.Generator().manual_seed(4)), 0)
-    g = torch.Generator().manual_seed(0)
-    picks = {select_token(logp, True, temperature=10.0, top_k=1, generator=g) for _ in range(50)}
-    assert picks == {int(logp.argmax())}
-
-
-def test_top_k_and_top_p_restrict_support():
-    logp = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
-    g = torch.Generator().manual_seed(0)
-    assert {select_token(logp, True, top_k=2, generator=g) for _ in range(200)} == {0, 1}
-    # top_p = 0.6: keep 0 (.5) and the token that crosses .6 (1), never 2 or 3
-    assert {select_token(logp, True, top_p=0.6, generator=g) for _ in range(200)} == {0, 1}
-    # top_p = 0.4: token 0 alone already crosses it
-    assert {select_token(logp, True, top_p=0.4, generator=g) for _ in range(50)} == {0}
-
-
-def test_sampling_frequencies_follow_the_distribution():
-    logp = torch.log(torch.tensor([0.7, 0.2, 0.1]))
-    g = torch.Generator().manual_seed(5)
-    draws = [select_token(logp, True, generator=g) for _ in range(3000)]
-    freq = [draws.count(i) / len(draws) for i in range(3)]
-    assert freq == pytest.approx([0.7, 0.2, 0.1], abs=0.03)
-
-
-def test_batched_selection_equals_each_row_alone():
-    """Row g of one batched call draws from its own generator only: the same tokens as the row
-    selected alone with a generator of the same seed, step after step, whatever its neighbours."""
-    logp = torch.log_softmax(torch.randn(3, 500, generator=torch.Generator().manual_seed(1)), -1)
-    for knobs in ({"temperature": 1.3}, {"top_k": 20}, {"top_p": 0.9}, {"top_p": 0.5, "top_k": 50}):
-        gens = [torch.Generator().manual_seed(s) for s in (11, 12, 13)]
-        batched = [select_tokens(logp, True, generators=gens, **knobs).tolist() for _ in range(40)]
-        for g, seed in enumerate((11, 12, 13)):
-            alone = torch.Generator().manual_seed(seed)
-            assert [select_token(logp[g], True, generator=alone, **knobs) for _ in range(40)] == \
-                [step[g] for step in batched]
-    assert select_tokens(logp, False).tolist() == logp.argmax(-1).tolist()
-
-
-def test_long_nucleus_is_the_full_sorts():
-    """A flat distribution whose nucleus is longer than the partial sort looks at: the kept set is
-    still exactly the full sort's (tokens past it are never drawn, tokens past the partial sort are)."""
-    vocab = 2000
-    logp = torch.log_softmax(-torch.arange(vocab, dtype=torch.float) * 1e-3, 0)  # decreasing, nearly flat
-    p = logp.exp()
-    nucleus = int(((p.cumsum(0) - p) <= 0.5).sum())  # the reference: full sort, keep the crossing token
-    assert nucleus > NUCLEUS_CANDIDATES
-    g = torch.Generator().manual_seed(0)
-    draws = [int(t) for _ in range(100) for t in select_tokens(logp.expand(40, vocab), True, top_p=0.5,
-                                                                generators=[g] * 40)]
-    assert max(draws) < nucleus and max(draws) > NUCLEUS_CANDIDATES
-
-
-def test_bad_temperature():
-    with pytest.raises(ValueError, match="temperature"):
-        select_token(torch.zeros(3), True, temperature=0.0)
 
 
 # -- per-step weights from the logits themselves (issue 10) ---------------------------------------

@@ -136,8 +136,8 @@ def test_failing_flex_kernel_falls_back_exactly_as_answer_does(lm, fewshot_fmt, 
         got = score_continuations(scoring, parts, conts, method)
     with pytest.warns(RuntimeWarning, match="simulated flex kernel failure"):
         answering.answer(QUESTIONS[0], method, GenerationConfig(max_new_tokens=2), fewshot_fmt)
-    assert (scoring.attention, scoring.attention_key) == (answering.attention, answering.attention_key) \
-        == ("sdpa", "fallback-sdpa")
+    assert (scoring.attention, scoring.attention_paths) == (answering.attention, answering.attention_paths) \
+        == ("sdpa", {"prefill": "fallback-sdpa", "decode": "sdpa-dense"})
     assert scoring.attention_note == answering.attention_note and "FALLBACK" in scoring.attention_note
     assert [s.logprob for s in got] == pytest.approx([w.logprob for w in want], abs=1e-5)
     strict = Engine(lm, EngineConfig(attention="flex"))

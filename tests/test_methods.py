@@ -56,7 +56,7 @@ def test_one_prompt_flex_check_can_fail(random_lm, fewshot_fmt):
     from selfensemble.engine.decoding import generate
     from selfensemble.engine.packing import PackedBatch
     from selfensemble.engine.rows import plan_rows
-    from selfensemble.methods import fusion as fusion_fns
+    from selfensemble.methods import group_fusion
 
     lm = random_lm("llama")
     cfg = EngineConfig(attention="sdpa", layout="full", reuse_prefix=False, **KNOBS_ON)
@@ -66,7 +66,7 @@ def test_one_prompt_flex_check_can_fail(random_lm, fewshot_fmt):
     with torch.inference_mode():
         got = [generate(lm.model, lm.tokenizer, batch, new_cache(lm.model.config.num_hidden_layers,
                                                                   len(row.tokens) + GEN.max_new_tokens),
-                        [[0]], fusion_fns.identity, GEN, attention="sdpa", eos_ids=lm.eos_token_ids, fusion=knobs,
+                        [[0]], group_fusion.identity_groups, GEN, attention="sdpa", eos_ids=lm.eos_token_ids, fusion=knobs,
                         fused_n=[n])[0].tokens for n in (1, 2)]  # n=2 on a 1-prompt row = knobs wrongly on
     assert got[0] == Engine(lm, cfg).answer(ONE, "origin", GEN, fewshot_fmt).tokens
     assert got[0] != got[1]

@@ -78,7 +78,8 @@ def test_gate_tri_state(enabled, generated, on):
 def test_flat_config_converts_to_the_nested_form():
     flat = _flat_manifest_config("D", "O")
     nested = nested_config(flat)
-    assert nested["engine"] == {**ENGINE, "reuse_prefix": True, "pad_multiple": 32}
+    assert nested["engine"] == {**ENGINE, "reuse_prefix": True, "pad_multiple": 32, "compile": False,
+                                "prefix_cache_mb": 256.0}
     assert nested["load"] == {"model": "random:llama", "device": "cpu", "dtype": "auto", "seed": 0,
                               "device_map": None, "revision": None, "trust_remote_code": False,
                               "quantization_config": None}

@@ -139,7 +139,8 @@ def test_ensemble_gives_the_same_answers_as_ask(server):
         assert set(res) >= {"method", "answer", "prob", "per_prompt", "seconds", "attention"}
         assert (res["answer"], res["per_prompt"]) == (ref.answer, ref.per_prompt), res["method"]
         assert res["prob"] == pytest.approx(ref.prob, rel=1e-4, abs=1e-12)
-        assert res["attention"].startswith("sdpa") and res["seconds"] > 0
+        assert res["attention"] == {"prefill": "sdpa-dense", "decode": "sdpa-dense"} and res["seconds"] > 0
+        assert any(n.startswith("attention: sdpa") for n in res["notes"])  # the sentence is a note
     assert len(data["results"][1]["per_prompt"]) == 3
 
 

@@ -241,7 +241,8 @@ def test_attention_path_change_refused_or_stamped_per_record(tmp_path):
     """The first session's attention key stays in the manifest; another one needs allow_mixed."""
     with RunStore(tmp_path, {"method": "flex"}, attention_path="flex-compiled") as store:
         store.append({"id": "a"})
-    with pytest.raises(SelfEnsembleError, match="attention_path: run has 'flex-compiled', now 'sdpa-dense'"):
+    with pytest.raises(SelfEnsembleError, match="attention_path: run has 'prefill flex-compiled, decode sdpa-dense', "
+                                                "now 'prefill sdpa-dense, decode sdpa-dense'"):
         RunStore(tmp_path, {"method": "flex"}, attention_path="sdpa-dense").open()
     with RunStore(tmp_path, {"method": "flex"}, attention_path="sdpa-dense", allow_mixed=True) as store:
         assert store.mixed
@@ -249,10 +250,11 @@ def test_attention_path_change_refused_or_stamped_per_record(tmp_path):
         store.append({"id": "c", "provenance": {"attention_path": "from the source run"}})  # kept as given
         records = store.records()
     assert "provenance" not in records[0]
-    assert records[1]["provenance"]["attention_path"] == "sdpa-dense"
+    assert records[1]["provenance"]["attention_path"] == {"prefill": "sdpa-dense", "decode": "sdpa-dense"}
     assert records[2]["provenance"] == {"attention_path": "from the source run"}
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["attention_path"] == "flex-compiled" and manifest["mixed"] is True
+    assert manifest["attention_path"] == {"prefill": "flex-compiled", "decode": "sdpa-dense"}
+    assert manifest["mixed"] is True
     with RunStore(tmp_path, {"method": "flex"}, attention_path="flex-compiled") as store:
         assert not store.mixed  # the original path resumes as before
 
@@ -275,10 +277,25 @@ def test_resume_compares_the_attention_key_not_its_sentence(tmp_path):
         assert not store.mixed
         store.append({"id": "b"})
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert (manifest["attention_path"], manifest["attention_note"]) == ("sdpa-dense", OLD_NOTE)  # mapped once
-    with pytest.raises(SelfEnsembleError, match="attention_path: run has 'sdpa-dense', now 'fallback-sdpa'"):
+    assert manifest["attention_path"] == {"prefill": "sdpa-dense", "decode": "sdpa-dense"}  # mapped once
+    assert manifest["attention_note"] == OLD_NOTE
+    with pytest.raises(SelfEnsembleError, match="attention_path: run has 'prefill sdpa-dense, decode sdpa-dense', "
+                                                "now 'prefill fallback-sdpa, decode sdpa-dense'"):
         RunStore(tmp_path, {"method": "flex"}, attention_path="fallback-sdpa").open()
     assert [r["id"] for r in RunStore(tmp_path, {"method": "flex"}).records()] == ["a", "b"]
+
+
+def test_a_one_key_manifest_reads_as_that_prefill_with_the_dense_decode(tmp_path):
+    """Folders written before decode was named apart stored the prefill's key alone; every decode step
+    then ran SDPA with a dense mask, eagerly: the same paths as an eager engine now, not a compiled one."""
+    _legacy_run(tmp_path, "flex-compiled")
+    paths = {"prefill": "flex-compiled", "decode": "sdpa-dense"}
+    with RunStore(tmp_path, {"method": "flex"}, attention_path=paths) as store:
+        assert not store.mixed
+    assert json.loads((tmp_path / "manifest.json").read_text())["attention_path"] == paths
+    assert "attention_note" not in json.loads((tmp_path / "manifest.json").read_text())  # a key, not a sentence
+    with pytest.raises(SelfEnsembleError, match="now 'prefill flex-compiled, decode sdpa-dense-compiled'"):
+        RunStore(tmp_path, {"method": "flex"}, attention_path={**paths, "decode": "sdpa-dense-compiled"}).open()
 
 
 @pytest.mark.parametrize("note, key", [

@@ -3,6 +3,7 @@
 1. origin == flex with one prompt: one paraphrase packed alone is the original prompt, token for token.
 2. cached engine == slow reference decoder (no cache, no padding) for avg and flex, N=3.
 3. batch 4 == batch 1: padding and batching change no answer.
+4. the compiled decode step (EngineConfig.compile; CUDA graphs on CUDA) == the eager step.
 
 Runs each under compiled flex, eager flex and SDPA. A random tiny llama is re-drawn at std 0.3
 (as the test suite does): at the default init it barely reads its input, so a wrong mask would pass.
@@ -75,27 +76,48 @@ def check_path(lm: LoadedModel, attention: str, questions: int) -> list[dict]:
     return records
 
 
+def check_compiled_step(lm: LoadedModel, questions: int) -> list[dict]:
+    """4. the decode step under torch.compile (``--compile``; CUDA graphs on CUDA) == the eager step, greedy,
+    for origin, avg and flex at batch 4 (SDPA prefill, so only the decode step differs)."""
+    qs = load_questions(questions, few_shot=3)
+    eager = Engine(lm, EngineConfig(attention="sdpa", batch_size=4))
+    compiled = Engine(lm, EngineConfig(attention="sdpa", batch_size=4, compile=True))
+    records = []
+    for method, n in (("origin", 1), ("avg", 3), ("flex", 3)):
+        queries = make_queries(qs, n)
+        want, got = eager.answer_many(queries, method, GEN), compiled.answer_many(queries, method, GEN)
+        records += [{"check": f"{method} compiled decode == eager", "question": i, "ok": a.tokens == b.tokens,
+                     "tokens": [list(a.tokens), list(b.tokens)], "attention": str(b.attention)}
+                    for i, (a, b) in enumerate(zip(want, got, strict=True))]
+    return records
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--model", default="random:llama")
     parser.add_argument("--questions", type=int, default=4)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--paths", default="sdpa,flex-compiled,flex-eager,compiled-step",
+                        help="which paths to check, in this order (a CPU dry run: sdpa,compiled-step)")
     args = parser.parse_args()
 
     lm = load_model(args.model, device=args.device, dtype="float32")
     if args.model.startswith("random:"):
         sharpen(lm)
     records = []
-    # SDPA first (it compiles nothing), and every path's mismatches printed and saved as soon as the
-    # path ends: a run cut at its time limit still says what failed (an H100 run once ended after
-    # "16/20 ok" with no detail)
-    for compiled, attention in ((True, "sdpa"), (True, "flex"), (False, "flex")):
+    # every path's mismatches printed and saved as soon as the path ends: a run cut at its time limit
+    # still says what failed (an H100 run once ended after "16/20 ok" with no detail)
+    known = {"sdpa": ("sdpa", True, "sdpa"), "flex-compiled": ("flex", True, "flex"),
+             "flex-eager": ("flex", False, "flex"), "compiled-step": ("decode step", True, "compiled step")}
+    # SDPA first (it compiles nothing), the compiled decode step last (it compiles the longest)
+    for label, compiled, attention in (known[p] for p in args.paths.split(",")):
         attn.COMPILE_FLEX = compiled
-        path = check_path(lm, attention, args.questions)
+        path = check_compiled_step(lm, args.questions) if attention == "compiled step" else \
+            check_path(lm, attention, args.questions)
         records += path
         bad = [r for r in path if not r["ok"]]
-        print(f"{attention:4s} compiled={compiled!s:5s}: {len(path) - len(bad)}/{len(path)} ok", flush=True)
+        print(f"{label:11s} compiled={compiled!s:5s}: {len(path) - len(bad)}/{len(path)} ok", flush=True)
         for r in bad:
             print(f"MISMATCH: {r}", flush=True)
         failed = [r for r in records if not r["ok"]]

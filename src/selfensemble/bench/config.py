@@ -9,6 +9,8 @@ from selfensemble.bench.questions import MAX_N
 from selfensemble.config import defaults
 from selfensemble.errors import SelfEnsembleError
 
+DECODE_MODES = ("eager", "compiled")
+
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -44,6 +46,9 @@ class BenchConfig:
     few_shot: int = 5
     pad_multiple: int = 32
     compile_flex: bool = True
+    # the decode step of every engine row: "eager", "compiled" (EngineConfig.compile), or both side by side
+    decode_modes: tuple[str, ...] = ("eager",)
+    prefix_cache_mb: float = 256.0  # EngineConfig.prefix_cache_mb of every engine row
     device: str = "cpu"
     dtype: str = "auto"
     seed: int = 0
@@ -69,6 +74,8 @@ class BenchConfig:
                      "paraphrase_candidates", "paraphrase_formats", "paraphrase_new_tokens", "demo_items"):
             if getattr(self, name) < 1:
                 raise SelfEnsembleError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if not self.decode_modes or any(m not in DECODE_MODES for m in self.decode_modes):
+            raise SelfEnsembleError(f"decode modes must be among {', '.join(DECODE_MODES)}, got {self.decode_modes}.")
         if self.threads is not None and self.threads < 1:
             raise SelfEnsembleError(f"threads must be >= 1, got {self.threads}.")
         if self.naive_questions < 0 or self.storm_questions < 0 or self.few_shot < 0:

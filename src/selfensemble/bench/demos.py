@@ -64,7 +64,8 @@ def demo_rows(lm: LoadedModel, config: BenchConfig) -> list[dict]:
                         "seconds": run.seconds, "s_per_item": run.seconds / q,
                         "prefill_tokens_per_item": (d["prefill_tokens"] + d["prefix_tokens_encoded"]) / q,
                         "prefix_tokens_encoded": d["prefix_tokens_encoded"],
-                        "distinct_prefixes": len({qq.fmt for qq in queries})})
+                        "distinct_prefixes": len({qq.fmt for qq in queries}),
+                        "prefix_cache": engine.prefix_cache_info()})
             progress(f"demos {mode:8s} {method:7s} {out[-1]['s_per_item']:.3f} s/item, "
                      f"{out[-1]['prefill_tokens_per_item']:.0f} prefill tok/item")
     shared = {r["method"]: r["s_per_item"] for r in out if r["demos"] == "shared"}

@@ -48,25 +48,28 @@ def fixed_gen(max_new_tokens: int):
 
 # -- engine rows -------------------------------------------------------------------------------
 def engine_config(config: BenchConfig, batch_size: int, layout: str = "shared", **overrides: Any):
-    """The EngineConfig of a bench row: the bench's attention and flex knobs, this row's batch and layout."""
+    """The EngineConfig of a bench row: the bench's attention and flex knobs, this row's batch and layout
+    (the decode step eager unless ``compile=True`` is among ``overrides``)."""
     from selfensemble.config.engine import EngineConfig
 
     settings = dict(attention=config.attention, layout=layout, batch_size=batch_size,
                     pad_multiple=config.pad_multiple, positions=config.positions, rescale=config.rescale,
-                    fusion_temperature=config.fusion_temperature, fusion_scale=config.fusion_scale)
+                    fusion_temperature=config.fusion_temperature, fusion_scale=config.fusion_scale,
+                    prefix_cache_mb=config.prefix_cache_mb)
     return EngineConfig(**{**settings, **overrides})
 
 
 def engine_row(lm: LoadedModel, queries: list[Query], method: str, n: int, batch_size: int,
-               layout: str | None, config: BenchConfig) -> tuple[dict, list]:
+               layout: str | None, config: BenchConfig, decode: str = "eager") -> tuple[dict, list]:
     """Warm up, then time all questions; returns the row and the answers.
 
     The warm-up covers at least one full batch, so the timed pass meets no batch shape the warm-up
     did not compile; compiles that still happen in the timed pass (new lengths) are counted apart.
+    ``decode``: "eager" or "compiled" (the decode step under torch.compile).
     """
     from selfensemble.engine.engine import Engine
 
-    engine = Engine(lm, engine_config(config, batch_size, layout or "shared"))
+    engine = Engine(lm, engine_config(config, batch_size, layout or "shared", compile=decode == "compiled"))
     gen = fixed_gen(config.max_new_tokens)
     warm_q = min(max(config.warmup_questions, batch_size), len(queries))
     warm = timed(lambda: engine.answer_many(queries[:warm_q], method, gen), lm.device)
@@ -80,7 +83,7 @@ def engine_row(lm: LoadedModel, queries: list[Query], method: str, n: int, batch
     steps = engine.stats["decode_steps"] - steps
     s_per_q = run.seconds / q
     row = {
-        "method": method, "n": n, "batch_size": batch_size, "layout": layout, "questions": q,
+        "method": method, "n": n, "batch_size": batch_size, "layout": layout, "decode_mode": decode, "questions": q,
         "seconds": run.seconds, "s_per_q": s_per_q, "q_per_s": q / run.seconds,
         "prefill_tokens_per_q": delta["prefill_tokens"] / q,
         "prefix_tokens_encoded": engine.stats["prefix_tokens_encoded"],
@@ -91,7 +94,9 @@ def engine_row(lm: LoadedModel, queries: list[Query], method: str, n: int, batch
         "compile_seconds": max(0.0, warm.seconds - warm_q * s_per_q),
         "compiles_warmup": warm.compiles, "compiles_timed": run.compiles,
         "peak_rss_mb": max(warm.peak_rss_mb, run.peak_rss_mb), "cuda_peak_mb": run.cuda_peak_mb,
-        "attention": engine.attention_note,
+        # the kernels that ran, per phase (store.provenance keys), and the sentence about them
+        "prefill": engine.attention_key, "decode": engine.decode_key, "attention_note": engine.attention_note,
+        "prefix_cache_hits": delta["prefix_cache_hits"], "prefix_cache_misses": delta["prefix_cache_misses"],
         # every tensor → Python value of one batch (packing and prefill included) ÷ its decode steps
         "host_syncs_per_step": syncs["syncs"] / max(1, steps),
     }
@@ -99,10 +104,11 @@ def engine_row(lm: LoadedModel, queries: list[Query], method: str, n: int, batch
 
 
 def engine_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> tuple[list[dict], dict]:
-    """The method × N × batch × layout grid; ``layout`` is None where it does not apply (not flex).
+    """The method × N × batch × layout × decode mode grid; ``layout`` is None where it does not apply
+    (not flex). Eager and compiled rows of one setting come next to each other.
 
     origin ignores paraphrases, so it runs once per batch size (N=1). Answers are kept by key for
-    the naive rows' agreement check.
+    the naive rows' agreement check (the first decode mode's).
     """
     from selfensemble.methods.registry import get_method
 
@@ -113,11 +119,12 @@ def engine_rows(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> tuple[
             queries = make_queries(qs, n)
             for bs in config.batch_sizes:
                 for layout in (config.layouts if spec.packs_prompts else (None,)):
-                    row, ans = engine_row(lm, queries, method, n, bs, layout, config)
-                    rows.append(row)
-                    answers[(method, n, bs, layout)] = ans
-                    progress(f"{method:7s} N={n:<2d} batch={bs:<2d} layout={layout or '-':6s} "
-                              f"{row['s_per_q']:.3f} s/q, compiles {row['compiles_warmup']}/{row['compiles_timed']}")
+                    for decode in config.decode_modes:
+                        row, ans = engine_row(lm, queries, method, n, bs, layout, config, decode)
+                        rows.append(row)
+                        answers.setdefault((method, n, bs, layout), ans)
+                        progress(f"{method:7s} N={n:<2d} batch={bs:<2d} layout={layout or '-':6s} {decode:8s} "
+                                 f"{row['s_per_q']:.3f} s/q, compiles {row['compiles_warmup']}/{row['compiles_timed']}")
     return rows, answers
 
 
@@ -152,21 +159,23 @@ def hf_generate_row(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> di
     finally:
         lm.model.set_attn_implementation(ATTN_IMPLEMENTATION)
     q = len(ids)
-    return {"method": "hf_generate", "n": 1, "batch_size": 1, "layout": None, "questions": q,
+    return {"method": "hf_generate", "n": 1, "batch_size": 1, "layout": None, "decode_mode": "eager", "questions": q,
             "seconds": run.seconds, "s_per_q": run.seconds / q, "q_per_s": q / run.seconds,
             "prefill_tokens_per_q": sum(map(len, ids)) / q, "prefix_tokens_encoded": 0,
             "generated_tokens": run.value, "gen_tokens_per_s": run.value / run.seconds,
             "warmup_seconds": None, "compile_seconds": None, "compiles_warmup": 0, "compiles_timed": run.compiles,
-            "peak_rss_mb": run.peak_rss_mb, "cuda_peak_mb": run.cuda_peak_mb, "attention": "sdpa (HF generate)",
+            "peak_rss_mb": run.peak_rss_mb, "cuda_peak_mb": run.cuda_peak_mb, "prefill": "hf-sdpa", "decode": "hf-sdpa",
+            "attention_note": "model.generate under transformers' own SDPA", "prefix_cache_hits": 0,
+            "prefix_cache_misses": 0,
             "host_syncs_per_step": syncs["syncs"] / max(1, steps)}
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """× origin (same batch size, same run) and × HF generate, on every row, in place."""
-    origin = {r["batch_size"]: r["s_per_q"] for r in rows if r["method"] == BASELINE}
+    """× origin (same batch size and decode mode, same run) and × HF generate, on every row, in place."""
+    origin = {(r["batch_size"], r["decode_mode"]): r["s_per_q"] for r in rows if r["method"] == BASELINE}
     hf = next((r["s_per_q"] for r in rows if r["method"] == "hf_generate"), None)
     for r in rows:
-        base = origin.get(r["batch_size"])
+        base = origin.get((r["batch_size"], r["decode_mode"]))
         r["ratio_vs_origin"] = r["s_per_q"] / base if base and r["method"] != "hf_generate" else None
         r["ratio_vs_hf"] = r["s_per_q"] / hf if hf else None
 
@@ -290,7 +299,7 @@ def storm_run(lm: LoadedModel, queries: list[Query], pad_multiple: int, config: 
     return {"pad_multiple": pad_multiple, "questions": len(queries), "new_tokens": config.storm_new_tokens,
             "compiles": run.compiles, "probe_compiles": probe.compiles, "seconds": run.seconds,
             "s_per_q": run.seconds / len(queries), "distinct_lengths": len(lengths),
-            "distinct_padded_lengths": len(padded), "attention": engine.attention_note}
+            "distinct_padded_lengths": len(padded), "prefill": engine.attention_key}
 
 
 def storm_section(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> dict:
@@ -311,13 +320,14 @@ def storm_section(lm: LoadedModel, qs: QuestionSet, config: BenchConfig) -> dict
 
 # -- batching --------------------------------------------------------------------------------
 def batching_rows(rows: list[dict]) -> list[dict]:
-    """questions/s at each larger batch size ÷ at batch 1, per method, N and layout."""
-    one = {(r["method"], r["n"], r["layout"]): r for r in rows if r["batch_size"] == 1}
+    """questions/s at each larger batch size ÷ at batch 1, per method, N, layout and decode mode."""
+    one = {(r["method"], r["n"], r["layout"], r["decode_mode"]): r for r in rows if r["batch_size"] == 1}
     out = []
     for r in rows:
-        base = one.get((r["method"], r["n"], r["layout"]))
+        base = one.get((r["method"], r["n"], r["layout"], r["decode_mode"]))
         if r["batch_size"] > 1 and base and r["method"] != "hf_generate":
-            out.append({"method": r["method"], "n": r["n"], "layout": r["layout"], "batch_size": r["batch_size"],
+            out.append({"method": r["method"], "n": r["n"], "layout": r["layout"], "decode_mode": r["decode_mode"],
+                        "batch_size": r["batch_size"],
                         "q_per_s": r["q_per_s"], "q_per_s_batch1": base["q_per_s"],
                         "speedup": r["q_per_s"] / base["q_per_s"]})
     return out

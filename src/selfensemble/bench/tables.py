@@ -23,13 +23,15 @@ def _table(headers: Sequence[str], lines: Sequence[Sequence[Any]]) -> str:
 
 
 def _engine_table(rows: list[dict]) -> str:
-    headers = ("method", "N", "batch", "layout", "s/q", "× origin", "× HF", "q/s", "prefill tok/q",
-               "gen tok/s", "syncs/step", "compile s", "compiles warm/timed", "peak RSS MB", "CUDA peak MB", "attention")
-    lines = [(r["method"], r["n"], r["batch_size"], r["layout"], r["s_per_q"], r["ratio_vs_origin"],
-              r["ratio_vs_hf"], r["q_per_s"], round(r["prefill_tokens_per_q"], 1), round(r["gen_tokens_per_s"], 1),
-              r.get("host_syncs_per_step"), r["compile_seconds"], f"{r['compiles_warmup']}/{r['compiles_timed']}",
-              round(r["peak_rss_mb"]),
-              round(r["cuda_peak_mb"]) if r["cuda_peak_mb"] is not None else None, r["attention"])
+    headers = ("method", "N", "batch", "layout", "decode", "s/q", "× origin", "× HF", "q/s", "prefill tok/q",
+               "gen tok/s", "syncs/step", "compile s", "compiles warm/timed", "prefix hits/misses", "peak RSS MB",
+               "CUDA peak MB", "prefill path", "decode path")
+    lines = [(r["method"], r["n"], r["batch_size"], r["layout"], r.get("decode_mode"), r["s_per_q"],
+              r["ratio_vs_origin"], r["ratio_vs_hf"], r["q_per_s"], round(r["prefill_tokens_per_q"], 1),
+              round(r["gen_tokens_per_s"], 1), r.get("host_syncs_per_step"), r["compile_seconds"],
+              f"{r['compiles_warmup']}/{r['compiles_timed']}",
+              f"{r.get('prefix_cache_hits', 0)}/{r.get('prefix_cache_misses', 0)}", round(r["peak_rss_mb"]),
+              round(r["cuda_peak_mb"]) if r["cuda_peak_mb"] is not None else None, r.get("prefill"), r.get("decode"))
              for r in rows]
     return _table(headers, lines)
 
@@ -49,7 +51,8 @@ def format_table(result: dict) -> str:
         f"{env['transformers']}, {env['torch_threads']} torch threads, load {_load(env)}, commit {(env['git_commit'] or '?')[:10]}{' (dirty)' if env['git_dirty'] else ''}",
         f"{cfg['questions']} questions ({result['questions_source']}), {cfg['max_new_tokens']} new tokens, "
         f"prefix {result['prompt_tokens']['prefix']} tokens, first prompt {result['prompt_tokens']['first_prompt']} "
-        f"tokens, flex {'compiled' if result['compile_flex'] else 'eager'}",
+        f"tokens, flex {'compiled' if result['compile_flex'] else 'eager'}, decode step "
+        f"{' and '.join(cfg.get('decode_modes', ['eager']))}, prefix cache bound {cfg.get('prefix_cache_mb', 256):g} MiB",
         "", "### Engine (s/q after warm-up; × origin at the same batch size)", _engine_table(result["rows"]),
     ]
     if result["naive"]:
@@ -68,14 +71,14 @@ def format_table(result: dict) -> str:
     if result["storm"]["runs"]:
         parts += ["", "### Compile storm (flex, shared layout, batch 1)", _table(
             ("pad multiple", "questions", "new tok", "distinct lengths", "padded lengths", "compiles",
-             "probe compiles", "s/q", "attention"),
+             "probe compiles", "s/q", "prefill path"),
             [(r["pad_multiple"], r["questions"], r["new_tokens"], r["distinct_lengths"], r["distinct_padded_lengths"],
-              r["compiles"], r["probe_compiles"], r["s_per_q"], r["attention"]) for r in result["storm"]["runs"]])]
+              r["compiles"], r["probe_compiles"], r["s_per_q"], r.get("prefill")) for r in result["storm"]["runs"]])]
     if result["batching"]:
         parts += ["", "### Batching (questions/s vs batch 1)", _table(
-            ("method", "N", "layout", "batch", "q/s", "q/s batch 1", "speed-up"),
-            [(r["method"], r["n"], r["layout"], r["batch_size"], r["q_per_s"], r["q_per_s_batch1"], r["speedup"])
-             for r in result["batching"]])]
+            ("method", "N", "layout", "decode", "batch", "q/s", "q/s batch 1", "speed-up"),
+            [(r["method"], r["n"], r["layout"], r.get("decode_mode"), r["batch_size"], r["q_per_s"], r["q_per_s_batch1"],
+              r["speedup"]) for r in result["batching"]])]
     if result.get("paraphrase_writing"):
         parts += ["", "### Paraphrase writing (one round of candidates; × answering = s/q ÷ all timed methods' s/q)",
                   _table(("way", "questions", "candidates/q", "batch", "few-shot sets", "s/q", "candidates/s",

@@ -19,6 +19,7 @@ from selfensemble.cli.common import (
     SCALE_HELP,
     TEMPERATURE_HELP,
     app,
+    compile_option,
     engine_config,
     flex_option,
     make_engine,
@@ -48,6 +49,7 @@ def ask(
     layout: str = flex_option("layout", help=LAYOUT_HELP),
     positions: str = flex_option("positions", help=POSITIONS_HELP),
     attention: str = typer.Option(None, help=ATTENTION_HELP),
+    compile_step: bool = compile_option(),
     rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
     fusion_temperature: float = flex_option("fusion_temperature", help=TEMPERATURE_HELP),
     fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
@@ -69,7 +71,7 @@ def ask(
     from selfensemble.engine.prompts import default_format
 
     flex = dict(layout=layout, positions=positions, rescale=rescale, fusion_temperature=fusion_temperature,
-                fusion_scale=fusion_scale)
+                fusion_scale=fusion_scale, compile=compile_step)
     # everything the user typed is checked here, before the model loads (~17 s for the embedded one)
     dims = parse_variants(parse_list(variants, "--variants"))
     plain = dims == DEFAULT_VARIANTS and variant_levels is None
@@ -100,7 +102,7 @@ def ask(
         ans = engine.answer_many([query], method, gen)[0]
         recorded = [query.variants[i] for i in query.kept_indices()]
     seconds = time.perf_counter() - t0
-    notes = notes + ans.notes
+    notes = [*notes, *ans.notes, f"attention: {ans.attention_note}"]
     if as_json:
         out = {"answer": ans.answer, "method": method, "prompts": ans.prompts, "per_prompt": ans.per_prompt,
                "generation": ans.generation, "prob": ans.prob, "finish": ans.finish, "seconds": seconds,
@@ -113,14 +115,14 @@ def ask(
     from rich.markup import escape
 
     console = Console()
-    for note in notes:
+    for note in notes[:-1]:  # the attention note is the answer line's last part
         console.print(f"[yellow]note:[/] {escape(note)}")
     if ans.per_prompt is not None:
         labels = [json.dumps(v) for v in recorded] if recorded else ans.prompts
         for p, a in zip(labels, ans.per_prompt, strict=True):
             console.print(f"  [dim]{escape(p)}[/] → {escape(a)}")
     console.print(f"[bold]{escape(ans.answer)}[/]  [dim]({method}, p={ans.prob:.3f}, {seconds:.2f}s, "
-                  f"{escape(ans.attention)})[/]")
+                  f"prefill {ans.attention['prefill']}, decode {ans.attention['decode']})[/]")
 
 
 def _prompt_plan(question: str, given: list[str], num_paraphrases: int | None, no_paraphrase: bool,

@@ -46,6 +46,11 @@ def bench_command(
     demo_cost: bool = typer.Option(True, "--demo-cost/--no-demo-cost",
                                help="Time per-item against shared few-shot demonstrations (bundled ParaRel)."),
     compile_flex: bool = typer.Option(True, "--compile-flex/--eager-flex", help="torch.compile flex attention."),
+    compile_step: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the decode step of every "
+                                      "engine row (EngineConfig.compile; CUDA graphs on CUDA)."),
+    compare_compile: bool = typer.Option(False, "--compare-compile", help="Time every engine row twice, eager and "
+                                         "compiled decode step, side by side."),
+    prefix_cache_mb: float = typer.Option(256.0, help="EngineConfig.prefix_cache_mb: the bound on cached prefix KV."),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
     threads: int | None = typer.Option(None, help="torch CPU threads (1 is steadier on a busy machine)."),
@@ -59,7 +64,9 @@ def bench_command(
                    layouts=tuple(parse_list(layouts, "--layouts")), positions=positions, rescale=rescale,
                    fusion_temperature=fusion_temperature, fusion_scale=fusion_scale, attention=attention, naive=naive,
                    naive_questions=naive_questions, compile_flex=compile_flex, device=device, dtype=dtype,
-                   threads=threads, paraphrase_section=paraphrase_writing, demos_section=demo_cost)
+                   threads=threads, paraphrase_section=paraphrase_writing, demos_section=demo_cost,
+                   decode_modes=("eager", "compiled") if compare_compile else ("compiled",) if compile_step else ("eager",),
+                   prefix_cache_mb=prefix_cache_mb)
     if tiny:
         config = BenchConfig.tiny(**options, **({"ns": tuple(parse_list(n, "--n", int))} if n else {}),
                                   storm_questions=min(storm_questions, 10))

@@ -45,6 +45,8 @@ MIN_SIMILARITY_HELP = ("Gate: least cosine similarity to the original (default: 
                        + ", ".join(f"{v} for {k}" for k, v in DEFAULT_MIN_SIMILARITY.items()) + ").")
 
 
+COMPILE_HELP = ("torch.compile the decode step (static shapes; CUDA graphs on CUDA). Off by default: it "
+                "compiles for minutes on a CPU, and no CUDA timing exists yet (benchmarks/README.md).")
 LAYOUT_HELP = "flex layout: shared (one prefix) | full (prefix per paraphrase)"
 POSITIONS_HELP = "flex positions: restart | right | sequential"
 
@@ -57,9 +59,15 @@ def flex_option(knob: str, *decls: str, help: str) -> Any:
     return typer.Option(..., *decls, default_factory=defaults.factory(knob), help=help, show_default=shown)
 
 
+def compile_option() -> Any:
+    """``--compile/--no-compile``: EngineConfig.compile, the same flag on every command that builds an engine."""
+    return typer.Option(False, "--compile/--no-compile", help=COMPILE_HELP)
+
+
 def engine_config(attention: str | None = None, batch_size: int = 8, **flex: Any):
     """The EngineConfig of a command, checked before any model loads; flex knobs not given come from
-    defaults.py (``flex``: any of defaults.FLEX_KNOBS, e.g. positions="restart")."""
+    defaults.py (``flex``: any of defaults.FLEX_KNOBS, e.g. positions="restart", or another
+    EngineConfig field such as compile)."""
     from selfensemble.config.engine import EngineConfig
 
     return EngineConfig(attention=attention, batch_size=batch_size, **flex)

@@ -18,6 +18,7 @@ from selfensemble.cli.common import (
     SCALE_HELP,
     TEMPERATURE_HELP,
     app,
+    compile_option,
     flex_option,
     parse_list,
 )
@@ -47,6 +48,7 @@ def lm_eval_command(
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto"),
     attention: str = typer.Option(None, help=ATTENTION_HELP),
+    compile_step: bool = compile_option(),
     layout: str = flex_option("layout", help=LAYOUT_HELP),
     positions: str = flex_option("positions", help=POSITIONS_HELP),
     rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
@@ -74,7 +76,7 @@ def lm_eval_command(
     names = parse_list(tasks, "--tasks")
     options = {"attention": attention, "layout": layout, "positions": positions, "rescale": rescale,
                "fusion_temperature": fusion_temperature, "fusion_scale": fusion_scale, "device": device,
-               "dtype": dtype, **_model_args(model_args)}
+               "dtype": dtype, "compile": compile_step, **_model_args(model_args)}
     options = {k: v for k, v in options.items() if v is not None}
     manager = task_manager(names, str(include_path) if include_path else None)  # before the model loads
     t0 = time.perf_counter()

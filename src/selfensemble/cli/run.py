@@ -20,6 +20,7 @@ from selfensemble.cli.common import (
     SCALE_HELP,
     TEMPERATURE_HELP,
     app,
+    compile_option,
     flex_option,
     make_engine,
     parse_list,
@@ -66,6 +67,7 @@ def run_command(
     batch_size: int = typer.Option(8, min=1),
     max_new_tokens: int = typer.Option(16, min=1),
     attention: str = typer.Option(None, help="flex | sdpa | auto (flex, loud fallback); default: sdpa on CPU, auto on CUDA"),
+    compile_step: bool = compile_option(),
     layout: str = flex_option("layout", help=LAYOUT_HELP),
     positions: str = flex_option("positions", help=POSITIONS_HELP),
     rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
@@ -132,7 +134,7 @@ def run_command(
                                   revision=revision, trust_remote_code=trust_remote_code),
                     engine=EngineConfig(attention=attention, layout=layout, positions=positions, rescale=rescale,
                                         fusion_temperature=fusion_temperature, fusion_scale=fusion_scale,
-                                        batch_size=batch_size),
+                                        batch_size=batch_size, compile=compile_step),
                     gate=GateSettings(enabled=gate, min_similarity=min_similarity, embedder=embedder,
                                       entity_guard=entity_guard))
     backend_cfg = _backend_config(backend, ray_address, workers, gpus_per_worker, cpus_per_worker, verbose)

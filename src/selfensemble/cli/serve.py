@@ -13,6 +13,7 @@ from selfensemble.cli.common import (
     SCALE_HELP,
     TEMPERATURE_HELP,
     app,
+    compile_option,
     flex_option,
     make_engine,
 )
@@ -28,6 +29,7 @@ def serve(
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
     attention: str = typer.Option(None, help=ATTENTION_HELP),
+    compile_step: bool = compile_option(),
     layout: str = flex_option("layout", help=LAYOUT_HELP),
     positions: str = flex_option("positions", help=POSITIONS_HELP),
     rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
@@ -45,7 +47,9 @@ def serve(
         torch.set_num_threads(threads)
     engine = make_engine(model, device, dtype, attention, batch_size=max_batch, seed=seed, layout=layout,
                          positions=positions, rescale=rescale, fusion_temperature=fusion_temperature,
-                         fusion_scale=fusion_scale)
-    typer.echo(f"selfensemble serve: {model} ({engine.attention_note}), max batch {max_batch}; "
+                         fusion_scale=fusion_scale, compile=compile_step)
+    paths = engine.attention_paths
+    typer.echo(f"selfensemble serve: {model} (prefill {paths['prefill']}, decode {paths['decode']}: "
+               f"{engine.attention_note}), max batch {max_batch}; "
                f"page at http://{host}:{port}/")
     run_server(create_app(engine, model, max_batch, batch_window_ms / 1000), host, port)

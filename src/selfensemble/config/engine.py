@@ -36,6 +36,13 @@ class EngineConfig:
     reuse_prefix: bool = True
     batch_size: int = 8
     pad_multiple: int = 32
+    # torch.compile the decode step (engine/step.py; CUDA graphs on CUDA). Off by default: on this
+    # CPU it compiles for minutes and ran no faster (benchmarks/README.md, "The decode step"); no
+    # CUDA timing exists yet to choose a CUDA default from
+    compile: bool = False
+    # every cached prefix KV (one copy or N copies of it) together stays under this many MiB; the
+    # least recently used entries go first
+    prefix_cache_mb: float = 256.0
 
     def __post_init__(self):
         for name, value, allowed in (("attention", self.attention or "auto", ATTENTION), ("layout", self.layout, LAYOUTS),
@@ -44,6 +51,8 @@ class EngineConfig:
                 raise SelfEnsembleError(f"Unknown {name} {value!r}; use one of {', '.join(allowed)}.")
         if self.batch_size < 1:
             raise SelfEnsembleError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.prefix_cache_mb >= 0:
+            raise SelfEnsembleError(f"prefix_cache_mb must be >= 0, got {self.prefix_cache_mb}")
         try:
             self.attention_fusion  # noqa: B018 - validates the knobs
         except ValueError as err:

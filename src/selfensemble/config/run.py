@@ -146,7 +146,7 @@ FLAT_KEYS: dict[str, tuple[str, str]] = {
 #: existed) and older folders keep resuming; without one, resuming them is
 #: refused, naming the field. Any other key a manifest lacks stays absent, so it is refused as before.
 UNRECORDED: dict[str, dict[str, Any]] = {
-    "engine": {"reuse_prefix": True, "pad_multiple": 32},
+    "engine": {"reuse_prefix": True, "pad_multiple": 32, "compile": False, "prefix_cache_mb": 256.0},
     "load": {"device_map": None, "revision": None, "trust_remote_code": False, "quantization_config": None},
     "gate": {},
     "": {"demos": "shared", "variants": ["paraphrase"], "variant_levels": None},

@@ -1,24 +1,30 @@
 """The one decode loop: prefill a packed batch, then step with a KV cache.
 
-Rows are grouped: every group decodes one shared answer. A fusion function turns the group's
-(n_rows, vocab) logits into one distribution, and the chosen token is fed back to all its rows.
-origin / per_prompt / flex use groups of one row; logit fusion uses one group of N rows.
+Rows are grouped: every group decodes one shared answer. One batched fusion call turns every
+group's (n_rows, vocab) logits into one distribution per group (group_fusion), one batched
+selection picks every group's token on the device (sampling), one host copy brings the picks back,
+and each group's token is fed to all its rows through the static decode step (step.py: masks built
+once per answer, the same shapes at every step). origin / per_prompt / flex use groups of one row;
+logit fusion uses one group of N rows per question.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from selfensemble.engine.attention import masks
 from selfensemble.engine.attention.dispatch import WindowMasks, flex_errors
+from selfensemble.engine.cache import cache_capacity
 from selfensemble.engine.packing import PackedBatch
+from selfensemble.engine.sampling import sample_keys, select_tokens
+from selfensemble.engine.step import StepMasks, decode_forward
 from selfensemble.engine.stopping import TextWatch, can_stop_on_text, stop_text
-from selfensemble.methods.fusion import FusionFn, check_weights, select_tokens
+from selfensemble.methods.group_fusion import GroupFusionFn, Groups
 
 
 @dataclass(frozen=True)
@@ -140,96 +146,140 @@ def _expand_rows(index: torch.Tensor, logits: torch.Tensor, batch: PackedBatch, 
     return logits[index], rows, terms
 
 
-def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Sequence[int]], fuse: FusionFn,
+@dataclass(frozen=True)
+class Chosen:
+    """What one group's answer did at one decode step, as ``generate``'s ``on_step`` hook sees it.
+
+    ``token``: the token appended to the answer (``Decoded.tokens``), None when EOS ended it (EOS
+    is not part of the answer); ``finish``: why the answer ended at this step ("eos", "newline",
+    "stop", "length"), else None.
+    """
+
+    group: int
+    token: int | None
+    finish: str | None
+
+
+StepHook = Callable[[int, list[Chosen]], None]
+
+
+def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Sequence[int]], fuse: GroupFusionFn,
              gen: GenerationConfig, *, attention: str, eos_ids: set[int],
-             weights: Sequence[torch.Tensor | None] | None = None,
+             weights: Sequence[torch.Tensor | str | None] | None = None,
              fusion: masks.AttentionFusion | None = None, fused_n: Sequence[int] | None = None,
-             seeds: Sequence[int] | None = None, expand: torch.Tensor | None = None) -> list[Decoded]:
+             seeds: Sequence[int] | None = None, expand: torch.Tensor | None = None,
+             step: Callable | None = None, on_step: StepHook | None = None) -> list[Decoded]:
     """Decode one answer per group; rows of a group share every chosen token.
 
-    ``groups`` lists row indices per group (each row in exactly one group). ``fusion`` (attention
-    fusion knobs) applies to the rows whose ``fused_n`` (per row: paraphrases packed in it) is >= 2,
-    with that row's own N, in prefill and in every decode step; every other row is untouched.
-    ``seeds`` (one per group) seed each group's own sampling stream (default: ``gen.seed`` for every
-    group), so a sampled answer depends on its own seed only, never on its batch neighbours.
-    ``expand`` (B',) lists, per decoded row, the prefilled row it continues: each prompt is prefilled
-    once and its KV and last logits copied to its rows (K samples of one prompt); ``groups``,
-    ``weights`` and ``seeds`` then index the B' decoded rows, ``fused_n`` the prefilled ones.
-    Once half the rows have stopped, they are dropped from the KV cache and the decode tensors (a
+    ``groups`` lists row indices per group (each row in exactly one group); ``fuse`` fuses every
+    group at once (group_fusion: (rows, vocab) logits + Groups → (groups, vocab)). ``fusion``
+    (attention fusion knobs) applies to the rows whose ``fused_n`` (per row: paraphrases packed in
+    it) is >= 2, with that row's own N, in prefill and in every decode step; every other row is
+    untouched. ``seeds`` (one per group) key each group's own sampling stream (default: ``gen.seed``
+    for every group), so a sampled answer depends on its own seed only, never on its batch
+    neighbours. ``expand`` (B',) lists, per decoded row, the prefilled row it continues: each prompt
+    is prefilled once and its KV and last logits copied to its rows (K samples of one prompt);
+    ``groups``, ``weights`` and ``seeds`` then index the B' decoded rows, ``fused_n`` the prefilled ones.
+    ``step``: the decode step (step.decode_forward, or a step.CompiledStep); ``on_step(i, chosen)``
+    is called after step i's tokens are chosen, with one ``Chosen`` per group still answering.
+    Once half the rows have stopped, they are dropped from the KV cache and the step's tables (a
     row's result does not depend on its batch neighbours, so this only saves work).
     """
+    dev = batch.input_ids.device
     B = batch.shape[0] if expand is None else len(expand)
-    if sorted(r for g in groups for r in g) != list(range(B)):
+    rows = Groups.build(groups, weights, dev)  # validates the partition and the weights, once
+    if rows.index.shape[0] != B:
         raise ValueError("every row must belong to exactly one group")
-    weights = [None] * len(groups) if weights is None else [
-        check_weights(w, len(rows), batch.input_ids.device) for w, rows in zip(weights, groups, strict=True)]
-    terms = None
-    if fusion is not None and fusion.active and fused_n is not None and max(fused_n) > 1:
-        if len(fused_n) != batch.shape[0]:
-            raise ValueError(f"fused_n has {len(fused_n)} entries for {batch.shape[0]} rows")
-        terms = tuple(t.to(batch.input_ids.device) for t in fusion.row_terms(torch.tensor(list(fused_n))))
+    terms = _attention_terms(fusion, fused_n, batch.shape[0], dev)
     seeds = list(seeds) if seeds is not None else [gen.seed] * len(groups)
     if len(seeds) != len(groups):
         raise ValueError(f"seeds: one per group, got {len(seeds)} for {len(groups)} groups")
-    generators = [torch.Generator().manual_seed(int(s)) if gen.do_sample else None for s in seeds]
-    dev = batch.input_ids.device
+    keys = sample_keys(seeds, dev) if gen.do_sample else None
 
     logits = prefill(model, batch, cache, attention, terms)
     if expand is not None:
         logits, batch, terms = _expand_rows(expand.to(dev), logits, batch, cache, terms)
-    scale, bias = masks.decode_terms(batch, *(terms or (None, None)))
-    if terms is None or not bool((terms[0] != 1).any()):
-        scale = None  # no fusion temperature: the decode steps need no score multiplier
-    positions = batch.next_position.clone()
-    key_pos = masks.key_positions(batch)  # (B, K): position of every cached key, for sliding windows
-    out = [Decoded() for _ in groups]
-    watches = [TextWatch(tokenizer, gen) for _ in groups] if can_stop_on_text(gen) else None
-    active = list(range(len(groups)))
-    where = list(range(B))  # row r of the batch is row where[r] of the tensors (finished rows get dropped)
-    for step in range(gen.max_new_tokens):
-        next_tokens = torch.full((len(positions),), tokenizer.eos_token_id or 0, dtype=torch.long, device=dev)
-        fused = torch.stack([fuse(logits[[where[r] for r in groups[g]]], weights[g]) for g in active])
-        chosen = select_tokens(fused, gen.do_sample, gen.temperature, gen.top_p, gen.top_k,
-                               [generators[g] for g in active])
+    tables = StepMasks.build(batch, terms, cache_capacity(cache))
+    if tables.steps < gen.max_new_tokens - 1:
+        raise ValueError(f"the KV cache has room for {tables.steps} answer tokens, {gen.max_new_tokens - 1} needed")
+    forward = step or decode_forward
+    answers = _Answers(tokenizer, gen, eos_ids, len(groups))
+    positions, steps = batch.next_position.clone(), torch.zeros(1, dtype=torch.long, device=dev)
+    for i in range(gen.max_new_tokens):
+        fused = fuse(logits, rows)  # (groups in the tensors, vocab)
+        chosen = select_tokens(fused, gen.do_sample, gen.temperature, gen.top_p, gen.top_k, keys, i)
         picked = fused.gather(1, chosen[:, None])[:, 0].double()
         # one host sync per step for every group's token and its log-prob (float64 holds any token id exactly)
-        for g, (token, lp) in zip(list(active), torch.stack((chosen.double(), picked), 1).tolist(), strict=True):
-            token = int(token)
-            rows = [where[r] for r in groups[g]]
-            next_tokens[rows] = token
-            if token in eos_ids:
-                out[g].finish = "eos"
-                out[g].stop_logprob = lp
-                active.remove(g)
-                continue
-            out[g].tokens.append(token)
-            out[g].logprobs.append(lp)
-            reason = watches[g].push(out[g].tokens) if watches else None
-            if reason:
-                out[g].finish = reason
-                active.remove(g)
-        if not active or step == gen.max_new_tokens - 1:
+        events = answers.record(torch.stack((chosen.double(), picked), 1).tolist(), last=i == gen.max_new_tokens - 1)
+        if on_step is not None:
+            on_step(i, events)
+        if not answers.active or i == gen.max_new_tokens - 1:
             break
-        live = sorted(where[r] for g in active for r in groups[g])
-        if len(live) <= len(positions) // 2:  # half the rows are done: stop computing them
-            keep = torch.tensor(live, device=dev)
-            cache.batch_select_indices(keep)
-            next_tokens, positions, bias, key_pos = (t[keep] for t in (next_tokens, positions, bias, key_pos))
-            scale = None if scale is None else scale[keep]
-            moved = {old: new for new, old in enumerate(live)}
-            where = [moved.get(w, -1) for w in where]
-        n = len(positions)
-        # every generated token sees the whole row (prefix, all paraphrases, cue, earlier answers)
-        bias = torch.cat([bias, torch.zeros(n, 1, device=dev)], dim=1)
-        if scale is not None:
-            scale = torch.cat([scale, torch.ones(n, 1, device=dev)], dim=1)
-        key_pos = torch.cat([key_pos, positions[:, None]], dim=1)
-        mask = bias[:, None, None, :].to(model.dtype)
-        windows = WindowMasks(lambda w, b=bias, p=positions, k=key_pos:
-                              masks.decode_window(b, p, k, w)[:, None, None, :].to(model.dtype))
-        logits = model_forward(model, next_tokens[:, None], positions[:, None], mask, cache, windows=windows,
-                               score_scale=None if scale is None else scale[:, None, None, :].to(model.dtype))
-        positions = positions + 1
-    for d in out:
-        d.text, _ = stop_text(tokenizer.decode(d.tokens, skip_special_tokens=True), gen)
-    return out
+        kept = answers.drop_finished(rows)
+        if kept is not None:  # half the rows are done: stop computing them
+            groups_kept, rows_kept = (torch.tensor(x, dtype=torch.long, device=dev) for x in kept)
+            cache.batch_select_indices(rows_kept)
+            tables, positions, rows = tables.rows(rows_kept), positions[rows_kept], rows.keep(kept[0])
+            chosen = chosen.index_select(0, groups_kept)
+            keys = None if keys is None else keys.index_select(0, groups_kept)
+        tokens = chosen.index_select(0, rows.index)[:, None]  # every row gets its group's token
+        logits = forward(model, tokens, positions[:, None], steps, cache, tables)[:, -1, :]
+        positions, steps = positions + 1, steps + 1
+    return answers.finish()
+
+
+def _attention_terms(fusion: masks.AttentionFusion | None, fused_n: Sequence[int] | None, rows: int,
+                     dev) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per-row (multiplier, bias) of attention fusion on the device, None when no row is fused."""
+    if fusion is None or not fusion.active or fused_n is None or max(fused_n) <= 1:
+        return None
+    if len(fused_n) != rows:
+        raise ValueError(f"fused_n has {len(fused_n)} entries for {rows} rows")
+    return tuple(t.to(dev) for t in fusion.row_terms(torch.tensor(list(fused_n))))  # type: ignore[return-value]
+
+
+class _Answers:
+    """The host side of ``generate``: each group's tokens and log-probs, stop rules, which groups
+    still answer, and which group each row of the step's tensors belongs to."""
+
+    def __init__(self, tokenizer, gen: GenerationConfig, eos_ids: set[int], n_groups: int):
+        self.tokenizer, self.gen, self.eos_ids = tokenizer, gen, eos_ids
+        self.out = [Decoded() for _ in range(n_groups)]
+        self.watches = [TextWatch(tokenizer, gen) for _ in range(n_groups)] if can_stop_on_text(gen) else None
+        self.active = set(range(n_groups))
+        self.in_tensors = list(range(n_groups))  # group of the step tensors' j-th group row → group id
+
+    def record(self, picks: list[list[float]], last: bool) -> list[Chosen]:
+        """Take step's (token, log-prob) per group in the tensors; returns what each answering group did."""
+        events = []
+        for g, (token, lp) in zip(self.in_tensors, picks, strict=True):
+            if g not in self.active:
+                continue
+            token, out = int(token), self.out[g]
+            if token in self.eos_ids:
+                out.finish, out.stop_logprob = "eos", lp
+                self.active.discard(g)
+                events.append(Chosen(g, None, "eos"))
+                continue
+            out.tokens.append(token)
+            out.logprobs.append(lp)
+            reason = self.watches[g].push(out.tokens) if self.watches else None
+            if reason:
+                out.finish = reason
+                self.active.discard(g)
+            events.append(Chosen(g, token, reason or ("length" if last else None)))
+        return events
+
+    def drop_finished(self, rows: Groups) -> tuple[list[int], list[int]] | None:
+        """(group rows kept, tensor rows kept) when at most half the rows still answer, else None."""
+        keep = [j for j, g in enumerate(self.in_tensors) if g in self.active]
+        live = sorted(r for j in keep for r in rows.rows[j])
+        if len(live) > rows.index.shape[0] // 2:
+            return None
+        self.in_tensors = [self.in_tensors[j] for j in keep]
+        return keep, live
+
+    def finish(self) -> list[Decoded]:
+        for d in self.out:
+            d.text, _ = stop_text(self.tokenizer.decode(d.tokens, skip_special_tokens=True), self.gen)
+        return self.out

@@ -17,10 +17,11 @@ import torch
 
 from selfensemble.config.engine import EngineConfig
 from selfensemble.engine.attention import dispatch as attn
-from selfensemble.engine.cache import new_cache
+from selfensemble.engine.cache import PrefixCaches, new_cache
 from selfensemble.engine.decoding import (
     Decoded,
     GenerationConfig,
+    StepHook,
     candidate_seed,
     derive_seed,
     generate,
@@ -32,6 +33,7 @@ from selfensemble.engine.prepared import Prepared, check_context, fusion_terms, 
 from selfensemble.engine.prompts import PromptFormat, PromptParts
 from selfensemble.engine.queries import Answer, Query, query_parts, query_weights, sample_counts
 from selfensemble.engine.rows import plan_rows
+from selfensemble.engine.step import CompiledStep
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.methods.registry import check_method, get_method
 
@@ -44,15 +46,20 @@ class Engine:
     def __init__(self, lm: LoadedModel, config: EngineConfig | None = None):
         self.lm = lm
         self.config = config or EngineConfig()
-        # attention: what runs; attention_key: its stable name (provenance.ATTENTION_KEYS), compared on
-        # resume; attention_note: the sentence shown to people (free to reword)
+        # attention: what prefill runs; attention_key: its stable name (provenance.ATTENTION_KEYS),
+        # compared on resume with decode_key as attention_paths; attention_note: the sentence shown to
+        # people (free to reword)
         self.attention, self.attention_key, self.attention_note = self._resolve_attention(self.config.attention)
-        self._prefix_caches: dict[tuple[int, ...], object] = {}
+        # the decode step: SDPA over the static step's dense masks (engine/step.py), compiled on request
+        self._step = CompiledStep(self.lm.device.type) if self.config.compile else None
+        self.decode_key = "sdpa-dense-compiled" if self.config.compile else "sdpa-dense"
+        self._prefix_caches = PrefixCaches(int(self.config.prefix_cache_mb * 2**20))
         # prefill_tokens: tokens of prefilled rows (the cached prefix apart); calls: engine calls
         # (one prefill + one decode loop each); decoded_rows: rows those calls decoded; decode_steps:
-        # iterations of those calls' decode loops
+        # iterations of those calls' decode loops; prefix_cache_*: lookups of encoded prefixes
         self.stats = {"prefill_tokens": 0, "generated_tokens": 0, "prefix_tokens_encoded": 0, "calls": 0,
-                      "decoded_rows": 0, "decode_steps": 0}
+                      "decoded_rows": 0, "decode_steps": 0, "prefix_cache_hits": 0, "prefix_cache_misses": 0,
+                      "prefix_cache_evictions": 0}
         self._restore_attention: str | None = None  # set by from_model: the user's implementation
         self._was_training = False
 
@@ -85,7 +92,7 @@ class Engine:
 
     def close(self) -> None:
         """Give a model passed to ``from_model`` its own attention back; drop cached prefix KV."""
-        self._prefix_caches = {}
+        self._prefix_caches.clear()
         if self._restore_attention is not None:
             self.lm.model.set_attn_implementation(self._restore_attention)
             self.lm.model.train(self._was_training)
@@ -106,7 +113,7 @@ class Engine:
             return "sdpa", "sdpa-dense", "sdpa (dense mask; default on CPU, use --attention flex to try compiled flex)"
         if requested == "sdpa":
             return "sdpa", "sdpa-dense", "sdpa (dense mask, as requested)"
-        ok, why = attn.flex_available(self.lm.device)
+        ok, why = attn.flex_available(self.lm.device, (16, self._head_dim))
         if ok:
             if attn.COMPILE_FLEX:
                 return "flex", "flex-compiled", "flex (compiled FlexAttention)"
@@ -120,7 +127,8 @@ class Engine:
         warnings.warn(f"selfensemble: FlexAttention failed ({why}); falling back to SDPA with the same "
                       "dense mask. Results are recorded with attention path 'fallback-sdpa'.", RuntimeWarning,
                       stacklevel=3)
-        self._prefix_caches = {}
+        if hasattr(self, "_prefix_caches"):
+            self._prefix_caches.clear()
         return "sdpa", "fallback-sdpa", note
 
     @property
@@ -128,6 +136,11 @@ class Engine:
         return attn.compile_count()
 
     # -- prefix KV reuse -----------------------------------------------------------------------
+    @property
+    def _head_dim(self) -> int:
+        cfg = self.lm.model.config.get_text_config()
+        return int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+
     @property
     def _num_layers(self) -> int:
         return self.lm.model.config.get_text_config().num_hidden_layers
@@ -137,28 +150,36 @@ class Engine:
 
         With restarted positions every paraphrase's own copy of the prefix has identical keys and
         values (same tokens, same positions, attending only to itself), so one encoding serves all.
+        Every entry, whatever its copies, lives in one LRU store under ``config.prefix_cache_mb``.
         """
+        key = (tuple(prefix), copies)
+        cache = self._prefix_caches.get(key)
+        if cache is not None:
+            return cache
         if copies > 1:
-            key = (tuple(prefix), copies)
-            if key not in self._prefix_caches:
-                one = self._prefix_cache(prefix)
-                cache = new_cache(self._num_layers, len(prefix) * copies)
-                for i, layer in enumerate(one.layers):
-                    cache.update(layer.keys.repeat(1, 1, copies, 1), layer.values.repeat(1, 1, copies, 1), i)
-                self._prefix_caches[key] = cache
-            return self._prefix_caches[key]
-        key = tuple(prefix)
-        if key not in self._prefix_caches:
+            one = self._prefix_cache(prefix)
+            cache = new_cache(self._num_layers, len(prefix) * copies)
+            for i, layer in enumerate(one.layers):
+                cache.update(layer.keys.repeat(1, 1, copies, 1), layer.values.repeat(1, 1, copies, 1), i)
+        else:
             cache = new_cache(self._num_layers, len(prefix))
             row = Row(list(prefix), [SHARED] * len(prefix), list(range(len(prefix))))
             batch = PackedBatch.from_rows([row], 0, self.pad_id, 1, self.lm.device)
             with torch.inference_mode():
                 prefill(self.lm.model, batch, cache, self.attention)
             self.stats["prefix_tokens_encoded"] += len(prefix)
-            if len(self._prefix_caches) >= 16:
-                self._prefix_caches.pop(next(iter(self._prefix_caches)))
-            self._prefix_caches[key] = cache
-        return self._prefix_caches[key]
+        self._prefix_caches.put(key, cache)
+        return cache
+
+    @property
+    def attention_paths(self) -> dict[str, str]:
+        """The stable keys of the kernels that ran: {"prefill": attention_key, "decode": decode_key}.
+        Prefill is flex or SDPA as resolved; every decode step runs SDPA with a dense mask."""
+        return {"prefill": self.attention_key, "decode": self.decode_key}
+
+    def prefix_cache_info(self) -> dict:
+        """The prefix store's bound and contents (PrefixCaches.info)."""
+        return self._prefix_caches.info()
 
     @property
     def pad_id(self) -> int:
@@ -317,6 +338,8 @@ class Engine:
         batch = PackedBatch.from_rows(rows, cached, self.pad_id, multiple, self.lm.device, pseg)
         capacity = cached + batch.shape[1] + max(new_tokens)
         cache = new_cache(self._num_layers, capacity, self._prefix_cache(prefix, copies) if copies else None)
+        for name in ("hits", "misses", "evictions"):
+            self.stats[f"prefix_cache_{name}"] = getattr(self._prefix_caches, name)
         return Prepared(list(parts), plans, rows, groups, group_weights, owner, fused_n, batch, cache, terms,
                         len(prefix), started)
 
@@ -327,11 +350,12 @@ class Engine:
         return self._decode(prepared, method, gen, keys if keys is not None else [tuple(p.prompts) for p in parts])
 
     def _decode(self, prep: Prepared, method: str, gen: GenerationConfig, keys: list,
-                samples: list[int] | None = None) -> list:
+                samples: list[int] | None = None, on_step: StepHook | None = None) -> list:
         """Generate every group of a prepared chunk; one Answer per query (``keys``: sampling streams).
 
         ``samples`` (origin only): query q's one prefilled row continues as samples[q] sampled rows,
         sample j from stream candidate_seed(keys[q], j); then a list of samples[q] Answers per query.
+        ``on_step``: decoding.generate's per-step hook (group indices are this chunk's ``prep.groups``).
         """
         groups, group_weights, owner, expand = prep.groups, prep.group_weights, prep.owner, None
         seeds = []
@@ -344,9 +368,10 @@ class Engine:
             groups, group_weights = [[r] for r in range(len(owner))], [None] * len(owner)
         with torch.inference_mode():
             decoded = generate(self.lm.model, self.lm.tokenizer, prep.batch, prep.cache, groups,
-                               get_method(method).fusion_fn(), gen, attention=self.attention, eos_ids=self.lm.eos_token_ids,
-                               weights=group_weights, fusion=self.config.attention_fusion,
-                               fused_n=prep.fused_n, seeds=seeds, expand=expand)
+                               get_method(method).group_fusion_fn(), gen, attention=self.attention,
+                               eos_ids=self.lm.eos_token_ids, weights=group_weights,
+                               fusion=self.config.attention_fusion, fused_n=prep.fused_n, seeds=seeds,
+                               expand=expand, step=self._step, on_step=on_step)
         seconds = (time.perf_counter() - prep.started) / len(decoded if samples is not None else prep.plans)
         self.stats["prefill_tokens"] += sum(len(r.tokens) for r in prep.rows)
         self.stats["generated_tokens"] += sum(len(d.tokens) for d in decoded)
@@ -370,8 +395,8 @@ class Engine:
         chosen = decoded[spec.select(per_prompt)] if spec.select is not None else decoded[0]
         return Answer(answer=chosen.text.strip(), method=method, prompts=list(parts.prompts),
                       generation=chosen.text, per_prompt=per_prompt, logprob=chosen.logprob,
-                      tokens=list(chosen.tokens), finish=chosen.finish, attention=self.attention_note,
-                      attention_key=self.attention_key,
+                      tokens=list(chosen.tokens), finish=chosen.finish, attention=self.attention_paths,
+                      attention_note=self.attention_note,
                       prefill_tokens=prefill_tokens, seconds=seconds, notes=list(parts.notes),
                       per_prompt_generation=[d.text for d in decoded] if each else None,
                       per_prompt_logprob=[d.logprob for d in decoded] if each else None,

@@ -17,26 +17,24 @@ Worked example (avg, N=2, a one-token continuation c): p_1(c)=.9, p_2(c)=.1 → 
 its step (the harness's definition, applied to the fused distribution).
 
 Shapes: the prefill gives (B, vocab) logits for the first continuation token; the other m-1
-tokens go through the model in one forward of (B, m-1) under a mask where they see every
-non-padding key of their row plus the continuation tokens before them → (B, m-1, vocab).
+tokens go through the model in one forward of (B, m-1) under the decode step's masks (step.py:
+every non-padding key of their row plus the continuation tokens before them) → (B, m-1, vocab).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from selfensemble.engine.attention import masks
-from selfensemble.engine.attention.dispatch import WindowMasks
+from selfensemble.engine.cache import cache_capacity
 from selfensemble.engine.decoding import prefill
-from selfensemble.engine.packing import PackedBatch
 from selfensemble.engine.prepared import Prepared
 from selfensemble.engine.prompts import PromptParts
+from selfensemble.engine.step import StepMasks, decode_forward
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.methods.fusion import check_weights
+from selfensemble.methods.group_fusion import Groups
 from selfensemble.methods.registry import get_method, methods_where
 
 
@@ -83,31 +81,13 @@ def score_continuations(engine, parts: Sequence[PromptParts], continuations: Seq
     return out  # type: ignore[return-value]
 
 
-def _continuation_masks(batch: PackedBatch, m: int, terms, dtype: torch.dtype):
-    """The masks of the m continuation tokens (one forward), as generated tokens see their row.
-
-    Returns (mask (B, 1, m, P + L + m) additive, score scale of the same shape or None, WindowMasks):
-    each continuation token sees its row (with attention fusion's terms on a fused flex row) and the
-    earlier continuation tokens; sliding-window layers also drop keys ``window`` or more positions back.
-    """
-    scale, bias = masks.decode_terms(batch, *(terms or (None, None)))  # (B, P + L) each
-    B, dev = bias.shape[0], bias.device
-    causal = torch.full((m, m), -math.inf, device=dev).triu(1)
-    mask = torch.cat([bias[:, None, :].expand(B, m, -1), causal[None].expand(B, -1, -1)], dim=2)[:, None]
-    mult = None
-    if terms is not None and bool((terms[0] != 1).any()):
-        ones = torch.ones(B, m, m, device=dev)
-        mult = torch.cat([scale[:, None, :].expand(B, m, -1), ones], dim=2)[:, None].to(dtype)
-    qpos = batch.next_position[:, None] + torch.arange(m, device=dev)[None, :]  # (B, m)
-    kpos = torch.cat([masks.key_positions(batch), qpos], dim=1)  # (B, P + L + m)
-    far = qpos[:, None, :, None] - kpos[:, None, None, :]
-    windows = WindowMasks(lambda w: mask.masked_fill(far >= w, -math.inf).to(dtype))
-    return mask.to(dtype), mult, windows
-
-
 def _forward_continuations(engine, prep: Prepared, conts: list[list[int]]):
     """(B, m, vocab) logits predicting each continuation token (teacher-forced, one forward after prefill);
-    ``conts``: one continuation per row of ``prep``."""
+    ``conts``: one continuation per row of ``prep``.
+
+    Continuation token j goes where a generated answer's token j would go, under the same masks: the
+    decode step's tables (step.StepMasks) read at steps 0..m-2 in one forward.
+    """
     model, batch, terms = engine.lm.model, prep.batch, prep.terms
     first = prefill(model, batch, prep.cache, engine.attention, terms)  # (B, vocab)
     m = max(len(c) for c in conts)
@@ -117,30 +97,27 @@ def _forward_continuations(engine, prep: Prepared, conts: list[list[int]]):
     ids = torch.full((len(conts), m - 1), engine.pad_id, dtype=torch.long)
     for b, c in enumerate(conts):  # right-padded: a padded slot comes after every real token
         ids[b, :len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
-    positions = batch.next_position[:, None] + torch.arange(m - 1, device=dev)[None, :]
-    mask, mult, windows = _continuation_masks(batch, m - 1, terms, model.dtype)
-    extra = {"selfensemble_score_scale": mult} if mult is not None else {}
-    rest = model(input_ids=ids.to(dev), position_ids=positions, attention_mask=mask, cache=prep.cache,
-                 use_cache=True, selfensemble_windows=windows, **extra).logits  # (B, m - 1, vocab)
+    steps = torch.arange(m - 1, device=dev)
+    positions = batch.next_position[:, None] + steps[None, :]
+    tables = StepMasks.build(batch, terms, cache_capacity(prep.cache))
+    rest = decode_forward(model, ids.to(dev), positions, steps, prep.cache, tables)  # (B, m - 1, vocab)
     return torch.cat([first[:, None, :], rest], dim=1)
 
 
 def _score_chunk(engine, method: str, prep: Prepared, conts: list[list[int]]) -> list[Scored]:
-    """Fused scores of one prepared chunk: each query's group of rows, its continuation token by token."""
+    """Fused scores of one prepared chunk: every query's group of rows fused at once, token by token
+    (the decode loop's batched rule), one host copy for the whole chunk."""
     row_conts = [conts[q] for q, plan in enumerate(prep.plans) for _ in plan.rows]
+    want = [conts[q] for q in prep.owner]  # one continuation per group
     with torch.inference_mode():
-        logits = _forward_continuations(engine, prep, row_conts)
-    fuse = get_method(method).fusion_fn()
-    return [_fused_score(logits[rows], fuse, w, conts[q])
-            for rows, w, q in zip(prep.groups, prep.group_weights, prep.owner, strict=True)]
-
-
-def _fused_score(logits: torch.Tensor, fuse, weights, cont: list[int]) -> Scored:
-    """logits (n_rows, m, vocab) of one query → fused log-prob of ``cont`` and its greediness."""
-    per_token, greedy = [], True
-    weights = check_weights(weights, logits.shape[0], logits.device)  # once, not per token
-    for j, token in enumerate(cont):
-        logp = fuse(logits[:, j, :], weights)  # (vocab,)
-        per_token.append(float(logp[token]))
-        greedy = greedy and int(torch.argmax(logp)) == token
-    return Scored(float(sum(per_token)), greedy, per_token)
+        logits = _forward_continuations(engine, prep, row_conts)  # (B, m, vocab)
+        fuse = get_method(method).group_fusion_fn()
+        groups = Groups.build(prep.groups, prep.group_weights, logits.device)
+        fused = torch.stack([fuse(logits[:, j, :], groups) for j in range(logits.shape[1])], dim=1)  # (G, m, vocab)
+        m = fused.shape[1]
+        tokens = torch.tensor([c + [0] * (m - len(c)) for c in want], dtype=torch.long, device=fused.device)
+        picked = fused.gather(2, tokens[..., None])[..., 0]
+        greedy = fused.argmax(dim=-1) == tokens
+        picked, greedy = picked.tolist(), greedy.tolist()
+    return [Scored(float(sum(p[:len(c)])), all(g[:len(c)]), p[:len(c)])
+            for p, g, c in zip(picked, greedy, want, strict=True)]

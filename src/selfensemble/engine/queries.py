@@ -82,7 +82,7 @@ class Answer:
     logprob: float
     tokens: list[int]
     finish: str
-    attention: str
+    attention: dict  # {"prefill": key, "decode": key}: the kernels that ran (store.provenance keys)
     prefill_tokens: int
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -90,7 +90,7 @@ class Answer:
     per_prompt_generation: list[str] | None = None
     per_prompt_logprob: list[float] | None = None
     per_prompt_finish: list[str] | None = None
-    attention_key: str = ""  # the stable name of ``attention`` (provenance.ATTENTION_KEYS)
+    attention_note: str = ""  # the attention path in words, for people (may be reworded; never compared)
 
     @property
     def prob(self) -> float:

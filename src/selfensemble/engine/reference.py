@@ -14,6 +14,7 @@ import torch
 from selfensemble.engine.attention.dispatch import WindowMasks
 from selfensemble.engine.attention.masks import AttentionFusion
 from selfensemble.engine.packing import CUE, Row
+from selfensemble.engine.sampling import select_token
 from selfensemble.methods.fusion import FusionFn
 
 
@@ -74,16 +75,20 @@ def row_logits(model, row: Row, fusion: AttentionFusion | None = None) -> torch.
 
 @torch.inference_mode()
 def reference_generate(model, rows: Sequence[Row], fuse: FusionFn, max_new_tokens: int, eos_ids: set[int],
-                       weights: torch.Tensor | None = None, fusion: AttentionFusion | None = None) -> list[int]:
+                       weights: torch.Tensor | None = None, fusion: AttentionFusion | None = None,
+                       sample: dict | None = None) -> list[int]:
     """Greedy tokens of one group of rows (fused each step), recomputing every row at every step.
 
     ``fusion``: attention-fusion knobs of packed flex rows (rows with one paraphrase ignore them).
+    ``sample``: draw instead of argmax, with sampling.select_token's keywords (temperature, top_p,
+    top_k, seed): step t draws from stream ``seed`` at step t, as the engine's group does.
     """
     rows = [Row(list(r.tokens), list(r.segments), list(r.positions)) for r in rows]
     out: list[int] = []
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         logits = torch.stack([row_logits(model, r, fusion) for r in rows])
-        token = int(torch.argmax(fuse(logits, weights)))
+        fused = fuse(logits, weights)
+        token = select_token(fused, True, step=step, **sample) if sample else int(torch.argmax(fused))
         if token in eos_ids:
             break
         out.append(token)

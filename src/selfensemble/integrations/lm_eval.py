@@ -150,10 +150,11 @@ class SelfEnsembleLM(LM):
         """Configuration and counts of this adapter's run (written next to the harness's results)."""
         return {"model": self.model_spec, "method": self.method, "num_paraphrases": self.num_paraphrases,
                 "variants": list(self.variants), "variant_levels": self.variant_levels,
-                "paraphrase_source": self.paraphrase_source, "attention": self.engine.attention_note,
+                "paraphrase_source": self.paraphrase_source, "attention": self.engine.attention_paths,
+                "attention_note": self.engine.attention_note,
                 "engine": {f.name: getattr(self.engine.config, f.name) for f in fields(self.engine.config)},
                 "counts": dict(self.counts), "paraphrase_seconds": round(self.paraphrase_seconds, 2),
-                "attention_key": self.engine.attention_key, "provenance": _provenance()}
+                "provenance": _provenance()}
 
     @property
     def tokenizer_name(self) -> str:

@@ -47,7 +47,9 @@ class Method:
     largest weight alone, one row; the first on ties). ``fusion``: the rule's name —
     "none" (each answer group is one row), "attention" (packed rows fuse inside attention),
     or a next-token rule over a group's rows (fusion.FUSIONS' names, or any name given with its
-    ``fuse`` function: (N, vocab) logits and (N,) weights or None → (vocab,) log-probs).
+    ``fuse`` function: (N, vocab) logits and (N,) weights or None → (vocab,) log-probs; with
+    ``batched=True`` instead every group at once, as group_fusion's rules: (rows, vocab) logits and a
+    ``group_fusion.Groups`` → (groups, vocab). A rule that is not batched runs once per group per step).
     ``per_prompt``: one answer group per prompt, so N answers come back (Answer.per_prompt);
     ``select``: picks the reported answer among those N (vote) — else the first is reported;
     ``derived_from``: a method whose answers determine this one's (a run derives vote's and
@@ -62,6 +64,7 @@ class Method:
     rows: str
     fusion: str = "none"
     fuse: Callable | None = None
+    batched: bool = False
     per_prompt: bool = False
     select: Callable[[Sequence[str]], int] | None = None
     derived_from: str | None = None
@@ -86,6 +89,8 @@ class Method:
             raise ValueError(f"Method {self.name!r}: fusion 'attention' goes with rows 'packed'")
         if self.rows == "chosen" and not self.needs_weights:
             raise ValueError(f"Method {self.name!r}: rows 'chosen' picks its prompt by weight (needs_weights=True)")
+        if self.batched and self.fuse is None:
+            raise ValueError(f"Method {self.name!r}: batched=True describes a fuse function; none was given")
 
     @property
     def packs_prompts(self) -> bool:
@@ -123,12 +128,23 @@ class Method:
         return self.select(answers) if self.select is not None and answers else 0
 
     def fusion_fn(self) -> Callable:
-        """The next-token rule a group's rows fuse by: ``fuse``, else fusion.FUSIONS[fusion], else identity."""
-        if self.fuse is not None:
-            return self.fuse
-        from selfensemble.methods import fusion
+        """The next-token rule one group's rows fuse by, (N, vocab) → (vocab,): ``fuse``, else
+        fusion.FUSIONS[fusion], else identity (a batched ``fuse`` is run on the one group)."""
+        from selfensemble.methods import fusion, group_fusion
 
+        if self.fuse is not None:
+            return group_fusion.one_group(self.fuse) if self.batched else self.fuse
         return fusion.FUSIONS.get(self.fusion, fusion.identity)
+
+    def group_fusion_fn(self) -> Callable:
+        """The rule every group of a decode step fuses by in one call, (rows, vocab) + Groups →
+        (groups, vocab): a batched ``fuse``, else group_fusion.GROUP_FUSIONS[fusion], else
+        identity_groups; a per-group ``fuse`` runs once per group (group_fusion.per_group)."""
+        from selfensemble.methods import group_fusion
+
+        if self.fuse is not None:
+            return self.fuse if self.batched else group_fusion.per_group(self.fuse)
+        return group_fusion.GROUP_FUSIONS.get(self.fusion, group_fusion.identity_groups)
 
 
 def heaviest(weights: Sequence[float] | None) -> int:

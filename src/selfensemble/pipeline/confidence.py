@@ -66,8 +66,9 @@ def estimate(engine, queries: Sequence, cfg: ConfidenceConfig) -> list[list[Prom
 
 # 2: each query samples from its own stream (run seed, item); files written by 1 keyed by prompt text
 # alone and held samples from the old shared sampler, so they are not read; 3: tokens drawn by an exponential
-# race (fusion.select_tokens: nucleus by partial sort, argmax of p / Exp(1) draws) instead of multinomial
-SAMPLER_VERSION = 3
+# race (fusion.select_tokens: nucleus by partial sort, argmax of p / Exp(1) draws) instead of multinomial;
+# 4: drawn on the device by inversion with one counter-based uniform per row and step (engine/sampling.py)
+SAMPLER_VERSION = 4
 
 
 class ConfidenceCache:

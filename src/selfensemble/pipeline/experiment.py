@@ -7,6 +7,7 @@ resumes where it stopped. Timing is measured after a warm-up batch, so methods c
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from selfensemble.config.run import GateSettings, RunConfig, nested_config
 from selfensemble.data.base import Dataset, Item
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.pipeline.progress import NotesConsole, as_progress
+from selfensemble.store.provenance import attention_paths
 from selfensemble.store.records import demo_answers, make_record, rescored, vote_record
 
 __all__ = ["SAMPLE_DATA", "GateSettings", "RunConfig", "ensure_paraphrases", "load_items", "paraphrase_items",
@@ -228,13 +230,17 @@ def _finish(store, engine: Backend, cfg: RunConfig, method: str, session: dict) 
     records = rescored(store.records(), cfg.match)  # older records of a resumed run: today's rules
     metrics = summarize(records, store.manifest())
     metrics.update(method=method, model=cfg.load.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
-                   variants=list(cfg.variants), attention=engine.attention_note)
+                   variants=list(cfg.variants), attention=engine.attention_paths,
+                   attention_note=engine.attention_note)
     store.write_metrics(metrics)
     manifest = store.manifest()
     sessions = manifest.get("sessions") or [{}]
     sessions[-1] = {**sessions[-1], **session}
+    seen = {json.dumps(attention_paths(r["attention"]), sort_keys=True) for r in records if "attention" in r}
+    # the note describes the manifest's attention_path, the first session's: set once, never overwritten
+    note = {} if manifest.get("attention_note") else {"attention_note": engine.attention_note}
     store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"), **engine.provenance(),
-                          attention_paths=sorted({str(r["attention"]) for r in records if "attention" in r}))
+                          attention_paths=[json.loads(p) for p in sorted(seen)], **note)
     return metrics
 
 
@@ -243,7 +249,7 @@ def _open_store(engine: Backend, cfg: RunConfig, method: str, out: Path):
     from selfensemble.store.run_store import RunStore
 
     # a Ray pool learns its attention path from its first answers (see _answer_todo)
-    path = engine.attention_key if engine.attention_known else None
+    path = engine.attention_paths if engine.attention_known else None
     config = cfg.method_config(method)
     if is_weights_file(cfg.weights):  # another file under the same name is another run
         config["weights_sha256"] = file_sha256(cfg.weights)
@@ -274,7 +280,7 @@ def _answer_todo(engine: Backend, cfg: RunConfig, method: str, items: list[Item]
     def on_done(j: int, answer) -> None:
         i = todo[j]
         if store.session["attention_path"] is None:
-            store.learn_attention_path(answer.attention_key)
+            store.learn_attention_path(answer.attention)
         rec = make_record(items[i], answer, method, cfg.match, queries[i].weights if weights else None)
         store.append({**rec, "demo_answers": demo_answers(queries[i]), "variants": recorded_variants(queries[i])})
         progress.advance()

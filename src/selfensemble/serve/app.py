@@ -96,8 +96,10 @@ def _gen(sampling: Sampling, max_new_tokens: int, stop: tuple[str, ...] = ()) ->
 
 
 def _result(ans: Answer) -> dict:
+    """One method's answer; ``attention`` holds the kernels' keys, the sentence about them goes to notes."""
     return {"method": ans.method, "answer": ans.answer, "prob": ans.prob, "per_prompt": ans.per_prompt,
-            "seconds": ans.seconds, "attention": ans.attention, "finish": ans.finish, "notes": ans.notes}
+            "seconds": ans.seconds, "attention": ans.attention, "finish": ans.finish,
+            "notes": [*ans.notes, f"attention: {ans.attention_note}"]}
 
 
 def _mask_png(engine: Engine, prompts: list[str], few_shot: bool) -> bytes:
@@ -149,7 +151,7 @@ class Service:
     def stats(self) -> dict:
         return {"model": self.model_name, "uptime_s": round(time.time() - self.started, 1),
                 "requests": self.requests, "batching": self.batcher.stats(), "engine": dict(self.engine.stats),
-                "attention": self.engine.attention_note}
+                "attention": self.engine.attention_paths, "attention_note": self.engine.attention_note}
 
 
 def create_app(engine: Engine, model_name: str | None = None, max_batch: int = 8,
@@ -244,7 +246,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             "usage": {"prompt_tokens": ans.prefill_tokens, "completion_tokens": len(ans.tokens),
                       "total_tokens": ans.prefill_tokens + len(ans.tokens)},
             "selfensemble": {"method": opts.method, "prompts": ans.prompts, "per_prompt": ans.per_prompt,
-                             "prob": ans.prob, "attention": ans.attention, "notes": notes + ans.notes},
+                             "prob": ans.prob, "attention": ans.attention,
+                             "notes": [*notes, *ans.notes, f"attention: {ans.attention_note}"]},
         }
 
     @app.get("/v1/mask.png", response_class=Response)

@@ -1,8 +1,11 @@
 """What produced a run's answers, and whether a resumed run may add to them.
 
 A run folder records the library versions, the source it ran (git commit, or a hash of the
-installed files) and the attention path its answers came from, as a stable key
-(``ATTENTION_KEYS``; the sentence shown to people is kept apart and may be reworded). A later
+installed files) and the attention paths its answers came from, as stable keys per phase —
+``{"prefill": "flex-compiled", "decode": "sdpa-dense"}`` (``ATTENTION_KEYS``, ``DECODE_KEYS``; the
+sentence shown to people is kept apart as a note and may be reworded). A folder written before the
+phases were named stored one key (or an older sentence) for the prefill; its decode steps all ran
+SDPA with a dense mask, eagerly, so it reads as ``{"prefill": <its key>, "decode": "sdpa-dense"}``. A later
 session that resumes the run under other versions (torch, transformers, selfensemble) or another
 attention key would mix answers of two systems under one manifest, so it is refused; with
 ``allow_mixed`` it goes ahead and every record it writes carries its own provenance.
@@ -21,8 +24,13 @@ from selfensemble.errors import SelfEnsembleError
 #: Packages whose version can change an answer; python is recorded but not compared.
 VERSIONED_PACKAGES = ("torch", "transformers", "selfensemble")
 
-#: Stable names of the attention paths (methods.Engine.attention_key).
+#: Stable names of the prefill's attention paths (engine.Engine.attention_key).
 ATTENTION_KEYS = ("flex-compiled", "flex-eager", "sdpa-dense", "fallback-sdpa")
+#: Stable names of the decode step's paths (engine.Engine.decode_key): SDPA over the static step's dense
+#: masks, eager or compiled (``--compile``).
+DECODE_KEYS = ("sdpa-dense", "sdpa-dense-compiled")
+#: What every decode step ran before the decode path was recorded apart.
+LEGACY_DECODE = "sdpa-dense"
 # the sentences run folders stored before keys existed, by prefix, most specific first
 _LEGACY_NOTES = (("sdpa (FALLBACK", "fallback-sdpa"), ("sdpa", "sdpa-dense"), ("flex (compiled", "flex-compiled"),
                  ("flex (eager", "flex-eager"))
@@ -40,6 +48,26 @@ def attention_key(path: str | None) -> str | None:
         if path.startswith(prefix):
             return key
     return path
+
+
+def attention_paths(value: str | dict | None) -> dict[str, str] | None:
+    """{"prefill": key, "decode": key} from any stored form: such a dict (its keys normalised), or
+    one key / older sentence (the prefill's; decode was then always ``LEGACY_DECODE``); None stays None.
+
+    Example: "sdpa (dense mask; default on CPU, …)" → {"prefill": "sdpa-dense", "decode": "sdpa-dense"}.
+    """
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {"prefill": attention_key(value.get("prefill")) or "unknown",
+                "decode": str(value.get("decode") or LEGACY_DECODE)}
+    return {"prefill": attention_key(value) or "unknown", "decode": LEGACY_DECODE}
+
+
+def describe_paths(paths: dict | str | None) -> str:
+    """One line for messages: "prefill flex-compiled, decode sdpa-dense"."""
+    norm = attention_paths(paths)
+    return "unknown" if norm is None else f"prefill {norm['prefill']}, decode {norm['decode']}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -82,7 +110,8 @@ def package_versions() -> dict[str, str | None]:
 def differences(stored: dict, now: dict) -> dict[str, tuple]:
     """{what: (stored, now)} for compared versions and the attention key; unknown on either side is skipped.
 
-    ``stored`` and ``now`` look like a manifest: {"versions": {...}, "attention_path": str | None}.
+    ``stored`` and ``now`` look like a manifest: {"versions": {...}, "attention_path": paths | None}
+    (paths in any form :func:`attention_paths` reads; compared per phase, shown as one line).
     Example: stored torch 2.13.0, now 2.14.0 → {"torch": ("2.13.0", "2.14.0")}.
     """
     diffs: dict[str, tuple] = {}
@@ -90,9 +119,9 @@ def differences(stored: dict, now: dict) -> dict[str, tuple]:
     for name in VERSIONED_PACKAGES:
         if old.get(name) is not None and new.get(name) is not None and old[name] != new[name]:
             diffs[name] = (old[name], new[name])
-    a, b = attention_key(stored.get("attention_path")), attention_key(now.get("attention_path"))
+    a, b = attention_paths(stored.get("attention_path")), attention_paths(now.get("attention_path"))
     if a is not None and b is not None and a != b:
-        diffs["attention_path"] = (a, b)
+        diffs["attention_path"] = (describe_paths(a), describe_paths(b))
     return diffs
 
 

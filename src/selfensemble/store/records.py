@@ -213,7 +213,7 @@ def make_record(item: Item, answer, method: str, match: str, weights) -> dict:
         "scoring_version": SCORING_VERSION,
         "echo": is_echo(answer.answer, prompts_seen(method, answer.prompts, seen), item.answers, subject),
         "confidence": answer.prob, "seconds": answer.seconds, "finish": answer.finish,
-        "prefill_tokens": answer.prefill_tokens, "attention": answer.attention,
+        "prefill_tokens": answer.prefill_tokens, "attention": answer.attention,  # {"prefill": key, "decode": key}
     }
     if item.group:
         rec["group"] = item.group  # clusters for report's group bootstrap

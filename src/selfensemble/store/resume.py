@@ -20,10 +20,12 @@ from selfensemble.engine.prompts import prompt_key
 
 #: Config keys that may change between a run and its resumption because they do not change
 #: any single item's answer: how many items to do, how they are batched, where output goes,
-#: and how chatty the run is. A key inside a nested section is named by its path ("engine.batch_size").
+#: how much prefix KV is kept, and how chatty the run is. A key inside a nested section is named by
+#: its path ("engine.batch_size"). ``engine.compile`` is compared as the decode path instead (the
+#: manifest's attention_path), so --allow-mixed can resume across it.
 VOLATILE_KEYS: frozenset[str] = frozenset(
-    {"limit", "batch_size", "engine.batch_size", "out", "out_dir", "output", "resume", "verbose", "quiet",
-     "progress", "log_level"}
+    {"limit", "batch_size", "engine.batch_size", "engine.prefix_cache_mb", "engine.compile", "out", "out_dir",
+     "output", "resume", "verbose", "quiet", "progress", "log_level"}
 )
 
 

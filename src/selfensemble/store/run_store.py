@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.store.provenance import attention_key, check_resume, package_versions, source
+from selfensemble.store.provenance import attention_paths, check_resume, package_versions, source
 from selfensemble.store.resume import VOLATILE_KEYS, config_differences, difference_lines, split_moves
 from selfensemble.store.resume import json_default as _json_default
 from selfensemble.store.resume import jsonable as _jsonable
@@ -180,7 +180,8 @@ class RunStore:
 
     Use as ``with RunStore(path, config) as store:`` or call :meth:`open` / :meth:`close`.
     ``store.repairs`` lists what :meth:`done_ids` cut off a damaged results file.
-    ``attention_path`` is this session's attention path; with the library versions it must match
+    ``attention_path`` is this session's attention paths ({"prefill": key, "decode": key}; one key or an
+    older sentence is read as provenance.attention_paths reads it); with the library versions they must match
     the stored run's on resume unless ``allow_mixed`` (see provenance.py); ``store.mixed`` then
     says this session differs, and :meth:`append` stamps its provenance on every record.
     ``upgrade`` (stored config → config) reads a manifest written in an older form before it is
@@ -189,15 +190,15 @@ class RunStore:
     """
 
     def __init__(self, path: Path | str, config: dict, volatile_keys: Iterable[str] = VOLATILE_KEYS, *,
-                 attention_path: str | None = None, allow_mixed: bool = False,
+                 attention_path: str | dict | None = None, allow_mixed: bool = False,
                  upgrade: Callable[[dict], dict] | None = None):
         self.path = Path(path)
         self.config = dict(config)
         self.upgrade = upgrade
         self.volatile_keys = frozenset(volatile_keys)
-        # attention_path holds the stable key (provenance.attention_key maps a sentence given by older callers)
+        # attention_path holds the stable keys per phase (provenance.attention_paths maps older forms)
         self.session = {"versions": package_versions(), "source": source(),
-                        "attention_path": attention_key(attention_path)}
+                        "attention_path": attention_paths(attention_path)}
         self.allow_mixed = allow_mixed
         self.mixed = False
         self.repairs: list[str] = []
@@ -220,12 +221,12 @@ class RunStore:
     def manifest_path(self) -> Path:
         return self.path / MANIFEST
 
-    def learn_attention_path(self, attention_path: str) -> None:
+    def learn_attention_path(self, attention_path: str | dict) -> None:
         """Set this session's attention path once known (a Ray pool learns it from its first answers),
         with the same resume check :meth:`open` makes when it is known up front."""
         manifest = self._read_manifest() or {}
         stored = {**manifest, "attention_path": manifest.get("attention_path")}
-        attention_path = attention_key(attention_path)
+        attention_path = attention_paths(attention_path)
         self.session["attention_path"] = attention_path
         self.mixed = check_resume(self.path, stored, self.session, self.allow_mixed) or self.mixed
         if manifest.get("attention_path") is None:
@@ -388,12 +389,14 @@ def _seed(config: dict) -> Any:
 
 
 def _key_legacy_attention(manifest: dict) -> None:
-    """A run folder from before attention keys stored the human sentence: keep it as ``attention_note``
-    and store its key (done once; the rewritten manifest holds the key from then on)."""
+    """A run folder from before the phases were keyed stored one key, or earlier the human sentence:
+    keep a sentence as ``attention_note`` and store the keys per phase (done once; the rewritten
+    manifest holds {"prefill": ..., "decode": ...} from then on)."""
     path = manifest.get("attention_path")
-    if path is not None and attention_key(path) != path:
-        manifest.setdefault("attention_note", path)
-        manifest["attention_path"] = attention_key(path)
+    if isinstance(path, str):
+        if attention_paths(path)["prefill"] != path:
+            manifest.setdefault("attention_note", path)
+        manifest["attention_path"] = attention_paths(path)
 
 
 def _read_json(path: Path, what: str) -> dict:

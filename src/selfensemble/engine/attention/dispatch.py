@@ -251,8 +251,23 @@ def register_attention() -> None:
     _registered = True
 
 
-def flex_available(device: torch.device | str = "cpu") -> tuple[bool, str]:
-    """Whether (compiled) FlexAttention runs on ``device``, checked on a tiny problem against SDPA."""
+#: Probe lengths: 8, 24, 40, 56 and 88 came out wrong here, one or two per process and in some processes
+#: none (benchmarks/repro/flex_cpu_length_repro.py); none is a multiple of 128, most not of 16 or 32
+PROBE_LENGTHS = (8, 24, 40, 56, 77, 88, 130)
+
+
+def flex_available(device: torch.device | str = "cpu", head_dims: tuple[int, ...] = (16,)) -> tuple[bool, str]:
+    """Whether (compiled) FlexAttention runs on ``device`` and agrees with SDPA, on several shapes.
+
+    torch 2.13's compiled CPU flex kernel returned wrong values for some lengths only (an AVX2-only
+    AMD EPYC: causal mask, 2 heads, head dim 16, length 24 or 40 off by ~2, and which length failed
+    varied between processes; benchmarks/repro/flex_cpu_length_repro.py), so one probe shape is not
+    enough: every length of ``PROBE_LENGTHS`` is checked with a causal mask for each of ``head_dims``
+    (pass the model's), and one length with a segment mask that captures a tensor (as the engine's
+    masks do). Returns (False, why) naming the first shape that disagreed, or the error raised.
+    A probe that passes proves no more than its shapes: on that CPU the wrong lengths changed from
+    process to process, so compiled flex stays opt-in there (the CPU default is SDPA, the same mask).
+    """
     try:
         from torch.nn.attention.flex_attention import create_block_mask
     except ImportError as err:  # torch < 2.5
@@ -260,14 +275,38 @@ def flex_available(device: torch.device | str = "cpu") -> tuple[bool, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # distinct q, k, v: flex(q, q, q) crashes in dynamo (TypeError) once flex has run with a
-            # tensor-capturing mask_mod in this process (torch 2.13; see tests/test_attention.py)
-            q, k, v = (torch.randn(1, 2, 40, 16, device=device) for _ in range(3))
-            bm = create_block_mask(lambda b, h, qi, kv: qi >= kv, 1, None, 40, 40, device=device)
-            out = _flex()(q, k, v, block_mask=bm)
-            ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        if not torch.allclose(out, ref, atol=1e-4):
-            return False, "compiled FlexAttention disagrees with SDPA on a probe"
+            for dim in dict.fromkeys(head_dims):
+                for length in PROBE_LENGTHS:
+                    err = _probe(create_block_mask, device, length, dim, segments=False)
+                    if err > 1e-4:
+                        return False, (f"compiled FlexAttention disagrees with SDPA on a probe (max |diff| {err:.2g} "
+                                       f"at length {length}, head dim {dim}, causal mask)")
+            err = _probe(create_block_mask, device, PROBE_LENGTHS[3], head_dims[0], segments=True)
+            if err > 1e-4:
+                return False, (f"compiled FlexAttention disagrees with SDPA on a probe (max |diff| {err:.2g} at "
+                               f"length {PROBE_LENGTHS[3]}, head dim {head_dims[0]}, segment mask)")
     except Exception as err:  # noqa: BLE001 - reported to the caller, never swallowed silently
         return False, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     return True, "ok"
+
+
+def _probe(create_block_mask, device, length: int, dim: int, segments: bool) -> float:
+    """Max |flex - SDPA| on random q, k, v (1, 2, length, dim) under a causal (or causal same-segment) mask."""
+    gen = torch.Generator().manual_seed(length * 1000 + dim)
+    # distinct q, k, v: flex(q, q, q) crashes in dynamo (TypeError) once flex has run with a
+    # tensor-capturing mask_mod in this process (torch 2.13; see tests/test_attention.py)
+    q, k, v = (torch.randn(1, 2, length, dim, generator=gen).to(device) for _ in range(3))
+    seg = (torch.arange(length, device=device) * 3) // length  # three segments
+    if segments:
+        def mask_mod(b, h, qi, kv):
+            return (qi >= kv) & (seg[qi] == seg[kv])
+    else:
+        def mask_mod(b, h, qi, kv):
+            return qi >= kv
+    bm = create_block_mask(mask_mod, 1, None, length, length, device=device)
+    out = _flex()(q, k, v, block_mask=bm)
+    dense = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    if segments:
+        dense = dense & (seg[:, None] == seg[None, :])
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense)
+    return float((out - ref).abs().max())

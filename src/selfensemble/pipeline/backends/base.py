@@ -23,7 +23,8 @@ class Backend(Protocol):
     ``config``: the EngineConfig every engine runs (``config.batch_size`` is one engine batch).
     ``workers``: engines answering at once (1 locally, the pool size on Ray); a saved batch of
     paraphrases or confidence samples is ``config.batch_size * workers`` questions.
-    ``attention_key`` / ``attention_note``: the attention path that ran (stable key, human note);
+    ``attention_paths`` / ``attention_note``: the attention paths that ran ({"prefill": key, "decode":
+    key}, provenance's stable keys) and a human note;
     ``attention_known`` is False until they are (a Ray pool learns them from its first answers).
     ``warm_up``: whether a discarded warm-up batch should run before a timed pass (on a Ray pool
     it would warm one actor only). ``stats`` / ``compile_count``: running counters
@@ -47,7 +48,7 @@ class Backend(Protocol):
     def attention_known(self) -> bool: ...
 
     @property
-    def attention_key(self) -> str: ...
+    def attention_paths(self) -> dict[str, str]: ...
 
     @property
     def attention_note(self) -> str: ...

@@ -41,8 +41,8 @@ class LocalBackend:
         return self.engine.config
 
     @property
-    def attention_key(self) -> str:
-        return self.engine.attention_key
+    def attention_paths(self) -> dict[str, str]:
+        return self.engine.attention_paths
 
     @property
     def attention_note(self) -> str:

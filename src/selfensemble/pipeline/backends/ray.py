@@ -186,7 +186,7 @@ class RayBackend:
             raise
         self.pool = ActorPool(self.ray, spec, config, opts)  # no actor yet: the first pass with work starts them
         self.attention_notes: list[str] = []
-        self.attention_keys: list[str] = []  # stable names (provenance.ATTENTION_KEYS), what resume compares
+        self.attention_seen: list[dict] = []  # the actors' attention paths (stable keys), what resume compares
         self.stats: dict[str, int] = {}
         self.compile_count = 0
         self.passes = 0
@@ -211,9 +211,11 @@ class RayBackend:
         return " | ".join(self.attention_notes) or "unknown (no batch answered yet)"
 
     @property
-    def attention_key(self) -> str:
-        """The actors' attention key(s), e.g. 'sdpa-dense' ('a | b' when actors disagreed)."""
-        return " | ".join(self.attention_keys) or "unknown"
+    def attention_paths(self) -> dict[str, str]:
+        """The actors' attention paths, e.g. {"prefill": "sdpa-dense", "decode": "sdpa-dense"}; a phase
+        on which actors disagreed reads 'a | b'."""
+        return {phase: " | ".join(dict.fromkeys(p[phase] for p in self.attention_seen)) or "unknown"
+                for phase in ("prefill", "decode")}
 
     def answer_many(self, queries: Sequence, method: str, gen=None,
                     on_done: Callable[[int, Any], None] | None = None) -> list:
@@ -272,10 +274,10 @@ class RayBackend:
                 on_done(i, answer)
 
     def _learn_attention(self, answer) -> None:
-        if answer.attention not in self.attention_notes:
-            self.attention_notes.append(answer.attention)
-        if answer.attention_key not in self.attention_keys:
-            self.attention_keys.append(answer.attention_key)
+        if answer.attention_note not in self.attention_notes:
+            self.attention_notes.append(answer.attention_note)
+        if answer.attention not in self.attention_seen:
+            self.attention_seen.append(dict(answer.attention))
 
     def provenance(self) -> dict:
         """Manifest fields: backend, pool shape, the cluster's resources, Ray version.

@@ -44,7 +44,8 @@ QUESTION_PAIRS: tuple[tuple[str, str], ...] = (
     ("where is mount kilimanjaro?", "In which country can Mount Kilimanjaro be found?"),
 )
 INSTRUCTION = "Rewrite the question in different words. Keep its meaning."
-CACHE_VERSION = 6  # bump when the prompt, the filters, the gate or the sampling streams change, so stale caches are not reused
+# 7: candidates drawn on the device by counter-based streams (engine/sampling.py), other samples than 6's
+CACHE_VERSION = 7  # bump when the prompt, the filters, the gate or the sampling streams change, so stale caches are not reused
 
 
 @dataclass(frozen=True)
