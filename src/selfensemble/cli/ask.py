@@ -67,7 +67,7 @@ def ask(
     flex = dict(layout=layout, positions=positions, rescale=rescale, fusion_temperature=fusion_temperature,
                 fusion_scale=fusion_scale)
     # everything the user typed is checked here, before the model loads (~17 s for the embedded one)
-    wanted = _prompt_plan(question, paraphrase, num_paraphrases, no_paraphrase, method)
+    n_prompts = _prompt_plan(question, paraphrase, num_paraphrases, no_paraphrase, method)
     w = _check_weights(weights, method, len(paraphrase) + 1 if paraphrase or no_paraphrase else None)
     engine_config(attention, **flex)
     if not temperature > 0 or not 0 < top_p <= 1:
@@ -77,7 +77,7 @@ def ask(
     engine = make_engine(model, device, dtype, attention, seed=seed, device_map=device_map, revision=revision,
                          trust_remote_code=trust_remote_code, **flex)
     t0 = time.perf_counter()
-    prompts, notes, gate = _prompts(engine, model, question, paraphrase, wanted, no_paraphrase, method, seed)
+    prompts, notes, gate = _prompts(engine, model, question, paraphrase, n_prompts, no_paraphrase, method, seed)
     ans = engine.answer(prompts, method, gen, default_format(few_shot, chat), w)
     seconds = time.perf_counter() - t0
     notes = notes + ans.notes
@@ -104,7 +104,8 @@ def ask(
 
 def _prompt_plan(question: str, given: list[str], num_paraphrases: int | None, no_paraphrase: bool,
                  method: str) -> int:
-    """Check the prompt options; returns how many paraphrases the model must write (0: none)."""
+    """Check the prompt options; returns N, the prompts to ask through with the question included
+    (1: the model writes no paraphrase)."""
     import warnings
 
     from selfensemble.engine.prompts import clean_prompts
@@ -121,9 +122,9 @@ def _prompt_plan(question: str, given: list[str], num_paraphrases: int | None, n
     with warnings.catch_warnings():  # duplicates are noted by the engine when it answers
         warnings.simplefilter("ignore")
         clean_prompts([question, *given])
-    if given or no_paraphrase or alone:  # the question alone whatever is given
-        return 0
-    return (DEFAULT_PROMPTS if num_paraphrases is None else num_paraphrases) - 1
+    if given or no_paraphrase or alone:  # given paraphrases, or the question alone: nothing to write
+        return 1
+    return DEFAULT_PROMPTS if num_paraphrases is None else num_paraphrases
 
 
 DEFAULT_PROMPTS = 5  # `ask` without -p: prompts per question, as `run --num-paraphrases`
@@ -154,14 +155,15 @@ def _check_weights(weights: str | None, method: str, n_prompts: int | None) -> l
     return w
 
 
-def _prompts(engine, model: str, question: str, given: list[str], wanted: int, no_paraphrase: bool,
+def _prompts(engine, model: str, question: str, given: list[str], n_prompts: int, no_paraphrase: bool,
              method: str, seed: int) -> tuple[list[str], list[str], dict | None]:
-    """(prompts, notes, gate record): the given paraphrases, else ``wanted`` written ones (gated)."""
+    """(prompts, notes, gate record): the given paraphrases, else ``n_prompts`` prompts, the question and
+    ``n_prompts - 1`` written ones (gated)."""
     if given:
         return [question, *given], [], None
     if no_paraphrase:
         return [question], ["answered through the question alone (--no-paraphrase)"], None
-    if wanted == 0:  # origin
+    if n_prompts == 1:  # origin, or --num-paraphrases 1: the question alone, nothing written
         return [question], [], None
     from rich.console import Console
 
@@ -169,7 +171,7 @@ def _prompts(engine, model: str, question: str, given: list[str], wanted: int, n
     from selfensemble.pipeline.paraphrase.one_question import write
 
     progress = ConsoleProgress(Console(stderr=True))  # stderr: --json keeps stdout to one object
-    written = write(lambda: engine, model, [question], wanted, seed=seed, progress=progress)[0]
+    written = write(lambda: engine, model, [question], n_prompts, seed=seed, progress=progress)[0]
     return [question, *written.paraphrases], [written.note], written.record
 
 
