@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_paraphrase_writing import PENICILLIN, FakeWriter
 from typer.testing import CliRunner
 
 from selfensemble.config.engine import EngineConfig
+from test_paraphrase_writing import PENICILLIN, FakeWriter
 
 
 @pytest.fixture

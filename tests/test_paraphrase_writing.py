@@ -51,11 +51,11 @@ class FakeWriter:
         if self.calls == self.fail_at:
             raise RuntimeError("killed mid-paraphrasing")
         self.calls += 1
-        self.rows.append(sum(s.count for s in steps))
+        self.rows.append(sum(s.candidates for s in steps))
         self.asked.update(s.question for s in steps)
         if self.clock is not None:
             self.clock.now += self.rows[-1] * self.seconds_per_row
-        return [[self.candidate(s, j) for j in range(s.count)] for s in steps]
+        return [[self.candidate(s, j) for j in range(s.candidates)] for s in steps]
 
     @staticmethod
     def candidate(step, j: int) -> str:

@@ -98,7 +98,8 @@ class ParaphraseRequest(BaseModel):
     @field_validator("num_paraphrases")
     @classmethod
     def _counts_prompts(cls, v: int) -> int:
-        return _prompt_count(v, 2)
+        _prompt_count(v, 2)
+        return v
 
 
 class SelfEnsembleOptions(BaseModel):

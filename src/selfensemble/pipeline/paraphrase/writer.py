@@ -27,7 +27,7 @@ import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 from selfensemble.data.base import Example
 from selfensemble.engine.decoding import GenerationConfig, derive_seed
@@ -117,16 +117,16 @@ def _admit(pool: list[str], candidates: Sequence[str], question: str, limit: int
 
 
 class Step(NamedTuple):
-    """One engine-call share of a question's writing: ``count`` candidates of (round, few-shot set)."""
+    """One engine-call share of a question's writing: ``candidates`` of (round, few-shot set)."""
 
     question: str
     round: int
     format: int
-    count: int
+    candidates: int
 
 
 def sample_step(engine, steps: Sequence[Step], cfg: ParaphraseConfig) -> list[list[str]]:
-    """The raw candidates of each step (``count`` each), from one engine call per stopping rule.
+    """The raw candidates of each step (``step.candidates`` each), from one engine call per stopping rule.
 
     Candidate j of a step draws from stream (question, round, set, j) only, so the steps sharing a
     call never change each other's candidates. A question's candidates end at their first "?"
@@ -139,13 +139,13 @@ def sample_step(engine, steps: Sequence[Step], cfg: ParaphraseConfig) -> list[li
     asks = dataclasses.replace(gen, stop_after=("?",))
     out: list[list[str]] = [[] for _ in steps]
     for kind in (asks, gen):  # split by the question alone, so no question depends on its batch
-        todo = [i for i, s in enumerate(steps) if s.count and _asks(s.question) == (kind is asks)]
+        todo = [i for i, s in enumerate(steps) if s.candidates and _asks(s.question) == (kind is asks)]
         if not todo:
             continue
         queries = [Query([steps[i].question], paraphrase_format(steps[i].round * cfg.formats + steps[i].format, cfg),
                          seed=derive_seed("paraphrase", steps[i].question, steps[i].round, steps[i].format))
                    for i in todo]
-        for i, answers in zip(todo, engine.sample(queries, [steps[i].count for i in todo], kind), strict=True):
+        for i, answers in zip(todo, engine.sample(queries, [steps[i].candidates for i in todo], kind), strict=True):
             out[i] = [a.answer.strip() for a in answers]
     return out
 
@@ -239,7 +239,7 @@ class QuestionWriter:
                 return
 
 
-def _on(gate: GateConfig | None) -> bool:
+def _on(gate: GateConfig | None) -> TypeGuard[GateConfig]:
     return gate is not None and gate.enabled
 
 
@@ -249,7 +249,7 @@ def advance(engine, writers: Sequence[QuestionWriter], cfg: ParaphraseConfig, ga
     steps = [w.step() for w in writers]
     for w, cands in zip(writers, sample_step(engine, steps, cfg), strict=True):
         w.absorb(cands, cfg, gate)
-    return sum(s.count for s in steps)
+    return sum(s.candidates for s in steps)
 
 
 def gated_paraphrases(engine, questions: Sequence[str], cfg: ParaphraseConfig,

@@ -173,7 +173,7 @@ class _Pace:
         batch: list[QuestionWriter] = []
         rows = 0
         for w in [*active, *list(queue)[: self.max_questions]]:
-            share = w.step().count
+            share = w.step().candidates
             if batch and (rows + share > limit or len(batch) >= self.max_questions):
                 break
             batch.append(w)
@@ -227,7 +227,7 @@ class _Reporter:
 
     def sampling(self, batch: list[QuestionWriter]) -> None:
         rounds = Counter(w.round for w in batch)
-        candidates = sum(w.step().count for w in batch)
+        candidates = sum(w.step().candidates for w in batch)
         text = ", ".join(f"{'round' if r == 0 else 'top-up round'} {r + 1}/{self.cfg.attempts}: {n} question"
                          f"{'s' if n > 1 else ''}" for r, n in sorted(rounds.items())) + f"; {candidates} candidates"
         show_detail(self.progress, text)
