@@ -24,6 +24,7 @@ are spent (one call may run past it); the questions not finished come back with 
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import Counter, deque
@@ -172,14 +173,13 @@ class _Pace:
         limit = self._rows()
         batch: list[QuestionWriter] = []
         rows = 0
-        for w in [*active, *list(queue)[: self.max_questions]]:
+        for w in itertools.chain(active, itertools.islice(queue, self.max_questions)):
             share = w.step().candidates
             if batch and (rows + share > limit or len(batch) >= self.max_questions):
                 break
             batch.append(w)
             rows += share
-        for _ in range(len(batch) - len(active)):
-            active.append(queue.popleft())
+        active.extend(queue.popleft() for _ in range(len(batch) - len(active)))
         return batch
 
     def record(self, rows: int, seconds: float) -> None:
