@@ -10,6 +10,7 @@ clock, never timed.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from types import SimpleNamespace
 
@@ -204,6 +205,9 @@ def test_engine_calls_are_cut_so_a_save_comes_at_least_every_checkpoint(monkeypa
             assert max(fake.rows) > 2  # not one question at a time: as many as fit in half a checkpoint
         else:
             assert fake.rows[0] == 2 and max(fake.rows) >= 8 * 1  # after the probe, 8 questions' steps per call
+    fake.rows = []
+    write_paraphrases(stub_engine, "unpaced", QUESTIONS, cfg, clock=clock, checkpoint_s=math.inf)  # no pacing
+    assert fake.rows[:2] == [2, 8 * 2 - 1] and sum(fake.rows) == 10 * 4
 
 
 # -- progress: per question, per engine call -----------------------------------------------------------

@@ -190,7 +190,7 @@ class _Pace:
     def _rows(self) -> float:
         if self.seconds_per_row is None:
             return 0  # the first call: one question, to measure
-        if self.seconds_per_row <= 0:
+        if self.seconds_per_row <= 0 or math.isinf(self.target_s):
             return math.inf
         return max(1.0, math.floor(self.target_s / self.seconds_per_row))
 
