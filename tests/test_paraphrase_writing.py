@@ -202,7 +202,7 @@ def test_engine_calls_are_cut_so_a_save_comes_at_least_every_checkpoint(monkeypa
         seconds_per_call = [r * seconds for r in fake.rows]
         if model == "slow":
             assert max(seconds_per_call) <= 60 and sum(fake.rows) == 20 * 4
-            assert max(fake.rows) > 2  # not one question at a time: as many as fit in half a checkpoint
+            assert max(fake.rows) > 2  # not one question at a time: as many as fit in 3/4 of a checkpoint
         else:
             assert fake.rows[0] == 2 and max(fake.rows) >= 8 * 1  # after the probe, 8 questions' steps per call
     fake.rows = []

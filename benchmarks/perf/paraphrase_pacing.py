@@ -1,5 +1,5 @@
 """What pacing engine calls for checkpoints costs: paraphrase writing with saves at least every minute
-(``checkpoint_s=60``, calls sized to half of it) against unpaced calls (every call as many questions as
+(``checkpoint_s=60``, calls sized to ``writing.PACE`` of it) against unpaced calls (every call as many questions as
 ``batch_size`` allows), on the embedded model and WebQuestions, N = 5 with the gate on (12 candidates a
 question).
 
