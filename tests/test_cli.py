@@ -195,8 +195,8 @@ def drifting_generator(monkeypatch, tmp_path):
     from selfensemble.pipeline.paraphrase import writer as paraphrase
 
     monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path))
-    monkeypatch.setattr(paraphrase, "draw_candidates", lambda engine, questions, counts, rnd, cfg:
-                        [[DRIFTS[0], TRUE[0], DRIFTS[1], TRUE[1]] for _ in questions])
+    monkeypatch.setattr(paraphrase, "sample_step", lambda engine, steps, cfg:
+                        [[DRIFTS[0], TRUE[0], DRIFTS[1], TRUE[1]] for _ in steps])
 
 
 def test_ask_without_paraphrases_writes_gated_ones_and_says_so(drifting_generator):

@@ -182,11 +182,12 @@ def test_weighted_methods_get_confidence_weights(tmp_path, engine):
 
 def test_paraphrases_generated_for_items_without_them(tmp_path, engine):
     """Each record is asked through its question plus exactly the paraphrases the cache holds for it."""
-    from selfensemble.pipeline.paraphrase.writer import ParaphraseCache, ParaphraseConfig
+    from selfensemble.pipeline.paraphrase.cache import ParaphraseCache
+    from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
 
     config = cfg(tmp_path, limit=2, dataset_options={"id_column": "id"}, num_paraphrases=3)
     run_experiment(config, engine=engine)
-    cache = ParaphraseCache("random:llama", "jsonl", ParaphraseConfig(num_paraphrases=2, seed=0),
+    cache = ParaphraseCache("random:llama", ParaphraseConfig(num_paraphrases=3, seed=0),
                             gate=config.gate_config(generated=True))
     sample = [json.loads(x) for x in SAMPLE_DATA.read_text().splitlines()[:2]]
     recs = lines(tmp_path / "origin" / "results.jsonl")

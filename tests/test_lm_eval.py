@@ -287,8 +287,8 @@ def test_written_paraphrases_pass_the_gate_run_applies(engine, monkeypatch):
 
     true = ["Who was the discoverer of penicillin?", "Which scientist discovered penicillin?"]
     drifts = ["Who discovered something that will change everything?", "Who discovered that substance?"]
-    monkeypatch.setattr(paraphrase, "draw_candidates", lambda e, questions, counts, rnd, cfg:
-                        [[drifts[0], true[0], drifts[1], true[1]] for _ in questions])
+    monkeypatch.setattr(paraphrase, "sample_step", lambda e, steps, cfg:
+                        [[drifts[0], true[0], drifts[1], true[1]] for _ in steps])
     adapter = SelfEnsembleLM(method="avg", num_paraphrases=4, engine=engine)
     written = adapter._generated(["who discovered penicillin?"])["who discovered penicillin?"]
     assert sorted(written) == sorted(true) and all(v.kept for v in check("who discovered penicillin?", written))

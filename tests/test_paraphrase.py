@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from selfensemble.pipeline.paraphrase.cache import ParaphraseCache
 from selfensemble.pipeline.paraphrase.writer import (
-    ParaphraseCache,
     ParaphraseConfig,
     acceptable,
     generate_paraphrases,
@@ -39,7 +39,7 @@ class ScriptedEngine:
 
 def test_filters_empty_identical_and_duplicates():
     eng = ScriptedEngine(["", "What is X?", "Is it X?", "is it x?", "X.", "Which X is it?", "Name X?"])
-    out = generate_paraphrases(eng, ["What is X?"], ParaphraseConfig(num_paraphrases=3, attempts=3))
+    out = generate_paraphrases(eng, ["What is X?"], ParaphraseConfig(num_paraphrases=4, attempts=3))
     assert out == [["Is it X?", "Which X is it?", "Name X?"]]
     assert all(sampled for _, sampled, _ in eng.calls)
     # rounds ask only for what is missing: 3, then 2, then 2 candidates
@@ -50,7 +50,7 @@ def test_filters_empty_identical_and_duplicates():
 
 def test_gives_up_after_attempts_with_fewer():
     eng = ScriptedEngine(["Same?"] * 20)
-    out = generate_paraphrases(eng, ["Q?"], ParaphraseConfig(num_paraphrases=3, attempts=2))
+    out = generate_paraphrases(eng, ["Q?"], ParaphraseConfig(num_paraphrases=4, attempts=2))
     assert out == [["Same?"]]
 
 
@@ -71,17 +71,17 @@ def test_formats_differ_per_index_and_are_seeded():
 
 def test_cache_roundtrip_and_key(tmp_path):
     cfg = ParaphraseConfig(num_paraphrases=2)
-    c = ParaphraseCache("m", "webqa", cfg, root=tmp_path)
+    c = ParaphraseCache("m", cfg, root=tmp_path)
     c.put_many({"Q?": ["A?", "B?"]})
-    assert ParaphraseCache("m", "webqa", cfg, root=tmp_path).get("Q?") == ["A?", "B?"]
-    assert ParaphraseCache("other", "webqa", cfg, root=tmp_path).get("Q?") is None
+    assert ParaphraseCache("m", cfg, root=tmp_path).get("Q?") == ["A?", "B?"]
+    assert ParaphraseCache("other", cfg, root=tmp_path).get("Q?") is None
     import re
 
     from selfensemble.errors import SelfEnsembleError
 
     c.path.write_text("{corrupt")
     with pytest.raises(SelfEnsembleError, match=f"{re.escape(str(c.path))}.*delete it"):
-        ParaphraseCache("m", "webqa", cfg, root=tmp_path)  # refused, never silently emptied
+        ParaphraseCache("m", cfg, root=tmp_path)  # refused, never silently emptied
     assert c.path.read_text() == "{corrupt"
 
 
@@ -143,30 +143,30 @@ def test_gated_generation_oversamples_and_records_every_candidate():
     outputs = ["Which actor plays Ken Barlow in Coronation Street?", "Who plays Clint Eastwood in Coronation Street?",
                "What is the capital of Australia?", "How tall is Mount Everest?"] + ["Same?"] * 40
     eng = ScriptedEngine(outputs)
-    [entry] = gated_paraphrases(eng, [q], ParaphraseConfig(num_paraphrases=2, attempts=1), GateConfig(oversample=2))
+    [entry] = gated_paraphrases(eng, [q], ParaphraseConfig(num_paraphrases=3, attempts=1), GateConfig(oversample=2))
     assert sum(sum(c) for c, *_ in eng.calls) == 4  # 2 wanted × oversample 2 candidates
     assert entry["paraphrases"] == ["Which actor plays Ken Barlow in Coronation Street?"]
     assert entry["wanted"] == 2 and len(entry["checks"]) == 4
     assert all({"paraphrase", "similarity", "kept", "reason"} <= set(c) for c in entry["checks"])
     # gate off: no oversampling, no checks
     eng = ScriptedEngine(outputs)
-    [entry] = gated_paraphrases(eng, [q], ParaphraseConfig(num_paraphrases=2, attempts=1), GateConfig(enabled=False))
+    [entry] = gated_paraphrases(eng, [q], ParaphraseConfig(num_paraphrases=3, attempts=1), GateConfig(enabled=False))
     assert sum(sum(c) for c, *_ in eng.calls) == 2 and entry["checks"] == [] and len(entry["paraphrases"]) == 2
 
 
 def test_cache_key_changes_with_gate_settings(tmp_path):
     cfg = ParaphraseConfig(num_paraphrases=2)
-    paths = {ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig(min_similarity=t)).path for t in (0.5, 0.6, 0.7)}
+    paths = {ParaphraseCache("m", cfg, tmp_path, GateConfig(min_similarity=t)).path for t in (0.5, 0.6, 0.7)}
     assert len(paths) == 3
-    assert (ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig(entity_guard=True)).path
-            != ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig()).path)
-    off = ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig(enabled=False)).path
+    assert (ParaphraseCache("m", cfg, tmp_path, GateConfig(entity_guard=True)).path
+            != ParaphraseCache("m", cfg, tmp_path, GateConfig()).path)
+    off = ParaphraseCache("m", cfg, tmp_path, GateConfig(enabled=False)).path
     assert off not in paths
-    assert off == ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig(enabled=False, min_similarity=0.9)).path
-    c = ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig())
+    assert off == ParaphraseCache("m", cfg, tmp_path, GateConfig(enabled=False, min_similarity=0.9)).path
+    c = ParaphraseCache("m", cfg, tmp_path, GateConfig())
     c.put_many({"Q?": {"paraphrases": ["A?"], "checks": [{"paraphrase": "A?", "similarity": 0.9, "kept": True,
                                                          "reason": None}], "wanted": 2}})
-    again = ParaphraseCache("m", "webqa", cfg, tmp_path, GateConfig())
+    again = ParaphraseCache("m", cfg, tmp_path, GateConfig())
     assert again.get("Q?") == ["A?"] and again.entry("Q?")["checks"][0]["similarity"] == 0.9
 
 
@@ -276,7 +276,7 @@ def test_only_questions_the_gate_leaves_short_sample_again():
              "What is the 2012 schedule of the Oregon Ducks football team?"]  # only the last passes the gate
     later = ["When do the Oregon Ducks play in 2012?", "What is the Oregon Ducks 2012 football calendar?"]
     eng = PerQuestionEngine({good_q: good + ["Unused?"] * 8, short_q: drift + later + ["Too late?"] * 8})
-    cfg = ParaphraseConfig(num_paraphrases=2, attempts=3)
+    cfg = ParaphraseConfig(num_paraphrases=3, attempts=3)
     a, b = gated_paraphrases(eng, [good_q, short_q], cfg, GateConfig(oversample=2))
     assert eng.drawn[good_q] == 4 and len(a["paraphrases"]) == 2  # enough passed in round 0: no more sampling
     # round 0 kept 1 of 2, so round 1 sampled (2 - 1) × oversample 2 more, the gate saw all 6 and then
@@ -285,13 +285,14 @@ def test_only_questions_the_gate_leaves_short_sample_again():
     assert set(b["paraphrases"]) == {drift[-1], later[-1]}
 
 
-def test_cache_key_is_versioned(tmp_path, monkeypatch):
-    import selfensemble.pipeline.paraphrase.writer as para
+@pytest.mark.parametrize("version", ["CACHE_VERSION", "SAMPLER_VERSION"])
+def test_cache_key_is_versioned(tmp_path, monkeypatch, version):
+    import selfensemble.pipeline.paraphrase.cache as para
 
     cfg = ParaphraseConfig(num_paraphrases=2)
-    old = ParaphraseCache("m", "webqa", cfg, tmp_path).path
-    monkeypatch.setattr(para, "CACHE_VERSION", para.CACHE_VERSION - 1)
-    assert ParaphraseCache("m", "webqa", cfg, tmp_path).path != old
+    old = ParaphraseCache("m", cfg, tmp_path).path
+    monkeypatch.setattr(para, version, getattr(para, version) - 1)
+    assert ParaphraseCache("m", cfg, tmp_path).path != old
 
 
 QUESTIONS = ["what country is the grand bahama island in?", "who played luke skywalker?", "where is the eiffel tower?",
@@ -309,7 +310,7 @@ def test_paraphrases_do_not_depend_on_batch_neighbours(random_lm, monkeypatch, g
 
     monkeypatch.setattr(para, "acceptable", lambda text, original: True)  # a random model writes no questions
     lm = random_lm("llama")
-    cfg = ParaphraseConfig(num_paraphrases=2, max_new_tokens=6, attempts=2, formats=2)
+    cfg = ParaphraseConfig(num_paraphrases=3, max_new_tokens=6, attempts=2, formats=2)
     together = gated_paraphrases(Engine(lm, EngineConfig(attention="sdpa", batch_size=8)), QUESTIONS, cfg, gate)
     alone = Engine(lm, EngineConfig(attention="sdpa", batch_size=1))
     for i in (0, 4, 8, 9):  # 9 asks nothing: its candidates are sampled apart from the questions'
@@ -329,5 +330,5 @@ def test_a_questions_candidates_end_at_its_first_question_mark():
             return [[_A("What?")] * n for n in counts]
 
     generate_paraphrases(Recording(), ["who wrote hamlet?", "paris is the capital of [MASK]."],
-                         ParaphraseConfig(num_paraphrases=1, attempts=1))
+                         ParaphraseConfig(num_paraphrases=2, attempts=1))
     assert seen == {"who wrote hamlet?": ("?",), "paris is the capital of [MASK].": ()}

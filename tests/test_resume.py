@@ -1,6 +1,7 @@
-"""Long runs that never lose work: paraphrases and sampled confidence are saved per batch, a run
-killed (SIGKILL) at any engine call or in the middle of a cache write resumes without redoing a
-saved batch and ends with exactly an uninterrupted run's entries; two processes share one cache.
+"""Long runs that never lose work: paraphrases are saved after every engine call (finished questions
+final, the others as their state) and sampled confidence per batch; a run killed (SIGKILL) at any
+engine call or in the middle of a cache write resumes without redoing saved work and ends with
+exactly an uninterrupted run's entries; two processes share one cache.
 
 The kill-anywhere sweeps use an engine-like stub whose every row is a pure function of the row's
 own sampling stream and the call's seed (what the real engine guarantees, checked for paraphrases
@@ -23,12 +24,13 @@ from selfensemble.engine.decoding import candidate_seed, derive_seed
 from selfensemble.engine.factory import LoadSpec
 from selfensemble.engine.queries import Query
 from selfensemble.pipeline.experiment import RunConfig, _weights, paraphrase_items
-from selfensemble.pipeline.paraphrase.writer import ParaphraseCache, ParaphraseConfig
+from selfensemble.pipeline.paraphrase.cache import ParaphraseCache
+from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
 from selfensemble.pipeline.progress import NullProgress
 
 FORK = multiprocessing.get_context("fork")
 QUESTIONS = [f"What is the name of thing number {i}?" for i in range(10)]
-PCFG = ParaphraseConfig(num_paraphrases=2, seed=3)
+PCFG = ParaphraseConfig(num_paraphrases=3, seed=3)  # the question and 2 paraphrases
 
 
 class StreamEngine:
@@ -41,7 +43,7 @@ class StreamEngine:
 
     def __init__(self, batch_size: int = 3, stop_at: int | None = None, reached=None):
         self.config = SimpleNamespace(batch_size=batch_size)
-        self.calls, self.asked, self.log = 0, Counter(), []
+        self.calls, self.asked, self.log, self.rows = 0, Counter(), [], []
         self.stop_at, self.reached = stop_at, reached
 
     def _call(self, queries) -> None:
@@ -68,6 +70,7 @@ class StreamEngine:
         """Like Engine.sample: n answers per query, sample j from stream candidate_seed(key, j)."""
         self._call(queries)
         counts = [n_samples] * len(queries) if isinstance(n_samples, int) else list(n_samples)
+        self.rows.append(sum(counts))
         return [[SimpleNamespace(answer=self._variant(q, gen, candidate_seed(q.stream_key, j))) for j in range(n)]
                 for q, n in zip(queries, counts, strict=True)]
 
@@ -77,7 +80,7 @@ def _items() -> list[Item]:
 
 
 def _paraphrase(engine) -> dict:
-    return paraphrase_items(lambda: engine, "stub", "kill", _items(), PCFG, NullProgress()).data
+    return paraphrase_items(lambda: engine, "stub", _items(), PCFG, NullProgress()).entries
 
 
 CCFG = RunConfig(load=LoadSpec("stub", seed=0), confidence_samples=3)
@@ -114,10 +117,17 @@ def _cache_file(kind: str, root) -> dict:
     return jsoncache.read(root / kind / f"{names.pop()}.json", kind) if names else {}
 
 
+def _final(entries: dict) -> dict:
+    """The finished entries of a paraphrase cache (not the saved state of a question stopped mid-way)."""
+    return {k: v for k, v in entries.items() if "partial" not in v}
+
+
 @pytest.mark.parametrize("kind", ["paraphrases", "confidence"])
 def test_kill_at_every_engine_call_then_resume(kind, tmp_path, monkeypatch):
-    """At each kill point the rerun asks no question whose batch was saved, redoes at most the one
-    batch in flight, and ends with exactly the entries (and weights) of an uninterrupted run."""
+    """At each kill point the rerun asks no question whose entry was saved and ends with exactly the
+    entries (and weights) of an uninterrupted run. Paraphrases are saved after every engine call, so
+    the killed run and the rerun together sample exactly the reference's candidates (nothing is
+    redone); confidence redoes at most the one batch in flight."""
     work = _paraphrase if kind == "paraphrases" else _confidence
     monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / "ref"))
     ref_engine = StreamEngine()
@@ -131,6 +141,7 @@ def test_kill_at_every_engine_call_then_resume(kind, tmp_path, monkeypatch):
         monkeypatch.setenv("SELFENSEMBLE_CACHE", str(root))
         assert _killed_at(work, call)
         saved = _cache_file(kind, root)
+        saved = _final(saved) if kind == "paraphrases" else saved
         assert all(reference[k] == v for k, v in saved.items())  # a saved entry is already the final one
         engine = StreamEngine()
         result = work(engine)
@@ -139,6 +150,10 @@ def test_kill_at_every_engine_call_then_resume(kind, tmp_path, monkeypatch):
                             if all(_confidence_key(qq, i) in saved for i in range(2))})
         assert not saved_questions & set(engine.asked), f"kill at call {call}: saved questions asked again"
         assert _cache_file(kind, root) == reference and result == ref_result
+        if kind == "paraphrases":  # calls 0..call-1 ran and were saved; the rerun samples only the rest
+            assert sum(ref_engine.rows[:call]) + sum(engine.rows) == sum(ref_engine.rows), f"kill at call {call}"
+            figures.append(sum(engine.rows))
+            continue
         redone = call + engine.calls - ref_engine.calls  # engine calls whose work the kill threw away
         assert 0 <= redone < calls_per_batch, f"kill at call {call} redid {redone} calls"
         # the same run asks the same questions in the same order: the killed run had asked these
@@ -146,7 +161,8 @@ def test_kill_at_every_engine_call_then_resume(kind, tmp_path, monkeypatch):
         again = asked_before & set(engine.asked)
         assert len(again) <= batch, f"kill at call {call}: {len(again)} questions asked again (> one batch)"
         figures.append((redone, len(again)))
-    print(f"{kind}: {len(figures)} kill points, (engine calls, questions) redone per kill: {figures}")
+    print(f"{kind}: {len(figures)} kill points, (engine calls, questions) redone or candidates left per kill: "
+          f"{figures}")
 
 
 def _confidence_key(query, index):
@@ -156,8 +172,9 @@ def _confidence_key(query, index):
 
 
 def test_kill_in_the_middle_of_a_cache_write(tmp_path, monkeypatch):
-    """SIGKILL when half of the second batch's lines are on disk: the cache holds the first batch,
-    intact, the unfinished line is cut off, and the rerun completes the cache to the reference."""
+    """SIGKILL when half of the second save's lines are on disk: the cache holds the first save and
+    the complete lines of the second, the unfinished line is cut off, and the rerun completes the
+    cache to the reference without asking a question whose final entry was saved."""
     monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / "ref"))
     _paraphrase(StreamEngine())
     reference = _cache_file("paraphrases", tmp_path / "ref")
@@ -186,17 +203,18 @@ def test_kill_in_the_middle_of_a_cache_write(tmp_path, monkeypatch):
     os.kill(proc.pid, signal.SIGKILL)
     proc.join(30)
     saved = _cache_file("paraphrases", tmp_path / "run")
-    assert list(saved) == QUESTIONS[:4]  # the first batch, and the one complete line of the second
-    assert all(reference[q] == saved[q] for q in saved)
+    # save 1: the first call's one question (its state); save 2: three lines, of which one was completed
+    assert list(saved) == QUESTIONS[:1] and len(_final(saved)) <= 1
+    assert all(reference[q] == e for q, e in _final(saved).items())
     engine = StreamEngine()
     _paraphrase(engine)
-    assert set(engine.asked) == set(QUESTIONS[4:])
+    assert not set(engine.asked) & set(_final(saved))
     assert _cache_file("paraphrases", tmp_path / "run") == reference
 
 
 def _writer(root, prefix: str, start, n: int) -> None:
     start.wait(10)
-    cache = ParaphraseCache("m", "shared", PCFG, root=root)
+    cache = ParaphraseCache("m", PCFG, root=root)
     for i in range(n):  # one entry per write: as many chances as possible to overwrite the other's
         cache.put_many({f"{prefix}{i}?": {"paraphrases": [f"{prefix}-{i}?"], "checks": [], "wanted": 1}})
 
@@ -210,7 +228,7 @@ def test_two_processes_writing_one_cache_keep_both_sets(tmp_path):
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
-    got = ParaphraseCache("m", "shared", PCFG, root=tmp_path)
+    got = ParaphraseCache("m", PCFG, root=tmp_path)
     assert {q for q in got.data} == {f"{p}{i}?" for p in "ab" for i in range(40)}
 
 
@@ -255,7 +273,7 @@ def test_paraphrases_do_not_depend_on_batch_neighbours():
             return answers
 
     engine = Engine(load_model("random:llama"), EngineConfig(attention="sdpa", batch_size=4))
-    cfg = ParaphraseConfig(num_paraphrases=2, max_new_tokens=8, attempts=1)
+    cfg = ParaphraseConfig(num_paraphrases=3, max_new_tokens=8, attempts=1)
     questions = ["Who wrote Hamlet?", "What is the capital of Peru?", "When did the war end?"]
     alone, batched = Recording(engine), Recording(engine)
     one = gated_paraphrases(alone, questions[1:2], cfg, None)
@@ -298,7 +316,8 @@ def _stop_when(proc, ready, sig, what: str) -> None:
 
 
 def _entries(root, kind: str) -> int:
-    return len(_cache_file(kind, root))
+    """Finished entries (a paraphrase cache also holds the state of questions stopped mid-way)."""
+    return len(_final(_cache_file(kind, root)))
 
 
 def _strip(path, approx: bool = False) -> list[dict]:
@@ -342,7 +361,8 @@ def test_cli_killed_and_stopped_in_every_phase_resumes_to_the_uninterrupted_reco
     _stop_when(proc, lambda: _entries(cache, "paraphrases") > first, signal.SIGTERM, "another batch was saved")
     log = logs[1].read_text()
     assert proc.returncode == 143 and "Traceback" not in log, log
-    assert f"paraphrasing {8 - first} questions ({first} already cached)" in log
+    assert re.search(rf"paraphrasing {8 - first} questions \({first} already cached(, 1 resumed where they stopped)?\)",
+                     log), log
     assert "resume by running the same command again" in log and "selfensemble run --dataset jsonl" in log
     second = _entries(cache, "paraphrases")
     assert first < second < 8
@@ -350,7 +370,8 @@ def test_cli_killed_and_stopped_in_every_phase_resumes_to_the_uninterrupted_reco
     proc = _start(_cli(out), cache, logs[2])
     _stop_when(proc, lambda: _entries(cache, "confidence") >= 1, signal.SIGKILL, "a confidence batch was saved")
     sampled = _entries(cache, "confidence")
-    assert f"paraphrasing {8 - second} questions ({second} already cached)" in logs[2].read_text()
+    assert re.search(rf"paraphrasing {8 - second} questions \({second} already cached(, 1 resumed where they "
+                     r"stopped)?\)", logs[2].read_text())
     assert 1 <= sampled < 8
 
     last = subprocess.run(_cli(out), capture_output=True, text=True, timeout=600,

@@ -79,7 +79,7 @@ def test_a_rows_draw_is_the_same_alone_and_in_a_batch_of_8():
 
 def test_the_uniforms_are_pinned():
     """The stream's numbers, fixed: a change here changes every sampled answer, so the caches that
-    store sampled outputs (paraphrase.writer.CACHE_VERSION, confidence.SAMPLER_VERSION) must be bumped."""
+    store sampled outputs (paraphrase.cache.SAMPLER_VERSION, confidence.SAMPLER_VERSION) must be bumped."""
     keys = sample_keys([0, 1, 2**40 + 3, 2**63 - 1])
     assert race_uniforms(keys, 0, 3)[:, 1].tolist() == pytest.approx(
         [0.1750679612159729, 0.22732633352279663, 0.4629959464073181, 0.44539588689804077], abs=1e-7)

@@ -92,7 +92,8 @@ def server(random_lm, tmp_path_factory):
     from selfensemble.serve import create_app
 
     lm = random_lm("llama")
-    app = create_app(Engine(lm, EngineConfig(attention="sdpa")), MODEL_NAME, max_batch=8, window_s=0.05)
+    app = create_app(Engine(lm, EngineConfig(attention="sdpa")), MODEL_NAME, max_batch=8, window_s=0.05,
+                     paraphrase_budget_s=None)  # answers compared with a reference: never cut by a budget
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -149,16 +150,16 @@ def test_generated_paraphrases_are_the_runs_gated_ones(server):
     from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig, gated_paraphrases
 
     question = "what language do people speak in brazil"
-    r = post(server, "/v1/ensemble", {"question": question, "num_paraphrases": 2, "methods": ["avg"],
+    r = post(server, "/v1/ensemble", {"question": question, "num_paraphrases": 3, "methods": ["avg"],
                                       "max_new_tokens": TOKENS})
     assert r.status_code == 200, r.text
-    expected = gated_paraphrases(server.reference, [question], ParaphraseConfig(num_paraphrases=2),
+    expected = gated_paraphrases(server.reference, [question], ParaphraseConfig(num_paraphrases=3),
                                  GateConfig())[0]["paraphrases"]
     data = r.json()
     assert data["prompts"] == [question, *expected]
     assert data["results"][0]["answer"] == alone(server, data["prompts"], "avg").answer
     assert f"{len(expected)} of 2 model-written paraphrases that passed the gate" in data["notes"][0]
-    r = post(server, "/v1/paraphrases", {"question": question, "num_paraphrases": 2})
+    r = post(server, "/v1/paraphrases", {"question": question, "num_paraphrases": 3})
     assert r.status_code == 200 and r.json()["paraphrases"] == expected
 
 
@@ -174,10 +175,10 @@ def test_unlisted_paraphrases_pass_the_gate_and_a_drifting_candidate_is_dropped(
     question = "who discovered penicillin?"
     true = ["Who was the discoverer of penicillin?", "Which scientist discovered penicillin?"]
 
-    def drifting_candidates(engine, questions, counts, rnd, cfg):  # the model's raw candidates, stubbed
-        return [[DRIFTS[0], true[0], DRIFTS[1], true[1]] for _ in questions]
+    def drifting_candidates(engine, steps, cfg):  # the model's raw candidates, stubbed
+        return [[DRIFTS[0], true[0], DRIFTS[1], true[1]] for _ in steps]
 
-    monkeypatch.setattr(paraphrase, "draw_candidates", drifting_candidates)
+    monkeypatch.setattr(paraphrase, "sample_step", drifting_candidates)
     for path, body in (("/v1/ensemble", {"question": question, "methods": ["flex", "avg"], "max_new_tokens": TOKENS}),
                        ("/v1/chat/completions", {"messages": [{"role": "user", "content": question}],
                                                  "max_tokens": TOKENS})):
@@ -187,7 +188,7 @@ def test_unlisted_paraphrases_pass_the_gate_and_a_drifting_candidate_is_dropped(
         assert data["prompts"][0] == question and sorted(data["prompts"][1:]) == sorted(true)
         assert all(v.kept for v in check(question, data["prompts"][1:]))
         assert not set(DRIFTS) & set(data["prompts"])
-        assert "2 of 3 model-written paraphrases that passed the gate" in " ".join(data["notes"])
+        assert "2 of 4 model-written paraphrases that passed the gate" in " ".join(data["notes"])  # N = 5
     gate = post(server, "/v1/paraphrases", {"question": question, "num_paraphrases": 3}).json()["gate"]
     dropped = {c["paraphrase"]: c["reason"] for c in gate["candidates"] if not c["kept"]}
     assert set(dropped) == set(DRIFTS) and all("similarity" in why for why in dropped.values())

@@ -48,7 +48,7 @@ def make_pool(engine, items, out: Path, chunk: int = 25) -> dict[str, list[str]]
 
     path = out / "pool.json"
     pool = json.loads(path.read_text()) if path.exists() else {}
-    cfg = ParaphraseConfig(num_paraphrases=(N_PROMPTS - 1) * OVERSAMPLE)
+    cfg = ParaphraseConfig(num_paraphrases=(N_PROMPTS - 1) * OVERSAMPLE + 1)  # N counts the question: 12 written
     todo = [it.question for it in items if it.question not in pool]
     for c in range(0, len(todo), chunk):
         t0 = time.perf_counter()

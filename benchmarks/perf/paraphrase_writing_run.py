@@ -47,7 +47,8 @@ def main(n: int, label: str, out: Path) -> dict:
     home.generate = counting
     before = dict(engine.stats)
     t0 = time.perf_counter()
-    entries = gated_paraphrases(engine, qs, ParaphraseConfig(num_paraphrases=4, seed=0), gate)
+    # N = 5 prompts (4 written); checkouts before num_paraphrases counted the question wrote N = 5 from 4
+    entries = gated_paraphrases(engine, qs, ParaphraseConfig(num_paraphrases=5, seed=0), gate)
     sec = time.perf_counter() - t0
     d = {k: engine.stats[k] - before.get(k, 0) for k in engine.stats}
     cands, checked = count["rows"], sum(len(e["checks"]) for e in entries)

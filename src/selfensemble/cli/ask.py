@@ -127,7 +127,8 @@ def ask(
 
 def _prompt_plan(question: str, given: list[str], num_paraphrases: int | None, no_paraphrase: bool,
                  method: str) -> int:
-    """Check the prompt options; returns how many paraphrases the model must write (0: none)."""
+    """Check the prompt options; returns N, the prompts to ask through with the question included
+    (1: the model writes no paraphrase)."""
     import warnings
 
     from selfensemble.engine.prompts import clean_prompts
@@ -144,9 +145,9 @@ def _prompt_plan(question: str, given: list[str], num_paraphrases: int | None, n
     with warnings.catch_warnings():  # duplicates are noted by the engine when it answers
         warnings.simplefilter("ignore")
         clean_prompts([question, *given])
-    if given or no_paraphrase or alone:  # the question alone whatever is given
-        return 0
-    return (DEFAULT_PROMPTS if num_paraphrases is None else num_paraphrases) - 1
+    if given or no_paraphrase or alone:  # given paraphrases, or the question alone: nothing to write
+        return 1
+    return DEFAULT_PROMPTS if num_paraphrases is None else num_paraphrases
 
 
 DEFAULT_PROMPTS = 5  # `ask` without -p: prompts per question, as `run --num-paraphrases`
@@ -154,7 +155,8 @@ DEFAULT_PROMPTS = 5  # `ask` without -p: prompts per question, as `run --num-par
 
 def _variant_plan(question: str, given: list[str], dims: tuple[str, ...], n: int | None, levels: int | None,
                   no_paraphrase: bool, few_shot: bool) -> int:
-    """Check the options of a --variants question; returns how many paraphrases the model must write.
+    """Check the options of a --variants question; returns the wordings to ask through, the question
+    included (1: the model writes no paraphrase).
 
     N prompts (--num-paraphrases, default 5) are drawn from the product of ``dims``; the paraphrase
     dimension takes the -p paraphrases, else --variant-levels (default N) - 1 written ones.
@@ -170,8 +172,8 @@ def _variant_plan(question: str, given: list[str], dims: tuple[str, ...], n: int
         raise SelfEnsembleError("--variants demos/order vary the demonstrations: drop --no-few-shot.")
     clean_prompts([question, *given])
     if "paraphrase" not in dims or given:
-        return 0
-    return (levels or n or DEFAULT_PROMPTS) - 1
+        return 1
+    return levels or n or DEFAULT_PROMPTS
 
 
 def _check_weights(weights: str | None, method: str, n_prompts: int | None,
@@ -201,14 +203,15 @@ def _check_weights(weights: str | None, method: str, n_prompts: int | None,
     return w
 
 
-def _prompts(engine, model: str, question: str, given: list[str], wanted: int, no_paraphrase: bool,
+def _prompts(engine, model: str, question: str, given: list[str], n_prompts: int, no_paraphrase: bool,
              method: str, seed: int) -> tuple[list[str], list[str], dict | None]:
-    """(prompts, notes, gate record): the given paraphrases, else ``wanted`` written ones (gated)."""
+    """(prompts, notes, gate record): the given paraphrases, else ``n_prompts`` prompts, the question and
+    ``n_prompts - 1`` written ones (gated)."""
     if given:
         return [question, *given], [], None
     if no_paraphrase:
         return [question], ["answered through the question alone (--no-paraphrase)"], None
-    if wanted == 0:  # origin
+    if n_prompts == 1:  # origin, or --num-paraphrases 1: the question alone, nothing written
         return [question], [], None
     from rich.console import Console
 
@@ -216,7 +219,7 @@ def _prompts(engine, model: str, question: str, given: list[str], wanted: int, n
     from selfensemble.pipeline.paraphrase.one_question import write
 
     progress = ConsoleProgress(Console(stderr=True))  # stderr: --json keeps stdout to one object
-    written = write(lambda: engine, model, [question], wanted, seed=seed, progress=progress)[0]
+    written = write(lambda: engine, model, [question], n_prompts, seed=seed, progress=progress)[0]
     return [question, *written.paraphrases], [written.note], written.record
 
 

@@ -82,12 +82,12 @@ def lm_eval_command(
     t0 = time.perf_counter()
     from rich.console import Console
 
-    from selfensemble.pipeline.progress import as_progress
+    from selfensemble.cli.progress import ConsoleProgress
 
     lm = SelfEnsembleLM(model=model, method=method, num_paraphrases=num_paraphrases, batch_size=batch_size,
                         paraphrase_source=paraphrase_source, seed=seed, variants=variants,
                         variant_levels=variant_levels,
-                        progress=as_progress(console=Console(stderr=True)), **options)  # paraphrase notes on stderr
+                        progress=ConsoleProgress(Console(stderr=True)), **options)  # paraphrasing shown on stderr
     loaded = time.perf_counter() - t0
     results = evaluate(lm, names, limit=limit, log_samples=True, manager=manager)
     seconds = time.perf_counter() - t0 - loaded

@@ -4,7 +4,8 @@ On a terminal each phase is a rich bar (done / total, elapsed, ETA). When stdout
 terminal (a log file, a batch job) a bar is never drawn, so each phase prints plain lines instead:
 one at its start, one whenever another tenth is done, one every ``interval`` seconds even while
 nothing finishes (a heartbeat thread: one engine batch can take minutes), and one at its end,
-with the same phase names the bar shows.
+with the same phase names the bar shows. A phase's ``detail`` (what it is doing right now, e.g. the
+paraphrase writer's round) is shown after the bar, and at the end of each plain line.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class ConsoleProgress:
         self.interval, self.clock, self.heartbeat = interval, clock, heartbeat
         self._bar = None
         self._phase: str | None = None
+        self._detail = ""
         self._lock = threading.Lock()  # advance (main thread) and the heartbeat both print
         self._stop = threading.Event()
 
@@ -40,12 +42,13 @@ class ConsoleProgress:
     def start(self, phase: str, total: int, done: int = 0, unit: str = "items") -> None:
         self.end()
         self._phase, self.total, self.done, self.unit = phase, total, done, unit
+        self._detail = ""
         self._t0 = self._last = self.clock()
         self._first = done
         if self.interactive:
             self._bar = _bar(self.console)
             self._bar.start()
-            self._task = self._bar.add_task(f"{phase:>12}", total=total, completed=done)
+            self._task = self._bar.add_task(f"{phase:>12}", total=total, completed=done, detail="")
         else:
             self._step = max(total // 10, 1)
             self._next = done + self._step
@@ -65,6 +68,15 @@ class ConsoleProgress:
             if self.done < self.total and (self.clock() - self._last >= self.interval or self.done >= self._next):
                 self._line("")  # (the last one is end()'s "done" line)
                 self._next = (self.done // self._step + 1) * self._step
+
+    def detail(self, text: str) -> None:
+        """What the phase is doing now: after the bar, or at the end of the next plain line."""
+        if self._phase is None:
+            return
+        if self._bar is not None:
+            self._bar.update(self._task, detail=text)
+        with self._lock:
+            self._detail = text
 
     def end(self) -> None:
         if self._phase is None:
@@ -96,6 +108,8 @@ class ConsoleProgress:
         rate = (self.done - self._first) / elapsed if elapsed > 0 else 0
         if what != "done" and rate > 0:
             text += f", ETA {_clock((self.total - self.done) / rate)}"
+        if what != "done" and self._detail:
+            text += f" ({self._detail})"
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -111,4 +125,5 @@ def _bar(console: Console):
     )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+                    TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[detail]}", style="dim", markup=False),
+                    console=console, transient=False)

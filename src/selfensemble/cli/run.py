@@ -160,7 +160,7 @@ class Stopped(KeyboardInterrupt):
 @contextmanager
 def graceful_stop() -> Iterator[None]:
     """SIGTERM/SIGINT stop the command cleanly: what is saved stays saved (answers per item,
-    paraphrases and confidence per batch), a line says how to resume, and the exit status is
+    paraphrases per engine call, confidence per batch), a line says how to resume, and the exit status is
     128 + the signal's number (143 for SIGTERM, 130 for Ctrl-C), never a traceback."""
 
     def on_term(signum, frame):
@@ -196,7 +196,8 @@ def _backend_config(name: str, address: str | None, workers: int | None, gpus: f
 def paraphrase_command(
     dataset: str = typer.Option("webqa"),
     data_path: str = typer.Option(None),
-    num_paraphrases: int = typer.Option(5, help="Paraphrases per question (besides the original)."),
+    num_paraphrases: int = typer.Option(5, help="Prompts per question, the original included (as in `run`): "
+                                        "N - 1 paraphrases are written. Must be >= 2."),
     limit: int = typer.Option(None),
     model: str = typer.Option("smollm2-135m"),
     device: str = typer.Option("cpu"),
@@ -212,13 +213,18 @@ def paraphrase_command(
     entity_guard: bool = typer.Option(False, help="Gate: reject paraphrases that change or drop a name or number."),
     out: Path = typer.Option(Path("runs/paraphrases.jsonl")),
 ):
-    """Generate paraphrases with the model itself (cached; `run` reuses them)."""
+    """Write paraphrases with the model itself into the shared cache (`run`, `ask`, `serve`, `lm-eval` reuse them)."""
     import json
 
     from rich.console import Console
 
     from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
 
+    if num_paraphrases < 2:
+        raise SelfEnsembleError(
+            f"--num-paraphrases {num_paraphrases}: it counts the prompts per question, the original included (as in "
+            "`run` and `ask`), so 1 leaves no paraphrase to write; give N >= 2 to write N - 1 paraphrases. (It once "
+            "counted the paraphrases besides the original: what --num-paraphrases K wrote then, K+1 writes now.)")
     console = Console()
     progress = ConsoleProgress(console)
     rcfg = RunConfig(dataset=dataset, data_path=data_path, limit=limit, load=LoadSpec(model=model, seed=seed),
@@ -226,19 +232,21 @@ def paraphrase_command(
                                        entity_guard=entity_guard))
     _, items = load_items(rcfg)
     pcfg = ParaphraseConfig(num_paraphrases=num_paraphrases, temperature=temperature, top_p=top_p, seed=seed)
+    console.print(f"N = {num_paraphrases} prompts per question: the original and {pcfg.wanted} written paraphrases "
+                  "(--num-paraphrases counts the original, as in `run`)", soft_wrap=True)
     with graceful_stop():
-        cache = paraphrase_items(lambda: make_engine(model, device, batch_size=batch_size, device_map=device_map),
-                                 model, dataset, items, pcfg, progress, rcfg.gate_config(generated=True))
+        found = paraphrase_items(lambda: make_engine(model, device, batch_size=batch_size, device_map=device_map),
+                                 model, items, pcfg, progress, rcfg.gate_config(generated=True))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:
         for it in items:
-            entry = cache.entry(it.question) or {}
+            entry = found.entry(it.question) or {}
             row = {"id": it.id, "question": it.question, "answers": list(it.answers),
-                   "paraphrases": entry.get("paraphrases")}
+                   "paraphrases": entry.get("paraphrases"), "num_paraphrases": num_paraphrases}
             if gate:
                 row["gate"] = entry.get("checks", [])
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    console.print(f"wrote {out} (cache: {cache.path})", soft_wrap=True)
+    console.print(f"wrote {out} (cache: {found.path})", soft_wrap=True)
 
 
 @app.command("interactive")

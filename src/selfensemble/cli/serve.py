@@ -37,8 +37,16 @@ def serve(
     fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
     threads: int = typer.Option(0, help="torch intra-op threads (0: torch's default)."),
     seed: int = typer.Option(0, help="Seed for random:<arch> weights."),
+    paraphrase_budget_s: float = typer.Option(
+        None, min=0, show_default="30",  # serve.app.PARAPHRASE_BUDGET_S (not imported here: the serve extra)
+        help="Seconds of paraphrase writing a request may wait for (checked before each engine call of the "
+        "writer); past it the request is answered through the paraphrases written so far, its notes say so, and "
+        "the next request for the question continues the writing. 0: cached paraphrases only."),
 ):
     """Serve POST /v1/ensemble, an OpenAI-compatible /v1/chat/completions and a page at /."""
+    from rich.console import Console
+
+    from selfensemble.cli.progress import ConsoleProgress
     from selfensemble.serve import create_app, run_server  # a one-line error naming the pip extra if absent
 
     if threads > 0:
@@ -52,4 +60,7 @@ def serve(
     typer.echo(f"selfensemble serve: {model} (prefill {paths['prefill']}, decode {paths['decode']}: "
                f"{engine.attention_note}), max batch {max_batch}; "
                f"page at http://{host}:{port}/")
-    run_server(create_app(engine, model, max_batch, batch_window_ms / 1000), host, port)
+    budget = {} if paraphrase_budget_s is None else {"paraphrase_budget_s": paraphrase_budget_s}
+    app = create_app(engine, model, max_batch, batch_window_ms / 1000, **budget,
+                     progress=ConsoleProgress(Console(stderr=True)))  # paraphrase writing shown as `run` shows it
+    run_server(app, host, port)

@@ -17,8 +17,8 @@ Requests map onto the engine like this (the question is found by harness_prompt.
   paraphrases): perplexity tasks have no question to paraphrase.
 
 Paraphrases come from the document when it has a list under ``paraphrase_field`` (default
-"paraphrases"), else the model writes them as `run` does (adhoc.py: the gated generator and its
-on-disk cache; ``counts["short_after_gate"]`` counts questions the gate left short);
+"paraphrases"), else the model writes them as `run` does (one_question.py: the gated writer and the
+cache every entry point shares; ``counts["short_after_gate"]`` counts questions the gate left short);
 ``paraphrase_source=doc|generate`` forces one. Weighted methods take one weight per
 prompt (original first) from the document's ``weights_field``.
 
@@ -83,7 +83,9 @@ class SelfEnsembleLM(LM):
     ``engine``: an Engine already loaded (tests, notebooks), else ``model`` is loaded with the
     ``device``/``dtype``/... in ``options``. ``max_batch_size`` is accepted because the harness
     passes it, and unused (batches are ``batch_size`` queries). ``progress``: a progress.Progress
-    that hears the notes of model-written paraphrases (the CLI shows them on stderr; None: silent).
+    that hears the writing of paraphrases, question by question (the CLI draws it on stderr, as
+    `run` does; None: silent). Paraphrases are written only for a method that asks more than the
+    question (not ``origin``).
     """
 
     def __init__(self, model: str = "smollm2-135m", method: str = "flex", num_paraphrases: int = 5,
@@ -121,7 +123,7 @@ class SelfEnsembleLM(LM):
             config = EngineConfig(batch_size=int(batch_size), **config_opts)  # checked before the load
             engine = build_engine(LoadSpec(self.model_spec, seed=self.seed, **load_opts), config)
         self.engine = engine
-        self.progress = progress  # notes of model-written paraphrases (the CLI renders them; None: silent)
+        self.progress = progress  # the writing of paraphrases (the CLI renders it; None: silent)
         self.counts = {"contexts": 0, "with_paraphrases": 0, "no_question": 0, "prompts": 0,
                        "paraphrases_from_doc": 0, "paraphrases_generated": 0, "duplicates_dropped": 0,
                        "retokenized_pieces": 0, "short_after_gate": 0, "with_variants": 0,
@@ -209,7 +211,7 @@ class SelfEnsembleLM(LM):
         from selfensemble.pipeline.paraphrase.one_question import write
 
         t0 = time.perf_counter()  # the gate `run` applies; a question short of paraphrases is counted
-        written = write(lambda: self.engine, self.model_spec, questions, self.num_paraphrases - 1, seed=self.seed,
+        written = write(lambda: self.engine, self.model_spec, questions, self.num_paraphrases, seed=self.seed,
                         progress=self.progress)
         self.paraphrase_seconds += time.perf_counter() - t0
         self.counts["short_after_gate"] += sum(len(w.paraphrases) < w.wanted for w in written)

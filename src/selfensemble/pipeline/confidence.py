@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfensemble.engine.decoding import GenerationConfig
-from selfensemble.pipeline.paraphrase.writer import cache_dir
+from selfensemble.pipeline.paraphrase.cache import cache_dir
 from selfensemble.store import jsoncache
 
 

@@ -69,9 +69,9 @@ def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], progress=None)
     need = [it for it in short if "[MASK]" not in it.question and not (it.paraphrases or it.meta.get("paraphrase_gate"))]
     if not need:
         return items
-    pcfg = ParaphraseConfig(num_paraphrases=cfg.num_paraphrases - 1, seed=cfg.seed)
+    pcfg = ParaphraseConfig(num_paraphrases=cfg.num_paraphrases, seed=cfg.seed)
     gate = cfg.gate_config(generated=True)
-    cache = paraphrase_items(lambda: engine, cfg.load.model, cfg.dataset, need, pcfg, progress, gate)
+    cache = paraphrase_items(lambda: engine, cfg.load.model, need, pcfg, progress, gate)
     todo = {it.id for it in need}
     out, few = [], 0
     for it in items:
@@ -82,11 +82,11 @@ def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], progress=None)
         extra = [p for p in entry["paraphrases"] if p not in it.prompts]
         meta = dict(it.meta)
         if gate.enabled:
-            meta["paraphrase_gate"] = gate_record(entry, len(extra), pcfg.num_paraphrases, gate)
-            few += len(extra) < pcfg.num_paraphrases
+            meta["paraphrase_gate"] = gate_record(entry, len(extra), pcfg.wanted, gate)
+            few += len(extra) < pcfg.wanted
         out.append(Item(it.id, tuple(it.prompts) + tuple(extra), it.answers, it.group, meta))
     if few:
-        progress.note(f"[yellow]{few} questions kept fewer than {pcfg.num_paraphrases} paraphrases after the gate; "
+        progress.note(f"[yellow]{few} questions kept fewer than {pcfg.wanted} paraphrases after the gate; "
                       "they are asked through fewer prompts (see 'paraphrase_gate' in their records).[/]")
     return out
 
@@ -131,50 +131,24 @@ def _screen_dataset_paraphrases(cfg: RunConfig, items: list[Item]) -> list[Item]
     return out
 
 
-def paraphrase_items(engine_factory, model: str, dataset: str, items: list[Item], pcfg, progress=None, gate=None):
-    """Write paraphrases for the items not in the on-disk cache; returns the cache.
+def paraphrase_items(engine_factory, model: str, items: list[Item], pcfg, progress=None, gate=None, **options):
+    """The paraphrase entries of the items' questions: from the shared cache, else written now.
 
-    ``engine_factory()`` (returning a Backend, or an Engine that is wrapped in one) is called only
-    when something is missing, so a fully cached dataset never loads the model. ``gate`` (a GateConfig, None = off) screens oversampled candidates. The missing
-    questions are written one engine batch at a time (``batch_size``), each batch saved to the
-    cache before the next starts: a killed run loses at most the batch in flight, and a rerun only
-    writes what is still missing. A question's paraphrases come from its own sampling stream, so
-    they are the same whichever batch it lands in. ``progress``: a progress.Progress (or a console).
+    ``pcfg``: a ParaphraseConfig (its num_paraphrases is N, the original included); ``gate``: a
+    GateConfig (None = off). Returns writing.Paraphrases (``.entry(question)``, ``.path``).
+    ``engine_factory()`` (a Backend, or an Engine wrapped in one) is called only when a question is
+    missing. Every finished question is saved at once and the work in progress at least every
+    minute, so a killed run loses at most one engine call; a question's paraphrases come from its
+    own sampling streams, the same whichever call it lands in. ``progress``: a progress.Progress (or
+    a console); ``options``: more of writing.write_paraphrases' arguments (on_event, budget, …).
     """
-    from selfensemble.pipeline.backends import as_backend
-    from selfensemble.pipeline.paraphrase.writer import ParaphraseCache, gated_paraphrases
+    from selfensemble.pipeline.paraphrase.writing import write_paraphrases
 
-    progress = as_progress(console=progress)
-    cache = ParaphraseCache(model, dataset, pcfg, gate=gate)
-    questions = list(dict.fromkeys(it.question for it in items))  # a repeated question is written once
-    missing = [q for q in questions if cache.get(q) is None]
-    if not missing:
-        return cache
-    engine = as_backend(engine_factory())
-    size, t0 = batch_size(engine), time.perf_counter()
-    per_question = pcfg.num_paraphrases * (gate.oversample if gate is not None and gate.enabled else 1)
-    progress.note(f"paraphrasing {len(missing)} questions ({len(questions) - len(missing)} already cached), "
-                  f"saved every {size} → {cache.path}")
-    progress.start("paraphrasing", len(missing) * per_question, unit="candidates")
-    try:
-        for lo in range(0, len(missing), size):
-            batch, kept = missing[lo: lo + size], [0]
-
-            def advance(n: int, kept=kept) -> None:
-                kept[0] += n
-                progress.advance(n)
-
-            entries = gated_paraphrases(engine, batch, pcfg, gate, advance)
-            cache.put_many(dict(zip(batch, entries, strict=True)))
-            progress.advance(len(batch) * per_question - kept[0])  # candidates never found: the batch is done
-    finally:
-        progress.end()
-    progress.note(f"paraphrased {len(missing)} questions in {time.perf_counter() - t0:.1f}s → {cache.path}")
-    return cache
+    return write_paraphrases(engine_factory, model, [it.question for it in items], pcfg, gate, progress, **options)
 
 
 def batch_size(backend: Backend) -> int:
-    """Questions per saved batch: one engine batch per worker (one worker locally)."""
+    """Questions per saved batch of confidence samples: one engine batch per worker (one worker locally)."""
     return backend.config.batch_size * backend.workers
 
 

@@ -4,6 +4,10 @@
 paraphrasing, confidence, each method) is ``start(phase, total)``, ``advance(n)``… ``end()``, and
 one-off messages go to ``note``. The CLI renders it (``cli/progress.py``: a bar on a terminal, plain
 lines in a log file); library users get ``NullProgress``, or their own object with these methods.
+
+An object may also have ``detail(text)``: what the current phase is doing right now (e.g. the
+paraphrase writer's "top-up round 2/3: 1 question; 6 candidates"), shown beside its count until the
+next detail; ``show_detail`` calls it where it exists and does nothing otherwise.
 """
 
 from __future__ import annotations
@@ -43,6 +47,16 @@ class NullProgress:
 
     def note(self, message: str) -> None:
         log.info(message)
+
+    def detail(self, text: str) -> None:
+        pass
+
+
+def show_detail(progress: Progress, text: str) -> None:
+    """``progress.detail(text)`` if the object has one (it is optional; see the module docstring)."""
+    detail = getattr(progress, "detail", None)
+    if callable(detail):
+        detail(text)
 
 
 class ConsoleNotes(NullProgress):

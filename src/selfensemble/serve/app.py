@@ -1,17 +1,22 @@
 """The HTTP API and the comparison page, around one already-loaded Engine.
 
-Paraphrases a request leaves out are written as `run` writes them: the gated generator and on-disk
-cache of adhoc.py (a candidate the gate drops is never fused).
+Paraphrases a request leaves out are written as `run` writes them, into the cache every entry point
+shares (one_question.py; a candidate the gate drops is never fused), and only when a requested
+method asks more than the question: ``origin`` alone never waits for paraphrases. ``num_paraphrases``
+is N, prompts per question with the question included (default ``DEFAULT_PROMPTS``), as every
+command's ``--num-paraphrases``. A request's writing is bounded by ``paraphrase_budget_s`` (checked
+before each engine call of the writer): past it the request is answered through the prompts written
+so far, ``notes`` says so, and the next request for the question continues where it stopped.
 
 ``create_app(engine)`` builds the FastAPI app (tests inject a tiny random model; ``selfensemble
 serve`` the real one). Every engine call goes through one ``Batcher`` (batching.py): concurrent
 requests for the same method and generation settings share one ``Engine.answer_many`` call.
 
   POST /v1/ensemble          {question, paraphrases? | num_paraphrases?, methods, max_new_tokens?, …}
-                             → {prompts, results: [{method, answer, prob, per_prompt, seconds, attention}]}
+                             → {prompts, notes, results: [{method, answer, prob, per_prompt, seconds, attention}]}
   POST /v1/chat/completions  OpenAI-compatible; extra body field ``selfensemble: {method, paraphrases,
                              num_paraphrases}``
-  POST /v1/paraphrases       {question, num_paraphrases} → {paraphrases, notes, gate} (the page's "generate")
+  POST /v1/paraphrases       {question, num_paraphrases} → {paraphrases, notes, gate, complete} (the page's "generate")
   GET  /v1/mask.png          ?question=…&paraphrase=…&paraphrase=…&few_shot=… → the flex mask picture
   GET  /v1/models, /v1/stats, /health, and / (the page)
 Errors are JSON ``{"error": {"message", "type"}}`` (OpenAI's shape): 400 for SelfEnsembleError,
@@ -23,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Hashable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Hashable
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -39,11 +45,13 @@ from selfensemble.engine.engine import Engine
 from selfensemble.engine.prompts import clean_prompts, default_format
 from selfensemble.engine.queries import Answer, Query
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.methods.registry import METHODS, check_method
+from selfensemble.methods.registry import METHODS, check_method, get_method
 from selfensemble.pipeline.paraphrase import one_question as adhoc
+from selfensemble.pipeline.paraphrase.writing import WritingBudget, WritingEvent
+from selfensemble.pipeline.progress import NullProgress
 from selfensemble.serve.batching import Batcher
 from selfensemble.serve.schemas import (
-    DEFAULT_GENERATED,
+    DEFAULT_PROMPTS,
     MAX_CHARS,
     MAX_PARAPHRASES,
     ChatRequest,
@@ -53,6 +61,10 @@ from selfensemble.serve.schemas import (
 )
 
 FINISH = {"eos": "stop", "newline": "stop", "stop": "stop", "length": "length"}
+# Seconds of paraphrase writing a request may wait for (serve --paraphrase-budget-s). On 2 CPU cores the
+# embedded model writes one question's 12 candidates (N = 5, gate on) in ~45-60 s, so a new question
+# is answered after about this long through the paraphrases written so far; on a GPU it rarely binds.
+PARAPHRASE_BUDGET_S = 30.0
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -72,7 +84,7 @@ def _validation_message(err: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def _run_batch(engine: Engine):
+def _run_batch(engine: Engine, service: Service):
     """The engine-thread side of the batcher: one engine call per key."""
 
     def run(key: Hashable, items: list) -> list:
@@ -80,9 +92,10 @@ def _run_batch(engine: Engine):
         if kind == "answer":
             method, gen = setting
             return engine.answer_many(items, method, gen)
-        if kind == "paraphrase":  # the run's gated generator and on-disk cache (adhoc.py)
+        if kind == "paraphrase":  # the run's gated writer and the shared cache (one_question.py)
             n, seed = setting
-            return adhoc.write(lambda: engine, engine.lm.spec, items, n, seed=seed)
+            return adhoc.write(lambda: engine, engine.lm.spec, items, n, seed=seed, progress=service.progress,
+                               on_event=service.dispatch, budget=service.budget())
         raise ValueError(f"unknown job kind {kind!r}")
 
     return run
@@ -115,32 +128,77 @@ def _mask_png(engine: Engine, prompts: list[str], few_shot: bool) -> bytes:
 
 
 class Service:
-    """What the routes share: the engine, its batcher, the served model's name."""
+    """What the routes share: the engine, its batcher, the served model's name, how paraphrases are written.
 
-    def __init__(self, engine: Engine, model_name: str, batcher: Batcher):
-        self.engine, self.model_name, self.batcher = engine, model_name, batcher
+    ``budget_s``: seconds of paraphrase writing per job (None: unbounded); ``progress``: where the
+    writing is shown (the CLI: stderr, as `run` shows it); ``clock``: the budget's clock (tests).
+    """
+
+    def __init__(self, engine: Engine, model_name: str, max_batch: int = 8, window_s: float = 0.01,
+                 budget_s: float | None = None, progress=None, clock=time.monotonic):
+        self.engine, self.model_name = engine, model_name
+        self.batcher = Batcher(_run_batch(engine, self), max_batch, window_s)
+        self.budget_s, self.progress, self.clock = budget_s, progress or NullProgress(), clock
         self.started = time.time()
         self.requests = 0
+        self._listeners: dict[str, list[Callable[[WritingEvent], None]]] = {}
+        self._lock = threading.Lock()
 
-    async def written(self, question: str, n: int, seed: int) -> adhoc.Written:
-        """``n`` model-written paraphrases that passed the gate `run` applies (fewer: the note says so);
-        cached on disk like `run`'s, so a repeated question costs no generation."""
-        return await self.batcher.submit(("paraphrase", (n, seed)), question)
+    def budget(self) -> WritingBudget | None:
+        return None if self.budget_s is None else WritingBudget(self.budget_s, self.clock)
 
-    async def paraphrases(self, question: str, n: int, seed: int) -> tuple[list[str], list[str]]:
-        """(written paraphrases, notes): see ``written``; n == 0 writes none."""
-        if n == 0:
-            return [], []
-        found = await self.written(question, n, seed)
-        return list(found.paraphrases), [found.note]
+    def dispatch(self, event: WritingEvent) -> None:
+        """Hand a writing event to the listeners of the questions it concerns (engine thread)."""
+        with self._lock:
+            targets = [cb for q in event.questions for cb in self._listeners.get(q, ())]
+        for cb in targets:
+            cb(event)
 
-    async def prompts(self, question: str, given: list[str] | None, n: int | None,
-                      seed: int) -> tuple[list[str], list[str]]:
-        """[question, *paraphrases]: the given ones, else ``n`` generated (default DEFAULT_GENERATED)."""
+    @contextmanager
+    def listening(self, question: str, on_event: Callable[[WritingEvent], None] | None):
+        """While inside, ``on_event`` hears the writing events of ``question`` (see ``prompts``)."""
+        if on_event is None:
+            yield
+            return
+        with self._lock:
+            self._listeners.setdefault(question, []).append(on_event)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._listeners[question].remove(on_event)
+                if not self._listeners[question]:
+                    del self._listeners[question]
+
+    async def written(self, question: str, n: int, seed: int, on_event=None) -> adhoc.Written:
+        """The gated paraphrases for ``n`` prompts (the question and n - 1 written; fewer: the note says
+        so), from the cache every entry point shares, else written within the budget."""
+        with self.listening(question, on_event):
+            return await self.batcher.submit(("paraphrase", (n, seed)), question)
+
+    async def prompts(self, question: str, given: list[str] | None, n: int | None, seed: int,
+                      methods: list[str], on_event=None) -> tuple[list[str], list[str]]:
+        """([question, *paraphrases], notes): the given paraphrases, else written ones for N = ``n``
+        prompts (default DEFAULT_PROMPTS), but only when a method in ``methods`` asks more than the
+        question.
+
+        ``on_event(WritingEvent)`` hears this question's writing ("start" only when something is
+        written: a cached question sends nothing); it is called from the engine thread, so a stream
+        hands the event to its own loop (``loop.call_soon_threadsafe``).
+        """
+        notes: list[str] = []
         if given is not None:
-            paras, notes = list(given), []
+            paras = list(given)
+        elif all(get_method(m).asks_original_only for m in methods):
+            paras = []
+            if n is not None and n > 1:
+                notes.append(f"no paraphrases written: {', '.join(methods)} asks the question alone, so "
+                             f"num_paraphrases={n} does not apply")
+        elif (n := DEFAULT_PROMPTS if n is None else n) > 1:
+            found = await self.written(question, n, seed, on_event)
+            paras, notes = list(found.paraphrases), [found.note]
         else:
-            paras, notes = await self.paraphrases(question, DEFAULT_GENERATED if n is None else n, seed)
+            paras = []
         prompts = [question, *paras]
         clean_prompts(prompts)  # empty prompts → SelfEnsembleError (400) before any engine work
         return prompts, notes
@@ -154,11 +212,19 @@ class Service:
                 "attention": self.engine.attention_paths, "attention_note": self.engine.attention_note}
 
 
-def create_app(engine: Engine, model_name: str | None = None, max_batch: int = 8,
-               window_s: float = 0.01) -> FastAPI:
-    """The API around an already-loaded engine; ``max_batch`` caps one engine call's queries."""
+def create_app(engine: Engine, model_name: str | None = None, max_batch: int = 8, window_s: float = 0.01,
+               paraphrase_budget_s: float | None = PARAPHRASE_BUDGET_S, progress=None,
+               clock=time.monotonic) -> FastAPI:
+    """The API around an already-loaded engine; ``max_batch`` caps one engine call's queries.
+
+    ``paraphrase_budget_s``: seconds of paraphrase writing a request may wait for (None: no bound;
+    0: only cached paraphrases); ``progress``: a progress.Progress that shows the writing (default:
+    none); ``clock``: the budget's clock (tests make it deterministic).
+    """
     name = model_name or engine.lm.spec
-    service = Service(engine, name, Batcher(_run_batch(engine), max_batch, window_s))
+    if paraphrase_budget_s is not None and paraphrase_budget_s < 0:
+        raise SelfEnsembleError(f"paraphrase_budget_s must be >= 0 (or None: no bound), got {paraphrase_budget_s}.")
+    service = Service(engine, name, max_batch, window_s, paraphrase_budget_s, progress, clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -214,13 +280,14 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     async def paraphrases(req: ParaphraseRequest) -> dict:
         found = await service.written(req.question, req.num_paraphrases, req.seed)
         return {"question": req.question, "paraphrases": found.paraphrases, "notes": [found.note],
-                "gate": found.record}
+                "gate": found.record, "complete": found.complete}
 
     @app.post("/v1/ensemble")
     async def ensemble(req: EnsembleRequest) -> dict:
         for m in req.methods:
             check_method(m)
-        prompts, notes = await service.prompts(req.question, req.paraphrases, req.num_paraphrases, req.seed)
+        prompts, notes = await service.prompts(req.question, req.paraphrases, req.num_paraphrases, req.seed,
+                                               req.methods)
         gen, fmt = _gen(req, req.max_new_tokens), default_format(req.few_shot, req.chat)
         answers = await asyncio.gather(*(service.answer(m, gen, Query(prompts, fmt, req.weights))
                                          for m in req.methods))
@@ -235,7 +302,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         opts = req.selfensemble
         check_method(opts.method)
         question = req.question()
-        prompts, notes = await service.prompts(question, opts.paraphrases, opts.num_paraphrases, req.seed)
+        prompts, notes = await service.prompts(question, opts.paraphrases, opts.num_paraphrases, req.seed,
+                                               [opts.method])
         gen = _gen(req, req.max_completion_tokens or req.max_tokens or 16, req.stop_strings())
         ans = await service.answer(opts.method, gen, Query(prompts, default_format(opts.few_shot)))
         return {

@@ -14,10 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from selfensemble.errors import SelfEnsembleError
 
-MAX_PARAPHRASES = 10  # paraphrases besides the question, given or generated
+MAX_PARAPHRASES = 10  # paraphrases a request gives, besides the question
+MAX_PROMPTS = MAX_PARAPHRASES + 1  # num_paraphrases: prompts per question, the question included
 MAX_CHARS = 2000  # per prompt
 MAX_NEW_TOKENS = 256
-DEFAULT_GENERATED = 3  # paraphrases generated when a request gives none
+DEFAULT_PROMPTS = 5  # num_paraphrases when a request gives neither: the question and 4 written paraphrases, as `ask`
+NUM_PARAPHRASES_DOC = ("prompts per question, the question included (as every command's --num-paraphrases): "
+                       "the model writes N - 1 paraphrases; 1 asks the question alone")
 
 
 def _no_blank(values: list[str] | None) -> list[str] | None:
@@ -27,6 +30,16 @@ def _no_blank(values: list[str] | None) -> list[str] | None:
         if len(p) > MAX_CHARS:
             raise ValueError(f"paraphrase {i} is longer than {MAX_CHARS} characters")
     return values
+
+
+def _prompt_count(value: int | None, least: int) -> int | None:
+    """num_paraphrases below ``least``: an error that says what the number counts (it once counted
+    the paraphrases besides the question, where 0 meant none)."""
+    if value is not None and value < least:
+        raise ValueError(f"num_paraphrases counts the prompts per question, the question included, so it must be "
+                         f">= {least}" + (" (1 asks the question alone)" if least == 1 else " to leave a paraphrase to "
+                         "write") + f"; got {value}")
+    return value
 
 
 class Sampling(BaseModel):
@@ -42,8 +55,7 @@ class EnsembleRequest(Sampling):
 
     question: str = Field(min_length=1, max_length=MAX_CHARS)
     paraphrases: list[str] | None = Field(None, max_length=MAX_PARAPHRASES)
-    num_paraphrases: int | None = Field(None, ge=0, le=MAX_PARAPHRASES,
-                                        description="paraphrases to generate when none are given")
+    num_paraphrases: int | None = Field(None, le=MAX_PROMPTS, description=NUM_PARAPHRASES_DOC)
     methods: list[str] = Field(default_factory=lambda: ["flex"], min_length=1, max_length=8)
     max_new_tokens: int = Field(16, ge=1, le=MAX_NEW_TOKENS)
     few_shot: bool = True
@@ -54,6 +66,11 @@ class EnsembleRequest(Sampling):
     @classmethod
     def _paraphrases_have_text(cls, v: list[str] | None) -> list[str] | None:
         return _no_blank(v)
+
+    @field_validator("num_paraphrases")
+    @classmethod
+    def _counts_prompts(cls, v: int | None) -> int | None:
+        return _prompt_count(v, 1)
 
     @field_validator("question")
     @classmethod
@@ -75,8 +92,14 @@ class ParaphraseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, max_length=MAX_CHARS)
-    num_paraphrases: int = Field(DEFAULT_GENERATED, ge=1, le=MAX_PARAPHRASES)
+    num_paraphrases: int = Field(DEFAULT_PROMPTS, le=MAX_PROMPTS, description=NUM_PARAPHRASES_DOC)
     seed: int = Field(0, ge=0)
+
+    @field_validator("num_paraphrases")
+    @classmethod
+    def _counts_prompts(cls, v: int) -> int:
+        _prompt_count(v, 2)
+        return v
 
 
 class SelfEnsembleOptions(BaseModel):
@@ -86,13 +109,18 @@ class SelfEnsembleOptions(BaseModel):
 
     method: str = "flex"
     paraphrases: list[str] | None = Field(None, max_length=MAX_PARAPHRASES)
-    num_paraphrases: int | None = Field(None, ge=0, le=MAX_PARAPHRASES)
+    num_paraphrases: int | None = Field(None, le=MAX_PROMPTS, description=NUM_PARAPHRASES_DOC)
     few_shot: bool = True
 
     @field_validator("paraphrases")
     @classmethod
     def _paraphrases_have_text(cls, v: list[str] | None) -> list[str] | None:
         return _no_blank(v)
+
+    @field_validator("num_paraphrases")
+    @classmethod
+    def _counts_prompts(cls, v: int | None) -> int | None:
+        return _prompt_count(v, 1)
 
 
 class Message(BaseModel):

@@ -22,7 +22,8 @@ class Backend(Protocol):
 
     ``config``: the EngineConfig every engine runs (``config.batch_size`` is one engine batch).
     ``workers``: engines answering at once (1 locally, the pool size on Ray); a saved batch of
-    paraphrases or confidence samples is ``config.batch_size * workers`` questions.
+    confidence samples is ``config.batch_size * workers`` questions, and so is the largest engine
+    call of paraphrase writing (which saves after every call).
     ``attention_paths`` / ``attention_note``: the attention paths that ran ({"prefill": key, "decode":
     key}, provenance's stable keys) and a human note;
     ``attention_known`` is False until they are (a Ray pool learns them from its first answers).
