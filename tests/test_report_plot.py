@@ -24,7 +24,7 @@ def test_a_shared_per_prompt_range_is_drawn_once(tmp_path: Path) -> None:
     ranges = [s for s in drawn["slots"] if s["kind"] == "single_prompts"]
     assert len(ranges) == 1 and ranges[0]["runs"] == ["per_prompt", "vote"] and ranges[0]["range"] == [0.3, 0.5]
     assert [s["label"] for s in drawn["slots"] if s["kind"] == "run"] == ["origin", "per_prompt", "vote", "avg"]
-    assert drawn["title"] == "smollm2-135m · pararel · n=40 · N=5"
+    assert drawn["context"] == "smollm2-135m · pararel · n=40 · N=5" and drawn["title"].endswith(drawn["context"])
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from selfensemble.analysis.costs import seconds_cell
 from selfensemble.errors import SelfEnsembleError
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -50,7 +51,7 @@ def _summary_cells(row: dict) -> list[str]:
           f"{_fmt(row['per_prompt_mean'])} ({_fmt(row['per_prompt_min'])}–{_fmt(row['per_prompt_max'])})")
     return [str(row.get("name", row["method"])), str(row["n"]), acc, str(row.get("scorer") or "–"), scorers, pp,
             _pct(row.get("echo_rate")), _pct(row.get("demo_copy_rate")), _fmt(row.get("consistency")),
-            _fmt(row.get("seconds_per_item"), 2)]
+            seconds_cell(row)]
 
 
 _DIFF_HEADERS = ["method", "vs", "n", "Δ accuracy [95% CI]", "groups [95% CI]", "McNemar p", "Holm p",

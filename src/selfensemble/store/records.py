@@ -17,7 +17,7 @@ import numpy as np
 
 from selfensemble.data.base import Item
 from selfensemble.errors import SelfEnsembleError, did_you_mean
-from selfensemble.methods.registry import METHODS, get_method
+from selfensemble.methods.registry import METHODS, get_method, one_prompt_note
 from selfensemble.scoring import SCORERS, is_demo_copy, is_echo, score_all
 
 GROUPED_DATASETS = ("pararel", "myriadlama")  # ids "REL:uuid": the relation is the group in older records
@@ -194,14 +194,22 @@ def make_record(item: Item, answer, method: str, match: str, weights) -> dict:
         rec["paraphrase_gate"] = item.meta["paraphrase_gate"]
         if "note" in item.meta["paraphrase_gate"]:
             rec["notes"] = [*rec.get("notes", []), item.meta["paraphrase_gate"]["note"]]
+    one = one_prompt_note(method, len(answer.prompts))
+    if one:  # last, as vote_record adds it to the per_prompt record it derives from
+        rec["notes"] = [*rec.get("notes", []), one]
     return rec
 
 
 def demo_answers(query) -> list[str]:
     """The normalised answers of a query's few-shot demonstrations (what a copied answer would equal)."""
+    return example_answers(query.fmt.examples)
+
+
+def example_answers(examples) -> list[str]:
+    """The normalised answers of few-shot demonstrations (data.base.Example), as records store them."""
     from selfensemble.scoring import normalize
 
-    return [normalize(ex.answer) for ex in query.fmt.examples]
+    return [normalize(ex.answer) for ex in examples]
 
 
 def vote_record(per_prompt: dict, method: str = "vote") -> dict:
@@ -225,4 +233,7 @@ def vote_record(per_prompt: dict, method: str = "vote") -> dict:
         rec["scores"] = per_prompt["per_prompt_scores"][w]
     else:
         rec.pop("scores", None)  # an older per_prompt run: report recomputes from the prediction
+    one = one_prompt_note(spec, len(per_prompt.get("prompts") or per_prompt["per_prompt"]))
+    if one:
+        rec["notes"] = [*rec.get("notes", []), one]
     return rec
