@@ -63,6 +63,7 @@ def ask(
     """Answer QUESTION, fused over its paraphrases (given with -p, else written by the model and gated)."""
     from selfensemble.engine.decoding import GenerationConfig
     from selfensemble.engine.prompts import default_format
+    from selfensemble.methods.registry import one_prompt_note
 
     flex = dict(layout=layout, positions=positions, rescale=rescale, fusion_temperature=fusion_temperature,
                 fusion_scale=fusion_scale)
@@ -80,7 +81,8 @@ def ask(
     prompts, notes, gate = _prompts(engine, model, question, paraphrase, wanted, no_paraphrase, method, seed)
     ans = engine.answer(prompts, method, gen, default_format(few_shot, chat), w)
     seconds = time.perf_counter() - t0
-    notes = notes + ans.notes
+    one = one_prompt_note(method, len(ans.prompts))  # avg/flex/vote over one prompt: origin's answer
+    notes = notes + ans.notes + ([one] if one else [])
     if as_json:
         out = {"answer": ans.answer, "method": method, "prompts": ans.prompts, "per_prompt": ans.per_prompt,
                "generation": ans.generation, "prob": ans.prob, "finish": ans.finish, "seconds": seconds,

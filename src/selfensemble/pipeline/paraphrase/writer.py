@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -181,7 +180,9 @@ def gated_paraphrases(engine, questions: Sequence[str], cfg: ParaphraseConfig, g
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SELFENSEMBLE_CACHE", Path.home() / ".cache" / "selfensemble"))
+    from selfensemble import fileio  # the one helper every cache finds its folder with
+
+    return fileio.cache_dir()
 
 
 class ParaphraseCache:
