@@ -33,11 +33,13 @@ import warnings
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from selfensemble.errors import ModelError
 from selfensemble.fileio import atomic_write_text, cache_dir, fsync_dir, new_temp_dir, new_temp_file
+
+if TYPE_CHECKING:  # importing this module loads no torch (`selfensemble info` reads the cache's folder)
+    import torch
 
 ENV = "SELFENSEMBLE_MODEL_CACHE"
 OFF = ("0", "off", "false", "no", "none")
@@ -107,6 +109,20 @@ def entry_dir(gguf: Path, dtype: torch.dtype) -> Path:
     dtype_name = str(dtype).removeprefix("torch.")
     key = json.dumps([FORMAT, gguf_sha256(gguf), dtype_name, _versions()], sort_keys=True)
     return cache_root() / f"{Path(gguf).stem}-{dtype_name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def entries() -> list[dict]:
+    """The whole entries in the cache folder: {"path", "gguf", "bytes"} each (for `selfensemble info`)."""
+    root = cache_root()
+    found = []
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            record = json.loads((entry / ENTRY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        found.append({"path": str(entry), "gguf": record.get("gguf", {}).get("path"),
+                      "bytes": sum(f.get("size", 0) for f in record.get("files", {}).values())})
+    return found
 
 
 def check_entry(entry: Path, verify: bool = True) -> str | None:
