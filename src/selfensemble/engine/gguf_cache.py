@@ -15,8 +15,9 @@ file is hashed once), the dtype, and the transformers and gguf versions that de-
 converter builds a new entry rather than serving the old one's output).
 
 Written safely: into a fresh folder beside the entry, then renamed into place, so an entry is
-whole or absent and two processes converting at once both succeed (the first rename wins, the
-second drops its copy). ``entry.json``, written last, lists every file with its size and SHA-256;
+whole or absent. A process that finds no entry converts under ``<entry>.lock`` (fcntl): a second
+one meanwhile waits, then reads the first's entry; were a rename to race anyway, the first wins
+and the second drops its copy. ``entry.json``, written last, lists every file with its size and SHA-256;
 each load checks them. An entry with a file missing or of the wrong size is clearly incomplete: it
 is reported with its path and rebuilt. An entry whose files are all there but whose content does
 not match (or does not load) is refused with its path, never used and never silently replaced.
@@ -24,13 +25,15 @@ not match (or does not load) is refused with its path, never used and never sile
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -198,8 +201,12 @@ def _file_mode(directory: Path) -> int:
         probe.unlink()
 
 
-def _load_entry(entry: Path, dtype: torch.dtype, kwargs: dict):
+def _load_entry(entry: Path, dtype: torch.dtype, kwargs: dict, verify: bool = False):
+    """The entry's model and tokenizer (``verify``: check its hashes first; check_entry raises)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if verify:
+        check_entry(entry)
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(entry)
@@ -222,21 +229,45 @@ def load_gguf(gguf: Path, dtype: torch.dtype, convert: Callable[[], tuple], **kw
         conversions += 1
         return convert()
     entry = entry_dir(gguf, dtype)
-    if entry.exists():
-        why = check_entry(entry)
-        if why is None:
-            return _load_entry(entry, dtype, kwargs)
-        warnings.warn(f"the cached model {entry} is incomplete ({why}); rebuilding it from {gguf}", stacklevel=2)
-        shutil.rmtree(entry, ignore_errors=True)
-    conversions += 1
-    model, tokenizer = convert()
-    quantizer = getattr(model, "hf_quantizer", None)
-    if getattr(quantizer, "packed_modules", None):
-        return model, tokenizer
+    if entry.exists() and check_entry(entry, verify=False) is None:
+        return _load_entry(entry, dtype, kwargs, verify=True)
+    with _converting(entry):  # a second process waits here for the first's entry instead of converting too
+        if entry.exists():
+            why = check_entry(entry)
+            if why is None:
+                return _load_entry(entry, dtype, kwargs)
+            warnings.warn(f"the cached model {entry} is incomplete ({why}); rebuilding it from {gguf}", stacklevel=2)
+            shutil.rmtree(entry, ignore_errors=True)
+        conversions += 1
+        model, tokenizer = convert()
+        _keep(entry, model, tokenizer, gguf)
+    return model, tokenizer
+
+
+@contextmanager
+def _converting(entry: Path) -> Iterator[None]:
+    """Hold ``<entry>.lock`` (fcntl, released by the OS if the process dies) while converting; in a
+    folder that cannot be written, convert unlocked (saving then fails with a warning, loading works)."""
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(entry.with_name(entry.name + ".lock"), "a")  # noqa: SIM115 - closed below
+    except OSError:
+        yield
+        return
+    with fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _keep(entry: Path, model, tokenizer, gguf: Path) -> None:
+    """Save a fresh conversion as ``entry``; a failure to write only costs the next load a conversion."""
+    if getattr(getattr(model, "hf_quantizer", None), "packed_modules", None):
+        return  # transformers kept the GGUF blocks packed: there are no de-quantised weights to keep
+    try:
         _save(entry, model, tokenizer, gguf, gguf_sha256(gguf))
     except OSError as err:
         warnings.warn(f"could not cache the de-quantised model in {entry} ({err}); the next load converts "
-                      f"{gguf.name} again", stacklevel=2)
-    return model, tokenizer
+                      f"{gguf.name} again", stacklevel=3)
