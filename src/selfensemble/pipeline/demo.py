@@ -26,6 +26,9 @@ DEFAULT_MAX_NEW_TOKENS = 8  # cloze answers are a word or a name; a newline ends
 # 11.6 CPU-minutes on a quiet 2-core machine (`/usr/bin/time selfensemble demo`), about 20 s of it
 # loading the model: ~3.5 s of wall time per fact. A busy machine takes longer.
 _START_S, _PER_FACT_S = 20.0, 3.5
+# The timing rounds after the run (timing.py): DEFAULT_ROUNDS × DEFAULT_FACTS facts at the same ~3.5 s
+# per fact for all methods together, plus a one-fact warm-up per method: ~45 s on 2 free cores.
+_TIMING_S = (DEFAULT_ROUNDS * DEFAULT_FACTS + 1) * _PER_FACT_S
 
 
 def demo_config(out: Path | str, limit: int = DEFAULT_LIMIT, num_paraphrases: int = 5,
@@ -40,8 +43,9 @@ def demo_config(out: Path | str, limit: int = DEFAULT_LIMIT, num_paraphrases: in
 
 
 def expected_seconds(limit: int, num_paraphrases: int = 5) -> float:
-    """Rough wall time of the demo on 2 free CPU cores (scaled linearly in facts and prompts)."""
-    return _START_S + _PER_FACT_S * limit * num_paraphrases / 5
+    """Rough wall time of the demo on 2 free CPU cores (scaled linearly in facts and prompts), its
+    timing rounds included."""
+    return _START_S + (_PER_FACT_S * limit + _TIMING_S) * num_paraphrases / 5
 
 
 def sensitivity(per_prompt_records: Sequence[dict]) -> dict:

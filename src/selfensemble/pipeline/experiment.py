@@ -214,15 +214,16 @@ def _finish(store, engine: Backend, cfg: RunConfig, method: str, session: dict) 
     from selfensemble.analysis.report import summarize
 
     records = store.records()
-    metrics = summarize(records, store.manifest())
-    metrics.update(method=method, model=cfg.load.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
-                   attention=engine.attention_note)
-    store.write_metrics(metrics)
     manifest = store.manifest()
     sessions = manifest.get("sessions") or [{}]
     sessions[-1] = {**sessions[-1], **session}
-    store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"), **engine.provenance(),
-                          attention_paths=sorted({str(r["attention"]) for r in records if "attention" in r}))
+    manifest = store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"),
+                                     **engine.provenance(),
+                                     attention_paths=sorted({str(r["attention"]) for r in records if "attention" in r}))
+    metrics = summarize(records, manifest)  # after: this session's load average is in the manifest now
+    metrics.update(method=method, model=cfg.load.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
+                   attention=engine.attention_note)
+    store.write_metrics(metrics)
     return metrics
 
 
