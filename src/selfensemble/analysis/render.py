@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from selfensemble.analysis.baselines import copy_cell
+from selfensemble.analysis.costs import seconds_cell
 from selfensemble.analysis.legend import legend_lines
 from selfensemble.errors import SelfEnsembleError
 
@@ -117,7 +118,7 @@ SUMMARY_COLUMNS = [
     Column("echo", lambda r: _pct(r.get("echo_rate")), drop=1),
     Column("demo copy", copy_cell, drop=1),
     Column("consistency", lambda r: _fmt(r.get("consistency")), drop=4),
-    Column("s/q", lambda r: _fmt(r.get("seconds_per_item"), 2), drop=2),
+    Column("s/q", seconds_cell, drop=2),
 ]
 SCORER_COLUMN = Column("scorer", lambda r: str(r.get("scorer") or "–"))
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from selfensemble.analysis.baselines import demo_copy_split, no_model_baselines
 from selfensemble.analysis.compare import BOOTSTRAP_N, SEED, SINGLE_PROMPT_RUN, compare
+from selfensemble.analysis.costs import timing_notes, timing_summary
 from selfensemble.analysis.family import Family, apply_families, load_family
 from selfensemble.analysis.metrics import ece, echo_rate, prompt_sensitivity
 from selfensemble.analysis.render import to_markdown as to_markdown  # re-exported for callers of report
@@ -104,6 +105,7 @@ def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED, scorer:
         "prompt_sensitivity": ps,
         "ece": ece([min(max(c, 0.0), 1.0) for c, _ in conf], [y for _, y in conf], ECE_BINS) if conf else math.nan,
         "seconds_per_item": mean_or_nan(secs),
+        **timing_summary(records, manifest),  # median and spread over batches, load (analysis/costs.py)
     }
     return nan_to_none(row)
 
@@ -210,7 +212,7 @@ def _notes(summary_rows: Sequence[dict], scorer: str | None) -> list[str]:
     if scorer is None and len(used) > 1:
         notes.append(f"runs were scored with different --match ({', '.join(used)}); pass --scorer to compare "
                      "them under one scorer.")
-    return notes
+    return notes + timing_notes(summary_rows)
 
 
 def _family_notes(block: dict) -> list[str]:
@@ -348,7 +350,7 @@ def _write_files(result: dict, out_png: Path, reliability_png: Path | None) -> N
     """The bar chart, the reliability diagram (when any run has confidences) and report.json."""
     from selfensemble.analysis.plots import plot_summary
 
-    result["chart"] = plot_summary(result["runs"], out_png)  # what the chart shows, as data
+    result["chart"] = plot_summary(result["runs"], out_png, result["comparisons"], result["baseline"])  # as data
     result["png"] = str(out_png)
     if result["calibration"]:
         result["reliability_png"] = str(reliability_png)

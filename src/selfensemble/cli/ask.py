@@ -69,6 +69,7 @@ def ask(
     from selfensemble.config.variants import DEFAULT_VARIANTS, parse_variants
     from selfensemble.engine.decoding import GenerationConfig
     from selfensemble.engine.prompts import default_format
+    from selfensemble.methods.registry import one_prompt_note
 
     flex = dict(layout=layout, positions=positions, rescale=rescale, fusion_temperature=fusion_temperature,
                 fusion_scale=fusion_scale, compile=compile_step)
@@ -102,7 +103,8 @@ def ask(
         ans = engine.answer_many([query], method, gen)[0]
         recorded = [query.variants[i] for i in query.kept_indices()]
     seconds = time.perf_counter() - t0
-    notes = [*notes, *ans.notes, f"attention: {ans.attention_note}"]
+    one = one_prompt_note(method, len(ans.prompts))  # avg/flex/vote over one prompt: origin's answer
+    notes = [*notes, *ans.notes, *([one] if one else []), f"attention: {ans.attention_note}"]
     if as_json:
         out = {"answer": ans.answer, "method": method, "prompts": ans.prompts, "per_prompt": ans.per_prompt,
                "generation": ans.generation, "prob": ans.prob, "finish": ans.finish, "seconds": seconds,

