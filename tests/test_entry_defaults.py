@@ -115,7 +115,7 @@ def _lm_eval(tmp: Path) -> EngineConfig:
 
 def _run_config_api() -> EngineConfig:
     """A RunConfig built without an engine: its EngineConfig is built (and reads defaults.py) then."""
-    from selfensemble.pipeline.experiment import RunConfig
+    from selfensemble.config.run import RunConfig
 
     return RunConfig().engine
 
@@ -221,7 +221,7 @@ def _built(*args: str, stdin: str | None = None) -> Built:
 
 
 def _ray_worker(tmp: Path) -> Built:
-    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.config.load import LoadSpec
     from selfensemble.pipeline.backends.ray import EngineWorker
 
     worker = EngineWorker(LoadSpec("random:llama"), EngineConfig(batch_size=3), threads=1)

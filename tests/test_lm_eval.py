@@ -134,8 +134,9 @@ def loglikelihoods(results: dict, task: str) -> list[tuple[float, bool]]:
 @pytest.mark.parametrize("method", ["origin", "avg", "flex"])
 def test_generate_until_matches_selfensemble_run(tmp_path, engine, method):
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.factory import LoadSpec
-    from selfensemble.pipeline.experiment import SAMPLE_DATA, RunConfig, load_items, run_experiment
+    from selfensemble.config.load import LoadSpec
+    from selfensemble.config.run import RunConfig
+    from selfensemble.pipeline.experiment import SAMPLE_DATA, load_items, run_experiment
 
     cfg = RunConfig(dataset="jsonl", data_path=str(SAMPLE_DATA), limit=10, few_shot=2, num_paraphrases=3,
                     methods=[method], load=LoadSpec("random:llama"), engine=EngineConfig(attention="sdpa"),
@@ -321,8 +322,9 @@ def test_variants_demos_and_weighted_methods_are_refused(engine):
 def test_generate_until_with_variants_matches_selfensemble_run(tmp_path, engine, method):
     """Every variant of a small product (2 formats × 2 orders of 2 demonstrations) through the adapter
     gives `run --variants format,order`'s answers: the same texts, the same tokens, the same fusion."""
-    from selfensemble.engine.factory import LoadSpec
-    from selfensemble.pipeline.experiment import SAMPLE_DATA, RunConfig, load_items, run_experiment
+    from selfensemble.config.load import LoadSpec
+    from selfensemble.config.run import RunConfig
+    from selfensemble.pipeline.experiment import SAMPLE_DATA, load_items, run_experiment
 
     cfg = RunConfig(dataset="jsonl", data_path=str(SAMPLE_DATA), limit=6, few_shot=2, num_paraphrases=4,
                     variants=["format", "order"], variant_levels=2, methods=[method], load=LoadSpec("random:llama"),

@@ -7,7 +7,8 @@ import torch
 
 from conftest import ARCHS
 from selfensemble.engine.attention.dispatch import ATTN_IMPLEMENTATION
-from selfensemble.engine.models import RANDOM_CONFIGS, load_model, resolve_device, resolve_dtype
+from selfensemble.engine.model_specs import RANDOM_CONFIGS
+from selfensemble.engine.models import load_model, resolve_device, resolve_dtype
 from selfensemble.errors import SelfEnsembleError, did_you_mean
 
 

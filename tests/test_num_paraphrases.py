@@ -109,7 +109,7 @@ def _lm_eval(n, tmp_path, random_lm):
 
 
 def _python(n, tmp_path, random_lm):
-    from selfensemble.pipeline.paraphrase.gate import GateConfig
+    from selfensemble.config.gate import GateConfig
     from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig, gated_paraphrases
 
     [entry] = gated_paraphrases(None, [PENICILLIN], ParaphraseConfig(num_paraphrases=n), GateConfig())

@@ -49,8 +49,9 @@ def test_the_run_says_it_in_one_line(tmp_path, monkeypatch):
     import json
 
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.factory import LoadSpec
-    from selfensemble.pipeline.experiment import SAMPLE_DATA, RunConfig, run_experiment
+    from selfensemble.config.load import LoadSpec
+    from selfensemble.config.run import RunConfig
+    from selfensemble.pipeline.experiment import SAMPLE_DATA, run_experiment
 
     monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / "cache"))
     printed: list[str] = []

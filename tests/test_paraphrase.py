@@ -87,8 +87,9 @@ def test_cache_roundtrip_and_key(tmp_path):
 
 # -- the gate (issue 10) ---------------------------------------------------------------------------
 
+from selfensemble.config.gate import GateConfig  # noqa: E402
 from selfensemble.data.base import Item  # noqa: E402
-from selfensemble.pipeline.paraphrase.gate import GateConfig, check, entity_problem, screen  # noqa: E402
+from selfensemble.pipeline.paraphrase.gate import check, entity_problem, screen  # noqa: E402
 from selfensemble.pipeline.paraphrase.writer import gated_paraphrases  # noqa: E402
 
 # (original, a true paraphrase, crafted drifts: a changed entity / number, an unrelated question)
@@ -173,9 +174,11 @@ def test_cache_key_changes_with_gate_settings(tmp_path):
 def test_fewer_survivors_run_with_fewer_prompts_and_the_record_says_so(tmp_path, monkeypatch):
     from rich.console import Console
 
-    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.config.gate import GateSettings
+    from selfensemble.config.load import LoadSpec
+    from selfensemble.config.run import RunConfig
     from selfensemble.engine.queries import Answer
-    from selfensemble.pipeline.experiment import GateSettings, RunConfig, ensure_paraphrases
+    from selfensemble.pipeline.experiment import ensure_paraphrases
     from selfensemble.store.records import make_record as _record
 
     monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path))
@@ -205,7 +208,9 @@ def test_fewer_survivors_run_with_fewer_prompts_and_the_record_says_so(tmp_path,
 def test_dataset_paraphrases_are_not_gated_unless_asked(tmp_path):
     from rich.console import Console
 
-    from selfensemble.pipeline.experiment import GateSettings, RunConfig, ensure_paraphrases
+    from selfensemble.config.gate import GateSettings
+    from selfensemble.config.run import RunConfig
+    from selfensemble.pipeline.experiment import ensure_paraphrases
 
     q = "who plays ken barlow in coronation street?"
     it = Item("i1", (q, "Which actor plays Ken Barlow in Coronation Street?", "What is the capital of Australia?"),

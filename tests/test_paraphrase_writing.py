@@ -16,10 +16,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from selfensemble.config.gate import GateConfig
 from selfensemble.data.base import Item
 from selfensemble.pipeline.paraphrase import writer
 from selfensemble.pipeline.paraphrase.cache import ParaphraseCache, legacy_key
-from selfensemble.pipeline.paraphrase.gate import GateConfig
 from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
 from selfensemble.pipeline.paraphrase.writing import WritingBudget, write_paraphrases
 
@@ -97,9 +97,10 @@ def test_a_question_run_paraphrased_is_not_paraphrased_again_by_ask_lm_eval_or_s
     """`run` writes (through ensure_paraphrases, into its dataset-free cache); `ask`, the lm-eval adapter
     and `serve` then find the same entry: the writer is never called again."""
     from selfensemble.config.engine import EngineConfig
+    from selfensemble.config.load import LoadSpec
+    from selfensemble.config.run import RunConfig
     from selfensemble.engine.engine import Engine
-    from selfensemble.engine.factory import LoadSpec
-    from selfensemble.pipeline.experiment import RunConfig, ensure_paraphrases
+    from selfensemble.pipeline.experiment import ensure_paraphrases
 
     cfg = RunConfig(dataset="webqa", num_paraphrases=3, load=LoadSpec("random:llama"))
     [item] = ensure_paraphrases(stub_engine(), cfg, [Item("1", (PENICILLIN,), ("Fleming",))])

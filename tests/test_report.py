@@ -171,8 +171,8 @@ def test_report_accepts_run_dirs_directly_and_groups_models(tmp_path):
 def test_report_reads_flat_and_nested_manifests_alike(tmp_path):
     """A run folder from before nested manifests (model at the top) and a new one (model under
     "load") of the same model and dataset are one group, so they are paired."""
-    from selfensemble.engine.factory import LoadSpec
-    from selfensemble.pipeline.experiment import RunConfig
+    from selfensemble.config.load import LoadSpec
+    from selfensemble.config.run import RunConfig
 
     _write(tmp_path, "origin", _records(ORIGIN), {"model": "m", "dataset": "toy", "batch_size": 8, "gate": None})
     nested = RunConfig(dataset="toy", num_paraphrases=3, load=LoadSpec("m")).method_config("avg")

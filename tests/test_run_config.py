@@ -11,8 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from selfensemble.config.engine import EngineConfig
-from selfensemble.config.run import GateSettings, RunConfig, is_nested, nested_config
-from selfensemble.engine.factory import LoadSpec
+from selfensemble.config.gate import GateSettings
+from selfensemble.config.load import LoadSpec
+from selfensemble.config.run import RunConfig, is_nested, nested_config
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.pipeline.experiment import SAMPLE_DATA, run_experiment
 

@@ -146,7 +146,7 @@ def test_ensemble_gives_the_same_answers_as_ask(server):
 
 
 def test_generated_paraphrases_are_the_runs_gated_ones(server):
-    from selfensemble.pipeline.paraphrase.gate import GateConfig
+    from selfensemble.config.gate import GateConfig
     from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig, gated_paraphrases
 
     question = "what language do people speak in brazil"

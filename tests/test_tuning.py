@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from selfensemble.config.load import LoadSpec
 from selfensemble.config.run import RunConfig
-from selfensemble.engine.factory import LoadSpec
 from selfensemble.errors import ConfigError
 from selfensemble.pipeline.tuning import fit_weights, load_weights, weights_for, write_weights
 from selfensemble.store.records import vote_record

@@ -294,7 +294,7 @@ def engine(load_random):
 
 def _pararel_cfg(out: Path, **kw) -> RunConfig:
     import selfensemble
-    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.config.load import LoadSpec
 
     sample = Path(selfensemble.__file__).parent / "samples" / "pararel"
     base = dict(dataset="pararel", data_path=str(sample), limit=4, num_paraphrases=4, few_shot=3, max_new_tokens=3,

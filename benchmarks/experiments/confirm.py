@@ -94,8 +94,9 @@ def check_cell_sources(cell: Path, allow_mixed: bool = False) -> None:
 def run_config(conf: dict, model: str, dataset: str, out: Path):
     """The RunConfig of one (model, dataset) cell, from confirm.json alone."""
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.factory import LoadSpec
-    from selfensemble.pipeline.experiment import GateSettings, RunConfig
+    from selfensemble.config.gate import GateSettings
+    from selfensemble.config.load import LoadSpec
+    from selfensemble.config.run import RunConfig
 
     spec = conf["datasets"][dataset]
     common = dict(conf["run"], methods=list(conf["methods"]), limit=spec["limit"], out=str(out))
@@ -118,8 +119,11 @@ def write_paraphrases(conf: dict) -> Path:
     """WebQuestions heldout questions with the writer model's gated paraphrases, saved as JSONL."""
     from rich.console import Console
 
-    from selfensemble.engine.factory import LoadSpec, build_engine
-    from selfensemble.pipeline.experiment import GateSettings, RunConfig, ensure_paraphrases, load_items
+    from selfensemble.config.gate import GateSettings
+    from selfensemble.config.load import LoadSpec
+    from selfensemble.config.run import RunConfig
+    from selfensemble.engine.factory import build_engine
+    from selfensemble.pipeline.experiment import ensure_paraphrases, load_items
 
     spec = conf["datasets"]["webqa"]
     cfg = RunConfig(dataset="webqa", data_path=str(data_dir() / "webquestions"), split=conf["run"]["split"],

@@ -67,9 +67,10 @@ def _done(path: Path) -> set[tuple]:
 
 def load(dataset: str, fmt: str, n: int, seed: int):
     """A seeded sample of n items spread over groups (relations), with their few-shot queries' parts."""
+    from selfensemble.config.load import LoadSpec
+    from selfensemble.config.run import RunConfig
     from selfensemble.data._common import round_robin
-    from selfensemble.engine.factory import LoadSpec
-    from selfensemble.pipeline.experiment import RunConfig, load_items
+    from selfensemble.pipeline.experiment import load_items
 
     opts = {"demo": "single" if fmt == "chat" else fmt} if dataset == "pararel" else {}
     path = DATA / ("pararel" if dataset == "pararel" else "webquestions")

@@ -37,7 +37,8 @@ STAGES = [("nogate", "avg", None), (f"gate{COMPARE_T}", "avg", None),
 
 
 def _items(limit: int):
-    from selfensemble.pipeline.experiment import RunConfig, load_items
+    from selfensemble.config.run import RunConfig
+    from selfensemble.pipeline.experiment import load_items
 
     return load_items(RunConfig(dataset="webqa", split="dev", limit=limit))  # tuning: dev split only
 
@@ -65,9 +66,10 @@ def make_pool(engine, items, out: Path, chunk: int = 25) -> dict[str, list[str]]
 
 def variant_items(variant: str, items, pool):
     """Items whose prompts are the original + the variant's paraphrases (meta: the gate's record)."""
+    from selfensemble.config.gate import GateConfig
     from selfensemble.data.base import Item
     from selfensemble.pipeline.experiment import gate_record
-    from selfensemble.pipeline.paraphrase.gate import GateConfig, screen
+    from selfensemble.pipeline.paraphrase.gate import screen
 
     k = N_PROMPTS - 1
     out = []
@@ -93,11 +95,13 @@ def run(args) -> None:
     from rich.console import Console
 
     from selfensemble.config.engine import EngineConfig
+    from selfensemble.config.gate import GateSettings
+    from selfensemble.config.run import RunConfig
     from selfensemble.engine.engine import Engine
     from selfensemble.engine.models import load_model
     from selfensemble.engine.prompts import PromptFormat
     from selfensemble.engine.queries import Query
-    from selfensemble.pipeline.experiment import GateSettings, RunConfig, run_method
+    from selfensemble.pipeline.experiment import run_method
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,7 +172,8 @@ def _secs(r: dict) -> str:
 
 def gate_stats(items, pool, t: float, guard: bool = False, embedder: str = "wordllama") -> dict:
     """Share of candidates dropped by reason, questions left short, and the gate's cost per question."""
-    from selfensemble.pipeline.paraphrase.gate import GateConfig, load_embedder, screen
+    from selfensemble.config.gate import GateConfig
+    from selfensemble.pipeline.paraphrase.gate import load_embedder, screen
 
     t0 = time.perf_counter()
     emb = load_embedder(embedder)

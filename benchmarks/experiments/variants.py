@@ -46,8 +46,8 @@ def data_dir() -> Path:
 def run_config(model: str, dataset: str, split: str, varied: str, methods: list[str], out: Path, limit: int):
     """The RunConfig of one cell: ``varied`` is a dimension or "product" (all four)."""
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.factory import LoadSpec
-    from selfensemble.pipeline.experiment import RunConfig
+    from selfensemble.config.load import LoadSpec
+    from selfensemble.config.run import RunConfig
 
     variants = list(DIMENSIONS) if varied == PRODUCT else [varied]
     return RunConfig(dataset=dataset, data_path=str(data_dir() / DATA[dataset]), split=split, limit=limit,

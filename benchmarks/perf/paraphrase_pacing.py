@@ -26,9 +26,11 @@ def main(n: int, out: Path) -> list[dict]:
     import torch
 
     from selfensemble.config.engine import EngineConfig
+    from selfensemble.config.gate import GateConfig
+    from selfensemble.config.load import LoadSpec
     from selfensemble.data import load_dataset
-    from selfensemble.engine.factory import LoadSpec, build_engine
-    from selfensemble.pipeline.paraphrase.gate import GateConfig, load_embedder
+    from selfensemble.engine.factory import build_engine
+    from selfensemble.pipeline.paraphrase.gate import load_embedder
     from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
     from selfensemble.pipeline.paraphrase.writing import write_paraphrases
 

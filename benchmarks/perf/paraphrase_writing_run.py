@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 import selfensemble.methods as methods
+from selfensemble.config.gate import GateConfig
 from selfensemble.engine.models import load_model
-from selfensemble.pipeline.paraphrase.gate import GateConfig, load_embedder
+from selfensemble.pipeline.paraphrase.gate import load_embedder
 from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig, gated_paraphrases
 
 

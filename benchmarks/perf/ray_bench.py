@@ -116,9 +116,9 @@ def main() -> None:
 
     torch.set_num_threads(1)  # the local engine gets one core; each Ray actor gets its --cpus-per-worker (1)
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.config.load import LoadSpec
+    from selfensemble.config.run import RunConfig
     from selfensemble.pipeline.backends import BackendConfig
-    from selfensemble.pipeline.experiment import RunConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "bench.jsonl"

@@ -16,10 +16,11 @@ import torch
 from rich.console import Console
 
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.load import LoadSpec
+from selfensemble.config.run import RunConfig
 from selfensemble.engine.engine import Engine
-from selfensemble.engine.factory import LoadSpec
 from selfensemble.engine.models import load_model
-from selfensemble.pipeline.experiment import SAMPLE_DATA, RunConfig, run_experiment
+from selfensemble.pipeline.experiment import SAMPLE_DATA, run_experiment
 
 
 def main(model: str) -> None:

@@ -23,10 +23,11 @@ def info() -> dict[str, Any]:
     folders; the loaders fall back to them) and ``model_cache`` (where de-quantised GGUFs are kept,
     whether the cache is on, and its entries: engine/gguf_cache.py).
     """
+    from selfensemble.config.defaults import DEFAULT_MODEL
     from selfensemble.data import default_data_dir
     from selfensemble.data.bundled import SAMPLES_DIR
     from selfensemble.engine import gguf_cache
-    from selfensemble.engine.models import DEFAULT_MODEL, embedded_model_path
+    from selfensemble.engine.models import embedded_model_path
     from selfensemble.store.provenance import package_versions
 
     try:

@@ -50,8 +50,9 @@ def run_benchmark(config: BenchConfig) -> dict:
     """Run every section on one loaded model; returns a JSON-serialisable dict (see module doc)."""
     import torch
 
+    from selfensemble.config.load import LoadSpec
     from selfensemble.engine.attention import dispatch as attn
-    from selfensemble.engine.factory import LoadSpec, load
+    from selfensemble.engine.factory import load
     from selfensemble.engine.prompts import build_parts
 
     saved, attn.COMPILE_FLEX = attn.COMPILE_FLEX, config.compile_flex

@@ -8,9 +8,9 @@ from typing import Any
 import typer
 
 from selfensemble.config import defaults
+from selfensemble.config.gate import DEFAULT_MIN_SIMILARITY
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.methods.registry import METHODS
-from selfensemble.pipeline.paraphrase.gate import DEFAULT_MIN_SIMILARITY
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ask one question through N paraphrases and fuse them into one answer.")
@@ -79,7 +79,8 @@ def make_engine(model: str, device: str = "cpu", dtype: str = "auto", attention:
     """Load ``model`` into an Engine through engine_factory.build_engine (the one factory every entry
     point uses); the config (``engine_config``) is validated first, so a bad option fails before the
     slow load."""
-    from selfensemble.engine.factory import LoadSpec, build_engine
+    from selfensemble.config.load import LoadSpec
+    from selfensemble.engine.factory import build_engine
 
     cfg = engine_config(attention, batch_size, **flex)
     return build_engine(LoadSpec(model=model, device=device, dtype=dtype, seed=seed, device_map=device_map,

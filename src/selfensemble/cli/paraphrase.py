@@ -19,7 +19,8 @@ def check_paraphrases(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {paraphrase, similarity, kept, reason}."),
 ):
     """Score each paraphrase against QUESTION with the gate `run` applies to generated paraphrases."""
-    from selfensemble.pipeline.paraphrase.gate import GateConfig, check
+    from selfensemble.config.gate import GateConfig
+    from selfensemble.pipeline.paraphrase.gate import check
 
     gate = GateConfig(min_similarity=min_similarity, embedder=embedder, entity_guard=entity_guard)
     verdicts = check(question, paraphrase, gate)

@@ -27,16 +27,12 @@ from selfensemble.cli.common import (
 )
 from selfensemble.cli.progress import ConsoleProgress
 from selfensemble.cli.report import echo_outputs, show_report
-from selfensemble.engine.factory import LoadSpec
+from selfensemble.config.gate import GateSettings
+from selfensemble.config.load import LoadSpec
+from selfensemble.config.run import RunConfig
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.pipeline.backends import BackendConfig
-from selfensemble.pipeline.experiment import (
-    GateSettings,
-    RunConfig,
-    load_items,
-    paraphrase_items,
-    run_experiment,
-)
+from selfensemble.pipeline.experiment import load_items, paraphrase_items, run_experiment
 
 
 @app.command("run")

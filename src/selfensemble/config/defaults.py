@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+DEFAULT_MODEL = "smollm2-135m"  # the embedded SmolLM2-135M-Instruct GGUF (engine/model_specs.py)
+
 FLEX_LAYOUT = "shared"
 FLEX_POSITIONS = "right"
 FLEX_RESCALE = True

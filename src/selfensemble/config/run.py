@@ -3,7 +3,7 @@
 A run holds the engine's own config objects instead of copies of their fields:
 
   engine  methods.EngineConfig     how rows are laid out and run (attention, flex knobs, batch size)
-  load    engine_factory.LoadSpec  which model, loaded how (model, device, dtype, seed, placement)
+  load    config.load.LoadSpec which model, loaded how (model, device, dtype, seed, placement)
   gate    GateSettings             the paraphrase gate (on / off / automatic, embedder, threshold)
 
 Every engine of a run is built from ``cfg.load`` + ``cfg.engine`` by engine_factory.build_engine,
@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from selfensemble.config.demos import LEGACY_DEMO_DRAW, demo_draw
-from selfensemble.engine.factory import LoadSpec
+from selfensemble.config.gate import GateConfig, GateSettings
+from selfensemble.config.load import LoadSpec
 
 if TYPE_CHECKING:
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.pipeline.paraphrase.gate import GateConfig
 
 #: Sections of a manifest config that hold a nested dataclass (RunConfig field → manifest key).
 SECTIONS = ("engine", "load", "gate")
@@ -38,28 +38,6 @@ def _engine_config() -> EngineConfig:
     from selfensemble.config.engine import EngineConfig
 
     return EngineConfig()
-
-
-@dataclass(frozen=True)
-class GateSettings:
-    """The run's paraphrase-gate settings; :meth:`resolve` turns them into a paraphrase_gate.GateConfig.
-
-    ``enabled``: None screens generated paraphrases and leaves a dataset's own alone (the
-    default); True screens both; False neither.
-    """
-
-    enabled: bool | None = None
-    min_similarity: float | None = None  # None: paraphrase_gate.DEFAULT_MIN_SIMILARITY of the embedder
-    embedder: str = "wordllama"
-    entity_guard: bool = False  # paraphrase_gate.DEFAULT_ENTITY_GUARD (measured: no gain in accuracy)
-
-    def resolve(self, generated: bool) -> GateConfig:
-        """The gate for generated (True) or a dataset's own (False) paraphrases (validated)."""
-        from selfensemble.pipeline.paraphrase.gate import GateConfig
-
-        on = self.enabled if self.enabled is not None else generated
-        return GateConfig(enabled=on, embedder=self.embedder, entity_guard=self.entity_guard,
-                          min_similarity=self.min_similarity)
 
 
 @dataclass

@@ -117,3 +117,8 @@ class Dataset:
         if not counts:
             return None
         return max(counts.values(), key=lambda c: c[0])[1]  # max keeps the first of equal counts
+
+
+def prompt_key(text: str) -> str:
+    """The form two prompts are compared by: whitespace runs collapsed, ends stripped."""
+    return " ".join(text.split())

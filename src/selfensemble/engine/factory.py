@@ -10,34 +10,13 @@ and a Ray actor answers as the local backend does: it receives the same ``LoadSp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-from selfensemble.engine.model_specs import DEFAULT_MODEL
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # types only: importing methods/models here would load torch for a spec
     from selfensemble.config.engine import EngineConfig
+    from selfensemble.config.load import LoadSpec
     from selfensemble.engine.engine import Engine
     from selfensemble.engine.models import LoadedModel
-
-
-@dataclass(frozen=True)
-class LoadSpec:
-    """Which model to load and how (``models.load_model``'s arguments).
-
-    ``dtype``: a name ("auto", "float32", ...) or a torch.dtype. ``device_map`` (e.g. "auto", or
-    a dict) places the model with accelerate and overrides ``device``; ``revision``,
-    ``trust_remote_code`` and ``quantization_config`` apply to hub ids and saved folders only.
-    """
-
-    model: str = DEFAULT_MODEL
-    device: str = "cpu"
-    dtype: Any = "auto"
-    seed: int = 0
-    device_map: str | dict | None = None
-    revision: str | None = None
-    trust_remote_code: bool = False
-    quantization_config: Any = None
 
 
 def load(spec: LoadSpec) -> LoadedModel:

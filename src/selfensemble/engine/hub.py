@@ -76,7 +76,8 @@ def check_hub_spec(spec: str, revision: str | None = None) -> None:
         why = "the hub cannot be reached from this machine"
     else:
         return
-    from selfensemble.engine.model_specs import DEFAULT_MODEL, GEMMA3_SPEC, RANDOM_CONFIGS
+    from selfensemble.config.defaults import DEFAULT_MODEL
+    from selfensemble.engine.model_specs import GEMMA3_SPEC, RANDOM_CONFIGS
 
     raise SelfEnsembleError(
         f"Model {spec!r} is not a local folder or file and not in the local hub cache, and {why}. "

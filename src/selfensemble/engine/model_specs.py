@@ -6,7 +6,8 @@ Kept apart from ``models.py`` (which loads them) so ``hub.py`` can name them in 
 
 from __future__ import annotations
 
-DEFAULT_MODEL = "smollm2-135m"
+from selfensemble.config.defaults import DEFAULT_MODEL
+
 # the second packaged model (optional extra `gemma3`; models.py says where its file comes from)
 GEMMA3_SPEC = "gemma3-270m"
 PACKAGED_GGUF_SPECS = (DEFAULT_MODEL, GEMMA3_SPEC)

@@ -16,15 +16,11 @@ from pathlib import Path
 
 import torch
 
+from selfensemble.config.defaults import DEFAULT_MODEL
 from selfensemble.engine import gguf_cache
 from selfensemble.engine.attention.dispatch import ATTN_IMPLEMENTATION, register_attention
 from selfensemble.engine.hub import check_hub_spec
-from selfensemble.engine.model_specs import (  # also imported from here by users and tests
-    DEFAULT_MODEL,
-    GEMMA3_SPEC,
-    PACKAGED_GGUF_SPECS,
-    RANDOM_CONFIGS,
-)
+from selfensemble.engine.model_specs import GEMMA3_SPEC, PACKAGED_GGUF_SPECS, RANDOM_CONFIGS
 from selfensemble.errors import SelfEnsembleError, did_you_mean
 from selfensemble.fileio import cache_dir
 

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from selfensemble.data.base import Example
+from selfensemble.data.base import Example, prompt_key
 from selfensemble.errors import SelfEnsembleError
 
 CHAT_PLACEHOLDER = "\x00SELFENSEMBLE_QUESTION\x00"
@@ -66,11 +66,6 @@ class PromptParts:
     def full(self, i: int) -> list[int]:
         """Prompt i alone, as origin / per_prompt / logit fusion see it."""
         return self.prefix + self.segments[i] + self.cue_of(i)
-
-
-def prompt_key(text: str) -> str:
-    """The form two prompts are compared by: whitespace runs collapsed, ends stripped."""
-    return " ".join(text.split())
 
 
 def clean_prompts(prompts: list[str]) -> tuple[list[str], list[str], list[int]]:

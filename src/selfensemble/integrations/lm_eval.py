@@ -64,7 +64,7 @@ def _engine_options(options: dict) -> tuple[dict, dict]:
     """Split extra model_args into EngineConfig fields and LoadSpec fields (``torch_dtype``: the old
     name of ``dtype``); unknown keys are an error."""
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.config.load import LoadSpec
 
     config_keys = {f.name for f in fields(EngineConfig)}
     load_keys = {f.name for f in fields(LoadSpec)} - {"model"} | {"torch_dtype"}
@@ -95,7 +95,8 @@ class SelfEnsembleLM(LM):
                  **options):
         super().__init__()
         from selfensemble.config.engine import EngineConfig
-        from selfensemble.engine.factory import LoadSpec, build_engine
+        from selfensemble.config.load import LoadSpec
+        from selfensemble.engine.factory import build_engine
         from selfensemble.methods.registry import check_method
 
         self.method = check_method(str(method))

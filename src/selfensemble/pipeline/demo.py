@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from selfensemble.engine.factory import LoadSpec
-from selfensemble.pipeline.experiment import RunConfig
+from selfensemble.config.load import LoadSpec
+from selfensemble.config.run import RunConfig
 from selfensemble.pipeline.timing import DEFAULT_FACTS, DEFAULT_ROUNDS, time_methods
 
 DEMO_METHODS = ["origin", "per_prompt", "vote", "avg", "max", "flex"]

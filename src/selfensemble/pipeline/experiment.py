@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selfensemble.config.run import GateSettings, RunConfig, nested_config
+from selfensemble.config.run import RunConfig, nested_config
 from selfensemble.data.base import Dataset, Item
 from selfensemble.errors import ConfigError, ResumeError, SelfEnsembleError
 from selfensemble.pipeline.progress import NotesConsole, as_progress
@@ -22,7 +22,7 @@ from selfensemble.pipeline.timing import cpu_count, machine_load
 from selfensemble.store.provenance import attention_paths
 from selfensemble.store.records import demo_answers, example_answers, make_record, rescored, vote_record
 
-__all__ = ["SAMPLE_DATA", "GateSettings", "RunConfig", "ensure_paraphrases", "load_items", "paraphrase_items",
+__all__ = ["SAMPLE_DATA", "ensure_paraphrases", "load_items", "paraphrase_items",
            "run_experiment", "run_method"]
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from selfensemble.engine.prompts import prompt_key
+from selfensemble.data.base import prompt_key
 from selfensemble.errors import ResumeError
 
 #: Config keys that may change between a run and its resumption because they do not change

@@ -24,7 +24,7 @@ from selfensemble.pipeline.backends.base import Backend
 
 if TYPE_CHECKING:
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.factory import LoadSpec
+    from selfensemble.config.load import LoadSpec
 
 __all__ = ["BACKENDS", "Backend", "BackendConfig", "as_backend", "open_backend"]
 

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from selfensemble.config.load import LoadSpec
 from selfensemble.engine import factory as engine_factory
-from selfensemble.engine.factory import LoadSpec
 
 if TYPE_CHECKING:
     from selfensemble.config.engine import EngineConfig

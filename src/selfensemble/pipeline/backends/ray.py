@@ -163,7 +163,7 @@ def check_resources(cluster: dict, opts) -> None:
 class RayBackend:
     """The Backend protocol (backends/base.py): ``answer_many`` and ``sample`` run on one actor pool.
 
-    ``spec`` and ``config`` (engine_factory.LoadSpec, methods.EngineConfig) go to every actor as
+    ``spec`` and ``config`` (config.load.LoadSpec, config.engine.EngineConfig) go to every actor as
     they are; ``opts`` is the BackendConfig (pool shape, cluster address).
     """
 

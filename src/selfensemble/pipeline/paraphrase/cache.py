@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from selfensemble.store import jsoncache
 
 if TYPE_CHECKING:
-    from selfensemble.pipeline.paraphrase.gate import GateConfig
+    from selfensemble.config.gate import GateConfig
     from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
 
 CACHE_VERSION = 7  # bump when the writing prompt, the filters or the gate change, so stale caches are not reused
@@ -50,7 +50,7 @@ def _hash(parts: object) -> str:
 
 
 def _gate_key(gate: GateConfig | None) -> dict:
-    from selfensemble.pipeline.paraphrase.gate import GateConfig
+    from selfensemble.config.gate import GateConfig
 
     return (gate or GateConfig(enabled=False)).key()
 

@@ -29,19 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from selfensemble.config.gate import EMBEDDERS, GateConfig
 from selfensemble.errors import SelfEnsembleError
 
-EMBEDDERS = ("wordllama", "minilm")
-# measured: benchmarks/experiments/paraphrase_gate.py (wordllama, 200 WebQuestions, see benchmarks/README.md): 0.7 had
-# the best mean accuracy over avg, vote and flex (0.155 vs 0.148 at 0.6, 0.142 ungated) and the best avg
-# (0.7 − 0.6: +0.030 [+0.000, +0.060]); every gate-vs-no-gate difference is within noise. minilm's cosine
-# runs higher (hand cases: true paraphrases ≥ .88, drifts ≤ .69), so it gets its own default.
-DEFAULT_MIN_SIMILARITY = {"wordllama": 0.7, "minilm": 0.8}
-# Off by default: it did not change fused accuracy measurably (avg at 0.6, guard − no guard: +0.015
-# [-0.010, +0.045] on 200 WebQuestions, +0.007 [-0.013, +0.027] on an earlier 150) while leaving twice
-# as many questions short of paraphrases; it does raise the gate's precision on hand-labelled
-# candidates (benchmarks/README.md), so it stays an option.
-DEFAULT_ENTITY_GUARD = False
 MAX_LOST_CONTENT = 0.5  # the guard rejects a candidate that loses more than half the original's content words
 
 _STOPWORD_TEXT = """
@@ -53,31 +43,6 @@ other another one ones up down out off again further once also just only very to
 name named kind type sort way thing things get got go goes went make made take took say said called call
 """
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """How generated paraphrases are screened (part of the paraphrase cache key)."""
-
-    enabled: bool = True
-    min_similarity: float | None = None  # None: DEFAULT_MIN_SIMILARITY of the embedder
-    embedder: str = "wordllama"
-    entity_guard: bool = DEFAULT_ENTITY_GUARD
-    oversample: int = 3  # candidates generated per paraphrase wanted
-
-    def __post_init__(self):
-        if self.embedder not in EMBEDDERS:
-            raise SelfEnsembleError(f"Unknown embedder {self.embedder!r}; use one of {', '.join(EMBEDDERS)}.")
-        if self.min_similarity is None:
-            object.__setattr__(self, "min_similarity", DEFAULT_MIN_SIMILARITY[self.embedder])
-        if not -1.0 <= self.min_similarity <= 1.0:
-            raise SelfEnsembleError(f"--min-similarity must lie in [-1, 1], got {self.min_similarity}.")
-        if self.oversample < 1:
-            raise SelfEnsembleError(f"oversample must be >= 1, got {self.oversample}.")
-
-    def key(self) -> dict:
-        """What the cache key needs: the settings that change which paraphrases survive."""
-        return asdict(self) if self.enabled else {"enabled": False}
 
 
 @dataclass

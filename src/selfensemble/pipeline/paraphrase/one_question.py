@@ -41,8 +41,8 @@ def write(engine_factory: Callable[[], object], model: str, questions: Sequence[
     (default: none); ``on_event``: writing.WritingEvent callback; ``budget``: a
     writing.WritingBudget (default: none, the writing runs to the end).
     """
+    from selfensemble.config.gate import GateConfig
     from selfensemble.pipeline.experiment import gate_record
-    from selfensemble.pipeline.paraphrase.gate import GateConfig
     from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
     from selfensemble.pipeline.paraphrase.writing import write_paraphrases
 

@@ -29,11 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeGuard
 
+from selfensemble.config.gate import GateConfig
 from selfensemble.data.base import Example
 from selfensemble.engine.decoding import GenerationConfig, derive_seed
 from selfensemble.engine.prompts import PromptFormat
 from selfensemble.errors import ConfigError
-from selfensemble.pipeline.paraphrase.gate import GateConfig, screen
+from selfensemble.pipeline.paraphrase.gate import screen
 
 QUESTION_PAIRS: tuple[tuple[str, str], ...] = (
     ("what country is the grand bahama island in?", "In which country is Grand Bahama Island located?"),

@@ -33,9 +33,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from selfensemble.config.gate import GateConfig
 from selfensemble.pipeline.paraphrase import writer
 from selfensemble.pipeline.paraphrase.cache import ParaphraseCache
-from selfensemble.pipeline.paraphrase.gate import GateConfig
 from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig, QuestionWriter
 from selfensemble.pipeline.progress import Progress, as_progress, show_detail
 
