@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 import torch
 
+from selfensemble.errors import ConfigError
+
 _MASK32 = 0xFFFFFFFF
 NUCLEUS_CANDIDATES = 256  # top-p looks at this many tokens first; the full sort only for a row whose mass falls short
 
@@ -85,7 +87,7 @@ def select_tokens(logp: torch.Tensor, do_sample: bool, temperature: float = 1.0,
     if not do_sample:
         return torch.argmax(logp, dim=-1)
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+        raise ConfigError(f"temperature must be > 0 when sampling, got {temperature}")
     rows, vocab = logp.shape
     keys = (keys if keys is not None else sample_keys([0] * rows)).to(logp.device)
     if tuple(keys.shape) != (rows, 2):

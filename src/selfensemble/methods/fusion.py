@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from selfensemble.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class CheckedWeights:
@@ -75,7 +77,7 @@ def check_weights(weights: torch.Tensor | Sequence[float] | str | CheckedWeights
         return weights
     if isinstance(weights, str):
         if weights not in _DYNAMIC:
-            raise ValueError(f"weights rule must be one of {DYNAMIC_WEIGHTS}, got {weights!r}")
+            raise ConfigError(f"weights rule must be one of {DYNAMIC_WEIGHTS}, got {weights!r}")
         return weights
     return CheckedWeights(normalise_weights(weights, n).to(device))
 
@@ -90,13 +92,13 @@ def _check(logits: torch.Tensor, weights: torch.Tensor | str | CheckedWeights | 
         return weights.tensor.to(logits.device)
     if isinstance(weights, str):
         if weights not in _DYNAMIC:
-            raise ValueError(f"weights rule must be one of {DYNAMIC_WEIGHTS}, got {weights!r}")
+            raise ConfigError(f"weights rule must be one of {DYNAMIC_WEIGHTS}, got {weights!r}")
         # exp(-H) and exp(-KL) are in (0, 1] by construction: normalised without a check (no host sync)
         w = _DYNAMIC[weights](logits)
         return w / w.sum()
     if weights is None:
         if needs_weights:
-            raise ValueError("this fusion rule needs one weight per prompt, got none")
+            raise ConfigError("this fusion rule needs one weight per prompt, got none")
         return None
     return normalise_weights(weights, logits.shape[0]).to(logits.device)
 
@@ -109,11 +111,11 @@ def normalise_weights(weights, n: int) -> torch.Tensor:
     """
     w = torch.as_tensor(weights, dtype=torch.float32)
     if w.shape != (n,):
-        raise ValueError(f"weights must have shape ({n},), got {tuple(w.shape)}")
+        raise ConfigError(f"weights must have shape ({n},), got {tuple(w.shape)}")
     # Python numbers are checked as they are; a tensor with one copy to the host, not three
     values = w.tolist() if isinstance(weights, torch.Tensor) else [float(x) for x in weights]
     if not all(math.isfinite(x) and x >= 0 for x in values) or sum(values) <= 0:
-        raise ValueError(f"weights must be finite, non-negative and not all zero, got {values}")
+        raise ConfigError(f"weights must be finite, non-negative and not all zero, got {values}")
     return w / w.sum()
 
 

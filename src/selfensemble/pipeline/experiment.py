@@ -412,7 +412,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     if cfg.few_shot > 0:
         ds.demo_pool(items[0], cfg.demos)  # --demos other-groups on a one-pool dataset: refused before loading
     if engine is not None and backend is not None:
-        raise ValueError("run_experiment takes an engine or a backend config, not both")
+        raise ConfigError("run_experiment takes an engine or a backend config, not both")
     out = Path(cfg.out)
     folders = {m: out / m if cfg.subfolders else out for m in cfg.methods}
     examples = {str(it.id): tuple(ds.few_shot(it, cfg.few_shot, cfg.seed, cfg.demos)) for it in items}
