@@ -69,7 +69,7 @@ def close_rows() -> list[dict]:
 
 
 def comparison(method: str, diff: float, p_holm: float) -> dict:
-    return {"method": method, "baseline": "origin", "diff_mean": diff, "mcnemar_p_holm": p_holm,
+    return {"method": method, "baseline": "origin", "diff_mean": diff, "p_holm": p_holm,
             "model": "smollm2-135m", "dataset": "pararel"}
 
 

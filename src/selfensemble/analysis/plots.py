@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfensemble.analysis.render import ALPHA
+from selfensemble.analysis.family import ALPHA
 
 #: Below this many answers in a run its reliability curve is noise; the diagram then says so in the
 #: title and every point carries its bin count.
@@ -63,10 +63,10 @@ def finding(comparisons: list[dict] | None, baseline: str = "origin", alpha: flo
         return f"{c['method']} ({c['group']})" if c.get("group") else c["method"]
 
     def diff(c: dict) -> str:
-        p = c.get("mcnemar_p_holm")
+        p = c.get("p_holm")
         return f"{c['diff_mean']:+.3f}, Holm p {p:.3f}" if p is not None else f"{c['diff_mean']:+.3f}"
 
-    sig = [c for c in rows if c.get("mcnemar_p_holm") is not None and c["mcnemar_p_holm"] < alpha]
+    sig = [c for c in rows if c.get("p_holm") is not None and c["p_holm"] < alpha]
     if sig:
         verb = "differs" if len(sig) == 1 else "differ"
         return f"{'; '.join(f'{name(c)} ({diff(c)})' for c in sig)} {verb} from {baseline} after Holm"
@@ -132,7 +132,7 @@ def summary_figure(summary_rows: list[dict], comparisons: list[dict] | None = No
 
     slots = chart_slots(summary_rows)
     sig = {(c["method"], c.get("model"), c.get("dataset")) for c in comparisons or [] if c.get("baseline") == baseline
-           and c.get("mcnemar_p_holm") is not None and c["mcnemar_p_holm"] < ALPHA}
+           and c.get("p_holm") is not None and c["p_holm"] < ALPHA}
     diffs = {(c["method"], c.get("model"), c.get("dataset")): c["diff_mean"] for c in comparisons or []
              if c.get("baseline") == baseline and c.get("diff_mean") is not None}
     for s in slots:

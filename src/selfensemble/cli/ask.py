@@ -103,7 +103,8 @@ def ask(
         ans = engine.answer_many([query], method, gen)[0]
         recorded = [query.variants[i] for i in query.kept_indices()]
     seconds = time.perf_counter() - t0
-    one = one_prompt_note(method, len(ans.prompts))  # avg/flex/vote over one prompt: origin's answer
+    # avg/flex/vote over one prompt: origin's answer (said already when --no-paraphrase asked for one)
+    one = None if no_paraphrase else one_prompt_note(method, len(ans.prompts))
     notes = [*notes, *ans.notes, *([one] if one else []), f"attention: {ans.attention_note}"]
     if as_json:
         out = {"answer": ans.answer, "method": method, "prompts": ans.prompts, "per_prompt": ans.per_prompt,

@@ -304,14 +304,12 @@ def check_before_load(cfg: RunConfig, items: list[Item], examples: dict[str, tup
                       folders: dict[str, Path]) -> None:
     """Every check that can refuse the run without the model, run before it loads (tens of seconds).
 
-    The gate settings, --prompt-indices against N, --weights for the methods that need weights,
-    and each method folder that already holds a run: same settings and library versions
+    The gate settings, --prompt-indices against N (--weights was read and checked before, by
+    build.load_run_weights), and each method folder that already holds a run: same settings and library versions
     (run_store.check_resumable), not in use by another process, and stored answers that answer
     the items as loaded now (gold, question, demonstrations). ``examples``: {item id: its few-shot
     demonstrations}; ``folders``: {method: its run folder}.
     """
-    from selfensemble.methods.fusion import DYNAMIC_WEIGHTS
-    from selfensemble.methods.registry import get_method
     from selfensemble.store.run_store import check_resumable
 
     cfg.gate_config(generated=True), cfg.gate_config(generated=False)
@@ -319,8 +317,6 @@ def check_before_load(cfg: RunConfig, items: list[Item], examples: dict[str, tup
     if bad:
         raise ConfigError(f"--prompt-indices {bad} out of range: --num-paraphrases {cfg.num_paraphrases} "
                           f"gives prompts 0 to {cfg.num_paraphrases - 1}.")
-    if any(get_method(m).needs_weights for m in cfg.methods) and cfg.weights not in ("confidence", *DYNAMIC_WEIGHTS):
-        raise ConfigError(f"Unknown --weights {cfg.weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.")
     from selfensemble.pipeline.variants import is_plain
 
     # a variants run shows several demonstration sets per item, drawn with its prompts: compared at run_method
