@@ -1,4 +1,10 @@
-"""The package's import graph has no cycles, and the library never imports the CLI.
+"""The package's import graph has no cycles, its layers import one way, and the library never
+imports the CLI.
+
+The packages are the layers: each layer package's ``__init__`` docstring says what it may import
+(a ``May import:`` line), and every import of its modules must stay within that. Three rules hold
+whatever the docstrings say: analysis never reaches the engine or the pipeline (it reads run
+folders), the engine never reaches the pipeline, config and store reach neither.
 
 The graph is read from the source with ``ast``: every ``import`` / ``from … import`` counts, at
 module level or inside a function (a lazy import only postpones a cycle, it does not remove it).
@@ -9,6 +15,7 @@ as edges too. A cycle is printed module by module, so the failure says what to u
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -110,3 +117,61 @@ def test_the_cycle_finder_sees_cycles(tmp_path, source, expected):
         (tmp_path / f"{name}.py").write_text(text)
         mods[name] = tmp_path / f"{name}.py"
     assert find_cycle(import_graph(mods)) == expected
+
+
+LAYERS = ("config", "data", "methods", "store", "analysis", "engine", "pipeline")
+NEVER = {"analysis": {"engine", "pipeline"}, "engine": {"pipeline"}, "config": {"engine", "pipeline"},
+         "store": {"engine", "pipeline"}}
+ENTRY_POINTS = {"cli", "serve", "integrations", "bench", "__main__"}
+
+
+def layer_of(module: str) -> str | None:
+    """selfensemble.engine.attention.masks → "engine"; the package itself → None."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == ROOT else None
+
+
+def allowed_layers(layer: str) -> set[str]:
+    """What ``layer``'s package docstring allows (its ``May import:`` line), itself included."""
+    doc = ast.get_docstring(ast.parse((SRC / ROOT / layer / "__init__.py").read_text())) or ""
+    m = re.search(r"^May import: ([\w, ]+)", doc, re.M)
+    assert m, f"src/{ROOT}/{layer}/__init__.py: its docstring has no 'May import:' line"
+    return {x.strip() for x in m.group(1).split(",")} | {layer}
+
+
+def layer_violations(graph: dict[str, set[str]], layer: str, ok: set[str]) -> list[str]:
+    return sorted(f"{m} imports {d}" for m, deps in graph.items() if layer_of(m) == layer
+                  for d in deps if layer_of(d) is not None and layer_of(d) not in ok)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_layer_imports_only_what_its_docstring_allows(layer):
+    ok = allowed_layers(layer)
+    assert not ok & (NEVER.get(layer, set()) | ENTRY_POINTS), f"{layer}'s docstring allows {ok}"
+    bad = layer_violations(import_graph(_modules()), layer, ok)
+    assert not bad, "\n".join(bad)
+
+
+def test_the_layer_check_sees_a_lazy_import_across_layers(tmp_path):
+    """The control: a function-level import from analysis into the engine is a violation."""
+    pkg = tmp_path / ROOT
+    for sub in ("analysis", "engine"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "engine" / "models.py").write_text("")
+    (pkg / "analysis" / "report.py").write_text("def f():\n    from ..engine import models\n")
+    mods = {_name(p, tmp_path): p for p in sorted(pkg.rglob("*.py"))}
+    assert layer_violations(import_graph(mods), "analysis", {"analysis"}) == [
+        f"{ROOT}.analysis.report imports {ROOT}.engine", f"{ROOT}.analysis.report imports {ROOT}.engine.models"]
+
+
+def _name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_the_top_level_stays_small():
+    """The façade, errors and little else: at most 8 modules beside the layer packages."""
+    modules = sorted(p.name for p in (SRC / ROOT).glob("*.py"))
+    assert len(modules) <= 8, modules

@@ -1,5 +1,5 @@
 """Every configuration dataclass and the measured defaults: engine (EngineConfig), load (LoadSpec),
 gate (GateConfig, GateSettings), run (RunConfig), demos, variants, defaults. Plain data, no torch.
 
-May import: errors (tests/test_layers.py checks every import, lazy ones included).
+May import: errors (tests/test_import_graph.py checks every import, lazy ones included).
 """

@@ -3,7 +3,7 @@
 `load_dataset(name, path, ...)` is the one entry point the CLI and library use; `DATASETS` lists
 the names it accepts. Loaders live in small modules and are imported only when asked for.
 
-May import: config, errors, fileio, scoring (tests/test_layers.py checks every import, lazy ones included).
+May import: config, errors, fileio, scoring (tests/test_import_graph.py checks every import, lazy ones included).
 """
 
 from __future__ import annotations
