@@ -254,10 +254,14 @@ def _ident(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
 
 
-def name_collections(source: str, names: set[str]) -> set[str]:
-    """Module-level names bound to a hand-written collection of method names (WEIGHTED = {"weighted_avg", ...})."""
+def name_collections(source: str, names: set[str], in_functions: bool = False) -> set[str]:
+    """Names bound at module level (or, ``in_functions``, inside a function) to a hand-written
+    collection of method names (WEIGHTED = {"weighted_avg", ...}). A class's fields are not: their
+    defaults are a user's choice."""
+    tree = ast.parse(source)
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
     found = set()
-    for node in ast.parse(source).body:
+    for node in [n for f in functions for n in ast.walk(f)] if in_functions else tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
         if targets and getattr(node, "value", None) is not None and _literals(node.value) & names:
             found |= {t.id for t in targets if isinstance(t, ast.Name)}
@@ -265,14 +269,16 @@ def name_collections(source: str, names: set[str]) -> set[str]:
 
 
 def _is_lookup(node: ast.AST, names: set[str], collections: set[str]) -> bool:
-    """x.startswith("flex"), TABLE.get(method), TABLE[method] (TABLE in ``collections``)."""
+    """x.startswith("flex"), TABLE.get(method), TABLE[method] (TABLE in ``collections``; a constant key,
+    record["per_prompt"], reads a field and is not a lookup by method name)."""
     if isinstance(node, ast.Subscript):
-        return _ident(node.value) in collections
+        return _ident(node.value) in collections and not isinstance(node.slice, ast.Constant)
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
         return False
     if node.func.attr in ("startswith", "endswith"):
         return any(_literals(a) & names for a in node.args)
-    return node.func.attr == "get" and _ident(node.func.value) in collections
+    return (node.func.attr == "get" and _ident(node.func.value) in collections and bool(node.args)
+            and not isinstance(node.args[0], ast.Constant))
 
 
 def name_branches(source: str, names: set[str], collections: set[str] = frozenset()) -> list[str]:
@@ -299,16 +305,20 @@ def test_the_scan_finds_name_branches():
             'if name.startswith("flex"): pass\nif self.attention == "flex": pass\nif method in WEIGHTED: pass\n'
             'if method not in fusion.WEIGHTED: pass\nx = TABLE[method]\nx = TABLE.get(method)\n'
             'if method in METHODS: pass\nif get_method(method).needs_weights: pass\n'
-            'if self.attention == KERNEL_FLEX: pass\n')
-    collections = name_collections(code, set(METHODS))
-    assert collections == {"WEIGHTED", "TABLE"}
+            'if self.attention == KERNEL_FLEX: pass\n'
+            'def f(method):\n    LOCAL = ("avg", "max")\n    return method in LOCAL\n'
+            'class Config:\n    methods: tuple = ("origin", "flex")\nif m in config.methods: pass\n'
+            'x = TABLE["avg"]\n')
+    collections = name_collections(code, set(METHODS)) | name_collections(code, set(METHODS), in_functions=True)
+    assert collections == {"WEIGHTED", "TABLE", "LOCAL"}  # a class field's default is not a branch table
     assert [f.split(":")[0] for f in name_branches(code, set(METHODS), collections)] == [
-        "3", "4", "5", "6", "7", "8", "9", "10", "11"]
+        "3", "4", "5", "6", "7", "8", "9", "10", "11", "17"]
 
 
 def test_no_method_name_branches_outside_the_registry():
     sources = {p: p.read_text() for p in sorted(SRC.rglob("*.py")) if p != Path(method_registry.__file__).resolve()}
     names = set(METHODS)
-    collections = set().union(*(name_collections(s, names) for s in sources.values()))
-    found = [f"{p.relative_to(SRC)}:{hit}" for p, s in sources.items() for hit in name_branches(s, names, collections)]
+    shared = set().union(*(name_collections(s, names) for s in sources.values()))  # importable: any module's
+    found = [f"{p.relative_to(SRC)}:{hit}" for p, s in sources.items()
+             for hit in name_branches(s, names, shared | name_collections(s, names, in_functions=True))]
     assert not found, "branch on the Method's attributes (method_registry), not its name:\n" + "\n".join(found)
