@@ -111,7 +111,7 @@ class Method:
     """
 
     name: str
-    rows: Rows
+    rows: Rows | str  # a string is converted to its Rows value on construction
     fusion: str = ""
     fuse: Callable | None = None
     batched: bool = False
