@@ -254,12 +254,14 @@ class MethodRegistry(Mapping[str, Method]):
         return len(self._methods)
 
     def add(self, method: Method, replace: bool = False) -> Method:
+        """Register ``method`` under its name (register_method checks its type first)."""
         if method.name in self._methods and not replace:
             raise ValueError(f"Method {method.name!r} is already registered (pass replace=True to replace it)")
         self._methods[method.name] = method
         return method
 
     def remove(self, name: str) -> Method:
+        """Drop a registered method; a plugin's stays dropped until :meth:`rescan`."""
         return self._methods.pop(name)
 
     def plugin_error(self, name: str) -> str | None:
@@ -267,6 +269,7 @@ class MethodRegistry(Mapping[str, Method]):
         return self._broken.get(name)
 
     def rescan(self) -> None:
+        """Forget the entry points read so far: the next lookup or listing reads them again."""
         with self._lock:
             self._entry_points, self._tried, self._broken, self._warned = None, set(), {}, set()
 
