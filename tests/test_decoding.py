@@ -16,7 +16,7 @@ from selfensemble.engine.queries import Query
 from selfensemble.engine.reference import reference_generate
 from selfensemble.engine.rows import plan_rows
 from selfensemble.engine.stopping import stop_text
-from selfensemble.methods import fusion, group_fusion
+from selfensemble.methods import group_fusion
 from selfensemble.methods.registry import get_method
 
 PROMPTS = ["What is the capital of France?", "Which city is France's capital?", "Name the capital of France."]
@@ -38,7 +38,7 @@ CONFIGS = [
 def reference_tokens(lm, fmt, method, layout, positions) -> list[int]:
     parts = build_parts(lm.tokenizer, fmt, PROMPTS)
     cfg = EngineConfig(attention="sdpa", layout=layout, positions=positions, **NO_KNOBS)
-    w = torch.tensor(WEIGHTS) if method in fusion.WEIGHTED else None
+    w = torch.tensor(WEIGHTS) if get_method(method).needs_weights else None
     plan = plan_rows(method, parts, w, cfg, cached_prefix=False)
     assert len(plan.groups) == 1
     return reference_generate(lm.model, plan.rows, get_method(method).fusion_fn(), STEPS, lm.eos_token_ids, weights=w)

@@ -20,6 +20,7 @@ from selfensemble.engine.packing import PackedBatch, pack_row
 from selfensemble.engine.prompts import build_parts
 from selfensemble.engine.reference import hf_greedy, reference_generate
 from selfensemble.methods import fusion
+from selfensemble.methods.registry import get_method
 
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "qwen2-swa", "gemma", "gemma2", "gemma3", "phi3", "olmo2")
 WINDOWED = ("mistral", "qwen2-swa", "gemma2", "gemma3")
@@ -120,7 +121,7 @@ def test_kv_cached_engine_equals_no_cache_reference(random_lm, fewshot_fmt, arch
     if method == "flex":
         rows, fuse = [pack_row(parts.prefix, parts.segments, parts.cue, 0, cfg.positions)], fusion.identity
     else:
-        rows, fuse = [pack_row(parts.prefix, [s], parts.cue) for s in parts.segments], fusion.FUSIONS["avg"]
+        rows, fuse = [pack_row(parts.prefix, [s], parts.cue) for s in parts.segments], get_method("avg").fusion_fn()
     want = reference_generate(lm.model, rows, fuse, NEW, lm.eos_token_ids, fusion=cfg.attention_fusion)
     assert len(want) >= 4
     for attention in ("sdpa", "flex"):

@@ -9,13 +9,24 @@ import torch
 
 from selfensemble.methods import fusion
 from selfensemble.methods.fusion import (
-    FUSIONS,
     avg,
     identity,
     max_,
     weighted_avg,
     weighted_max,
 )
+from selfensemble.methods.registry import get_method, logit_fusion_methods
+
+RULES = logit_fusion_methods()  # the registered methods that fuse logits: avg, max, weighted_avg, weighted_max
+
+
+def rule(name: str):
+    """The per-group rule the registered method ``name`` fuses by."""
+    return get_method(name).fusion_fn()
+
+
+def weighted(name: str) -> bool:
+    return get_method(name).needs_weights
 
 # The docstring example: probabilities [[.9, .1], [.2, .8]] given as logits (log-probs are logits).
 PROBS = torch.tensor([[0.9, 0.1], [0.2, 0.8]], dtype=torch.float64)
@@ -50,8 +61,8 @@ def test_weighted_max_exact():
 def test_rules_take_logits_not_probabilities():
     # Shifting a row's logits by a constant does not change its distribution.
     shifted = LOGITS + torch.tensor([[5.0], [-3.0]])
-    for name, fn in FUSIONS.items():
-        w = torch.tensor([1.0, 3.0]) if name in fusion.WEIGHTED else None
+    for name in RULES:
+        fn, w = rule(name), torch.tensor([1.0, 3.0]) if weighted(name) else None
         assert torch.allclose(fn(shifted, w), fn(LOGITS, w), atol=1e-6), name
 
 
@@ -65,21 +76,21 @@ def test_three_prompts_three_tokens_exact():
     assert probs(weighted_avg(logits, w)) == pytest.approx(((w[:, None].double() / 4) * p).sum(0).tolist(), abs=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(FUSIONS))
+@pytest.mark.parametrize("name", RULES)
 def test_output_is_normalised_log_probs(name):
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 3
-    w = torch.tensor([1.0, 2.0, 0.5, 0.0]) if name in fusion.WEIGHTED else None
-    out = FUSIONS[name](logits, w)
+    w = torch.tensor([1.0, 2.0, 0.5, 0.0]) if weighted(name) else None
+    out = rule(name)(logits, w)
     assert out.shape == (50,)
     assert torch.logsumexp(out, 0).item() == pytest.approx(0.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(FUSIONS))
+@pytest.mark.parametrize("name", RULES)
 def test_inputs_not_modified(name):
     logits = torch.randn(3, 10, generator=torch.Generator().manual_seed(1))
     w = torch.tensor([1.0, 2.0, 3.0])
     before_l, before_w = logits.clone(), w.clone()
-    FUSIONS[name](logits, w if name in fusion.WEIGHTED else None)
+    rule(name)(logits, w if weighted(name) else None)
     assert torch.equal(logits, before_l) and torch.equal(w, before_w)
 
 
@@ -100,10 +111,10 @@ def test_zero_weight_prompt_is_ignored():
     assert torch.allclose(weighted_avg(LOGITS, torch.tensor([1.0, 0.0])), identity(LOGITS[:1]), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(FUSIONS) + ["identity"])
+@pytest.mark.parametrize("name", [*RULES, "origin"])  # origin: fusion.identity
 @pytest.mark.parametrize("bad", [torch.zeros(5), torch.zeros(0, 5), torch.zeros(2, 3, 4)])
 def test_bad_logit_shapes(name, bad):
-    fn = FUSIONS.get(name, identity)
+    fn = rule(name)
     w = torch.ones(bad.shape[0]) if bad.dim() >= 1 and bad.shape[0] else None
     with pytest.raises(ValueError, match="shape"):
         fn(bad, w)
@@ -229,7 +240,7 @@ def test_dynamic_weights_in_the_decode_loop_equal_the_no_cache_reference(random_
     prompts = ["What is the capital of France?", "Which city is France's capital?", "Name the capital of France."]
     parts = build_parts(lm.tokenizer, fewshot_fmt, prompts)
     plan = plan_rows(method, parts, None, EngineConfig(attention="sdpa"), cached_prefix=False)
-    want = reference_generate(lm.model, plan.rows, FUSIONS[method], 6, lm.eos_token_ids, weights=rule)
+    want = reference_generate(lm.model, plan.rows, get_method(method).fusion_fn(), 6, lm.eos_token_ids, weights=rule)
     engine = Engine(lm, EngineConfig(attention="sdpa"))
     got = engine.answer(prompts, method, GenerationConfig(max_new_tokens=6, stop_at_newline=False), fewshot_fmt,
                         weights=rule)

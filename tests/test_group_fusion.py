@@ -16,12 +16,27 @@ from selfensemble.engine.prompts import build_parts
 from selfensemble.engine.reference import reference_generate
 from selfensemble.engine.rows import plan_rows
 from selfensemble.methods import fusion, group_fusion
-from selfensemble.methods.group_fusion import GROUP_FUSIONS, Groups
-from selfensemble.methods.registry import Method, register_method, unregister_method
+from selfensemble.methods.group_fusion import Groups
+from selfensemble.methods.registry import (
+    Method,
+    get_method,
+    logit_fusion_methods,
+    register_method,
+    unregister_method,
+)
 
 # uneven groups whose rows interleave (the rules must not assume contiguous rows)
 ROWS = [[0, 4, 7], [1], [2, 3], [5, 6, 8, 9, 10]]
 PROMPTS = ["What is the capital of France?", "Which city is France's capital?", "Name the capital of France."]
+RULES = logit_fusion_methods()  # avg, max, weighted_avg, weighted_max: each has a per-group rule and its batched twin
+
+
+def batched(name: str):
+    return get_method(name).group_fusion_fn()
+
+
+def weighted(name: str) -> bool:
+    return get_method(name).needs_weights
 
 
 def random_logits(rows: int = 11, vocab: int = 300, seed: int = 0) -> torch.Tensor:
@@ -35,17 +50,17 @@ def weights_for(kind: str) -> list:
             "agreement": ["agreement"] * len(ROWS), "mixed": ["agreement", numbers[1], "entropy", numbers[3]]}[kind]
 
 
-@pytest.mark.parametrize("name", sorted(GROUP_FUSIONS))
+@pytest.mark.parametrize("name", RULES)
 @pytest.mark.parametrize("kind", ["none", "numbers", "entropy", "agreement", "mixed"])
 def test_batched_equals_per_group(name, kind):
-    if name in fusion.WEIGHTED and kind == "none":
+    if weighted(name) and kind == "none":
         pytest.skip("weighted rules need weights")
     logits = random_logits()
     groups = Groups.build(ROWS, weights_for(kind))
-    batched = GROUP_FUSIONS[name](logits, groups)
-    per_group = torch.stack([fusion.FUSIONS[name](logits[r], w) for r, w in zip(ROWS, weights_for(kind), strict=True)])
-    assert batched.shape == (len(ROWS), logits.shape[1])
-    torch.testing.assert_close(batched, per_group, atol=2e-6, rtol=0)
+    together = batched(name)(logits, groups)
+    per_group = torch.stack([get_method(name).fusion_fn()(logits[r], w) for r, w in zip(ROWS, weights_for(kind), strict=True)])
+    assert together.shape == (len(ROWS), logits.shape[1])
+    torch.testing.assert_close(together, per_group, atol=2e-6, rtol=0)
 
 
 def test_docstring_example_by_hand():
@@ -72,8 +87,8 @@ def test_keep_renumbers_rows_and_keeps_weights():
     live = sorted(ROWS[0] + ROWS[3])
     assert kept.rows == ((0, 1, 4), (2, 3, 5, 6, 7))  # live rows 0 4 5 6 7 8 9 10 → 0..7
     for name in ("weighted_avg", "weighted_max"):
-        full = GROUP_FUSIONS[name](logits, groups)
-        torch.testing.assert_close(GROUP_FUSIONS[name](logits[live], kept), full[[0, 3]], atol=1e-6, rtol=0)
+        full = batched(name)(logits, groups)
+        torch.testing.assert_close(batched(name)(logits[live], kept), full[[0, 3]], atol=1e-6, rtol=0)
 
 
 def test_bad_groups_and_weights():
@@ -99,23 +114,23 @@ class CountOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("name", sorted(GROUP_FUSIONS))
+@pytest.mark.parametrize("name", RULES)
 def test_kernel_count_does_not_grow_with_the_groups(name):
     counts = []
     for n_groups in (1, 8):
         rows = [[3 * g, 3 * g + 1, 3 * g + 2] for g in range(n_groups)]
-        groups = Groups.build(rows, ["entropy"] * n_groups if name in fusion.WEIGHTED else None)
+        groups = Groups.build(rows, ["entropy"] * n_groups if weighted(name) else None)
         logits = random_logits(3 * n_groups)
         with CountOps() as counted:
-            GROUP_FUSIONS[name](logits, groups)
+            batched(name)(logits, groups)
         counts.append(counted.ops)
     assert counts[0] == counts[1], counts
-    per_group = group_fusion.per_group(fusion.FUSIONS[name])  # control: the fallback does grow
+    per_group = group_fusion.per_group(get_method(name).fusion_fn())  # control: the fallback does grow
     with CountOps() as one:
-        per_group(random_logits(3), Groups.build([[0, 1, 2]], ["entropy"] if name in fusion.WEIGHTED else None))
+        per_group(random_logits(3), Groups.build([[0, 1, 2]], ["entropy"] if weighted(name) else None))
     with CountOps() as eight:
         per_group(random_logits(24), Groups.build([[3 * g, 3 * g + 1, 3 * g + 2] for g in range(8)],
-                                                  ["entropy"] * 8 if name in fusion.WEIGHTED else None))
+                                                  ["entropy"] * 8 if weighted(name) else None))
     assert eight.ops > one.ops
 
 
@@ -166,7 +181,7 @@ def test_custom_rule_runs_in_the_engine(random_lm, fewshot_fmt, batched):
     """A registered custom rule decodes what the no-cache reference decodes with the same rule,
     alone and with other questions in its batch; a per-group rule runs through the fallback."""
     lm = random_lm("llama")
-    method = Method("minfuse", rows="each", fusion="min", fuse=min_rule_batched if batched else min_rule,
+    method = Method("minfuse", rows="each", fuse=min_rule_batched if batched else min_rule,
                     batched=batched)
     register_method(method)
     try:

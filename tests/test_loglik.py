@@ -15,7 +15,7 @@ from selfensemble.engine.packing import CUE, pack_row
 from selfensemble.engine.prompts import PromptParts, build_parts
 from selfensemble.engine.reference import _dense_row_mask, _fusion_terms
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.methods import fusion
+from selfensemble.methods.registry import get_method
 
 QUESTIONS = [
     ["What is the capital of France?", "Which city is the capital of France?", "Name the French capital."],
@@ -83,7 +83,7 @@ def test_scores_match_from_scratch_reference(lm, fewshot_fmt, method, reuse_pref
 def test_greedy_generation_scores_as_greedy_with_its_own_logprob(lm, fewshot_fmt, method):
     engine = Engine(lm, EngineConfig(attention="sdpa", batch_size=4))
     parts = [build_parts(lm.tokenizer, fewshot_fmt, q) for q in QUESTIONS]
-    weights = [torch.tensor([1.0, 2.0, 0.5])] * 3 if method in fusion.WEIGHTED else None
+    weights = [torch.tensor([1.0, 2.0, 0.5])] * 3 if get_method(method).needs_weights else None
     answers = engine.answer_parts(parts, method, GenerationConfig(max_new_tokens=5, stop_at_newline=False), weights)
     conts = [a.tokens for a in answers]
     scored = score_continuations(engine, parts, conts, method, weights)

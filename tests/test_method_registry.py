@@ -20,15 +20,19 @@ from selfensemble.engine.prompts import build_parts
 from selfensemble.engine.reference import reference_generate
 from selfensemble.engine.rows import plan_rows
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.methods import fusion
+from selfensemble.methods import fusion, group_fusion
 from selfensemble.methods import registry as method_registry
 from selfensemble.methods.registry import (
     METHODS,
     Method,
+    Rows,
     check_method,
     get_method,
+    logit_fusion_methods,
+    one_row_methods,
     register_method,
     unregister_method,
+    weighted_methods,
 )
 from selfensemble.scoring import majority_vote
 from selfensemble.store.records import prompts_seen
@@ -55,7 +59,6 @@ def test_registry_holds_the_methods_in_their_order():
     assert "flex" in METHODS and "nope" not in METHODS
     with pytest.raises(SelfEnsembleError, match="Unknown method 'flx'.*Did you mean 'flex'"):
         check_method("flx")
-    assert method_registry.methods_where(one_row=True) == ("origin", "select", "flex")
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -181,52 +184,141 @@ def test_a_registered_selection_picks_the_reported_answer(engine, fewshot_fmt):
 
 def test_registration_is_checked(toy_min):
     with pytest.raises(ValueError, match="already registered"):
-        register_method(Method("toy_min", rows="each", fusion="avg"))
-    with pytest.raises(ValueError, match="not built in; give its fuse function"):
-        register_method(Method("toy_median", rows="each", fusion="median"))
+        register_method(Method("toy_min", rows="each", fuse=_min_fusion))
+    with pytest.raises(ValueError, match=r"needs a fusion rule over the rows \(fuse=...\)"):
+        Method("toy_median", rows="each", fusion="median")  # a label is not a rule
+    with pytest.raises(ValueError, match="any other plan has none"):
+        Method("bad", rows="packed", fuse=_min_fusion)
+    with pytest.raises(ValueError, match="fuse must be a function"):
+        Method("bad", rows="each", fuse="avg")
     with pytest.raises(ValueError, match="per-prompt answers need rows 'each'"):
-        Method("bad", rows="packed", fusion="attention", per_prompt=True, scores_continuations=False)
+        Method("bad", rows="packed", per_prompt=True, scores_continuations=False)
     with pytest.raises(ValueError, match="needs a fusion rule"):
         Method("bad", rows="each")
     with pytest.raises(ValueError, match="rows must be one of"):
         Method("bad", rows="diagonal")
-    assert get_method("avg").fusion_fn() is fusion.avg and get_method("flex").fusion_fn() is fusion.identity
+    with pytest.raises(TypeError, match="takes a Method"):
+        register_method("avg")
+
+
+def test_a_method_holds_its_rule_and_row_plan():
+    """rows is a Rows plan (its string accepted); the built-in rules resolve to fusion.py's functions
+    and their batched twins; a method without a rule fuses nothing (identity); labels are display only."""
+    assert Method("x", rows="each", fuse=_min_fusion).rows is Rows.EACH and Rows.EACH == "each"
+    for name, one, together in (("avg", fusion.avg, group_fusion.avg_groups), ("max", fusion.max_, group_fusion.max_groups),
+                                ("weighted_avg", fusion.weighted_avg, group_fusion.weighted_avg_groups),
+                                ("weighted_max", fusion.weighted_max, group_fusion.weighted_max_groups)):
+        spec = get_method(name)
+        assert spec.fusion_fn() is one and spec.group_fusion_fn() is together and spec.fusion == name
+        assert torch.equal(spec.fuse(LOGITS, WEIGHTS), one(LOGITS, WEIGHTS))  # the rule object is the rule
+    for name in ("origin", "per_prompt", "vote", "select", "flex"):
+        spec = get_method(name)
+        assert spec.fuse is None and spec.fusion == ""
+        assert spec.fusion_fn() is fusion.identity and spec.group_fusion_fn() is group_fusion.identity_groups
+    assert get_method("flex").combines_prompts and not get_method("origin").combines_prompts
+
+
+LOGITS, WEIGHTS = torch.tensor([[0.0, 1.0, 2.0], [2.0, 0.5, 0.0]]), torch.tensor([1.0, 3.0])
+
+
+def test_derived_sets_are_queries_on_the_registry(toy_min):
+    """Weighted, one-row and logit-fusion methods are read off the registered methods, so a method
+    registered later is in them (a hand-kept list of names would miss it)."""
+    assert weighted_methods() == ("weighted_avg", "weighted_max", "select")
+    assert one_row_methods() == ("origin", "select", "flex")
+    assert logit_fusion_methods() == ("avg", "max", "weighted_avg", "weighted_max", "toy_min")
+    register_method(Method("toy_weighted", rows="each", fuse=_min_fusion, needs_weights=True))
+    register_method(Method("toy_alone", rows="alone"))
+    try:
+        assert weighted_methods()[-1] == "toy_weighted" and one_row_methods()[-1] == "toy_alone"
+    finally:
+        unregister_method("toy_weighted")
+        unregister_method("toy_alone")
 
 
 # -- no method-name branches outside the registry ----------------------------------------------
-_ATTENTION_OPERAND = ("attention", "requested")  # "flex" is also an attention implementation's name
+# A kernel name is not a method name: code compares attention kernels with config.engine's KERNEL_*
+# constants, so a literal "flex" in a comparison is always a method name.
 
 
 def _literals(node: ast.AST) -> set[str]:
-    elts = node.elts if isinstance(node, ast.Tuple | ast.List | ast.Set) else [node]
+    """The string constants a collection literal (tuple, list, set, dict keys, set(...)) or a constant holds."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
+        return _literals(node.args[0])  # frozenset({...}), tuple([...])
+    elts = (node.keys if isinstance(node, ast.Dict) else node.elts if isinstance(node, ast.Tuple | ast.List | ast.Set)
+            else [node])
     return {e.value for e in elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
 
 
-def name_branches(source: str, names: set[str]) -> list[str]:
-    """Comparisons against method-name literals (== "flex", in ("avg", "max"), .startswith("flex"))."""
+def _ident(node: ast.AST) -> str | None:
+    return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+
+
+def name_collections(source: str, names: set[str], in_functions: bool = False) -> set[str]:
+    """Names bound at module level (or, ``in_functions``, inside a function) to a hand-written
+    collection of method names (WEIGHTED = {"weighted_avg", ...}). A class's fields are not: their
+    defaults are a user's choice."""
+    tree = ast.parse(source)
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    found = set()
+    for node in [n for f in functions for n in ast.walk(f)] if in_functions else tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if targets and getattr(node, "value", None) is not None and _literals(node.value) & names:
+            found |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return found
+
+
+def _is_lookup(node: ast.AST, names: set[str], collections: set[str]) -> bool:
+    """x.startswith("flex"), TABLE.get(method), TABLE[method] (TABLE in ``collections``; a constant key,
+    record["per_prompt"], reads a field and is not a lookup by method name)."""
+    if isinstance(node, ast.Subscript):
+        return _ident(node.value) in collections and not isinstance(node.slice, ast.Constant)
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return False
+    if node.func.attr in ("startswith", "endswith"):
+        return any(_literals(a) & names for a in node.args)
+    return (node.func.attr == "get" and _ident(node.func.value) in collections and bool(node.args)
+            and not isinstance(node.args[0], ast.Constant))
+
+
+def name_branches(source: str, names: set[str], collections: set[str] = frozenset()) -> list[str]:
+    """Comparisons against method-name literals (== "flex", in ("avg", "max"), .startswith("flex")) and
+    membership tests or lookups in a hand-written collection of method names (method in WEIGHTED,
+    TABLE[method], TABLE.get(method)), ``collections`` naming those collections."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Compare):
             ops = [node.left, *node.comparators]
-            named = [o for o in ops if _literals(o) & names]
-            rest = " ".join(ast.unparse(o) for o in ops if o not in named)
-            if named and not any(word in rest for word in _ATTENTION_OPERAND):
+            member = [o for op, o in zip(node.ops, node.comparators, strict=True)
+                      if isinstance(op, ast.In | ast.NotIn) and _ident(o) in collections]
+            if any(_literals(o) & names for o in ops) or member:
                 found.append(f"{node.lineno}: {ast.unparse(node)}")
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-              and node.func.attr in ("startswith", "endswith") and any(_literals(a) & names for a in node.args)):
+        elif _is_lookup(node, names, collections):
             found.append(f"{node.lineno}: {ast.unparse(node)}")
     return found
 
 
 def test_the_scan_finds_name_branches():
-    """Control: each form the scan is meant to catch is caught; attention comparisons are not."""
-    code = ('if method == "flex": pass\nif m in ("avg", "max"): pass\nif "vote" != x: pass\n'
-            'if name.startswith("flex"): pass\nif self.attention == "flex": pass\nif method in METHODS: pass\n')
-    assert [f.split(":")[0] for f in name_branches(code, set(METHODS))] == ["1", "2", "3", "4"]
+    """Control: each form the scan is meant to catch is caught, and a registry query is not."""
+    code = ('WEIGHTED = {"weighted_avg", "weighted_max"}\nTABLE = {"avg": 1, "origin": 2}\n'
+            'if method == "flex": pass\nif m in ("avg", "max"): pass\nif "vote" != x: pass\n'
+            'if name.startswith("flex"): pass\nif self.attention == "flex": pass\nif method in WEIGHTED: pass\n'
+            'if method not in fusion.WEIGHTED: pass\nx = TABLE[method]\nx = TABLE.get(method)\n'
+            'if method in METHODS: pass\nif get_method(method).needs_weights: pass\n'
+            'if self.attention == KERNEL_FLEX: pass\n'
+            'def f(method):\n    LOCAL = ("avg", "max")\n    return method in LOCAL\n'
+            'class Config:\n    methods: tuple = ("origin", "flex")\nif m in config.methods: pass\n'
+            'x = TABLE["avg"]\n')
+    collections = name_collections(code, set(METHODS)) | name_collections(code, set(METHODS), in_functions=True)
+    assert collections == {"WEIGHTED", "TABLE", "LOCAL"}  # a class field's default is not a branch table
+    assert [f.split(":")[0] for f in name_branches(code, set(METHODS), collections)] == [
+        "3", "4", "5", "6", "7", "8", "9", "10", "11", "17"]
 
 
 def test_no_method_name_branches_outside_the_registry():
-    found = [f"{p.relative_to(SRC)}:{hit}" for p in sorted(SRC.rglob("*.py"))
-             if p != Path(method_registry.__file__).resolve()
-             for hit in name_branches(p.read_text(), set(METHODS))]
+    sources = {p: p.read_text() for p in sorted(SRC.rglob("*.py")) if p != Path(method_registry.__file__).resolve()}
+    names = set(METHODS)
+    shared = set().union(*(name_collections(s, names) for s in sources.values()))  # importable: any module's
+    found = [f"{p.relative_to(SRC)}:{hit}" for p, s in sources.items()
+             for hit in name_branches(s, names, shared | name_collections(s, names, in_functions=True))]
     assert not found, "branch on the Method's attributes (method_registry), not its name:\n" + "\n".join(found)

@@ -14,8 +14,7 @@ from selfensemble.engine.prompts import PromptFormat, build_parts
 from selfensemble.engine.queries import Query
 from selfensemble.engine.reference import row_logits
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.methods import fusion
-from selfensemble.methods.registry import METHODS, check_method
+from selfensemble.methods.registry import METHODS, check_method, weighted_methods
 
 GEN = GenerationConfig(max_new_tokens=6, stop_at_newline=False)
 ONE = ["What is the capital of France?"]
@@ -254,7 +253,7 @@ def test_prompt_longer_than_context(random_lm, fewshot_fmt, monkeypatch, layout,
     assert got.prefill_tokens + 2 <= 64 and got.tokens == want.tokens and got.generation == want.generation
 
 
-@pytest.mark.parametrize("method", sorted(fusion.WEIGHTED))
+@pytest.mark.parametrize("method", weighted_methods())
 def test_weights_missing_or_wrong(engine, method):
     prompts = ONE + ["Which city is the capital of France?"]
     with pytest.raises(SelfEnsembleError, match=f"Method {method} needs one weight per prompt"):

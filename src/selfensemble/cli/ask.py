@@ -184,15 +184,21 @@ def _check_weights(weights: str | None, method: str, n_prompts: int | None,
                    ) -> list[float] | str | None:
     """--weights as the engine takes it, checked against the method and the prompt count (None: not
     known yet, for the reason ``unknown``)."""
-    from selfensemble.methods.fusion import DYNAMIC_WEIGHTS, WEIGHTED, normalise_weights
+    from selfensemble.methods.fusion import DYNAMIC_WEIGHTS, normalise_weights
+    from selfensemble.methods.registry import Rows, get_method
 
+    spec = get_method(method)
     if weights is not None and weights.strip() in DYNAMIC_WEIGHTS:
+        if spec.rows is Rows.CHOSEN:
+            raise SelfEnsembleError(f"Method {method} answers through the prompt with the largest weight: give "
+                                    f"one number per prompt with --weights, not the rule {weights.strip()!r}.")
         return weights.strip()
     w = parse_list(weights, f"--weights ({' | '.join(DYNAMIC_WEIGHTS)} or numbers)", float)
-    if method in WEIGHTED and w is None:
-        raise SelfEnsembleError(f"Method {method} needs one weight per prompt (e.g. --weights 1,0.5,...) "
-                                f"or a per-step rule ({', '.join(DYNAMIC_WEIGHTS)}).")
-    if w is None or method not in WEIGHTED:
+    if spec.needs_weights and w is None:
+        raise SelfEnsembleError(f"Method {method} needs one weight per prompt (e.g. --weights 1,0.5,...)"
+                                + ("." if spec.rows is Rows.CHOSEN
+                                   else f" or a per-step rule ({', '.join(DYNAMIC_WEIGHTS)})."))
+    if w is None or not spec.needs_weights:
         return w  # other methods ignore weights (the engine says nothing either)
     if n_prompts is None:
         raise SelfEnsembleError(f"Numeric --weights need the prompts given with -p ({unknown}); "

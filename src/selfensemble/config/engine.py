@@ -14,7 +14,11 @@ from selfensemble.engine.packing import POSITION_MODES
 from selfensemble.errors import SelfEnsembleError
 
 LAYOUTS = ("shared", "full")
-ATTENTION = ("auto", "flex", "sdpa")
+# Attention kernels (EngineConfig.attention, --attention). A kernel name is never a method name, though
+# both have a "flex": the method flex packs its prompts in one row (methods/registry.py); the kernel
+# flex is FlexAttention, one of the two kernels that can run any row. Code compares kernels with these.
+KERNEL_AUTO, KERNEL_FLEX, KERNEL_SDPA = "auto", "flex", "sdpa"
+ATTENTION = (KERNEL_AUTO, KERNEL_FLEX, KERNEL_SDPA)
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class EngineConfig:
     prefix_cache_mb: float = 256.0
 
     def __post_init__(self):
-        for name, value, allowed in (("attention", self.attention or "auto", ATTENTION), ("layout", self.layout, LAYOUTS),
+        for name, value, allowed in (("attention", self.attention or KERNEL_AUTO, ATTENTION), ("layout", self.layout, LAYOUTS),
                                      ("positions", self.positions, POSITION_MODES)):
             if value not in allowed:
                 raise SelfEnsembleError(f"Unknown {name} {value!r}; use one of {', '.join(allowed)}.")

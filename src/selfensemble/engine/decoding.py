@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from selfensemble.config.engine import KERNEL_FLEX, KERNEL_SDPA
 from selfensemble.engine.attention import masks
 from selfensemble.engine.attention.dispatch import WindowMasks, flex_errors
 from selfensemble.engine.cache import cache_capacity
@@ -110,7 +111,7 @@ def prefill(model, batch: PackedBatch, cache, attention: str,
     flex kernel takes them as a score_mod, SDPA as a dense bias (plus a multiplier when one is != 1).
     """
     score_mod = score_scale = None
-    if attention == "flex":
+    if attention == KERNEL_FLEX:
         if fusion_terms is not None:
             score_mod = masks.fusion_score_mod(batch.segment_ids, batch.prefix_len, *fusion_terms,
                                                batch.prefix_segments)
@@ -120,7 +121,7 @@ def prefill(model, batch: PackedBatch, cache, attention: str,
                 return masks.block_mask(batch) if window is None else masks.block_mask(batch, window=window)
 
         mask, windows = flex_mask(None), WindowMasks(flex_mask)
-    elif attention == "sdpa":
+    elif attention == KERNEL_SDPA:
         bias = None
         if fusion_terms is not None:
             mult, bias = masks.dense_fusion_terms(batch, *fusion_terms)

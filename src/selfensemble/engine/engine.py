@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import torch
 
-from selfensemble.config.engine import EngineConfig
+from selfensemble.config.engine import KERNEL_FLEX, KERNEL_SDPA, EngineConfig
 from selfensemble.engine.attention import dispatch as attn
 from selfensemble.engine.cache import PrefixCaches, new_cache
 from selfensemble.engine.decoding import (
@@ -110,15 +110,15 @@ class Engine:
         if requested is None and self.lm.device.type == "cpu":
             # torch 2.13's compiled CPU flex kernel fails to build (C++ codegen: cur_qSplitSize) for some
             # shapes once lengths vary; see tests/test_attention.py. The dense mask is the same mask.
-            return "sdpa", "sdpa-dense", "sdpa (dense mask; default on CPU, use --attention flex to try compiled flex)"
-        if requested == "sdpa":
-            return "sdpa", "sdpa-dense", "sdpa (dense mask, as requested)"
+            return KERNEL_SDPA, "sdpa-dense", "sdpa (dense mask; default on CPU, use --attention flex to try compiled flex)"
+        if requested == KERNEL_SDPA:
+            return KERNEL_SDPA, "sdpa-dense", "sdpa (dense mask, as requested)"
         ok, why = attn.flex_available(self.lm.device, (16, self._head_dim))
         if ok:
             if attn.COMPILE_FLEX:
-                return "flex", "flex-compiled", "flex (compiled FlexAttention)"
-            return "flex", "flex-eager", "flex (eager)"
-        if requested == "flex":
+                return KERNEL_FLEX, "flex-compiled", "flex (compiled FlexAttention)"
+            return KERNEL_FLEX, "flex-eager", "flex (eager)"
+        if requested == KERNEL_FLEX:
             raise SelfEnsembleError(f"FlexAttention cannot run here: {why}. Use --attention sdpa.")
         return self._fall_back(why)
 
@@ -129,7 +129,7 @@ class Engine:
                       stacklevel=3)
         if hasattr(self, "_prefix_caches"):
             self._prefix_caches.clear()
-        return "sdpa", "fallback-sdpa", note
+        return KERNEL_SDPA, "fallback-sdpa", note
 
     @property
     def compile_count(self) -> int:
@@ -307,11 +307,11 @@ class Engine:
         except SelfEnsembleError:
             raise
         except Exception as err:
-            if self.attention != "flex" or not attn.is_flex_failure(err):
+            if self.attention != KERNEL_FLEX or not attn.is_flex_failure(err):
                 raise  # out-of-memory, a bug in our code or the model's: surfaces as itself
             cause = attn.flex_failure_cause(err)
             why = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
-            if self.config.attention == "flex":
+            if self.config.attention == KERNEL_FLEX:
                 raise SelfEnsembleError(f"FlexAttention failed during a forward pass: {why}. "
                                         "Use --attention sdpa.") from err
             self.attention, self.attention_key, self.attention_note = self._fall_back(why)
@@ -332,7 +332,7 @@ class Engine:
         check_context(plans, new_tokens, self.lm.max_context, ", or layout 'shared'." if full else ".")
         rows, groups, group_weights, owner, fused_n = lay_out(method, parts, plans)
         terms = fusion_terms(self.config.attention_fusion, fused_n, self.lm.device)
-        multiple = self.config.pad_multiple if self.attention == "flex" else 1
+        multiple = self.config.pad_multiple if self.attention == KERNEL_FLEX else 1
         cached = len(prefix) * copies
         pseg = [k for k in range(1, copies + 1) for _ in prefix] if copies > 1 else None
         batch = PackedBatch.from_rows(rows, cached, self.pad_id, multiple, self.lm.device, pseg)

@@ -21,7 +21,7 @@ from selfensemble.engine.prompts import (
 )
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.methods import fusion
-from selfensemble.methods.registry import get_method
+from selfensemble.methods.registry import Rows, get_method
 
 
 @dataclass
@@ -111,7 +111,7 @@ def query_weights(method: str, query: Query, parts: PromptParts) -> fusion.Check
         raise SelfEnsembleError(f"Method {method} needs one weight per prompt (e.g. --weights 1,0.5,...) "
                                 f"or a per-step rule ({', '.join(fusion.DYNAMIC_WEIGHTS)}).")
     if isinstance(query.weights, str):
-        if get_method(method).rows == "chosen":
+        if get_method(method).rows is Rows.CHOSEN:
             raise SelfEnsembleError(f"Method {method} answers through the prompt with the largest weight: give one "
                                     f"number per prompt (a weights file from tune-weights), not the rule "
                                     f"{query.weights!r}.")

@@ -12,7 +12,7 @@ import torch
 
 from selfensemble.engine.packing import Row, pack_row
 from selfensemble.engine.prompts import PromptParts
-from selfensemble.methods.registry import Method, get_method, heaviest
+from selfensemble.methods.registry import Method, Rows, get_method, heaviest
 
 
 @dataclass
@@ -45,10 +45,10 @@ def plan_rows(method: str | Method, parts: PromptParts, weights: torch.Tensor | 
     spec = get_method(method)
     shared, start = ([], len(parts.prefix)) if cached_prefix else (parts.prefix, 0)
     n = len(parts.segments)
-    if spec.rows in ("alone", "chosen"):
-        k = 0 if spec.rows == "alone" else heaviest(_values(weights))
+    if spec.rows in (Rows.ALONE, Rows.CHOSEN):
+        k = 0 if spec.rows is Rows.ALONE else heaviest(_values(weights))
         return RowPlan([pack_row(shared, [parts.segments[k]], parts.cue, start)], [[0]], [None])
-    if spec.rows == "packed":
+    if spec.rows is Rows.PACKED:
         if cfg.layout == "full" and cached_prefix:  # one cached copy of the prefix per paraphrase
             row = pack_row([], parts.segments, parts.cue, start, cfg.positions)
         elif cfg.layout == "full":

@@ -159,11 +159,3 @@ def weighted_max(logits: torch.Tensor, weights: torch.Tensor | str | CheckedWeig
     logp = (torch.log_softmax(logits.float(), dim=-1) + w.clamp_min(1e-30).log()[:, None]).amax(dim=0)
     return logp - torch.logsumexp(logp, dim=0)
 
-
-FUSIONS: dict[str, FusionFn] = {
-    "avg": avg,
-    "max": max_,
-    "weighted_avg": weighted_avg,
-    "weighted_max": weighted_max,
-}
-WEIGHTED = {"weighted_avg", "weighted_max"}

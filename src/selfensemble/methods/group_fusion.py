@@ -184,14 +184,6 @@ def weighted_max_groups(logits: torch.Tensor, groups: Groups) -> torch.Tensor:
     return top - torch.logsumexp(top, dim=-1, keepdim=True)
 
 
-GROUP_FUSIONS: dict[str, GroupFusionFn] = {
-    "avg": avg_groups,
-    "max": max_groups,
-    "weighted_avg": weighted_avg_groups,
-    "weighted_max": weighted_max_groups,
-}
-
-
 def per_group(fuse: FusionFn) -> GroupFusionFn:
     """A per-group rule (N, vocab) → (vocab,) run on every group, one call each: the fallback for a
     custom rule that does not take every group at once."""

@@ -87,12 +87,12 @@ def build_queries(ds: Dataset, items: list[Item], cfg: RunConfig, weights: dict 
 def load_run_weights(cfg: RunConfig) -> dict | None:
     """The weights file ``cfg.weights`` names (pipeline.tuning), read and checked; None for a rule
     (confidence, entropy, agreement). ``select`` without a file is refused here, before the model loads."""
-    from selfensemble.methods.registry import get_method
+    from selfensemble.methods.registry import Rows, get_method
     from selfensemble.pipeline.tuning import WEIGHT_RULES, is_weights_file, load_weights
 
     if is_weights_file(cfg.weights):
         return load_weights(cfg.weights)
-    chosen = [m for m in cfg.methods if get_method(m).rows == "chosen"]
+    chosen = [m for m in cfg.methods if get_method(m).rows is Rows.CHOSEN]
     if chosen:
         raise ConfigError(f"{chosen[0]} answers through the dev-best prompt of each item's group: give --weights FILE, "
                           f"a weights file fit on a dev run (`selfensemble tune-weights DEV_RUN --out FILE`), not "

@@ -17,7 +17,7 @@ import numpy as np
 
 from selfensemble.data.base import Item
 from selfensemble.errors import SelfEnsembleError, did_you_mean
-from selfensemble.methods.registry import METHODS, get_method, one_prompt_note
+from selfensemble.methods.registry import METHODS, Rows, get_method, one_prompt_note
 from selfensemble.scoring import (
     MATCH_MODES,
     SCORERS,
@@ -219,7 +219,7 @@ def make_record(item: Item, answer, method: str, match: str, weights) -> dict:
         rec["group"] = item.group  # clusters for report's group bootstrap
     if "line_answer" in item.meta:
         rec["line_answer"] = item.meta["line_answer"]  # the data line's own object (golds: every valid one)
-    if get_method(method).rows == "chosen":
+    if get_method(method).rows is Rows.CHOSEN:
         rec["selected_prompt"] = seen
     if answer.per_prompt is not None:
         per_scores = [score_all(a, item.answers) for a in answer.per_prompt]
@@ -280,7 +280,7 @@ def vote_record(per_prompt: dict, method: str = "vote", weights: Sequence[float]
     spec = get_method(method)
     w = spec.choose(per_prompt["per_prompt"], weights)
     rec = dict(per_prompt)
-    if spec.rows == "chosen":
+    if spec.rows is Rows.CHOSEN:
         rec.update(weights=list(weights or []), selected_prompt=w)
     rec.update(prediction=per_prompt["per_prompt"][w], generation=per_prompt["per_prompt_generation"][w],
                correct=per_prompt["per_prompt_correct"][w], confidence=per_prompt["per_prompt_confidence"][w],
