@@ -47,14 +47,17 @@ def test_deltas_concatenate_to_the_answer(engines, fewshot_fmt, method):
 @pytest.mark.parametrize("method", ["avg", "flex"])
 def test_stop_strings_and_newlines_are_held_back(engines, fewshot_fmt, method):
     """A stop string taken from the middle of the unstopped answer: what comes after it (or any
-    part of it) must never be sent; the same for a newline that ends the answer. A stop string that
-    begins with the answer's last characters but never comes: they are held back to the end, then sent."""
+    part of it) must never be sent, nor a space before it; the same for a newline that ends the
+    answer. A stop string that begins with the answer's last characters but never comes: they are
+    held back to the end, then sent."""
     streamer, reference = engines
     checked = 0
     for prompts in QUESTIONS:
         full = reference.answer(prompts, method, GEN, fewshot_fmt).answer
         stop = full[len(full) // 2:len(full) // 2 + 3]
+        space = full.index(" ", 1)  # a stop right after a space: the space is sent only if a word follows
         for gen in (GenerationConfig(max_new_tokens=24, stop_at_newline=False, stop_strings=(stop,)),
+                    GenerationConfig(max_new_tokens=24, stop_at_newline=False, stop_strings=(full[space + 1:space + 3],)),
                     GenerationConfig(max_new_tokens=24),
                     GenerationConfig(max_new_tokens=24, stop_at_newline=False, stop_strings=(full[-2:] + "\x00",))):
             expected = reference.answer(prompts, method, gen, fewshot_fmt)
