@@ -84,39 +84,7 @@ def test_batcher_max_batch_one_never_batches():
     assert results == [f"a:{i}" for i in range(5)] and all(len(c[1]) == 1 for c in calls)
 
 
-# -- one shared server ----------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def server(random_lm, tmp_path_factory):
-    import uvicorn
-
-    from selfensemble.serve import create_app
-
-    lm = random_lm("llama")
-    app = create_app(Engine(lm, EngineConfig(attention="sdpa")), MODEL_NAME, max_batch=8, window_s=0.05,
-                     paraphrase_budget_s=None)  # answers compared with a reference: never cut by a budget
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.05)
-    reference = Engine(lm, EngineConfig(attention="sdpa"))  # used only while the server is idle
-    # written paraphrases are cached on disk by model spec: the sharpened random model gets its own cache
-    saved = os.environ.get("SELFENSEMBLE_CACHE")
-    os.environ["SELFENSEMBLE_CACHE"] = str(tmp_path_factory.mktemp("paraphrase-cache"))
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", reference=reference, app=app)
-    srv.should_exit = True
-    thread.join(timeout=30)
-    if saved is None:
-        os.environ.pop("SELFENSEMBLE_CACHE", None)
-    else:
-        os.environ["SELFENSEMBLE_CACHE"] = saved
-
-
+# -- one shared server (tests/conftest.py: ``server``) ------------------------------------------------
 def alone(server, prompts, method, weights=None, tokens=TOKENS, few_shot=True):
     """What `selfensemble ask` computes: one Engine.answer call, greedy, default format."""
     return server.reference.answer(prompts, method, GenerationConfig(max_new_tokens=tokens),
@@ -278,7 +246,7 @@ def test_bad_requests_are_4xx_json_and_the_server_keeps_serving(server, body, st
     (b"{not json", "malformed JSON"),
     (json.dumps({"messages": []}).encode(), "messages"),
     (json.dumps({"messages": [{"role": "system", "content": "hi"}]}).encode(), "user message"),
-    (json.dumps({"messages": [{"role": "user", "content": "Q?"}], "stream": True}).encode(), "stream"),
+    (json.dumps({"messages": [{"role": "user", "content": "Q?"}], "stream": True, "n": 2}).encode(), "n=2"),
     (json.dumps({"messages": [{"role": "user", "content": "Q?"}], "presence_penalty": 1}).encode(),
      "presence_penalty is not supported"),
     (json.dumps({"messages": [{"role": "user", "content": "Q?"}], "selfensemble": {"method": "flx"}}).encode(),
@@ -341,11 +309,14 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 @pytest.mark.slow  # launches a real browser
 def test_page_in_headless_chromium(server, tmp_path_factory):
+    """The page's form by keyboard, its answers streamed in (each shown text a growing prefix of the
+    answer `ask` gives), the mask picture."""
     if not os.path.exists(CHROMIUM):
         pytest.skip("chromium is not installed (apt-get install chromium); the page test needs a real browser")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) is not installed")
     question = "Who wrote the play Hamlet?"
     paras = ["Which author wrote Hamlet?", "Hamlet was written by whom?"]
+    tokens = 12  # enough tokens for an answer to arrive in several deltas
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
@@ -357,14 +328,23 @@ def test_page_in_headless_chromium(server, tmp_path_factory):
             assert unlabeled == [], f"controls without a label: {unlabeled}"
             page.get_by_label("Paraphrases").fill("\n".join(paras))
             page.get_by_label("avg").uncheck()  # leaves origin + flex checked
-            page.get_by_label("Max answer tokens").fill(str(TOKENS))
+            page.get_by_label("Max answer tokens").fill(str(tokens))
             page.get_by_label("Question").focus()
             page.keyboard.press("Tab")  # focus order follows the form: question → paraphrases
             assert page.evaluate("document.activeElement.id") == "paraphrases"
             page.keyboard.press("Shift+Tab")
             page.keyboard.type(question)
+            # every text the answer cells show, as they are set (a streamed answer shows several)
+            page.evaluate("""window.shown = {origin: [], flex: []};
+                new MutationObserver((records) => { for (const r of records) for (const n of r.addedNodes) {
+                  const td = n.nodeType === 3 ? n.parentElement : null;
+                  const tr = td && td.classList.contains('answer') ? td.closest('tr') : null;
+                  if (tr && !tr.dataset.done && window.shown[tr.dataset.method]) window.shown[tr.dataset.method].push(n.data);
+                } }).observe(document.getElementById('results'), {childList: true, subtree: true});""")
             page.keyboard.press("Enter")  # the keyboard submits
-            page.wait_for_selector("#results tbody tr[data-method=flex]", timeout=120_000)
+            page.wait_for_selector("#results tbody tr[data-method=flex][data-done]", timeout=120_000)
+            page.wait_for_selector("#results tbody tr[data-method=origin][data-done]", timeout=120_000)
+            shown = page.evaluate("window.shown")
             answers = {m: page.inner_text(f"#results tr[data-method={m}] td.answer") for m in ("origin", "flex")}
             page.wait_for_function("document.getElementById('mask').naturalWidth > 0", timeout=60_000)
             shot = tmp_path_factory.mktemp("serve_page") / "serve_page.png"
@@ -372,9 +352,11 @@ def test_page_in_headless_chromium(server, tmp_path_factory):
             print(f"\nscreenshot of the page: {shot}")
         finally:
             browser.close()
-    for method, shown in answers.items():
-        expected = alone(server, [question, *paras], method).answer
-        assert shown == (expected or "(empty)"), method
+    for method, final in answers.items():
+        expected = alone(server, [question, *paras], method, tokens=tokens).answer
+        assert final == (expected or "(empty)"), method
+        assert len(shown[method]) > 1 and shown[method][-1] == expected, (method, shown[method])
+        assert all(expected.startswith(text) for text in shown[method]), (method, shown[method])
 
 
 # -- the command ----------------------------------------------------------------------------------

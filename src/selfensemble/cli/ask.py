@@ -64,6 +64,8 @@ def ask(
                                  "demos | order (N = --num-paraphrases of their product; prompt 0 = the plain prompt)"),
     variant_levels: int = typer.Option(None, min=1, help="Values per variant dimension (default: N)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    stream: bool = typer.Option(False, "--stream", help="Print the answer as it is decoded (stdout), then the "
+                                "notes. Not with --json, nor --method vote (it picks its answer at the end)."),
 ):
     """Answer QUESTION, fused over its paraphrases (given with -p, else written by the model and gated)."""
     from selfensemble.config.variants import DEFAULT_VARIANTS, parse_variants
@@ -83,6 +85,8 @@ def ask(
         wanted = _variant_plan(question, paraphrase, dims, num_paraphrases, variant_levels, no_paraphrase, few_shot)
         w = _check_weights(weights, method, None, "the variants are drawn when the model runs")
     engine_config(attention, **flex)
+    if stream:
+        _check_stream(method, as_json)
     if not temperature > 0 or not 0 < top_p <= 1:
         raise SelfEnsembleError(f"--temperature must be > 0 and --top-p in (0, 1]; got {temperature} and {top_p}.")
     gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature,
@@ -93,15 +97,17 @@ def ask(
     prompts, notes, gate = _prompts(engine, model, question, paraphrase, wanted, no_paraphrase, method, seed)
     recorded = None
     if plain:
-        ans = engine.answer(prompts, method, gen, default_format(few_shot, chat), w)
+        from selfensemble.engine.queries import Query
+
+        query = Query(prompts, default_format(few_shot, chat), w)
     else:
         from selfensemble.engine.variants import variant_query
 
         query = variant_query(prompts, dims, num_paraphrases or DEFAULT_PROMPTS, default_format(few_shot, chat),
                               variant_levels, seed)
         query.weights = w
-        ans = engine.answer_many([query], method, gen)[0]
         recorded = [query.variants[i] for i in query.kept_indices()]
+    ans = _answer(engine, query, method, gen, stream)
     seconds = time.perf_counter() - t0
     # avg/flex/vote over one prompt: origin's answer (said already when --no-paraphrase asked for one)
     one = None if no_paraphrase else one_prompt_note(method, len(ans.prompts))
@@ -124,8 +130,34 @@ def ask(
         labels = [json.dumps(v) for v in recorded] if recorded else ans.prompts
         for p, a in zip(labels, ans.per_prompt, strict=True):
             console.print(f"  [dim]{escape(p)}[/] → {escape(a)}")
-    console.print(f"[bold]{escape(ans.answer)}[/]  [dim]({method}, p={ans.prob:.3f}, {seconds:.2f}s, "
+    shown = "" if stream else f"[bold]{escape(ans.answer)}[/]  "  # a streamed answer is printed already
+    console.print(f"{shown}[dim]({method}, p={ans.prob:.3f}, {seconds:.2f}s, "
                   f"prefill {ans.attention['prefill']}, decode {ans.attention['decode']})[/]")
+
+
+def _check_stream(method: str, as_json: bool) -> None:
+    from selfensemble.engine.streaming import check_streamable
+
+    if as_json:
+        raise SelfEnsembleError("--stream prints the answer as it comes; --json prints one object: give one of them.")
+    check_streamable(method)
+
+
+def _answer(engine, query, method: str, gen, stream: bool):
+    """The Answer; with ``stream`` its text is printed to stdout as it is decoded (then a newline)."""
+    if not stream:
+        return engine.answer_many([query], method, gen)[0]
+    import sys
+
+    from selfensemble.engine.streaming import TextDeltas
+
+    def show(delta: str) -> None:
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+
+    ans = engine.answer_many([query], method, gen, streams=[TextDeltas(engine.lm.tokenizer, gen, show)])[0]
+    sys.stdout.write("\n")
+    return ans
 
 
 def _prompt_plan(question: str, given: list[str], num_paraphrases: int | None, no_paraphrase: bool,

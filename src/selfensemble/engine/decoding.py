@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -161,7 +161,8 @@ class Chosen:
     finish: str | None
 
 
-StepHook = Callable[[int, list[Chosen]], None]
+#: ``on_step(step, chosen)`` → the groups to stop now (a stream whose client left), or None
+StepHook = Callable[[int, list[Chosen]], "Iterable[int] | None"]
 
 
 def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Sequence[int]], fuse: GroupFusionFn,
@@ -182,7 +183,8 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
     is prefilled once and its KV and last logits copied to its rows (K samples of one prompt);
     ``groups``, ``weights`` and ``seeds`` then index the B' decoded rows, ``fused_n`` the prefilled ones.
     ``step``: the decode step (step.decode_forward, or a step.CompiledStep); ``on_step(i, chosen)``
-    is called after step i's tokens are chosen, with one ``Chosen`` per group still answering.
+    is called after step i's tokens are chosen, with one ``Chosen`` per group still answering; the
+    group ids it returns stop answering now (finish "cancelled": a streamed answer nobody reads).
     Once half the rows have stopped, they are dropped from the KV cache and the step's tables (a
     row's result does not depend on its batch neighbours, so this only saves work).
     """
@@ -213,7 +215,7 @@ def generate(model, tokenizer, batch: PackedBatch, cache, groups: Sequence[Seque
         # one host sync per step for every group's token and its log-prob (float64 holds any token id exactly)
         events = answers.record(torch.stack((chosen.double(), picked), 1).tolist(), last=i == gen.max_new_tokens - 1)
         if on_step is not None:
-            on_step(i, events)
+            answers.cancel(on_step(i, events) or ())
         if not answers.active or i == gen.max_new_tokens - 1:
             break
         kept = answers.drop_finished(rows)
@@ -270,6 +272,13 @@ class _Answers:
                 self.active.discard(g)
             events.append(Chosen(g, token, reason or ("length" if last else None)))
         return events
+
+    def cancel(self, groups: Iterable[int]) -> None:
+        """Stop these groups' answers where they are (finish "cancelled")."""
+        for g in groups:
+            if g in self.active:
+                self.out[g].finish = "cancelled"
+                self.active.discard(g)
 
     def drop_finished(self, rows: Groups) -> tuple[list[int], list[int]] | None:
         """(group rows kept, tensor rows kept) when at most half the rows still answer, else None."""

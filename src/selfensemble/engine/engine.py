@@ -34,6 +34,7 @@ from selfensemble.engine.prompts import PromptFormat, PromptParts
 from selfensemble.engine.queries import Answer, Query, query_parts, query_weights, sample_counts
 from selfensemble.engine.rows import plan_rows
 from selfensemble.engine.step import CompiledStep
+from selfensemble.engine.streaming import StreamedAnswer, TextDeltas, check_streamable, stream_hook
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.methods.registry import check_method, get_method
 
@@ -195,13 +196,37 @@ class Engine:
         query = Query(prompts, fmt or PromptFormat(), weights, seed)
         return self.answer_many([query], method, gen)[0]
 
+    def stream(self, prompts: Sequence[str], method: str = "flex", gen: GenerationConfig | None = None,
+               fmt: PromptFormat | None = None, weights: Sequence[float] | None = None,
+               seed: int | None = None) -> StreamedAnswer:
+        """``answer(...)`` as it is decoded: iterate for text deltas (their concatenation is the
+        Answer's ``answer``), then ``.answer`` holds the Answer (notes, attention paths, ...).
+
+        The decode runs in a worker thread while the caller iterates; leaving the loop early (or
+        ``close()``) stops it at the next step. ``vote`` cannot stream (a ConfigError). Bad prompts
+        or weights are refused here, before anything runs.
+        """
+        check_method(method)
+        check_streamable(method)
+        gen = gen or GenerationConfig()
+        query = Query(prompts, fmt or PromptFormat(), weights, seed)
+        parts = [query_parts(self.lm.tokenizer, query)]
+        w = [query_weights(method, query, parts[0])]
+        return StreamedAnswer(lambda deltas: self.answer_parts(parts, method, gen, w, None, [query.stream_key],
+                                                                [deltas])[0], self.lm.tokenizer, gen)
+
     def answer_many(self, queries: Sequence[Query], method: str, gen: GenerationConfig | None = None,
-                    on_done: Callable[[int, Answer], None] | None = None) -> list[Answer]:
-        """Answer queries in batches of ``batch_size``; ``on_done(index, answer)`` fires as each batch ends."""
+                    on_done: Callable[[int, Answer], None] | None = None,
+                    streams: Sequence[TextDeltas | None] | None = None) -> list[Answer]:
+        """Answer queries in batches of ``batch_size``; ``on_done(index, answer)`` fires as each batch ends.
+
+        ``streams`` (one per query, or None): each query's reported answer sent as text deltas while
+        it is decoded (streaming.TextDeltas; a cancelled one stops at the next step).
+        """
         check_method(method)
         parts = [query_parts(self.lm.tokenizer, q) for q in queries]
         weights = [query_weights(method, q, p) for q, p in zip(queries, parts, strict=True)]
-        return self.answer_parts(parts, method, gen, weights, on_done, [q.stream_key for q in queries])
+        return self.answer_parts(parts, method, gen, weights, on_done, [q.stream_key for q in queries], streams)
 
     def sample(self, queries: Sequence[Query], n_samples: int | Sequence[int],
                gen: GenerationConfig | None = None) -> list[list[Answer]]:
@@ -232,11 +257,13 @@ class Engine:
     def answer_parts(self, parts: Sequence[PromptParts], method: str, gen: GenerationConfig | None = None,
                      weights: Sequence[torch.Tensor | str | None] | None = None,
                      on_done: Callable[[int, Answer], None] | None = None,
-                     stream_keys: Sequence[object] | None = None) -> list[Answer]:
+                     stream_keys: Sequence[object] | None = None,
+                     streams: Sequence[TextDeltas | None] | None = None) -> list[Answer]:
         """Answer queries already cut into token pieces (prefix | segments | cue), e.g. from a harness prompt.
 
         ``weights``: one (N,) tensor or per-step rule name per query for weighted_* methods (None
         otherwise). ``stream_keys``: each query's sampling-stream key (default: its prompts).
+        ``streams``: as in ``answer_many``.
         """
         stream_keys = list(stream_keys) if stream_keys is not None else [tuple(p.prompts) for p in parts]
         spec = get_method(method)
@@ -245,13 +272,20 @@ class Engine:
         if spec.needs_weights and any(w is None for w in weights):
             raise SelfEnsembleError(f"Method {method} needs one weight per prompt.")
         results: list[Answer | None] = [None] * len(parts)
+        if streams is not None:
+            check_streamable(method)
+            if len(streams) != len(parts):
+                raise ValueError(f"streams: one per query (or None), got {len(streams)} for {len(parts)} queries")
 
         def decode(prepared: Prepared, chunk: list[int]) -> list[Answer]:
-            return self._decode(prepared, method, gen, [stream_keys[i] for i in chunk])
+            hook = stream_hook([streams[i] for i in chunk], prepared.owner) if streams is not None else None
+            return self._decode(prepared, method, gen, [stream_keys[i] for i in chunk], on_step=hook)
 
         for chunk, answers in self.run_chunks(method, parts, weights, [gen.max_new_tokens] * len(parts), decode):
             for i, a in zip(chunk, answers, strict=True):
                 results[i] = a
+                if streams is not None and streams[i] is not None and not streams[i].cancelled():
+                    streams[i].close(a.answer)
                 if on_done:
                     on_done(i, a)
         return results  # type: ignore[return-value]

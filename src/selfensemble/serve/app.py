@@ -16,11 +16,13 @@ requests for the same method and generation settings share one ``Engine.answer_m
                              → {prompts, notes, results: [{method, answer, prob, per_prompt, seconds, attention}]}
   POST /v1/chat/completions  OpenAI-compatible; extra body field ``selfensemble: {method, paraphrases,
                              num_paraphrases}``
+  POST /v1/completions       OpenAI's legacy completions (``prompt`` is the question), the same extra field
   POST /v1/paraphrases       {question, num_paraphrases} → {paraphrases, notes, gate, complete} (the page's "generate")
   GET  /v1/mask.png          ?question=…&paraphrase=…&paraphrase=…&few_shot=… → the flex mask picture
   GET  /v1/models, /v1/stats, /health, and / (the page)
 Errors are JSON ``{"error": {"message", "type"}}`` (OpenAI's shape): 400 for SelfEnsembleError,
 422 for a body that does not validate (malformed JSON included), 404 for an unknown model.
+``stream: true`` on the two OpenAI endpoints and on /v1/ensemble sends server-sent events (streams.py).
 """
 
 from __future__ import annotations
@@ -38,23 +40,26 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi import Query as Param
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from selfensemble.engine.decoding import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.prompts import clean_prompts, default_format
 from selfensemble.engine.queries import Answer, Query
-from selfensemble.errors import SelfEnsembleError
+from selfensemble.engine.streaming import TextDeltas, check_streamable
+from selfensemble.errors import ConfigError, SelfEnsembleError
 from selfensemble.methods.registry import METHODS, check_method, get_method
 from selfensemble.pipeline.paraphrase import one_question as adhoc
 from selfensemble.pipeline.paraphrase.writing import WritingBudget, WritingEvent
 from selfensemble.pipeline.progress import NullProgress
+from selfensemble.serve import streams
 from selfensemble.serve.batching import Batcher
 from selfensemble.serve.schemas import (
     DEFAULT_PROMPTS,
     MAX_CHARS,
     MAX_PARAPHRASES,
     ChatRequest,
+    CompletionRequest,
     EnsembleRequest,
     ParaphraseRequest,
     Sampling,
@@ -92,6 +97,9 @@ def _run_batch(engine: Engine, service: Service):
         if kind == "answer":
             method, gen = setting
             return engine.answer_many(items, method, gen)
+        if kind == "stream":  # items: (query, TextDeltas); streamed requests batch together too
+            method, gen = setting
+            return engine.answer_many([q for q, _ in items], method, gen, streams=[d for _, d in items])
         if kind == "paraphrase":  # the run's gated writer and the shared cache (one_question.py)
             n, seed = setting
             return adhoc.write(lambda: engine, engine.lm.spec, items, n, seed=seed, progress=service.progress,
@@ -206,6 +214,16 @@ class Service:
     async def answer(self, method: str, gen: GenerationConfig, query: Query) -> Answer:
         return await self.batcher.submit(("answer", (method, gen)), query)
 
+    async def answer_stream(self, method: str, gen: GenerationConfig, query: Query,
+                            on_delta: Callable[[str], None] | None, cancel: threading.Event) -> Answer:
+        """``answer``, with the answer's text deltas sent to ``on_delta`` (engine thread) as it is
+        decoded; ``cancel`` set (the client left) stops the decode at its next step. ``on_delta``
+        None: not streamed (a method that cannot stream, in /v1/ensemble)."""
+        if on_delta is None:
+            return await self.answer(method, gen, query)
+        deltas = TextDeltas(self.engine.lm.tokenizer, gen, on_delta, cancel.is_set)
+        return await self.batcher.submit(("stream", (method, gen)), (query, deltas))
+
     def stats(self) -> dict:
         return {"model": self.model_name, "uptime_s": round(time.time() - self.started, 1),
                 "requests": self.requests, "batching": self.batcher.stats(), "engine": dict(self.engine.stats),
@@ -283,40 +301,32 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                 "gate": found.record, "complete": found.complete}
 
     @app.post("/v1/ensemble")
-    async def ensemble(req: EnsembleRequest) -> dict:
+    async def ensemble(req: EnsembleRequest):
         for m in req.methods:
             check_method(m)
-        prompts, notes = await service.prompts(req.question, req.paraphrases, req.num_paraphrases, req.seed,
-                                               req.methods)
         gen, fmt = _gen(req, req.max_new_tokens), default_format(req.few_shot, req.chat)
-        answers = await asyncio.gather(*(service.answer(m, gen, Query(prompts, fmt, req.weights))
+
+        def prompts(on_event=None):
+            return service.prompts(req.question, req.paraphrases, req.num_paraphrases, req.seed, req.methods, on_event)
+
+        if req.stream:
+            def answer(method, prompts, on_delta, cancel):
+                return service.answer_stream(method, gen, Query(prompts, fmt, req.weights), on_delta, cancel)
+
+            return _sse(streams.ensemble_stream(prompts, req.methods, _streamable, answer, _result))
+        found, notes = await prompts()
+        answers = await asyncio.gather(*(service.answer(m, gen, Query(found, fmt, req.weights))
                                          for m in req.methods))
         return {"model": service.model_name, "prompts": answers[0].prompts, "notes": notes,
                 "results": [_result(a) for a in answers]}
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest):
-        if req.model and req.model != service.model_name:
-            return _error(404, f"The model {req.model!r} is not served here; GET /v1/models lists "
-                               f"{service.model_name!r}.", "model_not_found")
-        opts = req.selfensemble
-        check_method(opts.method)
-        question = req.question()
-        prompts, notes = await service.prompts(question, opts.paraphrases, opts.num_paraphrases, req.seed,
-                                               [opts.method])
-        gen = _gen(req, req.max_completion_tokens or req.max_tokens or 16, req.stop_strings())
-        ans = await service.answer(opts.method, gen, Query(prompts, default_format(opts.few_shot)))
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": service.model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": ans.answer},
-                         "finish_reason": FINISH.get(ans.finish, "stop"), "logprobs": None}],
-            "usage": {"prompt_tokens": ans.prefill_tokens, "completion_tokens": len(ans.tokens),
-                      "total_tokens": ans.prefill_tokens + len(ans.tokens)},
-            "selfensemble": {"method": opts.method, "prompts": ans.prompts, "per_prompt": ans.per_prompt,
-                             "prob": ans.prob, "attention": ans.attention,
-                             "notes": [*notes, *ans.notes, f"attention: {ans.attention_note}"]},
-        }
+        return await _openai(service, req, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest):
+        return await _openai(service, req, chat=False)
 
     @app.get("/v1/mask.png", response_class=Response)
     async def mask(question: str = Param(..., min_length=1, max_length=MAX_CHARS),
@@ -326,3 +336,58 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         clean_prompts(prompts)
         png = await service.batcher.call(_mask_png, engine, prompts, few_shot)
         return Response(png, media_type="image/png")
+
+
+def _streamable(method: str) -> bool:
+    return get_method(method).select is None  # vote picks its answer at the end: sent whole
+
+
+def _sse(chunks) -> StreamingResponse:
+    return StreamingResponse(streams.guarded(chunks), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _openai(service: Service, req: ChatRequest | CompletionRequest, chat: bool):
+    """One OpenAI chat or legacy completion, whole or streamed (``req.stream``)."""
+    if req.model and req.model != service.model_name:
+        return _error(404, f"The model {req.model!r} is not served here; GET /v1/models lists "
+                           f"{service.model_name!r}.", "model_not_found")
+    if req.n != 1:
+        raise ConfigError(f"n={req.n}: selfensemble serve answers once per request (n=1); send n requests "
+                          "(with different seeds) for several answers.")
+    opts = req.selfensemble
+    check_method(opts.method)
+    if req.stream:
+        check_streamable(opts.method)
+    question = req.question()
+    gen = _gen(req, req.new_tokens(), req.stop_strings())
+    fmt = default_format(opts.few_shot)
+
+    def prompts(on_event=None):
+        return service.prompts(question, opts.paraphrases, opts.num_paraphrases, req.seed, [opts.method], on_event)
+
+    def details(ans: Answer, notes: list[str]) -> dict:
+        return {"method": opts.method, "prompts": ans.prompts, "per_prompt": ans.per_prompt, "prob": ans.prob,
+                "attention": ans.attention, "notes": [*notes, *ans.notes, f"attention: {ans.attention_note}"]}
+
+    def finish(ans: Answer) -> str:
+        return FINISH.get(ans.finish, "stop")
+
+    if req.stream:
+        def answer(found, on_delta, cancel):
+            return service.answer_stream(opts.method, gen, Query(found, fmt), on_delta, cancel)
+
+        return _sse(streams.openai_stream(streams.OpenAIChunks(service.model_name, chat), prompts, answer, finish,
+                                          details, req.include_usage()))
+    found, notes = await prompts()
+    ans = await service.answer(opts.method, gen, Query(found, fmt))
+    choice = ({"index": 0, "message": {"role": "assistant", "content": ans.answer}} if chat
+              else {"index": 0, "text": ans.answer})
+    return {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+        "model": service.model_name, "choices": [{**choice, "finish_reason": finish(ans), "logprobs": None}],
+        "usage": {"prompt_tokens": ans.prefill_tokens, "completion_tokens": len(ans.tokens),
+                  "total_tokens": ans.prefill_tokens + len(ans.tokens)},
+        "selfensemble": details(ans, notes),
+    }

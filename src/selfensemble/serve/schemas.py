@@ -2,13 +2,14 @@
 
 ``EnsembleRequest`` is this project's own shape and forbids unknown fields (a typo is an error,
 never silently ignored). ``ChatRequest`` follows OpenAI's chat-completions body so existing clients
-work unchanged; fields we cannot honour (streaming, n > 1, penalties, tools) are refused, others
-that only describe the caller (``user``, ``metadata``) are accepted and unused.
+work unchanged, as does ``CompletionRequest`` (the legacy completions body); fields we cannot honour
+(n > 1, penalties, tools) are refused, others that only describe the caller (``user``, ``metadata``)
+are accepted and unused. ``stream: true`` is served as server-sent events (serve/streams.py).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -61,6 +62,7 @@ class EnsembleRequest(Sampling):
     few_shot: bool = True
     chat: bool = False
     weights: list[float] | None = Field(None, max_length=MAX_PARAPHRASES + 1)
+    stream: bool = False  # server-sent events (serve/streams.py)
 
     @field_validator("paraphrases")
     @classmethod
@@ -136,22 +138,24 @@ class Message(BaseModel):
         return self.content or ""
 
 
-class ChatRequest(Sampling):
+class _OpenAIBody(Sampling):
+    """The fields OpenAI's chat and legacy completions bodies share."""
+
     model_config = ConfigDict(extra="allow")
 
     model: str | None = None
-    messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     stop: str | list[str] | None = None
-    n: Literal[1] = 1
-    stream: Literal[False] = False
+    n: int = Field(1, ge=1)  # > 1 is refused by the route with a 400 (one answer per request)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None  # include_usage: a last chunk with the token counts
     selfensemble: SelfEnsembleOptions = Field(default_factory=SelfEnsembleOptions)
 
+    _unsupported: tuple[str, ...] = ("frequency_penalty", "presence_penalty", "logit_bias", "logprobs")
+
     @model_validator(mode="after")
-    def _refuse_unsupported(self) -> ChatRequest:
-        for name in ("frequency_penalty", "presence_penalty", "logit_bias", "tools", "functions",
-                     "response_format", "logprobs", "top_logprobs"):
+    def _refuse_unsupported(self):
+        for name in self._unsupported:
             value = (self.model_extra or {}).get(name)
             if value not in (None, 0, False, {}, []):
                 raise ValueError(f"{name} is not supported by selfensemble serve")
@@ -159,14 +163,51 @@ class ChatRequest(Sampling):
             raise ValueError("give either selfensemble.paraphrases or selfensemble.num_paraphrases, not both")
         return self
 
-    def question(self) -> str:
-        users = [m for m in self.messages if m.role == "user"]
-        if not users or not users[-1].text().strip():
-            raise SelfEnsembleError("messages need a non-empty user message (the last one is the question)")
-        text = users[-1].text()
+    def stop_strings(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+    @staticmethod
+    def _checked(text: str, what: str) -> str:
+        if not text.strip():
+            raise SelfEnsembleError(f"{what} is empty (the question goes there)")
         if len(text) > MAX_CHARS:
             raise SelfEnsembleError(f"the question is longer than {MAX_CHARS} characters")
         return text
 
-    def stop_strings(self) -> tuple[str, ...]:
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+class ChatRequest(_OpenAIBody):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+
+    _unsupported = ("frequency_penalty", "presence_penalty", "logit_bias", "tools", "functions",
+                    "response_format", "logprobs", "top_logprobs")
+
+    def question(self) -> str:
+        users = [m for m in self.messages if m.role == "user"]
+        if not users or not users[-1].text().strip():
+            raise SelfEnsembleError("messages need a non-empty user message (the last one is the question)")
+        return self._checked(users[-1].text(), "the last user message")
+
+    def new_tokens(self) -> int:
+        return self.max_completion_tokens or self.max_tokens or 16
+
+
+class CompletionRequest(_OpenAIBody):
+    """OpenAI's legacy completions body: ``prompt`` is the question (one string, or a list of one)."""
+
+    prompt: str | list[str]
+
+    _unsupported = ("frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "echo", "suffix")
+
+    def question(self) -> str:
+        if isinstance(self.prompt, list):
+            if len(self.prompt) != 1:
+                raise SelfEnsembleError(f"prompt: one question per request, got a list of {len(self.prompt)}")
+            return self._checked(self.prompt[0], "prompt")
+        return self._checked(self.prompt, "prompt")
+
+    def new_tokens(self) -> int:
+        return self.max_tokens or 16
