@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from selfensemble.bench.questions import MAX_N
@@ -20,12 +20,12 @@ class BenchConfig:
     methods: tuple[str, ...] = ("origin", "avg", "flex")
     ns: tuple[int, ...] = (5,)
     batch_sizes: tuple[int, ...] = (1, 8)
-    # flex knobs, read from defaults.py when a config is built (the default layout first); other methods ignore them
-    layouts: tuple[str, ...] = field(default_factory=lambda: tuple(defaults.layouts_default_first().split(",")))
-    positions: str = field(default_factory=defaults.factory("positions"))
-    rescale: bool = field(default_factory=defaults.factory("rescale"))
-    fusion_temperature: float = field(default_factory=defaults.factory("fusion_temperature"))
-    fusion_scale: float = field(default_factory=defaults.factory("fusion_scale"))
+    # flex knobs, from defaults.py (the default layout first); other methods ignore them
+    layouts: tuple[str, ...] = tuple(defaults.layouts_default_first().split(","))
+    positions: str = defaults.FLEX_POSITIONS
+    rescale: bool = defaults.FLEX_RESCALE
+    fusion_temperature: float = defaults.FLEX_TEMPERATURE
+    fusion_scale: float = defaults.FLEX_SCALE
     questions: int = 8
     max_new_tokens: int = 10
     attention: str | None = None

@@ -8,27 +8,14 @@ from pathlib import Path
 
 import typer
 
-from selfensemble.cli.common import (
-    ATTENTION_HELP,
-    DEVICE_MAP_HELP,
-    LAYOUT_HELP,
-    METHOD_HELP,
-    MODEL_HELP,
-    POSITIONS_HELP,
-    RESCALE_HELP,
-    SCALE_HELP,
-    TEMPERATURE_HELP,
-    app,
-    compile_option,
-    engine_config,
-    flex_option,
-    make_engine,
-    parse_list,
-)
+from selfensemble.cli.common import DEVICE_MAP_HELP, METHOD_HELP, MODEL_HELP, app, make_engine, parse_list
+from selfensemble.cli.config_flags import config_flags
+from selfensemble.config.engine import EngineConfig
 from selfensemble.errors import SelfEnsembleError
 
 
 @app.command()
+@config_flags("engine_config", EngineConfig)
 def ask(
     question: str = typer.Argument(..., help="The original question (prompt 0)."),
     paraphrase: list[str] = typer.Option([], "--paraphrase", "-p", help="A paraphrase (repeatable)."),
@@ -46,13 +33,6 @@ def ask(
     max_new_tokens: int = typer.Option(16, min=1, help="Longest answer in tokens."),
     weights: str | None = typer.Option(None, help="weighted_* methods: one weight per prompt (e.g. 1,0.5,0.8), or "
                                                   "entropy | agreement (derived from each prompt's logits every step)"),
-    layout: str = flex_option("layout", help=LAYOUT_HELP),
-    positions: str = flex_option("positions", help=POSITIONS_HELP),
-    attention: str = typer.Option(None, help=ATTENTION_HELP),
-    compile_step: bool = compile_option(),
-    rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
-    fusion_temperature: float = flex_option("fusion_temperature", help=TEMPERATURE_HELP),
-    fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
     few_shot: bool = typer.Option(True, help="Prefix generic few-shot Q/A examples."),
     chat: bool = typer.Option(False, help="Wrap the prompt in the model's chat template."),
     sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
@@ -64,6 +44,7 @@ def ask(
                                  "demos | order (N = --num-paraphrases of their product; prompt 0 = the plain prompt)"),
     variant_levels: int = typer.Option(None, min=1, help="Values per variant dimension (default: N)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    engine_config: EngineConfig = None,  # built from its flags by config_flags
 ):
     """Answer QUESTION, fused over its paraphrases (given with -p, else written by the model and gated)."""
     from selfensemble.config.variants import DEFAULT_VARIANTS, parse_variants
@@ -71,8 +52,6 @@ def ask(
     from selfensemble.engine.prompts import default_format
     from selfensemble.methods.registry import one_prompt_note
 
-    flex = dict(layout=layout, positions=positions, rescale=rescale, fusion_temperature=fusion_temperature,
-                fusion_scale=fusion_scale, compile=compile_step)
     # everything the user typed is checked here, before the model loads (~17 s for the embedded one)
     dims = parse_variants(parse_list(variants, "--variants"))
     plain = dims == DEFAULT_VARIANTS and variant_levels is None
@@ -82,13 +61,12 @@ def ask(
     else:
         wanted = _variant_plan(question, paraphrase, dims, num_paraphrases, variant_levels, no_paraphrase, few_shot)
         w = _check_weights(weights, method, None, "the variants are drawn when the model runs")
-    engine_config(attention, **flex)
     if not temperature > 0 or not 0 < top_p <= 1:
         raise SelfEnsembleError(f"--temperature must be > 0 and --top-p in (0, 1]; got {temperature} and {top_p}.")
     gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature,
                            top_p=top_p, top_k=top_k, seed=seed)
-    engine = make_engine(model, device, dtype, attention, seed=seed, device_map=device_map, revision=revision,
-                         trust_remote_code=trust_remote_code, **flex)
+    engine = make_engine(model, device, dtype, engine_config, seed=seed, device_map=device_map, revision=revision,
+                         trust_remote_code=trust_remote_code)
     t0 = time.perf_counter()
     prompts, notes, gate = _prompts(engine, model, question, paraphrase, wanted, no_paraphrase, method, seed)
     recorded = None
@@ -226,20 +204,21 @@ def _prompts(engine, model: str, question: str, given: list[str], n_prompts: int
 
 
 @app.command()
+@config_flags("engine_config", EngineConfig, only=("layout", "positions"))  # what the picture shows
 def mask(
     question: str = typer.Argument(..., help="The original question."),
     paraphrase: list[str] = typer.Option([], "--paraphrase", "-p"),
     out: Path = typer.Option(Path("mask.png"), help="PNG to write."),
-    layout: str = flex_option("layout", help=LAYOUT_HELP),
-    positions: str = flex_option("positions", help=POSITIONS_HELP),
     few_shot: bool = typer.Option(False, help="Include the generic few-shot prefix (makes a big picture)."),
     model: str = typer.Option("smollm2-135m", help="Whose tokenizer to use. " + MODEL_HELP),
+    engine_config: EngineConfig = None,  # built from its flags by config_flags
 ):
     """Draw the flex attention mask for QUESTION and its paraphrases."""
     from selfensemble.engine.attention.maskplot import layout_row, plot_mask
     from selfensemble.engine.models import load_tokenizer
     from selfensemble.engine.prompts import default_format
 
+    layout, positions = engine_config.layout, engine_config.positions
     row = layout_row(load_tokenizer(model), [question, *paraphrase], default_format(few_shot), layout, positions)
     path = plot_mask(row, out, title=f"flex mask, layout={layout}, positions={positions}")
     typer.echo(f"wrote {path} ({len(row.tokens)} prompt tokens)")
