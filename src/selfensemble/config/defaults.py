@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: Where a packed row puts its paraphrases' positions (engine/packing.py lays them out).
+POSITION_MODES = ("restart", "right", "sequential")
+
 FLEX_LAYOUT = "shared"
 FLEX_POSITIONS = "right"
 FLEX_RESCALE = True

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from selfensemble.config import defaults
+from selfensemble.config.defaults import POSITION_MODES
 from selfensemble.config.fields import check_fields, flag
 from selfensemble.errors import ConfigError
 
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
 
 LAYOUTS = ("shared", "full")
 ATTENTION = ("auto", "flex", "sdpa")
-#: Where a packed row puts its paraphrases' positions (engine/packing.py lays them out).
-POSITION_MODES = ("restart", "right", "sequential")
 
 #: The help panels the engine flags are shown in.
 ENGINE_PANEL = "Engine"

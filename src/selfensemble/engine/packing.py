@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from selfensemble.config.engine import POSITION_MODES
+from selfensemble.config.defaults import POSITION_MODES
 
 SHARED, CUE, PAD = 0, -1, -2
 
