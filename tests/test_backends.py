@@ -8,7 +8,7 @@ import typing
 import pytest
 
 from selfensemble.config.engine import EngineConfig
-from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.factory import LoadSpec
 from selfensemble.engine.prompts import PromptFormat

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.cache import new_cache
-from selfensemble.engine.decoding import GenerationConfig, generate
+from selfensemble.engine.decoding import generate
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.packing import PackedBatch
 from selfensemble.engine.prompts import build_parts

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from selfensemble.config.engine import EngineConfig
-from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.packing import PackedBatch, pack_row
 from selfensemble.engine.prompts import build_parts

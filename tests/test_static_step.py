@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.cache import GrowingLayer, new_cache
-from selfensemble.engine.decoding import GenerationConfig, derive_seed, generate
+from selfensemble.engine.decoding import derive_seed, generate
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.models import LoadedModel
 from selfensemble.engine.packing import CUE, PAD, PackedBatch, pack_row

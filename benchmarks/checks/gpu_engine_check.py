@@ -23,8 +23,8 @@ import torch
 
 from selfensemble.bench import load_questions, make_queries
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.attention import dispatch as attn
-from selfensemble.engine.decoding import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.models import LoadedModel, load_model
 from selfensemble.engine.prompts import build_parts

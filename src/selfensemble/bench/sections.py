@@ -41,7 +41,7 @@ def progress(message: str) -> None:
 
 def fixed_gen(max_new_tokens: int):
     """Fixed-length answers (no newline stop): every method decodes the same number of steps unless EOS comes first."""
-    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.config.generation import GenerationConfig
 
     return GenerationConfig(max_new_tokens=max_new_tokens, stop_at_newline=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -11,11 +12,16 @@ import typer
 from selfensemble.cli.common import DEVICE_MAP_HELP, METHOD_HELP, MODEL_HELP, app, make_engine, parse_list
 from selfensemble.cli.config_flags import config_flags
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.errors import SelfEnsembleError
+
+#: The GenerationConfig fields `ask` takes as flags (--seed, its own, also seeds the paraphrase writer).
+ASK_GENERATION_FLAGS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k")
 
 
 @app.command()
 @config_flags("engine_config", EngineConfig)
+@config_flags("generation", GenerationConfig, only=ASK_GENERATION_FLAGS)
 def ask(
     question: str = typer.Argument(..., help="The original question (prompt 0)."),
     paraphrase: list[str] = typer.Option([], "--paraphrase", "-p", help="A paraphrase (repeatable)."),
@@ -30,25 +36,20 @@ def ask(
     device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
     revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
     trust_remote_code: bool = typer.Option(False, help="Allow the model repo's own code (transformers' flag)."),
-    max_new_tokens: int = typer.Option(16, min=1, help="Longest answer in tokens."),
     weights: str | None = typer.Option(None, help="weighted_* methods: one weight per prompt (e.g. 1,0.5,0.8), or "
                                                   "entropy | agreement (derived from each prompt's logits every step)"),
     few_shot: bool = typer.Option(True, help="Prefix generic few-shot Q/A examples."),
     chat: bool = typer.Option(False, help="Wrap the prompt in the model's chat template."),
-    sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
-    temperature: float = typer.Option(1.0, help="Sampling temperature (> 0)."),
-    top_p: float = typer.Option(1.0, help="Nucleus sampling mass, in (0, 1]."),
-    top_k: int = typer.Option(0, min=0, help="Keep the k likeliest tokens when sampling (0: all)."),
     seed: int = typer.Option(0),
     variants: str = typer.Option("paraphrase", help="What the prompts vary, comma-separated: paraphrase | format | "
                                  "demos | order (N = --num-paraphrases of their product; prompt 0 = the plain prompt)"),
     variant_levels: int = typer.Option(None, min=1, help="Values per variant dimension (default: N)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     engine_config: EngineConfig = None,  # built from its flags by config_flags
+    generation: GenerationConfig = None,  # likewise; its seed is --seed
 ):
     """Answer QUESTION, fused over its paraphrases (given with -p, else written by the model and gated)."""
     from selfensemble.config.variants import DEFAULT_VARIANTS, parse_variants
-    from selfensemble.engine.decoding import GenerationConfig
     from selfensemble.engine.prompts import default_format
     from selfensemble.methods.registry import one_prompt_note
 
@@ -61,10 +62,7 @@ def ask(
     else:
         wanted = _variant_plan(question, paraphrase, dims, num_paraphrases, variant_levels, no_paraphrase, few_shot)
         w = _check_weights(weights, method, None, "the variants are drawn when the model runs")
-    if not temperature > 0 or not 0 < top_p <= 1:
-        raise SelfEnsembleError(f"--temperature must be > 0 and --top-p in (0, 1]; got {temperature} and {top_p}.")
-    gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature,
-                           top_p=top_p, top_k=top_k, seed=seed)
+    gen = dataclasses.replace(generation, seed=seed)
     engine = make_engine(model, device, dtype, engine_config, seed=seed, device_map=device_map, revision=revision,
                          trust_remote_code=trust_remote_code)
     t0 = time.perf_counter()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
 import typing
 from collections.abc import Callable, Collection
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import typer
 
 from selfensemble.config.fields import cli_fields, default_of, flag_name
+from selfensemble.errors import ConfigError
 
 
 def config_flags(param: str, cls: type, *, only: Collection[str] | None = None,
@@ -54,7 +56,10 @@ def config_flags(param: str, cls: type, *, only: Collection[str] | None = None,
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> Any:
             given = {f.name: kwargs.pop(f.name) for f, _ in chosen}
-            kwargs[param] = cls(**{k: v for k, v in given.items() if v is not None})
+            try:
+                kwargs[param] = cls(**{k: v for k, v in given.items() if v is not None})
+            except ConfigError as err:  # the library names the argument; the user typed the flag
+                raise ConfigError(_with_flags(str(err), [f for f, _ in chosen])) from err
             return fn(*args, **kwargs)
 
         del command.__wrapped__  # typer reads the signature below, not fn's
@@ -63,6 +68,13 @@ def config_flags(param: str, cls: type, *, only: Collection[str] | None = None,
         return command
 
     return decorate
+
+
+def _with_flags(message: str, fields: list[dataclasses.Field]) -> str:
+    """'top_p must be in (0, 1]' → '--top-p must be in (0, 1]': a field named as the subject of a rule."""
+    for f in fields:
+        message = re.sub(rf"\b{f.name}\b(?= must)", "--" + flag_name(f), message)
+    return message
 
 
 def _base(hint: Any) -> type:

@@ -16,11 +16,11 @@ from typing import TypeVar
 import torch
 
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.attention import dispatch as attn
 from selfensemble.engine.cache import PrefixCaches, new_cache
 from selfensemble.engine.decoding import (
     Decoded,
-    GenerationConfig,
     StepHook,
     candidate_seed,
     derive_seed,

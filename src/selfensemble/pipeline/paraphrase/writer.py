@@ -29,8 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeGuard
 
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.data.base import Example
-from selfensemble.engine.decoding import GenerationConfig, derive_seed
+from selfensemble.engine.decoding import derive_seed
 from selfensemble.engine.prompts import PromptFormat
 from selfensemble.errors import ConfigError
 from selfensemble.pipeline.paraphrase.gate import GateConfig, screen
