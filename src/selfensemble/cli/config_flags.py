@@ -50,8 +50,9 @@ def config_flags(param: str, cls: type, *, only: Collection[str] | None = None,
         for f, meta in chosen:
             if f.name in taken:
                 raise TypeError(f"{fn.__name__}: its own parameter {f.name!r} hides {cls.__name__}.{f.name}")
-            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_option(f, meta, _base(hints[f.name])),
-                                            annotation=typing.Optional[_base(hints[f.name])]))  # noqa: UP045
+            base = _base(hints[f.name])
+            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_option(f, meta, base),
+                                            annotation=typing.Optional[base]))  # noqa: UP045 (a runtime object)
 
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> Any:
