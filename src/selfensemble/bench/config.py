@@ -7,7 +7,7 @@ from typing import Any
 
 from selfensemble.bench.questions import MAX_N
 from selfensemble.config import defaults
-from selfensemble.errors import SelfEnsembleError
+from selfensemble.errors import ConfigError
 
 DECODE_MODES = ("eager", "compiled")
 
@@ -63,23 +63,23 @@ class BenchConfig:
             check_method(m)
         for lay in self.layouts:
             if lay not in LAYOUTS:
-                raise SelfEnsembleError(f"Unknown layout {lay!r}; use one of {', '.join(LAYOUTS)}.")
+                raise ConfigError(f"Unknown layout {lay!r}; use one of {', '.join(LAYOUTS)}.")
         if self.attention is not None and self.attention not in ATTENTION:
-            raise SelfEnsembleError(f"Unknown attention {self.attention!r}; use one of {', '.join(ATTENTION)}.")
+            raise ConfigError(f"Unknown attention {self.attention!r}; use one of {', '.join(ATTENTION)}.")
         if not self.ns or any(n < 1 or n > MAX_N for n in self.ns):
-            raise SelfEnsembleError(f"Every N must be between 1 and {MAX_N} (template paraphrases), got {self.ns}.")
+            raise ConfigError(f"Every N must be between 1 and {MAX_N} (template paraphrases), got {self.ns}.")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise SelfEnsembleError(f"Batch sizes must be >= 1, got {self.batch_sizes}.")
+            raise ConfigError(f"Batch sizes must be >= 1, got {self.batch_sizes}.")
         for name in ("questions", "max_new_tokens", "storm_new_tokens", "warmup_questions", "pad_multiple",
                      "paraphrase_candidates", "paraphrase_formats", "paraphrase_new_tokens", "demo_items"):
             if getattr(self, name) < 1:
-                raise SelfEnsembleError(f"{name} must be >= 1, got {getattr(self, name)}.")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if not self.decode_modes or any(m not in DECODE_MODES for m in self.decode_modes):
-            raise SelfEnsembleError(f"decode modes must be among {', '.join(DECODE_MODES)}, got {self.decode_modes}.")
+            raise ConfigError(f"decode modes must be among {', '.join(DECODE_MODES)}, got {self.decode_modes}.")
         if self.threads is not None and self.threads < 1:
-            raise SelfEnsembleError(f"threads must be >= 1, got {self.threads}.")
+            raise ConfigError(f"threads must be >= 1, got {self.threads}.")
         if self.naive_questions < 0 or self.storm_questions < 0 or self.few_shot < 0:
-            raise SelfEnsembleError("naive_questions, storm_questions and few_shot must be >= 0.")
+            raise ConfigError("naive_questions, storm_questions and few_shot must be >= 0.")
 
     @classmethod
     def tiny(cls, **overrides: Any) -> BenchConfig:
