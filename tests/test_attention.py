@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.attention import dispatch as attn
 from selfensemble.engine.attention import masks
-from selfensemble.engine.decoding import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.packing import SHARED, PackedBatch, pack_row
 from selfensemble.engine.prompts import build_parts

@@ -8,8 +8,8 @@ import typing
 import pytest
 
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.config.load import LoadSpec
-from selfensemble.engine.decoding import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.prompts import PromptFormat
 from selfensemble.engine.queries import Query

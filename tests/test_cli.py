@@ -162,8 +162,9 @@ def loads(monkeypatch) -> list:
     (["-p", "R?", "--no-paraphrase"], "apply only without -p"),
     (["--method", "origin", "--num-paraphrases", "3"], "does not apply"),
     (["--positions", "left"], "Unknown positions 'left'"),
-    (["--fusion-temperature", "0"], "temperature"),
-    (["--sample", "--top-p", "0"], "--top-p in (0, 1]"),
+    (["--fusion-temperature", "0"], "--fusion-temperature must be a finite number > 0"),
+    (["--sample", "--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["--temperature", "0"], "--temperature must be a finite number > 0"),
     (["--method", "avrg"], "Did you mean 'avg'"),
 ])
 def test_ask_checks_its_options_before_loading_the_model(loads, args, message):

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.generation import GenerationConfig
+from selfensemble.engine.attention.masks import attention_fusion
 from selfensemble.engine.cache import new_cache
-from selfensemble.engine.decoding import GenerationConfig, generate
+from selfensemble.engine.decoding import generate
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.packing import PackedBatch
 from selfensemble.engine.prompts import build_parts
@@ -108,7 +110,7 @@ def test_flex_knobs_use_each_querys_own_n(random_lm, fewshot_fmt, attention, kno
     # control: with the batch's largest N forced on the 2-prompt query its answer changes
     two = Engine(lm, EngineConfig(attention=attention, **{**NO_KNOBS, **knobs}))
     parts = build_parts(lm.tokenizer, fewshot_fmt, PROMPTS[:2])
-    wrong = two.config.attention_fusion
+    wrong = attention_fusion(two.config)
     plan = plan_rows("flex", parts, None, two.config, cached_prefix=False)
     batch = PackedBatch.from_rows(plan.rows, 0, 0, 1)
     with torch.inference_mode():

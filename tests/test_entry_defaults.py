@@ -1,14 +1,14 @@
-"""Every entry point runs the measured flex default of defaults.py, and follows it when it changes.
+"""Every command takes every EngineConfig flag from the one declaration on the dataclass, with the
+dataclass's default, and every entry point runs the measured flex default of defaults.py.
 
 Each entry point is driven as a user drives it (the CLI through typer, the Python API by its
 constructors) until the engine would be built; the EngineConfig it hands over is captured and no
-model loads. The control patches defaults.py to a sentinel configuration: an entry point with its
-own copy of a knob (as `serve`, `lm-eval` and `mask` had with positions "restart") keeps its copy and
-fails that check, which a plain equality test would miss when the copy happens to match today.
+model loads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 from pathlib import Path
@@ -19,9 +19,6 @@ from typer.testing import CliRunner
 
 from selfensemble.config import defaults
 from selfensemble.config.engine import EngineConfig
-
-SENTINEL = {"FLEX_LAYOUT": "full", "FLEX_POSITIONS": "sequential", "FLEX_RESCALE": False,
-            "FLEX_TEMPERATURE": 0.5, "FLEX_SCALE": 2.0}  # valid, and unlike both the default and any old copy
 
 
 class Captured(Exception):
@@ -68,7 +65,7 @@ def capture(monkeypatch):
     def run_benchmark(config):  # bench: the engine of the first (default) flex layout
         from selfensemble.bench.sections import engine_config
 
-        raise Captured(engine_config(config, 1, config.layouts[0]))
+        raise Captured(engine_config(config, 1, config.layouts[0], compile="compiled" in config.decode_modes))
 
     monkeypatch.setattr("selfensemble.bench.run_benchmark", run_benchmark)
     if importlib.util.find_spec("lm_eval") is not None:
@@ -146,29 +143,71 @@ def test_entry_point_runs_the_measured_flex_default(entry, capture, tmp_path):
     assert _flex(ENTRY_POINTS[entry](tmp_path)) == defaults.flex()
 
 
-@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
-def test_entry_point_follows_a_changed_default(entry, capture, tmp_path, monkeypatch):
-    for name, value in SENTINEL.items():
-        monkeypatch.setattr(defaults, name, value)
-    assert _flex(ENTRY_POINTS[entry](tmp_path)) == dict(zip(defaults.FLEX_KNOBS, SENTINEL.values(), strict=True))
-
-
-def test_a_hard_coded_knob_fails_the_check(capture, monkeypatch):
-    """The control: an entry point with its own copy of a knob (today's value) passes the plain check
-    but not the sentinel one, so the test above catches it."""
-
-    def hard_coded(tmp) -> EngineConfig:
-        return EngineConfig(positions="right")  # a copy that happens to equal today's default
-
-    assert _flex(hard_coded(None)) == defaults.flex()
-    for name, value in SENTINEL.items():
-        monkeypatch.setattr(defaults, name, value)
-    assert _flex(hard_coded(None))["positions"] != SENTINEL["FLEX_POSITIONS"]
-
-
 def test_options_given_still_win(capture):
     cfg = _serve("--model", "random:llama", "--positions", "restart", "--no-rescale")
     assert (cfg.positions, cfg.rescale) == ("restart", False)
+
+
+# -- every command that takes an engine config has a flag for each of its fields ------------------
+
+ENGINE_FIELDS = tuple(f.name for f in dataclasses.fields(EngineConfig))  # all of them: one without a flag fails
+#: Per command: how to reach its engine, and the fields it takes as flags (serve sizes its batches with
+#: --max-batch; mask draws layout and positions; bench sweeps --layouts and --batch-sizes instead).
+COMMANDS = {
+    "ask": (lambda tmp: ["ask", "Q?", "-p", "R?", "--model", "random:llama"], ENGINE_FIELDS),
+    "run": (lambda tmp: ["run", "--model", "random:llama", "--method", "flex", "--out", str(tmp)], ENGINE_FIELDS),
+    "serve": (lambda tmp: ["serve", "--model", "random:llama"], tuple(f for f in ENGINE_FIELDS if f != "batch_size")),
+    "lm-eval": (lambda tmp: ["lm-eval", "--tasks", "anything", "--model", "random:llama", "--out", str(tmp)],
+                ENGINE_FIELDS),
+    "mask": (lambda tmp: ["mask", "Q?", "-p", "R?", "--out", str(tmp / "m.png")], ("layout", "positions")),
+    "bench": (lambda tmp: ["bench", "--tiny"], ("attention", "positions", "rescale", "fusion_temperature",
+                                                "fusion_scale", "compile", "prefix_cache_mb")),
+}
+CASES = [(c, f) for c, (_, names) in COMMANDS.items() for f in names]
+
+
+def _needs(command: str) -> None:
+    if command == "serve":
+        _needs_serve()
+    if command == "lm-eval":
+        pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
+
+
+def _other_value(name: str) -> tuple[list[str], object]:
+    """(the flag and its argument, the value it gives): a valid value unlike the dataclass's default."""
+    f = {f.name: f for f in dataclasses.fields(EngineConfig)}[name]
+    flag, default = "--" + name.replace("_", "-"), f.default
+    if isinstance(default, bool):
+        return [flag if not default else flag.replace("--", "--no-", 1)], not default
+    choices = {"attention": ("auto", "flex", "sdpa"), "layout": ("shared", "full"),
+               "positions": ("restart", "right", "sequential")}
+    if name in choices:
+        value = [c for c in choices[name] if c != default][-1]
+        return [flag, value], value
+    return [flag, str(default * 2)], default * 2
+
+
+@pytest.mark.parametrize("command, name", CASES)
+def test_every_engine_field_is_a_flag_that_reaches_the_engine(command, name, capture, tmp_path):
+    """The flag --<field> exists, defaults to the dataclass's value, and a value given reaches the
+    EngineConfig the engine is built with (and nothing else changes)."""
+    import typer
+
+    from selfensemble.cli import app
+
+    _needs(command)
+    args, names = COMMANDS[command][0](tmp_path), COMMANDS[command][1]
+    options = {o for p in typer.main.get_command(app).commands[command].params for o in p.opts}
+    assert "--" + name.replace("_", "-") in options, f"{command} has no flag for EngineConfig.{name}"
+    flag, value = _other_value(name)
+    plain, given = _cli(*args), _cli(*args, *flag)
+    assert getattr(plain, name) == getattr(EngineConfig(), name)
+    assert getattr(given, name) == value
+    assert {k: getattr(given, k) for k in names if k != name} == {k: getattr(plain, k) for k in names if k != name}
+
+
+def test_serve_sizes_its_engine_batches_with_max_batch(capture):
+    assert _serve("--model", "random:llama", "--max-batch", "3").batch_size == 3
 
 
 # -- one engine factory: every entry point that builds an engine goes through engine_factory ---------

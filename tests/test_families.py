@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from selfensemble.config.engine import EngineConfig
-from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.config.generation import GenerationConfig
+from selfensemble.engine.attention.masks import attention_fusion
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.packing import PackedBatch, pack_row
 from selfensemble.engine.prompts import build_parts
@@ -122,7 +123,7 @@ def test_kv_cached_engine_equals_no_cache_reference(random_lm, fewshot_fmt, arch
         rows, fuse = [pack_row(parts.prefix, parts.segments, parts.cue, 0, cfg.positions)], fusion.identity
     else:
         rows, fuse = [pack_row(parts.prefix, [s], parts.cue) for s in parts.segments], get_method("avg").fusion_fn()
-    want = reference_generate(lm.model, rows, fuse, NEW, lm.eos_token_ids, fusion=cfg.attention_fusion)
+    want = reference_generate(lm.model, rows, fuse, NEW, lm.eos_token_ids, fusion=attention_fusion(cfg))
     assert len(want) >= 4
     for attention in ("sdpa", "flex"):
         got = Engine(lm, EngineConfig(attention=attention)).answer(QUESTIONS[0], method, GEN, fewshot_fmt)

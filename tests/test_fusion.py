@@ -230,7 +230,7 @@ def test_dynamic_weights_do_not_modify_input_and_reject_unknown_rules():
 def test_dynamic_weights_in_the_decode_loop_equal_the_no_cache_reference(random_lm, fewshot_fmt, method, rule):
     """--weights entropy/agreement through the engine = the slow reference fusing each step's logits."""
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.config.generation import GenerationConfig
     from selfensemble.engine.engine import Engine
     from selfensemble.engine.prompts import build_parts
     from selfensemble.engine.reference import reference_generate

@@ -8,8 +8,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.cache import new_cache
-from selfensemble.engine.decoding import GenerationConfig, generate
+from selfensemble.engine.decoding import generate
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.packing import PackedBatch, pack_row
 from selfensemble.engine.prompts import build_parts

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from selfensemble.config.engine import EngineConfig
-from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.config.generation import GenerationConfig
+from selfensemble.engine.attention.masks import attention_fusion
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.loglik import score_continuations
 from selfensemble.engine.packing import CUE, pack_row
@@ -53,7 +54,7 @@ def reference_score(model, parts: PromptParts, cont: list[int], method: str) -> 
     if method == "flex":  # the default flex configuration: its positions and fusion knobs
         cfg = EngineConfig()
         row = pack_row(parts.prefix, parts.segments, parts.cue, 0, cfg.positions)
-        lp = _row_logprobs(model, row.tokens, row.segments, row.positions, cont, cfg.attention_fusion)
+        lp = _row_logprobs(model, row.tokens, row.segments, row.positions, cont, attention_fusion(cfg))
         return float(sum(lp[j, t] for j, t in enumerate(cont)))
     rows = [parts.full(k) for k in range(len(parts.segments))] if method != "origin" else [parts.full(0)]
     lps = torch.stack([_row_logprobs(model, r, [0] * len(r), list(range(len(r))), cont) for r in rows])

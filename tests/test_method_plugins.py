@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from selfensemble.config.engine import EngineConfig
-from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.prompts import build_parts
 from selfensemble.engine.reference import reference_generate

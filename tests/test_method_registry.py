@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from selfensemble.config.engine import EngineConfig
-from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.loglik import score_continuations
 from selfensemble.engine.packing import SHARED, pack_row

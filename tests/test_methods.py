@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from selfensemble.config.engine import EngineConfig
-from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.packing import pack_row
 from selfensemble.engine.prompts import PromptFormat, build_parts
@@ -294,7 +294,7 @@ def test_answer_record(engine, fewshot_fmt):
 def test_full_layout_encodes_its_prefix_once_and_matches_no_reuse(random_lm, fewshot_fmt):
     """Full layout, restart positions: one encoding of the prefix serves every paraphrase's copy."""
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.config.generation import GenerationConfig
     from selfensemble.engine.engine import Engine
 
     lm = random_lm("llama")

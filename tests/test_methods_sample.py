@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from selfensemble.config.engine import EngineConfig
-from selfensemble.engine.decoding import GenerationConfig, candidate_seed
+from selfensemble.config.generation import GenerationConfig
+from selfensemble.engine.decoding import candidate_seed
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.prompts import build_parts
 from selfensemble.engine.queries import Query

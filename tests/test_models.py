@@ -114,7 +114,7 @@ def greedy(model, ids: list[int]) -> list[int]:
 
 
 def test_from_model_answers_and_gives_the_model_back(embedded_tokenizer, fewshot_fmt):
-    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.config.generation import GenerationConfig
     from selfensemble.engine.engine import Engine
     from selfensemble.engine.prompts import build_parts
 
@@ -163,7 +163,7 @@ def test_load_model_device_map_auto_on_cpu(tmp_path, embedded_tokenizer, fewshot
     from transformers import AutoModelForCausalLM
 
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.config.generation import GenerationConfig
     from selfensemble.engine.engine import Engine
 
     model, tok = users_model("qwen2")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.cache import PrefixCaches, cache_bytes, new_cache
-from selfensemble.engine.decoding import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.prompts import PromptFormat
 from selfensemble.engine.queries import Query

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from dataclasses import fields
@@ -169,9 +170,7 @@ def test_a_changed_nested_value_refuses_resume_and_names_it(tmp_path, engine, fl
 
 
 def _with_seed(out: Path, seed: int) -> RunConfig:
-    c = cfg(out, limit=2)
-    c.load = LoadSpec("random:llama", seed=seed)
-    return c
+    return dataclasses.replace(cfg(out, limit=2), load=LoadSpec("random:llama", seed=seed))
 
 
 # -- the CLI builds the nested config from the same flags -------------------------------------------------------

@@ -28,7 +28,7 @@ pytest.importorskip("uvicorn", reason="selfensemble[serve] is not installed")
 httpx = pytest.importorskip("httpx", reason="the dev extra (httpx) is not installed")
 
 from selfensemble.config.engine import EngineConfig  # noqa: E402
-from selfensemble.engine.decoding import GenerationConfig  # noqa: E402
+from selfensemble.config.generation import GenerationConfig  # noqa: E402
 from selfensemble.engine.engine import Engine  # noqa: E402
 from selfensemble.engine.prompts import default_format  # noqa: E402
 from selfensemble.serve.batching import Batcher  # noqa: E402

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("fastapi", reason="selfensemble[serve] is not installed")
 httpx = pytest.importorskip("httpx", reason="the dev extra (httpx) is not installed")
 
-from selfensemble.engine.decoding import GenerationConfig  # noqa: E402
+from selfensemble.config.generation import GenerationConfig  # noqa: E402
 from selfensemble.engine.prompts import default_format  # noqa: E402
 
 MODEL = "test-llama"  # conftest.SERVE_MODEL

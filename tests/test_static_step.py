@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.generation import GenerationConfig
+from selfensemble.engine.attention.masks import attention_fusion
 from selfensemble.engine.cache import GrowingLayer, new_cache
-from selfensemble.engine.decoding import GenerationConfig, derive_seed, generate
+from selfensemble.engine.decoding import derive_seed, generate
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.models import LoadedModel
 from selfensemble.engine.packing import CUE, PAD, PackedBatch, pack_row
@@ -57,7 +59,7 @@ def reference(lm, fmt, method: str, layout: str, gen: GenerationConfig, eos: set
         sample = None if not gen.do_sample else {"temperature": gen.temperature, "seed":
                                                   derive_seed(gen.seed, tuple(prompts), 0)}
         out.append(reference_generate(lm.model, plan.rows, get_method(method).fusion_fn(), STEPS, eos,
-                                      fusion=cfg.attention_fusion, sample=sample))
+                                      fusion=attention_fusion(cfg), sample=sample))
     return out
 
 

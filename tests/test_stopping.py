@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.stopping import TextWatch, can_stop_on_text, stop_text
 
 RULES = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from selfensemble.config.engine import EngineConfig
-from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.queries import Query
 from selfensemble.engine.streaming import TextDeltas

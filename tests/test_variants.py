@@ -249,7 +249,7 @@ def test_flex_over_format_variants_isolates_each_segment(random_lm, attention, c
 def test_fusion_over_variants_equals_the_no_cache_reference(random_lm, method, eager_flex):
     """The KV-cached engine over variant prompts decodes what the slow reference decodes from rows
     built from each variant alone (logit fusion) or packed with the shared cue (flex)."""
-    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.config.generation import GenerationConfig
     from selfensemble.engine.engine import Engine
     from selfensemble.engine.packing import pack_row
     from selfensemble.engine.reference import reference_generate
@@ -269,7 +269,7 @@ def test_fusion_over_variants_equals_the_no_cache_reference(random_lm, method, e
 
 
 def test_per_prompt_over_variants_is_each_variant_asked_alone(random_lm):
-    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.config.generation import GenerationConfig
     from selfensemble.engine.engine import Engine
 
     lm = random_lm("qwen2")

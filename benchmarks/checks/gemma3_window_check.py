@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.data import load_dataset
-from selfensemble.engine.decoding import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.models import load_model
 from selfensemble.engine.packing import pack_row

@@ -23,8 +23,9 @@ import torch
 
 from selfensemble.bench import load_questions, make_queries
 from selfensemble.config.engine import EngineConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.attention import dispatch as attn
-from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.engine.attention.masks import attention_fusion
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.models import LoadedModel, load_model
 from selfensemble.engine.prompts import build_parts
@@ -64,7 +65,7 @@ def check_path(lm: LoadedModel, attention: str, questions: int) -> list[dict]:
             # the engine's default attention-fusion knobs (rescale, ...) apply to packed flex rows: the
             # reference applies the same rule itself (without them this check fails on any device)
             ref = reference_generate(lm.model, plan.rows, get_method(method).fusion_fn(), MAX_NEW,
-                                     lm.eos_token_ids, fusion=EngineConfig().attention_fusion)
+                                     lm.eos_token_ids, fusion=attention_fusion(EngineConfig()))
             records.append({"check": f"{method} cached == reference", "question": i, "ok": a.tokens == ref,
                             "tokens": [list(a.tokens), list(ref)]})
         in_batch = batched.answer_many(three, method, GEN)

@@ -19,6 +19,7 @@ session's (--allow-mixed); allowed, the report marks that cell.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -157,8 +158,8 @@ def run(conf: dict, model: str, out: Path, datasets: list[str], allow_mixed: boo
     console = Console(stderr=True)
     engine = None
     for dataset in datasets:
-        cfg = run_config(conf, model, dataset, out / model / dataset)
-        cfg.allow_mixed = allow_mixed  # resume under another version: each new record carries its provenance
+        # allow_mixed: resume under another version, each new record then carrying its provenance
+        cfg = dataclasses.replace(run_config(conf, model, dataset, out / model / dataset), allow_mixed=allow_mixed)
         engine = engine or build_engine(cfg.load, cfg.engine)
         paraphrases = conf["datasets"][dataset].get("paraphrases")
         if paraphrases:

@@ -105,7 +105,7 @@ def queries_for(engine, cfg, ds, items, console):
 def run_config(lm, name: str, dataset: str, fmt: str, items, queries, out: Path, done: set, bs: int,
                max_new_tokens: int = 10) -> None:
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.config.generation import GenerationConfig
     from selfensemble.engine.engine import Engine
     from selfensemble.scoring import is_correct, is_echo
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from selfensemble.config.engine import EngineConfig
-from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.models import load_model
 from selfensemble.engine.prompts import default_format

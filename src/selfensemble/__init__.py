@@ -27,7 +27,7 @@ _EXPORTS = {
     "METHODS": "selfensemble.methods.registry",
     "Method": "selfensemble.methods.registry",
     "register_method": "selfensemble.methods.registry",
-    "GenerationConfig": "selfensemble.engine.decoding",
+    "GenerationConfig": "selfensemble.config.generation",
     "PromptFormat": "selfensemble.engine.prompts",
     "variant_query": "selfensemble.engine.variants",
     "SelfEnsembleError": "selfensemble.errors",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from selfensemble.bench.questions import MAX_N
 from selfensemble.config import defaults
-from selfensemble.errors import SelfEnsembleError
+from selfensemble.errors import ConfigError
 
 DECODE_MODES = ("eager", "compiled")
 
@@ -20,12 +20,12 @@ class BenchConfig:
     methods: tuple[str, ...] = ("origin", "avg", "flex")
     ns: tuple[int, ...] = (5,)
     batch_sizes: tuple[int, ...] = (1, 8)
-    # flex knobs, read from defaults.py when a config is built (the default layout first); other methods ignore them
-    layouts: tuple[str, ...] = field(default_factory=lambda: tuple(defaults.layouts_default_first().split(",")))
-    positions: str = field(default_factory=defaults.factory("positions"))
-    rescale: bool = field(default_factory=defaults.factory("rescale"))
-    fusion_temperature: float = field(default_factory=defaults.factory("fusion_temperature"))
-    fusion_scale: float = field(default_factory=defaults.factory("fusion_scale"))
+    # flex knobs, from defaults.py (the default layout first); other methods ignore them
+    layouts: tuple[str, ...] = tuple(defaults.layouts_default_first().split(","))
+    positions: str = defaults.FLEX_POSITIONS
+    rescale: bool = defaults.FLEX_RESCALE
+    fusion_temperature: float = defaults.FLEX_TEMPERATURE
+    fusion_scale: float = defaults.FLEX_SCALE
     questions: int = 8
     max_new_tokens: int = 10
     attention: str | None = None
@@ -63,23 +63,23 @@ class BenchConfig:
             check_method(m)
         for lay in self.layouts:
             if lay not in LAYOUTS:
-                raise SelfEnsembleError(f"Unknown layout {lay!r}; use one of {', '.join(LAYOUTS)}.")
+                raise ConfigError(f"Unknown layout {lay!r}; use one of {', '.join(LAYOUTS)}.")
         if self.attention is not None and self.attention not in ATTENTION:
-            raise SelfEnsembleError(f"Unknown attention {self.attention!r}; use one of {', '.join(ATTENTION)}.")
+            raise ConfigError(f"Unknown attention {self.attention!r}; use one of {', '.join(ATTENTION)}.")
         if not self.ns or any(n < 1 or n > MAX_N for n in self.ns):
-            raise SelfEnsembleError(f"Every N must be between 1 and {MAX_N} (template paraphrases), got {self.ns}.")
+            raise ConfigError(f"Every N must be between 1 and {MAX_N} (template paraphrases), got {self.ns}.")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise SelfEnsembleError(f"Batch sizes must be >= 1, got {self.batch_sizes}.")
+            raise ConfigError(f"Batch sizes must be >= 1, got {self.batch_sizes}.")
         for name in ("questions", "max_new_tokens", "storm_new_tokens", "warmup_questions", "pad_multiple",
                      "paraphrase_candidates", "paraphrase_formats", "paraphrase_new_tokens", "demo_items"):
             if getattr(self, name) < 1:
-                raise SelfEnsembleError(f"{name} must be >= 1, got {getattr(self, name)}.")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if not self.decode_modes or any(m not in DECODE_MODES for m in self.decode_modes):
-            raise SelfEnsembleError(f"decode modes must be among {', '.join(DECODE_MODES)}, got {self.decode_modes}.")
+            raise ConfigError(f"decode modes must be among {', '.join(DECODE_MODES)}, got {self.decode_modes}.")
         if self.threads is not None and self.threads < 1:
-            raise SelfEnsembleError(f"threads must be >= 1, got {self.threads}.")
+            raise ConfigError(f"threads must be >= 1, got {self.threads}.")
         if self.naive_questions < 0 or self.storm_questions < 0 or self.few_shot < 0:
-            raise SelfEnsembleError("naive_questions, storm_questions and few_shot must be >= 0.")
+            raise ConfigError("naive_questions, storm_questions and few_shot must be >= 0.")
 
     @classmethod
     def tiny(cls, **overrides: Any) -> BenchConfig:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def _one_row_each(engine, questions: list[str], k: int, pcfg) -> None:
     """The per-candidate baseline: candidate i of every question is an origin query on few-shot set i."""
-    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.config.generation import GenerationConfig
     from selfensemble.engine.queries import Query
     from selfensemble.pipeline.paraphrase.writer import paraphrase_format
 

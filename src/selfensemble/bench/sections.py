@@ -19,6 +19,7 @@ from selfensemble.bench.config import BenchConfig
 from selfensemble.bench.questions import QuestionSet, make_queries
 from selfensemble.bench.targets import STORM_COMPILE_TARGET
 from selfensemble.bench.timing import count_host_syncs, timed
+from selfensemble.engine.attention.masks import attention_fusion
 
 if TYPE_CHECKING:
     from selfensemble.engine.models import LoadedModel
@@ -41,7 +42,7 @@ def progress(message: str) -> None:
 
 def fixed_gen(max_new_tokens: int):
     """Fixed-length answers (no newline stop): every method decodes the same number of steps unless EOS comes first."""
-    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.config.generation import GenerationConfig
 
     return GenerationConfig(max_new_tokens=max_new_tokens, stop_at_newline=False)
 
@@ -208,7 +209,7 @@ def naive_row(lm: LoadedModel, queries: list[Query], method: str, n: int, config
            "cached_s_per_q": cached["s_per_q"] if cached else None, "speedup": None, "agree": None}
     if cached:
         row["speedup"] = row["s_per_q"] / cached["s_per_q"]
-    knobs = engine_config(config, 1).attention_fusion.active
+    knobs = attention_fusion(engine_config(config, 1)).active
     if cached_answers is not None and not (spec.packs_prompts and knobs):  # the reference has no fusion knobs
         row["agree"] = sum(a.tokens == t for a, t in zip(cached_answers, run.value, strict=False))
     return row

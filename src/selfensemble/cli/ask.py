@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import typer
 
-from selfensemble.cli.common import (
-    ATTENTION_HELP,
-    DEVICE_MAP_HELP,
-    LAYOUT_HELP,
-    METHOD_HELP,
-    MODEL_HELP,
-    POSITIONS_HELP,
-    RESCALE_HELP,
-    SCALE_HELP,
-    TEMPERATURE_HELP,
-    app,
-    compile_option,
-    engine_config,
-    flex_option,
-    make_engine,
-    parse_list,
-)
+from selfensemble.cli.common import DEVICE_MAP_HELP, METHOD_HELP, MODEL_HELP, app, make_engine, parse_list
+from selfensemble.cli.config_flags import config_flags
+from selfensemble.config.engine import EngineConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.errors import SelfEnsembleError
+
+#: The GenerationConfig fields `ask` takes as flags (--seed, its own, also seeds the paraphrase writer).
+ASK_GENERATION_FLAGS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k")
 
 
 @app.command()
+@config_flags("engine_config", EngineConfig)
+@config_flags("generation", GenerationConfig, only=ASK_GENERATION_FLAGS)
 def ask(
     question: str = typer.Argument(..., help="The original question (prompt 0)."),
     paraphrase: list[str] = typer.Option([], "--paraphrase", "-p", help="A paraphrase (repeatable)."),
@@ -43,22 +36,10 @@ def ask(
     device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
     revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
     trust_remote_code: bool = typer.Option(False, help="Allow the model repo's own code (transformers' flag)."),
-    max_new_tokens: int = typer.Option(16, min=1, help="Longest answer in tokens."),
     weights: str | None = typer.Option(None, help="weighted_* methods: one weight per prompt (e.g. 1,0.5,0.8), or "
                                                   "entropy | agreement (derived from each prompt's logits every step)"),
-    layout: str = flex_option("layout", help=LAYOUT_HELP),
-    positions: str = flex_option("positions", help=POSITIONS_HELP),
-    attention: str = typer.Option(None, help=ATTENTION_HELP),
-    compile_step: bool = compile_option(),
-    rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
-    fusion_temperature: float = flex_option("fusion_temperature", help=TEMPERATURE_HELP),
-    fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
     few_shot: bool = typer.Option(True, help="Prefix generic few-shot Q/A examples."),
     chat: bool = typer.Option(False, help="Wrap the prompt in the model's chat template."),
-    sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
-    temperature: float = typer.Option(1.0, help="Sampling temperature (> 0)."),
-    top_p: float = typer.Option(1.0, help="Nucleus sampling mass, in (0, 1]."),
-    top_k: int = typer.Option(0, min=0, help="Keep the k likeliest tokens when sampling (0: all)."),
     seed: int = typer.Option(0),
     variants: str = typer.Option("paraphrase", help="What the prompts vary, comma-separated: paraphrase | format | "
                                  "demos | order (N = --num-paraphrases of their product; prompt 0 = the plain prompt)"),
@@ -66,15 +47,14 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     stream: bool = typer.Option(False, "--stream", help="Print the answer as it is decoded (stdout), then the "
                                 "notes. Not with --json, nor --method vote (it picks its answer at the end)."),
+    engine_config: EngineConfig = None,  # built from its flags by config_flags
+    generation: GenerationConfig = None,  # likewise; its seed is --seed
 ):
     """Answer QUESTION, fused over its paraphrases (given with -p, else written by the model and gated)."""
     from selfensemble.config.variants import DEFAULT_VARIANTS, parse_variants
-    from selfensemble.engine.decoding import GenerationConfig
     from selfensemble.engine.prompts import default_format
     from selfensemble.methods.registry import one_prompt_note
 
-    flex = dict(layout=layout, positions=positions, rescale=rescale, fusion_temperature=fusion_temperature,
-                fusion_scale=fusion_scale, compile=compile_step)
     # everything the user typed is checked here, before the model loads (~17 s for the embedded one)
     dims = parse_variants(parse_list(variants, "--variants"))
     plain = dims == DEFAULT_VARIANTS and variant_levels is None
@@ -84,15 +64,11 @@ def ask(
     else:
         wanted = _variant_plan(question, paraphrase, dims, num_paraphrases, variant_levels, no_paraphrase, few_shot)
         w = _check_weights(weights, method, None, "the variants are drawn when the model runs")
-    engine_config(attention, **flex)
     if stream:
         _check_stream(method, as_json)
-    if not temperature > 0 or not 0 < top_p <= 1:
-        raise SelfEnsembleError(f"--temperature must be > 0 and --top-p in (0, 1]; got {temperature} and {top_p}.")
-    gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature,
-                           top_p=top_p, top_k=top_k, seed=seed)
-    engine = make_engine(model, device, dtype, attention, seed=seed, device_map=device_map, revision=revision,
-                         trust_remote_code=trust_remote_code, **flex)
+    gen = dataclasses.replace(generation, seed=seed)
+    engine = make_engine(model, device, dtype, engine_config, seed=seed, device_map=device_map, revision=revision,
+                         trust_remote_code=trust_remote_code)
     t0 = time.perf_counter()
     prompts, notes, gate = _prompts(engine, model, question, paraphrase, wanted, no_paraphrase, method, seed)
     recorded = None
@@ -265,20 +241,21 @@ def _prompts(engine, model: str, question: str, given: list[str], n_prompts: int
 
 
 @app.command()
+@config_flags("engine_config", EngineConfig, only=("layout", "positions"))  # what the picture shows
 def mask(
     question: str = typer.Argument(..., help="The original question."),
     paraphrase: list[str] = typer.Option([], "--paraphrase", "-p"),
     out: Path = typer.Option(Path("mask.png"), help="PNG to write."),
-    layout: str = flex_option("layout", help=LAYOUT_HELP),
-    positions: str = flex_option("positions", help=POSITIONS_HELP),
     few_shot: bool = typer.Option(False, help="Include the generic few-shot prefix (makes a big picture)."),
     model: str = typer.Option("smollm2-135m", help="Whose tokenizer to use. " + MODEL_HELP),
+    engine_config: EngineConfig = None,  # built from its flags by config_flags
 ):
     """Draw the flex attention mask for QUESTION and its paraphrases."""
     from selfensemble.engine.attention.maskplot import layout_row, plot_mask
     from selfensemble.engine.models import load_tokenizer
     from selfensemble.engine.prompts import default_format
 
+    layout, positions = engine_config.layout, engine_config.positions
     row = layout_row(load_tokenizer(model), [question, *paraphrase], default_format(few_shot), layout, positions)
     path = plot_mask(row, out, title=f"flex mask, layout={layout}, positions={positions}")
     typer.echo(f"wrote {path} ({len(row.tokens)} prompt tokens)")

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import typer
 
-from selfensemble.cli.common import (
-    ATTENTION_HELP,
-    LAYOUT_HELP,
-    METHOD_HELP,
-    MODEL_HELP,
-    POSITIONS_HELP,
-    RESCALE_HELP,
-    SCALE_HELP,
-    TEMPERATURE_HELP,
-    app,
-    compile_option,
-    flex_option,
-    parse_list,
-)
+from selfensemble.cli.common import METHOD_HELP, MODEL_HELP, app, parse_list
+from selfensemble.cli.config_flags import config_flags
+from selfensemble.config.engine import EngineConfig
 from selfensemble.errors import SelfEnsembleError
 
 
@@ -37,6 +27,7 @@ def _model_args(text: str | None) -> dict:
 
 
 @app.command("lm-eval")
+@config_flags("engine_config", EngineConfig)
 def lm_eval_command(
     tasks: str = typer.Option(..., help="Harness task names, comma-separated (built-in or from --include-path)."),
     include_path: Path = typer.Option(None, help="Folder of your own task YAMLs."),
@@ -44,16 +35,8 @@ def lm_eval_command(
     method: str = typer.Option("flex", help=METHOD_HELP),
     num_paraphrases: int = typer.Option(5, min=1, help="Prompts per question, the original included."),
     limit: int = typer.Option(None, min=1, help="At most this many documents per task."),
-    batch_size: int = typer.Option(8, min=1),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto"),
-    attention: str = typer.Option(None, help=ATTENTION_HELP),
-    compile_step: bool = compile_option(),
-    layout: str = flex_option("layout", help=LAYOUT_HELP),
-    positions: str = flex_option("positions", help=POSITIONS_HELP),
-    rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
-    fusion_temperature: float = flex_option("fusion_temperature", help=TEMPERATURE_HELP),
-    fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
     paraphrase_source: str = typer.Option("auto", help="auto (doc field 'paraphrases' if present, else "
                                           "model-written) | doc | generate"),
     variants: str = typer.Option("paraphrase", help="What the prompts vary, comma-separated: paraphrase | format | "
@@ -62,6 +45,7 @@ def lm_eval_command(
     model_args: str = typer.Option(None, help="More engine options as key=value,... (as in the harness)."),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("runs/lm-eval"), help="Folder for results.json and samples."),
+    engine_config: EngineConfig = None,  # built from its flags by config_flags
 ):
     """Evaluate harness tasks with `method`; writes OUT/results.json and prints the harness's table."""
     try:
@@ -74,9 +58,9 @@ def lm_eval_command(
     if include_path is not None and not include_path.is_dir():
         raise SelfEnsembleError(f"--include-path {include_path} is not a folder.")
     names = parse_list(tasks, "--tasks")
-    options = {"attention": attention, "layout": layout, "positions": positions, "rescale": rescale,
-               "fusion_temperature": fusion_temperature, "fusion_scale": fusion_scale, "device": device,
-               "dtype": dtype, "compile": compile_step, **_model_args(model_args)}
+    engine = {f.name: getattr(engine_config, f.name) for f in dataclasses.fields(engine_config)}
+    batch_size = engine.pop("batch_size")
+    options = {**engine, "device": device, "dtype": dtype, **_model_args(model_args)}  # model_args win
     options = {k: v for k, v in options.items() if v is not None}
     manager = task_manager(names, str(include_path) if include_path else None)  # before the model loads
     t0 = time.perf_counter()

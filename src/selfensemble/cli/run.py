@@ -11,22 +11,11 @@ from pathlib import Path
 
 import typer
 
-from selfensemble.cli.common import (
-    DEVICE_MAP_HELP,
-    LAYOUT_HELP,
-    MIN_SIMILARITY_HELP,
-    POSITIONS_HELP,
-    RESCALE_HELP,
-    SCALE_HELP,
-    TEMPERATURE_HELP,
-    app,
-    compile_option,
-    flex_option,
-    make_engine,
-    parse_list,
-)
+from selfensemble.cli.common import DEVICE_MAP_HELP, MIN_SIMILARITY_HELP, app, make_engine, parse_list
+from selfensemble.cli.config_flags import config_flags
 from selfensemble.cli.progress import ConsoleProgress
 from selfensemble.cli.report import echo_outputs, show_report
+from selfensemble.config.engine import EngineConfig
 from selfensemble.config.gate import GateSettings
 from selfensemble.config.load import LoadSpec
 from selfensemble.config.run import RunConfig
@@ -36,6 +25,7 @@ from selfensemble.pipeline.experiment import load_items, paraphrase_items, run_e
 
 
 @app.command("run")
+@config_flags("engine_config", EngineConfig)
 def run_command(
     dataset: str = typer.Option("webqa", help="webqa | pararel | myriadlama | jsonl | csv"),
     data_path: str = typer.Option(None, help="Local file/folder (default: ../shared/data when present)."),
@@ -60,15 +50,7 @@ def run_command(
     device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
     revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
     trust_remote_code: bool = typer.Option(False, help="Allow the model repo's own code (transformers' flag)."),
-    batch_size: int = typer.Option(8, min=1),
     max_new_tokens: int = typer.Option(16, min=1),
-    attention: str = typer.Option(None, help="flex | sdpa | auto (flex, loud fallback); default: sdpa on CPU, auto on CUDA"),
-    compile_step: bool = compile_option(),
-    layout: str = flex_option("layout", help=LAYOUT_HELP),
-    positions: str = flex_option("positions", help=POSITIONS_HELP),
-    rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
-    fusion_temperature: float = flex_option("fusion_temperature", help=TEMPERATURE_HELP),
-    fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
     chat: bool = typer.Option(False),
     match: str = typer.Option("contains", help="Scorer behind `correct`: contains (gold inside the answer as "
                                                "whole words) | exact | partial (lenient, either way round)"),
@@ -104,6 +86,7 @@ def run_command(
     cpus_per_worker: float = typer.Option(None, help="ray: CPUs per actor (default 1; also its torch threads)."),
     verbose: bool = typer.Option(False, "--verbose", help="ray: also show Ray's own output (actor stdout, token-auth "
                                  "notes, core-worker log lines); default: progress and errors only."),
+    engine_config: EngineConfig = None,  # built from its flags by config_flags
 ):
     """Run methods over a dataset; resumable (rerun the same command after a crash)."""
     if method and methods:
@@ -118,8 +101,6 @@ def run_command(
                "answers_column": answers_column, "paraphrase_columns": parse_list(paraphrase_columns, "--paraphrase-columns"),
                "id_column": id_column}
     options = {k: v for k, v in options.items() if v is not None}
-    from selfensemble.config.engine import EngineConfig
-
     cfg = RunConfig(dataset=dataset, data_path=data_path, split=split, limit=limit, methods=chosen,
                     num_paraphrases=num_paraphrases, prompt_indices=parse_list(prompt_indices, "--prompt-indices", int),
                     variants=parse_list(variants, "--variants"), variant_levels=variant_levels,
@@ -128,9 +109,7 @@ def run_command(
                     subfolders=method is None, allow_mixed=allow_mixed, weights=weights,
                     load=LoadSpec(model=model, device=device, dtype=dtype, seed=seed, device_map=device_map,
                                   revision=revision, trust_remote_code=trust_remote_code),
-                    engine=EngineConfig(attention=attention, layout=layout, positions=positions, rescale=rescale,
-                                        fusion_temperature=fusion_temperature, fusion_scale=fusion_scale,
-                                        batch_size=batch_size, compile=compile_step),
+                    engine=engine_config,
                     gate=GateSettings(enabled=gate, min_similarity=min_similarity, embedder=embedder,
                                       entity_guard=entity_guard))
     backend_cfg = _backend_config(backend, ray_address, workers, gpus_per_worker, cpus_per_worker, verbose)
@@ -231,7 +210,8 @@ def paraphrase_command(
     console.print(f"N = {num_paraphrases} prompts per question: the original and {pcfg.wanted} written paraphrases "
                   "(--num-paraphrases counts the original, as in `run`)", soft_wrap=True)
     with graceful_stop():
-        found = paraphrase_items(lambda: make_engine(model, device, batch_size=batch_size, device_map=device_map),
+        found = paraphrase_items(lambda: make_engine(model, device, config=EngineConfig(batch_size=batch_size),
+                                                     device_map=device_map),
                                  model, items, pcfg, progress, rcfg.gate_config(generated=True))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:

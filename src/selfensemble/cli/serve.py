@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import typer
 
-from selfensemble.cli.common import (
-    ATTENTION_HELP,
-    LAYOUT_HELP,
-    MODEL_HELP,
-    POSITIONS_HELP,
-    RESCALE_HELP,
-    SCALE_HELP,
-    TEMPERATURE_HELP,
-    app,
-    compile_option,
-    flex_option,
-    make_engine,
-)
+from selfensemble.cli.common import MODEL_HELP, app, make_engine
+from selfensemble.cli.config_flags import config_flags
+from selfensemble.config.engine import EngineConfig
 
 
 @app.command()
+@config_flags("engine_config", EngineConfig, skip=("batch_size",))  # --max-batch sizes the engine's batches
 def serve(
     model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
@@ -28,13 +21,6 @@ def serve(
     batch_window_ms: float = typer.Option(10.0, min=0, help="How long the first request waits for neighbours."),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
-    attention: str = typer.Option(None, help=ATTENTION_HELP),
-    compile_step: bool = compile_option(),
-    layout: str = flex_option("layout", help=LAYOUT_HELP),
-    positions: str = flex_option("positions", help=POSITIONS_HELP),
-    rescale: bool = flex_option("rescale", "--rescale/--no-rescale", help=RESCALE_HELP),
-    fusion_temperature: float = flex_option("fusion_temperature", help=TEMPERATURE_HELP),
-    fusion_scale: float = flex_option("fusion_scale", help=SCALE_HELP),
     threads: int = typer.Option(0, help="torch intra-op threads (0: torch's default)."),
     seed: int = typer.Option(0, help="Seed for random:<arch> weights."),
     paraphrase_budget_s: float = typer.Option(
@@ -42,6 +28,7 @@ def serve(
         help="Seconds of paraphrase writing a request may wait for (checked before each engine call of the "
         "writer); past it the request is answered through the paraphrases written so far, its notes say so, and "
         "the next request for the question continues the writing. 0: cached paraphrases only."),
+    engine_config: EngineConfig = None,  # built from its flags by config_flags
 ):
     """Serve POST /v1/ensemble, an OpenAI-compatible /v1/chat/completions and a page at /."""
     from rich.console import Console
@@ -53,9 +40,8 @@ def serve(
         import torch
 
         torch.set_num_threads(threads)
-    engine = make_engine(model, device, dtype, attention, batch_size=max_batch, seed=seed, layout=layout,
-                         positions=positions, rescale=rescale, fusion_temperature=fusion_temperature,
-                         fusion_scale=fusion_scale, compile=compile_step)
+    config = dataclasses.replace(engine_config, batch_size=max_batch)
+    engine = make_engine(model, device, dtype, config, seed=seed)
     paths = engine.attention_paths
     typer.echo(f"selfensemble serve: {model} (prefill {paths['prefill']}, decode {paths['decode']}: "
                f"{engine.attention_note}), max batch {max_batch}; "

@@ -1,22 +1,23 @@
 """The measured default configuration of attention fusion (``flex``), in one light module.
 
-Every entry point (EngineConfig, RunConfig, BenchConfig, the CLI's ask / run / bench / serve /
-lm-eval / mask / demo / interactive, the Python API) reads these, so the default cannot drift
-between them. Chosen on the dev split of ParaRel and WebQuestions (benchmarks/experiments/flex_sweep.py)
+EngineConfig and BenchConfig take their defaults from here, and every entry point (the CLI's
+commands through the flags EngineConfig declares, RunConfig, the Python API) builds an EngineConfig,
+so the default cannot drift between them. Chosen on the dev split of ParaRel and WebQuestions (benchmarks/experiments/flex_sweep.py)
 and evaluated once on heldout (benchmarks/experiments/confirm.py); benchmarks/README.md has both
 tables and what they do and do not show. Imports nothing heavy (no torch).
 
-Entry points read the constants when an object is built (``factory``), not when a module is
-imported: a changed default (or a test that patches one) reaches every entry point at once, and a
-hard-coded copy somewhere is caught by tests/test_entry_defaults.py.
+tests/test_entry_defaults.py checks that every command has every EngineConfig flag, defaulting to
+the dataclass (no command carries a copy of a default).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 DEFAULT_MODEL = "smollm2-135m"  # the embedded SmolLM2-135M-Instruct GGUF (engine/model_specs.py)
+
+#: Where a packed row puts its paraphrases' positions (engine/packing.py lays them out).
+POSITION_MODES = ("restart", "right", "sequential")
 
 FLEX_LAYOUT = "shared"
 FLEX_POSITIONS = "right"
@@ -32,13 +33,6 @@ def flex() -> dict[str, Any]:
     """The flex configuration as {knob: value}, read now: {"layout": "shared", "positions": "right", …}."""
     return {"layout": FLEX_LAYOUT, "positions": FLEX_POSITIONS, "rescale": FLEX_RESCALE,
             "fusion_temperature": FLEX_TEMPERATURE, "fusion_scale": FLEX_SCALE}
-
-
-def factory(knob: str) -> Callable[[], Any]:
-    """A ``default_factory`` (dataclass field or typer option) that reads ``knob`` when it is called."""
-    if knob not in FLEX_KNOBS:
-        raise KeyError(f"unknown flex knob {knob!r}; known: {', '.join(FLEX_KNOBS)}")
-    return lambda: flex()[knob]
 
 
 def layouts_default_first() -> str:

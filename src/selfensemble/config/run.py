@@ -2,8 +2,8 @@
 
 A run holds the engine's own config objects instead of copies of their fields:
 
-  engine  methods.EngineConfig     how rows are laid out and run (attention, flex knobs, batch size)
-  load    config.load.LoadSpec which model, loaded how (model, device, dtype, seed, placement)
+  engine  config.engine.EngineConfig  how rows are laid out and run (attention, flex knobs, batch size)
+  load    config.load.LoadSpec        which model, loaded how (model, device, dtype, seed, placement)
   gate    GateSettings             the paraphrase gate (on / off / automatic, embedder, threshold)
 
 Every engine of a run is built from ``cfg.load`` + ``cfg.engine`` by engine_factory.build_engine,
@@ -14,35 +14,27 @@ load (random:* weights), the dataset sample, the demonstrations and every sampli
 Manifests store the nested form ``{"engine": {...}, "load": {...}, "gate": {...}, "dataset": ...}``.
 Run folders written before that hold a flat config; :func:`nested_config` reads either into the
 nested form, so old folders keep resuming and reports read both. Importing this module loads no
-torch (the CLI's ``--help`` and ``report`` stay fast): EngineConfig is imported when first built.
+torch (the CLI's ``--help`` and ``report`` stay fast; config.engine imports none either).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from selfensemble.config.demos import LEGACY_DEMO_DRAW, demo_draw
+from selfensemble.config.engine import EngineConfig
 from selfensemble.config.gate import GateConfig, GateSettings
 from selfensemble.config.load import LoadSpec
-
-if TYPE_CHECKING:
-    from selfensemble.config.engine import EngineConfig
 
 #: Sections of a manifest config that hold a nested dataclass (RunConfig field → manifest key).
 SECTIONS = ("engine", "load", "gate")
 
 
-def _engine_config() -> EngineConfig:
-    """A default EngineConfig, built now (flex knobs read from defaults.py at this moment)."""
-    from selfensemble.config.engine import EngineConfig
-
-    return EngineConfig()
-
-
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run (saved in the manifest; resuming requires the same values).
+    Frozen: a changed setting is a new config (``dataclasses.replace``), never an edit in place.
 
     The run's own fields stay flat; the engine, the model load and the gate are held whole
     (``engine``, ``load``, ``gate``), never copied field by field.
@@ -69,7 +61,7 @@ class RunConfig:
     out: str = "runs/experiment"
     subfolders: bool = True
     allow_mixed: bool = False  # resume under other versions / attention path, provenance per record
-    engine: EngineConfig = field(default_factory=_engine_config)  # flex knobs: defaults.py, read when built
+    engine: EngineConfig = field(default_factory=EngineConfig)
     load: LoadSpec = field(default_factory=LoadSpec)
     gate: GateSettings = field(default_factory=GateSettings)
 
@@ -77,7 +69,7 @@ class RunConfig:
         from selfensemble.config.variants import check_levels, parse_variants
 
         # one spelling per run ("demos,format" == ["format", "demos"]): the manifest compares it on resume
-        self.variants = list(parse_variants(self.variants))
+        object.__setattr__(self, "variants", list(parse_variants(self.variants)))
         check_levels(self.variant_levels)
 
     @property

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from selfensemble.config.engine import KERNEL_FLEX, KERNEL_SDPA
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.attention import masks
 from selfensemble.engine.attention.dispatch import WindowMasks, flex_errors
 from selfensemble.engine.cache import cache_capacity
@@ -26,25 +27,6 @@ from selfensemble.engine.sampling import sample_keys, select_tokens
 from selfensemble.engine.step import StepMasks, decode_forward
 from selfensemble.engine.stopping import TextWatch, can_stop_on_text, stop_text
 from selfensemble.methods.group_fusion import GroupFusionFn, Groups
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """Greedy by default; answers stop at EOS, at a newline after some text, or at a stop string."""
-
-    max_new_tokens: int = 16
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int = 0
-    stop_at_newline: bool = True
-    stop_strings: tuple[str, ...] = ()  # the answer ends before the first of these (cut from the text)
-    stop_after: tuple[str, ...] = ()  # the answer ends with the first of these (kept in the text)
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
 
 @dataclass

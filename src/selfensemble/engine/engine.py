@@ -16,11 +16,12 @@ from typing import TypeVar
 import torch
 
 from selfensemble.config.engine import KERNEL_FLEX, KERNEL_SDPA, EngineConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.attention import dispatch as attn
+from selfensemble.engine.attention.masks import attention_fusion
 from selfensemble.engine.cache import PrefixCaches, new_cache
 from selfensemble.engine.decoding import (
     Decoded,
-    GenerationConfig,
     StepHook,
     candidate_seed,
     derive_seed,
@@ -365,7 +366,7 @@ class Engine:
         full = get_method(method).packs_prompts and self.config.layout == "full"
         check_context(plans, new_tokens, self.lm.max_context, ", or layout 'shared'." if full else ".")
         rows, groups, group_weights, owner, fused_n = lay_out(method, parts, plans)
-        terms = fusion_terms(self.config.attention_fusion, fused_n, self.lm.device)
+        terms = fusion_terms(attention_fusion(self.config), fused_n, self.lm.device)
         multiple = self.config.pad_multiple if self.attention == KERNEL_FLEX else 1
         cached = len(prefix) * copies
         pseg = [k for k in range(1, copies + 1) for _ in prefix] if copies > 1 else None
@@ -404,7 +405,7 @@ class Engine:
             decoded = generate(self.lm.model, self.lm.tokenizer, prep.batch, prep.cache, groups,
                                get_method(method).group_fusion_fn(), gen, attention=self.attention,
                                eos_ids=self.lm.eos_token_ids, weights=group_weights,
-                               fusion=self.config.attention_fusion, fused_n=prep.fused_n, seeds=seeds,
+                               fusion=attention_fusion(self.config), fused_n=prep.fused_n, seeds=seeds,
                                expand=expand, step=self._step, on_step=on_step)
         seconds = (time.perf_counter() - prep.started) / len(decoded if samples is not None else prep.plans)
         self.stats["prefill_tokens"] += sum(len(r.tokens) for r in prep.rows)

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
+from selfensemble.config.defaults import POSITION_MODES
+
 SHARED, CUE, PAD = 0, -1, -2
-POSITION_MODES = ("restart", "right", "sequential")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Protocol
 
 
 class StopRules(Protocol):
-    """The stop fields of decoding.GenerationConfig (a Protocol: decoding imports this module)."""
+    """The stop fields of config.generation.GenerationConfig (a Protocol: stopping needs only these)."""
 
     @property
     def stop_strings(self) -> tuple[str, ...]: ...

@@ -307,7 +307,7 @@ class SelfEnsembleLM(LM):
         return out  # type: ignore[return-value]
 
     def _generation_config(self, kwargs: dict):
-        from selfensemble.engine.decoding import GenerationConfig
+        from selfensemble.config.generation import GenerationConfig
 
         kwargs = dict(kwargs or {})
         until = kwargs.pop("until", None) or []

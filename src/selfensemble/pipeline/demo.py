@@ -107,7 +107,7 @@ def time_demo_methods(engine, queries: Sequence, cfg: RunConfig, rounds: int = D
                       facts: int = DEFAULT_FACTS) -> dict:
     """The demo's cost figures: every method on the first ``facts`` facts, ``rounds`` interleaved rounds
     (timing.time_methods); vote decodes nothing of its own and gets per_prompt's times."""
-    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.config.generation import GenerationConfig
     from selfensemble.methods.registry import get_method
 
     derived = {m: get_method(m).derived_from for m in cfg.methods if get_method(m).derived_from in cfg.methods}

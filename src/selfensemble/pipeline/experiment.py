@@ -370,7 +370,7 @@ def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: 
 
 
 def _gen(cfg: RunConfig):
-    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.config.generation import GenerationConfig
 
     return GenerationConfig(max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
 

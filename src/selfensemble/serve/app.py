@@ -42,7 +42,7 @@ from fastapi import Query as Param
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
-from selfensemble.engine.decoding import GenerationConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.prompts import clean_prompts, default_format
 from selfensemble.engine.queries import Answer, Query

@@ -143,6 +143,12 @@ class AttentionFusion:
         return mult, torch.where(fused, bias, torch.zeros_like(n))
 
 
+
+def attention_fusion(config) -> AttentionFusion:
+    """An EngineConfig's flex-only fusion knobs (temperature, scale, rescale) as one object."""
+    return AttentionFusion(config.fusion_temperature, config.fusion_scale, config.rescale)
+
+
 def fusion_score_mod(segment_ids: torch.Tensor, prefix_len: int, mult: torch.Tensor, bias: torch.Tensor,
                      prefix_segments: torch.Tensor | None = None):
     """score_mod(score, b, h, q, kv) applying ``AttentionFusion`` to cue queries × paraphrase keys.

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.config.generation import GenerationConfig
     from selfensemble.engine.queries import Answer, Query
 
 

@@ -16,7 +16,7 @@ from selfensemble.engine import factory as engine_factory
 
 if TYPE_CHECKING:
     from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.decoding import GenerationConfig
+    from selfensemble.config.generation import GenerationConfig
     from selfensemble.engine.queries import Answer, Query
 
 

@@ -220,7 +220,7 @@ class RayBackend:
     def answer_many(self, queries: Sequence, method: str, gen=None,
                     on_done: Callable[[int, Any], None] | None = None) -> list:
         """``Engine.answer_many`` over the actor pool; ``on_done(index, answer)`` as each batch returns."""
-        from selfensemble.engine.decoding import GenerationConfig
+        from selfensemble.config.generation import GenerationConfig
         from selfensemble.methods.registry import check_method
 
         check_method(method)
@@ -232,7 +232,7 @@ class RayBackend:
         Each sample draws from its query's own stream (Engine.sample), so which actor and batch a
         query lands in does not change its samples.
         """
-        from selfensemble.engine.decoding import GenerationConfig
+        from selfensemble.config.generation import GenerationConfig
         from selfensemble.engine.queries import sample_counts
 
         counts = sample_counts(n_samples, len(queries))

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, TypeGuard
 
 from selfensemble.config.gate import GateConfig
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.data.base import Example
-from selfensemble.engine.decoding import GenerationConfig, derive_seed
+from selfensemble.engine.decoding import derive_seed
 from selfensemble.engine.prompts import PromptFormat
 from selfensemble.errors import ConfigError
 from selfensemble.pipeline.paraphrase.gate import screen
