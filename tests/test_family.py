@@ -119,7 +119,7 @@ def test_mde_and_power_of_each_test_match_brute_force(tmp_path):
 
 
 def test_family_files_and_their_errors(tmp_path):
-    conf = load_family(ROOT / "benchmarks" / "experiments" / "confirm.json")  # read from its "family" object
+    conf = load_family(ROOT / "benchmarks" / "results" / "confirm" / "confirm_v1.json")  # its "family" object
     assert [(c.method, c.vs) for c in conf.comparisons] == [("flex", "origin"), ("flex", "mean_single"),
                                                               ("avg", "origin")]
     assert conf.scorer == "contains" and conf.alpha == 0.05

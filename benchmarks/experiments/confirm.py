@@ -100,7 +100,10 @@ def run_config(conf: dict, model: str, dataset: str, out: Path):
     from selfensemble.config.run import RunConfig
 
     spec = conf["datasets"][dataset]
-    common = dict(conf["run"], methods=list(conf["methods"]), limit=spec["limit"], out=str(out))
+    common = dict(conf["run"], methods=list(spec.get("methods", conf["methods"])), limit=spec["limit"], out=str(out))
+    tuned = (conf.get("weights_files") or {}).get(model, {}).get(dataset)
+    if tuned is not None:  # per-prompt weights fit on the dev split (`selfensemble tune-weights`), committed
+        common["weights"] = str(ROOT / tuned)
     # confirm.json's run settings are flat: the seed and batch size belong to the load and the engine
     common.update(load=LoadSpec(model=model, seed=common.pop("seed")),
                   engine=EngineConfig(batch_size=common.pop("batch_size")))
