@@ -308,7 +308,7 @@ def test_ray_options_without_the_ray_backend_are_refused():
     with pytest.raises(SelfEnsembleError, match="--workers only apply to --backend ray"):
         _backend_config("local", None, 4, None, None)
     assert _backend_config("ray", "auto", None, 1.0, None) == BackendConfig("ray", "auto", 2, 1.0, 1.0)
-    with pytest.raises(SelfEnsembleError, match="--workers must be >= 1"):
+    with pytest.raises(SelfEnsembleError, match="workers must be >= 1"):
         BackendConfig(name="ray", workers=0)
 
 

@@ -111,7 +111,7 @@ def test_a_folder_another_process_writes_is_refused_before_the_load(tmp_path, en
 
 
 def test_prompt_indices_beyond_n_are_refused_before_the_load(tmp_path, loads):
-    with pytest.raises(SelfEnsembleError, match=r"--prompt-indices \[3\] out of range"):
+    with pytest.raises(SelfEnsembleError, match=r"prompt_indices \[3\] out of range"):
         run_experiment(cfg(tmp_path, prompt_indices=[0, 3]))
     assert loads == []
 

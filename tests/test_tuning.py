@@ -93,7 +93,7 @@ def test_select_without_a_weights_file_is_refused_before_anything_loads(tmp_path
     from selfensemble.pipeline.experiment import run_experiment
 
     cfg = RunConfig(methods=["origin", "select"], out=str(tmp_path), load=LoadSpec("no-such-model"))
-    with pytest.raises(ConfigError, match="select answers through the dev-best prompt.*--weights FILE"):
+    with pytest.raises(ConfigError, match="select answers through the dev-best prompt.*weights FILE"):
         run_experiment(cfg)
     assert not any(tmp_path.iterdir())
 

@@ -347,7 +347,7 @@ def test_bad_variant_settings_are_refused_before_any_model_loads(tmp_path):
 
     with pytest.raises(ConfigError, match="few-shot"):
         run_experiment(_pararel_cfg(tmp_path, few_shot=0, variants=["demos"]))
-    with pytest.raises(ConfigError, match="prompt-indices"):
+    with pytest.raises(ConfigError, match="prompt_indices"):
         run_experiment(_pararel_cfg(tmp_path, prompt_indices=[0, 1]))
     with pytest.raises(ConfigError, match="Unknown variant dimension"):
         _pararel_cfg(tmp_path, variants=["fromat"])

@@ -9,7 +9,8 @@ Every error the library raises for a user's mistake or an unsupported setting is
       ModelError             a model that cannot be loaded or run as asked
       ResumeError            a run folder that cannot be resumed with these settings
 
-Library messages name the Python argument (``attention="sdpa"``); the CLI names its flags. Bugs
+Library messages name the Python argument (``num_paraphrases``) and list it in ``arguments``;
+the CLI names its flags. Bugs
 (a broken invariant) stay plain exceptions (``AssertionError``, ``RuntimeError``).
 """
 
@@ -19,7 +20,15 @@ import difflib
 
 
 class SelfEnsembleError(Exception):
-    """Bad input or an unsupported setting; the message is meant for the user."""
+    """Bad input or an unsupported setting; the message is meant for the user.
+
+    ``arguments``: the Python arguments the message names (``"num_paraphrases"``), so a front end
+    can name them its own way (the CLI rewrites them as flags: ``--num-paraphrases``).
+    """
+
+    def __init__(self, *args: object, arguments: tuple[str, ...] = ()) -> None:
+        super().__init__(*args)
+        self.arguments = tuple(arguments)
 
 
 class ConfigError(SelfEnsembleError, ValueError):

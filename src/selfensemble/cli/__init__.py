@@ -7,6 +7,7 @@ Heavy imports (torch, transformers) happen inside the commands, so `--help` stay
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 
@@ -35,6 +36,20 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # n
 _python_format_warning = warnings.formatwarning
 
 
+#: Python arguments whose flag is not ``--`` + the name with dashes.
+FLAG_NAMES = {"address": "--ray-address"}
+
+
+def as_flags(err: SelfEnsembleError) -> str:
+    """The message with each Python argument it names (``err.arguments``) written as its flag:
+    "num_paraphrases must be >= 1" → "--num-paraphrases must be >= 1"."""
+    text = str(err)
+    for name in getattr(err, "arguments", ()):
+        flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+        text = re.sub(rf"(?<![\w-]){re.escape(name)}\b", flag, text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr, never a traceback (``argv``: the
     arguments after the program name; None reads sys.argv)."""
@@ -46,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     except SelfEnsembleError as err:
         if debug:
             raise
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {as_flags(err)}", err=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted (results written so far are kept; rerun to resume)", err=True)

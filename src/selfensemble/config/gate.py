@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from selfensemble.errors import SelfEnsembleError
+from selfensemble.errors import ConfigError, SelfEnsembleError
 
 __all__ = ["DEFAULT_ENTITY_GUARD", "DEFAULT_MIN_SIMILARITY", "EMBEDDERS", "GateConfig", "GateSettings"]
 
@@ -43,7 +43,7 @@ class GateConfig:
         if self.min_similarity is None:
             object.__setattr__(self, "min_similarity", DEFAULT_MIN_SIMILARITY[self.embedder])
         if not -1.0 <= self.min_similarity <= 1.0:
-            raise SelfEnsembleError(f"--min-similarity must lie in [-1, 1], got {self.min_similarity}.")
+            raise ConfigError(f"min_similarity must lie in [-1, 1], got {self.min_similarity}.", arguments=("min_similarity",))
         if self.oversample < 1:
             raise SelfEnsembleError(f"oversample must be >= 1, got {self.oversample}.")
 

@@ -67,7 +67,7 @@ def load_table(
     reject_unknown_options(fmt, options, OPTIONS)
     check_limit(limit)
     if path is None:
-        raise SelfEnsembleError(f"Dataset {fmt!r} needs a file: pass --data-path.")
+        raise SelfEnsembleError(f"Dataset {fmt!r} needs a file: pass data_path.", arguments=("data_path",))
     items = _read_items(fmt, Path(path), options, limit)
     examples: dict[str, list[Example]] = {}
     if options.get("train_path"):

@@ -121,7 +121,7 @@ class Engine:
                 return KERNEL_FLEX, "flex-compiled", "flex (compiled FlexAttention)"
             return KERNEL_FLEX, "flex-eager", "flex (eager)"
         if requested == KERNEL_FLEX:
-            raise SelfEnsembleError(f"FlexAttention cannot run here: {why}. Use --attention sdpa.")
+            raise SelfEnsembleError(f"FlexAttention cannot run here: {why}. Use attention sdpa.", arguments=("attention",))
         return self._fall_back(why)
 
     def _fall_back(self, why: str) -> tuple[str, str, str]:

@@ -155,7 +155,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SelfEnsembleError("--device cuda was asked for but no CUDA device is available.")
+        raise SelfEnsembleError("device cuda was asked for but CUDA is not available.", arguments=("device",))
     return torch.device(device)
 
 

@@ -105,7 +105,7 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 def _chat_frame(tokenizer) -> tuple[str, str]:
     if not getattr(tokenizer, "chat_template", None):
-        raise SelfEnsembleError("This tokenizer has no chat template; drop --chat to use the Q:/A: format.")
+        raise SelfEnsembleError("This tokenizer has no chat_template; drop chat to use the Q:/A: format.", arguments=("chat",))
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": CHAT_PLACEHOLDER}], tokenize=False, add_generation_prompt=True
     )

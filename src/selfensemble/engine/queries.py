@@ -108,8 +108,8 @@ def query_weights(method: str, query: Query, parts: PromptParts) -> fusion.Check
     if not get_method(method).needs_weights:
         return None
     if query.weights is None:
-        raise SelfEnsembleError(f"Method {method} needs one weight per prompt (e.g. --weights 1,0.5,...) "
-                                f"or a per-step rule ({', '.join(fusion.DYNAMIC_WEIGHTS)}).")
+        raise SelfEnsembleError(f"Method {method} needs one weight per prompt (weights, e.g. [1, 0.5, ...]) "
+                                f"or a per-step rule ({', '.join(fusion.DYNAMIC_WEIGHTS)}).", arguments=("weights",))
     if isinstance(query.weights, str):
         if get_method(method).rows is Rows.CHOSEN:
             raise SelfEnsembleError(f"Method {method} answers through the prompt with the largest weight: give one "

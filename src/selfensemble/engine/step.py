@@ -138,8 +138,8 @@ class CompiledStep:
             if not _is_compile_error(err):
                 raise
             first = str(err).splitlines()[0] if str(err) else ""
-            raise SelfEnsembleError(f"--compile: compiling the decode step failed ({type(err).__name__}: "
-                                    f"{first}); run without --compile.") from err
+            raise SelfEnsembleError(f"compile: compiling the decode step failed ({type(err).__name__}: "
+                                    f"{first}); run without compile.", arguments=("compile",)) from err
         # CUDA graphs reuse their output buffers at the next replay: hand the caller its own copy
         return out.clone() if self.mode == "reduce-overhead" else out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from selfensemble.config.run import RunConfig
 from selfensemble.data.base import Dataset, Item
-from selfensemble.errors import ConfigError, SelfEnsembleError
+from selfensemble.errors import ConfigError
 
 __all__ = ["build_queries", "item_fields", "load_run_weights", "select_prompts"]
 
@@ -29,7 +29,8 @@ def _selected(item: Item, values: list, cfg: RunConfig) -> list:
         return prompts
     bad = [i for i in cfg.prompt_indices if i >= len(prompts) or i < 0]
     if bad:
-        raise SelfEnsembleError(f"--prompt-indices {bad} out of range: item {item.id} has {len(prompts)} prompts.")
+        raise ConfigError(f"prompt_indices {bad} out of range: item {item.id} has {len(prompts)} prompts.",
+                          arguments=("prompt_indices",))
     return [prompts[i] for i in cfg.prompt_indices]
 
 
@@ -94,7 +95,7 @@ def load_run_weights(cfg: RunConfig) -> dict | None:
         return load_weights(cfg.weights)
     chosen = [m for m in cfg.methods if get_method(m).rows is Rows.CHOSEN]
     if chosen:
-        raise ConfigError(f"{chosen[0]} answers through the dev-best prompt of each item's group: give --weights FILE, "
-                          f"a weights file fit on a dev run (`selfensemble tune-weights DEV_RUN --out FILE`), not "
-                          f"{cfg.weights!r} ({', '.join(WEIGHT_RULES)} are per-item rules).")
+        raise ConfigError(f"{chosen[0]} answers through the dev-best prompt of each item's group: give weights FILE, "
+                          f"a file fit on a dev run (`selfensemble tune-weights DEV_RUN --out FILE`), not "
+                          f"{cfg.weights!r} ({', '.join(WEIGHT_RULES)} are per-item rules).", arguments=("weights",))
     return None

@@ -37,7 +37,7 @@ def load_items(cfg: RunConfig) -> tuple[Dataset, list[Item]]:
     ds = load_dataset(cfg.dataset, cfg.data_path, split=cfg.split, limit=cfg.limit, seed=cfg.seed,
                       **cfg.dataset_options)
     if not ds.items:
-        raise SelfEnsembleError(f"Dataset {cfg.dataset!r} gave no items (check --data-path / --limit).")
+        raise SelfEnsembleError(f"Dataset {cfg.dataset!r} gave no items (check data_path / limit).", arguments=("data_path", "limit"))
     return ds, list(ds.items)
 
 
@@ -172,7 +172,8 @@ def _weights(engine, cfg: RunConfig, queries: list, progress) -> list[list[float
     if is_weights_file(cfg.weights):  # dev-tuned: set per query from the file (build.build_queries)
         return [q.weights for q in queries]
     if cfg.weights != "confidence":
-        raise SelfEnsembleError(f"Unknown --weights {cfg.weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.")
+        raise ConfigError(f"Unknown weights {cfg.weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.",
+                          arguments=("weights",))
 
     ccfg = ConfidenceConfig(samples=cfg.confidence_samples, seed=cfg.seed)
     cache = ConfidenceCache(cfg.load.model, ccfg)
@@ -315,8 +316,8 @@ def check_before_load(cfg: RunConfig, items: list[Item], examples: dict[str, tup
     cfg.gate_config(generated=True), cfg.gate_config(generated=False)
     bad = [i for i in cfg.prompt_indices or [] if not 0 <= i < cfg.num_paraphrases]
     if bad:
-        raise ConfigError(f"--prompt-indices {bad} out of range: --num-paraphrases {cfg.num_paraphrases} "
-                          f"gives prompts 0 to {cfg.num_paraphrases - 1}.")
+        raise ConfigError(f"prompt_indices {bad} out of range: num_paraphrases {cfg.num_paraphrases} "
+                          f"gives prompts 0 to {cfg.num_paraphrases - 1}.", arguments=("prompt_indices", "num_paraphrases"))
     from selfensemble.pipeline.variants import is_plain
 
     # a variants run shows several demonstration sets per item, drawn with its prompts: compared at run_method
@@ -399,9 +400,9 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
         check_method(m)
     check_match(cfg.match)  # before the model loads
     if cfg.demos not in DEMO_MODES:
-        raise SelfEnsembleError(f"Unknown --demos {cfg.demos!r}; use one of {', '.join(DEMO_MODES)}.")
+        raise ConfigError(f"Unknown demos {cfg.demos!r}; use one of {', '.join(DEMO_MODES)}.", arguments=("demos",))
     if cfg.num_paraphrases < 1:
-        raise SelfEnsembleError("--num-paraphrases must be >= 1 (it counts the original question).")
+        raise ConfigError("num_paraphrases must be >= 1 (it counts the original question).", arguments=("num_paraphrases",))
     check_variants(cfg)
     weights = load_run_weights(cfg)
     ds, items = load_items(cfg)

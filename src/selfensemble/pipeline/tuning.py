@@ -131,8 +131,8 @@ def load_weights(path: Path | str) -> dict[str, Any]:
     """A weights file read and checked (format, groups), or a ConfigError naming what is wrong."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"--weights {str(path)!r} is neither a rule ({', '.join(WEIGHT_RULES)}) nor a weights "
-                          "file (write one with `selfensemble tune-weights DEV_RUN --out FILE`).")
+        raise ConfigError(f"weights {str(path)!r} is neither a rule ({', '.join(WEIGHT_RULES)}) nor a file "
+                          "of them (write one with `selfensemble tune-weights DEV_RUN --out FILE`).", arguments=("weights",))
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:

@@ -37,13 +37,16 @@ def check_variants(cfg: RunConfig) -> None:
     if is_plain(cfg):
         return
     if cfg.prompt_indices is not None:
-        raise ConfigError("--prompt-indices picks paraphrases of a plain run; with --variants (or --variant-levels) "
-                          "the variants are drawn per item. Drop one of them.")
+        raise ConfigError("prompt_indices picks paraphrases of a plain run; with variants (or variant_levels) "
+                          "the prompts are drawn per item. Drop one of them.",
+                          arguments=("prompt_indices", "variants", "variant_levels"))
     bare = [d for d in ("demos", "order") if d in cfg.variants]
     if bare and cfg.few_shot < 1:
-        raise ConfigError(f"--variants {','.join(bare)} varies the demonstrations, but --few-shot is 0.")
+        raise ConfigError(f"variants {','.join(bare)} varies the demonstrations, but few_shot is 0.",
+                          arguments=("variants", "few_shot"))
     if "order" in cfg.variants and cfg.few_shot < 2:
-        raise ConfigError("--variants order permutes the demonstrations: it needs --few-shot 2 or more.")
+        raise ConfigError("variants order permutes the demonstrations: it needs few_shot 2 or more.",
+                          arguments=("variants", "few_shot"))
 
 
 def variant_query(ds: Dataset, item: Item, cfg: RunConfig, base: PromptFormat, seed: int) -> Query:

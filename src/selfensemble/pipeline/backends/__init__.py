@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from selfensemble.errors import SelfEnsembleError
+from selfensemble.errors import ConfigError, SelfEnsembleError
 from selfensemble.pipeline.backends.base import Backend
 
 if TYPE_CHECKING:
@@ -51,10 +51,11 @@ class BackendConfig:
         if self.name not in BACKENDS:
             raise SelfEnsembleError(f"Unknown backend {self.name!r}; use one of {', '.join(BACKENDS)}.")
         if self.workers < 1:
-            raise SelfEnsembleError(f"--workers must be >= 1, got {self.workers}.")
+            raise ConfigError(f"workers must be >= 1, got {self.workers}.", arguments=("workers",))
         if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
-            raise SelfEnsembleError("--gpus-per-worker must be >= 0 and --cpus-per-worker > 0, got "
-                                    f"{self.gpus_per_worker} and {self.cpus_per_worker}.")
+            raise ConfigError("gpus_per_worker must be >= 0 and cpus_per_worker > 0, got "
+                              f"{self.gpus_per_worker} and {self.cpus_per_worker}.",
+                              arguments=("gpus_per_worker", "cpus_per_worker"))
 
 
 def open_backend(backend: BackendConfig, spec: LoadSpec, config: EngineConfig, console) -> Backend:
