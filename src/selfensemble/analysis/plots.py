@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfensemble.analysis.render import ALPHA
+from selfensemble.analysis.family import ALPHA
 
 #: Below this many answers in a run its reliability curve is noise; the diagram then says so in the
 #: title and every point carries its bin count.
