@@ -199,3 +199,10 @@ def test_the_link_checker_catches_a_missing_file_and_heading(tmp_path: Path) -> 
                     "```bash\necho [not a link](nowhere.md)\n```\n# Top\n")
     assert broken_links(page) == ["missing.md (no such file)", "other.md#nowhere (no such heading)",
                                   "pic.png (no such file)"]
+
+
+def test_the_docs_index_links_every_page() -> None:
+    index = ROOT / "docs" / "README.md"
+    linked = {m["target"].partition("#")[0] for m in LINK.finditer(index.read_text(encoding="utf-8"))}
+    pages = {p.name for p in DOC_FILES if p.parent.name == "docs" and p != index}
+    assert pages - linked == set(), "docs/README.md does not link these pages"
