@@ -219,3 +219,18 @@ def test_ask_no_paraphrase_answers_through_the_question_alone_and_says_so(drifti
     assert out["prompts"] == ["who discovered penicillin?"]
     assert out["notes"][:-1] == ["answered through the question alone (--no-paraphrase)"]
     assert out["notes"][-1].startswith("attention: sdpa")
+
+
+def test_run_help_groups_its_options_in_panels_and_names_the_methods():
+    from typer.testing import CliRunner
+
+    from selfensemble.cli import _register_commands, app
+    from selfensemble.methods.registry import BUILTIN_METHODS
+
+    _register_commands()
+    out = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output
+    for panel in ("Data", "Methods", "Model", "Run control", "Engine", "Attention fusion (flex)"):
+        assert f"─ {panel} ─" in out, panel
+    options = out.split("─ Options ─")[1].split("╰")[0]
+    assert "--help" in options and "--dataset" not in options  # every run option sits in a panel
+    assert all(m in out for m in BUILTIN_METHODS) and "weighted_max" in out

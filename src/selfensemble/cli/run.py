@@ -20,72 +20,77 @@ from selfensemble.config.gate import GateSettings
 from selfensemble.config.load import LoadSpec
 from selfensemble.config.run import RunConfig
 from selfensemble.errors import SelfEnsembleError
+from selfensemble.methods.registry import BUILTIN_METHODS
 from selfensemble.pipeline.backends import BackendConfig
 from selfensemble.pipeline.experiment import load_items, paraphrase_items, run_experiment
+
+DATA_PANEL, METHODS_PANEL, MODEL_PANEL, RUN_PANEL = "Data", "Methods", "Model", "Run control"
 
 
 @app.command("run")
 @config_flags("engine_config", EngineConfig)
 def run_command(
-    dataset: str = typer.Option("webqa", help="webqa | pararel | myriadlama | jsonl | csv"),
-    data_path: str = typer.Option(None, help="Local file/folder (default: ../shared/data when present)."),
-    method: str = typer.Option(None, help="One method; results go straight into --out."),
-    methods: str = typer.Option(None, help="Several methods, comma-separated; one subfolder each."),
-    num_paraphrases: int = typer.Option(5, min=1, help="Prompts per question, the original included."),
-    limit: int = typer.Option(None, min=1, help="At most this many items."),
-    prompt_indices: str = typer.Option(None, help="Which prompts take part, e.g. 0,2,4."),
+    dataset: str = typer.Option("webqa", help="webqa | pararel | myriadlama | jsonl | csv", rich_help_panel=DATA_PANEL),
+    data_path: str = typer.Option(None, help="Local file/folder (default: ../shared/data when present).", rich_help_panel=DATA_PANEL),
+    method: str = typer.Option(None, help=f"One method ({' | '.join(BUILTIN_METHODS)}, or an installed "
+                                "plugin's); results go straight into --out.", rich_help_panel=METHODS_PANEL),
+    methods: str = typer.Option(None, help="Several methods, comma-separated; one subfolder each.",
+                                 rich_help_panel=METHODS_PANEL),
+    num_paraphrases: int = typer.Option(5, min=1, help="Prompts per question, the original included.", rich_help_panel=METHODS_PANEL),
+    limit: int = typer.Option(None, min=1, help="At most this many items.", rich_help_panel=DATA_PANEL),
+    prompt_indices: str = typer.Option(None, help="Which prompts take part, e.g. 0,2,4.", rich_help_panel=METHODS_PANEL),
     variants: str = typer.Option("paraphrase", help="What the N prompts vary, comma-separated: paraphrase (wording) | "
                                  "format (surface) | demos (another draw of demonstrations) | order (demonstrations "
-                                 "permuted); N of their product per item, variant 0 = the plain prompt"),
+                                 "permuted); N of their product per item, variant 0 = the plain prompt", rich_help_panel=METHODS_PANEL),
     variant_levels: int = typer.Option(None, min=1, help="Values per variant dimension (default: "
-                                       "--num-paraphrases); more than N asks each item a random N of them."),
-    few_shot: int = typer.Option(5, help="Few-shot examples in the shared prefix."),
+                                       "--num-paraphrases); more than N asks each item a random N of them.", rich_help_panel=METHODS_PANEL),
+    few_shot: int = typer.Option(5, help="Few-shot examples in the shared prefix.", rich_help_panel=METHODS_PANEL),
     demos: str = typer.Option("per-item", help="Few-shot demonstrations: per-item (drawn per item from its "
                               "relation's pool, blind to its gold) | other-groups (from other relations' pools: the "
                               "format without the relation's answer prior) | shared (one set per relation, the "
-                              "older draw)"),
-    model: str = typer.Option("smollm2-135m"),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto"),
-    device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
-    revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
-    trust_remote_code: bool = typer.Option(False, help="Allow the model repo's own code (transformers' flag)."),
-    max_new_tokens: int = typer.Option(16, min=1),
-    chat: bool = typer.Option(False),
+                              "older draw)", rich_help_panel=METHODS_PANEL),
+    model: str = typer.Option("smollm2-135m", rich_help_panel=MODEL_PANEL),
+    device: str = typer.Option("cpu", rich_help_panel=MODEL_PANEL),
+    dtype: str = typer.Option("auto", rich_help_panel=MODEL_PANEL),
+    device_map: str = typer.Option(None, help=DEVICE_MAP_HELP, rich_help_panel=MODEL_PANEL),
+    revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model.", rich_help_panel=MODEL_PANEL),
+    trust_remote_code: bool = typer.Option(False, help="Allow the model repo's own code (transformers' flag).", rich_help_panel=MODEL_PANEL),
+    max_new_tokens: int = typer.Option(16, min=1, rich_help_panel=MODEL_PANEL),
+    chat: bool = typer.Option(False, rich_help_panel=MODEL_PANEL),
     match: str = typer.Option("contains", help="Scorer behind `correct`: contains (gold inside the answer as "
-                                               "whole words) | exact | partial (lenient, either way round)"),
-    confidence_samples: int = typer.Option(4, help="Samples per prompt for weighted_* confidence."),
+                                               "whole words) | exact | partial (lenient, either way round)", rich_help_panel=METHODS_PANEL),
+    confidence_samples: int = typer.Option(4, help="Samples per prompt for weighted_* confidence.", rich_help_panel=METHODS_PANEL),
     weights: str = typer.Option("confidence", help="weighted_*: confidence (sampled, --confidence-samples) | "
                                                    "entropy | agreement (per decode step, free) | FILE (dev-tuned "
-                                                   "per-prompt weights from tune-weights; select needs one)"),
+                                                   "per-prompt weights from tune-weights; select needs one)", rich_help_panel=METHODS_PANEL),
     gate: bool = typer.Option(None, "--gate/--no-gate", help="Screen paraphrases by meaning (default: on for "
-                                                            "generated ones, off for a dataset's own)."),
-    min_similarity: float = typer.Option(None, help=MIN_SIMILARITY_HELP),
-    embedder: str = typer.Option("wordllama", help="Gate embedder: wordllama | minilm (extra gate-minilm)."),
-    entity_guard: bool = typer.Option(False, help="Gate: reject paraphrases that change or drop a name or number."),
-    templates: str = typer.Option(None, help="myriadlama: manual | auto | mixed"),
+                                                            "generated ones, off for a dataset's own).", rich_help_panel=METHODS_PANEL),
+    min_similarity: float = typer.Option(None, help=MIN_SIMILARITY_HELP, rich_help_panel=METHODS_PANEL),
+    embedder: str = typer.Option("wordllama", help="Gate embedder: wordllama | minilm (extra gate-minilm).", rich_help_panel=METHODS_PANEL),
+    entity_guard: bool = typer.Option(False, help="Gate: reject paraphrases that change or drop a name or number.", rich_help_panel=METHODS_PANEL),
+    templates: str = typer.Option(None, help="myriadlama: manual | auto | mixed", rich_help_panel=DATA_PANEL),
     cloze_demo: str = typer.Option(None, help="pararel/myriadlama few-shot style: instruct (default) | single | "
-                                   "multi | sentence"),
-    relations: str = typer.Option(None, help="pararel/myriadlama: relations, e.g. P19,P20"),
-    max_facts_per_relation: int = typer.Option(None),
-    question_column: str = typer.Option(None, help="jsonl/csv: question column (default 'question')."),
-    answers_column: str = typer.Option(None, help="jsonl/csv: answers column (default 'answers')."),
-    paraphrase_columns: str = typer.Option(None, help="jsonl/csv: paraphrase column(s), comma-separated."),
-    id_column: str = typer.Option(None, help="jsonl/csv: id column (default: line number)."),
+                                   "multi | sentence", rich_help_panel=DATA_PANEL),
+    relations: str = typer.Option(None, help="pararel/myriadlama: relations, e.g. P19,P20", rich_help_panel=DATA_PANEL),
+    max_facts_per_relation: int = typer.Option(None, rich_help_panel=DATA_PANEL),
+    question_column: str = typer.Option(None, help="jsonl/csv: question column (default 'question').", rich_help_panel=DATA_PANEL),
+    answers_column: str = typer.Option(None, help="jsonl/csv: answers column (default 'answers').", rich_help_panel=DATA_PANEL),
+    paraphrase_columns: str = typer.Option(None, help="jsonl/csv: paraphrase column(s), comma-separated.", rich_help_panel=DATA_PANEL),
+    id_column: str = typer.Option(None, help="jsonl/csv: id column (default: line number).", rich_help_panel=DATA_PANEL),
     split: str = typer.Option("test", help="train | test | dev (choose settings here) | heldout (report "
-                              "here once); dev + heldout = test"),
-    seed: int = typer.Option(0),
-    out: Path = typer.Option(Path("runs/experiment"), help="Output folder."),
+                              "here once); dev + heldout = test", rich_help_panel=DATA_PANEL),
+    seed: int = typer.Option(0, rich_help_panel=RUN_PANEL),
+    out: Path = typer.Option(Path("runs/experiment"), help="Output folder.", rich_help_panel=RUN_PANEL),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Resume a run made under other torch/"
                                      "transformers/selfensemble versions or attention path; each new record "
-                                     "then carries its own provenance."),
-    backend: str = typer.Option("local", help="local (this process) | ray (one Ray actor pool for the run; needs the 'ray' extra)"),
-    ray_address: str = typer.Option(None, help="ray: 'auto' or HOST:PORT of a running cluster; default: a local Ray instance."),
-    workers: int = typer.Option(None, help="ray: actors in the pool, each loads the model once (default 2)."),
-    gpus_per_worker: float = typer.Option(None, help="ray: GPUs per actor (default 0; use with --device cuda)."),
-    cpus_per_worker: float = typer.Option(None, help="ray: CPUs per actor (default 1; also its torch threads)."),
+                                     "then carries its own provenance.", rich_help_panel=RUN_PANEL),
+    backend: str = typer.Option("local", help="local (this process) | ray (one Ray actor pool for the run; needs the 'ray' extra)", rich_help_panel=RUN_PANEL),
+    ray_address: str = typer.Option(None, help="ray: 'auto' or HOST:PORT of a running cluster; default: a local Ray instance.", rich_help_panel=RUN_PANEL),
+    workers: int = typer.Option(None, help="ray: actors in the pool, each loads the model once (default 2).", rich_help_panel=RUN_PANEL),
+    gpus_per_worker: float = typer.Option(None, help="ray: GPUs per actor (default 0; use with --device cuda).", rich_help_panel=RUN_PANEL),
+    cpus_per_worker: float = typer.Option(None, help="ray: CPUs per actor (default 1; also its torch threads).", rich_help_panel=RUN_PANEL),
     verbose: bool = typer.Option(False, "--verbose", help="ray: also show Ray's own output (actor stdout, token-auth "
-                                 "notes, core-worker log lines); default: progress and errors only."),
+                                 "notes, core-worker log lines); default: progress and errors only.", rich_help_panel=RUN_PANEL),
     engine_config: EngineConfig = None,  # built from its flags by config_flags
 ):
     """Run methods over a dataset; resumable (rerun the same command after a crash)."""
@@ -169,24 +174,24 @@ def _backend_config(name: str, address: str | None, workers: int | None, gpus: f
 
 @app.command("paraphrase")
 def paraphrase_command(
-    dataset: str = typer.Option("webqa"),
-    data_path: str = typer.Option(None),
+    dataset: str = typer.Option("webqa", rich_help_panel=DATA_PANEL),
+    data_path: str = typer.Option(None, rich_help_panel=DATA_PANEL),
     num_paraphrases: int = typer.Option(5, help="Prompts per question, the original included (as in `run`): "
-                                        "N - 1 paraphrases are written. Must be >= 2."),
-    limit: int = typer.Option(None),
-    model: str = typer.Option("smollm2-135m"),
-    device: str = typer.Option("cpu"),
-    device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
+                                        "N - 1 paraphrases are written. Must be >= 2.", rich_help_panel=METHODS_PANEL),
+    limit: int = typer.Option(None, rich_help_panel=DATA_PANEL),
+    model: str = typer.Option("smollm2-135m", rich_help_panel=MODEL_PANEL),
+    device: str = typer.Option("cpu", rich_help_panel=MODEL_PANEL),
+    device_map: str = typer.Option(None, help=DEVICE_MAP_HELP, rich_help_panel=MODEL_PANEL),
     batch_size: int = typer.Option(8),
     temperature: float = typer.Option(0.8),
     top_p: float = typer.Option(0.95),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, rich_help_panel=RUN_PANEL),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="Oversample 3x and keep the paraphrases that still "
-                                                             "ask the question (most diverse first)."),
-    min_similarity: float = typer.Option(None, help=MIN_SIMILARITY_HELP),
-    embedder: str = typer.Option("wordllama", help="Gate embedder: wordllama | minilm (extra gate-minilm)."),
-    entity_guard: bool = typer.Option(False, help="Gate: reject paraphrases that change or drop a name or number."),
-    out: Path = typer.Option(Path("runs/paraphrases.jsonl")),
+                                                             "ask the question (most diverse first).", rich_help_panel=METHODS_PANEL),
+    min_similarity: float = typer.Option(None, help=MIN_SIMILARITY_HELP, rich_help_panel=METHODS_PANEL),
+    embedder: str = typer.Option("wordllama", help="Gate embedder: wordllama | minilm (extra gate-minilm).", rich_help_panel=METHODS_PANEL),
+    entity_guard: bool = typer.Option(False, help="Gate: reject paraphrases that change or drop a name or number.", rich_help_panel=METHODS_PANEL),
+    out: Path = typer.Option(Path("runs/paraphrases.jsonl"), rich_help_panel=RUN_PANEL),
 ):
     """Write paraphrases with the model itself into the shared cache (`run`, `ask`, `serve`, `lm-eval` reuse them)."""
     import json

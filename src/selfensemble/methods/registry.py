@@ -405,3 +405,6 @@ for _m in (
            summary="the N prompts packed in one row under a block mask, one shared answer cue"),
 ):
     METHODS.add(_m)
+
+#: The methods this package registers itself, in order (listing them loads no plugin: `--help` uses it).
+BUILTIN_METHODS: tuple[str, ...] = tuple(METHODS._methods)
