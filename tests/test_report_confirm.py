@@ -32,7 +32,7 @@ def confirm_result(tmp_path_factory):
     with tarfile.open(RUNS) as tar:
         tar.extractall(out, filter="data")
     cells = sorted(p for p in (out / "confirm-runs").glob("*/*") if p.is_dir())
-    return report(cells, family=ROOT / "benchmarks" / "experiments" / "confirm.json")
+    return report(cells, family=ROOT / "benchmarks" / "results" / "confirm" / "confirm_v1.json")
 
 
 def _by(result: dict) -> dict:

@@ -156,6 +156,11 @@ def run(conf: dict, model: str, out: Path, datasets: list[str], allow_mixed: boo
     from selfensemble.pipeline.experiment import run_experiment
 
     check_clean_tree(ROOT, allow_dirty)
+    for dataset in datasets:  # the dev-tuned weights are fixed before the run: a missing file is refused
+        tuned = (conf.get("weights_files") or {}).get(model, {}).get(dataset)
+        if tuned is not None and not (ROOT / tuned).is_file():
+            sys.exit(f"{tuned} is missing: fit it on {model}'s dev per_prompt run first "
+                     f"(selfensemble tune-weights DEV_RUN/per_prompt --out {tuned}).")
     for dataset in datasets:  # every cell is checked before the model loads or anything is written
         check_cell_sources(out / model / dataset, allow_mixed)
     console = Console(stderr=True)
@@ -239,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     r = sub.add_parser("run")
     r.add_argument("--model", required=True)
     r.add_argument("--out", type=Path, default=ROOT / "runs" / "confirm")
-    r.add_argument("--datasets", default="pararel,webqa")
+    r.add_argument("--datasets", default=None, help="comma-separated (default: every dataset in confirm.json)")
     r.add_argument("--threads", type=int, default=1, help="torch threads (one run per core)")
     r.add_argument("--allow-mixed", action="store_true",
                    help="add to cells whose records come from other versions or another commit (the report "
@@ -257,13 +262,19 @@ def main(argv: list[str] | None = None) -> None:
 
     conf = load_config()
     if args.cmd == "paraphrases":
+        if "webqa" not in conf["datasets"]:
+            sys.exit("confirm.json has no webqa cell this round: no paraphrases to write.")
         torch.set_num_threads(1)
         write_paraphrases(conf)
         return
     torch.set_num_threads(args.threads)
     if args.model not in conf["models"]:
         sys.exit(f"{args.model!r} is not in confirm.json's models {conf['models']}")
-    run(conf, args.model, args.out, args.datasets.split(","), args.allow_mixed, args.allow_dirty)
+    datasets = args.datasets.split(",") if args.datasets else list(conf["datasets"])
+    unknown = [d for d in datasets if d not in conf["datasets"]]
+    if unknown:
+        sys.exit(f"{unknown} not in confirm.json's datasets {list(conf['datasets'])}")
+    run(conf, args.model, args.out, datasets, args.allow_mixed, args.allow_dirty)
 
 
 if __name__ == "__main__":
