@@ -20,7 +20,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from selfensemble.config.engine import EngineConfig
-from selfensemble.config.generation import GenerationConfig
+
+try:
+    from selfensemble.config.generation import GenerationConfig
+except ImportError:  # trees before GenerationConfig moved to config/
+    from selfensemble.engine.decoding import GenerationConfig
 from selfensemble.engine.engine import Engine
 from selfensemble.engine.models import load_model
 from selfensemble.engine.prompts import default_format
