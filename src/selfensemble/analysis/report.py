@@ -27,7 +27,6 @@ from selfensemble.analysis.compare import BOOTSTRAP_N, SEED, SINGLE_PROMPT_RUN, 
 from selfensemble.analysis.costs import timing_notes, timing_summary
 from selfensemble.analysis.family import Family, apply_families, load_family
 from selfensemble.analysis.metrics import ece, echo_rate, prompt_sensitivity
-from selfensemble.analysis.render import to_markdown as to_markdown  # re-exported for callers of report
 from selfensemble.analysis.sources import cell_provenance, describe
 from selfensemble.analysis.stats import bootstrap_ci
 from selfensemble.errors import ConfigError, SelfEnsembleError

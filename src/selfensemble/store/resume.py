@@ -6,7 +6,7 @@ on resume; :func:`item_differences` then checks what matters, that every stored 
 the item as loaded now (gold, question, demonstrations), which also catches data edited in place
 under an unchanged path.
 
-Kept apart from store.py (the run folder's files and locks); store re-exports these names.
+Kept apart from run_store.py (the run folder's files and locks), which uses these.
 """
 
 from __future__ import annotations

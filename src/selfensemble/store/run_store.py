@@ -31,12 +31,11 @@ from typing import Any
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.fileio import atomic_write_text
 from selfensemble.store.provenance import attention_paths, check_resume, package_versions, source
-from selfensemble.store.resume import VOLATILE_KEYS, config_differences, same_settings
+from selfensemble.store.resume import VOLATILE_KEYS, same_settings
 from selfensemble.store.resume import json_default as _json_default
 from selfensemble.store.resume import jsonable as _jsonable
 
-__all__ = ["VOLATILE_KEYS", "Resumable", "RunStore", "atomic_write_json", "check_resumable", "config_differences",
-           "is_run_dir", "load_run"]
+__all__ = ["Resumable", "RunStore", "atomic_write_json", "check_resumable", "is_run_dir", "load_run"]
 
 RESULTS = "results.jsonl"
 METRICS = "metrics.json"
