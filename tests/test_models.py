@@ -74,7 +74,7 @@ def test_resolve_dtype_and_device():
     assert resolve_device("cpu") == cpu
     if not torch.cuda.is_available():
         assert resolve_device("auto") == cpu
-        with pytest.raises(SelfEnsembleError, match="no CUDA device"):
+        with pytest.raises(SelfEnsembleError, match="CUDA is not available"):
             resolve_device("cuda")
 
 

@@ -97,7 +97,7 @@ def test_chat_without_template_is_an_error(tok):
     class NoTemplate:
         chat_template = None
 
-    with pytest.raises(SelfEnsembleError, match="no chat template"):
+    with pytest.raises(SelfEnsembleError, match="no chat_template"):
         build_parts(NoTemplate(), PromptFormat(chat=True), ["Hi?"])
 
 

@@ -345,7 +345,7 @@ def test_resume_with_other_variants_is_refused(tmp_path, engine, monkeypatch):
 def test_bad_variant_settings_are_refused_before_any_model_loads(tmp_path):
     from selfensemble.pipeline.experiment import run_experiment
 
-    with pytest.raises(ConfigError, match="few-shot"):
+    with pytest.raises(ConfigError, match="few_shot"):
         run_experiment(_pararel_cfg(tmp_path, few_shot=0, variants=["demos"]))
     with pytest.raises(ConfigError, match="prompt_indices"):
         run_experiment(_pararel_cfg(tmp_path, prompt_indices=[0, 1]))
