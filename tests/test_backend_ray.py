@@ -178,13 +178,18 @@ def test_a_worker_killed_mid_run_is_replaced(ray_head, dataset, local_run, tmp_p
 
 @pytest.mark.slow  # starts a Ray cluster and actor pools (minutes on 2 cores)
 def test_paraphrases_written_on_ray_are_the_local_ones(ray_head, dataset, tmp_path, monkeypatch):
-    """N=4 with 2 paraphrases in the data: the model writes the rest (Backend.sample) on the actors,
-    and writes what the local backend writes (each candidate has its own sampling stream)."""
+    """N=3 over questions that bring no paraphrases (one that brings some is never topped up): the
+    model writes them (Backend.sample) on the actors, and writes what the local backend writes (each
+    candidate has its own sampling stream)."""
+    bare = tmp_path / "bare.jsonl"  # the questions alone
+    bare.write_text("".join(json.dumps({k: r[k] for k in ("id", "question", "answers")}) + "\n"
+                            for r in map(json.loads, dataset.read_text().splitlines())))
+
     def written(backend: BackendConfig | None, name: str) -> tuple[dict, dict]:
         monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path / name / "cache"))  # nothing shared between them
         out = tmp_path / name
-        run_experiment(_cfg(dataset, out, limit=4, num_paraphrases=4, methods=["per_prompt"],
-                            gate=GateSettings(enabled=False)), backend=backend)
+        run_experiment(_cfg(bare, out, limit=4, num_paraphrases=3, methods=["per_prompt"],
+                            dataset_options={"id_column": "id"}, gate=GateSettings(enabled=False)), backend=backend)
         manifest = json.loads((out / "per_prompt" / "manifest.json").read_text())
         return {rid: r["prompts"] for rid, r in _records(out / "per_prompt").items()}, manifest
 
