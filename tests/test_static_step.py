@@ -64,20 +64,20 @@ def reference(lm, fmt, method: str, layout: str, gen: GenerationConfig, eos: set
 
 
 def ending_half(free: list[list[int]]) -> set[int]:
-    """EOS ids that end at least half the answers mid-answer (after two or more steps, before the last)
+    """EOS ids that end at least half the answers mid-answer (after one or more steps, before the last)
     while one answer goes on longer, so the loop drops rows that had decoded; found among the answers'
     own tokens."""
     def ends(eos: set[int]) -> list[int]:  # the step each answer stops at (STEPS: never)
         return [next((i for i, t in enumerate(a) if t in eos), STEPS) for a in free]
 
-    tokens = sorted({t for a in free for t in a[2:STEPS - 1]})
+    tokens = sorted({t for a in free for t in a[1:STEPS - 1]})
     half = len(free) // 2
     picks = [list(range(half)), list(range(half, len(free))), list(range(0, len(free), 2))]
     by_step = [{free[q][k] for q in chosen} for k in range(2, STEPS - 1) for chosen in picks]  # varied answers
     for eos in [{t} for t in tokens] + [{t, u} for t in tokens for u in tokens if t < u] + by_step:
         stop = sorted(ends(eos))
         at = stop[half - 1]  # by this step half the answers have ended
-        if stop[0] >= 2 and at < STEPS - 1 and stop[-1] > at:
+        if stop[0] >= 1 and at < STEPS - 1 and stop[-1] > at:
             return eos
     raise AssertionError(f"no EOS choice ends half of these answers mid-answer: {free}")
 
