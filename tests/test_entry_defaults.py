@@ -311,3 +311,43 @@ def test_an_entry_point_that_bypasses_the_factory_fails_the_check(factory):
 
     with pytest.raises(AssertionError, match="outside engine_factory"):
         engine_module.Engine(models.load_model("random:llama"), EngineConfig())
+
+
+# -- an engine flag is the generated one wherever it appears, never a copy declared by hand ---------
+
+
+def _engine_flag_fields() -> dict[str, tuple[dataclasses.Field, dict]]:
+    from selfensemble.config.fields import cli_fields, flag_name
+
+    return {"--" + flag_name(f): (f, meta) for f, meta in cli_fields(EngineConfig)}
+
+
+def test_every_engine_flag_on_every_command_is_generated_from_its_field():
+    """A command's option named as an EngineConfig flag carries the field's help, panel and shown
+    default and defaults to None (only what the user typed reaches the dataclass). A hand-declared
+    ``--batch-size`` (``typer.Option(8)``) has default 8 and no help, and fails here."""
+    import typer
+
+    from selfensemble.cli import _register_commands, app
+    from selfensemble.config.fields import default_of
+
+    _register_commands()
+    fields = _engine_flag_fields()
+    seen = set()
+    for name, command in typer.main.get_command(app).commands.items():
+        for param in command.params:
+            for opt in set(param.opts) & set(fields):
+                f, meta = fields[opt]
+                seen.add((name, opt))
+                assert param.default is None, f"{name} {opt}: declared by hand (default {param.default!r})"
+                assert (param.help, param.rich_help_panel) == (meta["help"], meta["panel"]), (name, opt)
+                if not isinstance(default_of(f), bool) and default_of(f) is not None:
+                    assert param.show_default == str(default_of(f)), (name, opt, param.show_default)
+    assert ("paraphrase", "--batch-size") in seen and ("run", "--batch-size") in seen
+
+
+def test_paraphrase_sizes_its_writer_engine_with_the_generated_batch_size(factory, tmp_path):
+    args = ["paraphrase", *_jsonl(tmp_path), "--model", "random:llama", "--out", str(tmp_path / "p.jsonl")]
+    assert _built(*args).config.batch_size == EngineConfig().batch_size
+    assert _built(*args, "--batch-size", "3").config.batch_size == 3
+    assert _built(*args).config == EngineConfig()  # the flag is its only engine knob; the rest are defaults

@@ -173,6 +173,7 @@ def _backend_config(name: str, address: str | None, workers: int | None, gpus: f
 
 
 @app.command("paraphrase")
+@config_flags("engine_config", EngineConfig, only=("batch_size",))  # the writer's engine: its batch size only
 def paraphrase_command(
     dataset: str = typer.Option("webqa", rich_help_panel=DATA_PANEL),
     data_path: str = typer.Option(None, rich_help_panel=DATA_PANEL),
@@ -182,7 +183,6 @@ def paraphrase_command(
     model: str = typer.Option("smollm2-135m", rich_help_panel=MODEL_PANEL),
     device: str = typer.Option("cpu", rich_help_panel=MODEL_PANEL),
     device_map: str = typer.Option(None, help=DEVICE_MAP_HELP, rich_help_panel=MODEL_PANEL),
-    batch_size: int = typer.Option(8),
     temperature: float = typer.Option(0.8),
     top_p: float = typer.Option(0.95),
     seed: int = typer.Option(0, rich_help_panel=RUN_PANEL),
@@ -192,6 +192,7 @@ def paraphrase_command(
     embedder: str = typer.Option("wordllama", help="Gate embedder: wordllama | minilm (extra gate-minilm).", rich_help_panel=METHODS_PANEL),
     entity_guard: bool = typer.Option(False, help="Gate: reject paraphrases that change or drop a name or number.", rich_help_panel=METHODS_PANEL),
     out: Path = typer.Option(Path("runs/paraphrases.jsonl"), rich_help_panel=RUN_PANEL),
+    engine_config: EngineConfig = None,  # built from its flags by config_flags
 ):
     """Write paraphrases with the model itself into the shared cache (`run`, `ask`, `serve`, `lm-eval` reuse them)."""
     import json
@@ -215,7 +216,7 @@ def paraphrase_command(
     console.print(f"N = {num_paraphrases} prompts per question: the original and {pcfg.wanted} written paraphrases "
                   "(--num-paraphrases counts the original, as in `run`)", soft_wrap=True)
     with graceful_stop():
-        found = paraphrase_items(lambda: make_engine(model, device, config=EngineConfig(batch_size=batch_size),
+        found = paraphrase_items(lambda: make_engine(model, device, config=engine_config,
                                                      device_map=device_map),
                                  model, items, pcfg, progress, rcfg.gate_config(generated=True))
     out.parent.mkdir(parents=True, exist_ok=True)
