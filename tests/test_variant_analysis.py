@@ -96,7 +96,7 @@ def test_the_budgeted_estimate_matches_the_full_evaluation_within_its_stated_err
 
 def test_the_stated_error_holds_the_full_evaluation_about_as_often_as_it_says():
     """40 intervals (8 grids × 5 quantiles), each a nominal 95%: at least 80% hold the full evaluation's
-    quantile (measured on 40 grids: 91.5%; benchmarks/README.md)."""
+    quantile (measured on 40 grids: 91.5%; docs/variants.md)."""
     held = [r["within"] for s in range(10, 18) for r in budget_check(synthetic(seed=s), 0.2, seed=s, n_sim=50)["quantiles"]]
     assert np.mean(held) >= 0.8
 
