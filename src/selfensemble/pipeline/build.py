@@ -58,9 +58,9 @@ def build_queries(ds: Dataset, items: list[Item], cfg: RunConfig, weights: dict 
     from selfensemble.engine.prompts import PromptFormat
     from selfensemble.engine.queries import Query
     from selfensemble.pipeline.tuning import weights_for
-    from selfensemble.pipeline.variants import is_plain, variant_query
+    from selfensemble.pipeline.variants import variant_query
 
-    plain = is_plain(cfg)
+    plain = cfg.is_plain()
     if weights is not None and not plain:
         raise ConfigError("A weights file is keyed by template or prompt position; it cannot weight format/demos/"
                           f"order variants (variants={list(cfg.variants)}).")

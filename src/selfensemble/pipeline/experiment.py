@@ -303,25 +303,18 @@ def _check_stored_items(path: Path, records: list[dict], moved: dict, items: lis
 
 def check_before_load(cfg: RunConfig, items: list[Item], examples: dict[str, tuple],
                       folders: dict[str, Path]) -> None:
-    """Every check that can refuse the run without the model, run before it loads (tens of seconds).
+    """The run folders' checks, run before the model loads (tens of seconds): the settings alone
+    were checked when ``cfg`` was built (RunConfig.__post_init__), --weights by build.load_run_weights.
 
-    The gate settings, --prompt-indices against N (--weights was read and checked before, by
-    build.load_run_weights), and each method folder that already holds a run: same settings and library versions
+    Each method folder that already holds a run: same settings and library versions
     (run_store.check_resumable), not in use by another process, and stored answers that answer
     the items as loaded now (gold, question, demonstrations). ``examples``: {item id: its few-shot
     demonstrations}; ``folders``: {method: its run folder}.
     """
     from selfensemble.store.run_store import check_resumable
 
-    cfg.gate_config(generated=True), cfg.gate_config(generated=False)
-    bad = [i for i in cfg.prompt_indices or [] if not 0 <= i < cfg.num_paraphrases]
-    if bad:
-        raise ConfigError(f"prompt_indices {bad} out of range: num_paraphrases {cfg.num_paraphrases} "
-                          f"gives prompts 0 to {cfg.num_paraphrases - 1}.", arguments=("prompt_indices", "num_paraphrases"))
-    from selfensemble.pipeline.variants import is_plain
-
     # a variants run shows several demonstration sets per item, drawn with its prompts: compared at run_method
-    demos = {str(it.id): example_answers(examples[str(it.id)]) for it in items} if is_plain(cfg) else None
+    demos = {str(it.id): example_answers(examples[str(it.id)]) for it in items} if cfg.is_plain() else None
     for method, folder in folders.items():
         found = check_resumable(folder, cfg.method_config(method), upgrade=nested_config, allow_mixed=cfg.allow_mixed)
         _check_stored_items(folder, found.records, found.moved, items, demos, cfg)
@@ -384,26 +377,17 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     ``engine`` given by the caller is used as is (the local backend, already loaded). ``progress``
     (a progress.Progress) hears every phase: loading, paraphrasing, confidence, each method; with
     only a ``console`` its notes are printed there and no bars drawn (the CLI draws those).
-    Every check that can refuse the run (:func:`check_before_load`) runs before the model loads.
+    ``cfg`` checked its settings when it was built; every other check that can refuse the run
+    (:func:`check_before_load`) runs before the model loads.
     ``then(engine, queries)``, if given, runs after the last method while the engine is still
     loaded (the demo times the methods there).
     """
-    from selfensemble.config.demos import DEMO_MODES
-    from selfensemble.methods.registry import check_method, get_method
+    from selfensemble.methods.registry import get_method
     from selfensemble.pipeline.backends import BackendConfig, as_backend, open_backend
     from selfensemble.pipeline.build import build_queries, load_run_weights
-    from selfensemble.pipeline.variants import check_variants, paraphrases_needed, short_note
-    from selfensemble.scoring import check_match
+    from selfensemble.pipeline.variants import short_note
 
     progress = as_progress(progress, console)
-    for m in cfg.methods:
-        check_method(m)
-    check_match(cfg.match)  # before the model loads
-    if cfg.demos not in DEMO_MODES:
-        raise ConfigError(f"Unknown demos {cfg.demos!r}; use one of {', '.join(DEMO_MODES)}.", arguments=("demos",))
-    if cfg.num_paraphrases < 1:
-        raise ConfigError("num_paraphrases must be >= 1 (it counts the original question).", arguments=("num_paraphrases",))
-    check_variants(cfg)
     weights = load_run_weights(cfg)
     ds, items = load_items(cfg)
     if cfg.few_shot > 0:
@@ -425,7 +409,7 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
             progress.end()
     engine = as_backend(engine)
     try:
-        items = ensure_paraphrases(engine, replace(cfg, num_paraphrases=paraphrases_needed(cfg)), items, progress)
+        items = ensure_paraphrases(engine, replace(cfg, num_paraphrases=cfg.paraphrases_needed()), items, progress)
         items, queries = build_queries(ds, items, cfg, weights)
         if (note := short_note(queries, cfg)) is not None:
             progress.note(f"[yellow]{note}[/]")
