@@ -251,7 +251,7 @@ def test_checked_in_confirm_runs_would_resume_under_the_nested_config():
      "prompt_indices picks paraphrases of a plain run"),
     ({"variants": ["demos"], "few_shot": 0}, ("variants", "few_shot"), "varies the demonstrations"),
     ({"variants": ["order"], "few_shot": 1}, ("variants", "few_shot"), "needs few_shot 2 or more"),
-    ({"gate": GateSettings(embedder="glove")}, ("embedder",), "Unknown embedder 'glove'"),
+    ({"gate": GateSettings(embedder="glove")}, (), "Unknown embedder 'glove'"),  # the message names it as is
     ({"gate": GateSettings(min_similarity=2.0)}, ("min_similarity",), r"min_similarity must lie in \[-1, 1\]"),
 ])
 def test_a_bad_setting_is_refused_when_the_config_is_built(kw, arguments, message):

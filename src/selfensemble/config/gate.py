@@ -39,14 +39,14 @@ class GateConfig:
 
     def __post_init__(self):
         if self.embedder not in EMBEDDERS:
-            raise ConfigError(f"Unknown embedder {self.embedder!r}; use one of {', '.join(EMBEDDERS)}.",
-                              arguments=("embedder",))
+            # no ``arguments``: the CLI would turn this message's "embedder" into the flag ("Unknown --embedder")
+            raise ConfigError(f"Unknown embedder {self.embedder!r}; use one of {', '.join(EMBEDDERS)}.")
         if self.min_similarity is None:
             object.__setattr__(self, "min_similarity", DEFAULT_MIN_SIMILARITY[self.embedder])
         if not -1.0 <= self.min_similarity <= 1.0:
             raise ConfigError(f"min_similarity must lie in [-1, 1], got {self.min_similarity}.", arguments=("min_similarity",))
         if self.oversample < 1:
-            raise ConfigError(f"oversample must be >= 1, got {self.oversample}.", arguments=("oversample",))
+            raise ConfigError(f"oversample must be >= 1, got {self.oversample}.")  # no flag of that name
 
     def key(self) -> dict:
         """What the cache key needs: the settings that change which paraphrases survive."""
