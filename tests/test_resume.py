@@ -24,8 +24,9 @@ from selfensemble.config.run import RunConfig
 from selfensemble.data.base import Item
 from selfensemble.engine.decoding import candidate_seed, derive_seed
 from selfensemble.engine.queries import Query
-from selfensemble.pipeline.experiment import _weights, paraphrase_items
+from selfensemble.pipeline.experiment import _weights
 from selfensemble.pipeline.paraphrase.cache import ParaphraseCache
+from selfensemble.pipeline.paraphrase.items import paraphrase_items
 from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
 from selfensemble.pipeline.progress import NullProgress
 

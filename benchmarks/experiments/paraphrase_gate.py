@@ -68,8 +68,7 @@ def variant_items(variant: str, items, pool):
     """Items whose prompts are the original + the variant's paraphrases (meta: the gate's record)."""
     from selfensemble.config.gate import GateConfig
     from selfensemble.data.base import Item
-    from selfensemble.pipeline.experiment import gate_record
-    from selfensemble.pipeline.paraphrase.gate import screen
+    from selfensemble.pipeline.paraphrase.gate import gate_record, screen
 
     k = N_PROMPTS - 1
     out = []
