@@ -41,53 +41,6 @@ def load_items(cfg: RunConfig) -> tuple[Dataset, list[Item]]:
     return ds, list(ds.items)
 
 
-def batch_size(backend: Backend) -> int:
-    """Questions per saved batch of confidence samples: one engine batch per worker (one worker locally)."""
-    return backend.config.batch_size * backend.workers
-
-
-def _weights(engine, cfg: RunConfig, queries: list, progress) -> list[list[float] | str]:
-    """Per query: sampled confidence per prompt, or the name of a per-step rule (fusion.DYNAMIC_WEIGHTS)
-    that the fusion derives from the logits themselves (no sampling, no extra forward passes).
-
-    Sampled confidence is saved to its cache after every batch of queries: a killed run resumes
-    with the batches already sampled (each query samples from its own stream, so batching does
-    not change its samples).
-    """
-    from selfensemble.methods.fusion import DYNAMIC_WEIGHTS
-    from selfensemble.pipeline.backends import as_backend
-    from selfensemble.pipeline.confidence import ConfidenceCache, ConfidenceConfig, estimate
-    from selfensemble.pipeline.tuning import is_weights_file
-
-    if cfg.weights in DYNAMIC_WEIGHTS:
-        return [cfg.weights for _ in queries]
-    if is_weights_file(cfg.weights):  # dev-tuned: set per query from the file (build.build_queries)
-        return [q.weights for q in queries]
-    if cfg.weights != "confidence":
-        raise ConfigError(f"Unknown weights {cfg.weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.",
-                          arguments=("weights",))
-
-    ccfg = ConfidenceConfig(samples=cfg.confidence_samples, seed=cfg.seed)
-    cache = ConfidenceCache(cfg.load.model, ccfg)
-    todo = [q for q in queries if any(cache.get(q, i) is None for i in range(len(q.prompts)))]
-    if todo:
-        size = batch_size(as_backend(engine))
-        progress.note(f"estimating confidence for {len(todo)} questions ({ccfg.samples} samples per prompt), "
-                      f"saved every {size} → {cache.path}")
-        progress.start("confidence", len(queries), done=len(queries) - len(todo), unit="questions")
-        try:
-            for lo in range(0, len(todo), size):
-                batch = todo[lo: lo + size]
-                for q, confs in zip(batch, estimate(engine, batch, ccfg), strict=True):
-                    for i, c in enumerate(confs):
-                        cache.put(q, i, c)
-                cache.save()
-                progress.advance(len(batch))
-        finally:
-            progress.end()
-    return [[cache.get(q, i).weight for i in range(len(q.prompts))] for q in queries]
-
-
 def _stats_delta(after: dict, before: dict) -> dict:
     return {k: after[k] - before.get(k, 0) for k in after}
 
@@ -135,10 +88,11 @@ def _answer_todo(engine: Backend, cfg: RunConfig, method: str, items: list[Item]
     the timed pass and its ``engine_stats`` count this method's questions only.
     """
     from selfensemble.methods.registry import get_method
+    from selfensemble.pipeline.confidence import query_weights
     from selfensemble.pipeline.variants import recorded_variants
 
     needs = get_method(method).needs_weights
-    weights = _weights(engine, cfg, [queries[i] for i in todo], progress) if needs else None
+    weights = query_weights(engine, cfg, [queries[i] for i in todo], progress) if needs else None
     if weights is not None:
         for i, w in zip(todo, weights, strict=True):
             queries[i].weights = w
