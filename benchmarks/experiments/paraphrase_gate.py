@@ -100,6 +100,7 @@ def run(args) -> None:
     from selfensemble.engine.models import load_model
     from selfensemble.engine.prompts import PromptFormat
     from selfensemble.engine.queries import Query
+    from selfensemble.pipeline.backends import as_backend
     from selfensemble.pipeline.experiment import run_method
 
     out = Path(args.out)
@@ -107,6 +108,7 @@ def run(args) -> None:
     console = Console()
     ds, items = _items(args.limit)
     engine = Engine(load_model("smollm2-135m"), EngineConfig(batch_size=8))
+    backend = as_backend(engine)  # run_method takes a Backend
     pool = make_pool(engine, items, out)
     for variant, method, weights in STAGES:
         if args.only and variant not in args.only.split(","):
@@ -122,7 +124,7 @@ def run(args) -> None:
                    for it in v_items]
         name = method if weights is None else f"{method}-{weights}"
         t0 = time.perf_counter()
-        m = run_method(engine, cfg, method, v_items, queries, out / variant / name, console)
+        m = run_method(backend, cfg, method, v_items, queries, out / variant / name, console)
         print(f"{variant}/{name}: acc {m['accuracy']:.3f} n={m['n']} ({time.perf_counter() - t0:.0f}s)", flush=True)
 
 
