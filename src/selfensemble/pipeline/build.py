@@ -76,12 +76,10 @@ def build_queries(ds: Dataset, items: list[Item], cfg: RunConfig, weights: dict 
             continue
         prompts = select_prompts(it, cfg)
         indices = cfg.prompt_indices if cfg.prompt_indices is not None else range(len(prompts))
-        query = Query(prompts, fmt, seed=seed, variants=[{"paraphrase": i} for i in indices])
-        if weights is not None:
-            query.weights = weights_for(weights, it.group, it.meta["record"].get("prompt_templates"), len(prompts),
-                                        where=f"--weights {cfg.weights}")
+        tuned = None if weights is None else weights_for(weights, it.group, it.meta["record"].get("prompt_templates"),
+                                                         len(prompts), where=f"--weights {cfg.weights}")
         out_items.append(it)
-        queries.append(query)
+        queries.append(Query(prompts, fmt, weights=tuned, seed=seed, variants=[{"paraphrase": i} for i in indices]))
     return out_items, queries
 
 
