@@ -3,6 +3,11 @@
 One model load serves all methods; each method writes its own run folder (results.jsonl,
 metrics.json, manifest.json). Items already in a run's results are skipped, so a killed run
 resumes where it stopped. Timing is measured after a warm-up batch, so methods compare fairly.
+
+run_experiment wraps the engine once (a Backend) and runs the phases in order, each from the module
+that holds it: the prompts (paraphrase/items.py), the queries (build.py), per method the weights it
+needs (confidence.py) and its run folder (here: run_method). Settings were checked when the
+RunConfig was built; what needs the data and the folders is checked here before the model loads.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from selfensemble.pipeline.progress import NotesConsole, Progress, as_progress, 
 from selfensemble.pipeline.timing import cpu_count, machine_load
 from selfensemble.pipeline.tuning import file_sha256, is_weights_file
 from selfensemble.store.provenance import attention_paths
+from selfensemble.store.record_view import RecordView
 from selfensemble.store.records import demo_answers, example_answers, make_record, rescored, vote_record
 from selfensemble.store.resume import item_differences
 from selfensemble.store.run_store import RunStore, check_resumable, load_run
@@ -56,11 +62,11 @@ def _stats_delta(after: dict, before: dict) -> dict:
 
 def _finish(store: RunStore, backend: Backend, cfg: RunConfig, method: str, session: dict) -> dict:
     """Metrics over every record, and this session's facts in the manifest (one entry per session)."""
-    records = rescored(store.records(), cfg.match)  # older records of a resumed run: today's rules
+    records = RecordView.all(rescored(store.records(), cfg.match))  # older records of a resumed run: today's rules
     manifest = store.manifest()
     sessions = manifest.get("sessions") or [{}]
     sessions[-1] = {**sessions[-1], **session}
-    seen = {json.dumps(attention_paths(r["attention"]), sort_keys=True) for r in records if "attention" in r}
+    seen = {json.dumps(attention_paths(r.attention), sort_keys=True) for r in records if r.attention is not None}
     # the note describes the manifest's attention_path, the first session's: set once, never overwritten
     note = {} if manifest.get("attention_note") else {"attention_note": backend.attention_note}
     manifest = store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"),
@@ -128,7 +134,7 @@ def _derive_todo(source: Path, derive: Callable[[dict], dict], items: list[Item]
                  store: RunStore) -> dict:
     """Append records derived from another run's records (``derive(record) -> record``); no decoding."""
     _, records, _ = load_run(source)
-    by_id = {str(r["id"]): r for r in records}
+    by_id = {r.id: r.raw for r in RecordView.all(records)}  # derive writes a record: it takes the stored dict
     missing = [items[i].id for i in todo if items[i].id not in by_id]
     if missing:
         raise SelfEnsembleError(f"{source} lacks items {missing[:5]} needed to derive this run.")
