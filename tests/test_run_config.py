@@ -243,7 +243,7 @@ def test_checked_in_confirm_runs_would_resume_under_the_nested_config():
 
 @pytest.mark.parametrize("kw, arguments, message", [
     ({"methods": ["origin", "flx"]}, ("methods",), "Unknown method 'flx'"),
-    ({"match": "f1"}, ("match",), "Unknown match mode 'f1'"),
+    ({"match": "f1"}, (), "Unknown match mode 'f1'"),  # named as is: the CLI keeps "match mode"
     ({"demos": "all"}, ("demos",), "Unknown demos 'all'"),
     ({"num_paraphrases": 0}, ("num_paraphrases",), "num_paraphrases must be >= 1"),
     ({"prompt_indices": [0, 5]}, ("prompt_indices", "num_paraphrases"), r"prompt_indices \[5\] out of range"),

@@ -23,6 +23,7 @@ the argument, before any data or model is read; ``dataclasses.replace`` checks t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -91,8 +92,9 @@ class RunConfig:
         object.__setattr__(self, "dataset_options", dict(self.dataset_options))
         check_levels(self.variant_levels)
         for method in self.methods:
-            _as_config_error(check_method, method, "methods")
-        _as_config_error(check_match, self.match, "match")
+            _as_config_error(check_method, method, ("methods",))
+        # no arguments: the CLI would reword its "match mode" / "not a match" into "--match mode" / "not a --match"
+        _as_config_error(check_match, self.match, ())
         if self.demos not in DEMO_MODES:
             raise ConfigError(f"Unknown demos {self.demos!r}; use one of {', '.join(DEMO_MODES)}.", arguments=("demos",))
         if self.num_paraphrases < 1:
@@ -142,15 +144,15 @@ class RunConfig:
         return d
 
 
-def _as_config_error(check, value: str, argument: str) -> None:
+def _as_config_error(check: Callable[[str], str], value: str, arguments: tuple[str, ...]) -> None:
     """``check(value)`` (methods.registry.check_method, scoring.check_match), its refusal a ConfigError
-    that lists ``argument``; the message stays the check's own (it names the value and the choices)."""
+    listing ``arguments``; the message stays the check's own (it names the value and the choices)."""
     try:
         check(value)
     except ConfigError:
         raise
     except SelfEnsembleError as err:
-        raise ConfigError(str(err), arguments=(argument,)) from None
+        raise ConfigError(str(err), arguments=arguments) from None
 
 
 # -- old flat manifests ------------------------------------------------------------------------------------
