@@ -90,7 +90,7 @@ def demo_copy_split(records: Sequence[AnyRecord], scorer: str | None) -> dict[st
     score (``scorer``, None = the run's ``correct``) over the records that carry ``demo_answers``
     (NaN when none does). Example: 4 records, one right copy and one wrong copy → .25 and .25."""
     views = [r for r in RecordView.all(records) if r.demo_answers is not None]
-    copies = [(r.copies_demo(), r.value(scorer)) for r in views]
+    copies = [(bool(r.copies_demo()), r.value(scorer)) for r in views]
     return {"demo_copy_right_rate": mean_or_nan([c * v for c, v in copies]),
             "demo_copy_wrong_rate": mean_or_nan([c * (1 - v) for c, v in copies])}
 

@@ -121,7 +121,7 @@ def batch_size(backend: Backend) -> int:
 
 
 def query_weights(backend: Backend, cfg: RunConfig, queries: Sequence[Query],
-                  progress: Progress) -> list[list[float] | str]:
+                  progress: Progress) -> list[Sequence[float] | str | None]:
     """Per query: sampled confidence per prompt, or the name of a per-step rule (fusion.DYNAMIC_WEIGHTS)
     that the fusion derives from the logits themselves (no sampling, no extra forward passes), or the
     query's own dev-tuned weights (``cfg.weights`` a file: pipeline.build set them).

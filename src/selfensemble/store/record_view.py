@@ -69,11 +69,11 @@ class RecordView:
     group: str | None
     demo_answers: tuple[str, ...] | None
     prior_answer: str | None
-    attention: Mapping[str, str] | str | None
+    attention: dict[str, str] | str | None
     variants: tuple[Mapping[str, int], ...] | None
     prompt_templates: tuple[str, ...] | None
     scores_recomputed: bool
-    raw: Mapping[str, Any] = field(repr=False, compare=False)
+    raw: dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
     def of(cls, record: AnyRecord) -> RecordView:
@@ -157,7 +157,7 @@ class RecordView:
 
 
 #: What a reader of records accepts: a record as stored (a dict) or its view.
-AnyRecord = Mapping[str, Any] | RecordView
+AnyRecord = dict[str, Any] | RecordView
 
 
 def demo_copy_rate(records: Sequence[AnyRecord]) -> float:

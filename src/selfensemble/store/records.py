@@ -87,7 +87,8 @@ def prompts_seen(method: str, prompts: Sequence[str], index: int = 0) -> list[st
     return list(prompts)
 
 
-def chosen_prompt(method: str, per_prompt: Sequence[str] | None, weights: Sequence[float] | None = None) -> int:
+def chosen_prompt(method: str, per_prompt: Sequence[str] | None,
+                  weights: Sequence[float] | str | None = None) -> int:
     """Which prompt the reported answer came from (Method.choose): vote's majority over its per-prompt
     answers, select's largest weight, else 0. An unregistered name (an old run's) counts as no selection."""
     spec = METHODS.get(method)
