@@ -87,7 +87,7 @@ def test_only_an_owned_engine_is_closed():
 
 
 def test_a_saved_batch_is_one_engine_batch_per_worker(engine):
-    from selfensemble.pipeline.experiment import batch_size
+    from selfensemble.pipeline.confidence import batch_size
 
     assert batch_size(LocalBackend(engine)) == 2
     assert batch_size(_ray_backend(EngineConfig(batch_size=4), workers=3)) == 12

@@ -105,6 +105,16 @@ def test_library_modules_do_not_import_the_cli_framework():
     assert r.stdout.strip() == "False"
 
 
+
+def test_the_run_modules_load_no_torch():
+    """The CLI imports pipeline.experiment when it starts; torch waits until a model loads (the imports
+    that reach it stay inside the functions that need them, each saying so)."""
+    code = ("import sys, selfensemble.pipeline.experiment, selfensemble.pipeline.confidence, "
+            "selfensemble.pipeline.paraphrase.items; print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
 def _two_runs(root: Path) -> None:
     from selfensemble.store.run_store import RunStore
 

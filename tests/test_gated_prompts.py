@@ -15,7 +15,7 @@ from selfensemble.config.run import RunConfig
 from selfensemble.data import load_dataset
 from selfensemble.data.base import Item
 from selfensemble.errors import DataError
-from selfensemble.pipeline.experiment import ensure_paraphrases
+from selfensemble.pipeline.paraphrase.items import ensure_paraphrases
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAPHRASES = ROOT / "benchmarks" / "results" / "confirm_webqa_paraphrases.jsonl"

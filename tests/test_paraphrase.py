@@ -178,7 +178,7 @@ def test_fewer_survivors_run_with_fewer_prompts_and_the_record_says_so(tmp_path,
     from selfensemble.config.load import LoadSpec
     from selfensemble.config.run import RunConfig
     from selfensemble.engine.queries import Answer
-    from selfensemble.pipeline.experiment import ensure_paraphrases
+    from selfensemble.pipeline.paraphrase.items import ensure_paraphrases
     from selfensemble.store.records import make_record as _record
 
     monkeypatch.setenv("SELFENSEMBLE_CACHE", str(tmp_path))
@@ -210,7 +210,7 @@ def test_dataset_paraphrases_are_not_gated_unless_asked(tmp_path):
 
     from selfensemble.config.gate import GateSettings
     from selfensemble.config.run import RunConfig
-    from selfensemble.pipeline.experiment import ensure_paraphrases
+    from selfensemble.pipeline.paraphrase.items import ensure_paraphrases
 
     q = "who plays ken barlow in coronation street?"
     it = Item("i1", (q, "Which actor plays Ken Barlow in Coronation Street?", "What is the capital of Australia?"),

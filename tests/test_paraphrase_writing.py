@@ -100,7 +100,7 @@ def test_a_question_run_paraphrased_is_not_paraphrased_again_by_ask_lm_eval_or_s
     from selfensemble.config.load import LoadSpec
     from selfensemble.config.run import RunConfig
     from selfensemble.engine.engine import Engine
-    from selfensemble.pipeline.experiment import ensure_paraphrases
+    from selfensemble.pipeline.paraphrase.items import ensure_paraphrases
 
     cfg = RunConfig(dataset="webqa", num_paraphrases=3, load=LoadSpec("random:llama"))
     [item] = ensure_paraphrases(stub_engine(), cfg, [Item("1", (PENICILLIN,), ("Fleming",))])

@@ -24,8 +24,10 @@ from selfensemble.config.run import RunConfig
 from selfensemble.data.base import Item
 from selfensemble.engine.decoding import candidate_seed, derive_seed
 from selfensemble.engine.queries import Query
-from selfensemble.pipeline.experiment import _weights, paraphrase_items
+from selfensemble.pipeline.backends import as_backend
+from selfensemble.pipeline.confidence import query_weights
 from selfensemble.pipeline.paraphrase.cache import ParaphraseCache
+from selfensemble.pipeline.paraphrase.items import paraphrase_items
 from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
 from selfensemble.pipeline.progress import NullProgress
 
@@ -92,7 +94,7 @@ def _queries() -> list[Query]:
 
 
 def _confidence(engine) -> list:
-    return _weights(engine, CCFG, _queries(), NullProgress())
+    return query_weights(as_backend(engine), CCFG, _queries(), NullProgress())
 
 
 def _killed_at(work, call: int) -> bool:

@@ -15,7 +15,7 @@ from selfensemble.config.engine import EngineConfig
 from selfensemble.config.gate import GateSettings
 from selfensemble.config.load import LoadSpec
 from selfensemble.config.run import RunConfig, is_nested, nested_config
-from selfensemble.errors import SelfEnsembleError
+from selfensemble.errors import ConfigError, SelfEnsembleError
 from selfensemble.pipeline.experiment import SAMPLE_DATA, run_experiment
 
 SAMPLE_OPTS = {"paraphrase_columns": ["paraphrases"], "id_column": "id"}
@@ -236,3 +236,45 @@ def test_checked_in_confirm_runs_would_resume_under_the_nested_config():
             assert diffs == {"demo_draw": (1, 2)}, member.name
             checked += 1
     assert checked >= 28
+
+
+# -- checked when built, frozen ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kw, arguments, message", [
+    ({"methods": ["origin", "flx"]}, ("methods",), "Unknown method 'flx'"),
+    ({"match": "f1"}, (), "Unknown match mode 'f1'"),  # named as is: the CLI keeps "match mode"
+    ({"demos": "all"}, ("demos",), "Unknown demos 'all'"),
+    ({"num_paraphrases": 0}, ("num_paraphrases",), "num_paraphrases must be >= 1"),
+    ({"prompt_indices": [0, 5]}, ("prompt_indices", "num_paraphrases"), r"prompt_indices \[5\] out of range"),
+    ({"variants": ["format"], "prompt_indices": [0]}, ("prompt_indices", "variants", "variant_levels"),
+     "prompt_indices picks paraphrases of a plain run"),
+    ({"variants": ["demos"], "few_shot": 0}, ("variants", "few_shot"), "varies the demonstrations"),
+    ({"variants": ["order"], "few_shot": 1}, ("variants", "few_shot"), "needs few_shot 2 or more"),
+    ({"gate": GateSettings(embedder="glove")}, (), "Unknown embedder 'glove'"),  # the message names it as is
+    ({"gate": GateSettings(min_similarity=2.0)}, ("min_similarity",), r"min_similarity must lie in \[-1, 1\]"),
+])
+def test_a_bad_setting_is_refused_when_the_config_is_built(kw, arguments, message):
+    """No data, no model, no run_experiment: building the RunConfig raises, naming the argument."""
+    with pytest.raises(ConfigError, match=message) as err:
+        RunConfig(**kw)
+    assert err.value.arguments == arguments
+
+
+def test_replace_checks_the_new_config_too():
+    good = RunConfig(num_paraphrases=3, prompt_indices=[2])
+    with pytest.raises(ConfigError, match="out of range"):
+        dataclasses.replace(good, num_paraphrases=2)
+    assert good.num_paraphrases == 3  # the old config is untouched
+
+
+def test_a_run_config_cannot_be_changed_in_place():
+    methods = ["origin", "avg"]
+    c = RunConfig(methods=methods, prompt_indices=[0, 1], dataset_options={"templates": 3})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.num_paraphrases = 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.methods = ["flex"]
+    methods.append("flex")  # the caller's list is not the config's
+    assert c.methods == ["origin", "avg"]
+    assert dataclasses.replace(c, num_paraphrases=3).methods == ["origin", "avg"]

@@ -127,7 +127,8 @@ def write_paraphrases(conf: dict) -> Path:
     from selfensemble.config.load import LoadSpec
     from selfensemble.config.run import RunConfig
     from selfensemble.engine.factory import build_engine
-    from selfensemble.pipeline.experiment import ensure_paraphrases, load_items
+    from selfensemble.pipeline.experiment import load_items
+    from selfensemble.pipeline.paraphrase.items import ensure_paraphrases
 
     spec = conf["datasets"]["webqa"]
     cfg = RunConfig(dataset="webqa", data_path=str(data_dir() / "webquestions"), split=conf["run"]["split"],

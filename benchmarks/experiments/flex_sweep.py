@@ -94,7 +94,7 @@ def queries_for(engine, cfg, ds, items, console):
     from selfensemble.engine.prompts import PromptFormat
     from selfensemble.engine.queries import Query
     from selfensemble.pipeline.build import select_prompts
-    from selfensemble.pipeline.experiment import ensure_paraphrases
+    from selfensemble.pipeline.paraphrase.items import ensure_paraphrases
 
     items = ensure_paraphrases(engine, cfg, items, console)
     return items, [Query(select_prompts(it, cfg), PromptFormat(instruction=ds.instruction, chat=cfg.chat,

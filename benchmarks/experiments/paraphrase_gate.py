@@ -68,8 +68,7 @@ def variant_items(variant: str, items, pool):
     """Items whose prompts are the original + the variant's paraphrases (meta: the gate's record)."""
     from selfensemble.config.gate import GateConfig
     from selfensemble.data.base import Item
-    from selfensemble.pipeline.experiment import gate_record
-    from selfensemble.pipeline.paraphrase.gate import screen
+    from selfensemble.pipeline.paraphrase.gate import gate_record, screen
 
     k = N_PROMPTS - 1
     out = []
@@ -101,6 +100,7 @@ def run(args) -> None:
     from selfensemble.engine.models import load_model
     from selfensemble.engine.prompts import PromptFormat
     from selfensemble.engine.queries import Query
+    from selfensemble.pipeline.backends import as_backend
     from selfensemble.pipeline.experiment import run_method
 
     out = Path(args.out)
@@ -108,6 +108,7 @@ def run(args) -> None:
     console = Console()
     ds, items = _items(args.limit)
     engine = Engine(load_model("smollm2-135m"), EngineConfig(batch_size=8))
+    backend = as_backend(engine)  # run_method takes a Backend
     pool = make_pool(engine, items, out)
     for variant, method, weights in STAGES:
         if args.only and variant not in args.only.split(","):
@@ -123,7 +124,7 @@ def run(args) -> None:
                    for it in v_items]
         name = method if weights is None else f"{method}-{weights}"
         t0 = time.perf_counter()
-        m = run_method(engine, cfg, method, v_items, queries, out / variant / name, console)
+        m = run_method(backend, cfg, method, v_items, queries, out / variant / name, console)
         print(f"{variant}/{name}: acc {m['accuracy']:.3f} n={m['n']} ({time.perf_counter() - t0:.0f}s)", flush=True)
 
 

@@ -22,21 +22,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from selfensemble.scoring import DEFAULT_MATCH, is_demo_copy, majority_vote, score_all
-from selfensemble.store.records import mean_or_nan, nan_to_none, record_value
+from selfensemble.scoring import DEFAULT_MATCH, majority_vote, score_all
+from selfensemble.store.record_view import AnyRecord, RecordView
+from selfensemble.store.records import mean_or_nan, nan_to_none
 
 BASELINES = ("majority_answer", "majority_demo_answer")
 
 
-def _answer(name: str, record: dict) -> str | None:
+def _answer(name: str, record: RecordView) -> str | None:
     """The baseline's answer for one record, or None when the record cannot give it."""
     if name == "majority_answer":
-        return record.get("prior_answer")
-    demos = record.get("demo_answers") or []
+        return record.prior_answer
+    demos = record.demo_answers or ()
     return majority_vote(list(demos))[0] if demos else None
 
 
-def no_model_baselines(runs: Sequence[tuple[dict, Sequence[dict]]], scorer: str | None) -> tuple[list[dict], list[str]]:
+def no_model_baselines(runs: Sequence[tuple[dict, Sequence[AnyRecord]]],
+                       scorer: str | None) -> tuple[list[dict], list[str]]:
     """(rows, notes): one row ``{dataset, name, accuracy, n, scorer}`` per dataset and baseline it can give.
 
     ``runs``: (run config as store.records.run_config reads it, records) in report order. Per dataset
@@ -44,9 +46,9 @@ def no_model_baselines(runs: Sequence[tuple[dict, Sequence[dict]]], scorer: str 
     see the same pool; their demonstrations agree unless their seeds or --demos differ, which a note
     names).
     """
-    datasets: dict[str, list[tuple[dict, Sequence[dict]]]] = {}
+    datasets: dict[str, list[tuple[dict, list[RecordView]]]] = {}
     for cfg, records in runs:
-        datasets.setdefault(str(cfg.get("dataset")), []).append((cfg, records))
+        datasets.setdefault(str(cfg.get("dataset")), []).append((cfg, RecordView.all(records)))
     rows, notes = [], []
     for dataset, members in datasets.items():
         for name in BASELINES:
@@ -55,8 +57,8 @@ def no_model_baselines(runs: Sequence[tuple[dict, Sequence[dict]]], scorer: str 
                 how = scorer or cfg.get("match") or DEFAULT_MATCH
                 for r in records:
                     answer = _answer(name, r)
-                    if answer is not None and str(r.get("id")) not in values:
-                        values[str(r.get("id"))] = float(score_all(answer, r.get("gold") or [])[how])
+                    if answer is not None and r.id not in values:
+                        values[r.id] = float(score_all(answer, list(r.gold))[how])
             if values:
                 rows.append(nan_to_none({"dataset": dataset, "name": name, "accuracy": mean_or_nan(list(values.values())),
                                          "n": len(values), "scorer": scorer or members[0][0].get("match")}))
@@ -64,31 +66,31 @@ def no_model_baselines(runs: Sequence[tuple[dict, Sequence[dict]]], scorer: str 
     return rows, notes
 
 
-def _dataset_notes(dataset: str, members: Sequence[tuple[dict, Sequence[dict]]]) -> list[str]:
+def _dataset_notes(dataset: str, members: Sequence[tuple[dict, Sequence[RecordView]]]) -> list[str]:
     """What the baselines of one dataset could not see: runs without prior_answer, differing demonstrations."""
     notes = []
-    old = sum(1 for _, recs in members if recs and not any("prior_answer" in r for r in recs))
+    # a recorded prior_answer may be None (a pool with no answer); only a record without the key is older
+    old = sum(1 for _, recs in members if recs and not any("prior_answer" in r.raw for r in recs))
     if old:
         notes.append(f"{dataset}: {old} of {len(members)} runs hold no prior_answer (written before it was recorded); "
                      "majority_answer is computed from the others only, or not at all.")
     demos: dict[str, list] = {}
     for _, recs in members:
         for r in recs:
-            if "demo_answers" in r:
-                demos.setdefault(str(r.get("id")), []).append(r["demo_answers"])
+            if r.demo_answers is not None:
+                demos.setdefault(r.id, []).append(r.demo_answers)
     if any(any(d != seen[0] for d in seen) for seen in demos.values()):
         notes.append(f"{dataset}: runs drew different demonstrations for the same items (another seed or --demos); "
                      "majority_demo_answer uses the first run's.")
     return notes
 
 
-def demo_copy_split(records: Sequence[dict], scorer: str | None) -> dict[str, Any]:
+def demo_copy_split(records: Sequence[AnyRecord], scorer: str | None) -> dict[str, Any]:
     """``demo_copy_right_rate`` and ``demo_copy_wrong_rate``: the demo_copy_rate split by the headline
     score (``scorer``, None = the run's ``correct``) over the records that carry ``demo_answers``
     (NaN when none does). Example: 4 records, one right copy and one wrong copy → .25 and .25."""
-    with_demos = [r for r in records if "demo_answers" in r]
-    copies = [(is_demo_copy(str(r.get("prediction", "")), r["demo_answers"] or []), record_value(r, scorer))
-              for r in with_demos]
+    views = [r for r in RecordView.all(records) if r.demo_answers is not None]
+    copies = [(bool(r.copies_demo()), r.value(scorer)) for r in views]
     return {"demo_copy_right_rate": mean_or_nan([c * v for c, v in copies]),
             "demo_copy_wrong_rate": mean_or_nan([c * (1 - v) for c, v in copies])}
 

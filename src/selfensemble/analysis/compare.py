@@ -19,23 +19,25 @@ import numpy as np
 from selfensemble.analysis.family import MEAN_SINGLE, base_name
 from selfensemble.analysis.stats import cluster_bootstrap_diff, mcnemar_exact, paired_bootstrap_diff
 from selfensemble.methods.registry import METHODS
-from selfensemble.store.records import nan_to_none, per_prompt_values, record_group, record_value
+from selfensemble.store.record_view import AnyRecord, RecordView
+from selfensemble.store.records import nan_to_none
 
 BOOTSTRAP_N = 1000
 SEED = 0
 SINGLE_PROMPT_RUN = "per_prompt"  # the method whose per-prompt answers define mean_single
 
 
-def single_prompt_source(runs: Sequence[tuple[str, Sequence[dict]]],
+def single_prompt_source(runs: Sequence[tuple[str, Sequence[AnyRecord]]],
                          scorer: str | None = None) -> tuple[str, dict[str, float]] | None:
     """(run, {id: mean_single of that item}): per item, the mean score of the prompts it was asked
     through alone (prefers the per_prompt run; vote carries the same answers)."""
-    candidates = [(name, recs) for name, recs in runs if any(per_prompt_values(r, scorer) for r in recs)]
+    viewed = [(name, RecordView.all(recs)) for name, recs in runs]
+    candidates = [(name, recs) for name, recs in viewed if any(r.per_prompt_values(scorer) for r in recs)]
     if not candidates:
         return None
     candidates.sort(key=lambda nr: base_name(nr[0]) != SINGLE_PROMPT_RUN)
     name, recs = candidates[0]
-    values = {str(r["id"]): per_prompt_values(r, scorer) for r in recs}
+    values = {r.id: r.per_prompt_values(scorer) for r in recs}
     return name, {i: float(np.mean(v)) for i, v in values.items() if v}
 
 
@@ -85,7 +87,7 @@ def _row(name: str, vs: str, mine: dict, other: dict, seed: int, groups: dict, t
     return row
 
 
-def compare(runs: Sequence[tuple[str, Sequence[dict]]], baseline: str = "origin", seed: int = SEED,
+def compare(runs: Sequence[tuple[str, Sequence[AnyRecord]]], baseline: str = "origin", seed: int = SEED,
             scorer: str | None = None, dataset: str | None = None) -> list[dict]:
     """The comparison rows of one cell's runs ``(name, records)``, per method in run order: against
     ``baseline`` (McNemar), against mean_single (sign test; the baseline too) and against the method
@@ -94,9 +96,10 @@ def compare(runs: Sequence[tuple[str, Sequence[dict]]], baseline: str = "origin"
     Only ids present on both sides are paired, so a run cut short by --limit or a kill is compared
     on what it finished. Rows are JSON-able; ``p_value`` is None for a comparison not tested.
     """
-    by_name = {name: {str(r["id"]): record_value(r, scorer) for r in recs} for name, recs in runs}
-    groups = {str(r["id"]): record_group(r, dataset) for _, recs in runs for r in recs}
-    single = single_prompt_source(runs, scorer)
+    viewed = [(name, RecordView.all(recs)) for name, recs in runs]
+    by_name = {name: {r.id: r.value(scorer) for r in recs} for name, recs in viewed}
+    groups = {r.id: r.group_in(dataset) for _, recs in viewed for r in recs}
+    single = single_prompt_source(viewed, scorer)
     rows: list[dict] = []
     for name, mine in by_name.items():
         spec = METHODS.get(base_name(name))

@@ -31,20 +31,8 @@ from selfensemble.analysis.sources import cell_provenance, describe
 from selfensemble.analysis.stats import bootstrap_ci
 from selfensemble.errors import ConfigError, SelfEnsembleError
 from selfensemble.methods.registry import METHODS
-from selfensemble.store.records import (
-    check_scorer,
-    demo_copy_rate,
-    mean_or_nan,
-    nan_to_none,
-    per_prompt_values,
-    record_correct,
-    record_echo,
-    record_scores,
-    record_value,
-    rescored,
-    run_config,
-    run_model,
-)
+from selfensemble.store.record_view import AnyRecord, RecordView, demo_copy_rate
+from selfensemble.store.records import check_scorer, mean_or_nan, nan_to_none, rescored, run_config, run_model
 from selfensemble.store.run_store import is_run_dir, load_run
 
 ECE_BINS = 10
@@ -54,57 +42,57 @@ SCORE_FIELDS = {"exact": "exact_match", "contains": "contains", "f1": "token_f1"
 # -- summaries ---------------------------------------------------------------------------------
 
 
-def _sensitivity(records: Sequence[dict], scorer: str | None) -> dict | None:
+def _sensitivity(records: Sequence[RecordView], scorer: str | None) -> dict | None:
     """metrics.prompt_sensitivity over the records with per-prompt answers (None without any)."""
-    rows = [(r["per_prompt"], per_prompt_values(r, scorer)) for r in records if r.get("per_prompt")]
+    rows = [(list(r.per_prompt), r.per_prompt_values(scorer)) for r in records if r.per_prompt]
     rows = [(a, v) for a, v in rows if v]
     if not rows:
         return None
     return prompt_sensitivity([v for _, v in rows], [a for a, _ in rows])
 
 
-def summarize(records: Sequence[dict], manifest: dict, seed: int = SEED, scorer: str | None = None) -> dict:
+def summarize(records: Sequence[AnyRecord], manifest: dict, seed: int = SEED, scorer: str | None = None) -> dict:
     """One row of the method table (also a run's metrics.json); JSON-able (NaN becomes None).
 
-    ``accuracy`` is the mean of the headline scorer: ``scorer`` if given, else the run's own
-    ``correct`` (its --match, named in ``scorer``). exact_match / contains / token_f1 / partial are
-    the four scorers' means side by side; ``scores_recomputed`` counts records whose scores were
-    computed here because the run predates them.
+    ``records``: a run's records (dicts as stored, or their RecordViews). ``accuracy`` is the mean of
+    the headline scorer: ``scorer`` if given, else the run's own ``correct`` (its --match, named in
+    ``scorer``). exact_match / contains / token_f1 / partial are the four scorers' means side by side;
+    ``scores_recomputed`` counts records whose scores were computed here because the run predates them.
     """
     cfg = run_config(manifest)
     check_scorer(scorer)
     method = cfg.get("method", "?")
-    correct = [record_value(r, scorer) for r in records]
-    scores = [record_scores(r) for r in records]
+    views = RecordView.all(records)
+    correct = [r.value(scorer) for r in views]
+    scores = [r.scores() for r in views]
     low, high = bootstrap_ci(correct, n=BOOTSTRAP_N, seed=seed)
-    ps = _sensitivity(records, scorer)
+    ps = _sensitivity(views, scorer)
     pp = ps or {"per_prompt_accuracy": [], "avg_prompt_accuracy": math.nan, "mean_single": math.nan,
                 "min": math.nan, "max": math.nan, "std": math.nan}
-    conf = [(float(r["confidence"]), c) for r, c in zip(records, correct, strict=True)
-            if r.get("confidence") is not None]
-    secs = [float(r["seconds"]) for r in records if r.get("seconds") is not None]
+    conf = [(r.confidence, c) for r, c in zip(views, correct, strict=True) if r.confidence is not None]
+    secs = [r.seconds for r in views if r.seconds is not None]
     row = {
         "method": method, "model": run_model(cfg), "dataset": cfg.get("dataset"),
         "num_paraphrases": cfg.get("num_paraphrases"), "n": len(records),
         "scorer": scorer or cfg.get("match"),
         "accuracy": mean_or_nan(correct), "ci_low": low, "ci_high": high,
         **{field: mean_or_nan([float(s[name]) for s in scores]) for name, field in SCORE_FIELDS.items()},
-        "scores_recomputed": sum(1 for r in records if not isinstance(r.get("scores"), dict)),
-        "scores_realiased": sum(1 for r in records if r.get("scores_recomputed")),  # records.rescored: gold aliases
+        "scores_recomputed": sum(1 for r in views if r.stored_scores is None),
+        "scores_realiased": sum(1 for r in views if r.scores_recomputed),  # records.rescored: gold aliases
         "per_prompt_accuracy": pp["per_prompt_accuracy"],
         "avg_prompt_accuracy": pp["avg_prompt_accuracy"],  # AvgP: per prompt position, averaged over positions
         "mean_single": pp["mean_single"],  # per item over its own prompts, averaged over items
         "per_prompt_min": pp["min"],
         "per_prompt_max": pp["max"],
         "per_prompt_std": pp["std"],  # population std over prompt indices
-        "echo_rate": echo_rate([record_echo(r, method) for r in records]),
-        "demo_copy_rate": demo_copy_rate(records),
-        **demo_copy_split(records, scorer),  # demo_copy_right_rate + demo_copy_wrong_rate (analysis/baselines.py)
+        "echo_rate": echo_rate([r.echo_for(method) for r in views]),
+        "demo_copy_rate": demo_copy_rate(views),
+        **demo_copy_split(views, scorer),  # demo_copy_right_rate + demo_copy_wrong_rate (analysis/baselines.py)
         "consistency": ps["consistency"] if ps else math.nan,
         "prompt_sensitivity": ps,
         "ece": ece([min(max(c, 0.0), 1.0) for c, _ in conf], [y for _, y in conf], ECE_BINS) if conf else math.nan,
         "seconds_per_item": mean_or_nan(secs),
-        **timing_summary(records, manifest),  # median and spread over batches, load (analysis/costs.py)
+        **timing_summary([r.raw for r in views], manifest),  # median and spread over batches, load (analysis/costs.py)
     }
     return nan_to_none(row)
 
@@ -138,15 +126,15 @@ def find_runs(run_dirs: Sequence[Path | str]) -> list[Path]:
 # -- calibration -------------------------------------------------------------------------------
 
 
-def reliability_bins(records: Sequence[dict], n_bins: int = ECE_BINS) -> list[dict]:
+def reliability_bins(records: Sequence[AnyRecord], n_bins: int = ECE_BINS) -> list[dict]:
     """Equal-width bins (lo, hi] of the fused answer probability (``confidence``; 0 joins bin 0, as in
     metrics.ece): per non-empty bin its count, mean confidence and accuracy. ECE = Σ count/n · |acc − conf|.
 
     Example: confidences .95, .95, .15, .15, .15 with correct T, T, T, F, F →
     bin (.9, 1]: n 2, conf .95, acc 1; bin (.1, .2]: n 3, conf .15, acc 1/3.
     """
-    pairs = [(min(max(float(r["confidence"]), 0.0), 1.0), record_correct(r)) for r in records
-             if r.get("confidence") is not None]
+    pairs = [(min(max(r.confidence, 0.0), 1.0), r.judged_correct()) for r in RecordView.all(records)
+             if r.confidence is not None]
     if not pairs:
         return []
     conf = np.array([c for c, _ in pairs])

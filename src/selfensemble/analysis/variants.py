@@ -25,7 +25,8 @@ import numpy as np
 
 from selfensemble.analysis.stats import bootstrap_ci
 from selfensemble.scoring import answer_key
-from selfensemble.store.records import nan_to_none, per_prompt_values
+from selfensemble.store.record_view import AnyRecord, RecordView
+from selfensemble.store.records import nan_to_none
 
 BOOTSTRAP_N = 1000
 
@@ -40,14 +41,14 @@ class Cell:
     answer: str
 
 
-def cells(records: Sequence[dict], scorer: str | None = None) -> list[Cell]:
+def cells(records: Sequence[AnyRecord], scorer: str | None = None) -> list[Cell]:
     """The cells of every record with per-prompt answers and a ``variants`` list of the same length."""
     out = []
-    for r in records:
-        variants, scores, answers = r.get("variants"), per_prompt_values(r, scorer), r.get("per_prompt")
+    for r in RecordView.all(records):
+        variants, scores, answers = r.variants, r.per_prompt_values(scorer), r.per_prompt
         if not variants or not scores or not answers or not len(variants) == len(scores) == len(answers):
             continue
-        out += [Cell(str(r["id"]), dict(v), s, str(a)) for v, s, a in zip(variants, scores, answers, strict=True)]
+        out += [Cell(r.id, dict(v), s, str(a)) for v, s, a in zip(variants, scores, answers, strict=True)]
     return out
 
 
@@ -124,7 +125,7 @@ def answer_change(found: Sequence[Cell], d: str) -> tuple[float, int]:
     return (changed / compared if compared else math.nan), compared
 
 
-def by_dimension(records: Sequence[dict], scorer: str | None = None, seed: int = 0) -> dict[str, dict] | None:
+def by_dimension(records: Sequence[AnyRecord], scorer: str | None = None, seed: int = 0) -> dict[str, dict] | None:
     """The per-dimension sensitivity block (``prompt_sensitivity[*].by_dimension``), keyed by dimension;
     None when no record carries per-prompt answers with their variants."""
     found = cells(records, scorer)
@@ -152,7 +153,7 @@ MIN_VARIANTS = 10  # fewer variants: too few to speak of a distribution (and the
 CHECK_FRACTION = 0.25  # a complete run's budget check: the estimate from this share of its cells
 
 
-def variant_estimate(records: Sequence[dict], scorer: str | None = None, seed: int = 0) -> dict | None:
+def variant_estimate(records: Sequence[AnyRecord], scorer: str | None = None, seed: int = 0) -> dict | None:
     """The budgeted estimate of the per-variant accuracy distribution (analysis/budget.py) from the
     cells a run asked; on a complete run (every item through every variant) also ``check``: the
     estimate from a random CHECK_FRACTION of its cells beside the full evaluation. None with fewer

@@ -79,9 +79,8 @@ def ask(
     else:
         from selfensemble.engine.variants import variant_query
 
-        query = variant_query(prompts, dims, num_paraphrases or DEFAULT_PROMPTS, default_format(few_shot, chat),
-                              variant_levels, seed)
-        query.weights = w
+        query = dataclasses.replace(variant_query(prompts, dims, num_paraphrases or DEFAULT_PROMPTS,
+                                                  default_format(few_shot, chat), variant_levels, seed), weights=w)
         recorded = [query.variants[i] for i in query.kept_indices()]
     ans = _answer(engine, query, method, gen, stream)
     seconds = time.perf_counter() - t0

@@ -22,7 +22,8 @@ from selfensemble.config.run import RunConfig
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.methods.registry import BUILTIN_METHODS
 from selfensemble.pipeline.backends import BackendConfig
-from selfensemble.pipeline.experiment import load_items, paraphrase_items, run_experiment
+from selfensemble.pipeline.experiment import load_items, run_experiment
+from selfensemble.pipeline.paraphrase.items import paraphrase_items
 
 DATA_PANEL, METHODS_PANEL, MODEL_PANEL, RUN_PANEL = "Data", "Methods", "Model", "Run control"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from selfensemble.errors import ConfigError, SelfEnsembleError
+from selfensemble.errors import ConfigError
 
 __all__ = ["DEFAULT_ENTITY_GUARD", "DEFAULT_MIN_SIMILARITY", "EMBEDDERS", "GateConfig", "GateSettings"]
 
@@ -39,13 +39,14 @@ class GateConfig:
 
     def __post_init__(self):
         if self.embedder not in EMBEDDERS:
-            raise SelfEnsembleError(f"Unknown embedder {self.embedder!r}; use one of {', '.join(EMBEDDERS)}.")
+            # no ``arguments``: the CLI would turn this message's "embedder" into the flag ("Unknown --embedder")
+            raise ConfigError(f"Unknown embedder {self.embedder!r}; use one of {', '.join(EMBEDDERS)}.")
         if self.min_similarity is None:
             object.__setattr__(self, "min_similarity", DEFAULT_MIN_SIMILARITY[self.embedder])
         if not -1.0 <= self.min_similarity <= 1.0:
             raise ConfigError(f"min_similarity must lie in [-1, 1], got {self.min_similarity}.", arguments=("min_similarity",))
         if self.oversample < 1:
-            raise SelfEnsembleError(f"oversample must be >= 1, got {self.oversample}.")
+            raise ConfigError(f"oversample must be >= 1, got {self.oversample}.")  # no flag of that name
 
     def key(self) -> dict:
         """What the cache key needs: the settings that change which paraphrases survive."""

@@ -15,17 +15,26 @@ Manifests store the nested form ``{"engine": {...}, "load": {...}, "gate": {...}
 Run folders written before that hold a flat config; :func:`nested_config` reads either into the
 nested form, so old folders keep resuming and reports read both. Importing this module loads no
 torch (the CLI's ``--help`` and ``report`` stay fast; config.engine imports none either).
+
+A RunConfig is checked when it is built (``__post_init__``): a method or match mode that does not
+exist, a setting out of range or a combination that cannot mean anything raises ConfigError naming
+the argument, before any data or model is read; ``dataclasses.replace`` checks the new config again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from selfensemble.config.demos import LEGACY_DEMO_DRAW, demo_draw
+from selfensemble.config.demos import DEMO_MODES, LEGACY_DEMO_DRAW, demo_draw
 from selfensemble.config.engine import EngineConfig
 from selfensemble.config.gate import GateConfig, GateSettings
 from selfensemble.config.load import LoadSpec
+from selfensemble.config.variants import check_levels, check_variant_choice, parse_variants
+from selfensemble.errors import ConfigError, SelfEnsembleError
+from selfensemble.methods.registry import check_method
+from selfensemble.scoring import check_match
 
 #: Sections of a manifest config that hold a nested dataclass (RunConfig field → manifest key).
 SECTIONS = ("engine", "load", "gate")
@@ -35,6 +44,7 @@ SECTIONS = ("engine", "load", "gate")
 class RunConfig:
     """Everything that defines a run (saved in the manifest; resuming requires the same values).
     Frozen: a changed setting is a new config (``dataclasses.replace``), never an edit in place.
+    Checked when built: a bad value raises ConfigError naming its argument (see :meth:`__post_init__`).
 
     The run's own fields stay flat; the engine, the model load and the gate are held whole
     (``engine``, ``load``, ``gate``), never copied field by field.
@@ -66,16 +76,54 @@ class RunConfig:
     gate: GateSettings = field(default_factory=GateSettings)
 
     def __post_init__(self) -> None:
-        from selfensemble.config.variants import check_levels, parse_variants
+        """Every check that needs neither the data nor the model, so a bad run is refused at once.
 
+        Methods and the match mode must be registered; demos one of DEMO_MODES; num_paraphrases at least
+        1; prompt_indices within num_paraphrases (a plain run only); variants that vary the
+        demonstrations need them; the gate's settings valid. A run folder's own checks (resume, the
+        items it holds) come later, in pipeline.experiment.check_before_load.
+        """
         # one spelling per run ("demos,format" == ["format", "demos"]): the manifest compares it on resume
         object.__setattr__(self, "variants", list(parse_variants(self.variants)))
+        # copies of the caller's lists: editing the list a config was built from leaves the config as it was
+        object.__setattr__(self, "methods", list(self.methods))
+        if self.prompt_indices is not None:
+            object.__setattr__(self, "prompt_indices", list(self.prompt_indices))
+        object.__setattr__(self, "dataset_options", dict(self.dataset_options))
         check_levels(self.variant_levels)
+        for method in self.methods:
+            _as_config_error(check_method, method, ("methods",))
+        # no arguments: the CLI would reword its "match mode" / "not a match" into "--match mode" / "not a --match"
+        _as_config_error(check_match, self.match, ())
+        if self.demos not in DEMO_MODES:
+            raise ConfigError(f"Unknown demos {self.demos!r}; use one of {', '.join(DEMO_MODES)}.", arguments=("demos",))
+        if self.num_paraphrases < 1:
+            raise ConfigError("num_paraphrases must be >= 1 (it counts the original question).",
+                              arguments=("num_paraphrases",))
+        if not self.is_plain():
+            check_variant_choice(self.variants, self.prompt_indices, self.few_shot)
+        self.gate.resolve(generated=True)  # an unknown embedder, a similarity outside [-1, 1]
+        bad = [i for i in self.prompt_indices or [] if not 0 <= i < self.num_paraphrases]
+        if bad:
+            raise ConfigError(f"prompt_indices {bad} out of range: num_paraphrases {self.num_paraphrases} gives "
+                              f"prompts 0 to {self.num_paraphrases - 1}.", arguments=("prompt_indices", "num_paraphrases"))
 
     @property
     def seed(self) -> int:
         """The run's seed: ``load.seed`` (one owner; see the module docstring)."""
         return self.load.seed
+
+    def is_plain(self) -> bool:
+        """True for the plain run: paraphrases only, N of them (the prompts every earlier run asked)."""
+        return list(self.variants) == ["paraphrase"] and self.variant_levels is None
+
+    def levels(self) -> int:
+        """Values per variant dimension: ``variant_levels``, else N (``num_paraphrases``)."""
+        return self.variant_levels or self.num_paraphrases
+
+    def paraphrases_needed(self) -> int:
+        """Prompts each item needs written or found (pipeline.experiment): 1 when wording is not varied."""
+        return self.levels() if "paraphrase" in self.variants else 1
 
     def gate_config(self, generated: bool) -> GateConfig:
         """The paraphrase gate for generated (True) or dataset (False) paraphrases."""
@@ -94,6 +142,17 @@ class RunConfig:
         d["method"] = method
         d["demo_draw"] = demo_draw(self.demos, self.few_shot)
         return d
+
+
+def _as_config_error(check: Callable[[str], str], value: str, arguments: tuple[str, ...]) -> None:
+    """``check(value)`` (methods.registry.check_method, scoring.check_match), its refusal a ConfigError
+    listing ``arguments``; the message stays the check's own (it names the value and the choices)."""
+    try:
+        check(value)
+    except ConfigError:
+        raise
+    except SelfEnsembleError as err:
+        raise ConfigError(str(err), arguments=arguments) from None
 
 
 # -- old flat manifests ------------------------------------------------------------------------------------

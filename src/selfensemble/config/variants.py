@@ -43,3 +43,19 @@ def check_levels(levels: int | None) -> int | None:
     if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int) or levels < 1):
         raise ConfigError(f"variant_levels must be a whole number >= 1 (or None), got {levels!r}.")
     return levels
+
+
+def check_variant_choice(variants: Sequence[str], prompt_indices: Sequence[int] | None, few_shot: int) -> None:
+    """Refuse a variants run (any choice but the plain one) whose settings cannot mean anything:
+    prompt_indices (they pick paraphrases of a plain run), or demos / order without enough demonstrations."""
+    if prompt_indices is not None:
+        raise ConfigError("prompt_indices picks paraphrases of a plain run; with variants (or variant_levels) "
+                          "the prompts are drawn per item. Drop one of them.",
+                          arguments=("prompt_indices", "variants", "variant_levels"))
+    bare = [d for d in ("demos", "order") if d in variants]
+    if bare and few_shot < 1:
+        raise ConfigError(f"variants {','.join(bare)} varies the demonstrations, but few_shot is 0.",
+                          arguments=("variants", "few_shot"))
+    if "order" in variants and few_shot < 2:
+        raise ConfigError("variants order permutes the demonstrations: it needs few_shot 2 or more.",
+                          arguments=("variants", "few_shot"))

@@ -181,7 +181,7 @@ class Method:
         """Each answer is decoded from one prompt alone (echo is judged against that prompt only)."""
         return self.rows in (Rows.ALONE, Rows.CHOSEN) or self.per_prompt
 
-    def choose(self, answers: Sequence[str] | None, weights: Sequence[float] | None = None) -> int:
+    def choose(self, answers: Sequence[str] | None, weights: Sequence[float] | str | None = None) -> int:
         """Which prompt the reported answer comes from: rows "chosen" → the largest of ``weights``
         (first on ties); a ``select`` → its pick among the per-prompt ``answers`` (vote's majority);
         else 0. Example: select with weights [.2, .5, .5] → 1; vote with answers [a, b, b] → 1."""
@@ -213,7 +213,7 @@ class Method:
         return self.fuse if self.batched else group_fusion.per_group(self.fuse)
 
 
-def heaviest(weights: Sequence[float] | None) -> int:
+def heaviest(weights: Sequence[float] | str | None) -> int:
     """Index of the largest weight, the first on ties (0 for none): the prompt ``select`` answers through."""
     if not weights or isinstance(weights, str):
         return 0

@@ -58,9 +58,9 @@ def build_queries(ds: Dataset, items: list[Item], cfg: RunConfig, weights: dict 
     from selfensemble.engine.prompts import PromptFormat
     from selfensemble.engine.queries import Query
     from selfensemble.pipeline.tuning import weights_for
-    from selfensemble.pipeline.variants import is_plain, variant_query
+    from selfensemble.pipeline.variants import variant_query
 
-    plain = is_plain(cfg)
+    plain = cfg.is_plain()
     if weights is not None and not plain:
         raise ConfigError("A weights file is keyed by template or prompt position; it cannot weight format/demos/"
                           f"order variants (variants={list(cfg.variants)}).")
@@ -76,12 +76,10 @@ def build_queries(ds: Dataset, items: list[Item], cfg: RunConfig, weights: dict 
             continue
         prompts = select_prompts(it, cfg)
         indices = cfg.prompt_indices if cfg.prompt_indices is not None else range(len(prompts))
-        query = Query(prompts, fmt, seed=seed, variants=[{"paraphrase": i} for i in indices])
-        if weights is not None:
-            query.weights = weights_for(weights, it.group, it.meta["record"].get("prompt_templates"), len(prompts),
-                                        where=f"--weights {cfg.weights}")
+        tuned = None if weights is None else weights_for(weights, it.group, it.meta["record"].get("prompt_templates"),
+                                                         len(prompts), where=f"--weights {cfg.weights}")
         out_items.append(it)
-        queries.append(query)
+        queries.append(Query(prompts, fmt, weights=tuned, seed=seed, variants=[{"paraphrase": i} for i in indices]))
     return out_items, queries
 
 

@@ -6,6 +6,9 @@ are the Laplace-smoothed share (agree + 1) / (k + 2), so no prompt gets a weight
 Results are cached on disk per (model, k, temperature, seed) file and, inside it, per (query's
 sampling stream, prompt index, prompt, format): the samples a prompt gets depend on its query's
 stream, so an entry is reused only where the same samples would be drawn again.
+
+``query_weights`` is a run's weights phase: a per-step rule or a weights file passes through, and
+sampled confidence is estimated for the queries the cache lacks, saved after every batch.
 """
 
 from __future__ import annotations
@@ -15,10 +18,20 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from selfensemble.config.generation import GenerationConfig
+from selfensemble.config.run import RunConfig
+from selfensemble.errors import ConfigError
+from selfensemble.pipeline.backends import Backend
 from selfensemble.pipeline.paraphrase.cache import cache_dir
+from selfensemble.pipeline.progress import Progress, phase
+from selfensemble.pipeline.tuning import is_weights_file
+from selfensemble.scoring import answer_key
 from selfensemble.store import jsoncache
+
+if TYPE_CHECKING:  # engine.queries loads torch (through methods.fusion); annotations only
+    from selfensemble.engine.queries import Query
 
 
 @dataclass(frozen=True)
@@ -47,8 +60,6 @@ class PromptConfidence:
 
 def estimate(engine, queries: Sequence, cfg: ConfidenceConfig) -> list[list[PromptConfidence]]:
     """Per query, one PromptConfidence per prompt (1 greedy + cfg.samples sampled per_prompt passes)."""
-    from selfensemble.scoring import answer_key
-
     greedy = engine.answer_many(queries, "per_prompt", GenerationConfig(max_new_tokens=cfg.max_new_tokens))
     sampled = [engine.answer_many(queries, "per_prompt", GenerationConfig(
         max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -102,3 +113,46 @@ class ConfidenceCache:
         if self._unsaved:
             jsoncache.merge(self.path, self._unsaved, "confidence")
             self._unsaved = {}
+
+
+def batch_size(backend: Backend) -> int:
+    """Questions per saved batch of confidence samples: one engine batch per worker (one worker locally)."""
+    return backend.config.batch_size * backend.workers
+
+
+def query_weights(backend: Backend, cfg: RunConfig, queries: Sequence[Query],
+                  progress: Progress) -> list[Sequence[float] | str | None]:
+    """Per query: sampled confidence per prompt, or the name of a per-step rule (fusion.DYNAMIC_WEIGHTS)
+    that the fusion derives from the logits themselves (no sampling, no extra forward passes), or the
+    query's own dev-tuned weights (``cfg.weights`` a file: pipeline.build set them).
+
+    Sampled confidence is saved to its cache after every batch of queries: a killed run resumes
+    with the batches already sampled (each query samples from its own stream, so batching does
+    not change its samples).
+    """
+    # fusion loads torch; this module is imported when the CLI starts (its `--help` stays fast)
+    from selfensemble.methods.fusion import DYNAMIC_WEIGHTS
+
+    if cfg.weights in DYNAMIC_WEIGHTS:
+        return [cfg.weights for _ in queries]
+    if is_weights_file(cfg.weights):  # dev-tuned: set per query from the file (build.build_queries)
+        return [q.weights for q in queries]
+    if cfg.weights != "confidence":
+        raise ConfigError(f"Unknown weights {cfg.weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.",
+                          arguments=("weights",))
+    ccfg = ConfidenceConfig(samples=cfg.confidence_samples, seed=cfg.seed)
+    cache = ConfidenceCache(cfg.load.model, ccfg)
+    todo = [q for q in queries if any(cache.get(q, i) is None for i in range(len(q.prompts)))]
+    if todo:
+        size = batch_size(backend)
+        progress.note(f"estimating confidence for {len(todo)} questions ({ccfg.samples} samples per prompt), "
+                      f"saved every {size} → {cache.path}")
+        with phase(progress, "confidence", len(queries), done=len(queries) - len(todo)):
+            for lo in range(0, len(todo), size):
+                batch = todo[lo: lo + size]
+                for q, confs in zip(batch, estimate(backend, batch, ccfg), strict=True):
+                    for i, c in enumerate(confs):
+                        cache.put(q, i, c)
+                cache.save()
+                progress.advance(len(batch))
+    return [[cache.get(q, i).weight for i in range(len(q.prompts))] for q in queries]

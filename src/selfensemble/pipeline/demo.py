@@ -18,6 +18,8 @@ import numpy as np
 from selfensemble.config.load import LoadSpec
 from selfensemble.config.run import RunConfig
 from selfensemble.pipeline.timing import DEFAULT_FACTS, DEFAULT_ROUNDS, time_methods
+from selfensemble.scoring import answer_key
+from selfensemble.store.record_view import AnyRecord, RecordView
 
 DEMO_METHODS = ["origin", "per_prompt", "vote", "avg", "max", "flex"]
 DEFAULT_LIMIT = 100  # 20 facts per relation of the sample's 5
@@ -48,7 +50,7 @@ def expected_seconds(limit: int, num_paraphrases: int = 5) -> float:
     return _START_S + (_PER_FACT_S * limit + _TIMING_S) * num_paraphrases / 5
 
 
-def sensitivity(per_prompt_records: Sequence[dict]) -> dict:
+def sensitivity(per_prompt_records: Sequence[AnyRecord]) -> dict:
     """How much the answer depends on the phrasing, from a ``per_prompt`` run's records.
 
     Returns n, prompts (mean prompts per fact), per_prompt_accuracy (accuracy of prompt i alone,
@@ -57,22 +59,21 @@ def sensitivity(per_prompt_records: Sequence[dict]) -> dict:
     mixed_share (facts right through some prompts and wrong through others: what fusion can win or
     lose) and any_right_share (right through at least one prompt: an upper bound for choosing).
     """
-    from selfensemble.scoring import answer_key
-
-    recs = [r for r in per_prompt_records if r.get("per_prompt_correct")]
-    if not recs:
+    rows = [(r.per_prompt_correct, r.per_prompt or ()) for r in RecordView.all(per_prompt_records)
+            if r.per_prompt_correct]
+    if not rows:
         return {"n": 0}
-    width = max(len(r["per_prompt_correct"]) for r in recs)
+    width = max(len(c) for c, _ in rows)
     per_index = []
     for i in range(width):
-        col = [r["per_prompt_correct"][i] for r in recs if len(r["per_prompt_correct"]) > i]
+        col = [c[i] for c, _ in rows if len(c) > i]
         per_index.append(float(np.mean(col)))
-    disagree = [len({answer_key(a) for a in r["per_prompt"]}) > 1 for r in recs]
-    mixed = [0 < sum(r["per_prompt_correct"]) < len(r["per_prompt_correct"]) for r in recs]
-    return {"n": len(recs), "prompts": float(np.mean([len(r["per_prompt_correct"]) for r in recs])),
+    disagree = [len({answer_key(a) for a in answers}) > 1 for _, answers in rows]
+    mixed = [0 < sum(c) < len(c) for c, _ in rows]
+    return {"n": len(rows), "prompts": float(np.mean([len(c) for c, _ in rows])),
             "per_prompt_accuracy": per_index, "spread": max(per_index) - min(per_index),
             "disagree_share": float(np.mean(disagree)), "mixed_share": float(np.mean(mixed)),
-            "any_right_share": float(np.mean([any(r["per_prompt_correct"]) for r in recs]))}
+            "any_right_share": float(np.mean([any(c) for c, _ in rows]))}
 
 
 def method_rows(summary_rows: Sequence[dict], timing: dict | None = None) -> list[dict]:

@@ -3,6 +3,11 @@
 One model load serves all methods; each method writes its own run folder (results.jsonl,
 metrics.json, manifest.json). Items already in a run's results are skipped, so a killed run
 resumes where it stopped. Timing is measured after a warm-up batch, so methods compare fairly.
+
+run_experiment wraps the engine once (a Backend) and runs the phases in order, each from the module
+that holds it: the prompts (paraphrase/items.py), the queries (build.py), per method the weights it
+needs (confidence.py) and its run folder (here: run_method). Settings were checked when the
+RunConfig was built; what needs the data and the folders is checked here before the model loads.
 """
 
 from __future__ import annotations
@@ -14,26 +19,36 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from selfensemble.analysis.report import summarize
+from selfensemble.config.generation import GenerationConfig
 from selfensemble.config.run import RunConfig, nested_config
+from selfensemble.data import load_dataset
 from selfensemble.data.base import Dataset, Item
 from selfensemble.errors import ConfigError, ResumeError, SelfEnsembleError
-from selfensemble.pipeline.progress import NotesConsole, as_progress
+from selfensemble.methods.registry import get_method
+from selfensemble.pipeline.backends import Backend, BackendConfig, as_backend, open_backend
+from selfensemble.pipeline.build import build_queries, load_run_weights
+from selfensemble.pipeline.confidence import query_weights
+from selfensemble.pipeline.paraphrase.items import ensure_paraphrases
+from selfensemble.pipeline.progress import NotesConsole, Progress, as_progress, phase
 from selfensemble.pipeline.timing import cpu_count, machine_load
+from selfensemble.pipeline.tuning import file_sha256, is_weights_file
 from selfensemble.store.provenance import attention_paths
+from selfensemble.store.record_view import RecordView
 from selfensemble.store.records import demo_answers, example_answers, make_record, rescored, vote_record
+from selfensemble.store.resume import item_differences
+from selfensemble.store.run_store import RunStore, check_resumable, load_run
 
-__all__ = ["SAMPLE_DATA", "ensure_paraphrases", "load_items", "paraphrase_items",
-           "run_experiment", "run_method"]
+__all__ = ["SAMPLE_DATA", "check_before_load", "load_items", "run_experiment", "run_method"]
 
-if TYPE_CHECKING:
-    from selfensemble.pipeline.backends import Backend
+if TYPE_CHECKING:  # engine.queries loads torch; annotations only
+    from selfensemble.engine.queries import Answer, Query
 
 SAMPLE_DATA = Path(__file__).parents[1] / "samples" / "trivia.jsonl"
 
 
 def load_items(cfg: RunConfig) -> tuple[Dataset, list[Item]]:
-    from selfensemble.data import load_dataset
-
+    """The run's dataset and its items (``cfg.limit`` of them, sampled with the run's seed)."""
     ds = load_dataset(cfg.dataset, cfg.data_path, split=cfg.split, limit=cfg.limit, seed=cfg.seed,
                       **cfg.dataset_options)
     if not ds.items:
@@ -41,193 +56,33 @@ def load_items(cfg: RunConfig) -> tuple[Dataset, list[Item]]:
     return ds, list(ds.items)
 
 
-def ensure_paraphrases(engine, cfg: RunConfig, items: list[Item], progress=None) -> list[Item]:
-    """Questions with fewer than N prompts get model-written paraphrases (cached on disk).
-
-    Generated paraphrases pass the gate (paraphrase_gate.py) unless ``cfg.gate.enabled`` is False; a
-    question whose candidates mostly fail is asked through fewer prompts, and its record says so
-    (``paraphrase_gate`` in the item's meta → the run records). A dataset's own paraphrases are
-    screened only when ``cfg.gate.enabled`` is True. A question that brings its own paraphrases (or a
-    gate verdict, e.g. a fixed paraphrase file) is never topped up with model-written ones: it is asked
-    through the prompts it has, and its record says so. Fill-in-the-blank items (templates with [MASK])
-    keep the templates their dataset has: a relation with fewer than N templates is asked through fewer
-    prompts, and the run says so. ``progress``: a progress.Progress (or a console: notes only).
-    """
-    from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
-
-    progress = as_progress(console=progress)  # engine: a Backend, or an Engine / engine-like stub (as_backend)
-    items = _screen_dataset_paraphrases(cfg, items) if cfg.gate.enabled else items
-    short = [it for it in items if len(it.prompts) < cfg.num_paraphrases]
-    blanks = [it for it in short if "[MASK]" in it.question]
-    if blanks:
-        progress.note(f"{len(blanks)} fill-in-the-blank items have fewer than {cfg.num_paraphrases} templates; "
-                      "they are asked through the templates they have (no generated paraphrases).")
-    own = [it for it in short if "[MASK]" not in it.question and (it.paraphrases or it.meta.get("paraphrase_gate"))]
-    if own:
-        progress.note(f"{len(own)} questions bring fewer than {cfg.num_paraphrases - 1} paraphrases of their own; "
-                      "they are asked through the prompts they have (never topped up with model-written ones).")
-        own_ids = {it.id for it in own}
-        items = [_noted(it, cfg.num_paraphrases) if it.id in own_ids else it for it in items]
-    need = [it for it in short if "[MASK]" not in it.question and not (it.paraphrases or it.meta.get("paraphrase_gate"))]
-    if not need:
-        return items
-    pcfg = ParaphraseConfig(num_paraphrases=cfg.num_paraphrases, seed=cfg.seed)
-    gate = cfg.gate_config(generated=True)
-    cache = paraphrase_items(lambda: engine, cfg.load.model, need, pcfg, progress, gate)
-    todo = {it.id for it in need}
-    out, few = [], 0
-    for it in items:
-        if it.id not in todo:
-            out.append(it)
-            continue
-        entry = cache.entry(it.question) or {"paraphrases": [], "checks": []}
-        extra = [p for p in entry["paraphrases"] if p not in it.prompts]
-        meta = dict(it.meta)
-        if gate.enabled:
-            meta["paraphrase_gate"] = gate_record(entry, len(extra), pcfg.wanted, gate)
-            few += len(extra) < pcfg.wanted
-        out.append(Item(it.id, tuple(it.prompts) + tuple(extra), it.answers, it.group, meta))
-    if few:
-        progress.note(f"[yellow]{few} questions kept fewer than {pcfg.wanted} paraphrases after the gate; "
-                      "they are asked through fewer prompts (see 'paraphrase_gate' in their records).[/]")
-    return out
-
-
-def _noted(item: Item, wanted: int) -> Item:
-    """The item with a note for its record: asked through its own prompts, fewer than ``wanted`` (unless its
-    gate verdict already says so)."""
-    if (item.meta.get("paraphrase_gate") or {}).get("note"):
-        return item
-    record = dict(item.meta.get("record") or {})
-    note = (f"asked through its {len(item.prompts)} own prompts, fewer than {wanted}: questions that bring "
-            "paraphrases are not topped up with model-written ones")
-    record["notes"] = [*record.get("notes", []), note]
-    return Item(item.id, item.prompts, item.answers, item.group, {**item.meta, "record": record})
-
-
-def gate_record(entry: dict, kept: int, wanted: int, gate) -> dict:
-    """What a run record says about an item's paraphrases: every candidate's similarity and fate."""
-    rec = {"min_similarity": gate.min_similarity, "embedder": gate.embedder, "entity_guard": gate.entity_guard,
-           "wanted": wanted, "kept": kept, "candidates": entry.get("checks", [])}
-    if kept < wanted:
-        rec["note"] = (f"only {kept} of {wanted} paraphrases passed the gate; asked through {kept + 1} prompts "
-                       "instead of padding")
-    return rec
-
-
-def _screen_dataset_paraphrases(cfg: RunConfig, items: list[Item]) -> list[Item]:
-    """--gate on a dataset that brings its own paraphrases: drop those that fail (no diversity cut)."""
-    from selfensemble.pipeline.paraphrase.gate import check
-
-    gate = cfg.gate_config(generated=False)
-    out = []
-    for it in items:
-        if not it.paraphrases:
-            out.append(it)
-            continue
-        verdicts = check(it.question, list(it.paraphrases), gate)
-        kept = [v.paraphrase for v in verdicts if v.kept]
-        entry = {"checks": [v.to_dict() for v in verdicts]}
-        meta = {**it.meta, "paraphrase_gate": gate_record(entry, len(kept), len(it.paraphrases), gate)}
-        out.append(Item(it.id, (it.question, *kept), it.answers, it.group, meta))
-    return out
-
-
-def paraphrase_items(engine_factory, model: str, items: list[Item], pcfg, progress=None, gate=None, **options):
-    """The paraphrase entries of the items' questions: from the shared cache, else written now.
-
-    ``pcfg``: a ParaphraseConfig (its num_paraphrases is N, the original included); ``gate``: a
-    GateConfig (None = off). Returns writing.Paraphrases (``.entry(question)``, ``.path``).
-    ``engine_factory()`` (a Backend, or an Engine wrapped in one) is called only when a question is
-    missing. Every finished question is saved at once and the work in progress at least every
-    minute, so a killed run loses at most one engine call; a question's paraphrases come from its
-    own sampling streams, the same whichever call it lands in. ``progress``: a progress.Progress (or
-    a console); ``options``: more of writing.write_paraphrases' arguments (on_event, budget, …).
-    """
-    from selfensemble.pipeline.paraphrase.writing import write_paraphrases
-
-    return write_paraphrases(engine_factory, model, [it.question for it in items], pcfg, gate, progress, **options)
-
-
-def batch_size(backend: Backend) -> int:
-    """Questions per saved batch of confidence samples: one engine batch per worker (one worker locally)."""
-    return backend.config.batch_size * backend.workers
-
-
-def _weights(engine, cfg: RunConfig, queries: list, progress) -> list[list[float] | str]:
-    """Per query: sampled confidence per prompt, or the name of a per-step rule (fusion.DYNAMIC_WEIGHTS)
-    that the fusion derives from the logits themselves (no sampling, no extra forward passes).
-
-    Sampled confidence is saved to its cache after every batch of queries: a killed run resumes
-    with the batches already sampled (each query samples from its own stream, so batching does
-    not change its samples).
-    """
-    from selfensemble.methods.fusion import DYNAMIC_WEIGHTS
-    from selfensemble.pipeline.backends import as_backend
-    from selfensemble.pipeline.confidence import ConfidenceCache, ConfidenceConfig, estimate
-    from selfensemble.pipeline.tuning import is_weights_file
-
-    if cfg.weights in DYNAMIC_WEIGHTS:
-        return [cfg.weights for _ in queries]
-    if is_weights_file(cfg.weights):  # dev-tuned: set per query from the file (build.build_queries)
-        return [q.weights for q in queries]
-    if cfg.weights != "confidence":
-        raise ConfigError(f"Unknown weights {cfg.weights!r}; use confidence, {', '.join(DYNAMIC_WEIGHTS)}.",
-                          arguments=("weights",))
-
-    ccfg = ConfidenceConfig(samples=cfg.confidence_samples, seed=cfg.seed)
-    cache = ConfidenceCache(cfg.load.model, ccfg)
-    todo = [q for q in queries if any(cache.get(q, i) is None for i in range(len(q.prompts)))]
-    if todo:
-        size = batch_size(as_backend(engine))
-        progress.note(f"estimating confidence for {len(todo)} questions ({ccfg.samples} samples per prompt), "
-                      f"saved every {size} → {cache.path}")
-        progress.start("confidence", len(queries), done=len(queries) - len(todo), unit="questions")
-        try:
-            for lo in range(0, len(todo), size):
-                batch = todo[lo: lo + size]
-                for q, confs in zip(batch, estimate(engine, batch, ccfg), strict=True):
-                    for i, c in enumerate(confs):
-                        cache.put(q, i, c)
-                cache.save()
-                progress.advance(len(batch))
-        finally:
-            progress.end()
-    return [[cache.get(q, i).weight for i in range(len(q.prompts))] for q in queries]
-
-
 def _stats_delta(after: dict, before: dict) -> dict:
     return {k: after[k] - before.get(k, 0) for k in after}
 
 
-def _finish(store, engine: Backend, cfg: RunConfig, method: str, session: dict) -> dict:
+def _finish(store: RunStore, backend: Backend, cfg: RunConfig, method: str, session: dict) -> dict:
     """Metrics over every record, and this session's facts in the manifest (one entry per session)."""
-    from selfensemble.analysis.report import summarize
-
-    records = rescored(store.records(), cfg.match)  # older records of a resumed run: today's rules
+    records = RecordView.all(rescored(store.records(), cfg.match))  # older records of a resumed run: today's rules
     manifest = store.manifest()
     sessions = manifest.get("sessions") or [{}]
     sessions[-1] = {**sessions[-1], **session}
-    seen = {json.dumps(attention_paths(r["attention"]), sort_keys=True) for r in records if "attention" in r}
+    seen = {json.dumps(attention_paths(r.attention), sort_keys=True) for r in records if r.attention is not None}
     # the note describes the manifest's attention_path, the first session's: set once, never overwritten
-    note = {} if manifest.get("attention_note") else {"attention_note": engine.attention_note}
+    note = {} if manifest.get("attention_note") else {"attention_note": backend.attention_note}
     manifest = store.update_manifest(sessions=sessions, engine_stats=session.get("engine_stats"),
-                                     **engine.provenance(), attention_paths=[json.loads(p) for p in sorted(seen)],
+                                     **backend.provenance(), attention_paths=[json.loads(p) for p in sorted(seen)],
                                      **note)
     metrics = summarize(records, manifest)  # after: this session's load average is in the manifest now
     metrics.update(method=method, model=cfg.load.model, dataset=cfg.dataset, num_paraphrases=cfg.num_paraphrases,
-                   variants=list(cfg.variants), attention=engine.attention_paths,
-                   attention_note=engine.attention_note)
+                   variants=list(cfg.variants), attention=backend.attention_paths,
+                   attention_note=backend.attention_note)
     store.write_metrics(metrics)
     return metrics
 
 
-def _open_store(engine: Backend, cfg: RunConfig, method: str, out: Path):
-    from selfensemble.pipeline.tuning import file_sha256, is_weights_file
-    from selfensemble.store.run_store import RunStore
-
+def _open_store(backend: Backend, cfg: RunConfig, method: str, out: Path) -> RunStore:
     # a Ray pool learns its attention path from its first answers (see _answer_todo)
-    path = engine.attention_paths if engine.attention_known else None
+    path = backend.attention_paths if backend.attention_known else None
     config = cfg.method_config(method)
     if is_weights_file(cfg.weights):  # another file under the same name is another run
         config["weights_sha256"] = file_sha256(cfg.weights)
@@ -235,49 +90,51 @@ def _open_store(engine: Backend, cfg: RunConfig, method: str, out: Path):
                     upgrade=nested_config).open()  # a folder from before nested manifests resumes
 
 
-def _answer_todo(engine: Backend, cfg: RunConfig, method: str, items: list[Item], queries: list, todo: list[int],
-                 store, progress) -> dict:
+def _asked(backend: Backend, cfg: RunConfig, method: str, queries: list[Query], progress: Progress) -> list[Query]:
+    """The queries as ``method`` asks them: with this run's weights when it needs weights (new Query
+    objects: the run's queries are shared by every method and never changed), else as they are."""
+    if not get_method(method).needs_weights:
+        return queries
+    weights = query_weights(backend, cfg, queries, progress)
+    return [replace(q, weights=w) for q, w in zip(queries, weights, strict=True)]
+
+
+def _answer_todo(backend: Backend, cfg: RunConfig, method: str, items: list[Item], queries: list[Query],
+                 todo: list[int], store: RunStore, progress: Progress) -> dict:
     """Decode the items at ``todo`` and append their records; returns this session's timing and stats.
 
     A warm-up batch (compiles, allocator, prefix KV) runs first and its answers are discarded, so
     the timed pass and its ``engine_stats`` count this method's questions only.
     """
-    from selfensemble.methods.registry import get_method
+    # pipeline.variants loads torch (through the engine); this module is imported when the CLI starts
     from selfensemble.pipeline.variants import recorded_variants
 
-    needs = get_method(method).needs_weights
-    weights = _weights(engine, cfg, [queries[i] for i in todo], progress) if needs else None
-    if weights is not None:
-        for i, w in zip(todo, weights, strict=True):
-            queries[i].weights = w
-    if todo and engine.warm_up:  # a Ray pool warms its own actors
-        engine.answer_many([queries[i] for i in todo[: engine.config.batch_size]], method, _gen(cfg))
-    t0, compiles, before, load0 = time.perf_counter(), engine.compile_count, dict(engine.stats), machine_load()
-    progress.start(method, len(items), done=len(items) - len(todo), unit="questions")
+    asked = _asked(backend, cfg, method, [queries[i] for i in todo], progress)
+    weighted = get_method(method).needs_weights
+    if todo and backend.warm_up:  # a Ray pool warms its own actors
+        backend.answer_many(asked[: backend.config.batch_size], method, _gen(cfg))
+    t0, compiles, before, load0 = time.perf_counter(), backend.compile_count, dict(backend.stats), machine_load()
 
-    def on_done(j: int, answer) -> None:
-        i = todo[j]
+    def on_done(j: int, answer: Answer) -> None:
+        i, q = todo[j], asked[j]
         if store.session["attention_path"] is None:
             store.learn_attention_path(answer.attention)
-        rec = make_record(items[i], answer, method, cfg.match, queries[i].weights if weights else None)
-        store.append({**rec, "demo_answers": demo_answers(queries[i]), "variants": recorded_variants(queries[i])})
+        rec = make_record(items[i], answer, method, cfg.match, q.weights if weighted else None)
+        store.append({**rec, "demo_answers": demo_answers(q), "variants": recorded_variants(q)})
         progress.advance()
 
-    try:
-        engine.answer_many([queries[i] for i in todo], method, _gen(cfg), on_done=on_done)
-    finally:
-        progress.end()
-    return {"wall_time_s": time.perf_counter() - t0, "compiles_during_run": engine.compile_count - compiles,
-            "items_this_session": len(todo), "engine_stats": _stats_delta(engine.stats, before),
+    with phase(progress, method, len(items), done=len(items) - len(todo)):
+        backend.answer_many(asked, method, _gen(cfg), on_done=on_done)
+    return {"wall_time_s": time.perf_counter() - t0, "compiles_during_run": backend.compile_count - compiles,
+            "items_this_session": len(todo), "engine_stats": _stats_delta(backend.stats, before),
             "load_average": [load0, machine_load()], "cpus": cpu_count()}  # report warns when load > cpus
 
 
-def _derive_todo(source: Path, derive, items: list[Item], todo: list[int], store) -> dict:
+def _derive_todo(source: Path, derive: Callable[[dict], dict], items: list[Item], todo: list[int],
+                 store: RunStore) -> dict:
     """Append records derived from another run's records (``derive(record) -> record``); no decoding."""
-    from selfensemble.store.run_store import load_run
-
     _, records, _ = load_run(source)
-    by_id = {str(r["id"]): r for r in records}
+    by_id = {r.id: r.raw for r in RecordView.all(records)}  # derive writes a record: it takes the stored dict
     missing = [items[i].id for i in todo if items[i].id not in by_id]
     if missing:
         raise SelfEnsembleError(f"{source} lacks items {missing[:5]} needed to derive this run.")
@@ -291,8 +148,6 @@ def _check_stored_items(path: Path, records: list[dict], moved: dict, items: lis
     """Refuse to add to answers of items that read differently now (data edited, or another file
     under a moved path); nothing is written. ``demos``: {item id: records.example_answers of its
     demonstrations now}."""
-    from selfensemble.store.resume import item_differences
-
     found = item_differences(records, items, question_first=cfg.prompt_indices is None, demos=demos)
     if found:
         where = "".join(f"; {k} moved from {a!r} to {b!r}" for k, (a, b) in moved.items())
@@ -303,34 +158,23 @@ def _check_stored_items(path: Path, records: list[dict], moved: dict, items: lis
 
 def check_before_load(cfg: RunConfig, items: list[Item], examples: dict[str, tuple],
                       folders: dict[str, Path]) -> None:
-    """Every check that can refuse the run without the model, run before it loads (tens of seconds).
+    """The run folders' checks, run before the model loads (tens of seconds): the settings alone
+    were checked when ``cfg`` was built (RunConfig.__post_init__), --weights by build.load_run_weights.
 
-    The gate settings, --prompt-indices against N (--weights was read and checked before, by
-    build.load_run_weights), and each method folder that already holds a run: same settings and library versions
+    Each method folder that already holds a run: same settings and library versions
     (run_store.check_resumable), not in use by another process, and stored answers that answer
     the items as loaded now (gold, question, demonstrations). ``examples``: {item id: its few-shot
     demonstrations}; ``folders``: {method: its run folder}.
     """
-    from selfensemble.store.run_store import check_resumable
-
-    cfg.gate_config(generated=True), cfg.gate_config(generated=False)
-    bad = [i for i in cfg.prompt_indices or [] if not 0 <= i < cfg.num_paraphrases]
-    if bad:
-        raise ConfigError(f"prompt_indices {bad} out of range: num_paraphrases {cfg.num_paraphrases} "
-                          f"gives prompts 0 to {cfg.num_paraphrases - 1}.", arguments=("prompt_indices", "num_paraphrases"))
-    from selfensemble.pipeline.variants import is_plain
-
     # a variants run shows several demonstration sets per item, drawn with its prompts: compared at run_method
-    demos = {str(it.id): example_answers(examples[str(it.id)]) for it in items} if is_plain(cfg) else None
+    demos = {str(it.id): example_answers(examples[str(it.id)]) for it in items} if cfg.is_plain() else None
     for method, folder in folders.items():
         found = check_resumable(folder, cfg.method_config(method), upgrade=nested_config, allow_mixed=cfg.allow_mixed)
         _check_stored_items(folder, found.records, found.moved, items, demos, cfg)
 
 
-def _one_prompt_note(cfg: RunConfig, queries: list) -> str | None:
+def _one_prompt_note(cfg: RunConfig, queries: list[Query]) -> str | None:
     """A line for the console when methods that combine prompts get one prompt for some items."""
-    from selfensemble.methods.registry import get_method
-
     combining = [m for m in cfg.methods if get_method(m).combines_prompts]
     alone = sum(len(q.prompts) == 1 for q in queries)
     if not combining or not alone:
@@ -340,20 +184,17 @@ def _one_prompt_note(cfg: RunConfig, queries: list) -> str | None:
             "that prompt's own (what origin gives); their records say so in 'notes'.")
 
 
-def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: list, out: Path, progress=None,
-               derive_from: Path | None = None) -> dict:
+def run_method(backend: Backend, cfg: RunConfig, method: str, items: list[Item], queries: list[Query], out: Path,
+               progress=None, derive_from: Path | None = None) -> dict:
     """Answer every item not yet in ``out``'s results; returns the run's metrics.
 
+    ``backend``: what answers (backends.as_backend wraps an Engine the caller loaded); ``items`` and
+    ``queries``: parallel lists, one Query per item (build.build_queries), left unchanged.
     ``progress``: a progress.Progress (or a console: notes only).
-
-    ``engine``: a Backend, or an Engine (or engine-like stub) the caller loaded (as_backend).
     ``derive_from`` (vote, select): build the records from that per_prompt run's records instead of decoding.
     """
-    from selfensemble.pipeline.backends import as_backend
-
     progress = as_progress(console=progress)
-    engine = as_backend(engine)
-    store = _open_store(engine, cfg, method, out)
+    store = _open_store(backend, cfg, method, out)
     try:
         demos = {str(it.id): demo_answers(q) for it, q in zip(items, queries, strict=True)}
         _check_stored_items(store.path, store.records(), store.moved, items, demos, cfg)
@@ -364,46 +205,41 @@ def run_method(engine, cfg: RunConfig, method: str, items: list[Item], queries: 
             session = _derive_todo(derive_from, lambda rec: vote_record(rec, method, weights.get(str(rec["id"]))),
                                    items, todo, store)
         else:
-            session = _answer_todo(engine, cfg, method, items, queries, todo, store, progress)
-        return _finish(store, engine, cfg, method, session)
+            session = _answer_todo(backend, cfg, method, items, queries, todo, store, progress)
+        return _finish(store, backend, cfg, method, session)
     finally:
         store.close()
 
 
-def _gen(cfg: RunConfig):
-    from selfensemble.config.generation import GenerationConfig
-
+def _gen(cfg: RunConfig) -> GenerationConfig:
     return GenerationConfig(max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
 
 
-def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, progress=None,
-                   then: Callable[[Backend, list], Any] | None = None) -> dict[str, dict]:
+def _open_backend(cfg: RunConfig, engine: Any, backend: BackendConfig | None, progress: Progress) -> Backend:
+    """The run's one Backend: ``engine`` wrapped (the caller's: left open) or one loaded now (closed by the run)."""
+    if engine is not None:
+        return as_backend(engine)
+    with phase(progress, "loading", 1, unit="models"):
+        loaded = open_backend(backend or BackendConfig(), cfg.load, cfg.engine, NotesConsole(progress))
+        progress.advance()
+    return loaded
+
+
+def run_experiment(cfg: RunConfig, console=None, engine=None, backend: BackendConfig | None = None, progress=None,
+                   then: Callable[[Backend, list[Query]], Any] | None = None) -> dict[str, dict]:
     """Run every method of ``cfg`` over the dataset; returns {method: metrics}.
 
     ``backend`` (a backends.BackendConfig; default local) says where the engines run; an
-    ``engine`` given by the caller is used as is (the local backend, already loaded). ``progress``
+    ``engine`` given by the caller (an Engine, an engine-like stub or a Backend, already loaded) is
+    used as is. Either way it is wrapped here, once, and the Backend passed down. ``progress``
     (a progress.Progress) hears every phase: loading, paraphrasing, confidence, each method; with
     only a ``console`` its notes are printed there and no bars drawn (the CLI draws those).
-    Every check that can refuse the run (:func:`check_before_load`) runs before the model loads.
-    ``then(engine, queries)``, if given, runs after the last method while the engine is still
-    loaded (the demo times the methods there).
+    ``cfg`` checked its settings when it was built; every other check that can refuse the run
+    (:func:`check_before_load`) runs before the model loads.
+    ``then(backend, queries)``, if given, runs after the last method while the engine is still
+    loaded (the demo times the methods there); ``queries`` are the run's, as build.build_queries made them.
     """
-    from selfensemble.config.demos import DEMO_MODES
-    from selfensemble.methods.registry import check_method, get_method
-    from selfensemble.pipeline.backends import BackendConfig, as_backend, open_backend
-    from selfensemble.pipeline.build import build_queries, load_run_weights
-    from selfensemble.pipeline.variants import check_variants, paraphrases_needed, short_note
-    from selfensemble.scoring import check_match
-
     progress = as_progress(progress, console)
-    for m in cfg.methods:
-        check_method(m)
-    check_match(cfg.match)  # before the model loads
-    if cfg.demos not in DEMO_MODES:
-        raise ConfigError(f"Unknown demos {cfg.demos!r}; use one of {', '.join(DEMO_MODES)}.", arguments=("demos",))
-    if cfg.num_paraphrases < 1:
-        raise ConfigError("num_paraphrases must be >= 1 (it counts the original question).", arguments=("num_paraphrases",))
-    check_variants(cfg)
     weights = load_run_weights(cfg)
     ds, items = load_items(cfg)
     if cfg.few_shot > 0:
@@ -414,37 +250,36 @@ def run_experiment(cfg: RunConfig, console=None, engine=None, backend=None, prog
     folders = {m: out / m if cfg.subfolders else out for m in cfg.methods}
     examples = {str(it.id): tuple(ds.few_shot(it, cfg.few_shot, cfg.seed, cfg.demos)) for it in items}
     check_before_load(cfg, items, examples, folders)
-    owned = engine is None
-    if owned:
-        progress.start("loading", 1, unit="models")
-        try:
-            engine = open_backend(backend or BackendConfig(), cfg.load, cfg.engine,
-                                  NotesConsole(progress))
-            progress.advance()
-        finally:
-            progress.end()
-    engine = as_backend(engine)
+    answerer = _open_backend(cfg, engine, backend, progress)
     try:
-        items = ensure_paraphrases(engine, replace(cfg, num_paraphrases=paraphrases_needed(cfg)), items, progress)
+        items = ensure_paraphrases(answerer, replace(cfg, num_paraphrases=cfg.paraphrases_needed()), items, progress)
         items, queries = build_queries(ds, items, cfg, weights)
-        if (note := short_note(queries, cfg)) is not None:
-            progress.note(f"[yellow]{note}[/]")
-        if note := _one_prompt_note(cfg, queries):
-            progress.note(note)
-        sources = {m: get_method(m).derived_from for m in cfg.methods}
-        derived = {m: folders[s] for m, s in sources.items() if s in folders}  # vote from per_prompt's records
-        results = {}
-        for method in sorted(cfg.methods, key=lambda m: m in derived):  # per_prompt before the vote it feeds
-            results[method] = run_method(engine, cfg, method, items, queries, folders[method], progress,
-                                         derive_from=derived.get(method))
-            m = results[method]
-            how = f" (derived from {sources[method]}'s answers)" if method in derived else ""
-            progress.note(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, echo {m['echo_rate'] or 0:.1%}, "
-                          f"{m['seconds_per_item']:.3f} s/question{how} → {folders[method]}")
+        results = _run_methods(answerer, cfg, items, queries, folders, progress)
         if then is not None:
-            then(engine, queries)
-        return {m: results[m] for m in cfg.methods}
+            then(answerer, queries)
+        return results
     finally:
-        if owned:
-            engine.close()
+        if engine is None:  # ours: loaded above
+            answerer.close()
 
+
+def _run_methods(backend: Backend, cfg: RunConfig, items: list[Item], queries: list[Query],
+                 folders: dict[str, Path], progress: Progress) -> dict[str, dict]:
+    """Every method of the run, a derived one (vote) after the run it derives from; {method: metrics}."""
+    # pipeline.variants loads torch (through the engine); this module is imported when the CLI starts
+    from selfensemble.pipeline.variants import short_note
+
+    if (note := short_note(queries, cfg)) is not None:
+        progress.note(f"[yellow]{note}[/]")
+    if note := _one_prompt_note(cfg, queries):
+        progress.note(note)
+    sources = {m: get_method(m).derived_from for m in cfg.methods}
+    derived = {m: folders[s] for m, s in sources.items() if s in folders}  # vote from per_prompt's records
+    results = {}
+    for method in sorted(cfg.methods, key=lambda m: m in derived):  # per_prompt before the vote it feeds
+        results[method] = m = run_method(backend, cfg, method, items, queries, folders[method], progress,
+                                         derive_from=derived.get(method))
+        how = f" (derived from {sources[method]}'s answers)" if method in derived else ""
+        progress.note(f"{method}: accuracy {m['accuracy']:.3f} over {m['n']} items, echo {m['echo_rate'] or 0:.1%}, "
+                      f"{m['seconds_per_item']:.3f} s/question{how} → {folders[method]}")
+    return {m: results[m] for m in cfg.methods}

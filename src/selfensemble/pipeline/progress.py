@@ -12,7 +12,9 @@ next detail; ``show_detail`` calls it where it exists and does nothing otherwise
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 log = logging.getLogger("selfensemble")
@@ -81,6 +83,17 @@ def as_progress(progress=None, console=None) -> Progress:
     return NullProgress()
 
 
+@contextlib.contextmanager
+def phase(progress: Progress, name: str, total: int, done: int = 0, unit: str = "questions") -> Iterator[Progress]:
+    """One phase of ``progress`` around a block: started with ``done`` of ``total`` units already
+    finished (a resumed run), ended however the block leaves (finished, an error, Ctrl-C)."""
+    progress.start(name, total, done=done, unit=unit)
+    try:
+        yield progress
+    finally:
+        progress.end()
+
+
 class NotesConsole:
     """A console-like object (``print``, ``status``) whose messages become ``progress`` notes: what
     the backends print their load messages on. No spinner: the loading phase is ``progress``'s."""
@@ -92,6 +105,4 @@ class NotesConsole:
         self.progress.note(message)
 
     def status(self, message: str, *args, **kwargs):
-        import contextlib
-
         return contextlib.nullcontext()

@@ -33,7 +33,8 @@ from typing import Any
 
 from selfensemble.errors import ConfigError
 from selfensemble.methods.registry import methods_where
-from selfensemble.store.records import per_prompt_values, record_group, rescored, run_config
+from selfensemble.store.record_view import AnyRecord, RecordView
+from selfensemble.store.records import rescored, run_config
 from selfensemble.store.run_store import atomic_write_json, is_run_dir, load_run
 
 WEIGHTS_FORMAT = "selfensemble-prompt-weights/1"
@@ -46,18 +47,17 @@ def is_weights_file(value: str | None) -> bool:
     return bool(value) and value not in WEIGHT_RULES
 
 
-def prompt_keys(record: dict) -> tuple[str, list[str]]:
+def prompt_keys(record: RecordView) -> tuple[str, list[str]]:
     """("template", the record's ``prompt_templates``) or ("position", ["0", "1", ...]) for its prompts."""
-    templates = record.get("prompt_templates")
-    if templates:
-        return "template", [str(t) for t in templates]
-    return "position", [str(j) for j in range(len(record.get("per_prompt") or record.get("prompts") or []))]
+    if record.prompt_templates:
+        return "template", [str(t) for t in record.prompt_templates]
+    return "position", [str(j) for j in range(len(record.per_prompt or record.prompts))]
 
 
-def _source_records(source: Path | str | Sequence[dict], scorer: str | None) -> tuple[list[dict], dict]:
+def _source_records(source: Path | str | Sequence[AnyRecord], scorer: str | None) -> tuple[list[RecordView], dict]:
     """Records with per-prompt answers (rescored under today's rules) and what they came from."""
     if not isinstance(source, (str, Path)):
-        return list(source), {"source": "records"}
+        return RecordView.all(source), {"source": "records"}
     folder = Path(source)
     if not is_run_dir(folder):  # a folder of method runs: per_prompt's (it answers every prompt alone) first
         plain = methods_where(per_prompt=True, select=None, derived_from=None)
@@ -70,10 +70,10 @@ def _source_records(source: Path | str | Sequence[dict], scorer: str | None) -> 
     cfg = run_config(manifest)
     info = {"source": str(folder), "method": cfg.get("method"), "model": (cfg.get("load") or {}).get("model"),
             "dataset": cfg.get("dataset"), "split": cfg.get("split"), "scorer": scorer or cfg.get("match")}
-    return rescored(records, cfg.get("match")), info
+    return RecordView.all(rescored(records, cfg.get("match"))), info
 
 
-def fit_weights(source: Path | str | Sequence[dict], scorer: str | None = None) -> dict[str, Any]:
+def fit_weights(source: Path | str | Sequence[AnyRecord], scorer: str | None = None) -> dict[str, Any]:
     """Per-prompt weights from a dev run's per-prompt answers (module docstring: the rule and the file).
 
     ``source``: a run folder (or a folder of method runs: its ``per_prompt`` run is used) or its
@@ -85,10 +85,10 @@ def fit_weights(source: Path | str | Sequence[dict], scorer: str | None = None) 
     kinds: dict[str, set[str]] = {}
     used = 0
     for rec in records:
-        values = per_prompt_values(rec, scorer)
+        values = rec.per_prompt_values(scorer)
         if not values:
             continue
-        group = record_group(rec, info.get("dataset")) or ""
+        group = rec.group_in(info.get("dataset")) or ""
         kind, keys = prompt_keys(rec)
         kinds.setdefault(group, set()).add(kind)
         tally = counts.setdefault(group, {})

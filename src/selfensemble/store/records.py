@@ -1,10 +1,10 @@
-"""Run records: written from an answer (make_record, vote_record), and read under today's scoring
-rules whatever version of selfensemble wrote them.
+"""Run records: written from an answer (make_record, vote_record), and rescored under today's
+scoring rules whatever version of selfensemble wrote them (rescored).
 
-A record (one results.jsonl line) written before records carried ``scores`` gets them computed
-from its prediction and gold; its echo flag is re-judged against the prompts its method saw; its
-group comes from a ParaRel-style id when the record has no ``group`` field. report.py builds every
-table from these readers, so old run folders stay comparable with new ones.
+A record is a dict, one results.jsonl line; readers take it through record_view.RecordView, which
+computes the ``scores`` of a record written before records carried them, re-judges its echo flag
+against the prompts its method saw and reads its group from a ParaRel-style id when it has no
+``group`` field. report.py builds every table that way, so old run folders stay comparable with new ones.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from selfensemble.config.run import nested_config
 from selfensemble.data.base import Item
 from selfensemble.errors import SelfEnsembleError, did_you_mean
 from selfensemble.methods.registry import METHODS, Rows, get_method, one_prompt_note
@@ -22,9 +23,10 @@ from selfensemble.scoring import (
     MATCH_MODES,
     SCORERS,
     SCORING_VERSION,
+    check_match,
     gold_forms,
-    is_demo_copy,
     is_echo,
+    normalize,
     score_all,
 )
 
@@ -37,13 +39,6 @@ def check_scorer(scorer: str | None) -> str | None:
         raise SelfEnsembleError(f"Unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}."
                                 + did_you_mean(scorer, list(SCORERS)))
     return scorer
-
-
-def record_scores(record: dict) -> dict:
-    """The record's four scores: as written by the run, or computed from prediction and gold."""
-    if isinstance(record.get("scores"), dict):
-        return record["scores"]
-    return score_all(str(record.get("prediction") or ""), record.get("gold") or [])
 
 
 def rescored(records: Sequence[dict], match: str | None) -> list[dict]:
@@ -78,30 +73,6 @@ def _rescore(record: dict, match: str | None) -> dict:
     return out
 
 
-def record_correct(record: dict) -> bool:
-    """The stored ``correct`` (the run's --match); a record without one was never scored."""
-    if "correct" not in record:
-        raise SelfEnsembleError(f'record {record.get("id")!r} has no "correct" field; was it scored?')
-    return bool(record["correct"])
-
-
-def record_value(record: dict, scorer: str | None) -> float:
-    """The headline score of one record: its stored ``correct`` (the run's --match) or ``scorer``'s."""
-    return float(record_correct(record)) if scorer is None else float(record_scores(record)[scorer])
-
-
-def per_prompt_values(record: dict, scorer: str | None) -> list[float] | None:
-    """Each prompt's answer scored alone (None when the record has no per-prompt answers)."""
-    if scorer is None:
-        got = record.get("per_prompt_correct")
-        return [float(c) for c in got] if got else None
-    if not record.get("per_prompt"):
-        return None
-    stored = record.get("per_prompt_scores")
-    scores = stored or [score_all(a, record.get("gold") or []) for a in record["per_prompt"]]
-    return [float(s[scorer]) for s in scores]
-
-
 def prompts_seen(method: str, prompts: Sequence[str], index: int = 0) -> list[str]:
     """The prompts the judged answer was decoded from: echo is judged against these only.
 
@@ -116,38 +87,12 @@ def prompts_seen(method: str, prompts: Sequence[str], index: int = 0) -> list[st
     return list(prompts)
 
 
-def _chosen_prompt(method: str, per_prompt: Sequence[str] | None, weights: Sequence[float] | None = None) -> int:
+def chosen_prompt(method: str, per_prompt: Sequence[str] | None,
+                  weights: Sequence[float] | str | None = None) -> int:
     """Which prompt the reported answer came from (Method.choose): vote's majority over its per-prompt
     answers, select's largest weight, else 0. An unregistered name (an old run's) counts as no selection."""
     spec = METHODS.get(method)
     return spec.choose(per_prompt, weights) if spec is not None else 0
-
-
-def record_echo(record: dict, method: str) -> bool:
-    """Echo judged against the prompts the answer came from (scoring.prompts_seen).
-
-    Records written before that rule judged every method against all prompts. Their stored flag is
-    kept when it did not come from a prompt span (a restated [MASK] or the subject, which need
-    fields the record lacks); a span is re-judged against the prompts this method saw.
-    """
-    pred, golds, prompts = str(record.get("prediction", "")), record.get("gold") or [], record.get("prompts") or []
-    index = _chosen_prompt(method, record.get("per_prompt"), record.get("weights"))
-    own = is_echo(pred, prompts_seen(method, prompts, index), golds)
-    if "echo" not in record:
-        return own
-    if "scores" in record:  # written with the rule: the stored flag is the judgement
-        return bool(record["echo"])
-    return bool(record["echo"]) and (own or not is_echo(pred, prompts, golds))
-
-
-def record_group(record: dict, dataset: str | None) -> str | None:
-    """The item's group for the cluster bootstrap: its ``group`` field, else a ParaRel-style id prefix."""
-    if record.get("group"):
-        return str(record["group"])
-    rid = str(record.get("id", ""))
-    if dataset in GROUPED_DATASETS and ":" in rid:
-        return rid.split(":", 1)[0]
-    return None
 
 
 def nan_to_none(x: Any) -> Any:
@@ -166,24 +111,12 @@ def nan_to_none(x: Any) -> Any:
 def run_config(manifest: dict) -> dict:
     """The run's settings, nested (run_config.nested_config): a manifest's "config" (older manifests
     were the config itself; older configs were flat: ``model`` is read as ``load.model``)."""
-    from selfensemble.config.run import nested_config
-
     return nested_config(manifest.get("config", manifest)) if isinstance(manifest, dict) else {}
 
 
 def run_model(cfg: dict) -> str | None:
     """The model of a run's settings (as run_config returns them)."""
     return (cfg.get("load") or {}).get("model")
-
-
-def demo_copy_rate(records: Sequence[dict]) -> float:
-    """Share of predictions equal (as answers) to one of their own ``demo_answers``.
-
-    Over the records that carry the field (a zero-shot record's empty list copies nothing);
-    NaN when none does (runs that did not record their demonstrations).
-    """
-    with_demos = [r for r in records if "demo_answers" in r]
-    return mean_or_nan([is_demo_copy(str(r.get("prediction", "")), r["demo_answers"] or []) for r in with_demos])
 
 
 def mean_or_nan(values: Sequence[float]) -> float:
@@ -201,12 +134,10 @@ def make_record(item: Item, answer, method: str, match: str, weights) -> dict:
     Echo is judged against the prompts the answer was decoded from (scoring.prompts_seen):
     origin's against the original question only, each per-prompt answer against its own prompt.
     """
-    from selfensemble.scoring import check_match, is_echo, score_all
-
     check_match(match)  # f1 or an unknown name is no boolean match: a clear error, not a KeyError
     subject = item.meta.get("subject")
     scores = score_all(answer.answer, item.answers)
-    seen = _chosen_prompt(method, answer.per_prompt, weights)
+    seen = chosen_prompt(method, answer.per_prompt, weights)
     rec = {
         "id": item.id, "prompts": answer.prompts, "gold": list(item.answers), "prediction": answer.answer,
         "generation": answer.generation, "correct": scores[match], "scores": scores,
@@ -263,8 +194,6 @@ def demo_answers(query) -> list[str]:
 
 def example_answers(examples) -> list[str]:
     """The normalised answers of few-shot demonstrations (data.base.Example), as records store them."""
-    from selfensemble.scoring import normalize
-
     return [normalize(ex.answer) for ex in examples]
 
 

@@ -204,3 +204,17 @@ def check(original: str, paraphrases: Sequence[str], cfg: GateConfig | None = No
     """Judge user-written paraphrases: every one that passes is kept (no diversity cut), in input order."""
     cfg = cfg or GateConfig()
     return screen(original, paraphrases, len(paraphrases), cfg, embedder)
+
+
+def gate_record(entry: dict, kept: int, wanted: int, gate: GateConfig) -> dict:
+    """What a run record says about an item's paraphrases: every candidate's similarity and fate.
+
+    ``entry``: the item's paraphrase entry (its ``checks``: Verdict dicts); ``kept`` of ``wanted``
+    passed. Fewer than wanted adds a ``note`` (the item is asked through fewer prompts, not padded).
+    """
+    rec = {"min_similarity": gate.min_similarity, "embedder": gate.embedder, "entity_guard": gate.entity_guard,
+           "wanted": wanted, "kept": kept, "candidates": entry.get("checks", [])}
+    if kept < wanted:
+        rec["note"] = (f"only {kept} of {wanted} paraphrases passed the gate; asked through {kept + 1} prompts "
+                       "instead of padding")
+    return rec

@@ -42,7 +42,7 @@ def write(engine_factory: Callable[[], object], model: str, questions: Sequence[
     writing.WritingBudget (default: none, the writing runs to the end).
     """
     from selfensemble.config.gate import GateConfig
-    from selfensemble.pipeline.experiment import gate_record
+    from selfensemble.pipeline.paraphrase.gate import gate_record
     from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
     from selfensemble.pipeline.paraphrase.writing import write_paraphrases
 
