@@ -1,6 +1,7 @@
 """Helpers shared by several test modules (pytest puts tests/ on sys.path: ``from helpers import ...``).
 
-Fixtures live in conftest.py; these are plain functions: data files written for a test.
+Fixtures live in conftest.py; these are plain functions: data files written for a test and the
+run configuration over the bundled sample data.
 """
 
 from __future__ import annotations
@@ -27,3 +28,23 @@ def make_pararel(root: Path, patterns: dict[str, list[str]], facts: dict[str, li
     for rel, rows in facts.items():
         write_jsonl(root / "facts" / f"{rel}.jsonl", [{"sub_label": s, "obj_label": o, "uuid": u} for s, o, u in rows])
     return root
+
+
+# -- a run over the bundled sample data -------------------------------------------------------------
+
+#: how the bundled sample file (experiment.SAMPLE_DATA) names its paraphrase and id columns
+SAMPLE_OPTS = {"paraphrase_columns": ["paraphrases"], "id_column": "id"}
+
+
+def sample_run(out: Path, **fields):
+    """The RunConfig of a run over the bundled sample data on a random llama (3 prompts a question, no
+    few-shot, 3 new tokens, origin only), writing to ``out``; ``fields`` replace any of these."""
+    from selfensemble.config.engine import EngineConfig
+    from selfensemble.config.load import LoadSpec
+    from selfensemble.config.run import RunConfig
+    from selfensemble.pipeline.experiment import SAMPLE_DATA
+
+    base = dict(dataset="jsonl", data_path=str(SAMPLE_DATA), dataset_options=SAMPLE_OPTS, num_paraphrases=3,
+                few_shot=0, load=LoadSpec("random:llama"), engine=EngineConfig(attention="sdpa", batch_size=4),
+                max_new_tokens=3, out=str(out), methods=["origin"])
+    return RunConfig(**{**base, **fields})
