@@ -1,13 +1,14 @@
 """Helpers shared by several test modules (pytest puts tests/ on sys.path: ``from helpers import ...``).
 
-Fixtures live in conftest.py; these are plain functions: data files written for a test and the
-run configuration over the bundled sample data.
+Fixtures live in conftest.py; these are plain functions: data files written for a test, the run
+configuration over the bundled sample data, and a live HTTP server around an app.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 # -- data files -------------------------------------------------------------------------------------
 
@@ -48,3 +49,29 @@ def sample_run(out: Path, **fields):
                 few_shot=0, load=LoadSpec("random:llama"), engine=EngineConfig(attention="sdpa", batch_size=4),
                 max_new_tokens=3, out=str(out), methods=["origin"])
     return RunConfig(**{**base, **fields})
+
+
+# -- a live server -----------------------------------------------------------------------------------
+
+
+def start_server(app, grace_s: float | None = None) -> SimpleNamespace:
+    """`selfensemble serve`'s uvicorn server of ``app`` (serve.server) in a daemon thread on 127.0.0.1
+    and a free port, returned once it accepts connections: ``url``, ``server`` (set its
+    ``should_exit`` to stop it, as SIGTERM does) and ``thread``. ``grace_s``: serve.server's
+    (its default when None)."""
+    import socket
+    import threading
+    import time
+
+    from selfensemble.serve import server as make_server
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    srv = make_server(app) if grace_s is None else make_server(app, grace_s=grace_s)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
+        time.sleep(0.05)
+    return SimpleNamespace(url=f"http://127.0.0.1:{sock.getsockname()[1]}", server=srv, thread=thread)
