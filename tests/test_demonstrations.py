@@ -8,13 +8,12 @@ rule every scorer applies.
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+from helpers import make_pararel
 from selfensemble.config.demos import DEMO_DRAWS, demo_draw
 from selfensemble.data import Dataset, load_dataset
 from selfensemble.data.base import Example, Item
@@ -28,22 +27,6 @@ from selfensemble.scoring import (
     score_all,
     token_f1,
 )
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def make_pararel(root: Path, patterns: dict[str, list[str]], facts: dict[str, list[tuple]]) -> Path:
-    (root / "patterns").mkdir(parents=True)
-    (root / "facts").mkdir()
-    for rel, pats in patterns.items():
-        write_jsonl(root / "patterns" / f"{rel}.jsonl", [{"pattern": p} for p in pats])
-    for rel, rows in facts.items():
-        write_jsonl(root / "facts" / f"{rel}.jsonl", [{"sub_label": s, "obj_label": o, "uuid": u} for s, o, u in rows])
-    return root
-
 
 # -- the draw never reads the gold -------------------------------------------------------------------------------
 

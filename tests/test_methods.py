@@ -1,5 +1,6 @@
 """Methods through the Engine: flex with one prompt is origin, fusion is real (order-free, not the
-last paraphrase), answers do not depend on batching or prefix reuse, bad input is a clear error."""
+last paraphrase), answers do not depend on prefix reuse, how queries are cut into chunks, bad input
+is a clear error. (Answers do not depend on batching either: tests/test_batch_invariance.py.)"""
 
 from __future__ import annotations
 
@@ -136,29 +137,9 @@ def test_shared_cue_fuses_while_a_per_segment_cue_is_just_the_last_paraphrase(sm
     assert int(trap_logits.argmax()) == last_alone.tokens[0] != fused.tokens[0]
 
 
-# --------------------------------------------------------------------------- batch invariance
+# --------------------------------------------------------------------------- prefix reuse
 
 TARGET = ["Who wrote the novel Pride and Prejudice?", "Pride and Prejudice was written by whom?"]
-NEIGHBOURS = [
-    ["What is the boiling point of water at sea level in degrees Celsius?",
-     "At sea level, water boils at how many degrees Celsius, on the Celsius scale?",
-     "Water at sea level boils at what temperature in Celsius?"],
-    ["Who is Zeus?"],
-    ["What is the capital of Japan?", "Japan's capital is which city?"],
-]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("attention", ["sdpa", "flex"])
-@pytest.mark.parametrize("method", ["origin", "avg", "flex"])
-def test_answer_does_not_depend_on_batch_neighbours(smollm, fewshot_fmt, method, attention, eager_flex):
-    gen = GenerationConfig(max_new_tokens=6, stop_at_newline=False)
-    alone = Engine(smollm, EngineConfig(attention=attention, batch_size=1)).answer(TARGET, method, gen, fewshot_fmt)
-    queries = [Query(NEIGHBOURS[0], fewshot_fmt), Query(TARGET, fewshot_fmt),
-               Query(NEIGHBOURS[1], fewshot_fmt), Query(NEIGHBOURS[2], fewshot_fmt)]
-    batched = Engine(smollm, EngineConfig(attention=attention, batch_size=4)).answer_many(queries, method, gen)
-    assert batched[1].tokens == alone.tokens
-    assert batched[1].prompts == TARGET
 
 
 @pytest.mark.slow
@@ -172,24 +153,6 @@ def test_prefix_reuse_does_not_change_answers(smollm, fewshot_fmt, method):
     assert reuse.stats["prefix_tokens_encoded"] > 0 and fresh.stats["prefix_tokens_encoded"] == 0
     # the prefix is counted once with reuse, once per row without
     assert a.prefill_tokens <= b.prefill_tokens
-
-
-@pytest.mark.parametrize("method", ["origin", "avg", "flex"])
-def test_batching_random_arch_mixed_formats(random_lm, fewshot_fmt, method, eager_flex):
-    """Queries with different few-shot prefixes in one call: grouped by prefix, order kept, same tokens."""
-    lm = random_lm("gemma")
-    other = PromptFormat(instruction="Reply briefly.")
-    queries = [Query(NEIGHBOURS[0], fewshot_fmt), Query(TARGET, other), Query(NEIGHBOURS[1], fewshot_fmt),
-               Query(NEIGHBOURS[2], other)]
-    gen = GenerationConfig(max_new_tokens=5, stop_at_newline=False)
-    alone = [Engine(lm, EngineConfig(attention="flex", batch_size=1)).answer(q.prompts, method, gen, q.fmt)
-             for q in queries]
-    done = []
-    batched = Engine(lm, EngineConfig(attention="flex", batch_size=4)).answer_many(
-        queries, method, gen, on_done=lambda i, a: done.append(i))
-    assert [a.tokens for a in batched] == [a.tokens for a in alone]
-    assert sorted(done) == [0, 1, 2, 3]
-    assert len({tuple(a.tokens) for a in alone}) > 1
 
 
 # --------------------------------------------------------------------------- bad input
@@ -318,19 +281,17 @@ def _own_demos(i: int) -> PromptFormat:
 
 
 @pytest.mark.parametrize("method", ["origin", "flex", "avg", "per_prompt"])
-def test_queries_with_their_own_prefix_answer_as_alone(random_lm, method):
+def test_queries_with_their_own_prefix_share_a_chunk_only_in_one_row_methods(random_lm, method):
     """Queries whose prefixes differ: one-row methods batch them (prefix inside the row), others run
-    each with its cached prefix; either way each answer equals the query asked alone."""
+    each with its cached prefix (that either way each answer is the query's alone:
+    tests/test_batch_invariance.py)."""
     lm = random_lm("llama")
     engine = Engine(lm, EngineConfig(attention="sdpa", batch_size=8))
     queries = [Query(["Who wrote Hamlet?", f"Hamlet's author {i}?"], _own_demos(i)) for i in range(3)]
     parts = [build_parts(lm.tokenizer, q.fmt, list(q.prompts)) for q in queries]
     chunks = list(engine.chunks(method, parts))
     assert len(chunks) == (1 if method in ("origin", "flex") else 3)
-    together = engine.answer_many(queries, method, GEN)
-    alone = [Engine(lm, EngineConfig(attention="sdpa")).answer_many([q], method, GEN)[0] for q in queries]
-    assert [a.tokens for a in together] == [a.tokens for a in alone]
-    assert [a.per_prompt for a in together] == [a.per_prompt for a in alone]
+    assert sorted(i for _, _, idx in chunks for i in idx) == [0, 1, 2]
 
 
 def test_queries_sharing_a_prefix_still_reuse_its_kv(random_lm, fewshot_fmt):

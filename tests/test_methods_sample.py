@@ -1,5 +1,6 @@
 """Engine.sample: K candidates of one prompt decoded from its one prefill, each exactly the origin
-answer asked alone with the candidate's own stream, whatever shares the batch."""
+answer asked alone with the candidate's own stream, whatever shares the batch (a batch that drops
+finished rows mid-decode included: tests/test_batch_invariance.py)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ def _queries(fmt):
     return [Query([q], fmt, seed=None if i % 2 else 100 + i) for i, q in enumerate(QUESTIONS)]
 
 
-@pytest.mark.parametrize("batch_size", [1, 8])
 @pytest.mark.parametrize("gen", [SAMPLED, GREEDY], ids=["sampled", "greedy"])
-def test_each_sample_is_the_origin_answer_alone_with_its_stream(random_lm, fewshot_fmt, gen, batch_size):
+def test_each_sample_is_the_origin_answer_alone_with_its_stream(random_lm, fewshot_fmt, gen):
+    """Engine.sample in a batch of 8 queries against Engine.answer, one candidate at a time (that a
+    query's samples are the same alone: tests/test_batch_invariance.py)."""
     lm = random_lm("llama")
     queries = _queries(fewshot_fmt)
-    got = Engine(lm, EngineConfig(attention="sdpa", batch_size=batch_size)).sample(queries, COUNTS, gen)
+    got = Engine(lm, EngineConfig(attention="sdpa", batch_size=8)).sample(queries, COUNTS, gen)
     assert [len(g) for g in got] == COUNTS
     alone = Engine(lm, EngineConfig(attention="sdpa", batch_size=1))
     for q, cands in zip(queries, got, strict=True):
@@ -67,30 +69,3 @@ def test_sample_rejects_bad_counts(random_lm, fewshot_fmt):
         eng.sample(_queries(fewshot_fmt), [1, 2], SAMPLED)
     with pytest.raises(SelfEnsembleError, match="one count"):
         eng.sample(_queries(fewshot_fmt)[:1], [-1], SAMPLED)
-
-
-@pytest.mark.parametrize("method", ["origin", "avg", "per_prompt", "sample"])
-def test_dropping_finished_rows_keeps_every_answer(random_lm, fewshot_fmt, method, monkeypatch):
-    """Answers stop at different steps (a stop string), so the batch drops finished rows mid-decode;
-    every answer still equals the one decoded alone, where nothing is ever dropped."""
-    from selfensemble.engine.cache import GrowingLayer
-
-    lm = random_lm("llama")
-    gen = GenerationConfig(max_new_tokens=10, do_sample=True, temperature=1.5, seed=5, stop_at_newline=False,
-                           stop_strings=("e", "a"))
-    queries = [Query([q, f"Tell me: {q}"], fewshot_fmt) for q in QUESTIONS]
-    drops = []
-    select = GrowingLayer.batch_select_indices
-    monkeypatch.setattr(GrowingLayer, "batch_select_indices", lambda self, i: (drops.append(len(i)), select(self, i)))
-
-    def run(engine, qs):
-        if method == "sample":
-            return [[a.tokens for a in s] for s in engine.sample(qs, 3, gen)]
-        return [a.per_prompt_generation or a.tokens for a in engine.answer_many(qs, method, gen)]
-
-    together = run(Engine(lm, EngineConfig(attention="sdpa", batch_size=8)), queries)
-    assert drops, "no rows were dropped: the test does not exercise the drop"
-    alone = Engine(lm, EngineConfig(attention="sdpa", batch_size=1))
-    assert [run(alone, [q])[0] for q in queries] == together
-    answers = [t for s in together for t in s] if method in ("sample", "per_prompt") else together
-    assert len({len(t) for t in answers}) > 1  # they did stop at different steps

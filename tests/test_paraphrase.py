@@ -300,30 +300,6 @@ def test_cache_key_is_versioned(tmp_path, monkeypatch, version):
     assert ParaphraseCache("m", cfg, tmp_path).path != old
 
 
-QUESTIONS = ["what country is the grand bahama island in?", "who played luke skywalker?", "where is the eiffel tower?",
-             "what do pandas eat?", "who wrote hamlet?", "what currency does japan use?", "when did ww2 end?",
-             "what is the capital of peru?", "who is the governor of ohio?", "name the largest planet"]
-
-
-@pytest.mark.parametrize("gate", [None, GateConfig(min_similarity=-1.0)], ids=["no-gate", "gate"])
-def test_paraphrases_do_not_depend_on_batch_neighbours(random_lm, monkeypatch, gate):
-    """The same question, alone (batch size 1) or among 8 others (batch size 8), gets the same
-    candidates, the same kept paraphrases and the same verdicts."""
-    import selfensemble.pipeline.paraphrase.writer as para
-    from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.engine import Engine
-
-    monkeypatch.setattr(para, "acceptable", lambda text, original: True)  # a random model writes no questions
-    lm = random_lm("llama")
-    cfg = ParaphraseConfig(num_paraphrases=3, max_new_tokens=6, attempts=2, formats=2)
-    together = gated_paraphrases(Engine(lm, EngineConfig(attention="sdpa", batch_size=8)), QUESTIONS, cfg, gate)
-    alone = Engine(lm, EngineConfig(attention="sdpa", batch_size=1))
-    for i in (0, 4, 8, 9):  # 9 asks nothing: its candidates are sampled apart from the questions'
-        assert gated_paraphrases(alone, [QUESTIONS[i]], cfg, gate)[0] == together[i]
-    assert all(e["paraphrases"] for e in together)
-    assert len({tuple(e["paraphrases"]) for e in together}) == len(QUESTIONS)
-
-
 def test_a_questions_candidates_end_at_its_first_question_mark():
     """Candidates for a question stop right after their first "?" (kept); a statement's do not."""
     seen = {}

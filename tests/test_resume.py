@@ -5,7 +5,7 @@ exactly an uninterrupted run's entries; two processes share one cache.
 
 The kill-anywhere sweeps use an engine-like stub whose every row is a pure function of the row's
 own sampling stream and the call's seed (what the real engine guarantees, checked for paraphrases
-on a random model below), so they are fast enough to kill at every single engine call.
+on a random model in tests/test_batch_invariance.py), so they are fast enough to kill at every single engine call.
 """
 
 from __future__ import annotations
@@ -248,42 +248,6 @@ def test_confidence_cache_save_merges_with_another_writer(tmp_path):
     again = ConfidenceCache("m", ConfidenceConfig(), root=tmp_path)
     assert again.get(q1, 0) == PromptConfidence("a", ["a"], 1)
     assert again.get(q2, 0) == PromptConfidence("b", ["c"], 0)
-
-
-def test_paraphrases_do_not_depend_on_batch_neighbours():
-    """On a real (random) model: the raw sampled outputs for a question, and what is kept of them,
-    are the same when it is paraphrased alone and in a batch with others."""
-    from selfensemble.config.engine import EngineConfig
-    from selfensemble.engine.engine import Engine
-    from selfensemble.engine.models import load_model
-    from selfensemble.pipeline.paraphrase.writer import gated_paraphrases
-
-    class Recording:
-        def __init__(self, engine):
-            self.engine, self.seen = engine, {}
-
-        def answer_many(self, queries, method, gen, on_done=None):
-            answers = self.engine.answer_many(queries, method, gen)
-            for q, a in zip(queries, answers, strict=True):
-                self.seen[(q.prompts[0], gen.seed)] = a.generation
-            return answers
-
-        def sample(self, queries, n_samples, gen):
-            answers = self.engine.sample(queries, n_samples, gen)
-            for q, got in zip(queries, answers, strict=True):
-                for j, a in enumerate(got):
-                    self.seen[(q.prompts[0], str(q.stream_key), j)] = a.generation
-            return answers
-
-    engine = Engine(load_model("random:llama"), EngineConfig(attention="sdpa", batch_size=4))
-    cfg = ParaphraseConfig(num_paraphrases=3, max_new_tokens=8, attempts=1)
-    questions = ["Who wrote Hamlet?", "What is the capital of Peru?", "When did the war end?"]
-    alone, batched = Recording(engine), Recording(engine)
-    one = gated_paraphrases(alone, questions[1:2], cfg, None)
-    many = gated_paraphrases(batched, questions, cfg, None)
-    assert alone.seen and all(batched.seen[k] == v for k, v in alone.seen.items())
-    assert {k[0] for k in batched.seen} == set(questions)  # the batch really held its neighbours
-    assert many[1] == one[0]
 
 
 # -- the command line, end to end on a random model -------------------------------------------------

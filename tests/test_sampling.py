@@ -59,24 +59,6 @@ def test_sampling_frequencies_follow_the_distribution():
     assert freq == pytest.approx([0.7, 0.2, 0.1], abs=0.03)
 
 
-def test_a_rows_draw_is_the_same_alone_and_in_a_batch_of_8():
-    """Row g's token depends on its own key and step only: the same tokens alone, in a batch of 8,
-    and in that batch reversed (another place, other neighbours), step after step."""
-    logp = torch.log_softmax(torch.randn(8, 500, generator=torch.Generator().manual_seed(1)) * 2, -1)
-    seeds = [11, 12, 13, 2**40 + 1, 99, 7, 0, 2**63 - 1]
-    keys = sample_keys(seeds)
-    for knobs in ({"temperature": 1.3}, {"top_k": 20}, {"top_p": 0.9}, {"top_p": 0.5, "top_k": 50}):
-        batched = [select_tokens(logp, True, keys=keys, step=t, **knobs).tolist() for t in range(30)]
-        flipped = [select_tokens(logp.flip(0), True, keys=keys.flip(0), step=t, **knobs).flip(0).tolist()
-                   for t in range(30)]
-        assert flipped == batched
-        for g, seed in enumerate(seeds):
-            alone = [select_token(logp[g], True, seed=seed, step=t, **knobs) for t in range(30)]
-            assert alone == [step[g] for step in batched], (knobs, g)
-        assert len({tuple(step) for step in batched}) > 1
-    assert select_tokens(logp, False).tolist() == logp.argmax(-1).tolist()
-
-
 def test_the_uniforms_are_pinned():
     """The stream's numbers, fixed: a change here changes every sampled answer, so the caches that
     store sampled outputs (paraphrase.cache.SAMPLER_VERSION, confidence.SAMPLER_VERSION) must be bumped."""

@@ -27,6 +27,7 @@ pytest.importorskip("fastapi", reason="selfensemble[serve] is not installed")
 pytest.importorskip("uvicorn", reason="selfensemble[serve] is not installed")
 httpx = pytest.importorskip("httpx", reason="the dev extra (httpx) is not installed")
 
+from helpers import start_server  # noqa: E402
 from selfensemble.config.engine import EngineConfig  # noqa: E402
 from selfensemble.config.generation import GenerationConfig  # noqa: E402
 from selfensemble.engine.engine import Engine  # noqa: E402
@@ -421,7 +422,6 @@ def test_embedded_model_answers_like_the_ask_command(smollm):
 def _held_server(random_lm, grace_s: float):
     """A server whose engine calls wait for ``release`` (so a request is surely in flight)."""
     from selfensemble.serve import create_app
-    from selfensemble.serve import server as make_server
 
     engine = Engine(random_lm("llama"), EngineConfig(attention="sdpa"))
     entered, release, real = threading.Event(), threading.Event(), engine.answer_many
@@ -432,16 +432,8 @@ def _held_server(random_lm, grace_s: float):
         return real(*args, **kwargs)
 
     engine.answer_many = held
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    srv = make_server(create_app(engine, MODEL_NAME), grace_s=grace_s)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    live = start_server(create_app(engine, MODEL_NAME), grace_s=grace_s)
+    url = live.url
     reply = {}
 
     def ask():
@@ -455,8 +447,8 @@ def _held_server(random_lm, grace_s: float):
     client = threading.Thread(target=ask)
     client.start()
     assert entered.wait(60), "the request never reached the engine"
-    srv.should_exit = True  # what uvicorn's own SIGTERM / SIGINT handler sets
-    return SimpleNamespace(url=url, thread=thread, client=client, release=release, reply=reply)
+    live.server.should_exit = True  # what uvicorn's own SIGTERM / SIGINT handler sets
+    return SimpleNamespace(url=url, thread=live.thread, client=client, release=release, reply=reply)
 
 
 def test_stopping_server_refuses_new_requests_and_finishes_the_one_in_flight(random_lm):

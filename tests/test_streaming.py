@@ -76,15 +76,6 @@ def test_deltas_come_while_the_answer_is_decoded(engines, fewshot_fmt):
     assert seen[0][0] < len(ans.tokens) // 2 and len({n for n, _ in seen}) > 2
 
 
-def test_a_batch_streams_each_query_its_own_answer(engines, fewshot_fmt):
-    streamer, reference = engines
-    got = [[] for _ in QUESTIONS]
-    streams = [TextDeltas(streamer.lm.tokenizer, GEN, got[i].append) for i in range(len(QUESTIONS))]
-    streamer.answer_many([Query(p, fewshot_fmt) for p in QUESTIONS], "avg", GEN, streams=streams)
-    for prompts, deltas in zip(QUESTIONS, got, strict=True):
-        assert "".join(deltas) == reference.answer(prompts, "avg", GEN, fewshot_fmt).answer
-
-
 def test_leaving_the_loop_stops_the_decode_at_the_next_step(engines, fewshot_fmt):
     streamer, reference = engines
     gen = GenerationConfig(max_new_tokens=200, stop_at_newline=False)

@@ -6,7 +6,8 @@ e = -log(u) per token — a draw from p. The uniforms come from a counter-based 
 logits, for every row in one batched call. So
 
 - a row's draw depends only on its own key (its seed), its step and its own distribution — never on
-  its batch neighbours, how many rows there are, or where in the batch it sits (tests/test_sampling.py);
+  its batch neighbours, how many rows there are, or where in the batch it sits
+  (tests/test_batch_invariance.py);
 - nothing is drawn on the host or copied to the device per step (the keys go once per call);
 - the numbers are indexed by token id, so a rounding-level change in the probabilities flips a pick
   only when two tokens' p / e tie to ~1e-7. (A draw by inversion of the cumulative sum, tried first,

@@ -29,7 +29,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from selfensemble.errors import SelfEnsembleError
-from selfensemble.pipeline.backends.ray_pool import CRASH_ONCE_ENV, ActorPool, EngineWorker, batches
+from selfensemble.pipeline.backends.ray_pool import (
+    CRASH_ONCE_ENV,
+    ActorPool,
+    BatchResult,
+    EngineWorker,
+    Pool,
+    batches,
+)
 
 __all__ = ["CRASH_ONCE_ENV", "EngineWorker", "RayBackend", "connect", "import_ray"]
 
@@ -164,7 +171,8 @@ class RayBackend:
     """The Backend protocol (backends/base.py): ``answer_many`` and ``sample`` run on one actor pool.
 
     ``spec`` and ``config`` (config.load.LoadSpec, config.engine.EngineConfig) go to every actor as
-    they are; ``opts`` is the BackendConfig (pool shape, cluster address).
+    they are; ``opts`` is the BackendConfig (pool shape, cluster address). The constructor connects
+    to Ray and makes the pool; ``over_pool`` wraps a pool made elsewhere.
     """
 
     #: no discarded warm-up batch: it would warm (and load the model in) one actor of the pool only
@@ -175,25 +183,41 @@ class RayBackend:
             raise SelfEnsembleError("--gpus-per-worker needs --device cuda (or auto): the actors would hold a GPU "
                                     "and compute on the CPU.")
         self.ray = import_ray()
-        self.opts, self.console = opts, console
-        self.spec, self.config = spec, config
         self._owns_connection = connect(self.ray, opts.address, verbose=opts.verbose)
         try:
-            self.cluster = cluster_summary(self.ray)
-            check_resources(self.cluster, opts)
+            cluster = cluster_summary(self.ray)
+            check_resources(cluster, opts)
         except BaseException:
             self.close()
             raise
-        self.pool = ActorPool(self.ray, spec, config, opts)  # no actor yet: the first pass with work starts them
+        # no actor yet: the first pass with work starts them
+        self._start(spec, config, opts, ActorPool(self.ray, spec, config, opts), cluster)
+        self.console = console
+        where = f"cluster at {opts.address}" if opts.address else "a local Ray instance"
+        console.print(f"ray: {opts.workers} workers × ({opts.cpus_per_worker:g} CPU, {opts.gpus_per_worker:g} GPU) "
+                      f"on {where} ({self.cluster['nodes']} nodes, {self.cluster['CPU']:g} CPUs, "
+                      f"{self.cluster['GPU']:g} GPUs); each worker loads {spec.model} once per run")
+
+    @classmethod
+    def over_pool(cls, spec, config, opts, pool: Pool, ray: Any = None, cluster: dict | None = None) -> RayBackend:
+        """A backend running its passes on ``pool``, already made (``ray_pool.Pool``: an ``ActorPool`` on
+        a connection the caller holds, or a runner of engine batches in this process): nothing is
+        connected, checked or printed. ``close`` kills the pool and leaves any connection alone;
+        ``ray`` (the module, when there is one) and ``cluster`` (``cluster_summary``) are what
+        ``provenance`` reports."""
+        backend = cls.__new__(cls)
+        backend.ray, backend._owns_connection, backend.console = ray, False, None
+        backend._start(spec, config, opts, pool, cluster or {})
+        return backend
+
+    def _start(self, spec, config, opts, pool: Pool, cluster: dict) -> None:
+        self.spec, self.config, self.opts, self.cluster = spec, config, opts, cluster
+        self.pool: Pool = pool
         self.attention_notes: list[str] = []
         self.attention_seen: list[dict] = []  # the actors' attention paths (stable keys), what resume compares
         self.stats: dict[str, int] = {}
         self.compile_count = 0
         self.passes = 0
-        where = f"cluster at {opts.address}" if opts.address else "a local Ray instance"
-        console.print(f"ray: {opts.workers} workers × ({opts.cpus_per_worker:g} CPU, {opts.gpus_per_worker:g} GPU) "
-                      f"on {where} ({self.cluster['nodes']} nodes, {self.cluster['CPU']:g} CPUs, "
-                      f"{self.cluster['GPU']:g} GPUs); each worker loads {spec.model} once per run")
 
     @property
     def workers(self) -> int:
@@ -257,7 +281,7 @@ class RayBackend:
             raise SelfEnsembleError(f"Ray returned {len(queries) - missing} of {len(queries)} answers; rerun to resume.")
         return results
 
-    def _collect(self, out: tuple[list[int], list, dict], results: list, on_done) -> None:
+    def _collect(self, out: BatchResult, results: list, on_done) -> None:
         """One finished batch (indices, answers, stats delta) into ``results``, the counters and ``on_done``."""
         indices, answers, delta = out
         delta = dict(delta)
@@ -287,13 +311,14 @@ class RayBackend:
         """
         return {"backend": "ray", "workers": self.opts.workers, "gpus_per_worker": self.opts.gpus_per_worker,
                 "cpus_per_worker": self.opts.cpus_per_worker, "ray_address": self.opts.address,
-                "cluster_resources": self.cluster, "ray_version": self.ray.__version__, "ray_passes": self.passes,
+                "cluster_resources": self.cluster, "ray_version": getattr(self.ray, "__version__", None),
+                "ray_passes": self.passes,
                 "ray_actor_starts": self.pool.starts}
 
     def close(self) -> None:
         """Kill the pool's actors, then disconnect (and stop the local instance) if this backend connected."""
-        pool = getattr(self, "pool", None)
-        if pool is not None and self.ray.is_initialized():
+        pool = getattr(self, "pool", None)  # none yet when the constructor failed
+        if pool is not None and (self.ray is None or self.ray.is_initialized()):
             pool.kill()
         if self._owns_connection and self.ray.is_initialized():
             self.ray.shutdown()

@@ -24,6 +24,7 @@ import contextlib
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 #: Test hook: when set to a file path, the first actor to answer a batch creates that file and
 #: dies (``os._exit``) before answering, once per path: proves a lost actor's batch is retried.
@@ -34,6 +35,25 @@ IN_FLIGHT = 2
 #: One engine batch: the queries' indices in the pass, the queries, and samples wanted per query
 #: (a sample pass) or None (an answering pass).
 Batch = tuple[list[int], list, list[int] | None]
+#: One answered batch: the queries' indices, their answers (a list of answers each in a sample
+#: pass) and the engine's counters for the batch (``EngineWorker.answer``).
+BatchResult = tuple[list[int], list, dict[str, int]]
+
+
+class Pool(Protocol):
+    """What ``RayBackend`` runs its passes on: ``ActorPool``, or any other runner of engine batches
+    (``RayBackend.over_pool``), e.g. one answering them in this process."""
+
+    #: engines built so far (each loaded the model once); the manifest's ``ray_actor_starts``
+    starts: int
+
+    def run(self, work: list[Batch], method: str | None, gen) -> Iterator[BatchResult]:
+        """Each batch's ``EngineWorker.answer`` result as it finishes (any order; one may come twice)."""
+        ...
+
+    def kill(self) -> None:
+        """Stop the engines; the backend's ``close`` calls it."""
+        ...
 
 
 class EngineWorker:
@@ -59,7 +79,7 @@ class EngineWorker:
             self.error = err
 
     def answer(self, indices: list[int], queries: list, counts: list[int] | None, method: str | None,
-               gen) -> tuple[list[int], list, dict[str, int]]:
+               gen) -> BatchResult:
         """(indices, answers, stats delta) for one batch.
 
         ``method`` None is a sample pass: ``counts[i]`` answers (a list) per query
@@ -128,7 +148,7 @@ class ActorPool:
             self.actors.append(cls.remote(self.spec, self.config, threads))
             self.starts += 1
 
-    def run(self, work: list[Batch], method: str | None, gen) -> Iterator[tuple[list[int], list, dict]]:
+    def run(self, work: list[Batch], method: str | None, gen) -> Iterator[BatchResult]:
         """Each batch's (indices, answers, stats delta) as it finishes, in finishing order.
 
         Raises what ``ray.get`` raises for a batch (a RayTaskError wrapping the actor's exception);
