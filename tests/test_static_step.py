@@ -147,8 +147,9 @@ def test_on_step_hook_sees_exactly_the_answers(random_lm):
     batch = PackedBatch.from_rows(rows)
     for gen in (GenerationConfig(max_new_tokens=8, stop_at_newline=False),
                 GenerationConfig(max_new_tokens=8, stop_at_newline=False, do_sample=True, seed=2)):
-        free = generate(lm.model, lm.tokenizer, batch, new_cache(2, batch.shape[1] + 8), groups,
-                        group_fusion.avg_groups, gen, attention="sdpa", eos_ids=set())
+        with torch.inference_mode():  # as the engine calls it: the shared random model may hold inference tensors
+            free = generate(lm.model, lm.tokenizer, batch, new_cache(2, batch.shape[1] + 8), groups,
+                            group_fusion.avg_groups, gen, attention="sdpa", eos_ids=set())
         eos = {free[1].tokens[2]}  # group 1 ends by EOS at its third step (others may too)
         seen: dict[int, list] = {g: [] for g in range(len(groups))}
         finished: dict[int, str] = {}
